@@ -1,0 +1,102 @@
+"""The row shapes of the results store: one place that says what every table holds.
+
+Trials report rows as plain dicts; the driver appends them to the store; analysis
+reads them back.  A row's *key* names what it measures; when the same key is written
+twice (a retried or restored trial re-reports a step) readers keep the row with the
+highest ``attempt``, then the most recent ``written_at``.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+SCHEMA_VERSION = 1
+
+# Columns every table carries.  ``study`` is the hive partition column
+# (``<root>/<table>/study=<name>/``); ``cell`` is the grid cell id of the trial
+# (a short stable string such as ``"model.size=nano|task.digits=3"``).
+_COMMON = [
+    ("study", pa.string()),
+    ("trial_id", pa.string()),
+    ("attempt", pa.int64()),
+    ("cell", pa.string()),
+    ("written_at", pa.timestamp("us", tz="UTC")),
+]
+
+TABLES: dict[str, pa.Schema] = {
+    # One row per trial (rewritten as the trial progresses; the latest wins).
+    "trials": pa.schema(
+        _COMMON
+        + [
+            ("grid", pa.string()),  # JSON object: the cell's grid axis values
+            ("config", pa.string()),  # JSON object: the full nested trial config
+            ("status", pa.string()),  # running | completed | failed | diverged | pruned
+            ("start_time", pa.timestamp("us", tz="UTC")),
+            ("end_time", pa.timestamp("us", tz="UTC")),
+            ("node", pa.string()),
+            ("device", pa.string()),
+            ("n_params", pa.int64()),
+            ("steps", pa.int64()),  # steps trained so far
+            ("score", pa.float64()),  # the study's tuning metric (ID), latest value
+            ("error", pa.string()),
+        ]
+    ),
+    # Training metrics per step: loss, lr, grad_norm, examples_per_s, ...
+    "curves": pa.schema(
+        _COMMON
+        + [
+            ("step", pa.int64()),
+            ("metric", pa.string()),
+            ("value", pa.float64()),
+        ]
+    ),
+    # One row per trial x step x evaluation condition x metric.
+    # Arithmetic conditions use len_a/len_b; in-context conditions use
+    # n_context/shift/shift_value.  Unused condition columns are null.
+    "evals": pa.schema(
+        _COMMON
+        + [
+            ("step", pa.int64()),
+            ("split", pa.string()),  # "id" | "ood"
+            ("metric", pa.string()),
+            ("value", pa.float64()),
+            ("len_a", pa.int64()),
+            ("len_b", pa.int64()),
+            ("n_context", pa.int64()),
+            ("shift", pa.string()),
+            ("shift_value", pa.float64()),
+        ]
+    ),
+    # Small per-step summaries for mechanistic analyses, e.g. the 2-D PCA of the
+    # hidden state at the units-digit position over a grid of (a, b).
+    "representations": pa.schema(
+        _COMMON
+        + [
+            ("step", pa.int64()),
+            ("kind", pa.string()),  # e.g. "pca_units_digit"
+            ("split", pa.string()),
+            ("point", pa.int64()),  # index of the probed input
+            ("label", pa.string()),  # e.g. "(a+b) mod 10 = 7"
+            ("a", pa.int64()),
+            ("b", pa.int64()),
+            ("pc1", pa.float64()),
+            ("pc2", pa.float64()),
+        ]
+    ),
+}
+
+# The columns that identify what a row measures (``attempt`` and ``written_at``
+# decide which of several rows with the same key is current).
+KEYS: dict[str, list[str]] = {
+    "trials": ["study", "trial_id"],
+    "curves": ["study", "trial_id", "step", "metric"],
+    "evals": [
+        "study", "trial_id", "step", "split", "metric",
+        "len_a", "len_b", "n_context", "shift", "shift_value",
+    ],
+    "representations": ["study", "trial_id", "step", "kind", "split", "point"],
+}
+
+# Columns a trial reports itself; the driver fills study, attempt, cell, written_at.
+REPORTED = {name: [f.name for f in schema if f.name not in ("study", "attempt", "cell", "written_at")]
+            for name, schema in TABLES.items()}

@@ -1,0 +1,58 @@
+"""What every task family provides to the trainer.
+
+A task owns its data (training sampler, fixed evaluation sets) and its metrics. The
+trainer only calls the methods below; all randomness used for training batches comes
+from the ``torch.Generator`` the trainer passes in (so a checkpoint that saves the
+generator state resumes the exact data stream), and evaluation sets are built once,
+at construction, from the trial seed (so every evaluation sees the same examples).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+
+@dataclass
+class Batch:
+    """One training batch on the task's device.
+
+    inputs:  LongTensor [B, T] of token ids (token tasks) or FloatTensor [B, T, n_in].
+    targets: what ``loss`` compares the model output with (task specific shape).
+    mask:    BoolTensor [B, T], True where the output counts in the loss.
+    """
+
+    inputs: torch.Tensor
+    targets: torch.Tensor
+    mask: torch.Tensor
+
+
+@dataclass(frozen=True)
+class ModelIO:
+    """How the model must read and write this task's sequences."""
+
+    n_in: int  # vocabulary size (tokens=True) or input vector size
+    n_out: int  # vocabulary size (logits) or output size (regression)
+    tokens: bool  # True: inputs are token ids; False: inputs are vectors (linear read-in)
+    max_seq_len: int  # longest sequence the task ever feeds the model
+
+
+class Task(Protocol):
+    io: ModelIO
+
+    def train_batch(self, batch_size: int, step: int, generator: torch.Generator) -> Batch: ...
+
+    def loss(self, output: torch.Tensor, batch: Batch) -> torch.Tensor: ...
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module) -> list[dict[str, Any]]:
+        """Eval rows: ``split`` ("id"/"ood"), ``metric``, ``value`` and condition columns."""
+        ...
+
+    @torch.no_grad()
+    def representations(self, model: nn.Module) -> list[dict[str, Any]]:
+        """Rows for the ``representations`` table (may be empty)."""
+        ...
