@@ -1,0 +1,73 @@
+"""A bad trial config is refused before any work, with one message naming the field."""
+
+import pytest
+
+from study.config import ConfigError, load_trial_config, trial_config
+
+
+def error_for(*overrides: str) -> str:
+    with pytest.raises(ConfigError) as info:
+        trial_config(overrides=list(overrides))
+    return str(info.value)
+
+
+def test_defaults_are_the_nano_three_digit_addition_setup():
+    cfg = trial_config()
+    assert (cfg.task.family, cfg.task.op, cfg.task.digits, cfg.task.width) == ("arithmetic", "add", 3, 5)
+    assert cfg.task.pad and cfg.task.reverse and cfg.task.train_fraction == 0.01
+    assert cfg.model.shape == (3, 3, 48)
+    assert (cfg.train.lr, cfg.train.batch_size, cfg.train.weight_decay, cfg.train.grad_clip) == (5e-4, 64, 0.1, 1.0)
+
+
+def test_overrides_are_parsed_like_yaml():
+    cfg = trial_config(overrides=["model.size=micro", "train.lr=1e-3", "task.modulus=101", "model.pos_encoding=rope"])
+    assert cfg.model.shape == (4, 4, 128) and cfg.train.lr == 1e-3 and cfg.task.modulus == 101
+    assert cfg.model.pos_encoding == "rope"
+
+
+def test_switching_family_gives_that_family_defaults():
+    cfg = trial_config(overrides=["task.family=icl", "task.classes=[linear, sparse_linear]", "task.mix_weight=0.3"])
+    assert cfg.task.n_dims == 20 and cfg.task.weights == [0.3, 0.7]
+
+
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        (["task.digts=3"], "task.digts: unknown key; did you mean task.digits?"),
+        (["train.steps=many"], "train.steps"),
+        (["model.n_head=5"], "model.n_head=5 does not divide model.d_model=48"),
+        (["task.digits=7"], "raise task.width to at least 7"),
+        (["task.eval_max_len=9"], "task.eval_max_len=9"),
+        (["task.modulus=1"], "task.modulus"),
+        (["task.family=icl", "task.nnz=30"], "task.nnz=30 exceeds task.n_dims=20"),
+        (["task.family=icl", "task.mix_weight=0.5"], "task.mix_weight needs exactly two task.classes"),
+        (["task.family=quantum"], "unknown task family"),
+        (["model.size=huge"], "model.size"),
+        (["task.mix_weight=0.2"], "task.mix_weight > 0 needs task.mix_digits"),
+        (["model.n_head=4", "model.d_model=12", "model.pos_encoding=rope"], "even head size"),
+    ],
+)
+def test_bad_input_names_the_field(overrides, expected):
+    assert expected in error_for(*overrides)
+
+
+def test_error_lists_every_bad_field_once():
+    message = error_for("train.steps=x", "train.batch_size=y")
+    assert message.count("train.steps") == 1 and message.count("train.batch_size") == 1
+
+
+def test_yaml_file_and_sweep_base(tmp_path):
+    trial = tmp_path / "trial.yaml"
+    trial.write_text("task: {op: mul, digits: 2}\nmodel: {size: mini}\n")
+    cfg = load_trial_config(trial, ["train.seed=7"])
+    assert cfg.task.op == "mul" and cfg.model.size == "mini" and cfg.train.seed == 7
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text("name: s\nbase:\n  task: {digits: 4}\n")
+    assert load_trial_config(sweep).task.digits == 4
+    missing = tmp_path / "nope.yaml"
+    with pytest.raises(ConfigError, match="no such file"):
+        load_trial_config(missing)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- a list\n")
+    with pytest.raises(ConfigError, match="must be a mapping"):
+        load_trial_config(bad)

@@ -1,0 +1,61 @@
+"""The transformer: causal, the right size, every position encoding usable."""
+
+import pytest
+import torch
+
+from study.config import ModelConfig
+from study.model import Transformer, apply_rope, rope_angles
+from study.tasks.base import ModelIO
+
+ENCODINGS = ["learned", "sinusoidal", "rope", "alibi", "none"]
+
+
+@pytest.mark.parametrize("pos_encoding", ENCODINGS)
+def test_outputs_never_depend_on_later_positions(pos_encoding):
+    torch.manual_seed(0)
+    model = Transformer(ModelConfig(pos_encoding=pos_encoding), ModelIO(12, 12, True, 16)).eval()
+    tokens = torch.randint(0, 12, (3, 16))
+    changed = tokens.clone()
+    changed[:, 10:] = (changed[:, 10:] + 1) % 12
+    before, after = model(tokens), model(changed)
+    assert before.shape == (3, 16, 12)
+    torch.testing.assert_close(before[:, :10], after[:, :10])
+    assert not torch.allclose(before[:, 10:], after[:, 10:])
+
+
+def test_position_free_model_is_permutation_equivariant_but_learned_is_not():
+    """In one layer without position encoding the prefix is a set: swapping earlier tokens leaves the last output."""
+    torch.manual_seed(0)
+    tokens = torch.tensor([[1, 2, 3, 4, 5, 6]])
+    swapped = torch.tensor([[2, 1, 3, 4, 5, 6]])
+    nope = Transformer(ModelConfig(pos_encoding="none", n_layer=1), ModelIO(8, 8, True, 6)).eval()
+    torch.testing.assert_close(nope(tokens)[:, -1], nope(swapped)[:, -1])
+    learned = Transformer(ModelConfig(pos_encoding="learned", n_layer=1), ModelIO(8, 8, True, 6)).eval()
+    assert not torch.allclose(learned(tokens)[:, -1], learned(swapped)[:, -1])
+
+
+def test_rope_scores_depend_only_on_relative_position():
+    cos, sin = rope_angles(32, 8)
+    q, k = torch.randn(8), torch.randn(8)
+
+    def score(i: int, j: int) -> torch.Tensor:
+        qi = apply_rope(q.view(1, 1, 1, 8), cos[i : i + 1], sin[i : i + 1])
+        kj = apply_rope(k.view(1, 1, 1, 8), cos[j : j + 1], sin[j : j + 1])
+        return (qi * kj).sum()
+
+    torch.testing.assert_close(score(5, 2), score(20, 17))
+
+
+@pytest.mark.parametrize("size, expected", [("nano", 0.09e6), ("standard", 9.5e6)])
+def test_parameter_counts_match_the_published_models(size, expected):
+    io = ModelIO(20, 1, False, 82) if size == "standard" else ModelIO(12, 12, True, 16)
+    n = Transformer(ModelConfig(size=size), io).n_params()
+    assert abs(n - expected) / expected < 0.05
+
+
+def test_vector_read_in_and_hidden_states():
+    model = Transformer(ModelConfig(size="micro"), ModelIO(5, 1, False, 10))
+    out, hidden = model(torch.randn(2, 10, 5), return_hidden=True)
+    assert out.shape == (2, 10, 1) and hidden.shape == (2, 10, 128)
+    with pytest.raises(ValueError, match="longer than"):
+        model(torch.randn(1, 11, 5))
