@@ -372,3 +372,159 @@ def load_trial_config(path: str | Path | None, overrides: list[str] = ()) -> Tri
     if "base" in raw:
         raw = raw["base"] or {}
     return trial_config(raw, overrides)
+
+
+# --------------------------------------------------------------------------- sweeps
+
+
+class Distribution(_Strict):
+    """An Optuna distribution for one tuned axis."""
+
+    type: Literal["uniform", "loguniform", "int", "categorical"]
+    low: float | None = None
+    high: float | None = None
+    step: float | None = None
+    choices: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> "Distribution":
+        if self.type == "categorical":
+            if not self.choices:
+                raise ValueError("a categorical distribution needs a non-empty `choices` list")
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError(f"a {self.type} distribution needs `low` and `high`")
+        if self.low > self.high:
+            raise ValueError(f"low={self.low} is greater than high={self.high}; swap them")
+        if self.type == "loguniform" and self.low <= 0:
+            raise ValueError(f"a loguniform distribution needs low > 0, got {self.low}")
+        return self
+
+    def optuna(self):
+        import optuna
+
+        if self.type == "categorical":
+            return optuna.distributions.CategoricalDistribution(self.choices)
+        if self.type == "int":
+            return optuna.distributions.IntDistribution(int(self.low), int(self.high), step=int(self.step or 1))
+        return optuna.distributions.FloatDistribution(
+            self.low, self.high, log=self.type == "loguniform", step=self.step
+        )
+
+    def corners(self) -> list[Any]:
+        """Values at the edges of the distribution, for validating the trial configs they make."""
+        if self.type == "categorical":
+            return list(self.choices)
+        if self.type == "int":
+            return [int(self.low), int(self.high)]
+        return [self.low, self.high]
+
+
+class TuneSection(_Strict):
+    metric: str = Field("id_exact_match", description="summary metric Optuna optimizes within a cell")
+    mode: Literal["max", "min"] = "max"
+    trials_per_cell: int = Field(1, ge=1)
+    params: dict[str, Distribution] = Field(default_factory=dict, description="tuned axes")
+    sampler: Literal["tpe", "random"] = "tpe"
+    seed: int = 0
+
+
+class EarlyStopping(_Strict):
+    type: Literal["none", "asha"] = "none"
+    grace_period: int = Field(1, ge=1, description="evaluations before a trial may be stopped")
+    reduction_factor: float = Field(3.0, gt=1.0)
+
+
+class Resources(_Strict):
+    cpus: float = Field(1.0, gt=0.0)
+    gpus: float = Field(0.0, ge=0.0, description="fractions allowed, e.g. 0.25")
+
+
+class SweepSpec(_Strict):
+    """A whole study: a base trial, grid axes (cells), tuned axes (Optuna per cell), resources."""
+
+    name: str = Field(..., pattern=r"^[A-Za-z0-9_.-]+$", description="study name in the store")
+    description: str = ""
+    base: dict[str, Any] = Field(default_factory=dict, description="the trial config every cell starts from")
+    grid: dict[str, list[Any]] = Field(default_factory=dict, description="dotted key -> values; cells = product")
+    tune: TuneSection = Field(default_factory=TuneSection)
+    early_stopping: EarlyStopping = Field(default_factory=EarlyStopping)
+    resources: Resources = Field(default_factory=Resources)
+    max_concurrent: int = Field(0, ge=0, description="0: as many as resources allow")
+    max_failures: int = Field(2, ge=0, description="retries of a failed trial from its last checkpoint")
+    store: str = "./results"
+    storage_path: str | None = Field(None, description="Ray Tune's run directory; default <store>/_runs")
+    optuna_storage: str | None = Field(None, description="Optuna storage URL; default a journal file")
+
+    @model_validator(mode="after")
+    def _check(self) -> "SweepSpec":
+        for axis, values in self.grid.items():
+            if not isinstance(values, list) or not values:
+                raise ValueError(f"grid.{axis} is empty; give it at least one value or remove the axis")
+        overlap = set(self.grid) & set(self.tune.params)
+        if overlap:
+            raise ValueError(f"{sorted(overlap)} are both grid and tuned axes; keep each axis in one place")
+        return self
+
+    def cells(self) -> list[dict[str, Any]]:
+        """Every combination of the grid axes, in a stable order."""
+        import itertools
+
+        axes = list(self.grid)
+        return [dict(zip(axes, combo)) for combo in itertools.product(*(self.grid[a] for a in axes))]
+
+    def trial_raw(self, cell: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+        """The raw trial config of one cell with tuned values filled in (not yet validated)."""
+        return apply_overrides(self.base, {**cell, **params})
+
+    def check_trials(self) -> None:
+        """Validate the trial config of every cell at the corners of every tuned axis."""
+        import itertools
+
+        corner_sets = [
+            dict(zip(self.tune.params, combo))
+            for combo in itertools.product(*(d.corners() for d in self.tune.params.values()))
+        ] or [{}]
+        for cell in self.cells():
+            for params in corner_sets[:16]:
+                try:
+                    cfg = TrialConfig.model_validate(self.trial_raw(cell, params))
+                except ValidationError as err:
+                    where = ", ".join(f"{k}={v}" for k, v in {**cell, **params}.items()) or "the base config"
+                    raise ConfigError(f"invalid trial config for {where}:\n" + explain(err, TrialConfig)) from None
+                except ConfigError as err:
+                    raise ConfigError(f"grid/tuned axis: {err}") from None
+        metric_ok = self.tune.metric.startswith(("id_", "ood_", "loss"))
+        if not metric_ok:
+            raise ConfigError(
+                f"tune.metric={self.tune.metric!r} is not a summary metric; use <split>_<metric>, "
+                "e.g. id_exact_match (arithmetic) or id_nmse (icl)"
+            )
+
+
+def cell_id(cell: dict[str, Any]) -> str:
+    """A short stable name for a cell: ``model.size=nano|task.digits=3`` (``all`` for no grid)."""
+    return "|".join(f"{k}={v}" for k, v in cell.items()) or "all"
+
+
+def load_sweep_spec(path: str | Path, overrides: list[str] = ()) -> SweepSpec:
+    """Read, override and validate a sweep spec.
+
+    Overrides: ``train.steps=10`` (or ``base.train.steps=10``) changes the base trial,
+    ``grid.model.size=[nano, micro]`` replaces one grid axis, ``name=x`` a top-level field.
+    """
+    data = read_yaml(path)
+    for text in overrides:
+        key, value = _split_override(text)
+        if key.split(".")[0] in ("task", "model", "train"):
+            key = "base." + key
+        if key.startswith("grid."):
+            data.setdefault("grid", {})[key.removeprefix("grid.")] = value
+        else:
+            set_dotted(data, key, value)
+    try:
+        spec = SweepSpec.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(f"{path}: invalid sweep spec:\n" + explain(err, SweepSpec)) from None
+    spec.check_trials()
+    return spec

@@ -82,6 +82,8 @@ class Report:
     state: dict[str, Any] | None = None  # full training state when this is a checkpoint
     done: bool = False
     status: str = "running"  # running | completed | diverged
+    n_params: int = 0
+    device: str = ""
 
 
 @dataclass
@@ -111,6 +113,7 @@ def train(
     torch.manual_seed(tc.seed)
     task = build_task(cfg.task, seed=tc.seed, device=device)
     model = Transformer(cfg.model, task.io).to(device)
+    n_params = model.n_params()
     optimizer = make_optimizer(model, tc)
     generator = torch.Generator(device=device).manual_seed(tc.seed)
     step = 0
@@ -210,17 +213,20 @@ def train(
                         state=training_state() if is_checkpoint else None,
                         done=done,
                         status=status,
+                        n_params=n_params,
+                        device=str(device),
                     )
                 )
             curve_rows = []
     if status == "diverged" and report is not None:
-        report(Report(step=step, metrics=metrics, rows={"curves": curve_rows}, done=True, status=status))
+        report(Report(step=step, metrics=metrics, rows={"curves": curve_rows}, done=True, status=status,
+                      n_params=n_params, device=str(device)))
     return TrialResult(
         status=status,
         steps=step,
         metrics=metrics,
         eval_rows=eval_rows,
-        n_params=model.n_params(),
+        n_params=n_params,
         device=str(device),
         seconds=time.perf_counter() - started,
     )
