@@ -1,0 +1,387 @@
+"""Where OOD generalization breaks down, per cell of the grid.
+
+Input: the final-step eval rows of a study (:func:`analysis.load.final_evals`) and its
+trials (:func:`analysis.load.trials`).  Vocabulary used by every table here:
+
+- *cell*: one combination of the grid axes except seeds (``train.seed`` makes
+  replicates, not cells); all trials of a cell (seeds, Optuna suggestions) form its
+  distribution.
+- *shift axis* (column ``shift``) and position ``x`` along it: arithmetic rows lie on
+  the ``"length"`` axis at x = max(len_a, len_b) (or ``min``, ``len_a``, ``len_b``);
+  in-context rows on their shift (``nnz``, ``freq_scale``, ``alpha``, ``x_scale``)
+  at x = shift_value, averaged over the number of in-context examples, and unshifted
+  in-context rows on the ``"n_context"`` axis at x = k.
+- *ID score* of a trial: the mean of the metric over all its ID rows.  The *best
+  trial* of a cell has the best ID score (highest for accuracies, lowest for nmse)
+  among its usable trials (status not failed/diverged).
+- *retention* of a score: (score - floor) / (ID score - floor), where floor is what a
+  model that learned nothing gets (0 for accuracies, 1 for nmse: predicting zero).
+  It reads the same for both directions: 1 = as good as ID, 0 = nothing left.
+- *boundary*: the first OOD x (increasing) whose retention falls below ``threshold``;
+  NaN when none does.  *monotone*: along the OOD points retention never rises by
+  more than ``tol`` from one point to the next.  *recovers_at*: the OOD x
+  after the boundary whose retention is back at or above the threshold.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+
+from analysis.load import FAILED, axis_order, cell_axes, cell_label, expected_cells
+
+LENGTH_MODES = ("max", "min", "len_a", "len_b", "pair")
+
+
+@dataclass(frozen=True)
+class Metric:
+    """How to read a metric: its direction and the score of a model that learned nothing."""
+
+    name: str
+    higher_is_better: bool
+    floor: float
+
+
+def metric_info(name: str) -> Metric:
+    """``nmse*`` metrics: lower is better, floor 1.0 (predicting zero); anything else
+    (exact_match, digit_acc, equivalence, ...): higher is better, floor 0.0."""
+    if name.startswith("nmse"):
+        return Metric(name, higher_is_better=False, floor=1.0)
+    return Metric(name, higher_is_better=True, floor=0.0)
+
+
+def primary_metrics(final: pd.DataFrame) -> list[str]:
+    """The headline metric of each task family present: exact_match (arithmetic), nmse (icl)."""
+    present = set(final["metric"].unique()) if len(final) else set()
+    return [m for m in ("exact_match", "nmse") if m in present] or sorted(present)[:1]
+
+
+# --------------------------------------------------------------------------- per trial
+
+
+def condition_axis(rows: pd.DataFrame, length: str = "max") -> pd.DataFrame:
+    """``rows`` plus the columns ``shift`` (the axis name) and ``x`` (position on it).
+
+    Arithmetic rows: shift "length", x from (len_a, len_b) by ``length`` ("max",
+    "min", "len_a", "len_b"; "pair" uses max and keeps len_a/len_b as keys).
+    In-context rows: shift as stored with x = shift_value; unshifted rows (shift
+    "none" or null) go on the "n_context" axis with x = n_context.
+    """
+    if length not in LENGTH_MODES:
+        raise ValueError(f"length={length!r}: choose one of {', '.join(LENGTH_MODES)}")
+    rows = rows.copy()
+    arith = rows["len_a"].notna().to_numpy()
+    a, b = _floats(rows["len_a"]), _floats(rows["len_b"])
+    along = {"max": np.fmax(a, b), "pair": np.fmax(a, b), "min": np.fmin(a, b), "len_a": a, "len_b": b}[length]
+    shift = rows["shift"].astype(object).to_numpy()
+    unshifted = pd.isna(shift) | (shift == "none")
+    rows["shift"] = np.where(arith, "length", np.where(unshifted, "n_context", shift)).astype(str)
+    icl_x = np.where(unshifted, _floats(rows["n_context"]), _floats(rows["shift_value"]))
+    rows["x"] = np.where(arith, along, icl_x)
+    return rows
+
+
+def _floats(column: pd.Series) -> np.ndarray:
+    return column.to_numpy(dtype=float, na_value=np.nan)
+
+
+def condition_keys(length: str) -> list[str]:
+    return ["shift", "x", "split"] + (["len_a", "len_b"] if length == "pair" else [])
+
+
+def trial_info(rows: pd.DataFrame) -> pd.DataFrame:
+    """One row per trial of eval-like ``rows``: trial_id, cell, status, family, grid axes."""
+    keep = ["trial_id", "cell", "status", "family"] + [c for c in rows if "." in str(c) and not str(c).startswith("config.")]
+    return rows.drop_duplicates("trial_id")[[c for c in keep if c in rows]].reset_index(drop=True)
+
+
+def trial_scores(final: pd.DataFrame, metric: str, length: str = "max") -> pd.DataFrame:
+    """Each trial's score per condition on its shift axes.
+
+    Columns: trial_id, cell, status, family, the grid axes, shift, x, split (and
+    len_a, len_b with ``length="pair"``), score (the metric's mean over the rows at
+    that condition), id_score (the trial's mean over all its ID rows).  Sorted by
+    trial, shift, x.
+    """
+    rows = final[final["metric"] == metric]
+    info = trial_info(rows)
+    if rows.empty:
+        return info.assign(shift=pd.Series(dtype=str), x=pd.Series(dtype=float), split=pd.Series(dtype=str),
+                           score=pd.Series(dtype=float), id_score=pd.Series(dtype=float))
+    rows = condition_axis(rows[["trial_id", "split", "value", "len_a", "len_b", "n_context", "shift", "shift_value"]],
+                          length)
+    keys = ["trial_id"] + condition_keys(length)
+    scores = rows.groupby(keys, dropna=False, sort=False, observed=True)["value"].mean().rename("score").reset_index()
+    id_score = rows[rows["split"] == "id"].groupby("trial_id", observed=True)["value"].mean().rename("id_score")
+    out = scores.merge(id_score, left_on="trial_id", right_index=True, how="left")
+    out = info.merge(out, on="trial_id")
+    return out.sort_values(["trial_id", "shift", "x"] + keys[4:], kind="stable").reset_index(drop=True)
+
+
+def best_trials(scores: pd.DataFrame, metric: str, by: list[str]) -> pd.DataFrame:
+    """The best usable trial of each cell by ID score (ties: smallest trial_id).
+
+    ``scores`` is a :func:`trial_scores` frame.  Columns: family, the ``by`` axes,
+    best_trial, id_score.
+    """
+    m = metric_info(metric)
+    keys = ["family"] + by
+    trials = scores.drop_duplicates("trial_id")
+    trials = trials[~trials["status"].isin(FAILED) & trials["id_score"].notna()]
+    ranked = trials.assign(_rank=trials["id_score"] * (-1 if m.higher_is_better else 1))
+    ranked = ranked.sort_values(["_rank", "trial_id"], kind="stable").drop_duplicates(keys)
+    return ranked[keys + ["trial_id", "id_score"]].rename(columns={"trial_id": "best_trial"}).reset_index(drop=True)
+
+
+def find_boundary(
+    x: np.ndarray, score: np.ndarray, id_score: float, metric: Metric, threshold: float = 0.5, tol: float = 0.05
+) -> tuple[float, Any, list[float]]:
+    """(boundary, monotone, recovers_at) of one OOD curve ``score`` over increasing ``x``.
+
+    Retention r = (score - floor) / (id_score - floor).  boundary: the first x with
+    r < threshold, NaN if none.  monotone: r never rises by more than ``tol`` from one
+    OOD point to the next.  recovers_at: the x after the boundary with
+    r >= threshold.  When the ID score is no better than the floor, or there is no
+    OOD point, retention is undefined: (NaN, None, []).
+    """
+    keep = ~np.isnan(score)
+    x, score = np.asarray(x, dtype=float)[keep], np.asarray(score, dtype=float)[keep]
+    gain = (id_score - metric.floor) * (1 if metric.higher_is_better else -1)
+    if len(x) == 0 or not gain > 0:
+        return float("nan"), None, []
+    r = (score - metric.floor) / (id_score - metric.floor)
+    monotone = bool(np.all(np.diff(r) <= tol))
+    below = np.flatnonzero(r < threshold)
+    if len(below) == 0:
+        return float("nan"), monotone, []
+    first = below[0]
+    recovers = [_num(v) for v in x[first + 1:][r[first + 1:] >= threshold]]
+    return _num(x[first]), monotone, recovers
+
+
+def _num(value: float) -> float | int:
+    value = float(value)
+    return int(value) if value.is_integer() else value
+
+
+def trial_boundaries(scores: pd.DataFrame, metric: str, threshold: float = 0.5, tol: float = 0.05) -> pd.DataFrame:
+    """Boundary of every trial on every shift axis that has OOD conditions.
+
+    Columns: trial_id, shift, n_ood (OOD points), x_max (the last OOD x), ood_score (mean OOD score),
+    boundary, monotone, recovers_at (see :func:`find_boundary`).
+    """
+    m = metric_info(metric)
+    ood = scores[scores["split"] == "ood"]
+    rows = []
+    for (trial, shift), group in ood.groupby(["trial_id", "shift"], sort=True, observed=True):
+        g = group.groupby("x", sort=True)["score"].mean()  # "pair" mode: several conditions per x
+        boundary, monotone, recovers = find_boundary(g.index.to_numpy(), g.to_numpy(), group["id_score"].iloc[0],
+                                                     m, threshold, tol)
+        rows.append((trial, shift, len(g), float(g.index.max()), float(np.nanmean(g)) if g.notna().any() else np.nan,
+                     boundary, monotone, recovers))
+    return pd.DataFrame(rows, columns=["trial_id", "shift", "n_ood", "x_max", "ood_score", "boundary", "monotone",
+                                       "recovers_at"])
+
+
+# --------------------------------------------------------------------------- per cell
+
+
+def summarize(per_trial: pd.DataFrame, by: list[str], cond: list[str], value: str, best: pd.DataFrame) -> pd.DataFrame:
+    """A per-trial value aggregated over each cell's usable trials.
+
+    ``per_trial`` has trial_id, status, family, the ``by`` axes, the ``cond`` columns
+    and ``value``; ``best`` has family, ``by`` and best_trial.  Returns family, ``by``,
+    ``cond``, n (usable trials with a value), median, q25, q75, best_trial, best (the
+    best trial's value).
+    """
+    keys = ["family"] + by
+    usable = per_trial[~per_trial["status"].isin(FAILED)]
+    g = usable.groupby(keys + cond, dropna=False, sort=False, observed=True)[value]
+    dist = g.quantile([0.25, 0.5, 0.75]).unstack()
+    dist.columns = ["q25", "median", "q75"]
+    dist.insert(0, "n", g.count())
+    dist = dist.reset_index()
+    top = usable.merge(best[keys + ["best_trial"]], on=keys, how="inner")
+    top = top[top["trial_id"] == top["best_trial"]][keys + cond + ["best_trial", value]]
+    out = dist.merge(top.rename(columns={value: "best"}), on=keys + cond, how="left")
+    return out[keys + cond + ["n", "median", "q25", "q75", "best_trial", "best"]]
+
+
+def curves(final: pd.DataFrame, metric: str = "exact_match", by: list[str] | None = None,
+           length: str = "max", best: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Score per cell and condition: the best trial and the distribution over trials.
+
+    Columns: family, the ``by`` axes (default: every non-seed grid axis), cell (label
+    built from ``by``), shift, x, split (and len_a, len_b with ``length="pair"``), n,
+    median, q25, q75 (over the cell's usable trials), best_trial, best (the score of
+    the cell's best trial by ID score, or of the trial given in ``best``).
+    """
+    scores = trial_scores(final, metric, length)
+    by = cell_axes(scores) if by is None else list(by)
+    best = best_trials(scores, metric, by) if best is None else best
+    out = summarize(scores, by, condition_keys(length), "score", best)
+    out.insert(1 + len(by), "cell", [cell_label(r, by) for r in out.to_dict("records")])
+    return sort_cells(out, by, ["shift", "x"] + (["len_a", "len_b"] if length == "pair" else []))
+
+
+def breakdown(
+    final: pd.DataFrame,
+    trials: pd.DataFrame,
+    metric: str = "exact_match",
+    threshold: float = 0.5,
+    by: list[str] | None = None,
+    length: str = "max",
+    tol: float = 0.05,
+) -> pd.DataFrame:
+    """One row per cell and shift axis: ID score, boundary and what holds across seeds.
+
+    Every cell the grid spans (product of the axis values, per family) appears, also
+    when none of its trials is usable (scores NaN, verdict "no_trial").  Columns:
+
+    - family, the ``by`` axes (default: every non-seed grid axis), cell (label), shift;
+    - n_trials (all statuses), n_failed (failed or diverged: never scored),
+      n_usable (scored trials);
+    - best_trial, id_score, ood_score (mean over the OOD conditions), x_max (the
+      last OOD x evaluated), boundary, monotone, recovers_at: of the best trial by
+      ID score (see module docstring);
+    - verdict: "breaks" (a boundary within the evaluated range), "holds" (none),
+      "no_id" (the ID score is at the floor: nothing to break), "no_trial";
+    - id_median, id_q25, id_q75, ood_median: over the usable trials;
+    - n_break (usable trials whose own curve breaks), boundary_q25, boundary_q50,
+      boundary_q75: quantiles of the per-trial boundaries, taken among observed
+      values with "never breaks" ranked above every length (NaN when that quantile
+      never breaks); n_nonmonotone: usable trials whose curve is not monotone.
+    """
+    if length == "pair":
+        raise ValueError("a boundary needs one axis: use length='max', 'min', 'len_a' or 'len_b'")
+    scores = trial_scores(final, metric, length)
+    families = set(scores["family"].unique())
+    trials = trials[trials["family"].isin(families)]
+    by = cell_axes(trials) if by is None else list(by)
+    keys = ["family"] + by
+
+    per_trial = trial_boundaries(scores, metric, threshold, tol)
+    info = scores.drop_duplicates("trial_id")[["trial_id", "status", "id_score"] + keys]
+    usable = info[~info["status"].isin(FAILED) & info["id_score"].notna()]
+    per_trial = per_trial.merge(usable, on="trial_id")
+
+    shifts = scores.loc[scores["split"] == "ood", ["family", "shift"]].drop_duplicates()
+    out = expected_cells(trials, by).merge(shifts, on="family")
+
+    counts = trials.assign(_failed=trials["status"].isin(FAILED)).groupby(keys, dropna=False, observed=True).agg(
+        n_trials=("trial_id", "size"), n_failed=("_failed", "sum"))
+    ids = usable.groupby(keys, dropna=False, observed=True)["id_score"]
+    id_dist = pd.DataFrame({"n_usable": ids.count(), "id_median": ids.median(),
+                            "id_q25": ids.quantile(0.25), "id_q75": ids.quantile(0.75)})
+    best = best_trials(scores, metric, by).merge(per_trial.drop(columns=keys + ["status", "id_score"]),
+                                                 left_on="best_trial", right_on="trial_id", how="left")
+    spread = per_trial.groupby(keys + ["shift"], dropna=False, observed=True).apply(_boundary_spread,
+                                                                                   include_groups=False)
+    out = (out.merge(counts.reset_index(), on=keys, how="left")
+              .merge(id_dist.reset_index(), on=keys, how="left")
+              .merge(best.drop(columns=["trial_id", "n_ood"]), on=keys + ["shift"], how="left")
+              .merge(spread.reset_index() if len(spread) else spread, on=keys + ["shift"], how="left"))
+    for column in ("n_trials", "n_failed", "n_usable", "n_break", "n_nonmonotone"):
+        out[column] = out[column].fillna(0).astype(int)
+    out["monotone"] = out["monotone"].astype("boolean")
+    out["recovers_at"] = [r if isinstance(r, list) else [] for r in out["recovers_at"]]
+    out["verdict"] = np.select(
+        [out["best_trial"].isna(), out["monotone"].isna(), out["boundary"].notna()],
+        ["no_trial", "no_id", "breaks"], "holds")
+    out["cell"] = [cell_label(r, by) for r in out[by].to_dict("records")] if by else ""
+    columns = keys + ["cell", "shift", "n_trials", "n_failed", "n_usable", "best_trial", "id_score", "ood_score",
+                      "x_max", "boundary", "verdict", "monotone", "recovers_at", "id_median", "id_q25", "id_q75",
+                      "ood_median", "n_break", "boundary_q25", "boundary_q50", "boundary_q75", "n_nonmonotone"]
+    return sort_cells(out[columns], by, ["shift"])
+
+
+def _boundary_spread(g: pd.DataFrame) -> pd.Series:
+    ranked = g["boundary"].fillna(np.inf).to_numpy()
+    q = np.quantile(ranked, [0.25, 0.5, 0.75], method="inverted_cdf") if len(ranked) else [np.nan] * 3
+    q = [np.nan if np.isinf(v) else float(v) for v in q]
+    return pd.Series({
+        "ood_median": g["ood_score"].median(),
+        "n_break": int(g["boundary"].notna().sum()),
+        "boundary_q25": q[0], "boundary_q50": q[1], "boundary_q75": q[2],
+        "n_nonmonotone": int((g["monotone"] == False).sum()),  # noqa: E712 (None is neither)
+    })
+
+
+def sort_cells(frame: pd.DataFrame, by: list[str], then: Iterable[str] = ()) -> pd.DataFrame:
+    """Rows ordered by family, the ``by`` axes in natural order (model sizes by size),
+    then the ``then`` columns."""
+    ranks = {}
+    for axis in ["family"] + list(by):
+        if axis in frame:
+            order = {v: i for i, v in enumerate(axis_order(axis, frame[axis]))}
+            ranks[f"_r{len(ranks)}"] = frame[axis].map(order)
+    then = [c for c in then if c in frame]
+    ranked = frame.assign(**ranks)
+    return ranked.sort_values(list(ranks) + then, kind="stable", na_position="last").drop(
+        columns=list(ranks)).reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------- text summary
+
+
+def format_summary(table: pd.DataFrame, curve: pd.DataFrame, metric: str, threshold: float = 0.5) -> str:
+    """A compact text table from :func:`breakdown` and :func:`curves` frames: one line
+    per cell and shift axis with n (usable/all), the best trial's ID score, its OOD
+    score at each OOD x, and the boundary ("-" when the curve never breaks)."""
+    lines = [f"{metric} of the best trial per cell; boundary = first OOD point below {threshold:g} of the ID score"]
+    for (family, shift), rows in table.groupby(["family", "shift"], sort=False):
+        ood = curve[(curve["family"] == family) & (curve["shift"] == shift) & (curve["split"] == "ood")]
+        xs = sorted(ood["x"].dropna().unique())
+        head = [shift if shift != "length" else "cell", "n", "id"] + [f"{_short(shift)}{_fmt_x(x)}" for x in xs] + ["boundary"]
+        body = []
+        for row in rows.to_dict("records"):
+            at = ood[ood["cell"] == row["cell"]].groupby("x")["best"].mean()
+            boundary = row["boundary"]
+            mark = {"holds": "-", "breaks": _fmt_x(boundary) if pd.notna(boundary) else ""}.get(row["verdict"], "n/a")
+            if _is_false(row["monotone"]):
+                mark += f" (recovers at {','.join(_fmt_x(v) for v in row['recovers_at'])})" if row["recovers_at"] else " (non-monotone)"
+            body.append([row["cell"] or family, f"{row['n_usable']}/{row['n_trials']}", _fmt_v(row["id_score"])]
+                        + [_fmt_v(at.get(x, np.nan)) for x in xs] + [mark])
+        widths = [max(len(str(r[i])) for r in [head] + body) for i in range(len(head))]
+        lines.append("")
+        lines.extend("  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+                     for r in [head] + body)
+    return "\n".join(lines)
+
+
+def _is_false(flag: Any) -> bool:
+    return flag is not None and flag is not pd.NA and not bool(flag)
+
+
+def _short(shift: str) -> str:
+    return {"length": "len", "n_context": "k", "freq_scale": "freq"}.get(shift, shift)
+
+
+def _fmt_x(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
+def _fmt_v(v: float) -> str:
+    return "nan" if pd.isna(v) else f"{v:.2f}"
+
+
+def summary_table(store: Any, study: str, metric: str | None = None, threshold: float = 0.5) -> str:
+    """The end-of-sweep text table of ``study`` (see :func:`format_summary`), one block
+    per headline metric present (exact_match for arithmetic, nmse for icl) unless
+    ``metric`` is given."""
+    from analysis.load import final_evals, open_store, trials as load_trials
+
+    store = open_store(store)
+    trials = load_trials(store, study, config="none")
+    final = final_evals(store, study, trials_frame=trials)
+    if final.empty:
+        return f"study {study}: no evaluations yet ({len(trials)} trials)"
+    blocks = []
+    for name in [metric] if metric else primary_metrics(final):
+        table = breakdown(final, trials, metric=name, threshold=threshold)
+        by = [c for c in table.columns[1:table.columns.get_loc("cell")]]
+        blocks.append(format_summary(table, curves(final, name, by=by), name, threshold))
+    return f"study {study}\n" + "\n\n".join(blocks)

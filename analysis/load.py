@@ -1,0 +1,293 @@
+"""Reading one study out of the results store.
+
+The store functions here are the only I/O of the analysis package: they push the
+filtering (study, metrics, final step) into the store's DuckDB SQL and hand back
+pandas DataFrames.  Everything downstream (breakdown, equivalence, icl, plots) is a
+pure function of these frames.
+
+Grid axes keep their dotted names as columns (``"model.size"``, ``"task.digits"``);
+flattened config values are prefixed with ``"config."``.  :func:`axis_columns`
+recovers the axes of any frame from that naming rule.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+
+FAILED = ("failed", "diverged")  # statuses excluded from every score (but counted)
+EVAL_COLUMNS = ["step", "split", "metric", "value", "len_a", "len_b", "n_context", "shift", "shift_value"]
+TRIAL_KEYS = ["trial_id", "cell", "status", "family"]  # trial columns copied onto eval rows
+
+# Order of the model presets, smallest first (alphabetical order would put micro first).
+SIZE_ORDER = ["nano", "micro", "mini", "small", "standard"]
+
+
+# --------------------------------------------------------------------------- the store
+
+
+def open_store(store: Any) -> Any:
+    """A :class:`study.store.Store` for a path or URI; a store object is returned as is."""
+    if hasattr(store, "sql") and hasattr(store, "frame"):
+        return store
+    from study.config import ConfigError
+    from study.store import Store, StoreError
+
+    try:
+        return Store(str(store), create=False)
+    except StoreError as err:
+        raise ConfigError(str(err)) from None
+
+
+def check_study(store: Any, study: str) -> None:
+    """Raise ``ConfigError`` naming the studies the store has when ``study`` is not one of them."""
+    from study.config import ConfigError
+
+    names = sorted(store.studies())
+    if study not in names:
+        have = ", ".join(names) if names else "none yet"
+        raise ConfigError(f"study {study!r} is not in the store {_uri(store)}; studies there: {have}")
+
+
+def _uri(store: Any) -> str:
+    for attr in ("uri", "root", "path"):
+        if getattr(store, attr, None) is not None:
+            return str(getattr(store, attr))
+    return repr(store)
+
+
+def sql_literal(value: Any) -> str:
+    """``value`` as a SQL literal: strings quoted (quotes doubled), numbers as written."""
+    if isinstance(value, str):
+        return "'" + value.replace("'", "''") + "'"
+    if isinstance(value, (bool, np.bool_)):
+        return "TRUE" if value else "FALSE"
+    return repr(float(value)) if isinstance(value, float) else str(value)
+
+
+def _in(column: str, values: Iterable[Any]) -> str:
+    return f"{column} IN ({', '.join(sql_literal(v) for v in values)})"
+
+
+# --------------------------------------------------------------------------- trials
+
+
+def trials(store: Any, study: str, config: str = "varying") -> pd.DataFrame:
+    """One row per trial of ``study`` with its grid axes expanded (see :func:`expand_trials`)."""
+    store = open_store(store)
+    return expand_trials(store.frame("trials", study=study), config=config)
+
+
+def expand_trials(raw: pd.DataFrame, config: str = "varying") -> pd.DataFrame:
+    """The raw ``trials`` table with ``grid`` and ``config`` JSON expanded into columns.
+
+    Returns one row per trial, sorted by cell then trial_id, with columns:
+    trial_id, cell, status, family ("arithmetic" | "icl", from ``task.family``),
+    attempt, n_params, steps, score, start_time, end_time, seconds (end - start),
+    node, device, error; one column per grid axis (dotted name, e.g. ``model.size``;
+    list values as compact JSON strings; NaN where a trial's grid lacks the axis); and
+    ``config.<dotted key>`` columns: with ``config="varying"`` the keys whose value
+    differs between trials (tuned hyperparameters and the axes), ``"all"`` every key,
+    ``"none"`` no config column.
+    """
+    if raw.empty:
+        return pd.DataFrame(columns=TRIAL_KEYS + ["attempt", "n_params", "steps", "score", "seconds"])
+    grids = [_scalars(json.loads(g)) if isinstance(g, str) and g else {} for g in raw["grid"]]
+    configs = [_flatten(json.loads(c)) if isinstance(c, str) and c else {} for c in raw["config"]]
+    axes = pd.DataFrame(grids, index=raw.index)
+    flat = pd.DataFrame([_scalars(c) for c in configs], index=raw.index)
+    out = raw.drop(columns=[c for c in ("grid", "config", "study", "written_at") if c in raw])
+    out["family"] = flat["task.family"] if "task.family" in flat else "arithmetic"
+    out["family"] = out["family"].fillna("arithmetic").astype(str)
+    if "start_time" in out and "end_time" in out:
+        out["seconds"] = (pd.to_datetime(out["end_time"]) - pd.to_datetime(out["start_time"])).dt.total_seconds()
+    if config != "none" and not flat.empty:
+        keep = flat.columns if config == "all" else [c for c in flat if flat[c].astype(str).nunique() > 1]
+        flat = flat[list(keep)].add_prefix("config.")
+        out = pd.concat([out, flat], axis=1)
+    out = pd.concat([out, axes[[a for a in axes.columns if a not in out]]], axis=1)
+    first = [c for c in TRIAL_KEYS + ["attempt", "n_params", "steps", "score", "start_time", "end_time",
+                                       "seconds", "node", "device", "error"] if c in out]
+    rest = axis_columns(out) + [c for c in out if c.startswith("config.")]
+    return out[first + rest].sort_values(["cell", "trial_id"]).reset_index(drop=True)
+
+
+def _flatten(nested: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in nested.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _scalars(row: dict[str, Any]) -> dict[str, Any]:
+    """Lists and mappings become compact JSON strings so that they can be grouped on."""
+    return {k: json.dumps(v, separators=(",", ":")) if isinstance(v, (list, dict, tuple)) else v
+            for k, v in row.items()}
+
+
+# --------------------------------------------------------------------------- axes and cells
+
+
+def axis_columns(frame: pd.DataFrame) -> list[str]:
+    """The grid-axis columns of a frame: dotted names that are not ``config.*``."""
+    return [c for c in frame.columns if "." in str(c) and not str(c).startswith("config.")]
+
+
+def is_seed_axis(axis: str) -> bool:
+    """Seed axes (``train.seed``, ``task.seed``, ...) make replicates, not cells."""
+    return axis.rsplit(".", 1)[-1] in ("seed", "seeds")
+
+
+def cell_axes(frame: pd.DataFrame) -> list[str]:
+    """The axes that define a cell for analysis: every grid axis except seeds, and
+    except axes that are empty in ``frame`` (an axis of the other task family)."""
+    return [a for a in axis_columns(frame) if not is_seed_axis(a) and frame[a].notna().any()]
+
+
+def axis_order(axis: str, values: Iterable[Any]) -> list[Any]:
+    """Distinct non-null ``values`` of an axis in their natural order (model sizes by
+    preset size, numbers numerically, anything else alphabetically)."""
+    distinct = list(dict.fromkeys(v for v in values if not _missing(v)))
+    if axis.endswith("model.size") or axis == "size":
+        return sorted(distinct, key=lambda v: (SIZE_ORDER.index(v) if v in SIZE_ORDER else len(SIZE_ORDER), str(v)))
+    if all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) for v in distinct):
+        return sorted(distinct)
+    return sorted(distinct, key=str)
+
+
+def _missing(value: Any) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+
+
+def grid_axes(trials: pd.DataFrame) -> pd.DataFrame:
+    """One row per grid axis: axis, n_values, values (list in natural order), seed
+    (True for replicate axes such as ``train.seed``), families (the task families
+    whose trials carry the axis, comma separated)."""
+    rows = []
+    for axis in axis_columns(trials):
+        present = trials[trials[axis].notna()]
+        values = axis_order(axis, present[axis])
+        rows.append({"axis": axis, "n_values": len(values), "values": values, "seed": is_seed_axis(axis),
+                     "families": ",".join(sorted(present["family"].unique()))})
+    return pd.DataFrame(rows, columns=["axis", "n_values", "values", "seed", "families"])
+
+
+def cells(trials: pd.DataFrame) -> pd.DataFrame:
+    """One row per cell id of the sweep (seed included, as the store names cells):
+    cell, family, the grid axes, n_trials, then one ``n_<status>`` column per status
+    (n_completed, n_running, n_pruned, n_failed, n_diverged)."""
+    statuses = ["completed", "running", "pruned", "failed", "diverged"]
+    axes = axis_columns(trials)
+    counts = pd.crosstab(trials["cell"], trials["status"]).reindex(columns=statuses, fill_value=0)
+    counts.columns = [f"n_{s}" for s in statuses]
+    first = trials.drop_duplicates("cell").set_index("cell")[["family"] + axes]
+    out = first.join(counts)
+    out.insert(len(axes) + 1, "n_trials", counts.sum(axis=1))
+    return out.reset_index()
+
+
+def expected_cells(trials: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """Every combination of the ``by`` axes the grid spans, per family: the product of
+    each axis' observed values among that family's trials (axes a family lacks stay
+    NaN).  Columns: family, then ``by``.  A combination without any trial (all its
+    trials lost, or never started) still gets a row."""
+    frames = []
+    for family, group in trials.groupby("family", sort=True):
+        own = [a for a in by if group[a].notna().any()]
+        values = [axis_order(a, group[a]) for a in own]
+        combos = pd.DataFrame(list(itertools.product(*values)), columns=own)
+        combos.insert(0, "family", family)
+        frames.append(combos)
+    if not frames:
+        return pd.DataFrame(columns=["family"] + by)
+    out = pd.concat(frames, ignore_index=True)
+    for a in by:
+        if a not in out:
+            out[a] = np.nan
+    return out[["family"] + by]
+
+
+def cell_label(row: pd.Series | dict[str, Any], by: list[str]) -> str:
+    """A readable id for a group of trials, ``"model.size=nano|task.digits=3"``."""
+    return "|".join(f"{a}={_fmt(row[a])}" for a in by if not _missing(row[a]))
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return str(int(value))
+    return str(value)
+
+
+# --------------------------------------------------------------------------- evaluations
+
+
+def evals(
+    store: Any,
+    study: str,
+    metrics: Iterable[str] | None = None,
+    where: str | None = None,
+    final: bool = False,
+    trials_frame: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """Eval rows of ``study`` joined with their trial's cell, status, family and grid axes.
+
+    ``metrics`` and ``where`` (a DuckDB boolean expression over the ``evals`` columns)
+    are applied inside the store's SQL; with ``final=True`` only each trial's last
+    evaluated step is read.  Columns: trial_id, cell, status, family, the grid axes,
+    step, split, metric, value, len_a, len_b, n_context, shift, shift_value.
+    """
+    store = open_store(store)
+    if trials_frame is None:
+        trials_frame = trials(store, study, config="none")
+    filters = [f"study = {sql_literal(study)}"]
+    if metrics is not None:
+        filters.append(_in("metric", list(metrics)))
+    if where:
+        filters.append(f"({where})")
+    query = f"SELECT trial_id, {', '.join(EVAL_COLUMNS)} FROM evals WHERE {' AND '.join(filters)}"
+    if final:
+        query += " QUALIFY step = max(step) OVER (PARTITION BY trial_id)"
+    rows = store.sql(query)
+    return attach_trials(rows, trials_frame)
+
+
+def final_evals(
+    store: Any,
+    study: str,
+    metrics: Iterable[str] | None = None,
+    where: str | None = None,
+    trials_frame: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """Each trial's final-step eval rows (its max step among the selected rows), joined
+    with the grid axes: the main input of breakdown, equivalence and icl.  Columns as
+    :func:`evals`."""
+    return evals(store, study, metrics=metrics, where=where, final=True, trials_frame=trials_frame)
+
+
+def attach_trials(rows: pd.DataFrame, trials_frame: pd.DataFrame) -> pd.DataFrame:
+    """Eval-like ``rows`` (with trial_id) joined with the trial columns cell, status,
+    family and the grid axes, which come first.  Rows of unknown trials are kept with
+    status "unknown"."""
+    info = trials_frame[TRIAL_KEYS + axis_columns(trials_frame)].set_index("trial_id")
+    rows = rows.reset_index(drop=True)
+    codes = info.index.get_indexer(rows["trial_id"])
+    known = codes >= 0
+    out = {"trial_id": rows["trial_id"]}
+    for column in info.columns:
+        values = info[column].to_numpy()[np.where(known, codes, 0)] if len(info) else np.full(len(rows), None)
+        out[column] = pd.Series(values, index=rows.index).where(known)
+    joined = pd.DataFrame(out)
+    joined["status"] = joined["status"].fillna("unknown")
+    joined["family"] = joined["family"].fillna(
+        pd.Series(np.where(rows["len_a"].notna(), "arithmetic", "icl"), index=rows.index)
+        if "len_a" in rows else "arithmetic")
+    rest = rows.drop(columns=["trial_id"] + [c for c in info.columns if c in rows])
+    return pd.concat([joined, rest], axis=1)

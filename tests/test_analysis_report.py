@@ -1,0 +1,96 @@
+"""The HTML report: self-contained, real images, a CSV per table, sections per task family."""
+
+from __future__ import annotations
+
+import base64
+import re
+
+import matplotlib.image as mpimg
+import numpy as np
+import pytest
+
+from analysis.report import build_report
+from study.cli import main
+from study.config import ConfigError
+from study.store import Store
+from test_analysis import build_arith, build_icl, build_points
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> Store:
+    s = Store(str(tmp_path_factory.mktemp("store")), create=True)
+    build_arith(s, "arith")
+    build_points(s, "arith", "a2", "model.size=nano|task.digits=3|train.seed=2")
+    build_icl(s, "icl")
+    build_arith(s, "both")
+    build_icl(s, "both")
+    return s
+
+
+def check_images(out) -> list[str]:
+    names = sorted(p.name for p in out.glob("*.png"))
+    for name in names:
+        data = (out / name).read_bytes()
+        assert data.startswith(PNG) and len(data) > 8_000, name
+        image = mpimg.imread(out / name)
+        assert image.ndim == 3 and image.shape[0] > 150 and image.shape[1] > 300, name
+        assert np.ptp(image[..., :3]) > 0.5, f"{name} is blank"
+    return names
+
+
+def embedded(index) -> list[bytes]:
+    return [base64.b64decode(m) for m in re.findall(r'src="data:image/png;base64,([^"]+)"', index.read_text())]
+
+
+@pytest.fixture(scope="module")
+def reports(store, tmp_path_factory) -> dict:
+    """One report per study; the arithmetic one through the CLI."""
+    out = tmp_path_factory.mktemp("reports")
+    assert main(["report", "--store", store.uri, "--study", "arith", "--out", str(out / "arith")]) == 0
+    return {"arith": out / "arith" / "index.html",
+            "icl": build_report(store, "icl", out / "icl"),
+            "both": build_report(store.uri, "both", out / "both")}
+
+
+def test_arithmetic_report(reports):
+    index = reports["arith"]
+    out = index.parent
+    text = index.read_text()
+    assert index.exists() and 'id="arithmetic"' in text and 'id="in-context-learning"' not in text
+    names = check_images(out)
+    assert {"phase_boundary.png", "phase_ood_score.png", "length_curves.png", "equivalence_bars.png",
+            "separation.png", "pca_pca_units_digit.png"} <= set(names)
+    images = embedded(index)
+    assert len(images) == len(names) and all(i.startswith(PNG) for i in images)
+    for csv in ("breakdown_exact_match", "curves_exact_match", "equivalence", "trials", "cells", "grid_axes",
+                "separation"):
+        assert (out / f"{csv}.csv").stat().st_size > 50, csv
+    assert not re.search(r'(src|href)="(https?:)?//', text)  # nothing fetched from elsewhere
+
+
+def test_icl_report(reports):
+    index = reports["icl"]
+    text = index.read_text()
+    assert 'id="in-context-learning"' in text and 'id="arithmetic"' not in text
+    names = check_images(index.parent)
+    assert {"nmse_curves.png", "selection_gap.png", "shift_errors.png", "mixture_effect.png",
+            "phase_boundary_nnz.png"} <= set(names)
+    for csv in ("breakdown_nmse", "icl_curves", "selection_gap", "shift_errors", "mixture_effect"):
+        assert (index.parent / f"{csv}.csv").exists()
+
+
+def test_a_study_with_both_families_gets_both_sections(reports):
+    index = reports["both"]
+    text = index.read_text()
+    assert 'id="arithmetic"' in text and 'id="in-context-learning"' in text
+    assert len(embedded(index)) == len(check_images(index.parent))
+
+
+def test_a_missing_study_is_a_clear_error(store, tmp_path, capsys):
+    assert main(["report", "--store", store.uri, "--study", "nope", "--out", str(tmp_path / "x")]) == 2
+    assert "study 'nope' is not in the store" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="studies there: arith, both, icl"):
+        build_report(store.uri, "nope", tmp_path / "y")
+    assert not (tmp_path / "y").exists()
