@@ -1,0 +1,688 @@
+"""n-digit addition and multiplication as token sequences, and their OOD metrics.
+
+A sequence is ``operand a, [op], operand b, [=], answer`` over a vocabulary of the ten
+digits (token id d for digit d) plus only the symbols the format needs:
+
+- ``pad=True``: operands zero-padded to ``width`` digits, the answer zero-padded to a
+  fixed width (``width+1`` for add, ``2*width`` for mul, the digit count of ``p-1`` with a
+  modulus p).  Every sequence has the same length, so symbols are optional.  The
+  2308.08268 format (width 5, reversed, no symbols) renders 349+705 as the 16 tokens
+  ``00349 00705 450100``.
+- ``pad=False``: operands and answer without leading zeros, then an end token ``$``;
+  the fields must be separated, so ``symbols=True`` is required (``349+705=4501$``).
+  Training batches mixing lengths are right-padded with a pad token ``_``.
+
+``reverse=True`` writes the answer least significant digit first.
+
+Training batch convention (next-token prediction on the full sequence ``tokens [B, T]``)::
+
+    inputs  = tokens[:, :-1]            [B, T-1]  what the model reads
+    targets = tokens[:, 1:]             [B, T-1]  output t predicts targets[t] = tokens[t+1]
+    mask    = answer[:, 1:]             [B, T-1]  True where targets[t] is an answer token
+                                                  (digits, and the end token when unpadded;
+                                                  never prompt or pad positions)
+
+Evaluation draws a grid of operand lengths (len_a, len_b) in 1..eval_max_len once, from
+the seed.  A condition is "id" when max(len_a, len_b) <= n, the longest training length,
+else "ood".  Answers are decoded greedily and scored against the true answer and against
+the *equivalence* answer f(a mod 10^n, b mod 10^n) [mod p] (SCIENCE.md section 1).
+
+Numbers are int64 tensors, so operands are limited to 18 digits (9 for mul without a
+modulus, where the product must fit); ``width`` itself may be up to 40 (padding zeros).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from study.config import ArithmeticTask
+from study.tasks.base import Batch, ModelIO
+
+OP_SYMBOL = {"add": "+", "mul": "*"}
+END, PAD = "$", "_"
+INT64_MAX = 2**63 - 1
+REPR_POINTS = 256  # probe pairs per split for the units-digit PCA
+EVAL_METRICS = ("exact_match", "digit_acc", "equivalence", "equivalence_of_wrong", "chance")
+
+
+# --------------------------------------------------------------------------- numbers
+
+
+def exact_range(n: int) -> tuple[int, int]:
+    """[lo, hi) of the integers with exactly n digits; 1 digit includes 0."""
+    return (0 if n == 1 else 10 ** (n - 1)), 10**n
+
+
+def pair_space_size(n: int, sampling: str) -> int:
+    """How many distinct pairs (a, b) the sampling rule of length n can produce."""
+    lo, hi = exact_range(n)
+    if sampling == "below":
+        return hi * hi
+    if sampling == "ab":
+        return (hi - lo) ** 2
+    if sampling == "D":  # at least one operand has exactly n digits, both < 10^n
+        return hi * hi - lo * lo
+    raise ValueError(f"unknown sampling {sampling!r}")
+
+
+def apply_op(a: torch.Tensor, b: torch.Tensor, op: str, modulus: int | None = None) -> torch.Tensor:
+    """f(a, b) = a+b or a*b, reduced mod p when a modulus is given.  Long [...] -> Long [...]."""
+    if modulus is not None:
+        a, b = a % modulus, b % modulus  # keeps a*b inside int64 for p <= 3e9
+    c = a + b if op == "add" else a * b
+    return c if modulus is None else c % modulus
+
+
+def equivalent_answer(a: torch.Tensor, b: torch.Tensor, n: int, op: str, modulus: int | None = None) -> torch.Tensor:
+    """The equivalence oracle f(a mod 10^n, b mod 10^n) [mod p]: what an n-digit model answers OOD."""
+    return apply_op(a % 10**n, b % 10**n, op, modulus)
+
+
+def to_digits(x: torch.Tensor, n: int) -> torch.Tensor:
+    """The n lowest decimal digits of x >= 0, least significant first.  Long [N] -> Long [N, n]."""
+    out = []
+    for _ in range(n):  # a loop over digit positions; every step is vectorized over N
+        out.append(x % 10)
+        x = x // 10
+    return torch.stack(out, dim=-1) if out else x.new_zeros(*x.shape, 0)
+
+
+def num_digits(x: torch.Tensor) -> torch.Tensor:
+    """Decimal digit count of x >= 0 (0 has one digit).  Long [N] -> Long [N]."""
+    powers = torch.tensor([10**k for k in range(1, 19)], device=x.device)
+    return 1 + (x[..., None] >= powers).sum(-1)
+
+
+def answer_digits(cfg: ArithmeticTask, n: int) -> int:
+    """Most digits an answer can have when both operands have at most n digits."""
+    bound = n + 1 if cfg.op == "add" else 2 * n
+    if cfg.modulus is not None:
+        bound = min(bound, len(str(cfg.modulus - 1)))
+    return bound
+
+
+def answer_width(cfg: ArithmeticTask, n: int) -> int:
+    """Answer tokens in a sequence: the fixed padded width, or the digits plus the end token."""
+    if cfg.pad:
+        if cfg.modulus is not None:
+            return len(str(cfg.modulus - 1))
+        return cfg.width + 1 if cfg.op == "add" else 2 * cfg.width
+    return answer_digits(cfg, n) + 1
+
+
+def sequence_length(cfg: ArithmeticTask, n: int) -> int:
+    """Tokens in the longest full sequence (prompt + answer) with operands of <= n digits."""
+    w = cfg.width if cfg.pad else n
+    return 2 * w + (2 if cfg.symbols else 0) + answer_width(cfg, n)
+
+
+# --------------------------------------------------------------------------- sampling
+
+
+def sample_pairs(n: int, sampling: str, size: int, generator: torch.Generator) -> torch.Tensor:
+    """Long [size, 2] of operand pairs drawn with replacement, on the generator's device.
+
+    below: a, b uniform in [0, 10^n); ab: both uniform with exactly n digits; D: one
+    operand (which one is a fair coin) with exactly n digits, the other in [0, 10^n).
+    """
+    lo, hi = exact_range(n)
+    dev = generator.device
+    if sampling == "below":
+        a = torch.randint(0, hi, (size,), generator=generator, device=dev)
+        b = torch.randint(0, hi, (size,), generator=generator, device=dev)
+    elif sampling == "ab":
+        a = torch.randint(lo, hi, (size,), generator=generator, device=dev)
+        b = torch.randint(lo, hi, (size,), generator=generator, device=dev)
+    elif sampling == "D":
+        long = torch.randint(lo, hi, (size,), generator=generator, device=dev)
+        other = torch.randint(0, hi, (size,), generator=generator, device=dev)
+        long_first = torch.rand(size, generator=generator, device=dev) < 0.5
+        a, b = torch.where(long_first, long, other), torch.where(long_first, other, long)
+    else:
+        raise ValueError(f"unknown sampling {sampling!r}")
+    return torch.stack([a, b], dim=1)
+
+
+def sample_exact(len_a: int, len_b: int, size: int, generator: torch.Generator) -> torch.Tensor:
+    """Long [size, 2]: a with exactly len_a digits, b with exactly len_b digits (uniform)."""
+    (lo_a, hi_a), (lo_b, hi_b) = exact_range(len_a), exact_range(len_b)
+    a = torch.randint(lo_a, hi_a, (size,), generator=generator, device=generator.device)
+    b = torch.randint(lo_b, hi_b, (size,), generator=generator, device=generator.device)
+    return torch.stack([a, b], dim=1)
+
+
+def pair_base(*pairs: torch.Tensor) -> int | None:
+    """M such that key = a * M + b is one distinct int64 per pair of all the Long [N, 2]
+    inputs (M = 1 + the largest b), or None when such keys would overflow int64."""
+    rows = torch.cat(pairs)
+    if not len(rows):
+        return 1
+    max_a, max_b = (int(v) for v in rows.max(0).values)
+    return max_b + 1 if max_a * (max_b + 1) + max_b <= INT64_MAX else None
+
+
+def rows_in(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Bool [N]: whether each row of x [N, 2] is also a row of y [M, 2]."""
+    M = pair_base(x, y)
+    if M is not None:  # sorted keys of y, binary search for each key of x
+        y_keys = torch.sort(y[:, 0] * M + y[:, 1]).values
+        x_keys = x[:, 0] * M + x[:, 1]
+        at = torch.searchsorted(y_keys, x_keys).clamp(max=max(len(y_keys) - 1, 0))
+        return (y_keys[at] == x_keys) if len(y_keys) else torch.zeros_like(x_keys, dtype=torch.bool)
+    _, inverse = torch.unique(torch.cat([y, x]), dim=0, return_inverse=True)
+    in_y = torch.zeros(len(y) + len(x), dtype=torch.bool, device=x.device)
+    in_y[inverse[: len(y)]] = True
+    return in_y[inverse[len(y) :]]
+
+
+def unique_rows(x: torch.Tensor) -> torch.Tensor:
+    """The distinct rows of x [N, 2], sorted."""
+    M = pair_base(x)
+    if M is None:
+        return torch.unique(x, dim=0)
+    keys = torch.unique(x[:, 0] * M + x[:, 1])
+    return torch.stack([keys // M, keys % M], dim=1)
+
+
+def draw_distinct(
+    n: int, sampling: str, size: int, generator: torch.Generator, exclude: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Long [size, 2]: `size` distinct pairs from the sampling rule, none of them in `exclude`.
+
+    Draws rounds of pairs, keeps the distinct ones not excluded, and finally takes a random
+    `size` of them (close to sampling without replacement from the rule's distribution).
+    """
+    pool = torch.empty(0, 2, dtype=torch.long, device=generator.device)
+    for _ in range(200):
+        fresh = sample_pairs(n, sampling, max(2 * (size - len(pool)), size) + 64, generator)
+        pool = unique_rows(torch.cat([pool, fresh]))
+        if exclude is not None and len(exclude):
+            pool = pool[~rows_in(pool, exclude)]
+        if len(pool) >= size:
+            return pool[torch.randperm(len(pool), generator=generator, device=generator.device)[:size]]
+    raise ValueError(
+        f"could not find {size} distinct {sampling} pairs of {n} digits outside the other training "
+        "component; lower task.train_size / task.train_fraction or task.mix_weight"
+    )
+
+
+# --------------------------------------------------------------------------- format
+
+
+def vocabulary(cfg: ArithmeticTask) -> list[str]:
+    """Token strings by id: the digits 0-9 (id = digit), then only the symbols the format uses."""
+    vocab = [str(d) for d in range(10)]
+    if cfg.symbols:
+        vocab += [OP_SYMBOL[cfg.op], "="]
+    if not cfg.pad:
+        vocab += [END, PAD]
+    return vocab
+
+
+def compact(tokens: torch.Tensor, keep: torch.Tensor, pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Move the kept tokens of each row to the front (in order), fill the tail with pad_id.
+
+    tokens Long [N, L], keep Bool [N, L] -> (tokens Long [N, L], kept Bool [N, L], order Long
+    [N, L]), where new column j holds old column order[:, j].
+    """
+    order = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)
+    kept = keep.gather(1, order)
+    return torch.where(kept, tokens.gather(1, order), pad_id), kept, order
+
+
+def operand_field(x: torch.Tensor, w: int, pad: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The w-digit field of operands x [N], most significant first, and which digits are written.
+
+    Returns (tokens Long [N, w], keep Bool [N, w]); unpadded keeps no leading zeros.
+    """
+    field = to_digits(x, w).flip(-1)
+    significance = torch.arange(w - 1, -1, -1, device=x.device)
+    keep = significance < num_digits(x)[:, None] if not pad else torch.ones_like(field, dtype=torch.bool)
+    return field, keep
+
+
+def encode_answer(c: torch.Tensor, cfg: ArithmeticTask, k: int) -> torch.Tensor:
+    """The k answer tokens for answers c [N]: Long [N, k].
+
+    Padded: the k-digit zero-padded answer.  Unpadded: its digits, the end token, then pad
+    tokens up to k.  Reversed formats write the least significant digit first.
+    """
+    if cfg.pad:
+        digits = to_digits(c, k)
+        return digits if cfg.reverse else digits.flip(-1)
+    vocab = vocabulary(cfg)
+    digits = to_digits(c, k - 1)
+    keep = torch.arange(k - 1, device=c.device) < num_digits(c)[:, None]
+    if not cfg.reverse:
+        digits, keep = digits.flip(-1), keep.flip(-1)
+    end = torch.full_like(c[:, None], vocab.index(END))
+    tokens, _, _ = compact(torch.cat([digits, end], 1), torch.cat([keep, torch.ones_like(keep[:, :1])], 1), vocab.index(PAD))
+    return tokens
+
+
+@dataclass
+class Encoded:
+    """Full sequences of a batch of pairs.
+
+    tokens:     Long [N, T]  prompt then answer (then pad tokens when unpadded)
+    answer:     Bool [N, T]  True at answer tokens (digits, and the end token when unpadded)
+    prompt_len: Long [N]     tokens before the first answer token
+    """
+
+    tokens: torch.Tensor
+    answer: torch.Tensor
+    prompt_len: torch.Tensor
+
+
+def encode(a: torch.Tensor, b: torch.Tensor, cfg: ArithmeticTask, n: int) -> Encoded:
+    """Token sequences for the pairs (a[i], b[i]); T = sequence_length(cfg, n).
+
+    a, b: Long [N] operands with at most n digits (padded formats always use cfg.width).
+    """
+    vocab = vocabulary(cfg)
+    w = cfg.width if cfg.pad else n
+    N = a.shape[0]
+    ones = torch.ones(N, 1, dtype=torch.bool, device=a.device)
+    a_tok, a_keep = operand_field(a, w, cfg.pad)
+    b_tok, b_keep = operand_field(b, w, cfg.pad)
+    ans = encode_answer(apply_op(a, b, cfg.op, cfg.modulus), cfg, answer_width(cfg, n))
+    ans_keep = ans != vocab.index(PAD) if not cfg.pad else torch.ones_like(ans, dtype=torch.bool)
+    if cfg.symbols:
+        op = torch.full((N, 1), vocab.index(OP_SYMBOL[cfg.op]), device=a.device)
+        eq = torch.full((N, 1), vocab.index("="), device=a.device)
+        tokens = torch.cat([a_tok, op, b_tok, eq, ans], 1)
+        keep = torch.cat([a_keep, ones, b_keep, ones, ans_keep], 1)
+    else:
+        tokens, keep = torch.cat([a_tok, b_tok, ans], 1), torch.cat([a_keep, b_keep, ans_keep], 1)
+    is_answer = torch.cat([torch.zeros_like(keep[:, : keep.shape[1] - ans.shape[1]]), ans_keep], 1)
+    prompt_len = a_keep.sum(1) + b_keep.sum(1) + (2 if cfg.symbols else 0)
+    if not cfg.pad:
+        tokens, kept, order = compact(tokens, keep, vocab.index(PAD))
+        is_answer = is_answer.gather(1, order) & kept
+    return Encoded(tokens=tokens, answer=is_answer, prompt_len=prompt_len)
+
+
+# --------------------------------------------------------------------------- decoding and metrics
+
+
+def first_index(tokens: torch.Tensor, token_id: int | None) -> torch.Tensor:
+    """Long [N]: position of the first `token_id` in each row of tokens [N, K] (K when absent)."""
+    K = tokens.shape[1]
+    if token_id is None:
+        return torch.full_like(tokens[:, 0], K)
+    hit = tokens == token_id
+    return torch.where(hit.any(1), hit.to(torch.int8).argmax(1), K)
+
+
+@torch.no_grad()
+def greedy_decode(model: nn.Module, prompts: torch.Tensor, guess: torch.Tensor, end_id: int | None = None) -> torch.Tensor:
+    """Greedy continuation of prompts [N, P] by K tokens: Long [N, K], K = guess.shape[1].
+
+    Computed by fixed-point (Jacobi) iteration instead of K growing forward passes: feed
+    prompt + guess, replace the guess by the argmax at every answer position, repeat.
+    Because the model is causal, after pass k the first k tokens equal the greedy ones,
+    and a row whose output reproduces its input guess (up to its first end token) *is*
+    the greedy decode.  So at most K passes, and one when the guess is what the model says.
+    The result never depends on the guess.
+    """
+    P, K = prompts.shape[1], guess.shape[1]
+    out = guess.clone()
+    todo = torch.arange(len(prompts), device=prompts.device)
+    positions = torch.arange(K, device=prompts.device)
+    for _ in range(K):
+        fed = out[todo]
+        logits = model(torch.cat([prompts[todo], fed[:, :-1]], 1))  # [n, P+K-1, V]
+        new = logits[:, P - 1 :].argmax(-1)  # [n, K]: output P-1+j predicts answer token j
+        out[todo] = new
+        agree = (new == fed) | (positions > first_index(new, end_id)[:, None])
+        todo = todo[~agree.all(1)]
+        if todo.numel() == 0:
+            break
+    return out
+
+
+def answer_matches(out: torch.Tensor, target: torch.Tensor, end_id: int | None = None) -> torch.Tensor:
+    """Bool [N]: out [N, K] writes the same answer as target [N, K] (up to target's end token)."""
+    positions = torch.arange(target.shape[1], device=target.device)
+    return ((out == target) | (positions > first_index(target, end_id)[:, None])).all(1)
+
+
+def significance_digits(tokens: torch.Tensor, reverse: bool, end_id: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Answer tokens [N, K] -> (digits by significance Long [N, K], length Long [N]).
+
+    digits[:, i] is the digit worth 10^i, or -1 beyond the answer's length or where the
+    token is not a digit; the length is the number of tokens before the end token (K when
+    padded or when no end token was written).
+    """
+    K = tokens.shape[1]
+    length = first_index(tokens, end_id)
+    i = torch.arange(K, device=tokens.device)[None, :]
+    index = i.expand_as(tokens) if reverse else (length[:, None] - 1 - i).clamp(min=0)
+    digits = tokens.gather(1, index)
+    digits = torch.where((i < length[:, None]) & (digits < 10), digits, -1)
+    return digits, length
+
+
+def digit_matches(out: torch.Tensor, target: torch.Tensor, reverse: bool, end_id: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-digit agreement of two answers aligned by significance: (correct [N], counted [N]).
+
+    counted = the longer of the two lengths; correct = positions among them where both
+    write the same digit.  Padded answers count every one of their K positions.
+    """
+    pred, pred_len = significance_digits(out, reverse, end_id)
+    true, true_len = significance_digits(target, reverse, end_id)
+    counted = torch.maximum(pred_len, true_len)
+    correct = ((pred == true) & (true >= 0)).sum(1)
+    return correct, counted
+
+
+def pca_2d(x: torch.Tensor) -> torch.Tensor:
+    """Float [N, d] -> [N, 2]: projections on the top two principal axes (zeros if d < 2).
+
+    Each axis's sign is fixed so that its largest-magnitude loading is positive, which
+    keeps plots of successive checkpoints from flipping at random.
+    """
+    xc = x - x.mean(0, keepdim=True)
+    _, _, vh = torch.linalg.svd(xc, full_matrices=False)
+    axes = vh[:2]  # [<=2, d]
+    sign = torch.sign(axes.gather(1, axes.abs().argmax(1, keepdim=True)))
+    axes = axes * torch.where(sign == 0, 1.0, sign)
+    pcs = xc @ axes.T
+    return F.pad(pcs, (0, 2 - pcs.shape[1]))
+
+
+# --------------------------------------------------------------------------- the task
+
+
+@dataclass
+class EvalGroup:
+    """Evaluation examples that share one prompt length, decoded together.
+
+    prompts: Long [N, P]; target, equivalent: Long [N, K] answer tokens of f(a, b) and of
+    f(a mod 10^n, b mod 10^n); chance: Bool [N] the two answers are equal; cond: Long [N]
+    index into Arithmetic.conditions.
+    """
+
+    prompts: torch.Tensor
+    target: torch.Tensor
+    equivalent: torch.Tensor
+    chance: torch.Tensor
+    cond: torch.Tensor
+
+
+def _check_supported(cfg: ArithmeticTask) -> None:
+    """Reject configs this module cannot run, naming the field."""
+    if not cfg.pad and not cfg.symbols:
+        raise ValueError(
+            "task.symbols=false with task.pad=false: unpadded fields need the '+'/'*' and '=' "
+            "separators; set task.symbols=true or task.pad=true"
+        )
+    longest = max(cfg.train_len, cfg.eval_max_len)
+    if cfg.op == "mul" and cfg.modulus is None and (10**longest - 1) ** 2 > INT64_MAX:
+        raise ValueError(
+            f"task.op=mul with operands of up to {longest} digits (task.digits / task.mix_digits / "
+            "task.eval_max_len) gives products beyond int64; use at most 9 digits, or set task.modulus"
+        )
+    if longest > 18:
+        raise ValueError(
+            f"operands of up to {longest} digits (task.digits / task.mix_digits / task.eval_max_len) "
+            "do not fit int64; use at most 18 digits"
+        )
+    if cfg.modulus is not None and cfg.op == "mul" and (cfg.modulus - 1) ** 2 > INT64_MAX:
+        raise ValueError(f"task.modulus={cfg.modulus} is too large for int64 products; use at most 3037000499")
+    if cfg.modulus is not None and 2 * (cfg.modulus - 1) > INT64_MAX:
+        raise ValueError(f"task.modulus={cfg.modulus} is too large for int64 sums; use at most 2^62")
+
+
+class Arithmetic:
+    """The arithmetic task of ``cfg``: training sampler, fixed evaluation grid, metrics.
+
+    Attributes set at construction (from ``seed``, identically on every device):
+    train_pairs: Long [S, 2] the fixed training set (None when train_set="fresh").
+    test_pairs:  Long [S', 2] held-out pairs from the training distribution, disjoint from
+                 train_pairs; S' = min(S, eval_examples).
+    conditions:  list of (len_a, len_b, split) of the evaluation grid.
+    eval_pairs:  {(len_a, len_b): Long [eval_examples, 2]}; the "id" ones exclude train_pairs
+                 (when the training set covers a whole condition, the condition is kept as
+                 drawn).
+    """
+
+    def __init__(self, cfg: ArithmeticTask, seed: int, device: torch.device | str = "cpu"):
+        _check_supported(cfg)
+        self.cfg, self.seed, self.device = cfg, seed, torch.device(device)
+        self.n = cfg.train_len
+        self.vocab = vocabulary(cfg)
+        self.end_id = self.vocab.index(END) if not cfg.pad else None
+        self.pad_id = self.vocab.index(PAD) if not cfg.pad else None
+        self.eval_len = max(cfg.eval_max_len, self.n)  # operand bound of eval and probe sequences
+        longest = max(sequence_length(cfg, self.n), sequence_length(cfg, self.eval_len))
+        self.io = ModelIO(n_in=len(self.vocab), n_out=len(self.vocab), tokens=True, max_seq_len=longest - 1)
+        self.components = [(cfg.digits, 1.0 - cfg.mix_weight)]
+        if cfg.mix_digits is not None and cfg.mix_weight > 0:
+            self.components.append((cfg.mix_digits, cfg.mix_weight))
+        # sets are drawn on the CPU so that the data do not depend on the device
+        train_pairs, test_pairs = self._draw_train_test(self._generator(0))
+        self.conditions, self.eval_pairs = self._draw_eval(self._generator(1), train_pairs)
+        self.train_pairs = train_pairs.to(self.device) if train_pairs is not None else None
+        self.test_pairs = test_pairs.to(self.device)
+        self.eval_groups = self._build_eval_groups()
+        self.probe_pairs, self.probe_splits = self._draw_probe(self._generator(2))
+
+    # ---- data
+
+    def _generator(self, stream: int) -> torch.Generator:
+        return torch.Generator().manual_seed(self.seed * 1000 + stream)
+
+    def _component_sizes(self, total: int) -> list[int]:
+        """Split `total` examples over the mixture components by weight."""
+        if len(self.components) == 1:
+            return [total]
+        mix = round(total * self.components[1][1])
+        return [total - mix, mix]
+
+    def _draw_train_test(self, g: torch.Generator) -> tuple[torch.Tensor | None, torch.Tensor]:
+        cfg = self.cfg
+        if cfg.train_set == "fresh":
+            return None, self._sample_mixture(cfg.eval_examples, g)
+        if cfg.train_size is not None:
+            total, field = cfg.train_size, f"task.train_size={cfg.train_size}"
+        elif cfg.train_fraction is not None:
+            total = round(cfg.train_fraction * pair_space_size(cfg.digits, cfg.sampling))
+            field = f"task.train_fraction={cfg.train_fraction}"
+        else:
+            raise ValueError("task.train_set=fixed needs task.train_size or task.train_fraction")
+        if total < 1:
+            raise ValueError(f"{field} gives an empty training set; raise it")
+        sizes = self._component_sizes(total)
+        test_sizes = self._component_sizes(min(total, cfg.eval_examples))
+        for i, ((n, _), size) in enumerate(zip(self.components, sizes)):
+            space = pair_space_size(n, cfg.sampling)
+            if size > space // 2:
+                share = f" (its task.mix_weight={cfg.mix_weight} share)" if i == 1 else ""
+                raise ValueError(
+                    f"{field} asks for {size} distinct {cfg.sampling} pairs of {n} digits{share}, more "
+                    f"than half of the {space} possible pairs (a disjoint ID test set needs the rest); "
+                    "lower task.train_size / task.train_fraction"
+                )
+        train, test = [], []
+        taken = torch.empty(0, 2, dtype=torch.long)
+        for (n, _), size, test_size in zip(self.components, sizes, test_sizes):
+            pairs = draw_distinct(n, cfg.sampling, size + test_size, g, exclude=taken)
+            train.append(pairs[:size])
+            test.append(pairs[size:])
+            taken = torch.cat([taken, pairs])
+        return torch.cat(train), torch.cat(test)
+
+    def _sample_mixture(self, size: int, g: torch.Generator) -> torch.Tensor:
+        """Long [size, 2] fresh pairs from the training mixture, on the generator's device."""
+        pairs = sample_pairs(self.components[0][0], self.cfg.sampling, size, g)
+        if len(self.components) == 2:
+            (n, w) = self.components[1]
+            other = sample_pairs(n, self.cfg.sampling, size, g)
+            pick = torch.rand(size, generator=g, device=g.device) < w
+            pairs = torch.where(pick[:, None], other, pairs)
+        return pairs
+
+    def _draw_eval(
+        self, g: torch.Generator, train_pairs: torch.Tensor | None
+    ) -> tuple[list[tuple[int, int, str]], dict[tuple[int, int], torch.Tensor]]:
+        E = self.cfg.eval_examples
+        conditions, drawn = [], []
+        for len_a in range(1, self.cfg.eval_max_len + 1):
+            for len_b in range(1, self.cfg.eval_max_len + 1):
+                conditions.append((len_a, len_b, "id" if max(len_a, len_b) <= self.n else "ood"))
+                drawn.append(sample_exact(len_a, len_b, 2 * E + 64, g))
+        if train_pairs is not None:  # one membership test for the whole grid
+            seen = rows_in(torch.cat(drawn), train_pairs).split([len(d) for d in drawn])
+        pairs = {}
+        for (len_a, len_b, split), candidates, i in zip(conditions, drawn, range(len(drawn))):
+            if split == "id" and train_pairs is not None:
+                unseen = candidates[~seen[i]]
+                if len(unseen) >= E:
+                    candidates = unseen
+                elif len(unseen) > 0:  # a small condition: resample its unseen pairs
+                    candidates = unseen[torch.randint(0, len(unseen), (E,), generator=g)]
+            pairs[(len_a, len_b)] = candidates[:E].to(self.device)
+        return conditions, pairs
+
+    def _build_eval_groups(self) -> list[EvalGroup]:
+        """Encode the grid once; conditions with equal prompt length share a group."""
+        cfg, by_prompt = self.cfg, {}
+        for i, (len_a, len_b, _) in enumerate(self.conditions):
+            prompt_len = 2 * cfg.width + 2 * cfg.symbols if cfg.pad else len_a + len_b + 2
+            by_prompt.setdefault(prompt_len, []).append(i)
+        groups = []
+        for prompt_len, members in sorted(by_prompt.items()):
+            k = max(answer_width(cfg, max(self.conditions[i][:2])) for i in members)
+            prompts, target, equivalent, chance, cond = [], [], [], [], []
+            for i in members:
+                len_a, len_b, _ = self.conditions[i]
+                a, b = self.eval_pairs[(len_a, len_b)].unbind(1)
+                enc = encode(a, b, cfg, max(len_a, len_b))
+                c = apply_op(a, b, cfg.op, cfg.modulus)
+                e = equivalent_answer(a, b, self.n, cfg.op, cfg.modulus)
+                prompts.append(enc.tokens[:, :prompt_len])
+                target.append(encode_answer(c, cfg, k))
+                equivalent.append(encode_answer(e, cfg, k))
+                chance.append(c == e)
+                cond.append(torch.full_like(a, i))
+            groups.append(EvalGroup(*(torch.cat(t) for t in (prompts, target, equivalent, chance, cond))))
+        return groups
+
+    def _draw_probe(self, g: torch.Generator) -> tuple[torch.Tensor, list[str]]:
+        """Pairs for the representation PCA: ID operands below 10^n, OOD ones with eval_max_len digits."""
+        pairs = [sample_pairs(self.n, "below", REPR_POINTS, g)]
+        splits = ["id"] * REPR_POINTS
+        if self.cfg.eval_max_len > self.n:
+            pairs.append(sample_exact(self.cfg.eval_max_len, self.cfg.eval_max_len, REPR_POINTS, g))
+            splits += ["ood"] * REPR_POINTS
+        return torch.cat(pairs).to(self.device), splits
+
+    def train_batch(self, batch_size: int, step: int, generator: torch.Generator) -> Batch:
+        """A batch of ``batch_size`` sequences (see the module docstring for the convention).
+
+        fixed: random rows of train_pairs; fresh: new pairs from the mixture.  All randomness
+        comes from `generator` (sampled on its device, then moved to the task's device).
+        `step` is unused (no curriculum).
+        """
+        if self.train_pairs is not None:
+            idx = torch.randint(0, len(self.train_pairs), (batch_size,), generator=generator, device=generator.device)
+            pairs = self.train_pairs[idx.to(self.device)]
+        else:
+            pairs = self._sample_mixture(batch_size, generator).to(self.device)
+        enc = encode(pairs[:, 0], pairs[:, 1], self.cfg, self.n)
+        return Batch(inputs=enc.tokens[:, :-1], targets=enc.tokens[:, 1:], mask=enc.answer[:, 1:])
+
+    def loss(self, output: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """Mean cross-entropy over the answer tokens.  output: logits [B, T, V]."""
+        ce = F.cross_entropy(output.float().flatten(0, 1), batch.targets.flatten(), reduction="none")
+        mask = batch.mask.flatten().float()
+        return (ce * mask).sum() / mask.sum().clamp(min=1.0)
+
+    # ---- evaluation
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module) -> list[dict[str, Any]]:
+        """One row per condition and metric: split, metric, value, len_a, len_b.
+
+        exact_match: the greedy answer equals the true one (all tokens, end token included).
+        digit_acc: digits equal at the same significance, pooled over the condition, each
+            example counting max(len(output), len(answer)) positions (padded: all of them).
+        equivalence: the answer equals f(a mod 10^n, b mod 10^n) [mod p].
+        equivalence_of_wrong: the share of the wrong answers that are equivalence answers
+            (NaN when none is wrong).
+        chance (with a modulus only): the share of examples whose true answer equals the
+            equivalence answer, i.e. the exact match of a perfect equivalence model.
+        """
+        C, dev = len(self.conditions), self.device
+        sums = {name: torch.zeros(C, device=dev) for name in ("n", "exact", "equiv", "wrong_equiv", "correct", "counted", "chance")}
+        for group in self.eval_groups:
+            for start in range(0, len(group.cond), self.cfg.eval_batch_size):
+                rows = slice(start, start + self.cfg.eval_batch_size)
+                target, equivalent = group.target[rows], group.equivalent[rows]
+                # start from the equivalence answer: 1 pass when the model answers it (ID and OOD)
+                out = greedy_decode(model, group.prompts[rows], equivalent, self.end_id)
+                exact = answer_matches(out, target, self.end_id)
+                equiv = answer_matches(out, equivalent, self.end_id)
+                correct, counted = digit_matches(out, target, self.cfg.reverse, self.end_id)
+                cond = group.cond[rows]
+                for name, value in (("n", torch.ones_like(exact)), ("exact", exact), ("equiv", equiv),
+                                    ("wrong_equiv", equiv & ~exact), ("correct", correct),
+                                    ("counted", counted), ("chance", group.chance[rows])):
+                    sums[name].index_add_(0, cond, value.float())
+        wrong = sums["n"] - sums["exact"]
+        values = {
+            "exact_match": sums["exact"] / sums["n"],
+            "digit_acc": sums["correct"] / sums["counted"],
+            "equivalence": sums["equiv"] / sums["n"],
+            "equivalence_of_wrong": torch.where(wrong > 0, sums["wrong_equiv"] / wrong, float("nan")),
+        }
+        if self.cfg.modulus is not None:
+            values["chance"] = sums["chance"] / sums["n"]
+        table = torch.stack(list(values.values()), 1).tolist()  # [C, M], one transfer
+        rows = []
+        for (len_a, len_b, split), row in zip(self.conditions, table):
+            for metric, value in zip(values, row):
+                rows.append({"split": split, "metric": metric, "value": value, "len_a": len_a, "len_b": len_b})
+        return rows
+
+    @torch.no_grad()
+    def representations(self, model: nn.Module) -> list[dict[str, Any]]:
+        """2-D PCA of the final hidden state at the position that predicts the answer's units digit.
+
+        Fitted on all probe points (REPR_POINTS ID pairs below 10^n, and as many OOD pairs with
+        eval_max_len digits when that is longer than n).  label = the units digit of the answer.
+        """
+        a, b = self.probe_pairs.unbind(1)
+        enc = encode(a, b, self.cfg, self.eval_len)
+        c = apply_op(a, b, self.cfg.op, self.cfg.modulus)
+        units = enc.prompt_len.clone()  # index of the units digit in the sequence
+        if not self.cfg.reverse:
+            units += (answer_width(self.cfg, self.eval_len) if self.cfg.pad else num_digits(c)) - 1
+        _, hidden = model(enc.tokens[:, :-1], return_hidden=True)  # [N, T-1, d]
+        h = hidden[torch.arange(len(a), device=hidden.device), units - 1]  # output units-1 predicts token units
+        pcs = pca_2d(h.float().cpu()).tolist()
+        labels = (c % 10).tolist()
+        rows = []
+        for i, (ai, bi, label, split, (pc1, pc2)) in enumerate(zip(a.tolist(), b.tolist(), labels, self.probe_splits, pcs)):
+            rows.append({"kind": "pca_units_digit", "split": split, "point": i, "label": str(label),
+                         "a": ai, "b": bi, "pc1": pc1, "pc2": pc2})
+        return rows
+
+    # ---- rendering
+
+    def decode(self, tokens: torch.Tensor | list[int]) -> str:
+        """Token ids -> the string they spell, e.g. '0034900705450100'."""
+        ids = tokens.tolist() if isinstance(tokens, torch.Tensor) else tokens
+        return "".join(self.vocab[i] for i in ids)
+
+    def format_example(self, a: int, b: int) -> str:
+        """The full training sequence of one pair, e.g. format_example(349, 705) -> '0034900705450100'."""
+        pair = torch.tensor([[a, b]], device=self.device)
+        enc = encode(pair[:, 0], pair[:, 1], self.cfg, max(len(str(a)), len(str(b))))
+        return self.decode(enc.tokens[0]).rstrip(PAD) if not self.cfg.pad else self.decode(enc.tokens[0])
