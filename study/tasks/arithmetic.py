@@ -476,7 +476,8 @@ class Arithmetic:
     # ---- data
 
     def _generator(self, stream: int) -> torch.Generator:
-        return torch.Generator().manual_seed(self.seed * 1000 + stream)
+        """A CPU generator for one of the construction-time streams (train/test, eval, probe)."""
+        return torch.Generator().manual_seed((self.seed * 1000 + stream) % 2**63)
 
     def _component_sizes(self, total: int) -> list[int]:
         """Split `total` examples over the mixture components by weight."""
@@ -509,14 +510,14 @@ class Arithmetic:
                     f"than half of the {space} possible pairs (a disjoint ID test set needs the rest); "
                     "lower task.train_size / task.train_fraction"
                 )
-        train, test = [], []
+        # training pairs first, so that the training set does not depend on the test size
         taken = torch.empty(0, 2, dtype=torch.long)
-        for (n, _), size, test_size in zip(self.components, sizes, test_sizes):
-            pairs = draw_distinct(n, cfg.sampling, size + test_size, g, exclude=taken)
-            train.append(pairs[:size])
-            test.append(pairs[size:])
-            taken = torch.cat([taken, pairs])
-        return torch.cat(train), torch.cat(test)
+        for (n, _), size in zip(self.components, sizes):
+            taken = torch.cat([taken, draw_distinct(n, cfg.sampling, size, g, exclude=taken)])
+        train = taken
+        for (n, _), size in zip(self.components, test_sizes):
+            taken = torch.cat([taken, draw_distinct(n, cfg.sampling, size, g, exclude=taken)])
+        return train, taken[len(train) :]
 
     def _sample_mixture(self, size: int, g: torch.Generator) -> torch.Tensor:
         """Long [size, 2] fresh pairs from the training mixture, on the generator's device."""
