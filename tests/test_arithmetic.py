@@ -116,7 +116,7 @@ def test_number_helpers():
     a, b = torch.tensor([1349, 349]), torch.tensor([705, 705])
     assert apply_op(a, b, "add").tolist() == [2054, 1054]
     assert apply_op(a, b, "mul", 51).tolist() == [(1349 * 705) % 51, (349 * 705) % 51]
-    # SCIENCE.md: a 3-digit model answers 1349+705 with 1054
+    # Xu et al. (2308.08268): a 3-digit model answers 1349+705 with 1054
     assert equivalent_answer(a, b, 3, "add").tolist() == [1054, 1054]
     assert pair_space_size(3, "below") == 10**6
     assert pair_space_size(3, "ab") == 900**2

@@ -25,7 +25,8 @@ Training batch convention (next-token prediction on the full sequence ``tokens [
 Evaluation draws a grid of operand lengths (len_a, len_b) in 1..eval_max_len once, from
 the seed.  A condition is "id" when max(len_a, len_b) <= n, the longest training length,
 else "ood".  Answers are decoded greedily and scored against the true answer and against
-the *equivalence* answer f(a mod 10^n, b mod 10^n) [mod p] (SCIENCE.md section 1).
+the *equivalence* answer f(a mod 10^n, b mod 10^n) [mod p] (Xu et al., arXiv 2308.08268
+and 2407.17963).
 
 Numbers are int64 tensors, so operands are limited to 18 digits (9 for mul without a
 modulus, where the product must fit); ``width`` itself may be up to 40 (padding zeros).
