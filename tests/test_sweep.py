@@ -1,0 +1,114 @@
+"""Sweeps on a real local Ray with real Optuna and a real Parquet store."""
+
+from __future__ import annotations
+
+import json
+
+import optuna
+import pytest
+import yaml
+
+from study.config import ConfigError, SweepSpec, load_sweep_spec
+from study.search import optuna_storage
+from study.store import Store
+from study.sweep import journal_path, run_sweep, study_status
+
+TINY_BASE = {
+    "task": {"digits": 1, "width": 3, "eval_max_len": 3, "eval_examples": 32, "train_fraction": 0.3},
+    "model": {"size": "nano", "n_layer": 1},
+    "train": {"steps": 40, "eval_every": 10, "checkpoint_every": 20, "batch_size": 16, "log_every": 10},
+}
+
+
+def tiny_spec(tmp_path, name: str, **fields) -> SweepSpec:
+    data = {
+        "name": name,
+        "base": TINY_BASE,
+        "grid": {"task.digits": [1, 2]},
+        "tune": {"metric": "id_exact_match", "mode": "max", "trials_per_cell": 2,
+                 "params": {"train.lr": {"type": "loguniform", "low": 1e-4, "high": 1e-2}}},
+        "resources": {"cpus": 1},
+        "max_failures": 2,
+        "store": str(tmp_path / "store"),
+    }
+    data.update(fields)
+    spec = SweepSpec.model_validate(data)
+    spec.check_trials()
+    return spec
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+
+
+def test_every_cell_gets_its_quota_and_results_reach_the_cells_study(tmp_path, ray_local):
+    spec = tiny_spec(tmp_path, "quota")
+    run_sweep(spec)
+    store = Store(spec.store, create=False)
+    trials = store.frame("trials", study="quota")
+    assert sorted(trials["cell"].value_counts().to_dict().items()) == [("task.digits=1", 2), ("task.digits=2", 2)]
+    assert set(trials["status"]) == {"completed"}
+    # each cell's Optuna study holds exactly its own trials, told the score the store holds
+    storage = optuna_storage(None, journal_path(spec))
+    for cell, group in trials.groupby("cell"):
+        study = optuna.load_study(study_name=f"quota/{cell}", storage=storage)
+        values = sorted(t.value for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE)
+        assert values == pytest.approx(sorted(group["score"]))
+        lrs = {t.params["train.lr"] for t in study.trials}
+        assert lrs == {json.loads(c)["train"]["lr"] for c in group["config"]}
+    # the grid values and the config travel with each trial
+    assert {json.loads(g)["task.digits"] for g in trials["grid"]} == {1, 2}
+    evals = store.frame("evals", study="quota")
+    assert sorted(evals["step"].unique()) == [10, 20, 30, 40]
+    per_trial = evals.groupby("trial_id").size()
+    assert per_trial.nunique() == 1  # every trial reported the same conditions x metrics x steps
+    curves = store.frame("curves", study="quota")
+    assert set(curves["metric"]) >= {"loss", "lr", "grad_norm", "examples_per_s"}
+    status = study_status(spec)
+    assert status["completed"].tolist() == [2, 2] and status["pending"].tolist() == [0, 0]
+
+
+def test_a_failing_trial_is_retried_from_its_checkpoint_and_rows_are_stored_once(tmp_path, ray_local):
+    spec = tiny_spec(tmp_path, "retry", grid={"task.digits": [1]}, tune={"trials_per_cell": 1})
+    # checkpoints at steps 20 and 40; the first attempt dies right after reporting step 30
+    run_sweep(spec, fail_once_at_step=30)
+    store = Store(spec.store, create=False)
+    trials = store.frame("trials", study="retry")
+    assert len(trials) == 1 and trials["status"].iloc[0] == "completed" and trials["attempt"].iloc[0] == 1
+    raw = store.sql("SELECT step, attempt, count(*) AS n FROM evals_raw WHERE metric = 'exact_match' "
+                    "GROUP BY step, attempt ORDER BY step, attempt")
+    steps_reported = raw.groupby("step")["attempt"].apply(sorted).to_dict()
+    assert steps_reported[30] == [0, 1]  # step 30 was re-reported by the retry
+    assert steps_reported[10] == [0] and steps_reported[20] == [0]  # resumed from the checkpoint at 20
+    evals = store.frame("evals", study="retry")
+    keys = ["step", "split", "metric", "len_a", "len_b"]
+    assert not evals.duplicated(keys).any()
+    assert sorted(evals["step"].unique()) == [10, 20, 30, 40]
+
+
+def test_bad_specs_are_refused_before_ray_starts(tmp_path):
+    path = tmp_path / "spec.yaml"
+
+    def error(data: dict) -> str:
+        path.write_text(yaml.safe_dump({"name": "x", "base": TINY_BASE, **data}))
+        with pytest.raises(ConfigError) as info:
+            load_sweep_spec(path)
+        return str(info.value)
+
+    assert "did you mean grid" in error({"gird": {"task.digits": [1]}})
+    assert "grid.task.digits is empty" in error({"grid": {"task.digits": []}})
+    assert "swap them" in error({"tune": {"params": {"train.lr": {"type": "uniform", "low": 1, "high": 0.1}}}})
+    assert "task.digts: unknown key" in error({"grid": {"task.digts": [1, 2]}})
+    assert "task.digits=7" in error({"grid": {"task.digits": [2, 7]}})
+    assert "max_failures" in error({"max_failures": "often"})
+    assert "not a summary metric" in error({"tune": {"metric": "accuracy"}})
+    spec = tiny_spec(tmp_path, "huge", resources={"cpus": 4096})
+    from study.sweep import check_resources_locally
+
+    with pytest.raises(ConfigError, match="resources.cpus=4096"):
+        check_resources_locally(spec)
