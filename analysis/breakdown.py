@@ -31,7 +31,7 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
-from analysis.load import FAILED, axis_order, cell_axes, cell_label, expected_cells
+from analysis.load import FAILED, axis_columns, axis_order, cell_axes, cell_label, expected_cells
 
 LENGTH_MODES = ("max", "min", "len_a", "len_b", "pair")
 
@@ -89,13 +89,14 @@ def _floats(column: pd.Series) -> np.ndarray:
 
 
 def condition_keys(length: str) -> list[str]:
+    """The columns that name a condition on a shift axis for a ``length`` mode."""
     return ["shift", "x", "split"] + (["len_a", "len_b"] if length == "pair" else [])
 
 
 def trial_info(rows: pd.DataFrame) -> pd.DataFrame:
     """One row per trial of eval-like ``rows``: trial_id, cell, status, family, grid axes."""
-    keep = ["trial_id", "cell", "status", "family"] + [c for c in rows if "." in str(c) and not str(c).startswith("config.")]
-    return rows.drop_duplicates("trial_id")[[c for c in keep if c in rows]].reset_index(drop=True)
+    keep = [c for c in ("trial_id", "cell", "status", "family") if c in rows] + axis_columns(rows)
+    return rows.drop_duplicates("trial_id")[keep].reset_index(drop=True)
 
 
 def trial_scores(final: pd.DataFrame, metric: str, length: str = "max") -> pd.DataFrame:
@@ -168,22 +169,42 @@ def _num(value: float) -> float | int:
 
 
 def trial_boundaries(scores: pd.DataFrame, metric: str, threshold: float = 0.5, tol: float = 0.05) -> pd.DataFrame:
-    """Boundary of every trial on every shift axis that has OOD conditions.
+    """Boundary of every trial on every shift axis that has OOD conditions: the same
+    answer as :func:`find_boundary` on each curve, computed for all curves at once.
 
-    Columns: trial_id, shift, n_ood (OOD points), x_max (the last OOD x), ood_score (mean OOD score),
-    boundary, monotone, recovers_at (see :func:`find_boundary`).
+    Columns: trial_id, shift, n_ood (OOD points), x_max (the last OOD x), ood_score
+    (mean OOD score), boundary, monotone, recovers_at.
     """
     m = metric_info(metric)
-    ood = scores[scores["split"] == "ood"]
-    rows = []
-    for (trial, shift), group in ood.groupby(["trial_id", "shift"], sort=True, observed=True):
-        g = group.groupby("x", sort=True)["score"].mean()  # "pair" mode: several conditions per x
-        boundary, monotone, recovers = find_boundary(g.index.to_numpy(), g.to_numpy(), group["id_score"].iloc[0],
-                                                     m, threshold, tol)
-        rows.append((trial, shift, len(g), float(g.index.max()), float(np.nanmean(g)) if g.notna().any() else np.nan,
-                     boundary, monotone, recovers))
-    return pd.DataFrame(rows, columns=["trial_id", "shift", "n_ood", "x_max", "ood_score", "boundary", "monotone",
-                                       "recovers_at"])
+    columns = ["trial_id", "shift", "n_ood", "x_max", "ood_score", "boundary", "monotone", "recovers_at"]
+    ood = scores[(scores["split"] == "ood") & scores["score"].notna()]
+    if ood.empty:
+        return pd.DataFrame(columns=columns)
+    # one point per x ("pair" frames hold several conditions per x), sorted along x
+    pts = ood.groupby(["trial_id", "shift", "x"], sort=True, observed=True).agg(
+        score=("score", "mean"), id_score=("id_score", "first")).reset_index()
+    curves = [pts["trial_id"], pts["shift"]]
+
+    def per_curve(values: pd.Series) -> Any:
+        return values.groupby(curves, sort=False, observed=True)
+
+    learned = (pts["id_score"] - m.floor) * (1 if m.higher_is_better else -1) > 0
+    r = ((pts["score"] - m.floor) / (pts["id_score"] - m.floor)).where(learned)  # retention
+    out = pd.DataFrame({
+        "n_ood": per_curve(pts["x"]).size(),
+        "x_max": per_curve(pts["x"]).max(),
+        "ood_score": per_curve(pts["score"]).mean(),
+        "boundary": per_curve(pts["x"].where(r < threshold)).min(),
+        "learned": per_curve(learned).first(),
+        "rises": per_curve(per_curve(r).diff() > tol).any(),
+    })
+    out["monotone"] = [(not rises) if ok else None for rises, ok in zip(out["rises"], out["learned"])]
+    pts = pts.assign(r=r).merge(out["boundary"].reset_index(), on=["trial_id", "shift"])
+    back = pts[(pts["x"] > pts["boundary"]) & (pts["r"] >= threshold)]
+    recovers = back.groupby(["trial_id", "shift"], sort=False)["x"].agg(lambda x: [_num(v) for v in x])
+    out["recovers_at"] = [v if isinstance(v, list) else [] for v in recovers.reindex(out.index)]
+    out["boundary"] = [_num(v) if pd.notna(v) else np.nan for v in out["boundary"]]
+    return out.reset_index()[columns]
 
 
 # --------------------------------------------------------------------------- per cell
@@ -328,32 +349,39 @@ def sort_cells(frame: pd.DataFrame, by: list[str], then: Iterable[str] = ()) -> 
 
 
 def format_summary(table: pd.DataFrame, curve: pd.DataFrame, metric: str, threshold: float = 0.5) -> str:
-    """A compact text table from :func:`breakdown` and :func:`curves` frames: one line
-    per cell and shift axis with n (usable/all), the best trial's ID score, its OOD
-    score at each OOD x, and the boundary ("-" when the curve never breaks)."""
-    lines = [f"{metric} of the best trial per cell; boundary = first OOD point below {threshold:g} of the ID score"]
+    """A compact text table from :func:`breakdown` and :func:`curves` frames: per shift
+    axis, one line per cell with n (usable/all trials), the best trial's ID score,
+    its score at each OOD x, and the boundary ("-" when the curve never breaks,
+    "n/a" without a usable trial or without ID skill; recoveries noted)."""
+    m = metric_info(metric)
+    rule = (f"below {threshold:g} x the ID score" if m.higher_is_better and m.floor == 0 else
+            f"keeping less than {threshold:g} of the ID score's margin over {m.floor:g}")
+    lines = [f"{metric} of the best trial per cell; boundary = first OOD point {rule}"]
     for (family, shift), rows in table.groupby(["family", "shift"], sort=False):
         ood = curve[(curve["family"] == family) & (curve["shift"] == shift) & (curve["split"] == "ood")]
         xs = sorted(ood["x"].dropna().unique())
-        head = [shift if shift != "length" else "cell", "n", "id"] + [f"{_short(shift)}{_fmt_x(x)}" for x in xs] + ["boundary"]
-        body = []
+        head = ["cell", "n", "id"] + [f"{_short(shift)}{_fmt_x(x)}" for x in xs] + ["boundary"]
+        body = [head]
         for row in rows.to_dict("records"):
             at = ood[ood["cell"] == row["cell"]].groupby("x")["best"].mean()
-            boundary = row["boundary"]
-            mark = {"holds": "-", "breaks": _fmt_x(boundary) if pd.notna(boundary) else ""}.get(row["verdict"], "n/a")
-            if _is_false(row["monotone"]):
-                mark += f" (recovers at {','.join(_fmt_x(v) for v in row['recovers_at'])})" if row["recovers_at"] else " (non-monotone)"
             body.append([row["cell"] or family, f"{row['n_usable']}/{row['n_trials']}", _fmt_v(row["id_score"])]
-                        + [_fmt_v(at.get(x, np.nan)) for x in xs] + [mark])
-        widths = [max(len(str(r[i])) for r in [head] + body) for i in range(len(head))]
-        lines.append("")
-        lines.extend("  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
-                     for r in [head] + body)
+                        + [_fmt_v(at.get(x, np.nan)) for x in xs] + [_boundary_text(row)])
+        widths = [max(len(r[i]) for r in body) for i in range(len(head))]
+        lines += ["", f"along {shift}:"]
+        lines += ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+                  for r in body]
     return "\n".join(lines)
 
 
-def _is_false(flag: Any) -> bool:
-    return flag is not None and flag is not pd.NA and not bool(flag)
+def _boundary_text(row: dict[str, Any]) -> str:
+    if row["verdict"] not in ("breaks", "holds"):
+        return "n/a"
+    text = "-" if row["verdict"] == "holds" else _fmt_x(row["boundary"])
+    if row["recovers_at"]:
+        text += f" (recovers at {','.join(_fmt_x(v) for v in row['recovers_at'])})"
+    elif not pd.isna(row["monotone"]) and not row["monotone"]:
+        text += " (non-monotone)"
+    return text
 
 
 def _short(shift: str) -> str:

@@ -241,8 +241,9 @@ def evals(
 
     ``metrics`` and ``where`` (a DuckDB boolean expression over the ``evals`` columns)
     are applied inside the store's SQL; with ``final=True`` only each trial's last
-    evaluated step is read.  Columns: trial_id, cell, status, family, the grid axes,
-    step, split, metric, value, len_a, len_b, n_context, shift, shift_value.
+    evaluated step (its largest step in ``evals``, over all metrics) is read.
+    Columns: trial_id, cell, status, family, the grid axes, step, split, metric,
+    value, len_a, len_b, n_context, shift, shift_value.
     """
     store = open_store(store)
     if trials_frame is None:
@@ -252,10 +253,23 @@ def evals(
         filters.append(_in("metric", list(metrics)))
     if where:
         filters.append(f"({where})")
-    query = f"SELECT trial_id, {', '.join(EVAL_COLUMNS)} FROM evals WHERE {' AND '.join(filters)}"
+    last = None
     if final:
-        query += " QUALIFY step = max(step) OVER (PARTITION BY trial_id)"
-    rows = store.sql(query)
+        # A trial's final step: its largest evaluated step.  The raw rows hold the same
+        # keys as the deduplicated ones, so the cheap raw scan answers it.  A literal
+        # list of those steps lets DuckDB filter while scanning; the exact (trial,
+        # step) match is checked after.
+        per_trial = (f"SELECT trial_id, max(step) AS step FROM evals_raw "
+                     f"WHERE study = {sql_literal(study)} GROUP BY trial_id")
+        last = store.sql(per_trial).set_index("trial_id")["step"]
+        steps = sorted(int(s) for s in last.unique())
+        if len(steps) <= 32:
+            filters.append(_in("step", steps) if steps else "FALSE")
+        else:
+            filters.append(f"(trial_id, step) IN ({per_trial})")
+    rows = store.sql(f"SELECT trial_id, {', '.join(EVAL_COLUMNS)} FROM evals WHERE {' AND '.join(filters)}")
+    if last is not None:
+        rows = rows[rows["trial_id"].map(last).to_numpy() == rows["step"].to_numpy()]
     return attach_trials(rows, trials_frame)
 
 
@@ -266,7 +280,7 @@ def final_evals(
     where: str | None = None,
     trials_frame: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """Each trial's final-step eval rows (its max step among the selected rows), joined
+    """Each trial's final-step eval rows (its max step in ``evals``), joined
     with the grid axes: the main input of breakdown, equivalence and icl.  Columns as
     :func:`evals`."""
     return evals(store, study, metrics=metrics, where=where, final=True, trials_frame=trials_frame)

@@ -102,7 +102,10 @@ def phase_diagram(cells: pd.DataFrame, x: str, y: str, value: str = "boundary", 
         for (xv, yv), g in part.groupby([x, y], dropna=True):
             i, j = ys.index(yv), xs.index(xv)
             grid[i, j] = np.nanmedian(g[value].to_numpy(float)) if g[value].notna().any() else np.nan
-            text[i][j] = g["_label"].iloc[0] if len(g) == 1 else _fmt(round(grid[i, j], 2)) if np.isfinite(grid[i, j]) else ""
+            if len(g) == 1:
+                text[i][j] = g["_label"].iloc[0]
+            elif np.isfinite(grid[i, j]):
+                text[i][j] = _fmt(round(grid[i, j], 2))
         ax.set_facecolor(MISSING)
         image = ax.imshow(np.ma.masked_invalid(grid), origin="lower", cmap=cmap, vmin=vmin, vmax=vmax,
                           aspect="auto")
@@ -124,7 +127,8 @@ def phase_diagram(cells: pd.DataFrame, x: str, y: str, value: str = "boundary", 
     if value == "boundary":
         bar.locator = MaxNLocator(integer=True)
         bar.update_ticks()
-    fig.suptitle((title or f"{_label(value)} by {_label(x)} and {_label(y)}") + (" (median over other axes)" if pooled else ""))
+    title = title or f"{_label(value)} by {_label(x)} and {_label(y)}"
+    fig.suptitle(title + (" (median over other axes)" if pooled else ""))
     return fig
 
 

@@ -85,9 +85,10 @@ class Page:
 
     def write(self, title: str, meta: str) -> Path:
         nav = " ".join(f'<a href="#{a}">{html.escape(t)}</a>' for a, t in self.sections)
-        doc = (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
-               f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>"
-               f'<p class="meta">{html.escape(meta)}</p><nav>{nav}</nav>\n' + "\n".join(self.parts) + "\n</body></html>\n")
+        head = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+                f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>"
+                f'<p class="meta">{html.escape(meta)}</p><nav>{nav}</nav>\n')
+        doc = head + "\n".join(self.parts) + "\n</body></html>\n"
         path = self.out / "index.html"
         path.write_text(doc, encoding="utf-8")
         return path

@@ -10,7 +10,8 @@ Arithmetic study "arith" (grid model.size x task.digits x train.seed, lengths 1.
   breaks one length earlier (at 6);
 - cell C (nano, 4 digits): 5: 0.1, 6: 0.1, 7: 0.9                   -> breaks at 5,
   recovers at 7 (not monotone); its second trial was pruned at step 100;
-- cell D (micro, 4 digits): in the grid, no trial at all.
+- cell D (micro, 4 digits): in the grid, no trial at all;
+- cell E (nano, 5 digits): its only trial failed; (micro, 5 digits) has none.
 
 Every trial also has an earlier step (100) whose scores are 0.5, so only final
 steps may reach the tables.
@@ -100,6 +101,7 @@ def build_arith(store: Store, study: str = "arith") -> None:
     arith_trial(store, study, "b2", "micro", 3, 2, "B_early", 0.8)
     arith_trial(store, study, "c0", "nano", 4, 0, "C", 1.0)
     arith_trial(store, study, "c1", "nano", 4, 1, "C", 0.5, status="pruned", final_step=100)
+    arith_trial(store, study, "e0", "nano", 5, 0, None, status="failed")
 
 
 # In-context study "icl": model.size x task.mix_weight (0 and 1 are the specialists)
@@ -184,7 +186,7 @@ def icl_study(store):
 
 def test_trials_expand_the_grid_and_keep_the_latest_attempt(arith):
     trials, _ = arith
-    assert list(trials["trial_id"]) == ["b0", "b1", "b2", "a0", "a1", "a2", "a3", "a4", "c0", "c1"]
+    assert list(trials["trial_id"]) == ["b0", "b1", "b2", "a0", "a1", "a2", "a3", "a4", "c0", "c1", "e0"]
     b1 = trials.set_index("trial_id").loc["b1"]
     assert (b1["status"], b1["attempt"], b1["model.size"], b1["task.digits"], b1["train.seed"]) == (
         "completed", 1, "micro", 3, 1)
@@ -193,11 +195,11 @@ def test_trials_expand_the_grid_and_keep_the_latest_attempt(arith):
     assert {"config.train.lr", "config.train.seed", "config.model.size"} <= set(trials.columns)
     axes = load.grid_axes(trials).set_index("axis")
     assert axes.loc["model.size", "values"] == ["nano", "micro"]
-    assert axes.loc["task.digits", "values"] == [3, 4]
+    assert axes.loc["task.digits", "values"] == [3, 4, 5]
     assert axes.loc["train.seed", "seed"] and not axes.loc["model.size", "seed"]
     cells = load.cells(trials).set_index("cell")
     assert cells.loc["model.size=nano|task.digits=3|train.seed=3", "n_failed"] == 1
-    assert cells["n_trials"].sum() == 10
+    assert cells["n_trials"].sum() == 11
 
 
 def test_final_evals_reads_only_each_trials_last_step_without_duplicates(arith):
@@ -223,9 +225,10 @@ def test_breakdown_finds_each_cells_boundary_and_its_spread(arith):
     trials, final = arith
     table = bd.breakdown(final, trials, metric="exact_match").set_index("cell")
     assert list(table.index) == ["model.size=nano|task.digits=3", "model.size=nano|task.digits=4",
-                                 "model.size=micro|task.digits=3", "model.size=micro|task.digits=4"]
+                                 "model.size=nano|task.digits=5", "model.size=micro|task.digits=3",
+                                 "model.size=micro|task.digits=4", "model.size=micro|task.digits=5"]
     assert (table["shift"] == "length").all()
-    a, c, b, d = (table.iloc[i] for i in range(4))
+    a, c, e, b, d, _ = (table.iloc[i] for i in range(6))
 
     assert (a["n_trials"], a["n_failed"], a["n_usable"], a["best_trial"]) == (5, 2, 3, "a2")
     assert a["id_score"] == pytest.approx(0.99)
@@ -247,6 +250,8 @@ def test_breakdown_finds_each_cells_boundary_and_its_spread(arith):
 
     assert (d["n_trials"], d["n_usable"], d["verdict"]) == (0, 0, "no_trial")
     assert math.isnan(d["id_score"]) and math.isnan(d["boundary"]) and pd.isna(d["best_trial"])
+    assert (e["n_trials"], e["n_failed"], e["n_usable"], e["verdict"]) == (1, 1, 0, "no_trial")
+    assert math.isnan(e["id_median"]) and math.isnan(e["ood_score"])
 
 
 def test_threshold_is_relative_to_the_id_score(arith):
@@ -285,14 +290,38 @@ def test_find_boundary_reads_both_directions():
     assert bd.find_boundary(np.array([1]), np.array([0.1]), 1.0, err)[1] is None  # ID never learned
 
 
+@pytest.mark.parametrize("metric, id_levels", [("exact_match", [0.0, 0.4, 1.0]), ("nmse", [1.0, 0.5, 0.1])])
+def test_all_curves_at_once_agree_with_find_boundary_curve_by_curve(metric, id_levels):
+    rng = np.random.default_rng(1)
+    rows = []
+    for t in range(60):
+        id_score = id_levels[t % 3]
+        for x in range(4, 10):
+            score = np.nan if rng.random() < 0.15 else rng.random()
+            rows.append({"trial_id": f"t{t:02d}", "shift": "length", "x": float(x), "split": "ood", "score": score,
+                         "id_score": id_score})
+    scores = pd.DataFrame(rows)
+    at_once = bd.trial_boundaries(scores, metric, threshold=0.5, tol=0.05).set_index("trial_id")
+    for trial, curve in scores.groupby("trial_id"):
+        boundary, monotone, recovers = bd.find_boundary(curve["x"].to_numpy(), curve["score"].to_numpy(),
+                                                        curve["id_score"].iloc[0], bd.metric_info(metric))
+        got = at_once.loc[trial]
+        assert (got["boundary"] == boundary) or (math.isnan(got["boundary"]) and math.isnan(boundary))
+        assert (got["monotone"], got["recovers_at"]) == (monotone, recovers)
+
+
 def test_summary_table_prints_one_line_per_cell(store):
     text = bd.summary_table(store, "arith")
     lines = text.splitlines()
-    assert lines[0] == "study arith"
+    assert lines[0] == "study arith" and "along length:" in lines
+    assert lines[lines.index("along length:") + 1].split() == ["cell", "n", "id", "len4", "len5", "len6", "len7",
+                                                               "boundary"]
     row = next(line for line in lines if line.startswith("model.size=nano|task.digits=4"))
     assert row.split() == ["model.size=nano|task.digits=4", "2/2", "1.00", "nan", "0.10", "0.10", "0.90",
                            "5", "(recovers", "at", "7)"]
     assert any(line.startswith("model.size=micro|task.digits=4") and "0/0" in line for line in lines)
+    assert next(line for line in lines if line.startswith("model.size=nano|task.digits=5")).split()[1:3] == [
+        "0/1", "nan"]
 
 
 # --------------------------------------------------------------------------- equivalence
