@@ -470,8 +470,9 @@ class Store:
                 self._read_marker(marker)
                 return
             entries = self.fs.get_file_info(pafs.FileSelector(self.root, recursive=False))
-            # A hidden temp file is another process creating this store right now.
-            entries = [e for e in entries if not e.base_name.startswith(".")]
+            # Hidden entries (a temp file: another process creating this store right
+            # now) and "_" entries (tool-private, e.g. a sweep's _runs) do not count.
+            entries = [e for e in entries if not e.base_name.startswith((".", "_"))]
             if entries:
                 names = sorted(e.base_name for e in entries)[:5]
                 raise StoreError(
@@ -996,11 +997,13 @@ class Store:
                 return Problem(info.path, message, "warning")
             return None
         if depth == 1:
-            if name == MARKER or (name in TABLES and not is_file):
-                return None
-            return Problem(info.path, f"unknown entry: a store holds only {MARKER} and the tables {sorted(TABLES)}")
+            if name.startswith("_") or (name in TABLES and not is_file):
+                return None  # the marker, or tool-private entries such as a sweep's _runs
+            return Problem(
+                info.path, f"unknown entry: a store holds {MARKER}, the tables {sorted(TABLES)} and _<private> entries"
+            )
         if parts[0] not in TABLES:
-            return None  # inside an unknown entry, reported once above
+            return None  # inside an entry judged above
         study = parts[1].removeprefix("study=")
         if not parts[1].startswith("study=") or not _STUDY_NAME.match(study):
             return Problem(info.path, "not inside a study=<name> partition") if depth == 2 else None

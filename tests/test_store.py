@@ -407,8 +407,9 @@ def test_a_path_that_is_not_a_store_is_refused_clearly(tmp_path):
         Store(str(tmp_path / "missing"), create=False)
 
     empty = tmp_path / "empty"
-    empty.mkdir()
+    (empty / "_runs").mkdir(parents=True)  # tool-private entries do not make it "not empty"
     Store(str(empty))
+    assert Store(str(empty)).validate() == []
     assert json.loads((empty / MARKER).read_text())["schema_version"] == SCHEMA_VERSION
     Store(f"file://{empty}", create=False)  # a file:// URI names the same store
 
