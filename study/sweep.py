@@ -98,7 +98,7 @@ def _make_store_callback(store_uri: str, study: str, metric: str):
 
         def _reset(self) -> None:
             self._store = None
-            self.buffers: dict[str, dict[str, list[dict[str, Any]]]] = {}
+            self.buffers: dict[str, dict[tuple[str, int], list[dict[str, Any]]]] = {}  # trial -> (table, attempt) -> rows
             self.trial_rows: dict[str, dict[str, Any]] = {}
             self.last_flush = time.monotonic()
             self.seen_trials = False
@@ -138,9 +138,9 @@ def _make_store_callback(store_uri: str, study: str, metric: str):
 
         def _flush(self, trial) -> None:
             cell, attempt = trial.config.get("cell", "all"), int(trial.num_failures)
-            for table, rows in self.buffers.pop(trial.trial_id, {}).items():
+            for (table, reported_attempt), rows in self.buffers.pop(trial.trial_id, {}).items():
                 if rows:
-                    self.store.append(table, rows, study=self.study, attempt=attempt, cell=cell)
+                    self.store.append(table, rows, study=self.study, attempt=reported_attempt, cell=cell)
             row = self.trial_rows.get(trial.trial_id)
             if row is not None:
                 self.store.append("trials", [row], study=self.study, attempt=attempt, cell=cell)
@@ -170,8 +170,9 @@ def _make_store_callback(store_uri: str, study: str, metric: str):
         def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
             rows = result.pop("rows", None) or {}
             buffer = self.buffers.setdefault(trial.trial_id, {})
+            attempt = int(trial.num_failures)  # rows keep the attempt that reported them
             for table, table_rows in rows.items():
-                buffer.setdefault(table, []).extend(table_rows)
+                buffer.setdefault((table, attempt), []).extend(table_rows)
             row = self._trial_row(trial)
             row.update(
                 status="running" if result.get("status") == "running" else result.get("status", "running"),

@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
+import importlib
+
 import torch
 
 from study.config import ArithmeticTask as ArithmeticTaskConfig
 from study.config import ICLTask as ICLTaskConfig
 from study.tasks.base import Batch, ModelIO, Task
 
+# family name (the config's task.family) -> "module:class"; imported on first use
+FAMILIES: dict[str, str] = {
+    "arithmetic": "study.tasks.arithmetic:Arithmetic",
+    "icl": "study.tasks.functions:InContextRegression",
+}
 
-def _registry() -> dict[str, type]:
-    from study.tasks.arithmetic import Arithmetic
-    from study.tasks.functions import InContextRegression
 
-    return {"arithmetic": Arithmetic, "icl": InContextRegression}
+def task_class(family: str) -> type:
+    module, name = FAMILIES[family].split(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def build_task(cfg: ArithmeticTaskConfig | ICLTaskConfig, seed: int, device: torch.device | str = "cpu") -> Task:
-    return _registry()[cfg.family](cfg, seed=seed, device=torch.device(device))
+    return task_class(cfg.family)(cfg, seed=seed, device=torch.device(device))
 
 
-__all__ = ["Batch", "ModelIO", "Task", "build_task"]
+__all__ = ["FAMILIES", "Batch", "ModelIO", "Task", "build_task", "task_class"]
