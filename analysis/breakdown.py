@@ -221,9 +221,7 @@ def summarize(per_trial: pd.DataFrame, by: list[str], cond: list[str], value: st
     keys = ["family"] + by
     usable = per_trial[~per_trial["status"].isin(FAILED)]
     g = usable.groupby(keys + cond, dropna=False, sort=False, observed=True)[value]
-    dist = g.quantile([0.25, 0.5, 0.75]).unstack()
-    dist.columns = ["q25", "median", "q75"]
-    dist.insert(0, "n", g.count())
+    dist = pd.DataFrame({"n": g.count(), "median": g.median(), "q25": g.quantile(0.25), "q75": g.quantile(0.75)})
     dist = dist.reset_index()
     top = usable.merge(best[keys + ["best_trial"]], on=keys, how="inner")
     top = top[top["trial_id"] == top["best_trial"]][keys + cond + ["best_trial", value]]
@@ -299,12 +297,15 @@ def breakdown(
                             "id_q25": ids.quantile(0.25), "id_q75": ids.quantile(0.75)})
     best = best_trials(scores, metric, by).merge(per_trial.drop(columns=keys + ["status", "id_score"]),
                                                  left_on="best_trial", right_on="trial_id", how="left")
-    spread = per_trial.groupby(keys + ["shift"], dropna=False, observed=True).apply(_boundary_spread,
-                                                                                   include_groups=False)
+    if len(per_trial):
+        spread = per_trial.groupby(keys + ["shift"], dropna=False, observed=True).apply(
+            _boundary_spread, include_groups=False).reset_index()
+    else:
+        spread = pd.DataFrame(columns=keys + ["shift"] + SPREAD_COLUMNS)
     out = (out.merge(counts.reset_index(), on=keys, how="left")
               .merge(id_dist.reset_index(), on=keys, how="left")
               .merge(best.drop(columns=["trial_id", "n_ood"]), on=keys + ["shift"], how="left")
-              .merge(spread.reset_index() if len(spread) else spread, on=keys + ["shift"], how="left"))
+              .merge(spread, on=keys + ["shift"], how="left"))
     for column in ("n_trials", "n_failed", "n_usable", "n_break", "n_nonmonotone"):
         out[column] = out[column].fillna(0).astype(int)
     out["monotone"] = out["monotone"].astype("boolean")
@@ -317,6 +318,9 @@ def breakdown(
                       "x_max", "boundary", "verdict", "monotone", "recovers_at", "id_median", "id_q25", "id_q75",
                       "ood_median", "n_break", "boundary_q25", "boundary_q50", "boundary_q75", "n_nonmonotone"]
     return sort_cells(out[columns], by, ["shift"])
+
+
+SPREAD_COLUMNS = ["ood_median", "n_break", "boundary_q25", "boundary_q50", "boundary_q75", "n_nonmonotone"]
 
 
 def _boundary_spread(g: pd.DataFrame) -> pd.Series:
@@ -357,6 +361,8 @@ def format_summary(table: pd.DataFrame, curve: pd.DataFrame, metric: str, thresh
     rule = (f"below {threshold:g} x the ID score" if m.higher_is_better and m.floor == 0 else
             f"keeping less than {threshold:g} of the ID score's margin over {m.floor:g}")
     lines = [f"{metric} of the best trial per cell; boundary = first OOD point {rule}"]
+    if table.empty:
+        lines.append("(no OOD conditions evaluated)")
     for (family, shift), rows in table.groupby(["family", "shift"], sort=False):
         ood = curve[(curve["family"] == family) & (curve["shift"] == shift) & (curve["split"] == "ood")]
         xs = sorted(ood["x"].dropna().unique())

@@ -24,6 +24,7 @@ LABELS = {
     "equivalence_of_wrong": "equivalence share of wrong", "chance": "chance (mod p)", "nmse": "normalized error",
     "model.size": "model size", "task.digits": "training digits", "task.mix_weight": "mixture weight",
     "n_context": "in-context examples k", "length": "operand length", "boundary": "boundary",
+    "ood_score": "mean OOD score", "id_score": "ID score",
 }
 
 
@@ -65,21 +66,27 @@ def _empty(message: str) -> Figure:
 # --------------------------------------------------------------------------- arithmetic / breakdown
 
 
-def phase_diagram(cells: pd.DataFrame, x: str, y: str, value: str = "boundary", facet: str | None = None,
-                  title: str | None = None, cmap: str = "viridis") -> Figure:
-    """A heat map of ``value`` over two grid axes, one panel per value of ``facet``.
+def phase_diagram(cells: pd.DataFrame, x: str, y: str | None, value: str = "boundary", facet: str | None = None,
+                  title: str | None = None, cmap: str = "viridis",
+                  limits: tuple[float, float] | None = None) -> Figure:
+    """A heat map of ``value`` over two grid axes (one row when ``y`` is None), one
+    panel per value of ``facet``.
 
     ``cells`` is a :func:`analysis.breakdown.breakdown` table for one shift axis.
     With value="boundary", cells that never break are drawn one step past the last
     OOD point evaluated (labelled ">x"), cells without a trial or without ID skill are
     grey.  Several rows per square (other axes varying) are combined by their median,
-    and the title says so.
+    and the title says so.  ``limits``: the colour range (default: the data's).
     """
     if cells.empty:
         return _empty("no cells")
     if "shift" in cells and cells["shift"].nunique() > 1:
         raise ValueError(f"one shift axis at a time; filter cells['shift'] to one of {sorted(cells['shift'].unique())}")
     frame = cells.copy()
+    title = title or f"{_label(value)} by {_label(x)}" + (f" and {_label(y)}" if y else "")
+    if y is None:
+        frame["_row"] = ""
+        y = "_row"
     label = frame[value].map(lambda v: "" if pd.isna(v) else (_fmt(v) if value == "boundary" else f"{v:.2f}"))
     if value == "boundary" and "verdict" in frame:
         holds = frame["verdict"] == "holds"
@@ -90,9 +97,9 @@ def phase_diagram(cells: pd.DataFrame, x: str, y: str, value: str = "boundary", 
     frame["_label"] = label
     keys = [x, y] + ([facet] if facet else [])
     pooled = frame.groupby(keys, dropna=False)[value].count().gt(1).any()
-    vmin, vmax = np.nanmin(frame[value].to_numpy(float)), np.nanmax(frame[value].to_numpy(float))
-    if not np.isfinite(vmin):
-        vmin, vmax = 0.0, 1.0
+    finite = frame[value].to_numpy(float)
+    finite = finite[np.isfinite(finite)]
+    vmin, vmax = limits or ((finite.min(), finite.max()) if len(finite) else (0.0, 1.0))
     fig, axes = _panels(len(_groups(frame, facet)), ncols=3, width=4.0, height=3.4, sharey=False)
     xs, ys = axis_order(x, frame[x]), axis_order(y, frame[y])
     image = None
@@ -118,7 +125,8 @@ def phase_diagram(cells: pd.DataFrame, x: str, y: str, value: str = "boundary", 
         ax.set_xticks(range(len(xs)), [_fmt(v) for v in xs])
         ax.set_yticks(range(len(ys)), [_fmt(v) for v in ys])
         ax.set_xlabel(_label(x))
-        ax.set_ylabel(_label(y))
+        if y != "_row":
+            ax.set_ylabel(_label(y))
         if facet:
             ax.set_title(f"{_label(facet)} = {_fmt(fv)}")
     shift = cells["shift"].iloc[0] if "shift" in cells else ""
@@ -127,7 +135,6 @@ def phase_diagram(cells: pd.DataFrame, x: str, y: str, value: str = "boundary", 
     if value == "boundary":
         bar.locator = MaxNLocator(integer=True)
         bar.update_ticks()
-    title = title or f"{_label(value)} by {_label(x)} and {_label(y)}"
     fig.suptitle(title + (" (median over other axes)" if pooled else ""))
     return fig
 
@@ -158,7 +165,7 @@ def length_curves(curve: pd.DataFrame, metric: str = "exact_match", hue: str | N
         for i, (hv, line) in enumerate(lines):
             line = line.sort_values("x")
             colour = f"C{i % 10}"
-            name = f"{_label(hue)} = {_fmt(hv)}" if hue else str(hv)
+            name = f"{_label(hue)} = {_fmt(hv)}" if hue else (str(hv) or "all trials")
             for cell, one in line.groupby("cell", sort=False):
                 ax.fill_between(one["x"], one["q25"], one["q75"], color=colour, alpha=0.18, linewidth=0)
                 ax.plot(one["x"], one["best"], "-o", color=colour, ms=3.5, label=name)

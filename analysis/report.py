@@ -120,14 +120,12 @@ def _by(table: pd.DataFrame) -> list[str]:
     return columns[1:columns.index("cell")] if "cell" in columns else []
 
 
-def _phase(page: Page, name: str, table: pd.DataFrame, value: str, caption: str) -> None:
+def _phase(page: Page, name: str, table: pd.DataFrame, value: str, caption: str,
+           limits: tuple[float, float] | None = None) -> None:
     x, y, facet = choose_axes(table, _by(table))
     if x is None:
         return
-    frame = table
-    if y is None:  # one varying axis: a single row
-        frame, y = table.assign(_=""), "_"
-    page.figure(name, plots.phase_diagram(frame, x, y, value=value, facet=facet), caption)
+    page.figure(name, plots.phase_diagram(table, x, y, value=value, facet=facet, limits=limits), caption)
 
 
 def _arithmetic(page: Page, trials: pd.DataFrame, final: pd.DataFrame, threshold: float) -> None:
@@ -140,7 +138,8 @@ def _arithmetic(page: Page, trials: pd.DataFrame, final: pd.DataFrame, threshold
               f"within the lengths evaluated.")
     page.table("breakdown_exact_match", table, "Breakdown per cell (exact match)")
     _phase(page, "phase_boundary", table, "boundary", "Phase diagram: OOD boundary of the best trial per cell.")
-    _phase(page, "phase_ood_score", table, "ood_score", "Phase diagram: mean OOD exact match of the best trial.")
+    _phase(page, "phase_ood_score", table, "ood_score", "Phase diagram: mean OOD exact match of the best trial.",
+           limits=(0.0, 1.0))
     x, y, facet = choose_axes(table, by)
     page.figure("length_curves", plots.length_curves(curve, hue=x if y else None, facet=y or None, cells=table),
                 "Exact match against operand length; crosses mark boundaries, the shaded range is ID.")
