@@ -251,12 +251,19 @@ def nmse_curves(curves: pd.DataFrame, shift: str = "none", shift_value: float | 
         ax.set_title(cell, fontsize=9)
         ax.set_xlabel(_label("n_context"))
         ax.set_ylabel(_label("nmse"))
-        ax.set_ylim(bottom=0)
+        ax.set_ylim(0, _nmse_top(part.loc[part["metric"] == "nmse", "q75"]))
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
     what = "" if shift == "none" else f", {shift} = {_fmt(rows['shift_value'].iloc[0])}"
     fig.suptitle(f"normalized error against k{what} (model: best trial; dashed: baselines)")
     return fig
+
+
+def _nmse_top(model: pd.Series) -> float:
+    """The top of an error axis: the model's errors and the zero predictor (1.0) in
+    view; baselines that blow up (averaging under large x_scale) leave the frame."""
+    highest = float(np.nanmax(model.to_numpy(float))) if model.notna().any() else 1.0
+    return max(1.2, 1.1 * highest)
 
 
 def shift_errors(errors: pd.DataFrame, max_panels: int = 6) -> Figure:
@@ -283,6 +290,7 @@ def shift_errors(errors: pd.DataFrame, max_panels: int = 6) -> Figure:
                     marker=["s", "^", "v", "d", "*"][j % 5], ms=4, label=metric.removeprefix("nmse_"))
         ax.set_xlabel(shift)
         ax.set_ylabel(_label("nmse"))
+        ax.set_ylim(0, _nmse_top(model["best"]))
         ax.grid(alpha=0.3)
     axes[-1].legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.suptitle("error along the shift axes\n(best trial; filled: ID, open: OOD; dashed: baselines)", fontsize=10)
