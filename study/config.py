@@ -158,6 +158,10 @@ class ICLTask(_Strict):
         for value in self.shifts.get("alpha", []):
             if not 0 <= value <= 1:
                 raise ValueError(f"task.shifts.alpha: {value} is outside [0, 1]")
+        for axis, scaled in (("freq_scale", "sine frequency"), ("x_scale", "inputs x")):
+            for value in self.shifts.get(axis, []):
+                if not value > 0:
+                    raise ValueError(f"task.shifts.{axis}: {value} must be > 0 (it multiplies the {scaled})")
         if self.curriculum and self.curriculum_dims_start > self.n_dims:
             raise ValueError("task.curriculum_dims_start exceeds task.n_dims")
         if self.curriculum and self.curriculum_points_start > self.n_points:

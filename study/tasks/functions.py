@@ -1,0 +1,415 @@
+"""In-context regression: learning a function from the prompt alone.
+
+Following Garg et al. (2022) and Yadlowsky et al. (2023) (SCIENCE.md section 2).  A prompt
+holds n points (x_i, y_i) with x_i ~ N(0, I_d) (times an input scale, 1 in training) and
+y_i = f(x_i) (+ optional noise), f drawn fresh for every prompt from a function class.
+
+Sequence layout.  The model reads 2n vectors of size d, pairs interleaved,
+
+    position:  0    1                  2    3                  ...  2n-2     2n-1
+    token:     x_0  (y_0, 0, ..., 0)   x_1  (y_1, 0, ..., 0)   ...  x_{n-1}  (y_{n-1}, 0, ..., 0)
+
+and the first output coordinate at position 2i (the token x_i) is its prediction of y_i
+from the i earlier pairs: k = i in-context examples.  The training loss is the mean
+squared error over all x positions.
+
+Function classes (each scaled so that E[y^2] is of order d, as in Garg et al.):
+
+    linear         y = x . w,  w ~ N(0, I_d)                               E[y^2] = d
+    sparse_linear  as linear, but only nnz coordinates of w (at random
+                   positions) are non-zero                                 E[y^2] = nnz
+    sine           y = sqrt(d) sin(freq * x . w / sqrt(d)),  w ~ N(0, I_d),
+                   freq ~ U(freq_range).  x . w / sqrt(d) is about N(0, 1), so freq
+                   is radians per standard deviation of the projection; for small
+                   freq, sine ~ freq * linear.  E[y^2] = d (1 - E_freq[(1 + 4 freq^2/d)^(-d/2)]) / 2,
+                   about d (1 - exp(-2 freq^2)) / 2, i.e. 0.2 d .. 0.5 d for freq in [0.5, 2]
+    relu2nn        y = sum_j a_j relu(w_j . x), j = 1..width, w_j ~ N(0, I_d),
+                   a_j ~ N(0, 2 / width)                                   E[y^2] = d
+    combo          y = alpha f_A(x) + (1 - alpha) f_B(x), (A, B) = cfg.combo drawn
+                   independently, alpha ~ U(combo_alpha) per prompt
+                   E[y^2] = E[alpha^2] E[f_A^2] + E[(1 - alpha)^2] E[f_B^2]
+
+An input scale s multiplies x (so E[y^2] scales by s^2 for the linear classes and relu2nn);
+noise adds noise_std^2.  With the curriculum the effective dimension d_eff < d replaces d
+above (the other coordinates of x are zero, sparse supports lie among the first d_eff).
+
+Metric.  nmse at k = mean over prompts of (prediction at x_k - y_k)^2, divided by E[y^2]
+of that prompt distribution (computed in closed form, :func:`expected_y2`): 1.0 is as bad
+as predicting 0, and for dense noiseless prompts least squares scores 1 - k/d for k < d.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+from torch import nn
+
+from study.config import ICLTask
+from study.tasks import baselines
+from study.tasks.base import Batch, ModelIO
+
+# --------------------------------------------------------------------------- prompt distributions
+
+
+@dataclass(frozen=True)
+class PromptDistribution:
+    """Everything that decides how a prompt is drawn (except its length and dimension)."""
+
+    classes: tuple[str, ...]  # one or two function classes
+    weights: tuple[float, ...]  # probability that a prompt uses each class
+    nnz: int = 3  # sparse_linear: non-zero coefficients
+    freq_range: tuple[float, float] = (0.5, 2.0)  # sine: frequency ~ U(freq_range)
+    relu_width: int = 100  # relu2nn: hidden units
+    combo: tuple[str, str] = ("linear", "sine")  # combo: classes A and B
+    alpha_range: tuple[float, float] = (0.0, 1.0)  # combo: alpha ~ U(alpha_range)
+    noise_std: float = 0.0  # observation noise added to y
+    x_scale: float = 1.0  # x ~ N(0, x_scale^2 I)
+
+    @classmethod
+    def pretraining(cls, cfg: ICLTask) -> "PromptDistribution":
+        """The training mixture of a task config."""
+        return cls(
+            classes=tuple(cfg.classes),
+            weights=tuple(cfg.weights),
+            nnz=cfg.nnz,
+            freq_range=tuple(cfg.freq_range),
+            relu_width=cfg.relu_width,
+            combo=tuple(cfg.combo),
+            alpha_range=tuple(cfg.combo_alpha),
+            noise_std=cfg.noise_std,
+        )
+
+
+def _normal(shape: tuple[int, ...], g: torch.Generator) -> torch.Tensor:
+    return torch.randn(shape, generator=g, device=g.device)
+
+
+def _uniform(n: int, low: float, high: float, g: torch.Generator) -> torch.Tensor:
+    return low + (high - low) * torch.rand(n, generator=g, device=g.device)
+
+
+def linear(xs: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """xs [B, n, d] -> y [B, n]: y_i = x_i . w, one w ~ N(0, I_d) per prompt."""
+    B, _, d = xs.shape
+    w = _normal((B, d), g)
+    return (xs @ w[:, :, None])[..., 0]
+
+
+def sparse_linear(xs: torch.Tensor, nnz: int, g: torch.Generator, d_eff: int | None = None) -> torch.Tensor:
+    """As :func:`linear`, with w zero except on nnz random coordinates among the first d_eff."""
+    B, _, d = xs.shape
+    d_eff = d if d_eff is None else d_eff
+    w = _normal((B, d), g)
+    scores = torch.rand((B, d_eff), generator=g, device=g.device)
+    support = scores.argsort(dim=1)[:, : min(nnz, d_eff)]  # a uniformly random subset per prompt
+    mask = torch.zeros(B, d, device=w.device).scatter_(1, support, 1.0)
+    return (xs @ (w * mask)[:, :, None])[..., 0]
+
+
+def sine(
+    xs: torch.Tensor, freq_range: tuple[float, float], g: torch.Generator, d_eff: int | None = None
+) -> torch.Tensor:
+    """y = sqrt(d) sin(freq * x . w / sqrt(d)), w ~ N(0, I_d), freq ~ U(freq_range) per prompt."""
+    B, _, d = xs.shape
+    d_eff = d if d_eff is None else d_eff
+    w = _normal((B, d), g)
+    freq = _uniform(B, freq_range[0], freq_range[1], g)
+    projection = (xs @ w[:, :, None])[..., 0] / math.sqrt(d_eff)  # [B, n], about N(0, 1)
+    return math.sqrt(d_eff) * torch.sin(freq[:, None] * projection)
+
+
+def relu2nn(xs: torch.Tensor, width: int, g: torch.Generator) -> torch.Tensor:
+    """y = sum_j a_j relu(w_j . x): w_j ~ N(0, I_d), a_j ~ N(0, 2 / width), j = 1..width."""
+    B, _, d = xs.shape
+    W = _normal((B, width, d), g)
+    a = _normal((B, width), g) * math.sqrt(2.0 / width)
+    hidden = torch.relu(xs @ W.transpose(1, 2))  # [B, n, width]
+    return (hidden @ a[:, :, None])[..., 0]
+
+
+def function_values(
+    name: str, xs: torch.Tensor, dist: PromptDistribution, g: torch.Generator, d_eff: int | None = None
+) -> torch.Tensor:
+    """y [B, n] of one freshly drawn function of class ``name`` per prompt at xs [B, n, d]."""
+    if name == "linear":
+        return linear(xs, g)
+    if name == "sparse_linear":
+        return sparse_linear(xs, dist.nnz, g, d_eff)
+    if name == "sine":
+        return sine(xs, dist.freq_range, g, d_eff)
+    if name == "relu2nn":
+        return relu2nn(xs, dist.relu_width, g)
+    if name == "combo":
+        # A's draws come first, so alpha = 1 reproduces class A on the same generator state
+        y_a = function_values(dist.combo[0], xs, dist, g, d_eff)
+        y_b = function_values(dist.combo[1], xs, dist, g, d_eff)
+        alpha = _uniform(xs.shape[0], dist.alpha_range[0], dist.alpha_range[1], g)[:, None]
+        return alpha * y_a + (1.0 - alpha) * y_b
+    raise ValueError(f"unknown function class {name!r}")
+
+
+def sample_prompts(
+    dist: PromptDistribution,
+    batch_size: int,
+    n_points: int,
+    n_dims: int,
+    g: torch.Generator,
+    d_eff: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Draw ``batch_size`` prompts on the generator's device, using only ``g``.
+
+    Returns xs [B, n, d] (coordinates >= d_eff zero), ys [B, n], and cls [B] (long): the
+    index in ``dist.classes`` of the class each prompt was drawn from.  Every class is
+    evaluated on every prompt and the prompt's own class is kept, so the generator use
+    does not depend on the class choices.
+    """
+    d_eff = n_dims if d_eff is None else d_eff
+    xs = _normal((batch_size, n_points, n_dims), g) * dist.x_scale
+    xs[..., d_eff:] = 0.0
+    cls = torch.zeros(batch_size, dtype=torch.long, device=g.device)
+    if len(dist.classes) == 2:
+        cls = (torch.rand(batch_size, generator=g, device=g.device) >= dist.weights[0]).long()
+    values = torch.stack([function_values(name, xs, dist, g, d_eff) for name in dist.classes])  # [C, B, n]
+    ys = values[cls, torch.arange(batch_size, device=g.device)]  # [B, n]: each prompt's own class
+    if dist.noise_std > 0:
+        ys = ys + dist.noise_std * _normal(ys.shape, g)
+    return xs, ys, cls
+
+
+def _class_y2(name: str, dist: PromptDistribution, d: int) -> float:
+    """E[f(x)^2] of one class with x ~ N(0, x_scale^2 I_d), over both x and the draw of f."""
+    s2 = dist.x_scale**2
+    if name in ("linear", "relu2nn"):
+        return d * s2  # relu2nn: E[(sum_j a_j relu(z_j))^2] = width * (2/width) * E[relu(z)^2] = E|x|^2
+    if name == "sparse_linear":
+        return min(dist.nnz, d) * s2
+    if name == "sine":
+        # given w, u = x.w/sqrt(d) ~ N(0, s^2 |w|^2 / d) and E[sin^2(f u)] = (1 - exp(-2 f^2 s^2 |w|^2 / d)) / 2;
+        # over |w|^2 ~ chi^2_d, E[exp(-t |w|^2)] = (1 + 2t)^(-d/2); then average over f ~ U(freq_range)
+        low, high = dist.freq_range
+        f = low + (high - low) * (torch.arange(2000, dtype=torch.float64) + 0.5) / 2000  # midpoint rule
+        return float(d * (1.0 - (1.0 + 4.0 * f**2 * s2 / d) ** (-d / 2)).mean() / 2.0)
+    if name == "combo":
+        # the cross term vanishes: E[f_A f_B] = E[f_A] E[f_B] = 0 (w -> -w leaves the law of f unchanged)
+        low, high = dist.alpha_range
+        a2 = (low * low + low * high + high * high) / 3.0  # E[alpha^2] for alpha ~ U(low, high)
+        b2 = 1.0 - 2.0 * (low + high) / 2.0 + a2  # E[(1 - alpha)^2]
+        return a2 * _class_y2(dist.combo[0], dist, d) + b2 * _class_y2(dist.combo[1], dist, d)
+    raise ValueError(f"unknown function class {name!r}")
+
+
+def expected_y2(dist: PromptDistribution, n_dims: int) -> float:
+    """E[y^2] of a prompt distribution: the squared error of always predicting 0."""
+    return sum(w * _class_y2(name, dist, n_dims) for name, w in zip(dist.classes, dist.weights)) + dist.noise_std**2
+
+
+def to_sequence(xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
+    """xs [B, n, d], ys [B, n] -> [B, 2n, d]: x_0, (y_0, 0, ..., 0), x_1, (y_1, 0, ..., 0), ..."""
+    y_tokens = torch.zeros_like(xs)
+    y_tokens[..., 0] = ys
+    return torch.stack((xs, y_tokens), dim=2).flatten(1, 2)
+
+
+# --------------------------------------------------------------------------- shifts and splits
+
+SHIFTS = ("none", "nnz", "freq_scale", "alpha", "x_scale")
+
+
+def shifted(dist: PromptDistribution, shift: str, value: float) -> PromptDistribution:
+    """The evaluation distribution of one shift condition.
+
+    none:        the pretraining mixture itself (value 0)
+    nnz:         sparse_linear prompts with ``value`` non-zero coefficients (value = d: dense linear)
+    freq_scale:  sine prompts with the frequency range multiplied by ``value``
+    alpha:       combo prompts of dist.combo with alpha fixed at ``value`` (1: pure A, 0: pure B)
+    x_scale:     the pretraining mixture with x multiplied by ``value``
+    """
+    if shift == "none":
+        return dist
+    if shift == "nnz":
+        return replace(dist, classes=("sparse_linear",), weights=(1.0,), nnz=int(value))
+    if shift == "freq_scale":
+        low, high = dist.freq_range
+        return replace(dist, classes=("sine",), weights=(1.0,), freq_range=(low * value, high * value))
+    if shift == "alpha":
+        return replace(dist, classes=("combo",), weights=(1.0,), alpha_range=(value, value))
+    if shift == "x_scale":
+        return replace(dist, x_scale=value)
+    raise ValueError(f"unknown shift {shift!r}; use one of {', '.join(SHIFTS)}")
+
+
+def _trained(cfg: ICLTask, name: str) -> bool:
+    """Is class ``name`` (with the config's parameters) one of the pretraining classes?"""
+    if name in cfg.classes:
+        return True
+    dense_pair = {"linear", "sparse_linear"}  # sparse_linear with nnz = d is dense linear
+    return cfg.nnz == cfg.n_dims and name in dense_pair and bool(dense_pair & set(cfg.classes))
+
+
+def split_of(cfg: ICLTask, shift: str, value: float) -> str:
+    """"id" when the shifted prompts lie inside the support of the pretraining mixture, else "ood".
+
+    none: id.  nnz: id at the trained nnz (sparse_linear trained) or at nnz = d (linear trained).
+    freq_scale: id at 1 when sine is trained.  alpha: id inside combo_alpha when combo is
+    trained, at 1 when class A is trained, at 0 when class B is.  x_scale: id at 1.
+    """
+    if shift == "none":
+        return "id"
+    if shift == "nnz":
+        inside = (value == cfg.nnz and _trained(cfg, "sparse_linear")) or (value == cfg.n_dims and _trained(cfg, "linear"))
+    elif shift == "freq_scale":
+        inside = value == 1.0 and _trained(cfg, "sine")
+    elif shift == "alpha":
+        low, high = cfg.combo_alpha
+        inside = (
+            ("combo" in cfg.classes and low <= value <= high)
+            or (value == 1.0 and _trained(cfg, cfg.combo[0]))
+            or (value == 0.0 and _trained(cfg, cfg.combo[1]))
+        )
+    elif shift == "x_scale":
+        inside = value == 1.0
+    else:
+        raise ValueError(f"unknown shift {shift!r}; use one of {', '.join(SHIFTS)}")
+    return "id" if inside else "ood"
+
+
+def baseline_predictions(name: str, xs: torch.Tensor, ys: torch.Tensor, cfg: ICLTask) -> torch.Tensor:
+    """Predictions [B, n] of the named baseline (see :mod:`study.tasks.baselines`)."""
+    if name == "lstsq":
+        return baselines.least_squares(xs, ys)
+    if name == "ridge":
+        return baselines.ridge(xs, ys, cfg.ridge_lambda)
+    if name == "lasso":
+        return baselines.lasso(xs, ys, cfg.lasso_alpha)
+    if name == "averaging":
+        return baselines.averaging(xs, ys)
+    if name == "knn":
+        return baselines.nearest_neighbours(xs, ys, 3)
+    raise ValueError(f"unknown baseline {name!r}")
+
+
+# --------------------------------------------------------------------------- the task
+
+
+@dataclass
+class Condition:
+    """One evaluation condition: fixed prompts and the baselines' scores on them."""
+
+    shift: str
+    value: float
+    split: str
+    inputs: torch.Tensor  # [P, 2n, d] on the task's device
+    ys: torch.Tensor  # [P, n] on the task's device
+    y2: float  # E[y^2] of the condition's prompt distribution
+    baseline_nmse: dict[str, list[float]]  # baseline name -> nmse at k = 0..n-1
+
+
+def nmse_curve(preds: torch.Tensor, ys: torch.Tensor, y2: float) -> torch.Tensor:
+    """[n]: mean over prompts of (preds - ys)^2 at each k, divided by E[y^2]."""
+    return ((preds.double() - ys.double()) ** 2).mean(dim=0) / y2
+
+
+class InContextRegression:
+    """In-context regression on a mixture of function classes (see the module docstring).
+
+    ``evaluate`` returns one row per condition x k x metric:
+    ``{"split", "metric", "value", "n_context", "shift", "shift_value"}`` with metric
+    ``nmse`` (the model) and ``nmse_<baseline>`` for each of cfg.baselines, on the same
+    prompts.  Conditions: shift "none" (value 0.0, the pretraining mixture) and every value
+    of every axis in cfg.shifts (see :func:`shifted`, :func:`split_of`).
+    """
+
+    def __init__(self, cfg: ICLTask, seed: int, device: torch.device):
+        self.cfg, self.device = cfg, torch.device(device)
+        self.io = ModelIO(n_in=cfg.n_dims, n_out=1, tokens=False, max_seq_len=2 * cfg.n_points)
+        self.pretraining = PromptDistribution.pretraining(cfg)
+        axes = [("none", 0.0)] + [
+            (shift, float(v)) for shift, values in cfg.shifts.items() for v in dict.fromkeys(values)
+        ]
+        self.conditions = [self._condition(shift, value, seed) for shift, value in axes]
+
+    def _condition(self, shift: str, value: float, seed: int) -> Condition:
+        """Draw a condition's prompts on the CPU from (seed, shift, value) and score the baselines."""
+        cfg = self.cfg
+        dist = shifted(self.pretraining, shift, value)
+        g = torch.Generator().manual_seed(zlib.crc32(f"icl-eval|{seed}|{shift}|{value!r}".encode()))
+        xs, ys, _ = sample_prompts(dist, cfg.eval_prompts, cfg.n_points, cfg.n_dims, g)
+        y2 = expected_y2(dist, cfg.n_dims)
+        scores = {
+            name: nmse_curve(baseline_predictions(name, xs, ys, cfg), ys, y2).tolist() for name in cfg.baselines
+        }
+        return Condition(
+            shift=shift,
+            value=value,
+            split=split_of(cfg, shift, value),
+            inputs=to_sequence(xs, ys).to(self.device),
+            ys=ys.to(self.device),
+            y2=y2,
+            baseline_nmse=scores,
+        )
+
+    def schedule(self, step: int) -> tuple[int, int]:
+        """(effective dimension, points per prompt) at a training step.
+
+        Without the curriculum: (n_dims, n_points).  With it: dims start at
+        curriculum_dims_start and grow by 1, points start at curriculum_points_start and
+        grow by 2, every curriculum_every steps, up to n_dims and n_points.  Shorter
+        prompts are generated shorter (the sequence has 2 * points positions).
+        """
+        cfg = self.cfg
+        if not cfg.curriculum:
+            return cfg.n_dims, cfg.n_points
+        stage = step // cfg.curriculum_every
+        return (
+            min(cfg.n_dims, cfg.curriculum_dims_start + stage),
+            min(cfg.n_points, cfg.curriculum_points_start + 2 * stage),
+        )
+
+    def train_batch(self, batch_size: int, step: int, generator: torch.Generator) -> Batch:
+        """Prompts of the pretraining mixture, drawn with ``generator`` only.
+
+        inputs [B, 2n, d]; targets [B, 2n] (y_i at position 2i, 0 at y positions);
+        mask [B, 2n] True at the x positions 0, 2, 4, ...
+        """
+        d_eff, n_points = self.schedule(step)
+        xs, ys, _ = sample_prompts(self.pretraining, batch_size, n_points, self.cfg.n_dims, generator, d_eff)
+        xs, ys = xs.to(self.device), ys.to(self.device)
+        targets = torch.stack((ys, torch.zeros_like(ys)), dim=2).flatten(1, 2)
+        mask = torch.zeros(batch_size, 2 * n_points, dtype=torch.bool, device=self.device)
+        mask[:, 0::2] = True
+        return Batch(inputs=to_sequence(xs, ys), targets=targets, mask=mask)
+
+    def loss(self, output: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """Mean squared error of output[..., 0] over the x positions; output [B, 2n, 1]."""
+        error = (output[..., 0].float() - batch.targets) ** 2
+        return error[batch.mask].mean()
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module) -> list[dict[str, Any]]:
+        """One forward pass per condition predicts every k at once; baselines were scored at construction."""
+        rows: list[dict[str, Any]] = []
+        for cond in self.conditions:
+            preds = model(cond.inputs)[:, 0::2, 0].float()  # [P, n]: prediction at x_k after k pairs
+            curves = {"nmse": nmse_curve(preds, cond.ys, cond.y2).tolist()}
+            curves.update({f"nmse_{name}": curve for name, curve in cond.baseline_nmse.items()})
+            for metric, curve in curves.items():
+                for k, value in enumerate(curve):
+                    rows.append(
+                        {
+                            "split": cond.split,
+                            "metric": metric,
+                            "value": float(value),
+                            "n_context": k,
+                            "shift": cond.shift,
+                            "shift_value": cond.value,
+                        }
+                    )
+        return rows
+
+    @torch.no_grad()
+    def representations(self, model: nn.Module) -> list[dict[str, Any]]:
+        return []
