@@ -142,7 +142,8 @@ def test_sine_mean_square_follows_the_frequency_and_input_scale():
 def test_sparse_functions_have_exactly_nnz_non_zero_coefficients():
     d, nnz = 12, 4
     xs = torch.eye(d).expand(500, d, d)  # x_i = e_i, so y_i = w_i
-    ys = function_values("sparse_linear", xs, PromptDistribution(("sparse_linear",), (1.0,), nnz=nnz), torch.Generator())
+    dist = PromptDistribution(("sparse_linear",), (1.0,), nnz=nnz)
+    ys = function_values("sparse_linear", xs, dist, torch.Generator())
     assert ((ys != 0).sum(1) == nnz).all()
     assert ((ys != 0).float().mean(0) - nnz / d).abs().max() < 0.1  # every coordinate used alike
 
@@ -302,7 +303,8 @@ def test_a_class_never_trained_is_evaluated_as_ood_and_a_scale_must_be_positive(
 
 
 def test_evaluation_prompts_are_fixed_by_the_seed():
-    first, again, other = small_task(), small_task(), build_task(ICLTask(n_dims=6, n_points=13, eval_prompts=64), seed=1)
+    first, again = small_task(), small_task()
+    other = build_task(ICLTask(n_dims=6, n_points=13, eval_prompts=64), seed=1)
     assert torch.equal(first.conditions[0].inputs, again.conditions[0].inputs)
     assert not torch.equal(first.conditions[0].inputs, other.conditions[0].inputs)
     assert first.representations(Zero()) == []

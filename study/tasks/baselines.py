@@ -2,9 +2,9 @@
 
 Every baseline is a pure batched function of one set of prompts:
 
-    xs: [B, n, d]  the inputs x_1..x_n of B prompts
-    ys: [B, n]     their targets y_1..y_n
-    ->  [B, n]     prediction i made from the earlier pairs (x_j, y_j), j < i, only,
+    xs: [B, n, d]  the inputs x_0..x_{n-1} of B prompts
+    ys: [B, n]     their targets y_0..y_{n-1}
+    ->  [B, n]     prediction i of y_i made from the earlier pairs (x_j, y_j), j < i, only,
                    i.e. with k = i in-context examples; k = 0 predicts 0.
 
 All of them compute in float64 and return the dtype of ``ys``.

@@ -100,7 +100,8 @@ def linear(xs: torch.Tensor, g: torch.Generator) -> torch.Tensor:
 
 
 def sparse_linear(xs: torch.Tensor, nnz: int, g: torch.Generator, d_eff: int | None = None) -> torch.Tensor:
-    """As :func:`linear`, with w zero except on nnz random coordinates among the first d_eff."""
+    """As :func:`linear`, with w zero except on nnz random coordinates among the first d_eff
+    (min(nnz, d_eff) of them while a curriculum keeps d_eff small)."""
     B, _, d = xs.shape
     d_eff = d if d_eff is None else d_eff
     w = _normal((B, d), g)
@@ -260,7 +261,8 @@ def split_of(cfg: ICLTask, shift: str, value: float) -> str:
     if shift == "none":
         return "id"
     if shift == "nnz":
-        inside = (value == cfg.nnz and _trained(cfg, "sparse_linear")) or (value == cfg.n_dims and _trained(cfg, "linear"))
+        sparse_as_trained = value == cfg.nnz and _trained(cfg, "sparse_linear")
+        inside = sparse_as_trained or (value == cfg.n_dims and _trained(cfg, "linear"))
     elif shift == "freq_scale":
         inside = value == 1.0 and _trained(cfg, "sine")
     elif shift == "alpha":
