@@ -76,24 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object with config, metrics and rows")
     p.set_defaults(func=_trial)
 
-    try:
-        from study.sweep import add_sweep_commands
-    except ImportError:
-        pass
-    else:
-        add_sweep_commands(sub)
-    try:
-        from study.store_cli import add_store_commands
-    except ImportError:
-        pass
-    else:
-        add_store_commands(sub)
-    try:
-        from analysis.report import add_report_command
-    except ImportError:
-        pass
-    else:
-        add_report_command(sub)
+    from analysis.report import add_report_command
+    from study.store_cli import add_store_commands
+    from study.sweep import add_sweep_commands
+
+    add_sweep_commands(sub)
+    add_store_commands(sub)
+    add_report_command(sub)
     return parser
 
 
