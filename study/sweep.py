@@ -412,7 +412,6 @@ def _prepare_environment() -> None:
     # so a killed driver loses at most a couple of seconds of bookkeeping
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("TUNE_RESULT_BUFFER_LENGTH", "1")
 
 
@@ -438,7 +437,9 @@ def run_sweep(
     if not resume:
         _write_spec_copy(spec)
     tuner = build_tuner(spec, fail_once_at_step=fail_once_at_step, tune_table=tune_table, restore=resume)
-    return tuner.fit()
+    results = tuner.fit()
+    Store(spec.store).compact(spec.name)  # one fragment per partition keeps later reads fast
+    return results
 
 
 # --------------------------------------------------------------------------- status
