@@ -89,9 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from study.store import StoreError
+
     try:
         return int(args.func(args) or 0)
-    except ConfigError as err:
+    except (ConfigError, StoreError) as err:
         print(f"oodstudy: {err}", file=sys.stderr)
         return 2
 

@@ -334,10 +334,9 @@ def connect_ray(address: str | None) -> None:
     if address or os.environ.get("RAY_ADDRESS"):
         ray.init(address=address or os.environ["RAY_ADDRESS"], log_to_driver=False)
         return
-    ray.init(include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=False)
-    url = ray.get_runtime_context().dashboard_url if hasattr(ray.get_runtime_context(), "dashboard_url") else None
-    if url:
-        print(f"Ray dashboard: http://{url}", file=sys.stderr)
+    context = ray.init(include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=False)
+    if getattr(context, "dashboard_url", None):
+        print(f"Ray dashboard: http://{context.dashboard_url}", file=sys.stderr)
 
 
 def _write_spec_copy(spec: SweepSpec) -> None:

@@ -117,3 +117,24 @@ def test_bad_specs_are_refused_before_ray_starts(tmp_path):
 
     with pytest.raises(ConfigError, match="resources.cpus=4096"):
         check_resources_locally(spec)
+
+
+def test_run_cli_refuses_bad_input_with_one_message_and_no_ray(tmp_path):
+    import subprocess
+    import sys
+
+    not_a_store = tmp_path / "notes"
+    not_a_store.mkdir()
+    (not_a_store / "thesis.txt").write_text("precious")
+    quickstart = "search_spaces/quickstart.yaml"
+    for args, expected in [
+        (["--store", str(not_a_store)], "is not an oodstudy store"),
+        (["--set", "grid.task.digits=[]"], "grid.task.digits is empty"),
+        (["--set", "resources.gpus=4096"], "resources.gpus=4096.0 but this machine has"),
+        (["--set", "model.n_head=5"], "model.n_head=5 does not divide model.d_model=48"),
+    ]:
+        out = subprocess.run([sys.executable, "-m", "study.cli", "run", quickstart, *args],
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 2 and expected in out.stderr, (args, out.stderr)
+        assert "Ray" not in out.stderr  # refused before any Ray work
+    assert (not_a_store / "thesis.txt").read_text() == "precious"
