@@ -165,32 +165,11 @@ def service_tuner(spec: SweepSpec, args: argparse.Namespace, hook_seconds: dict[
     the driver-side seconds of the store callback and the searcher add up in ``hook_seconds``."""
     from ray import tune
 
-    trainable = tune.with_resources(
-        tune.with_parameters(trivial_trainable, reports=args.reports, rows=args.rows, checkpoint=args.checkpoint),
-        {"cpu": spec.resources.cpus, "gpu": spec.resources.gpus},
-    )
-    store_callback = sweep._make_store_callback(spec.store, spec.name, spec.tune.metric)
+    trainable = tune.with_parameters(trivial_trainable, reports=args.reports, rows=args.rows, checkpoint=args.checkpoint)
+    store_callback, progress = sweep.default_callbacks(spec)
     time_hooks(store_callback, STORE_HOOKS, hook_seconds)
     searcher = timed_cell_searcher(spec, sweep.journal_path(spec), hook_seconds)
-    callbacks = [store_callback, sweep._make_progress_callback(spec), timeline]
-    return tune.Tuner(
-        trainable,
-        tune_config=tune.TuneConfig(
-            search_alg=searcher,
-            scheduler=None,
-            num_samples=-1,
-            max_concurrent_trials=spec.max_concurrent or None,
-            reuse_actors=True,
-        ),
-        run_config=tune.RunConfig(
-            name=spec.name,
-            storage_path=sweep.storage_path(spec),
-            callbacks=callbacks,
-            failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-            verbose=0,
-        ),
-    )
+    return sweep.build_tuner(spec, trainable=trainable, searcher=searcher, callbacks=[store_callback, progress, timeline])
 
 
 def bare_tuner(workdir: str, name: str, trials: int, args: argparse.Namespace, timeline):

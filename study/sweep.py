@@ -362,13 +362,29 @@ def read_spec_copy(name: str, store: str, storage: str | None = None) -> SweepSp
         return SweepSpec.model_validate_json(f.read())
 
 
-def build_tuner(spec: SweepSpec, *, fail_once_at_step: int | None = None, tune_table: bool = False, restore: bool = False):
+def default_callbacks(spec: SweepSpec) -> list:
+    """The driver callbacks of every study: the store writer and the progress line."""
+    return [_make_store_callback(spec.store, spec.name, spec.tune.metric), _make_progress_callback(spec)]
+
+
+def build_tuner(
+    spec: SweepSpec,
+    *,
+    trainable=None,
+    searcher=None,
+    callbacks: list | None = None,
+    fail_once_at_step: int | None = None,
+    tune_table: bool = False,
+    restore: bool = False,
+):
+    """The Tuner of a study. ``trainable``, ``searcher`` and ``callbacks`` default to the
+    service's own (:func:`run_trial`, :class:`CellSearcher`, :func:`default_callbacks`)."""
     from ray import tune
 
     from study.search import CellSearcher, PerCellScheduler
 
     trainable = tune.with_resources(
-        tune.with_parameters(run_trial, fail_once_at_step=fail_once_at_step),
+        trainable or tune.with_parameters(run_trial, fail_once_at_step=fail_once_at_step),
         {"cpu": spec.resources.cpus, "gpu": spec.resources.gpus},
     )
     path = storage_path(spec)
@@ -385,11 +401,10 @@ def build_tuner(spec: SweepSpec, *, fail_once_at_step: int | None = None, tune_t
             spec.tune.metric, spec.tune.mode, spec.early_stopping.grace_period,
             spec.early_stopping.reduction_factor, max_t=n_evals,
         )
-    callbacks = [_make_store_callback(spec.store, spec.name, spec.tune.metric), _make_progress_callback(spec)]
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
-            search_alg=CellSearcher(spec, journal_path(spec)),
+            search_alg=searcher or CellSearcher(spec, journal_path(spec)),
             scheduler=scheduler,
             num_samples=-1,
             max_concurrent_trials=spec.max_concurrent or None,
@@ -398,7 +413,7 @@ def build_tuner(spec: SweepSpec, *, fail_once_at_step: int | None = None, tune_t
         run_config=tune.RunConfig(
             name=spec.name,
             storage_path=path,
-            callbacks=callbacks,
+            callbacks=default_callbacks(spec) if callbacks is None else callbacks,
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             verbose=1 if tune_table else 0,

@@ -115,3 +115,24 @@ def test_nano_addition_is_perfect_in_distribution_and_equivalent_out_of_distribu
     four_digit = [(4, b) for b in range(1, 5)] + [(a, 4) for a in range(1, 4)]
     assert max(rows[(a, b, "exact_match")] for a, b in four_digit) <= 0.05
     assert sum(rows[(a, b, "equivalence")] for a, b in four_digit) / len(four_digit) > 0.6
+
+
+@pytest.mark.slow
+def test_small_model_learns_dense_linear_regression_in_context():
+    """SCIENCE.md 2: in context, the model beats averaging and approaches least squares once k >= 2d."""
+    torch.set_num_threads(2)
+    d, n_points = 3, 10
+    cfg = trial_config(overrides=[
+        "task.family=icl", f"task.n_dims={d}", f"task.n_points={n_points}", "task.eval_prompts=512",
+        "task.baselines=[lstsq, averaging]",
+        "model.size=micro", "model.n_layer=3", "model.dropout=0.0",
+        "train.steps=2000", "train.eval_every=2000", "train.lr=5e-4", "train.warmup_steps=200",
+        "train.weight_decay=0.0",
+    ])
+    result = train(cfg)
+    curve = {(r["metric"], r["n_context"]): r["value"] for r in result.eval_rows}
+    assert curve[("nmse_lstsq", d)] < 1e-3  # the baseline itself: exact once k >= d
+    for k in range(2 * d, n_points):
+        assert curve[("nmse", k)] < 0.5 * curve[("nmse_averaging", k)], k
+        assert curve[("nmse", k)] < 0.15, k
+    assert curve[("nmse", 1)] < curve[("nmse_averaging", 1)]
