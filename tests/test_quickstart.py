@@ -37,7 +37,9 @@ def test_quickstart_sweep_leaves_a_store_the_cli_and_the_analysis_read(tmp_path)
 
     final = final_evals(store, "quickstart")
     assert set(final["task.digits"]) == {2, 3} and set(final["split"]) == {"id", "ood"}
-    assert (final["step"] == 1500).all()
+    assert (final["step"] == 4000).all()
+    assert (final.loc[(final["split"] == "id") & (final["metric"] == "exact_match"), "value"].mean()) > 0.9
+    assert (final.loc[(final["split"] == "ood") & (final["metric"] == "exact_match"), "value"].max()) < 0.1
 
     report = oodstudy("report", "--store", str(store_dir), "--study", "quickstart", "--out", str(tmp_path / "rep"),
                       cwd=tmp_path)
