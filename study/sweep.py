@@ -282,8 +282,14 @@ def _make_progress_callback(spec: SweepSpec):
 
 def storage_path(spec: SweepSpec) -> str:
     """Ray Tune's run directory: the spec's, else ``<store>/_runs`` (absolute for local paths)."""
-    path = spec.storage_path or spec.store.rstrip("/") + "/_runs"
+    path = spec.storage_path or join_uri(spec.store, "_runs")
     return path if "://" in path else str(Path(path).expanduser().resolve())
+
+
+def join_uri(base: str, *parts: str) -> str:
+    """``base/part/...``, keeping a URI's query (e.g. ``?endpoint_override=...``) at the end."""
+    root, _, query = base.partition("?")
+    return "/".join([root.rstrip("/"), *parts]) + (f"?{query}" if query else "")
 
 
 def journal_path(spec: SweepSpec) -> str:
@@ -389,7 +395,7 @@ def build_tuner(
     )
     path = storage_path(spec)
     if restore:
-        experiment = f"{path.rstrip('/')}/{spec.name}"
+        experiment = join_uri(path, spec.name)
         if not tune.Tuner.can_restore(experiment):
             raise ConfigError(f"{experiment} holds no resumable run; start it with `oodstudy run`")
         return tune.Tuner.restore(experiment, trainable=trainable, resume_errored=True)
