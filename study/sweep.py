@@ -175,7 +175,7 @@ def _make_store_callback(store_uri: str, study: str, metric: str):
                 buffer.setdefault((table, attempt), []).extend(table_rows)
             row = self._trial_row(trial)
             row.update(
-                status="running" if result.get("status") == "running" else result.get("status", "running"),
+                status=result.get("status", "running"),
                 node=result.get("node"),
                 device=result.get("device"),
                 n_params=result.get("n_params"),
