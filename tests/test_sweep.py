@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 import optuna
 import pytest
@@ -138,3 +139,28 @@ def test_run_cli_refuses_bad_input_with_one_message_and_no_ray(tmp_path):
         assert out.returncode == 2 and expected in out.stderr, (args, out.stderr)
         assert "Ray" not in out.stderr  # refused before any Ray work
     assert (not_a_store / "thesis.txt").read_text() == "precious"
+
+
+def test_diverged_and_pruned_trials_land_in_the_store_and_in_optuna(tmp_path, ray_local):
+    spec = tiny_spec(
+        tmp_path, "stops",
+        grid={"train.grad_clip": [None]},
+        # TPE seed 0 asks lr 1e-3, 1e9, 1e-5, ...: the 1e9 trial diverges, the 1e-5 one trails the 1e-3 one
+        tune={"metric": "loss", "mode": "min", "trials_per_cell": 5, "seed": 0,
+              "params": {"train.lr": {"type": "categorical", "choices": [1e-5, 1e-3, 3e-3, 1e9]}}},
+        early_stopping={"type": "asha", "grace_period": 1, "reduction_factor": 2},
+        max_concurrent=1,
+    )
+    run_sweep(spec)
+    trials = Store(spec.store, create=False).frame("trials", study="stops")
+    lrs = trials["config"].map(lambda c: json.loads(c)["train"]["lr"])
+    assert len(trials) == 5
+    assert set(trials.loc[lrs == 1e9, "status"]) <= {"diverged"}
+    assert set(trials["status"]) <= {"completed", "pruned", "diverged"}
+    storage = optuna_storage(None, journal_path(spec))
+    study = optuna.load_study(study_name="stops/train.grad_clip=None", storage=storage)
+    expected = {"completed": optuna.trial.TrialState.COMPLETE, "pruned": optuna.trial.TrialState.PRUNED,
+                "diverged": optuna.trial.TrialState.FAIL}
+    in_optuna = Counter((t.params["train.lr"], t.state) for t in study.trials)
+    assert in_optuna == Counter((lr, expected[status]) for lr, status in zip(lrs, trials["status"]))
+    assert {"pruned", "diverged"} <= set(trials["status"]), trials[["status", "steps"]]
