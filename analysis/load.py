@@ -20,6 +20,8 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
+from study.config import flatten
+
 FAILED = ("failed", "diverged")  # statuses excluded from every score (but counted)
 EVAL_COLUMNS = ["step", "split", "metric", "value", "len_a", "len_b", "n_context", "shift", "shift_value"]
 TRIAL_KEYS = ["trial_id", "cell", "status", "family"]  # trial columns copied onto eval rows
@@ -98,7 +100,7 @@ def expand_trials(raw: pd.DataFrame, config: str = "varying") -> pd.DataFrame:
     if raw.empty:
         return pd.DataFrame(columns=TRIAL_KEYS + ["attempt", "n_params", "steps", "score", "seconds"])
     grids = [_scalars(json.loads(g)) if isinstance(g, str) and g else {} for g in raw["grid"]]
-    configs = [_flatten(json.loads(c)) if isinstance(c, str) and c else {} for c in raw["config"]]
+    configs = [flatten(json.loads(c)) if isinstance(c, str) and c else {} for c in raw["config"]]
     axes = pd.DataFrame(grids, index=raw.index)
     flat = pd.DataFrame([_scalars(c) for c in configs], index=raw.index)
     out = raw.drop(columns=[c for c in ("grid", "config", "study", "written_at") if c in raw])
@@ -115,16 +117,6 @@ def expand_trials(raw: pd.DataFrame, config: str = "varying") -> pd.DataFrame:
                                        "seconds", "node", "device", "error"] if c in out]
     rest = axis_columns(out) + [c for c in out if c.startswith("config.")]
     return out[first + rest].sort_values(["cell", "trial_id"]).reset_index(drop=True)
-
-
-def _flatten(nested: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in nested.items():
-        if isinstance(value, dict) and value:
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def _scalars(row: dict[str, Any]) -> dict[str, Any]:
@@ -217,10 +209,11 @@ def expected_cells(trials: pd.DataFrame, by: list[str]) -> pd.DataFrame:
 
 def cell_label(row: pd.Series | dict[str, Any], by: list[str]) -> str:
     """A readable id for a group of trials, ``"model.size=nano|task.digits=3"``."""
-    return "|".join(f"{a}={_fmt(row[a])}" for a in by if not _missing(row[a]))
+    return "|".join(f"{a}={fmt(row[a])}" for a in by if not _missing(row[a]))
 
 
-def _fmt(value: Any) -> str:
+def fmt(value: Any) -> str:
+    """A grid value as text: 3.0 -> "3", others as str."""
     if isinstance(value, (float, np.floating)) and float(value).is_integer():
         return str(int(value))
     return str(value)

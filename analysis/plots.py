@@ -15,7 +15,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from analysis.load import axis_order
+from analysis.load import axis_order, fmt
 
 ID_SHADE = "#e8f1e4"  # background of the in-distribution range
 MISSING = "#d9d9d9"  # cells without a value
@@ -42,12 +42,6 @@ def _panels(n: int, ncols: int = 3, width: float = 4.2, height: float = 3.3,
     for ax in axes[n:]:
         ax.set_visible(False)
     return fig, list(axes[:n])
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, (float, np.floating)) and float(value).is_integer():
-        return str(int(value))
-    return str(value)
 
 
 def _groups(frame: pd.DataFrame, column: str | None) -> list[tuple[Any, pd.DataFrame]]:
@@ -87,11 +81,11 @@ def phase_diagram(cells: pd.DataFrame, x: str, y: str | None, value: str = "boun
     if y is None:
         frame["_row"] = ""
         y = "_row"
-    label = frame[value].map(lambda v: "" if pd.isna(v) else (_fmt(v) if value == "boundary" else f"{v:.2f}"))
+    label = frame[value].map(lambda v: "" if pd.isna(v) else (fmt(v) if value == "boundary" else f"{v:.2f}"))
     if value == "boundary" and "verdict" in frame:
         holds = frame["verdict"] == "holds"
         frame.loc[holds, value] = frame.loc[holds, "x_max"] + 1
-        label[holds] = [f">{_fmt(v)}" for v in frame.loc[holds, "x_max"]]
+        label[holds] = [f">{fmt(v)}" for v in frame.loc[holds, "x_max"]]
         label[frame["verdict"] == "no_trial"] = "no trial"
         label[frame["verdict"] == "no_id"] = "no ID"
     frame["_label"] = label
@@ -112,7 +106,7 @@ def phase_diagram(cells: pd.DataFrame, x: str, y: str | None, value: str = "boun
             if len(g) == 1:
                 text[i][j] = g["_label"].iloc[0]
             elif np.isfinite(grid[i, j]):
-                text[i][j] = _fmt(round(grid[i, j], 2))
+                text[i][j] = fmt(round(grid[i, j], 2))
         ax.set_facecolor(MISSING)
         image = ax.imshow(np.ma.masked_invalid(grid), origin="lower", cmap=cmap, vmin=vmin, vmax=vmax,
                           aspect="auto")
@@ -122,13 +116,13 @@ def phase_diagram(cells: pd.DataFrame, x: str, y: str | None, value: str = "boun
                     bright = np.isfinite(grid[i, j]) and (grid[i, j] - vmin) / max(vmax - vmin, 1e-12) > 0.6
                     ax.text(j, i, text[i][j], ha="center", va="center", fontsize=9,
                             color="black" if bright or not np.isfinite(grid[i, j]) else "white")
-        ax.set_xticks(range(len(xs)), [_fmt(v) for v in xs])
-        ax.set_yticks(range(len(ys)), [_fmt(v) for v in ys])
+        ax.set_xticks(range(len(xs)), [fmt(v) for v in xs])
+        ax.set_yticks(range(len(ys)), [fmt(v) for v in ys])
         ax.set_xlabel(_label(x))
         if y != "_row":
             ax.set_ylabel(_label(y))
         if facet:
-            ax.set_title(f"{_label(facet)} = {_fmt(fv)}")
+            ax.set_title(f"{_label(facet)} = {fmt(fv)}")
     shift = cells["shift"].iloc[0] if "shift" in cells else ""
     bar = fig.colorbar(image, ax=axes, label=f"{_label(value)} ({_label(shift)})" if shift else _label(value),
                        shrink=0.9)
@@ -165,7 +159,7 @@ def length_curves(curve: pd.DataFrame, metric: str = "exact_match", hue: str | N
         for i, (hv, line) in enumerate(lines):
             line = line.sort_values("x")
             colour = f"C{i % 10}"
-            name = f"{_label(hue)} = {_fmt(hv)}" if hue else (str(hv) or "all trials")
+            name = f"{_label(hue)} = {fmt(hv)}" if hue else (str(hv) or "all trials")
             for cell, one in line.groupby("cell", sort=False):
                 ax.fill_between(one["x"], one["q25"], one["q75"], color=colour, alpha=0.18, linewidth=0)
                 ax.plot(one["x"], one["best"], "-o", color=colour, ms=3.5, label=name)
@@ -179,7 +173,7 @@ def length_curves(curve: pd.DataFrame, metric: str = "exact_match", hue: str | N
         ax.set_xlabel(_label("length") if part["shift"].iloc[0] == "length" else _label(part["shift"].iloc[0]))
         ax.set_ylabel(_label(metric))
         if facet:
-            ax.set_title(f"{_label(facet)} = {_fmt(fv)}")
+            ax.set_title(f"{_label(facet)} = {fmt(fv)}")
         ax.set_ylim(-0.03, 1.05) if metric != "nmse" else None
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="best")
@@ -205,7 +199,7 @@ def equivalence_bars(table: pd.DataFrame, max_panels: int = 6) -> Figure:
         for i, metric in enumerate(bars):
             ax.bar(pos + (i - (len(bars) - 1) / 2) * width, part[metric].fillna(0), width, label=_label(metric),
                    color=f"C{i}", hatch="//" if metric == "chance" else None, edgecolor="white")
-        ax.set_xticks(pos, [_fmt(v) for v in part["x"]])
+        ax.set_xticks(pos, [fmt(v) for v in part["x"]])
         ax.set_xlabel("OOD " + _label("length"))
         ax.set_ylim(0, 1.05)
         ax.set_title(cell, fontsize=9)
@@ -254,7 +248,7 @@ def nmse_curves(curves: pd.DataFrame, shift: str = "none", shift_value: float | 
         ax.set_ylim(0, _nmse_top(part.loc[part["metric"] == "nmse", "q75"]))
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
-    what = "" if shift == "none" else f", {shift} = {_fmt(rows['shift_value'].iloc[0])}"
+    what = "" if shift == "none" else f", {shift} = {fmt(rows['shift_value'].iloc[0])}"
     fig.suptitle(f"normalized error against k{what} (model: best trial; dashed: baselines)")
     return fig
 
@@ -327,7 +321,7 @@ def mixture_effect(mix: pd.DataFrame, mix_axis: str = "task.mix_weight", max_pan
     if mix.empty:
         return _empty("no mixture axis")
     others = [c for c in mix.columns[1:list(mix.columns).index(mix_axis)]]
-    mix = mix.assign(_group=[" | ".join(f"{_fmt(r[c])}" for c in others) for r in mix[others].to_dict("records")]
+    mix = mix.assign(_group=[" | ".join(f"{fmt(r[c])}" for c in others) for r in mix[others].to_dict("records")]
                      if others else "")
     shifts = sorted(mix["shift"].unique(), key=lambda s: (s != "none", s))
     panels = [(g, s) for g in dict.fromkeys(mix["_group"]) for s in shifts][:max_panels]
@@ -336,7 +330,7 @@ def mixture_effect(mix: pd.DataFrame, mix_axis: str = "task.mix_weight", max_pan
         part = mix[(mix["_group"] == group) & (mix["shift"] == shift)]
         for i, ((value, split), line) in enumerate(part.groupby(["shift_value", "split"], dropna=False)):
             line = line.sort_values(mix_axis)
-            name = f"unshifted, {split.upper()} k" if shift == "none" else f"{shift} = {_fmt(value)}"
+            name = f"unshifted, {split.upper()} k" if shift == "none" else f"{shift} = {fmt(value)}"
             ax.plot(line[mix_axis], line["best"], "-o", ms=4, color=f"C{i % 10}", label=name)
         ax.set_xlabel(_label(mix_axis))
         ax.set_ylabel(_label("nmse"))

@@ -87,6 +87,9 @@ class ArithmeticTask(_Strict):
                 )
         if self.train_size is not None and self.train_set == "fresh":
             raise ValueError("task.train_size is only used with task.train_set=fixed")
+        from study.tasks.arithmetic import check_supported  # the task's own limits: int64 ranges, set sizes
+
+        check_supported(self)
         return self
 
 
@@ -235,6 +238,11 @@ class TrainConfig(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> "TrainConfig":
+        if self.checkpoint_every is not None and self.checkpoint_every % self.eval_every:
+            raise ValueError(
+                f"train.checkpoint_every={self.checkpoint_every} is not a multiple of train.eval_every="
+                f"{self.eval_every}; checkpoints are taken at evaluations, so make it a multiple"
+            )
         if self.warmup_steps > self.steps:
             raise ValueError(
                 f"train.warmup_steps={self.warmup_steps} exceeds train.steps={self.steps}"
@@ -402,6 +410,12 @@ class Distribution(_Strict):
             raise ValueError(f"low={self.low} is greater than high={self.high}; swap them")
         if self.type == "loguniform" and self.low <= 0:
             raise ValueError(f"a loguniform distribution needs low > 0, got {self.low}")
+        if self.type == "int" and self.step is not None and not float(self.step).is_integer():
+            raise ValueError(f"an int distribution needs a whole-number step, got {self.step}")
+        try:
+            self.optuna()
+        except ValueError as err:  # Optuna's own rules, e.g. no step on a log scale
+            raise ValueError(f"Optuna refuses this distribution: {err}") from None
         return self
 
     def optuna(self):
@@ -447,7 +461,7 @@ class Resources(_Strict):
 class SweepSpec(_Strict):
     """A whole study: a base trial, grid axes (cells), tuned axes (Optuna per cell), resources."""
 
-    name: str = Field(..., pattern=r"^[A-Za-z0-9_.-]+$", description="study name in the store")
+    name: str = Field(..., pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]*$", description="study name in the store (a directory name)")
     description: str = ""
     base: dict[str, Any] = Field(default_factory=dict, description="the trial config every cell starts from")
     grid: dict[str, list[Any]] = Field(default_factory=dict, description="dotted key -> values; cells = product")
@@ -498,12 +512,27 @@ class SweepSpec(_Strict):
                     raise ConfigError(f"invalid trial config for {where}:\n" + explain(err, TrialConfig)) from None
                 except ConfigError as err:
                     raise ConfigError(f"grid/tuned axis: {err}") from None
-        metric_ok = self.tune.metric.startswith(("id_", "ood_", "loss"))
-        if not metric_ok:
+        families = {TrialConfig.model_validate(self.trial_raw(cell, {})).task.family for cell in self.cells()}
+        known = {"loss"} | {f"{split}_{m}" for split in ("id", "ood") for f in families for m in SUMMARY_METRICS[f]}
+        if self.tune.metric not in known:
             raise ConfigError(
-                f"tune.metric={self.tune.metric!r} is not a summary metric; use <split>_<metric>, "
-                "e.g. id_exact_match (arithmetic) or id_nmse (icl)"
+                f"tune.metric={self.tune.metric!r} is not a summary metric of this study; "
+                f"use one of {sorted(known)}"
             )
+        lower_is_better = self.tune.metric == "loss" or "nmse" in self.tune.metric
+        if (self.tune.mode == "max") == lower_is_better:
+            raise ConfigError(
+                f"tune.mode={self.tune.mode} optimizes {self.tune.metric} the wrong way; "
+                f"use tune.mode={'min' if lower_is_better else 'max'}"
+            )
+
+
+# The per-condition metrics each task family reports; a trial's summary metrics are
+# "<split>_<metric>" (mean over the split's conditions) plus "loss".
+SUMMARY_METRICS = {
+    "arithmetic": ["exact_match", "digit_acc", "equivalence", "equivalence_of_wrong", "chance"],
+    "icl": ["nmse"] + [f"nmse_{b}" for b in ("lstsq", "ridge", "lasso", "averaging", "knn")],
+}
 
 
 def cell_id(cell: dict[str, Any]) -> str:

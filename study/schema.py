@@ -96,7 +96,3 @@ KEYS: dict[str, list[str]] = {
     ],
     "representations": ["study", "trial_id", "step", "kind", "split", "point"],
 }
-
-# Columns a trial reports itself; the driver fills study, attempt, cell, written_at.
-REPORTED = {name: [f.name for f in schema if f.name not in ("study", "attempt", "cell", "written_at")]
-            for name, schema in TABLES.items()}

@@ -43,7 +43,6 @@ class CellSearcher(Searcher):
         self.cells = spec.cells()
         self.cell_ids = [cell_id(c) for c in self.cells]
         self.suggested = {cid: 0 for cid in self.cell_ids}  # trials handed out per cell
-        self.finished = {cid: 0 for cid in self.cell_ids}  # trials told back per cell
         self.live: dict[str, tuple[str, int]] = {}  # tune trial id -> (cell id, optuna trial number)
         self.next_cell = 0  # round-robin cursor
         self._studies: dict[str, optuna.Study] = {}
@@ -105,7 +104,6 @@ class CellSearcher(Searcher):
         if trial_id not in self.live:
             return
         cid, number = self.live.pop(trial_id)
-        self.finished[cid] += 1
         value = (result or {}).get(self.spec.tune.metric)
         study = self.study(cid)
         if error or value is None or not math.isfinite(float(value)):
@@ -114,10 +112,6 @@ class CellSearcher(Searcher):
             study.tell(number, state=optuna.trial.TrialState.PRUNED)
         else:
             study.tell(number, float(value))
-
-    def is_finished(self) -> bool:
-        quota = self.spec.tune.trials_per_cell
-        return all(n >= quota for n in self.suggested.values()) and not self.live
 
     def get_state(self) -> dict[str, Any]:
         return {k: v for k, v in self.__getstate__().items() if k != "spec"}

@@ -11,6 +11,7 @@ steps after its checkpoint; the store keeps the latest attempt of each row key.
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import sys
@@ -87,10 +88,10 @@ def _make_store_callback(store_uri: str, study: str, metric: str):
         """Driver side: buffer each trial's reported rows, append them to the store.
 
         A trial's buffer is flushed when its checkpoint is saved (before Tune records
-        the checkpoint), when it ends, and every ``flush_every_s`` seconds.
+        the checkpoint) and when the trial ends.  Rows reported after a trial's last
+        checkpoint by an attempt that then fails are dropped: the retry resumes from
+        that checkpoint and reports those steps again.
         """
-
-        flush_every_s = 30.0
 
         def __init__(self) -> None:
             self.store_uri, self.study, self.metric = store_uri, study, metric
@@ -100,7 +101,6 @@ def _make_store_callback(store_uri: str, study: str, metric: str):
             self._store = None
             self.buffers: dict[str, dict[tuple[str, int], list[dict[str, Any]]]] = {}  # trial -> (table, attempt) -> rows
             self.trial_rows: dict[str, dict[str, Any]] = {}
-            self.last_flush = time.monotonic()
             self.seen_trials = False
 
         def __getstate__(self) -> dict[str, Any]:
@@ -137,10 +137,14 @@ def _make_store_callback(store_uri: str, study: str, metric: str):
             return self.trial_rows[trial.trial_id]
 
         def _flush(self, trial) -> None:
+            """Append a trial's buffered rows and its trials row; the buffer is emptied only
+            once everything is written, so a failed write loses nothing."""
             cell, attempt = trial.config.get("cell", "all"), int(trial.num_failures)
-            for (table, reported_attempt), rows in self.buffers.pop(trial.trial_id, {}).items():
+            buffer = self.buffers.get(trial.trial_id, {})
+            for (table, reported_attempt), rows in list(buffer.items()):
                 if rows:
                     self.store.append(table, rows, study=self.study, attempt=reported_attempt, cell=cell)
+                del buffer[(table, reported_attempt)]
             row = self.trial_rows.get(trial.trial_id)
             if row is not None:
                 self.store.append("trials", [row], study=self.study, attempt=attempt, cell=cell)
@@ -152,6 +156,8 @@ def _make_store_callback(store_uri: str, study: str, metric: str):
 
         def _close_orphans(self, trials) -> None:
             """After a driver crash: trials in the store that the restored run does not know."""
+            import pandas as pd
+
             known = {t.trial_id for t in trials}
             try:
                 frame = self.store.frame("trials", study=self.study)
@@ -160,7 +166,7 @@ def _make_store_callback(store_uri: str, study: str, metric: str):
             orphans = frame[(frame["status"].isin(["pending", "running"])) & ~frame["trial_id"].isin(known)]
             for _, row in orphans.iterrows():
                 record = {k: row[k] for k in ("trial_id", "grid", "config", "start_time", "node", "device", "n_params", "steps", "score")}
-                record = {k: (None if _is_missing(v) else v) for k, v in record.items()}
+                record = {k: (None if pd.isna(v) else v) for k, v in record.items()}
                 record.update(status="abandoned", end_time=_now(), error="driver stopped before the trial was recorded")
                 self.store.append("trials", [record], study=self.study, attempt=int(row["attempt"]) + 1, cell=row["cell"])
 
@@ -182,11 +188,6 @@ def _make_store_callback(store_uri: str, study: str, metric: str):
                 steps=result.get("step"),
                 score=result.get(self.metric),
             )
-            if time.monotonic() - self.last_flush > self.flush_every_s:
-                for t in trials:
-                    if t.trial_id in self.buffers:
-                        self._flush(t)
-                self.last_flush = time.monotonic()
 
         def on_checkpoint(self, iteration, trials, trial, checkpoint, **info) -> None:
             self._flush(trial)
@@ -199,6 +200,7 @@ def _make_store_callback(store_uri: str, study: str, metric: str):
             self._flush(trial)
 
         def on_trial_recover(self, iteration, trials, trial, **info) -> None:
+            self.buffers.pop(trial.trial_id, None)  # the retry re-reports everything after its checkpoint
             row = self._trial_row(trial)
             row.update(status="retrying", error=_error_text(trial))
             self._flush(trial)
@@ -215,15 +217,6 @@ def _make_store_callback(store_uri: str, study: str, metric: str):
                     self._flush(trial)
 
     return StoreCallback()
-
-
-def _is_missing(value: Any) -> bool:
-    try:
-        import pandas as pd
-
-        return bool(pd.isna(value))
-    except (TypeError, ValueError):
-        return False
 
 
 def _error_text(trial) -> str | None:
@@ -300,6 +293,15 @@ def journal_path(spec: SweepSpec) -> str:
     return str(base / "optuna.journal")
 
 
+def check_optuna_storage(spec: SweepSpec) -> None:
+    """With a remote run directory a local journal would not survive a move of the driver."""
+    if "://" in storage_path(spec) and not spec.optuna_storage:
+        raise ConfigError(
+            f"the run directory {storage_path(spec)} is remote, so the Optuna studies need a storage "
+            "every driver can reach: set optuna_storage (e.g. postgresql://user@host/optuna)"
+        )
+
+
 def check_resources_locally(spec: SweepSpec) -> None:
     """Before starting an embedded Ray: can this machine run even one trial?"""
     import torch
@@ -340,7 +342,8 @@ def connect_ray(address: str | None) -> None:
     if address or os.environ.get("RAY_ADDRESS"):
         ray.init(address=address or os.environ["RAY_ADDRESS"], log_to_driver=False)
         return
-    context = ray.init(include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=False)
+    # address="local": always a new embedded Ray, even if `ray start` left a cluster on this machine
+    context = ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=False)
     if getattr(context, "dashboard_url", None):
         print(f"Ray dashboard: http://{context.dashboard_url}", file=sys.stderr)
 
@@ -358,7 +361,10 @@ def _write_spec_copy(spec: SweepSpec) -> None:
 def read_spec_copy(name: str, store: str, storage: str | None = None) -> SweepSpec:
     import pyarrow.fs as pafs
 
-    probe = SweepSpec(name=name, store=store, storage_path=storage)
+    try:
+        probe = SweepSpec(name=name, store=store, storage_path=storage)
+    except ValueError as err:  # pydantic's ValidationError is a ValueError
+        raise ConfigError(f"{name!r} cannot be a study name: {err.errors()[0]['msg'] if hasattr(err, 'errors') else err}") from None
     fs, root = pafs.FileSystem.from_uri(storage_path(probe))
     path = f"{root}/{name}/{SPEC_FILE}"
     if fs.get_file_info(path).type == pafs.FileType.NotFound:
@@ -399,10 +405,10 @@ def build_tuner(
         if not tune.Tuner.can_restore(experiment):
             raise ConfigError(f"{experiment} holds no resumable run; start it with `oodstudy run`")
         return tune.Tuner.restore(experiment, trainable=trainable, resume_errored=True)
-    base = TrialConfig.model_validate(spec.trial_raw(spec.cells()[0], {}))
     scheduler = None
     if spec.early_stopping.type == "asha":
-        n_evals = max(1, base.train.steps // base.train.eval_every)
+        trains = [TrialConfig.model_validate(spec.trial_raw(cell, {})).train for cell in spec.cells()]
+        n_evals = max(math.ceil(t.steps / t.eval_every) for t in trains)  # reports per trial, the last included
         scheduler = PerCellScheduler(
             spec.tune.metric, spec.tune.mode, spec.early_stopping.grace_period,
             spec.early_stopping.reduction_factor, max_t=n_evals,
@@ -447,6 +453,8 @@ def run_sweep(
     from study.store import Store
 
     Store(spec.store)  # refuses a path that is not a store before any Ray work
+    check_optuna_storage(spec)
+    import torch  # noqa: F401  (loaded before Ray: inside a Ray job, MKL fails to load torch after ray.init)
     import ray
 
     if address is None and not os.environ.get("RAY_ADDRESS") and not ray.is_initialized():

@@ -120,11 +120,12 @@ def train(
     if restore is not None:
         model.load_state_dict(restore["model"])
         optimizer.load_state_dict(restore["optimizer"])
-        generator.set_state(restore["generator"].cpu() if device.type == "cpu" else restore["generator"])
+        generator.set_state(restore["generator"])
         torch.set_rng_state(restore["cpu_rng"])
         if device.type == "cuda" and restore.get("cuda_rng") is not None:
             torch.cuda.set_rng_state(restore["cuda_rng"])
         step = restore["step"]
+    window = restore["loss_window"] if restore is not None else (0.0, 0, float("nan"))
     checkpoint_every = tc.checkpoint_every or tc.eval_every
 
     def autocast():
@@ -147,6 +148,7 @@ def train(
             "generator": generator.get_state().cpu(),
             "cpu_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state() if device.type == "cuda" else None,
+            "loss_window": (window_loss, window_n, recent_loss),
             "config": cfg.to_dict(),
         }
 
@@ -155,8 +157,10 @@ def train(
     metrics: dict[str, float] = {}
     status = "running"
     started = time.perf_counter()
-    window_loss, window_n, window_t = 0.0, 0, time.perf_counter()
-    recent_loss = float("nan")  # mean training loss of the last logging window
+    # the logging window (sum and count of losses since the last log; the last logged mean)
+    # travels with checkpoints so that a restored run logs exactly what an uninterrupted one does
+    window_loss, window_n, recent_loss = window
+    window_t = time.perf_counter()
     model.train()
     while step < tc.steps:
         lr = lr_at(step, tc)

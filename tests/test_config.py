@@ -45,6 +45,9 @@ def test_switching_family_gives_that_family_defaults():
         (["model.size=huge"], "model.size"),
         (["task.mix_weight=0.2"], "task.mix_weight > 0 needs task.mix_digits"),
         (["model.n_head=4", "model.d_model=12", "model.pos_encoding=rope"], "even head size"),
+        (["task.train_fraction=0.6"], "more than half of the 1000000 possible pairs"),
+        (["task.op=mul", "task.digits=10", "task.width=10"], "gives products beyond int64"),
+        (["train.eval_every=500", "train.checkpoint_every=300"], "not a multiple of train.eval_every=500"),
     ],
 )
 def test_bad_input_names_the_field(overrides, expected):

@@ -43,7 +43,7 @@ def ray_local():
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
 
 
@@ -113,6 +113,11 @@ def test_bad_specs_are_refused_before_ray_starts(tmp_path):
     assert "task.digits=7" in error({"grid": {"task.digits": [2, 7]}})
     assert "max_failures" in error({"max_failures": "often"})
     assert "not a summary metric" in error({"tune": {"metric": "accuracy"}})
+    assert "not a summary metric" in error({"tune": {"metric": "id_nmse"}})  # an arithmetic study has no nmse
+    assert "use tune.mode=min" in error({"tune": {"metric": "loss", "mode": "max"}})
+    assert "Optuna refuses" in error(
+        {"tune": {"params": {"train.lr": {"type": "loguniform", "low": 1e-4, "high": 1e-2, "step": 1e-4}}}})
+    assert "name" in error({"name": "_hidden"})
     spec = tiny_spec(tmp_path, "huge", resources={"cpus": 4096})
     from study.sweep import check_resources_locally
 

@@ -416,8 +416,34 @@ class EvalGroup:
     cond: torch.Tensor
 
 
-def _check_supported(cfg: ArithmeticTask) -> None:
-    """Reject configs this module cannot run, naming the field."""
+def training_components(cfg: ArithmeticTask) -> list[tuple[int, float]]:
+    """(digits, weight) of each component of the training mixture."""
+    components = [(cfg.digits, 1.0 - cfg.mix_weight)]
+    if cfg.mix_digits is not None and cfg.mix_weight > 0:
+        components.append((cfg.mix_digits, cfg.mix_weight))
+    return components
+
+
+def split_by_weight(total: int, components: list[tuple[int, float]]) -> list[int]:
+    """Split ``total`` examples over the mixture components by weight."""
+    if len(components) == 1:
+        return [total]
+    mix = round(total * components[1][1])
+    return [total - mix, mix]
+
+
+def fixed_set_size(cfg: ArithmeticTask) -> tuple[int, str]:
+    """Examples in the fixed training set, and the config field that sets it."""
+    if cfg.train_size is not None:
+        return cfg.train_size, f"task.train_size={cfg.train_size}"
+    if cfg.train_fraction is None:
+        raise ValueError("task.train_set=fixed needs task.train_size or task.train_fraction")
+    total = round(cfg.train_fraction * pair_space_size(cfg.digits, cfg.sampling))
+    return total, f"task.train_fraction={cfg.train_fraction}"
+
+
+def check_supported(cfg: ArithmeticTask) -> None:
+    """Reject configs this module cannot run, naming the field (called by the config's validation)."""
     if not cfg.pad and not cfg.symbols:
         raise ValueError(
             "task.symbols=false with task.pad=false: unpadded fields need the '+'/'*' and '=' "
@@ -438,6 +464,20 @@ def _check_supported(cfg: ArithmeticTask) -> None:
         raise ValueError(f"task.modulus={cfg.modulus} is too large for int64 products; use at most 3037000499")
     if cfg.modulus is not None and 2 * (cfg.modulus - 1) > INT64_MAX:
         raise ValueError(f"task.modulus={cfg.modulus} is too large for int64 sums; use at most 2^62")
+    if cfg.train_set == "fixed":
+        total, field = fixed_set_size(cfg)
+        if total < 1:
+            raise ValueError(f"{field} gives an empty training set; raise it")
+        components = training_components(cfg)
+        for i, ((n, _), size) in enumerate(zip(components, split_by_weight(total, components))):
+            space = pair_space_size(n, cfg.sampling)
+            if size > space // 2:
+                share = f" (its task.mix_weight={cfg.mix_weight} share)" if i == 1 else ""
+                raise ValueError(
+                    f"{field} asks for {size} distinct {cfg.sampling} pairs of {n} digits{share}, more "
+                    f"than half of the {space} possible pairs (a disjoint ID test set needs the rest); "
+                    "lower task.train_size / task.train_fraction"
+                )
 
 
 class Arithmetic:
@@ -454,7 +494,7 @@ class Arithmetic:
     """
 
     def __init__(self, cfg: ArithmeticTask, seed: int, device: torch.device | str = "cpu"):
-        _check_supported(cfg)
+        check_supported(cfg)
         self.cfg, self.seed, self.device = cfg, seed, torch.device(device)
         self.n = cfg.train_len
         self.vocab = vocabulary(cfg)
@@ -463,9 +503,7 @@ class Arithmetic:
         self.eval_len = max(cfg.eval_max_len, self.n)  # operand bound of eval and probe sequences
         longest = max(sequence_length(cfg, self.n), sequence_length(cfg, self.eval_len))
         self.io = ModelIO(n_in=len(self.vocab), n_out=len(self.vocab), tokens=True, max_seq_len=longest - 1)
-        self.components = [(cfg.digits, 1.0 - cfg.mix_weight)]
-        if cfg.mix_digits is not None and cfg.mix_weight > 0:
-            self.components.append((cfg.mix_digits, cfg.mix_weight))
+        self.components = training_components(cfg)
         # sets are drawn on the CPU so that the data do not depend on the device
         train_pairs, test_pairs = self._draw_train_test(self._generator(0))
         self.conditions, self.eval_pairs = self._draw_eval(self._generator(1), train_pairs)
@@ -480,37 +518,13 @@ class Arithmetic:
         """A CPU generator for one of the construction-time streams (train/test, eval, probe)."""
         return torch.Generator().manual_seed((self.seed * 1000 + stream) % 2**63)
 
-    def _component_sizes(self, total: int) -> list[int]:
-        """Split `total` examples over the mixture components by weight."""
-        if len(self.components) == 1:
-            return [total]
-        mix = round(total * self.components[1][1])
-        return [total - mix, mix]
-
     def _draw_train_test(self, g: torch.Generator) -> tuple[torch.Tensor | None, torch.Tensor]:
         cfg = self.cfg
         if cfg.train_set == "fresh":
             return None, self._sample_mixture(cfg.eval_examples, g)
-        if cfg.train_size is not None:
-            total, field = cfg.train_size, f"task.train_size={cfg.train_size}"
-        elif cfg.train_fraction is not None:
-            total = round(cfg.train_fraction * pair_space_size(cfg.digits, cfg.sampling))
-            field = f"task.train_fraction={cfg.train_fraction}"
-        else:
-            raise ValueError("task.train_set=fixed needs task.train_size or task.train_fraction")
-        if total < 1:
-            raise ValueError(f"{field} gives an empty training set; raise it")
-        sizes = self._component_sizes(total)
-        test_sizes = self._component_sizes(min(total, cfg.eval_examples))
-        for i, ((n, _), size) in enumerate(zip(self.components, sizes)):
-            space = pair_space_size(n, cfg.sampling)
-            if size > space // 2:
-                share = f" (its task.mix_weight={cfg.mix_weight} share)" if i == 1 else ""
-                raise ValueError(
-                    f"{field} asks for {size} distinct {cfg.sampling} pairs of {n} digits{share}, more "
-                    f"than half of the {space} possible pairs (a disjoint ID test set needs the rest); "
-                    "lower task.train_size / task.train_fraction"
-                )
+        total, _ = fixed_set_size(cfg)
+        sizes = split_by_weight(total, self.components)
+        test_sizes = split_by_weight(min(total, cfg.eval_examples), self.components)
         # training pairs first, so that the training set does not depend on the test size
         taken = torch.empty(0, 2, dtype=torch.long)
         for (n, _), size in zip(self.components, sizes):
