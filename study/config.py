@@ -503,6 +503,7 @@ class SweepSpec(_Strict):
             dict(zip(self.tune.params, combo))
             for combo in itertools.product(*(d.corners() for d in self.tune.params.values()))
         ] or [{}]
+        families = set()
         for cell in self.cells():
             for params in corner_sets[:16]:
                 try:
@@ -512,7 +513,7 @@ class SweepSpec(_Strict):
                     raise ConfigError(f"invalid trial config for {where}:\n" + explain(err, TrialConfig)) from None
                 except ConfigError as err:
                     raise ConfigError(f"grid/tuned axis: {err}") from None
-        families = {TrialConfig.model_validate(self.trial_raw(cell, {})).task.family for cell in self.cells()}
+                families.add(cfg.task.family)
         known = {"loss"} | {f"{split}_{m}" for split in ("id", "ood") for f in families for m in SUMMARY_METRICS[f]}
         if self.tune.metric not in known:
             raise ConfigError(

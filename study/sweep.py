@@ -159,10 +159,7 @@ def _make_store_callback(store_uri: str, study: str, metric: str):
             import pandas as pd
 
             known = {t.trial_id for t in trials}
-            try:
-                frame = self.store.frame("trials", study=self.study)
-            except Exception:
-                return
+            frame = self.store.frame("trials", study=self.study)
             orphans = frame[(frame["status"].isin(["pending", "running"])) & ~frame["trial_id"].isin(known)]
             for _, row in orphans.iterrows():
                 record = {k: row[k] for k in ("trial_id", "grid", "config", "start_time", "node", "device", "n_params", "steps", "score")}
@@ -452,8 +449,8 @@ def run_sweep(
     """Run (or resume) a study to completion; returns Tune's ResultGrid."""
     from study.store import Store
 
-    Store(spec.store)  # refuses a path that is not a store before any Ray work
     check_optuna_storage(spec)
+    Store(spec.store)  # refuses a path that is not a store before any Ray work
     import torch  # noqa: F401  (loaded before Ray: inside a Ray job, MKL fails to load torch after ray.init)
     import ray
 
@@ -478,12 +475,12 @@ def study_status(spec: SweepSpec) -> "Any":
     import pandas as pd
 
     from study.config import cell_id
-    from study.store import Store
+    from study.store import Store, StoreError
 
     planned = {cell_id(c): spec.tune.trials_per_cell for c in spec.cells()}
     try:
         trials = Store(spec.store, create=False).frame("trials", study=spec.name)
-    except Exception:
+    except StoreError:  # no store yet: nothing has run
         trials = pd.DataFrame(columns=["cell", "status", "score"])
     rows = []
     for cid, n in planned.items():
@@ -492,15 +489,16 @@ def study_status(spec: SweepSpec) -> "Any":
         best = (scores.max() if spec.tune.mode == "max" else scores.min()) if len(scores) else float("nan")
         counts = mine["status"].value_counts()
         finished = int(sum(counts.get(s, 0) for s in ("completed", "failed", "diverged", "pruned")))
+        running = int(counts.get("running", 0) + counts.get("retrying", 0))
         rows.append({
             "cell": cid,
             "planned": n,
             "completed": int(counts.get("completed", 0)),
-            "running": int(counts.get("running", 0) + counts.get("retrying", 0)),
+            "running": running,
             "failed": int(counts.get("failed", 0)),
             "diverged": int(counts.get("diverged", 0)),
             "pruned": int(counts.get("pruned", 0)),
-            "pending": max(0, n - finished - int(counts.get("running", 0) + counts.get("retrying", 0))),
+            "pending": max(0, n - finished - running),
             f"best_{spec.tune.metric}": best,
         })
     return pd.DataFrame(rows)
@@ -510,15 +508,12 @@ def study_status(spec: SweepSpec) -> "Any":
 
 
 def _print_summary(spec: SweepSpec) -> None:
-    print(study_status(spec).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    try:
-        from analysis.breakdown import summary_table
-        from study.store import Store
+    from analysis.breakdown import summary_table
+    from study.store import Store
 
-        print()
-        print(summary_table(Store(spec.store, create=False), spec.name))
-    except ImportError:
-        pass
+    print(study_status(spec).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print()
+    print(summary_table(Store(spec.store, create=False), spec.name))
 
 
 def _cmd_run(args) -> int:

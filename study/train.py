@@ -80,10 +80,14 @@ class Report:
     metrics: dict[str, float]  # summary: loss, id_exact_match, ood_nmse, ...
     rows: dict[str, list[dict[str, Any]]]  # store table -> rows (trials row excluded)
     state: dict[str, Any] | None = None  # full training state when this is a checkpoint
-    done: bool = False
     status: str = "running"  # running | completed | diverged
     n_params: int = 0
     device: str = ""
+
+    @property
+    def done(self) -> bool:
+        """The trial's last report."""
+        return self.status != "running"
 
 
 @dataclass
@@ -215,7 +219,6 @@ def train(
                         metrics=metrics,
                         rows={"evals": eval_rows, "curves": curve_rows, "representations": rep_rows},
                         state=training_state() if is_checkpoint else None,
-                        done=done,
                         status=status,
                         n_params=n_params,
                         device=str(device),
@@ -223,7 +226,7 @@ def train(
                 )
             curve_rows = []
     if status == "diverged" and report is not None:
-        report(Report(step=step, metrics=metrics, rows={"curves": curve_rows}, done=True, status=status,
+        report(Report(step=step, metrics=metrics, rows={"curves": curve_rows}, status=status,
                       n_params=n_params, device=str(device)))
     return TrialResult(
         status=status,
