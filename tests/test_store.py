@@ -23,7 +23,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
 
-from study.schema import SCHEMA_VERSION
+from study.store.schema import SCHEMA_VERSION
 from study.store import MARKER, Store, StoreError
 from study.store_cli import main as store_cli
 
@@ -303,7 +303,7 @@ def test_a_crashed_compaction_reads_correctly_and_is_finished_by_the_next(tmp_pa
         deletions.append(path)
         os.remove(path)
 
-    monkeypatch.setattr(store, "_delete_fragment", delete_then_crash)
+    monkeypatch.setattr(store, "delete_file", delete_then_crash)
     with pytest.raises(Crash):
         store.compact("s")
     monkeypatch.undo()
