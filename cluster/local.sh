@@ -73,7 +73,7 @@ start_node() {
   mkdir -p "$STATE/node$i"
   # shellcheck disable=SC2046
   env -u RAY_AUTH_TOKEN -u RAY_ADDRESS OODSTUDY_LOCAL_CLUSTER="$STATE" \
-    RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH="$STATE/auth_token" RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S=0 \
+    RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH="$STATE/auth_token" RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S=0 RAY_metrics_report_interval_ms="${OODSTUDY_METRICS_INTERVAL_MS:-5000}" \
     setsid "$RAY" start $(node_flags "$i") "$@" > "$STATE/node$i.log" 2>&1 < /dev/null &
   echo $! > "$STATE/node$i.pid"
 }

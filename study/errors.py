@@ -25,3 +25,8 @@ class StoreError(OodstudyError):
 
 class QueryError(OodstudyError):
     """A SQL query over the store that DuckDB refuses (a mistake in the query itself)."""
+
+
+class ClusterError(OodstudyError):
+    """A Ray cluster that cannot take a study as asked: no answer at the address, a token it
+    refuses, a study of that name already running; the message says what to fix."""

@@ -15,13 +15,14 @@ import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
 
 from study.config import load_sweep_spec
+from study.tune.callbacks import STUDY_GAUGES
 
 REPO = Path(__file__).resolve().parents[1]
 CLUSTER = REPO / "cluster"
 LAUNCHER_CONFIGS = ["aws.yaml", "gcp.yaml"]
 IMAGE = re.compile(r"/oodstudy:[\w.]+$")
-# the gauges the study driver publishes (ray.util.metrics adds the "ray_" prefix on export)
-GAUGES = {"ray_oodstudy_cells", "ray_oodstudy_trials", "ray_oodstudy_best_score", "ray_oodstudy_examples_per_second"}
+# the gauges the study driver publishes (Ray adds the "ray_" prefix when it exports them)
+GAUGES = {"ray_" + name for name in STUDY_GAUGES}
 
 
 def launcher_config(name: str) -> dict:

@@ -1,4 +1,4 @@
-"""``oodstudy run | resume | status | trial | report | store ...``"""
+"""``oodstudy run | resume | status | submit | jobs | trial | report | store ...``"""
 
 from __future__ import annotations
 
@@ -13,12 +13,13 @@ EXIT_ERROR = 2
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``oodstudy`` parser: one sub-command group per module of this package."""
-    from study.cli import report, store, sweep, trial
+    from study.cli import jobs, report, store, sweep, trial
 
     parser = argparse.ArgumentParser(prog="oodstudy", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     trial.add_trial_command(sub)
     sweep.add_sweep_commands(sub)
+    jobs.add_jobs_commands(sub)
     store.add_store_commands(sub)
     report.add_report_command(sub)
     return parser

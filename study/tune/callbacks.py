@@ -195,3 +195,108 @@ class ProgressLine(Callback):
 
     def on_experiment_end(self, trials, **info) -> None:
         print(self.line(trials), file=sys.stderr, flush=True)
+
+
+# Prometheus names of the study gauges (Ray exports them with a "ray_" prefix) and their tags.
+STUDY_GAUGES = {
+    "oodstudy_cells": ("cells of the study by state (total, done, running, pending)", ("study", "state")),
+    "oodstudy_trials": ("Tune trials of the study by status", ("study", "status")),
+    "oodstudy_best_score": ("best ID score reported in a cell so far (tune.metric)", ("study", "cell", "metric")),
+    "oodstudy_examples_per_second": ("training examples per second of a running trial", ("study", "cell", "trial")),
+}
+TRIAL_STATUSES = ("PENDING", "RUNNING", "PAUSED", "TERMINATED", "ERROR")
+
+
+def cell_progress(trials, n_cells: int, quota: int) -> dict[str, int]:
+    """Cells by state: done (quota of finished trials reached), running (a trial runs), pending."""
+    finished: dict[str, int] = {}
+    running: set[str] = set()
+    for t in trials:
+        cell = t.config.get("cell", "all")
+        if t.status in ("TERMINATED", "ERROR"):
+            finished[cell] = finished.get(cell, 0) + 1
+        elif t.status == "RUNNING":
+            running.add(cell)
+    done = {cell for cell, n in finished.items() if n >= quota}
+    n_running = len(running - done)
+    return {"total": n_cells, "done": len(done), "running": n_running, "pending": n_cells - len(done) - n_running}
+
+
+def best_scores(trials, metric: str, mode: str) -> dict[str, float]:
+    """Per cell: the best value of ``metric`` any of its trials has reported."""
+    best: dict[str, float] = {}
+    pick = max if mode == "max" else min
+    for t in trials:
+        value = (t.metric_analysis.get(metric) or {}).get(mode)
+        if value is None or value != value:  # not reported yet, or NaN
+            continue
+        cell = t.config.get("cell", "all")
+        best[cell] = pick(best[cell], value) if cell in best else value
+    return best
+
+
+class StudyGauges(Callback):
+    """Driver side: the study's progress as ``ray.util.metrics`` gauges, tagged with the study.
+
+    Ray has no Tune view in its dashboard; these gauges reach the head's Prometheus
+    endpoint and so Grafana (``cluster/grafana/oodstudy.json``).  Examples/s comes from the
+    trial's own curve rows, so this callback must run before :class:`StoreCallback`, which
+    takes the rows out of the result.
+    """
+
+    def __init__(self, spec: SweepSpec, every_s: float = 1.0) -> None:
+        self.study, self.metric, self.mode = spec.name, spec.tune.metric, spec.tune.mode
+        self.n_cells, self.quota = len(spec.cells()), spec.tune.trials_per_cell
+        self.every_s = every_s
+        self._reset()
+
+    def _reset(self) -> None:
+        self._gauges = None
+        self.last_publish = 0.0
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k not in ("_gauges", "last_publish")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._reset()
+
+    @property
+    def gauges(self) -> dict:
+        if self._gauges is None:
+            from ray.util.metrics import Gauge
+
+            self._gauges = {name: Gauge(name, description=text, tag_keys=tags) for name, (text, tags) in STUDY_GAUGES.items()}
+        return self._gauges
+
+    def publish(self, trials) -> None:
+        for state, n in cell_progress(trials, self.n_cells, self.quota).items():
+            self.gauges["oodstudy_cells"].set(n, tags={"study": self.study, "state": state})
+        for status in TRIAL_STATUSES:
+            n = sum(t.status == status for t in trials)
+            self.gauges["oodstudy_trials"].set(n, tags={"study": self.study, "status": status})
+        for cell, score in best_scores(trials, self.metric, self.mode).items():
+            self.gauges["oodstudy_best_score"].set(score, tags={"study": self.study, "cell": cell, "metric": self.metric})
+
+    def on_step_end(self, iteration, trials, **info) -> None:
+        if time.monotonic() - self.last_publish >= self.every_s:
+            self.last_publish = time.monotonic()
+            self.publish(trials)
+
+    def _set_speed(self, trial, value: float) -> None:
+        tags = {"study": self.study, "cell": trial.config.get("cell", "all"), "trial": trial.trial_id}
+        self.gauges["oodstudy_examples_per_second"].set(value, tags=tags)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        speeds = [r["value"] for r in (result.get("rows") or {}).get("curves", []) if r.get("metric") == "examples_per_s"]
+        if speeds:
+            self._set_speed(trial, speeds[-1])
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        self._set_speed(trial, 0.0)  # no longer running
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self._set_speed(trial, 0.0)
+
+    def on_experiment_end(self, trials, **info) -> None:
+        self.publish(trials)

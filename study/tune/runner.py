@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -75,6 +76,44 @@ def check_resources_on_cluster(spec: SweepSpec) -> None:
     )
 
 
+# filesystems every node of a cluster can mount at the same path (FUSE mounts of buckets included)
+SHARED_FILESYSTEMS = {"nfs", "nfs4", "cifs", "smb3", "lustre", "gpfs", "ceph", "glusterfs", "beegfs", "9p"}
+
+
+def filesystem_type(path: str) -> str | None:
+    """The type of the filesystem ``path`` is (or would be) on, from /proc/mounts (None elsewhere)."""
+    try:
+        mounts = [line.split()[1:3] for line in Path("/proc/mounts").read_text().splitlines()]
+    except OSError:
+        return None
+    target = Path(path).resolve()
+    best = max((m for m in mounts if target.is_relative_to(m[0])), key=lambda m: len(m[0]), default=None)
+    return best[1] if best else None
+
+
+def check_storage_on_cluster(spec: SweepSpec, hosts: set[str], fs_type: str | None) -> None:
+    """On a cluster of several machines, Tune's run directory (checkpoints) and the Optuna journal
+    beside it must be reachable from every node: a bucket, or a shared filesystem."""
+    path = storage_path(spec)
+    if len(hosts) < 2 or "://" in path:
+        return
+    if fs_type and (fs_type in SHARED_FILESYSTEMS or fs_type.startswith("fuse.")):
+        return
+    raise ConfigError(
+        f"the run directory {path} is on this node's own disk ({fs_type or 'unknown filesystem'}) but the "
+        f"cluster has {len(hosts)} machines, whose trials could not reach its checkpoints, and the Optuna "
+        "journal there would stay on one node; set --store (or storage_path) to s3://... or gs://... with "
+        "optuna_storage: <RDB URL, e.g. postgresql://user@host/optuna>, or to a path on NFS mounted on every node"
+    )
+
+
+def cluster_hosts() -> set[str]:
+    """The addresses of the machines of the connected cluster's alive nodes."""
+    import ray
+
+    return {node["NodeManagerAddress"] for node in ray.nodes() if node.get("Alive")}
+
+
 def connect_ray(address: str | None) -> None:
     """Attach to a cluster (``auto``, ``ray://...``, or RAY_ADDRESS from ``ray job submit``),
     or start an embedded local Ray with its dashboard bound to 127.0.0.1."""
@@ -118,10 +157,21 @@ def read_spec_copy(name: str, store: str, storage: str | None = None) -> SweepSp
 
 
 def default_callbacks(spec: SweepSpec) -> list:
-    """The driver callbacks of every study: the store writer and the progress line."""
-    from study.tune.callbacks import ProgressLine, StoreCallback
+    """The driver callbacks of every study: the gauges (first: they read the rows the store
+    writer takes out of each result), the store writer and the progress line."""
+    from study.tune.callbacks import ProgressLine, StoreCallback, StudyGauges
 
-    return [StoreCallback(spec.store, spec.name, spec.tune.metric), ProgressLine(spec)]
+    return [StudyGauges(spec), StoreCallback(spec.store, spec.name, spec.tune.metric), ProgressLine(spec)]
+
+
+def trial_name(trial) -> str:
+    """A trial's name in Tune's output, logs and run directory: its cell, then its id."""
+    return f"{trial.config.get('cell', 'all')}_{trial.trial_id}"
+
+
+def trial_dirname(trial) -> str:
+    """:func:`trial_name` with only characters that are safe in a directory name."""
+    return re.sub(r"[^A-Za-z0-9._=,+-]", ",", trial_name(trial))
 
 
 def build_tuner(
@@ -166,6 +216,8 @@ def build_tuner(
             num_samples=-1,
             max_concurrent_trials=spec.max_concurrent or None,
             reuse_actors=True,
+            trial_name_creator=trial_name,
+            trial_dirname_creator=trial_dirname,
         ),
         run_config=tune.RunConfig(
             name=spec.name,
@@ -205,6 +257,7 @@ def run_sweep(
     prepare_environment()
     connect_ray(address)
     check_resources_on_cluster(spec)
+    check_storage_on_cluster(spec, cluster_hosts(), filesystem_type(storage_path(spec)))
     if not resume:
         write_spec_copy(spec)
     tuner = build_tuner(spec, fail_once_at_step=fail_once_at_step, tune_table=tune_table, restore=resume)
