@@ -1,20 +1,28 @@
 """A real Ray cluster on this machine (cluster/local.sh: a head and a worker node, token auth on):
 the dashboard refuses requests without the token, the nodes export metrics on their known ports,
-and `local.sh down` leaves no process of the cluster behind. One cluster serves the whole module;
-the last test stops it."""
+`oodstudy submit --wait` runs a study to success while its gauges reach the head's metrics
+endpoint, a real browser finds the job on the dashboard's Jobs page, and `local.sh down` leaves
+no process of the cluster behind. One cluster serves the whole module; the last test stops it."""
 
 import json
 import os
 import random
+import re
 import socket
 import subprocess
+import sys
 import tempfile
+import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import yaml
+
+from study.config import cell_id, load_sweep_spec
+from study.store import Store
 
 REPO = Path(__file__).resolve().parents[1]
 LOCAL_SH = REPO / "cluster" / "local.sh"
@@ -29,6 +37,7 @@ class LocalCluster:
     dashboard: str
     gcs_port: int
     metrics_ports: list[int]
+    submitted: list[str] = field(default_factory=list)  # submission ids of the studies run here
 
     @property
     def token(self) -> str:
@@ -99,7 +108,8 @@ def cluster():
     base = free_port_block(1400)
     env = dict(os.environ, OODSTUDY_CLUSTER_DIR=str(state), OODSTUDY_PORT_BASE=str(base),
                OODSTUDY_GCS_PORT=str(base + 1300), OODSTUDY_DASHBOARD_PORT=str(base + 1301),
-               OODSTUDY_METRICS_PORT=str(base + 1310), PYTHONPATH=str(REPO))
+               OODSTUDY_METRICS_PORT=str(base + 1310), OODSTUDY_METRICS_INTERVAL_MS="1000",
+               PYTHONPATH=str(REPO))  # the job drivers import this checkout
     handle = LocalCluster(state, env, f"http://127.0.0.1:{base + 1301}", base + 1300, [base + 1310, base + 1311])
     up = handle.local_sh("up", "1")
     try:
@@ -145,6 +155,149 @@ def test_status_lists_the_nodes_and_a_second_up_is_refused(cluster):
     assert "node0: running" in status.stdout and "node1: running" in status.stdout
     again = cluster.local_sh("up", "1")
     assert again.returncode == 2 and "already running" in again.stderr
+
+
+TINY_STUDY = {
+    "name": "cluster_e2e",
+    "base": {
+        "task": {"digits": 1, "width": 3, "eval_max_len": 3, "eval_examples": 32, "train_fraction": 0.3},
+        "model": {"size": "nano", "n_layer": 1},
+        "train": {"steps": 300, "eval_every": 50, "checkpoint_every": 150, "batch_size": 16, "log_every": 30},
+    },
+    "grid": {"task.digits": [1, 2]},
+    "tune": {"metric": "id_exact_match", "mode": "max", "trials_per_cell": 1,
+             "params": {"train.lr": {"type": "loguniform", "low": 1e-3, "high": 3e-3}}},
+    "resources": {"cpus": 1},
+    "max_concurrent": 2,
+}
+GAUGE_LINE = re.compile(r"^ray_(oodstudy_\w+)\{(.*)\} (\S+)$", re.M)
+
+
+def oodstudy(cluster: LocalCluster, *args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "study.cli", *args], env=env or cluster.client_env(),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def study_gauges(metrics_url: str, study: str) -> list[tuple[str, dict[str, str], float]]:
+    """The study's gauges on a node's Prometheus endpoint: (name, tags, value)."""
+    with urllib.request.urlopen(metrics_url, timeout=10) as response:
+        text = response.read().decode()
+    found = []
+    for name, labels, value in GAUGE_LINE.findall(text):
+        tags = dict(re.findall(r'(\w+)="([^"]*)"', labels))
+        if tags.get("study") == study:
+            found.append((name, tags, float(value)))
+    return found
+
+
+def test_submit_wait_runs_a_study_to_success_with_its_gauges_on_the_metrics_endpoint(cluster, tmp_path):
+    spec_path = tmp_path / "cluster_e2e.yaml"
+    spec_path.write_text(yaml.safe_dump(TINY_STUDY))
+    store = tmp_path / "store"
+    submit = subprocess.Popen(
+        [sys.executable, "-m", "study.cli", "submit", str(spec_path), "--address", cluster.dashboard,
+         "--store", str(store), "--wait"],
+        env=cluster.client_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    gauges: dict[tuple, list[float]] = {}  # (name, tags) -> every value seen, in order
+    refused = None
+    deadline = time.monotonic() + 240
+    while submit.poll() is None and time.monotonic() < deadline:
+        for name, tags, value in study_gauges(f"http://127.0.0.1:{cluster.metrics_ports[0]}/metrics", "cluster_e2e"):
+            gauges.setdefault((name, tuple(sorted(tags.items()))), []).append(value)
+        if refused is None and gauges:  # the study runs: a second submit of it is refused
+            refused = oodstudy(cluster, "submit", str(spec_path), "--address", cluster.dashboard, "--store", str(store))
+        time.sleep(0.5)
+    out, err = submit.communicate(timeout=30)
+    assert submit.returncode == 0, err[-3000:]
+    job_id = re.search(r"as job (\S+) to", err).group(1)
+    assert re.fullmatch(r"cluster_e2e-\d{8}T\d{6}Z", job_id)
+    cluster.submitted.append(job_id)
+    assert f"job {job_id}: SUCCEEDED" in err
+    assert "results in" in out  # the job's own log, streamed
+
+    # the same study was refused while it ran: one line, exit 2
+    assert refused is not None and refused.returncode == 2
+    assert refused.stderr.strip() == (
+        f"oodstudy: study 'cluster_e2e' is already running on {cluster.dashboard} as job {job_id}; "
+        f"wait for it, stop it (ray job stop {job_id}), or submit with another --name")
+
+    # every planned trial reached the store, completed, in its cell
+    spec = load_sweep_spec(spec_path)
+    trials = Store(str(store), create=False).frame("trials", study="cluster_e2e")
+    assert sorted(trials["cell"]) == sorted(cell_id(c) for c in spec.cells() for _ in range(spec.tune.trials_per_cell))
+    assert set(trials["status"]) == {"completed"}
+    # Tune's trial directories carry the cell
+    run_dirs = sorted(p.name for p in (store / "_runs" / "cluster_e2e").iterdir() if p.is_dir())
+    assert [d.split("_")[0] for d in run_dirs] == ["task.digits=1", "task.digits=2"]
+
+    # the gauges, read while the study ran: two cells in total, trials by status, speeds
+    def seen(name: str, **tags: str) -> list[float]:
+        return [v for (n, t), vs in gauges.items() if n == name and all((k, tags[k]) in t for k in tags) for v in vs]
+
+    assert set(seen("oodstudy_cells", state="total")) == {2.0}
+    assert {dict(t)["state"] for (n, t) in gauges if n == "oodstudy_cells"} == {"total", "done", "running", "pending"}
+    assert {dict(t)["status"] for (n, t) in gauges if n == "oodstudy_trials"} >= {"RUNNING", "TERMINATED"}
+    assert max(seen("oodstudy_trials", status="RUNNING")) >= 1
+    assert any(v > 0 for v in seen("oodstudy_examples_per_second"))
+
+
+def test_jobs_lists_the_study_as_succeeded(cluster):
+    assert cluster.submitted, "runs after the submit test"
+    result = oodstudy(cluster, "jobs", "--address", cluster.dashboard)
+    assert result.returncode == 0, result.stderr
+    (line,) = [line for line in result.stdout.splitlines() if line.startswith(cluster.submitted[0])]
+    assert line.split()[1:3] == ["cluster_e2e", "SUCCEEDED"]
+
+
+@pytest.mark.parametrize("case", ["no answer", "wrong token", "no token"])
+def test_submit_to_a_cluster_that_cannot_take_it_is_one_line_exit_2(cluster, tmp_path, case):
+    spec_path = tmp_path / "s.yaml"
+    spec_path.write_text(yaml.safe_dump(TINY_STUDY))
+    env, address = cluster.client_env(), cluster.dashboard
+    if case == "no answer":
+        address = f"http://127.0.0.1:{free_port_block(1)}"
+    elif case == "wrong token":
+        env["RAY_AUTH_TOKEN"] = "0" * 64
+    else:
+        env.pop("RAY_AUTH_TOKEN_PATH")
+        env["HOME"] = str(tmp_path)  # no ~/.ray/auth_token either
+    result = oodstudy(cluster, "submit", str(spec_path), "--address", address, "--store", str(tmp_path / "st"), env=env)
+    assert result.returncode == 2
+    message = {"no answer": f"no Ray dashboard answers at {address}",
+               "wrong token": "refused the token from RAY_AUTH_TOKEN",
+               "no token": "requires its token: set RAY_AUTH_MODE=token"}[case]
+    assert result.stderr.startswith(f"oodstudy: ") and message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium (apt-get install chromium)")
+def test_the_dashboard_opened_with_the_token_shows_the_study_job_on_its_jobs_page(cluster):
+    from playwright.sync_api import sync_playwright
+
+    assert cluster.submitted, "runs after the submit test"
+    job_id = cluster.submitted[0]
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page()
+            page.goto(cluster.dashboard + "/#/jobs")
+            # without the token the dashboard shows nothing but its token dialog
+            page.get_by_role("dialog", name="Authentication Token Required").wait_for(timeout=30_000)
+            page.get_by_placeholder("Enter your authentication token").fill(cluster.token)
+            page.get_by_role("button", name="Submit").click()
+            row = page.locator("tr", has_text=job_id)
+            row.first.wait_for(timeout=30_000)
+            assert "SUCCEEDED" in row.first.inner_text()
+            cookies = {c["name"]: c for c in page.context.cookies()}
+            assert cookies["ray-authentication-token"]["value"] == cluster.token
+            assert cookies["ray-authentication-token"]["httpOnly"]
+        finally:
+            browser.close()
 
 
 def test_down_leaves_no_process_of_the_cluster_behind(cluster):

@@ -108,10 +108,12 @@ def _address_wins() -> Iterator[None]:
         os.environ.update(saved)
 
 
-def _token_source() -> str:
+def token_source() -> str | None:
+    """Where Ray's client takes the token from, in Ray's order; None when there is none."""
     if os.environ.get("RAY_AUTH_TOKEN"):
         return "RAY_AUTH_TOKEN"
-    return os.environ.get("RAY_AUTH_TOKEN_PATH") or "~/.ray/auth_token"
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH") or "~/.ray/auth_token"
+    return path if Path(path).expanduser().is_file() else None
 
 
 def connect(address: str) -> "JobSubmissionClient":
@@ -128,12 +130,13 @@ def connect(address: str) -> "JobSubmissionClient":
             client = JobSubmissionClient(address)
         client.list_jobs()  # the version check above needs no token; this request does
     except AuthenticationError as err:
-        if "Authentication required" in str(err):
+        source = token_source()
+        if "Authentication required" in str(err) or source is None:
             raise ClusterError(
                 f"the cluster at {address} requires its token: set RAY_AUTH_MODE=token and "
                 "RAY_AUTH_TOKEN_PATH=<the cluster's token file> (or RAY_AUTH_TOKEN)"
             ) from None
-        raise ClusterError(f"the cluster at {address} refused the token from {_token_source()}; "
+        raise ClusterError(f"the cluster at {address} refused the token from {source}; "
                            "use the token the cluster was started with") from None
     except ConnectionError:
         raise ClusterError(f"no Ray dashboard answers at {address}; check --address "
