@@ -29,6 +29,8 @@ def run_trial(config: dict[str, Any], fail_once_at_step: int | None = None) -> N
     cfg = TrialConfig.model_validate(config["trial"])
     context = tune.get_context()
     trial_id = context.get_trial_id() or "local"
+    # the first line of the trial in its worker's log (the dashboard's log view): which cell it is
+    print(f"oodstudy trial {context.get_trial_name() or trial_id} of cell {config.get('cell', 'all')}", flush=True)
     cpus = int(context.get_trial_resources().required_resources.get("CPU", 1)) if context.get_trial_resources() else 1
     torch.set_num_threads(max(1, cpus))
     restore = None
