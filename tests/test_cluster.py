@@ -37,6 +37,7 @@ class LocalCluster:
     dashboard: str
     gcs_port: int
     metrics_ports: list[int]
+    s3_endpoint: str  # an S3-compatible server (moto) every node reaches, with a bucket "bucket"
     submitted: list[str] = field(default_factory=list)  # submission ids of the studies run here
 
     @property
@@ -45,7 +46,7 @@ class LocalCluster:
 
     def client_env(self) -> dict[str, str]:
         """The environment of a client of this cluster (what `source $(local.sh env)` gives)."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+        env = {k: v for k, v in self.env.items() if not k.startswith(("RAY_", "OODSTUDY_"))}
         env.update(RAY_ADDRESS=self.dashboard, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(self.state / "auth_token"))
         env["PYTHONPATH"] = str(REPO)
         return env
@@ -104,19 +105,37 @@ def http_status(url: str, token: str | None = None) -> int:
 
 @pytest.fixture(scope="module")
 def cluster():
+    import boto3
+    from moto.server import ThreadedMotoServer
+
     state = Path(tempfile.mkdtemp(prefix="ood-", dir="/tmp"))  # short: Ray's unix sockets live under it
     base = free_port_block(1400)
+    # every node, worker and job driver inherits the environment of `local.sh up`
     env = dict(os.environ, OODSTUDY_CLUSTER_DIR=str(state), OODSTUDY_PORT_BASE=str(base),
                OODSTUDY_GCS_PORT=str(base + 1300), OODSTUDY_DASHBOARD_PORT=str(base + 1301),
                OODSTUDY_METRICS_PORT=str(base + 1310), OODSTUDY_METRICS_INTERVAL_MS="1000",
-               PYTHONPATH=str(REPO))  # the job drivers import this checkout
-    handle = LocalCluster(state, env, f"http://127.0.0.1:{base + 1301}", base + 1300, [base + 1310, base + 1311])
-    up = handle.local_sh("up", "1")
+               PYTHONPATH=str(REPO),  # the job drivers import this checkout
+               AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
+    for key in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "RAY_ADDRESS"):
+        env.pop(key, None)
+    s3 = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    s3.start()
+    host, port = s3.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing",
+                 aws_secret_access_key="testing").create_bucket(Bucket="bucket")
+    handle = LocalCluster(state, env, f"http://127.0.0.1:{base + 1301}", base + 1300, [base + 1310, base + 1311], endpoint)
+    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
+    os.environ.update({k: env[k] for k in saved})  # this process reads the S3 store too
     try:
+        up = handle.local_sh("up", "1")
         assert up.returncode == 0, up.stdout + up.stderr
         yield handle
     finally:
         handle.local_sh("down")
+        s3.stop()
+        for key, value in saved.items():
+            os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
 
 
 def test_dashboard_answers_401_without_the_token_403_with_a_wrong_one_200_with_it(cluster):
@@ -245,6 +264,12 @@ def test_submit_wait_runs_a_study_to_success_with_its_gauges_on_the_metrics_endp
     assert any(v > 0 for v in seen("oodstudy_examples_per_second"))
 
 
+def jobs_of(cluster: LocalCluster) -> list[dict]:
+    """Every job the cluster knows, through the Jobs API with the token."""
+    request = urllib.request.Request(cluster.dashboard + "/api/jobs/", headers={"Authorization": f"Bearer {cluster.token}"})
+    return json.load(urllib.request.urlopen(request, timeout=10))
+
+
 def test_jobs_lists_the_study_as_succeeded(cluster):
     assert cluster.submitted, "runs after the submit test"
     result = oodstudy(cluster, "jobs", "--address", cluster.dashboard)
@@ -253,25 +278,63 @@ def test_jobs_lists_the_study_as_succeeded(cluster):
     assert line.split()[1:3] == ["cluster_e2e", "SUCCEEDED"]
 
 
-@pytest.mark.parametrize("case", ["no answer", "wrong token", "no token"])
-def test_submit_to_a_cluster_that_cannot_take_it_is_one_line_exit_2(cluster, tmp_path, case):
+def test_submit_with_a_wrong_or_no_token_is_one_line_exit_2(cluster, tmp_path):
     spec_path = tmp_path / "s.yaml"
     spec_path.write_text(yaml.safe_dump(TINY_STUDY))
-    env, address = cluster.client_env(), cluster.dashboard
-    if case == "no answer":
-        address = f"http://127.0.0.1:{free_port_block(1)}"
-    elif case == "wrong token":
-        env["RAY_AUTH_TOKEN"] = "0" * 64
-    else:
-        env.pop("RAY_AUTH_TOKEN_PATH")
-        env["HOME"] = str(tmp_path)  # no ~/.ray/auth_token either
-    result = oodstudy(cluster, "submit", str(spec_path), "--address", address, "--store", str(tmp_path / "st"), env=env)
-    assert result.returncode == 2
-    message = {"no answer": f"no Ray dashboard answers at {address}",
-               "wrong token": "refused the token from RAY_AUTH_TOKEN",
-               "no token": "requires its token: set RAY_AUTH_MODE=token"}[case]
-    assert result.stderr.startswith(f"oodstudy: ") and message in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1
+    wrong = {**cluster.client_env(), "RAY_AUTH_TOKEN": "0" * 64}
+    missing = {k: v for k, v in cluster.client_env().items() if k != "RAY_AUTH_TOKEN_PATH"}
+    missing["HOME"] = str(tmp_path)  # no ~/.ray/auth_token either
+    expected = {"refused the token from RAY_AUTH_TOKEN": wrong, "requires its token: set RAY_AUTH_MODE=token": missing}
+    runs = {message: subprocess.Popen(  # both at once: most of their time is Python starting
+        [sys.executable, "-m", "study.cli", "submit", str(spec_path), "--address", cluster.dashboard,
+         "--store", str(tmp_path / "st")], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for message, env in expected.items()}
+    for message, run in runs.items():
+        _, err = run.communicate(timeout=120)
+        assert run.returncode == 2
+        assert err.startswith(f"oodstudy: the cluster at {cluster.dashboard} ") and message in err
+        assert len(err.strip().splitlines()) == 1
+    assert cluster.submitted == [job["submission_id"] for job in jobs_of(cluster)]  # nothing was sent
+
+
+def test_a_study_with_its_run_directory_on_s3_stopped_midway_resumes_to_its_planned_trials(cluster, tmp_path):
+    # checkpoints on S3 and Optuna in a database: what a cluster of several machines needs
+    store = f"s3://bucket/resumable?endpoint_override={cluster.s3_endpoint}&region=us-east-1"
+    study = {**TINY_STUDY, "name": "s3_resume",  # two trials, one at a time: stopped after the first
+             "optuna_storage": f"sqlite:///{tmp_path}/optuna.db", "max_concurrent": 1}
+    study["base"] = {**TINY_STUDY["base"], "train": {**TINY_STUDY["base"]["train"], "steps": 150}}
+    spec_path = tmp_path / "s3_resume.yaml"
+    spec_path.write_text(yaml.safe_dump(study))
+    submitted = oodstudy(cluster, "submit", str(spec_path), "--address", cluster.dashboard, "--store", store)
+    assert submitted.returncode == 0, submitted.stderr
+    job_id = re.search(r"as job (\S+) to", submitted.stderr).group(1)
+
+    from ray.job_submission import JobSubmissionClient
+
+    jobs = JobSubmissionClient(cluster.dashboard, headers={"Authorization": f"Bearer {cluster.token}"})
+    deadline, done = time.monotonic() + 180, 0
+    while time.monotonic() < deadline and done == 0:  # stop it once a trial finished, before all did
+        assert str(jobs.get_job_status(job_id)) in ("PENDING", "RUNNING"), jobs.get_job_logs(job_id)[-3000:]
+        try:
+            trials = Store(store, create=False).frame("trials", study="s3_resume")
+            done = int((trials["status"] == "completed").sum())
+        except Exception:  # the store has no trials table yet
+            pass
+        time.sleep(0.5)
+    assert done == 1
+    jobs.stop_job(job_id)
+    while str(jobs.get_job_status(job_id)) not in ("STOPPED", "FAILED", "SUCCEEDED"):
+        time.sleep(0.5)
+
+    resumed = oodstudy(cluster, "resume", "s3_resume", "--store", store, "--address", f"127.0.0.1:{cluster.gcs_port}", timeout=240)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    trials = Store(store, create=False).frame("trials", study="s3_resume")
+    completed = trials[trials["status"] == "completed"]
+    assert completed.groupby("cell").size().to_dict() == {"task.digits=1": 1, "task.digits=2": 1}
+    assert set(trials["status"]) <= {"completed", "abandoned"}
+    evals = Store(store, create=False).frame("evals", study="s3_resume")
+    steps = evals[evals["trial_id"].isin(completed["trial_id"])].groupby("trial_id")["step"].apply(lambda s: sorted(set(s)))
+    assert all(s == [50, 100, 150] for s in steps)
 
 
 CHROMIUM = "/usr/bin/chromium"

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from study.config import ConfigError, SweepSpec, TrialConfig
-from study.store import Store, join_uri
+from study.store import Store, join_uri, open_filesystem
 from study.tune.trial import run_trial
 
 SPEC_FILE = "oodstudy_spec.json"
@@ -130,10 +130,15 @@ def connect_ray(address: str | None) -> None:
         print(f"Ray dashboard: http://{context.dashboard_url}", file=sys.stderr)
 
 
-def write_spec_copy(spec: SweepSpec) -> None:
-    import pyarrow.fs as pafs
+def run_filesystem(spec: SweepSpec):
+    """``(pyarrow filesystem, root path in it)`` of the run directory, opened as the store opens
+    its URIs (an ``s3://...?endpoint_override=...`` query, small files in a single PUT), for
+    Tune (``storage_filesystem``) and the spec copy alike."""
+    return open_filesystem(storage_path(spec))
 
-    fs, root = pafs.FileSystem.from_uri(storage_path(spec))
+
+def write_spec_copy(spec: SweepSpec) -> None:
+    fs, root = run_filesystem(spec)
     directory = f"{root}/{spec.name}"
     fs.create_dir(directory, recursive=True)
     with fs.open_output_stream(f"{directory}/{SPEC_FILE}") as out:
@@ -147,7 +152,7 @@ def read_spec_copy(name: str, store: str, storage: str | None = None) -> SweepSp
         probe = SweepSpec(name=name, store=store, storage_path=storage)
     except ValueError as err:  # pydantic's ValidationError is a ValueError
         raise ConfigError(f"{name!r} cannot be a study name: {err.errors()[0]['msg'] if hasattr(err, 'errors') else err}") from None
-    fs, root = pafs.FileSystem.from_uri(storage_path(probe))
+    fs, root = run_filesystem(probe)
     path = f"{root}/{name}/{SPEC_FILE}"
     if fs.get_file_info(path).type == pafs.FileType.NotFound:
         raise ConfigError(f"no study named {name!r} under {storage_path(probe)}; "
@@ -195,11 +200,13 @@ def build_tuner(
         {"cpu": spec.resources.cpus, "gpu": spec.resources.gpus},
     )
     path = storage_path(spec)
+    # a remote run directory goes to Tune as a filesystem and a path inside it
+    filesystem, root = run_filesystem(spec) if "://" in path else (None, path)
     if restore:
-        experiment = join_uri(path, spec.name)
-        if not tune.Tuner.can_restore(experiment):
-            raise ConfigError(f"{experiment} holds no resumable run; start it with `oodstudy run`")
-        return tune.Tuner.restore(experiment, trainable=trainable, resume_errored=True)
+        experiment = f"{root}/{spec.name}"
+        if not tune.Tuner.can_restore(experiment, storage_filesystem=filesystem):
+            raise ConfigError(f"{join_uri(path, spec.name)} holds no resumable run; start it with `oodstudy run`")
+        return tune.Tuner.restore(experiment, trainable=trainable, resume_errored=True, storage_filesystem=filesystem)
     scheduler = None
     if spec.early_stopping.type == "asha":
         trains = [TrialConfig.model_validate(spec.trial_raw(cell, {})).train for cell in spec.cells()]
@@ -221,7 +228,8 @@ def build_tuner(
         ),
         run_config=tune.RunConfig(
             name=spec.name,
-            storage_path=path,
+            storage_path=root,
+            storage_filesystem=filesystem,
             callbacks=default_callbacks(spec) if callbacks is None else callbacks,
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
