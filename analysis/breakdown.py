@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.load import FAILED, axis_columns, axis_order, cell_axes, cell_label, expected_cells
+from study.tasks import PRIMARY_METRICS, metric_direction
 
 LENGTH_MODES = ("max", "min", "len_a", "len_b", "pair")
 
@@ -46,9 +47,11 @@ class Metric:
 
 
 def metric_info(name: str) -> Metric:
-    """``nmse*`` metrics: lower is better, floor 1.0 (predicting zero); anything else
-    (exact_match, digit_acc, equivalence, ...): higher is better, floor 0.0."""
-    if name.startswith("nmse"):
+    """A metric's direction as its task family declares it (``study.tasks.METRICS``):
+    lower-is-better metrics (the ``nmse*`` errors) have floor 1.0 (predicting zero);
+    the others (exact_match, digit_acc, equivalence, ..., and names no family
+    declares) are higher-is-better with floor 0.0."""
+    if metric_direction(name) == "min":
         return Metric(name, higher_is_better=False, floor=1.0)
     return Metric(name, higher_is_better=True, floor=0.0)
 
@@ -56,7 +59,7 @@ def metric_info(name: str) -> Metric:
 def primary_metrics(final: pd.DataFrame) -> list[str]:
     """The headline metric of each task family present: exact_match (arithmetic), nmse (icl)."""
     present = set(final["metric"].unique()) if len(final) else set()
-    return [m for m in ("exact_match", "nmse") if m in present] or sorted(present)[:1]
+    return [m for m in PRIMARY_METRICS.values() if m in present] or sorted(present)[:1]
 
 
 # --------------------------------------------------------------------------- per trial

@@ -14,9 +14,10 @@ import pandas as pd
 
 from analysis.breakdown import best_trials, sort_cells, summarize, trial_info, trial_scores
 from analysis.load import cell_axes, cell_label
+from study.tasks import functions_config
 
-MODEL = "nmse"
-BASELINES = ("nmse_lstsq", "nmse_ridge", "nmse_lasso", "nmse_averaging", "nmse_knn")
+MODEL = functions_config.PRIMARY_METRIC  # the model's error, "nmse"
+BASELINES = tuple(f"{MODEL}_{name}" for name in functions_config.BASELINES)  # "nmse_lstsq", ...
 MIX_AXIS = "task.mix_weight"
 CONDITION = ["shift", "shift_value", "n_context", "split"]
 

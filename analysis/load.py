@@ -20,7 +20,7 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
-from study.config import flatten
+from study.config import MODEL_PRESETS, flatten
 from study.store.sql import sql_literal
 
 FAILED = ("failed", "diverged")  # statuses excluded from every score (but counted)
@@ -28,7 +28,7 @@ EVAL_COLUMNS = ["step", "split", "metric", "value", "len_a", "len_b", "n_context
 TRIAL_KEYS = ["trial_id", "cell", "status", "family"]  # trial columns copied onto eval rows
 
 # Order of the model presets, smallest first (alphabetical order would put micro first).
-SIZE_ORDER = ["nano", "micro", "mini", "small", "standard"]
+SIZE_ORDER = list(MODEL_PRESETS)
 
 
 # --------------------------------------------------------------------------- the store

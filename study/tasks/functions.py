@@ -43,14 +43,14 @@ from __future__ import annotations
 import math
 import zlib
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
 
-from study.config import ICLTask
 from study.tasks import baselines
 from study.tasks.base import Batch, ModelIO
+from study.tasks.functions_config import SHIFT_AXES, ICLTask
 
 # --------------------------------------------------------------------------- prompt distributions
 
@@ -217,7 +217,7 @@ def to_sequence(xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
 
 # --------------------------------------------------------------------------- shifts and splits
 
-SHIFTS = ("none", "nnz", "freq_scale", "alpha", "x_scale")
+SHIFTS = ("none",) + SHIFT_AXES
 
 
 def shifted(dist: PromptDistribution, shift: str, value: float) -> PromptDistribution:
@@ -279,19 +279,21 @@ def split_of(cfg: ICLTask, shift: str, value: float) -> str:
     return "id" if inside else "ood"
 
 
+# baseline name (study.tasks.functions_config.BASELINES) -> predictions [B, n] from (xs, ys, cfg)
+BASELINE_PREDICTORS: dict[str, Callable[[torch.Tensor, torch.Tensor, ICLTask], torch.Tensor]] = {
+    "lstsq": lambda xs, ys, cfg: baselines.least_squares(xs, ys),
+    "ridge": lambda xs, ys, cfg: baselines.ridge(xs, ys, cfg.ridge_lambda),
+    "lasso": lambda xs, ys, cfg: baselines.lasso(xs, ys, cfg.lasso_alpha),
+    "averaging": lambda xs, ys, cfg: baselines.averaging(xs, ys),
+    "knn": lambda xs, ys, cfg: baselines.nearest_neighbours(xs, ys, 3),
+}
+
+
 def baseline_predictions(name: str, xs: torch.Tensor, ys: torch.Tensor, cfg: ICLTask) -> torch.Tensor:
     """Predictions [B, n] of the named baseline (see :mod:`study.tasks.baselines`)."""
-    if name == "lstsq":
-        return baselines.least_squares(xs, ys)
-    if name == "ridge":
-        return baselines.ridge(xs, ys, cfg.ridge_lambda)
-    if name == "lasso":
-        return baselines.lasso(xs, ys, cfg.lasso_alpha)
-    if name == "averaging":
-        return baselines.averaging(xs, ys)
-    if name == "knn":
-        return baselines.nearest_neighbours(xs, ys, 3)
-    raise ValueError(f"unknown baseline {name!r}")
+    if name not in BASELINE_PREDICTORS:
+        raise ValueError(f"unknown baseline {name!r}")
+    return BASELINE_PREDICTORS[name](xs, ys, cfg)
 
 
 # --------------------------------------------------------------------------- the task
