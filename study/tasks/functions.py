@@ -1,8 +1,9 @@
 """In-context regression: learning a function from the prompt alone.
 
-Following Garg et al. (2022) and Yadlowsky et al. (2023) (SCIENCE.md section 2).  A prompt
-holds n points (x_i, y_i) with x_i ~ N(0, I_d) (times an input scale, 1 in training) and
-y_i = f(x_i) (+ optional noise), f drawn fresh for every prompt from a function class.
+Following Garg, Tsipras, Liang, Valiant (2022, arXiv 2208.01066) and Yadlowsky, Doshi,
+Tripuraneni (2023, arXiv 2311.00871).  A prompt holds n points (x_i, y_i) with
+x_i ~ N(0, I_d) (times an input scale, 1 in training) and y_i = f(x_i) (+ optional
+noise), f drawn fresh for every prompt from a function class.
 
 Sequence layout.  The model reads 2n vectors of size d, pairs interleaved,
 
