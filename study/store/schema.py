@@ -15,6 +15,8 @@ import pyarrow as pa
 from study.errors import StoreError
 
 SCHEMA_VERSION = 1
+# The file at a store's root that says it is a store: {"schema_version": 1, "created": ...}
+MARKER = "_oodstudy.json"
 
 # Study names become directory names (``study=<name>``): characters that need no escaping.
 STUDY_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._+-]*$"
