@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from study.config import cell_id, load_sweep_spec
+from study.config import grid_point_id, load_sweep_spec
 from study.store import Store
 
 REPO = Path(__file__).resolve().parents[1]
@@ -243,7 +243,7 @@ def test_submit_wait_runs_a_study_to_success_with_its_gauges_on_the_metrics_endp
     # every planned trial reached the store, completed, in its cell
     spec = load_sweep_spec(spec_path)
     trials = Store(str(store), create=False).frame("trials", study="cluster_e2e")
-    assert sorted(trials["cell"]) == sorted(cell_id(c) for c in spec.cells() for _ in range(spec.tune.trials_per_cell))
+    assert sorted(trials["cell"]) == sorted(grid_point_id(p) for p in spec.grid_points() for _ in range(spec.tune.trials_per_cell))
     assert set(trials["status"]) == {"completed"}
     # Tune's trial directories carry the cell
     run_dirs = sorted(p.name for p in (store / "_runs" / "cluster_e2e").iterdir() if p.is_dir())
