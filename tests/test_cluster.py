@@ -39,6 +39,7 @@ class LocalCluster:
     metrics_ports: list[int]
     s3_endpoint: str  # an S3-compatible server (moto) every node reaches, with a bucket "bucket"
     submitted: list[str] = field(default_factory=list)  # submission ids of the studies run here
+    stores: dict[str, Path] = field(default_factory=dict)  # study -> its store, once it succeeded
 
     @property
     def token(self) -> str:
@@ -231,6 +232,7 @@ def test_submit_wait_runs_a_study_to_success_with_its_gauges_on_the_metrics_endp
     job_id = re.search(r"as job (\S+) to", err).group(1)
     assert re.fullmatch(r"cluster_e2e-\d{8}T\d{6}Z", job_id)
     cluster.submitted.append(job_id)
+    cluster.stores["cluster_e2e"] = store
     assert f"job {job_id}: SUCCEEDED" in err
     assert "results in" in out  # the job's own log, streamed
 
@@ -363,6 +365,32 @@ def test_the_dashboard_opened_with_the_token_shows_the_study_job_on_its_jobs_pag
             cookies = {c["name"]: c for c in page.context.cookies()}
             assert cookies["ray-authentication-token"]["value"] == cluster.token
             assert cookies["ray-authentication-token"]["httpOnly"]
+        finally:
+            browser.close()
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium (apt-get install chromium)")
+def test_the_html_report_of_the_study_loads_every_figure_and_logs_no_error(cluster, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    assert "cluster_e2e" in cluster.stores, "runs after the submit test"
+    report = oodstudy(cluster, "report", "--store", str(cluster.stores["cluster_e2e"]), "--study", "cluster_e2e",
+                      "--out", str(tmp_path / "report"), timeout=120)
+    assert report.returncode == 0, report.stderr[-3000:]
+    index = Path(report.stdout.strip().splitlines()[-1])
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page()
+            problems = []
+            page.on("console", lambda message: problems.append(message.text) if message.type == "error" else None)
+            page.on("pageerror", lambda error: problems.append(str(error)))
+            page.goto(index.as_uri())
+            page.wait_for_load_state("load")
+            figures = page.evaluate("Array.from(document.images).map(i => [i.alt, i.complete && i.naturalWidth > 0])")
+            assert figures and all(loaded for _, loaded in figures), figures
+            assert page.locator("table").count() >= 1
+            assert problems == []
         finally:
             browser.close()
 
