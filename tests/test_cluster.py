@@ -8,6 +8,7 @@ import json
 import os
 import random
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -133,8 +134,10 @@ def cluster():
         assert up.returncode == 0, up.stdout + up.stderr
         yield handle
     finally:
-        handle.local_sh("down")
+        down = handle.local_sh("down")
         s3.stop()
+        if down.returncode == 0:  # keep the nodes' logs only when something was left running
+            shutil.rmtree(state, ignore_errors=True)
         for key, value in saved.items():
             os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
 
@@ -322,7 +325,7 @@ def test_a_study_with_its_run_directory_on_s3_stopped_midway_resumes_to_its_plan
             done = int((trials["status"] == "completed").sum())
         except Exception:  # the store has no trials table yet
             pass
-        time.sleep(0.5)
+        time.sleep(1.5)  # reading the store through moto competes with moto serving the nodes
     assert done == 1
     jobs.stop_job(job_id)
     while str(jobs.get_job_status(job_id)) not in ("STOPPED", "FAILED", "SUCCEEDED"):
