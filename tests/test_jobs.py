@@ -89,6 +89,23 @@ def test_an_address_that_is_not_a_dashboard_is_one_line(address, message):
         connect(address)
 
 
+def test_a_web_server_that_is_not_a_ray_dashboard_is_named_as_such(tmp_path):
+    import functools
+    import http.server
+    import threading
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        address = f"http://127.0.0.1:{server.server_address[1]}"
+        with pytest.raises(ClusterError, match=f"{address} answers but not as a Ray dashboard with the Jobs API"):
+            connect(address)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_submit_without_an_address_says_how_to_give_one(spec_file, capsys, monkeypatch):
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     assert main(["submit", str(spec_file)]) == 2

@@ -36,8 +36,8 @@ def _cmd_submit(args) -> int:
     print(f"submitted study {submission.spec.name} as job {job_id} to {address} "
           f"(results in {submission.spec.store})", file=sys.stderr)
     if not args.wait:
-        print(f"follow it with: oodstudy submit ... --wait, `ray job logs -f {job_id}`, or the dashboard's Jobs page",
-              file=sys.stderr)
+        print(f"follow it with `ray job logs -f {job_id}` or on the dashboard's Jobs page; "
+              "list the studies' jobs with `oodstudy jobs`", file=sys.stderr)
         return 0
     try:
         status = follow(client, job_id)

@@ -119,6 +119,7 @@ def token_source() -> str | None:
 def connect(address: str) -> "JobSubmissionClient":
     """A Jobs API client of the dashboard at ``address`` that has answered one authenticated
     request; every way this fails is one ClusterError line."""
+    import requests
     from ray.exceptions import AuthenticationError
     from ray.job_submission import JobSubmissionClient
 
@@ -138,10 +139,10 @@ def connect(address: str) -> "JobSubmissionClient":
             ) from None
         raise ClusterError(f"the cluster at {address} refused the token from {source}; "
                            "use the token the cluster was started with") from None
-    except ConnectionError:
+    except (ConnectionError, requests.ConnectionError, requests.Timeout):
         raise ClusterError(f"no Ray dashboard answers at {address}; check --address "
                            "(http://HOST:8265) and that the cluster and your tunnel are up") from None
-    except Exception as err:  # something answers, but not the Jobs API (a version check, a non-JSON page)
+    except (RuntimeError, requests.RequestException, ValueError) as err:  # an answer, but not the Jobs API's
         raise ClusterError(f"{address} answers but not as a Ray dashboard with the Jobs API "
                            f"({type(err).__name__}); check the port (the dashboard's, 8265 by default)") from None
     return client
