@@ -21,6 +21,7 @@
 #   OODSTUDY_METRICS_PORT     Prometheus metrics of the head; worker i uses +i (default 8090)
 #   OODSTUDY_PORT_BASE        first of a block of 10 ports per node for the node's own
 #                             agents and managers (default 42000)
+#   OODSTUDY_METRICS_INTERVAL_MS  how often every process reports its metrics (default 5000)
 #
 # Why every node gets its own --temp-dir: `ray start` writes the cluster's address to
 # <temp-dir>/ray_current_cluster, and a plain `ray.init()` reads /tmp/ray/ray_current_cluster.
