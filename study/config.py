@@ -217,6 +217,29 @@ class ModelConfig(_Strict):
 # --------------------------------------------------------------------------- training
 
 
+class StopWhen(_Strict):
+    """End a member early (status ``converged``) once a summary metric holds a bound.
+
+    The bound must hold at ``for_evals`` evaluations in a row; the last of them is the
+    member's final evaluation.  Give exactly one of ``at_least`` and ``at_most``.
+    """
+
+    metric: str = Field("id_exact_match", description="a summary metric, e.g. id_exact_match or id_nmse")
+    at_least: float | None = None
+    at_most: float | None = None
+    for_evals: int = Field(1, ge=1, description="consecutive evaluations that must meet the bound")
+
+    @model_validator(mode="after")
+    def _check(self) -> "StopWhen":
+        if (self.at_least is None) == (self.at_most is None):
+            raise ValueError("train.stop_when needs exactly one of at_least (higher is better) or at_most")
+        return self
+
+    def met(self, metrics: dict[str, float]) -> bool:
+        value = metrics.get(self.metric, float("nan"))
+        return value >= self.at_least if self.at_least is not None else value <= self.at_most
+
+
 class TrainConfig(_Strict):
     steps: int = Field(4000, ge=1)
     batch_size: int = Field(64, ge=1)
@@ -235,6 +258,7 @@ class TrainConfig(_Strict):
     precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto", description="auto: bf16 autocast on CUDA, fp32 elsewhere"
     )
+    stop_when: StopWhen | None = Field(None, description="end a member once a metric holds; off when null")
 
     @model_validator(mode="after")
     def _check(self) -> "TrainConfig":
@@ -250,10 +274,26 @@ class TrainConfig(_Strict):
         return self
 
 
+class PackConfig(_Strict):
+    """K members of one cell trained in one process with batched weights (study.model)."""
+
+    size: int = Field(1, ge=1, description="members per pack; 1 trains a single model")
+
+
 class TrialConfig(_Strict):
     task: ArithmeticTask | ICLTask = Field(default_factory=ArithmeticTask, discriminator="family")
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    pack: PackConfig = Field(default_factory=PackConfig)
+
+    @model_validator(mode="after")
+    def _check_stop_when(self) -> "TrialConfig":
+        stop = self.train.stop_when
+        known = {"loss"} | {f"{split}_{m}" for split in ("id", "ood") for m in SUMMARY_METRICS[self.task.family]}
+        if stop is not None and stop.metric not in known:
+            raise ValueError(f"train.stop_when.metric={stop.metric!r} is not a summary metric of this task; "
+                             f"use one of {sorted(known)}")
+        return self
 
     @model_validator(mode="before")
     @classmethod
