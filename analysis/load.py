@@ -20,14 +20,16 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
-from study.config import flatten
+from study.config import MODEL_PRESETS, flatten
+from study.store.sql import sql_literal
 
 FAILED = ("failed", "diverged")  # statuses excluded from every score (but counted)
 EVAL_COLUMNS = ["step", "split", "metric", "value", "len_a", "len_b", "n_context", "shift", "shift_value"]
 TRIAL_KEYS = ["trial_id", "cell", "status", "family"]  # trial columns copied onto eval rows
+POINT_COLUMNS = ["trial_id", "step", "kind", "split", "point", "label", "a", "b", "pc1", "pc2"]
 
 # Order of the model presets, smallest first (alphabetical order would put micro first).
-SIZE_ORDER = ["nano", "micro", "mini", "small", "standard"]
+SIZE_ORDER = list(MODEL_PRESETS)
 
 
 # --------------------------------------------------------------------------- the store
@@ -61,15 +63,6 @@ def _uri(store: Any) -> str:
         if getattr(store, attr, None) is not None:
             return str(getattr(store, attr))
     return repr(store)
-
-
-def sql_literal(value: Any) -> str:
-    """``value`` as a SQL literal: strings quoted (quotes doubled), numbers as written."""
-    if isinstance(value, str):
-        return "'" + value.replace("'", "''") + "'"
-    if isinstance(value, (bool, np.bool_)):
-        return "TRUE" if value else "FALSE"
-    return repr(float(value)) if isinstance(value, float) else str(value)
 
 
 def _in(column: str, values: Iterable[Any]) -> str:
@@ -298,3 +291,26 @@ def attach_trials(rows: pd.DataFrame, trials_frame: pd.DataFrame) -> pd.DataFram
         if "len_a" in rows else "arithmetic")
     rest = rows.drop(columns=["trial_id"] + [c for c in info.columns if c in rows])
     return pd.concat([joined, rest], axis=1)
+
+
+def study_frames(store: Any, study: str, config: str = "none") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(trials, final evals)`` of ``study``: :func:`trials` and, joined with it,
+    :func:`final_evals`."""
+    store = open_store(store)
+    trial_table = trials(store, study, config=config)
+    return trial_table, final_evals(store, study, trials_frame=trial_table)
+
+
+# --------------------------------------------------------------------------- representations
+
+
+def points(store: Any, study: str, trial_id: str | None = None, step: int | None = None,
+           kind: str | None = "pca_units_digit") -> pd.DataFrame:
+    """PCA points of ``study`` (optionally one trial, one step, one kind), filtered in
+    the store.  Columns: trial_id, step, kind, split, point, label, a, b, pc1, pc2;
+    sorted by trial, step, split, point."""
+    store = open_store(store)
+    where = [f"{column} = {sql_literal(value)}" for column, value in
+             (("trial_id", trial_id), ("step", step), ("kind", kind)) if value is not None]
+    rows = store.frame("representations", study=study, where=" AND ".join(where) or None, columns=POINT_COLUMNS)
+    return rows[POINT_COLUMNS].sort_values(["trial_id", "step", "split", "point"]).reset_index(drop=True)

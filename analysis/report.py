@@ -10,7 +10,6 @@ representations (PCA over training, cluster separation).
 
 from __future__ import annotations
 
-import argparse
 import base64
 import datetime as dt
 import html
@@ -167,19 +166,19 @@ def _icl(page: Page, trials: pd.DataFrame, final: pd.DataFrame, threshold: float
     page.figure("nmse_curves", plots.nmse_curves(curves), "Normalized error against k with the baselines.")
     page.table("icl_curves", curves, "Normalized error per cell, condition and k (model and baselines)")
     gap = icl.selection_gap(final, by=by)
-    page.figure("selection_gap", plots.selection_gap(gap), "Excess error over the best baseline and specialist.")
+    page.figure("selection_gap", plots.selection_gap_curves(gap), "Excess error over the best baseline and specialist.")
     page.table("selection_gap", gap, "Model-selection gap per cell and condition")
     errors = icl.shift_errors(final, by=by)
-    page.figure("shift_errors", plots.shift_errors(errors), "Error along the shift axes (mean over k).")
+    page.figure("shift_errors", plots.shift_error_curves(errors), "Error along the shift axes (mean over k).")
     page.table("shift_errors", errors, "Error per cell and shift value (mean over k)")
     mix = icl.mixture_effect(errors)
     if not mix.empty and mix[icl.MIX_AXIS].nunique() > 1:
-        page.figure("mixture_effect", plots.mixture_effect(mix), "Error against the pretraining mixture weight.")
+        page.figure("mixture_effect", plots.mixture_effect_curves(mix), "Error against the pretraining mixture weight.")
         page.table("mixture_effect", mix, "Error per mixture weight and shift")
 
 
 def _representations(page: Page, store: Any, study: str, final: pd.DataFrame) -> None:
-    points = representations.load_points(store, study, kind=None)
+    points = load.points(store, study, kind=None)
     if points.empty:
         return
     page.section("Representations")
@@ -230,32 +229,3 @@ def build_report(store_uri: Any, study: str, out_dir: str | Path, threshold: flo
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     meta = f"store {getattr(store, 'uri', store_uri)} · {len(trials)} trials · written {stamp}"
     return page.write(f"OOD study report: {study}", meta)
-
-
-# --------------------------------------------------------------------------- CLI
-
-
-def _cmd_report(args: argparse.Namespace) -> int:
-    from study.config import ConfigError
-
-    store = load.open_store(args.store)
-    study = args.study
-    if study is None:
-        names = store.studies()
-        if len(names) != 1:
-            raise ConfigError(f"name a study with --study; the store {args.store} has: {', '.join(names) or 'none'}")
-        study = names[0]
-    path = build_report(store, study, args.out or Path("reports") / study, threshold=args.threshold)
-    print(path)
-    return 0
-
-
-def add_report_command(subparsers: Any) -> None:
-    """Add ``report --store URI --study NAME --out DIR`` to the CLI's subparsers."""
-    p = subparsers.add_parser("report", help="write an HTML report (figures, tables, CSVs) of a study")
-    p.add_argument("--store", default="./results", help="store directory or URI (default ./results)")
-    p.add_argument("--study", default=None, help="study name (default: the store's only study)")
-    p.add_argument("--out", default=None, help="output directory (default reports/<study>)")
-    p.add_argument("--threshold", type=float, default=0.5,
-                   help="boundary: score below this share of the ID score (default 0.5)")
-    p.set_defaults(func=_cmd_report)

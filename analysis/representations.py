@@ -3,31 +3,13 @@
 The ``representations`` table holds, per trial and step, the 2-D PCA of a hidden state
 over a grid of inputs (a, b), each point labelled by its residue class.  Training moves
 it from a blob to rings to one cluster per label; :func:`separation` turns that into a
-number per step.
+number per step.  The points are read by :func:`analysis.load.points`.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import pandas as pd
-
-from analysis.load import open_store, sql_literal
-
-COLUMNS = ["trial_id", "step", "kind", "split", "point", "label", "a", "b", "pc1", "pc2"]
-
-
-def load_points(store: Any, study: str, trial_id: str | None = None, step: int | None = None,
-                kind: str | None = "pca_units_digit") -> pd.DataFrame:
-    """PCA points of ``study`` (optionally one trial, one step, one kind), filtered in
-    the store.  Columns: trial_id, step, kind, split, point, label, a, b, pc1, pc2;
-    sorted by trial, step, split, point."""
-    store = open_store(store)
-    where = [f"{column} = {sql_literal(value)}" for column, value in
-             (("trial_id", trial_id), ("step", step), ("kind", kind)) if value is not None]
-    rows = store.frame("representations", study=study, where=" AND ".join(where) or None, columns=COLUMNS)
-    return rows[COLUMNS].sort_values(["trial_id", "step", "split", "point"]).reset_index(drop=True)
 
 
 def separation_score(pc: np.ndarray, labels: np.ndarray) -> tuple[float, float]:

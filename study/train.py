@@ -40,7 +40,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from study.config import ConfigError, TrainConfig, TrialConfig
+from study.config import TrainConfig, TrialConfig
+from study.errors import ConfigError
 from study.model import Transformer
 from study.tasks import build_task
 from study.tasks.base import Batch

@@ -311,7 +311,7 @@ def test_all_curves_at_once_agree_with_find_boundary_curve_by_curve(metric, id_l
 
 
 def test_summary_table_prints_one_line_per_cell(store):
-    text = bd.summary_table(store, "arith")
+    text = bd.summary_text("arith", *load.study_frames(store, "arith"))
     lines = text.splitlines()
     assert lines[0] == "study arith" and "along length:" in lines
     assert lines[lines.index("along length:") + 1].split() == ["cell", "n", "id", "len4", "len5", "len6", "len7",
@@ -398,8 +398,8 @@ def test_separation_scores_a_known_configuration():
 
 
 def test_separation_grows_from_blob_to_clusters(store):
-    points = representations.load_points(store, "arith", trial_id="a2")
-    assert list(points.columns) == representations.COLUMNS and len(points) == 200
+    points = load.points(store, "arith", trial_id="a2")
+    assert list(points.columns) == load.POINT_COLUMNS and len(points) == 200
     sep = representations.separation(points).set_index(["step", "split"])
     assert sep.loc[(100, "all"), "r2"] < 0.3 and sep.loc[(200, "all"), "r2"] > 0.99
     assert sep.loc[(200, "all"), "separation"] > 100 * sep.loc[(100, "all"), "separation"]

@@ -308,3 +308,10 @@ def test_evaluation_prompts_are_fixed_by_the_seed():
     assert torch.equal(first.conditions[0].inputs, again.conditions[0].inputs)
     assert not torch.equal(first.conditions[0].inputs, other.conditions[0].inputs)
     assert first.representations(Zero()) == []
+
+
+def test_every_baseline_the_config_accepts_has_a_predictor():
+    from study.tasks import functions_config
+    from study.tasks.functions import BASELINE_PREDICTORS
+
+    assert tuple(BASELINE_PREDICTORS) == functions_config.BASELINES
