@@ -126,6 +126,10 @@ class TrainConfig(Section):
         return self
 
 
+# The train fields in which members of one pack may differ (all else they share).
+PACK_MEMBER_FIELDS = ("seed", "lr", "weight_decay", "warmup_steps")
+
+
 class PackConfig(Section):
     """K members of one cell trained in one process with batched weights (study.model)."""
 
@@ -365,6 +369,7 @@ class SweepSpec(Section):
     store: str = "./results"
     storage_path: str | None = Field(None, description="Ray Tune's run directory; default <store>/_runs")
     optuna_storage: str | None = Field(None, description="Optuna storage URL; default a journal file")
+    pack: PackConfig = Field(default_factory=PackConfig, description="members trained together per Tune trial")
 
     @model_validator(mode="after")
     def _check(self) -> "SweepSpec":
@@ -385,12 +390,54 @@ class SweepSpec(Section):
 
     def trial_raw(self, cell: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
         """The raw trial config of one cell with tuned values filled in (not yet validated)."""
-        return apply_overrides(self.base, {**cell, **params})
+        raw = apply_overrides(self.base, {**cell, **params})
+        if self.pack.size > 1:
+            raw["pack"] = self.pack.model_dump()
+        return raw
+
+    def pack_groups(self) -> list[list[int]]:
+        """Indices into :meth:`cells` of the cells one pack may draw its members from.
+
+        With ``pack.size`` 1, every cell alone.  With packs, the cells that differ only
+        in ``train.seed`` form one group: a pack trains seeds and Optuna suggestions of
+        one cell of the other axes, and each member keeps its own cell (seed included).
+        """
+        cells = self.cells()
+        if self.pack.size == 1:
+            return [[i] for i in range(len(cells))]
+        groups: dict[str, list[int]] = {}
+        for i, cell in enumerate(cells):
+            groups.setdefault(cell_id({k: v for k, v in cell.items() if k != "train.seed"}), []).append(i)
+        return list(groups.values())
+
+    def check_pack(self) -> None:
+        """Refuse a pack whose members could differ in more than seed and the tuned training
+        values, or one larger than what the cells it draws from hold."""
+        if "pack" in self.base:
+            raise ConfigError("base.pack: set the pack size at the top level of the spec (pack: {size: K})")
+        if self.pack.size == 1:
+            return
+        packable = {f"train.{name}" for name in PACK_MEMBER_FIELDS}
+        differing = sorted(set(self.tune.params) - packable)
+        if differing:
+            raise ConfigError(
+                f"pack.size={self.pack.size} with tuned axes {differing}: members of a pack share the "
+                f"architecture and everything else but {', '.join(sorted(packable))}; make {differing} grid "
+                "axes or set pack.size=1"
+            )
+        quota = min(len(group) for group in self.pack_groups()) * self.tune.trials_per_cell
+        if self.pack.size > quota:
+            raise ConfigError(
+                f"pack.size={self.pack.size} is larger than the {quota} members a cell holds "
+                f"(tune.trials_per_cell={self.tune.trials_per_cell} x the train.seed values); "
+                f"lower pack.size to at most {quota}"
+            )
 
     def check_trials(self) -> None:
         """Validate the trial config of every cell at the corners of every tuned axis."""
         import itertools
 
+        self.check_pack()
         corner_sets = [
             dict(zip(self.tune.params, combo))
             for combo in itertools.product(*(d.corners() for d in self.tune.params.values()))

@@ -40,14 +40,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from study.config import TrainConfig, TrialConfig
+from study.config import PACK_MEMBER_FIELDS, TrainConfig, TrialConfig
 from study.errors import ConfigError
 from study.model import Transformer
 from study.tasks import build_task
 from study.tasks.base import Batch
-
-# The train fields in which members of one pack may differ (all else must be equal).
-PER_MEMBER_FIELDS = ("seed", "lr", "weight_decay", "warmup_steps")
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -188,17 +185,17 @@ def member_losses(tasks: list[Any], output: torch.Tensor, batches: list[Batch]) 
 
 
 def check_pack(members: list[TrialConfig]) -> None:
-    """Refuse a pack whose members differ in anything but PER_MEMBER_FIELDS, naming the field."""
+    """Refuse a pack whose members differ in anything but PACK_MEMBER_FIELDS, naming the field."""
     if not members:
         raise ConfigError("a pack needs at least one member")
     first = members[0].flat()
     for other in members[1:]:
         for key, value in other.flat().items():
-            shared = not (key.startswith("train.") and key.removeprefix("train.") in PER_MEMBER_FIELDS)
+            shared = not (key.startswith("train.") and key.removeprefix("train.") in PACK_MEMBER_FIELDS)
             if shared and first.get(key) != value:
                 raise ConfigError(
                     f"pack members differ in {key} ({first.get(key)!r} vs {value!r}); members of a pack share "
-                    f"everything but train.{', train.'.join(PER_MEMBER_FIELDS)}: put the others in separate packs"
+                    f"everything but train.{', train.'.join(PACK_MEMBER_FIELDS)}: put the others in separate packs"
                 )
 
 
