@@ -21,9 +21,13 @@ faster of the two is the reference).  ``--threads`` (default 1, as a trial with
 ``resources.cpus=1`` runs) applies to both the training and the matmul.  The last
 line printed is one JSON object with every figure.
 
+Packs: for each K in ``--packs`` other than 1, the same preset also runs as a pack of K
+members (``study.train.train_pack``, ``--pack-steps`` timed steps); its examples/s count
+every member's examples, and its FLOP/s share says how much better a pack uses the device.
+
     python bench/train_step.py [--sizes nano,micro,mini] [--task arithmetic|icl]
         [--steps 20] [--warmup 3] [--batch-size 64] [--device auto|cpu|cuda]
-        [--threads 1] [--matmul-size N] [--set key=value ...]
+        [--threads 1] [--matmul-size N] [--packs 1,16] [--pack-steps 5] [--set key=value ...]
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from study.config import MODEL_PRESETS, TrialConfig, parse_value, trial_config  # noqa: E402
 from study.model import Transformer  # noqa: E402
 from study.tasks import build_task  # noqa: E402
-from study.train import pick_device, train, uses_bf16  # noqa: E402
+from study.train import pack_members, pick_device, train, train_pack, uses_bf16  # noqa: E402
 
 # Evaluation is not timed, but it runs once at the end of every train() call: keep it small.
 SMALL_EVAL: dict[str, dict[str, Any]] = {
@@ -117,14 +121,17 @@ def time_training(cfg: TrialConfig, warmup: int, device: torch.device) -> tuple[
         synchronize(device)
         marks[step] = time.perf_counter()
 
-    result = train(cfg, trial_id="bench", progress=progress)
+    if cfg.pack.size == 1:
+        result = train(cfg, trial_id="bench", progress=progress)
+    else:
+        result = train_pack(pack_members(cfg), progress=progress)[0]
     if result.status != "completed":
         return float("nan"), result.status
     return marks[cfg.train.steps] - marks[warmup], result.status
 
 
-def config_for(args: argparse.Namespace, size: str) -> TrialConfig:
-    total = args.warmup + args.steps
+def config_for(args: argparse.Namespace, size: str, pack: int = 1) -> TrialConfig:
+    total = args.warmup + (args.steps if pack == 1 else args.pack_steps)
     overrides: dict[str, Any] = dict(SMALL_EVAL[args.task])
     overrides.update(_parse_sets(args.set))
     overrides.update({
@@ -133,6 +140,7 @@ def config_for(args: argparse.Namespace, size: str) -> TrialConfig:
         "train.steps": total,
         "train.eval_every": total,  # evaluate once, after the timed window
         "train.log_every": args.warmup,  # progress marks at the end of warmup and at the end
+        "pack.size": pack,
     })
     if args.batch_size is not None:
         overrides["train.batch_size"] = args.batch_size
@@ -164,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--matmul-size", type=int, default=None, help="default 2048 on CPU, 8192 on CUDA")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="trial config override, e.g. --set model.pos_encoding=rope")
+    parser.add_argument("--packs", default="1,16", help="pack sizes K per preset (1: a single model)")
+    parser.add_argument("--pack-steps", type=int, default=5, help="timed steps of a pack (K > 1)")
     args = parser.parse_args(argv)
     if args.warmup < 1 or args.steps < 1:
         parser.error("--warmup and --steps must be >= 1")
@@ -185,25 +195,28 @@ def main(argv: list[str] | None = None) -> int:
     matmul_before = matmul_flops_per_s(device, bf16, n)
     print(f"matmul {n}x{n} {dtype}: {matmul_before / 1e9:.1f} GFLOP/s (before)")
 
+    packs = [int(k) for k in args.packs.split(",") if k.strip()]
     results: list[dict[str, Any]] = []
-    for size in sizes:
-        cfg = config_for(args, size)
+    for size, pack in ((s, k) for s in sizes for k in packs):
+        cfg = config_for(args, size, pack)
         probed = probe(cfg, device, bf16)
         seq_len, formula = probed["seq_len"], probed["flops_per_example"]
         counted = probed["flops_per_example_counted"]
         seconds, status = time_training(cfg, args.warmup, device)
         batch_size = cfg.train.batch_size
-        examples_per_s = args.steps * batch_size / seconds
+        timed_steps = cfg.train.steps - args.warmup
+        examples_per_s = pack * timed_steps * batch_size / seconds
         row = {
             "size": size,
+            "pack": pack,
             "shape": list(cfg.model.shape),
             "n_params": probed["n_params"],
             "seq_len": seq_len,
             "batch_size": batch_size,
-            "steps": args.steps,
+            "steps": timed_steps,
             "status": status,
             "seconds": round(seconds, 4),
-            "ms_per_step": round(1000 * seconds / args.steps, 2),
+            "ms_per_step": round(1000 * seconds / timed_steps, 2),
             "examples_per_s": round(examples_per_s, 1),
             "tokens_per_s": round(examples_per_s * seq_len, 1),
             "flops_per_example": formula,
@@ -212,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         results.append(row)
         print(
-            f"{size:>8} {row['n_params']:>10,} params  T={seq_len:<3} B={batch_size:<4} "
+            f"{size:>8} K={pack:<3}{row['n_params']:>10,} params  T={seq_len:<3} B={batch_size:<4} "
             f"{row['ms_per_step']:>8.1f} ms/step  {row['examples_per_s']:>10,.0f} ex/s  "
             f"{row['tokens_per_s']:>12,.0f} tok/s  {row['flops_per_s'] / 1e9:>8.2f} GFLOP/s  "
             f"(formula/counted FLOPs {formula / counted:.4f}){'' if status == 'completed' else '  ' + status}"
@@ -223,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"matmul {n}x{n} {dtype}: {matmul_after / 1e9:.1f} GFLOP/s (after); reference {matmul / 1e9:.1f} GFLOP/s")
     for row in results:
         row["ratio_to_matmul"] = round(row["flops_per_s"] / matmul, 4)
-        print(f"{row['size']:>8} achieved / matmul FLOP/s = {row['ratio_to_matmul']:.3f}")
+        print(f"{row['size']:>8} K={row['pack']:<3} achieved / matmul FLOP/s = {row['ratio_to_matmul']:.3f}")
 
     figures = {
         "device": str(device),

@@ -69,6 +69,29 @@ class ModelConfig(Section):
 # --------------------------------------------------------------------------- training
 
 
+class StopWhen(Section):
+    """End a member early (status ``converged``) once a summary metric holds a bound.
+
+    The bound must hold at ``for_evals`` evaluations in a row; the last of them is the
+    member's final evaluation.  Give exactly one of ``at_least`` and ``at_most``.
+    """
+
+    metric: str = Field("id_exact_match", description="a summary metric, e.g. id_exact_match or id_nmse")
+    at_least: float | None = None
+    at_most: float | None = None
+    for_evals: int = Field(1, ge=1, description="consecutive evaluations that must meet the bound")
+
+    @model_validator(mode="after")
+    def _check(self) -> "StopWhen":
+        if (self.at_least is None) == (self.at_most is None):
+            raise ValueError("train.stop_when needs exactly one of at_least (higher is better) or at_most")
+        return self
+
+    def met(self, metrics: dict[str, float]) -> bool:
+        value = metrics.get(self.metric, float("nan"))
+        return value >= self.at_least if self.at_least is not None else value <= self.at_most
+
+
 class TrainConfig(Section):
     steps: int = Field(4000, ge=1)
     batch_size: int = Field(64, ge=1)
@@ -87,6 +110,7 @@ class TrainConfig(Section):
     precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto", description="auto: bf16 autocast on CUDA, fp32 elsewhere"
     )
+    stop_when: StopWhen | None = Field(None, description="end a member once a metric holds; off when null")
 
     @model_validator(mode="after")
     def _check(self) -> "TrainConfig":
@@ -102,10 +126,30 @@ class TrainConfig(Section):
         return self
 
 
+# The train fields in which members of one pack may differ (all else they share).
+PACK_MEMBER_FIELDS = ("seed", "lr", "weight_decay", "warmup_steps")
+
+
+class PackConfig(Section):
+    """K members of one cell trained in one process with batched weights (study.model)."""
+
+    size: int = Field(1, ge=1, description="members per pack; 1 trains a single model")
+
+
 class TrialConfig(Section):
     task: ArithmeticTask | ICLTask = Field(default_factory=ArithmeticTask, discriminator="family")
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    pack: PackConfig = Field(default_factory=PackConfig)
+
+    @model_validator(mode="after")
+    def _check_stop_when(self) -> "TrialConfig":
+        stop = self.train.stop_when
+        known = {LOSS} | {f"{split}_{m}" for split in SPLITS for m in METRICS[self.task.family]}
+        if stop is not None and stop.metric not in known:
+            raise ValueError(f"train.stop_when.metric={stop.metric!r} is not a summary metric of this task; "
+                             f"use one of {sorted(known)}")
+        return self
 
     @model_validator(mode="before")
     @classmethod
@@ -331,6 +375,7 @@ class SweepSpec(Section):
     store: str = "./results"
     storage_path: str | None = Field(None, description="Ray Tune's run directory; default <store>/_runs")
     optuna_storage: str | None = Field(None, description="Optuna storage URL; default a journal file")
+    pack: PackConfig = Field(default_factory=PackConfig, description="members trained together per Tune trial")
 
     @model_validator(mode="after")
     def _check(self) -> "SweepSpec":
@@ -351,12 +396,54 @@ class SweepSpec(Section):
 
     def trial_raw(self, point: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
         """The raw trial config of one grid point with tuned values filled in (not yet validated)."""
-        return apply_overrides(self.base, {**point, **params})
+        raw = apply_overrides(self.base, {**point, **params})
+        if self.pack.size > 1:
+            raw["pack"] = self.pack.model_dump()
+        return raw
+
+    def pack_groups(self) -> list[list[int]]:
+        """Indices into :meth:`grid_points` of the points one pack may draw its members from.
+
+        With ``pack.size`` 1, every grid point alone.  With packs, the points of one cell
+        (the points that differ only in ``train.seed``) form one group: a pack trains
+        seeds and Optuna suggestions of one cell, and each member keeps its own grid point.
+        """
+        points = self.grid_points()
+        if self.pack.size == 1:
+            return [[i] for i in range(len(points))]
+        groups: dict[str, list[int]] = {}
+        for i, point in enumerate(points):
+            groups.setdefault(grid_point_id({k: v for k, v in point.items() if k != "train.seed"}), []).append(i)
+        return list(groups.values())
+
+    def check_pack(self) -> None:
+        """Refuse a pack whose members could differ in more than seed and the tuned training
+        values, or one larger than the members a cell holds."""
+        if "pack" in self.base:
+            raise ConfigError("base.pack: set the pack size at the top level of the spec (pack: {size: K})")
+        if self.pack.size == 1:
+            return
+        packable = {f"train.{name}" for name in PACK_MEMBER_FIELDS}
+        differing = sorted(set(self.tune.params) - packable)
+        if differing:
+            raise ConfigError(
+                f"pack.size={self.pack.size} with tuned axes {differing}: members of a pack share the "
+                f"architecture and everything else but {', '.join(sorted(packable))}; make {differing} grid "
+                "axes or set pack.size=1"
+            )
+        quota = min(len(group) for group in self.pack_groups()) * self.tune.trials_per_cell
+        if self.pack.size > quota:
+            raise ConfigError(
+                f"pack.size={self.pack.size} is larger than the {quota} members a cell holds "
+                f"(tune.trials_per_cell={self.tune.trials_per_cell} x the train.seed values); "
+                f"lower pack.size to at most {quota}"
+            )
 
     def check_trials(self) -> None:
         """Validate the trial config of every grid point at the corners of every tuned axis."""
         import itertools
 
+        self.check_pack()
         corner_sets = [
             dict(zip(self.tune.params, combo))
             for combo in itertools.product(*(d.corners() for d in self.tune.params.values()))

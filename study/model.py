@@ -1,8 +1,16 @@
-"""A decoder-only transformer, readable in one file.
+"""A decoder-only transformer, readable in one file, holding a pack of K members.
 
 GPT-2 style pre-LayerNorm blocks (attention + MLP with residuals).  Two ways in:
 token ids through an embedding table (arithmetic) or vectors through a linear
 read-in (in-context regression); two ways out: vocabulary logits or a linear read-out.
+
+A pack is K independent models of one architecture trained side by side: every
+parameter has a leading member dimension K (a linear map is ``weight [K, in, out]``,
+applied with one batched matmul), and attention merges the members into the batch so
+one fused kernel serves them all.  K = 1 is a single model.  Nothing mixes members:
+output k depends only on member k's weights and inputs, so each member trains exactly
+as it would alone (up to float rounding).
+
 The position encoding is a parameter:
 
 - ``learned``:    a trained table of absolute position vectors added to the input;
@@ -10,6 +18,8 @@ The position encoding is a parameter:
 - ``rope``:       queries and keys rotated by position-dependent angles (relative);
 - ``alibi``:      a per-head linear penalty -m_h * (i - j) added to attention scores;
 - ``none``:       no position signal beyond the causal mask (NoPE).
+
+Shapes: K members, B sequences each, T positions, C = d_model, H heads, hd = C / H.
 """
 
 from __future__ import annotations
@@ -19,6 +29,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.func import functional_call
 
 from study.config import ModelConfig
 from study.tasks.base import ModelIO
@@ -53,12 +64,58 @@ def alibi_slopes(n_head: int) -> torch.Tensor:
     return torch.tensor([2.0 ** (-8.0 * (h + 1) / n_head) for h in range(n_head)])
 
 
+def member_view(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """A per-member vector weight [K, C] shaped to broadcast against x [K, ..., C]."""
+    return weight.view(weight.shape[0], *([1] * (x.dim() - 2)), weight.shape[1])
+
+
+class PackedLinear(nn.Module):
+    """K independent linear maps: y[k] = x[k] @ weight[k] + bias[k]."""
+
+    def __init__(self, n_members: int, d_in: int, d_out: int, bias: bool = True):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(n_members, d_in, d_out))
+        self.bias = nn.Parameter(torch.zeros(n_members, 1, d_out)) if bias else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        K, *rest, d_in = x.shape
+        flat = x.reshape(K, -1, d_in)  # [K, N, in], N = every position of every sequence
+        y = torch.bmm(flat, self.weight) if self.bias is None else torch.baddbmm(self.bias, flat, self.weight)
+        return y.view(K, *rest, -1)  # [K, ..., out]
+
+
+class PackedEmbedding(nn.Module):
+    """K independent token tables: x[k, b, t] = weight[k, tokens[k, b, t]]."""
+
+    def __init__(self, n_members: int, n_tokens: int, dim: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(n_members, n_tokens, dim))
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        K, V, C = self.weight.shape
+        offset = torch.arange(K, device=tokens.device).view(K, *([1] * (tokens.dim() - 1))) * V
+        return F.embedding(tokens + offset, self.weight.view(K * V, C))  # [K, B, T, C]
+
+
+class PackedLayerNorm(nn.Module):
+    """LayerNorm over the last dimension with a per-member gain and bias [K, C]."""
+
+    def __init__(self, n_members: int, dim: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(n_members, dim))
+        self.bias = nn.Parameter(torch.zeros(n_members, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        normed = F.layer_norm(x, x.shape[-1:])
+        return normed * member_view(self.weight, x) + member_view(self.bias, x)
+
+
 class CausalSelfAttention(nn.Module):
-    def __init__(self, d_model: int, n_head: int, dropout: float, pos_encoding: str, max_seq_len: int):
+    def __init__(self, n_members: int, d_model: int, n_head: int, dropout: float, pos_encoding: str, max_seq_len: int):
         super().__init__()
         self.n_head, self.head_dim = n_head, d_model // n_head
-        self.qkv = nn.Linear(d_model, 3 * d_model)
-        self.proj = nn.Linear(d_model, d_model)
+        self.qkv = PackedLinear(n_members, d_model, 3 * d_model)
+        self.proj = PackedLinear(n_members, d_model, d_model)
         self.dropout = dropout
         self.resid_dropout = nn.Dropout(dropout)
         self.pos_encoding = pos_encoding
@@ -74,9 +131,10 @@ class CausalSelfAttention(nn.Module):
             self.register_buffer("alibi_bias", bias, persistent=False)  # [H, T, T]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, T, C = x.shape
-        q, k, v = self.qkv(x).split(C, dim=2)
-        q, k, v = (t.view(B, T, self.n_head, self.head_dim).transpose(1, 2) for t in (q, k, v))  # [B, H, T, hd]
+        K, B, T, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=-1)  # each [K, B, T, C]
+        # members join the batch: one attention call over K * B sequences
+        q, k, v = (t.reshape(K * B, T, self.n_head, self.head_dim).transpose(1, 2) for t in (q, k, v))  # [KB, H, T, hd]
         if self.pos_encoding == "rope":
             cos, sin = self.rope_cos[:T], self.rope_sin[:T]
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
@@ -86,15 +144,15 @@ class CausalSelfAttention(nn.Module):
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout)
         else:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        y = y.transpose(1, 2).reshape(K, B, T, C)
         return self.resid_dropout(self.proj(y))
 
 
 class MLP(nn.Module):
-    def __init__(self, d_model: int, dropout: float):
+    def __init__(self, n_members: int, d_model: int, dropout: float):
         super().__init__()
-        self.fc = nn.Linear(d_model, 4 * d_model)
-        self.proj = nn.Linear(4 * d_model, d_model)
+        self.fc = PackedLinear(n_members, d_model, 4 * d_model)
+        self.proj = PackedLinear(n_members, 4 * d_model, d_model)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -102,12 +160,12 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, d_model: int, n_head: int, dropout: float, pos_encoding: str, max_seq_len: int):
+    def __init__(self, n_members: int, d_model: int, n_head: int, dropout: float, pos_encoding: str, max_seq_len: int):
         super().__init__()
-        self.ln_1 = nn.LayerNorm(d_model)
-        self.attn = CausalSelfAttention(d_model, n_head, dropout, pos_encoding, max_seq_len)
-        self.ln_2 = nn.LayerNorm(d_model)
-        self.mlp = MLP(d_model, dropout)
+        self.ln_1 = PackedLayerNorm(n_members, d_model)
+        self.attn = CausalSelfAttention(n_members, d_model, n_head, dropout, pos_encoding, max_seq_len)
+        self.ln_2 = PackedLayerNorm(n_members, d_model)
+        self.mlp = MLP(n_members, d_model, dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.ln_1(x))
@@ -115,62 +173,112 @@ class Block(nn.Module):
 
 
 class Transformer(nn.Module):
-    """``model(inputs) -> outputs [B, T, io.n_out]``; position t sees positions <= t."""
+    """``model(inputs) -> outputs``; position t sees positions <= t, member k sees only itself.
 
-    def __init__(self, cfg: ModelConfig, io: ModelIO):
+    inputs are ``[K, B, T]`` token ids (or ``[K, B, T, n_in]`` vectors) and outputs
+    ``[K, B, T, n_out]``.  A one-member model (K = 1) also takes ``[B, T]`` (or
+    ``[B, T, n_in]``) and then answers ``[B, T, n_out]``, as a plain model would.
+    ``return_hidden=True`` also returns the final hidden state (after the last
+    LayerNorm), shaped like the output with C in place of n_out.
+
+    ``seeds`` (one per member) make member k's initial weights a function of seeds[k]
+    alone, drawn on the CPU, so a member starts the same in any pack and on any device;
+    without seeds the global torch RNG is used.
+    """
+
+    def __init__(self, cfg: ModelConfig, io: ModelIO, n_members: int = 1, seeds: list[int] | None = None):
         super().__init__()
+        if seeds is not None and len(seeds) != n_members:
+            raise ValueError(f"{len(seeds)} seeds for {n_members} members; give one seed per member")
         n_layer, n_head, d_model = cfg.shape
-        self.io, self.pos_encoding, self.max_seq_len = io, cfg.pos_encoding, io.max_seq_len
-        self.read_in = nn.Embedding(io.n_in, d_model) if io.tokens else nn.Linear(io.n_in, d_model)
+        K = n_members
+        self.cfg, self.io, self.pos_encoding, self.max_seq_len = cfg, io, cfg.pos_encoding, io.max_seq_len
+        self.read_in = PackedEmbedding(K, io.n_in, d_model) if io.tokens else PackedLinear(K, io.n_in, d_model)
         if cfg.pos_encoding == "learned":
-            self.pos_table = nn.Parameter(torch.zeros(io.max_seq_len, d_model))
+            self.pos_table = nn.Parameter(torch.zeros(K, io.max_seq_len, d_model))
         elif cfg.pos_encoding == "sinusoidal":
-            self.register_buffer("pos_table", sinusoidal_table(io.max_seq_len, d_model), persistent=False)
+            self.register_buffer("pos_table", sinusoidal_table(io.max_seq_len, d_model)[None], persistent=False)
         else:
             self.pos_table = None
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(
-            Block(d_model, n_head, cfg.dropout, cfg.pos_encoding, io.max_seq_len) for _ in range(n_layer)
+            Block(K, d_model, n_head, cfg.dropout, cfg.pos_encoding, io.max_seq_len) for _ in range(n_layer)
         )
-        self.ln_f = nn.LayerNorm(d_model)
-        self.read_out = nn.Linear(d_model, io.n_out, bias=not io.tokens)
-        self.apply(self._init_weights)
-        # GPT-2: scale the residual projections by 1/sqrt(2 * n_layer)
-        for name, p in self.named_parameters():
-            if name.endswith("proj.weight"):
-                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * n_layer))
+        self.ln_f = PackedLayerNorm(K, d_model)
+        self.read_out = PackedLinear(K, d_model, io.n_out, bias=not io.tokens)
+        for k in range(K):
+            generator = torch.Generator().manual_seed(seeds[k]) if seeds is not None else None
+            self.init_member(k, generator)
 
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            nn.init.zeros_(module.bias)
-        if isinstance(module, Transformer) and isinstance(module.pos_table, nn.Parameter):
-            nn.init.normal_(module.pos_table, mean=0.0, std=0.02)
+    @property
+    def n_members(self) -> int:
+        return self.ln_f.weight.shape[0]
+
+    @torch.no_grad()
+    def init_member(self, k: int, generator: torch.Generator | None = None) -> None:
+        """GPT-2 initialisation of member k: N(0, 0.02) matrices, tables and position
+        vectors, residual projections scaled by 1/sqrt(2 * n_layer), zero biases, unit gains."""
+        n_layer = len(self.blocks)
+        for name, p in self.named_parameters():
+            if name.endswith("bias"):
+                p[k].zero_()
+            elif name.startswith("ln") or ".ln_" in name:
+                p[k].fill_(1.0)
+            else:
+                std = 0.02 / math.sqrt(2 * n_layer) if name.endswith("proj.weight") else 0.02
+                p[k].copy_(torch.empty(p.shape[1:]).normal_(0.0, std, generator=generator))
 
     def n_params(self) -> int:
-        return sum(p.numel() for p in self.parameters())
+        """Parameters of one member."""
+        return sum(p.numel() for p in self.parameters()) // self.n_members
 
     def forward(self, inputs: torch.Tensor, return_hidden: bool = False):
-        T = inputs.shape[1]
+        single = inputs.dim() == (2 if self.io.tokens else 3)  # [B, T] (or [B, T, n_in]): no member dim
+        if single:
+            if self.n_members != 1:
+                raise ValueError(f"inputs without a member dimension for a pack of {self.n_members}; "
+                                 "give [K, B, T] inputs or call model.member(k)")
+            inputs = inputs[None]
+        T = inputs.shape[2]
         if T > self.max_seq_len:
             raise ValueError(f"sequence of {T} positions is longer than the model's {self.max_seq_len}")
-        x = self.read_in(inputs)  # [B, T, d]
+        x = self.read_in(inputs)  # [K, B, T, C]
         if self.pos_table is not None:
-            x = x + self.pos_table[:T]
+            x = x + self.pos_table[:, None, :T]  # [K or 1, 1, T, C]
         x = self.drop(x)
         for block in self.blocks:
             x = block(x)
-        hidden = self.ln_f(x)
-        out = self.read_out(hidden)
+        hidden = self.ln_f(x)  # [K, B, T, C]
+        out = self.read_out(hidden)  # [K, B, T, n_out]
+        if single:
+            out, hidden = out[0], hidden[0]
         return (out, hidden) if return_hidden else out
 
+    def member(self, k: int) -> "Member":
+        """Member k as a one-member model sharing this pack's weights (no copy)."""
+        return Member(self, k)
+
     def flops_per_example(self, seq_len: int) -> float:
-        """Training FLOPs for one sequence: 6 * params per token + attention (fwd+bwd)."""
-        n_layer, d_model = len(self.blocks), self.ln_f.normalized_shape[0]
-        matmul_params = sum(p.numel() for n, p in self.named_parameters() if p.dim() == 2 and "pos_table" not in n)
+        """Training FLOPs for one sequence of one member: 6 * params per token + attention (fwd+bwd)."""
+        n_layer, d_model = len(self.blocks), self.ln_f.weight.shape[1]
+        matmul_params = sum(p[0].numel() for n, p in self.named_parameters() if n.endswith("weight") and p.dim() == 3)
         if self.io.tokens:
-            matmul_params -= self.read_in.weight.numel()  # an embedding lookup is not a matmul
+            matmul_params -= self.read_in.weight[0].numel()  # an embedding lookup is not a matmul
         attention = 2 * 2 * n_layer * seq_len * seq_len * d_model  # QK^T and AV, forward
         return 6.0 * matmul_params * seq_len + 3.0 * attention
+
+
+class Member(nn.Module):
+    """One member of a pack, called like a plain model: ``[B, T] -> [B, T, n_out]``.
+
+    Every call runs the pack's module code on member k's slices of the weights, so
+    tasks can evaluate a member without knowing about packs.
+    """
+
+    def __init__(self, pack: Transformer, k: int):
+        super().__init__()
+        self.pack, self.k = pack, k
+
+    def forward(self, inputs: torch.Tensor, return_hidden: bool = False):
+        weights = {name: p[self.k : self.k + 1] for name, p in self.pack.named_parameters()}
+        return functional_call(self.pack, weights, (inputs,), {"return_hidden": return_hidden}, strict=False)

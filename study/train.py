@@ -1,12 +1,31 @@
-"""One training run: data -> steps -> periodic evaluation -> checkpoints.
+"""One training run, or one pack of K runs: data -> steps -> evaluation -> checkpoints.
 
-``train(cfg, report=...)`` is plain PyTorch with no Ray in sight.  Every
-``eval_every`` steps (and at the end) it evaluates the task and hands a :class:`Report`
-to the ``report`` callback: the summary metrics, the rows for the store tables, and,
-every ``checkpoint_every`` steps, the full training state.  Restoring that state
-(``train(cfg, restore=state)``) continues the run bit for bit: the data generator,
-the dropout RNG, the optimizer and the step counter are all in it, and the learning
-rate is a pure function of the step.
+``train(cfg, report=...)`` trains one model; ``train_pack(members, report=...)`` trains
+K members of one cell at once, with batched weights (``study.model``).  A single run is
+a pack of one.  Plain PyTorch, no Ray in sight.
+
+A pack shares the task and model configs and the step budget; its members differ in
+``train.seed`` (their own task data, data generator and initial weights) and may differ
+in ``train.lr``, ``train.weight_decay`` and ``train.warmup_steps`` (per-member tensors).
+Each member is what it would be alone: the batches it draws are the batches it would
+draw alone, its gradient is its own loss's, clipping and AdamW act per member.  The one
+thing members share is the dropout RNG stream (one draw over the whole pack), so with
+dropout a member matches its solo run in distribution, not bit for bit; with dropout 0
+it matches within float rounding.
+
+Every ``eval_every`` steps (and at the end) each running member is evaluated and the
+``report`` callback receives a :class:`PackReport`: one :class:`Report` per member
+with news (its metrics and rows for the store tables, its status) and, every
+``checkpoint_every`` steps, the full training state of the pack.  Restoring that state
+(``restore=state``) continues bit for bit: the members' data generators, the dropout
+RNG, the optimizer moments, the loss window and the step counter are all in it, and
+the learning rate is a pure function of the step.
+
+A member whose loss goes non-finite is frozen (its updates are masked) and reported
+``diverged`` while the others go on; with ``train.stop_when`` a member whose score holds
+is frozen and reported ``converged``.  The run ends when every member has stopped or the
+step budget is spent.  The loss is checked on the device; the host reads it only at
+log and evaluation steps, so a GPU never waits for the host within a logging window.
 """
 
 from __future__ import annotations
@@ -19,10 +38,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
-from study.config import TrainConfig, TrialConfig
+from study.config import PACK_MEMBER_FIELDS, TrainConfig, TrialConfig
+from study.errors import ConfigError
 from study.model import Transformer
 from study.tasks import build_task
+from study.tasks.base import Batch
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -53,6 +75,18 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return floor + 0.5 * (cfg.lr - floor) * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
 
+def lr_schedule(step: int, peak: torch.Tensor, warmup: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
+    """:func:`lr_at` for every member at once: peak lr and warmup steps are [K] tensors -> lr [K]."""
+    warming = peak * (step + 1) / warmup.clamp(min=1)
+    if cfg.schedule == "constant":
+        after = peak
+    else:
+        progress = ((step - warmup) / (cfg.steps - warmup).clamp(min=1)).clamp(max=1.0)
+        floor = peak * cfg.min_lr_ratio
+        after = floor + 0.5 * (peak - floor) * (1.0 + torch.cos(math.pi * progress))
+    return torch.where(step < warmup, warming, after)
+
+
 def summarize(eval_rows: list[dict[str, Any]]) -> dict[str, float]:
     """Mean of each metric over the conditions of each split: ``{"id_exact_match": 1.0, ...}``."""
     sums: dict[str, list[float]] = {}
@@ -64,30 +98,141 @@ def summarize(eval_rows: list[dict[str, Any]]) -> dict[str, float]:
     return {name: sum(values) / len(values) for name, values in sorted(sums.items())}
 
 
-def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+def per_member(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """values [K] shaped [K, 1, ..., 1] to broadcast against a pack tensor ``like`` [K, ...]."""
+    return values.view(-1, *([1] * (like.dim() - 1)))
+
+
+class PackAdamW:
+    """AdamW (Loshchilov & Hutter, 2019) over pack parameters [K, ...].
+
+    The update of ``torch.optim.AdamW`` (eps 1e-8, bias-corrected moments, decoupled
+    decay), with the learning rate and the weight decay given per member as [K] tensors
+    at every step; weight decay applies only to the parameters flagged in ``decays``
+    (matrices, not biases, gains or position tables).  A member with lr 0 does not move.
+    """
+
+    def __init__(self, params: list[torch.nn.Parameter], decays: list[bool], betas: tuple[float, float], eps: float = 1e-8):
+        self.params, self.decays, self.betas, self.eps = params, decays, betas, eps
+        self.steps = 0
+        self.exp_avg = [torch.zeros_like(p) for p in params]  # first moments, like each parameter
+        self.exp_avg_sq = [torch.zeros_like(p) for p in params]  # second moments
+
+    @torch.no_grad()
+    def step(self, lr: torch.Tensor, weight_decay: torch.Tensor) -> None:
+        self.steps += 1
+        beta1, beta2 = self.betas
+        bias_correction1 = 1.0 - beta1**self.steps
+        bias_correction2_sqrt = math.sqrt(1.0 - beta2**self.steps)
+        for p, decays, m, v in zip(self.params, self.decays, self.exp_avg, self.exp_avg_sq):
+            lr_p = per_member(lr, p)
+            if decays:
+                p.mul_(1.0 - lr_p * per_member(weight_decay, p))
+            m.lerp_(p.grad, 1.0 - beta1)
+            v.mul_(beta2).addcmul_(p.grad, p.grad, value=1.0 - beta2)
+            denom = (v.sqrt() / bias_correction2_sqrt).add_(self.eps)
+            p.sub_(lr_p / bias_correction1 * m / denom)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"steps": self.steps, "exp_avg": [t.detach().cpu().clone() for t in self.exp_avg],
+                "exp_avg_sq": [t.detach().cpu().clone() for t in self.exp_avg_sq]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.steps = state["steps"]
+        for mine, saved in zip(self.exp_avg + self.exp_avg_sq, state["exp_avg"] + state["exp_avg_sq"]):
+            mine.copy_(saved)
+
+
+def make_optimizer(model: Transformer, cfg: TrainConfig) -> PackAdamW:
     """AdamW with weight decay on matrices only (not on biases, norms or position tables)."""
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "pos_table" not in n]
-    no_decay = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "pos_table" not in n)]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas))
+    named = list(model.named_parameters())
+    decays = [n.endswith("weight") and p.dim() == 3 for n, p in named]
+    return PackAdamW([p for _, p in named], decays, betas=tuple(cfg.betas))
+
+
+@torch.no_grad()
+def clip_and_mask(params: list[torch.nn.Parameter], active: torch.Tensor, max_norm: float | None) -> torch.Tensor:
+    """Per member: clip the gradient to ``max_norm`` (as ``clip_grad_norm_`` does for one
+    model) and zero it for inactive members.  Returns each member's norm before clipping [K]."""
+    norms = torch.stack([p.grad.float().flatten(1).pow(2).sum(1) for p in params]).sum(0).sqrt()  # [K]
+    scale = torch.ones_like(norms) if max_norm is None else (max_norm / (norms + 1e-6)).clamp(max=1.0)
+    for p in params:
+        p.grad = torch.where(per_member(active, p.grad), p.grad * per_member(scale, p.grad).to(p.grad.dtype), 0.0)
+    return norms
+
+
+def stack_inputs(batches: list[Batch]) -> torch.Tensor:
+    """The members' inputs as one [K, B, T(, n_in)] tensor, right-padded to the longest T.
+
+    Padding sits after every real position, so the causal model's outputs at the real
+    positions do not see it; the loss reads only those (see :func:`member_losses`).
+    """
+    T = max(b.inputs.shape[1] for b in batches)
+    padded = []
+    for b in batches:
+        missing = T - b.inputs.shape[1]
+        pad = (0, missing) if b.inputs.dim() == 2 else (0, 0, 0, missing)
+        padded.append(F.pad(b.inputs, pad) if missing else b.inputs)
+    return torch.stack(padded)
+
+
+def member_losses(tasks: list[Any], output: torch.Tensor, batches: list[Batch]) -> torch.Tensor:
+    """Each member's task loss on its own batch: [K]."""
+    return torch.stack([
+        task.loss(output[k, :, : batch.inputs.shape[1]].float(), batch)
+        for k, (task, batch) in enumerate(zip(tasks, batches))
+    ])
+
+
+def check_pack(members: list[TrialConfig]) -> None:
+    """Refuse a pack whose members differ in anything but PACK_MEMBER_FIELDS, naming the field."""
+    if not members:
+        raise ConfigError("a pack needs at least one member")
+    first = members[0].flat()
+    for other in members[1:]:
+        for key, value in other.flat().items():
+            shared = not (key.startswith("train.") and key.removeprefix("train.") in PACK_MEMBER_FIELDS)
+            if shared and first.get(key) != value:
+                raise ConfigError(
+                    f"pack members differ in {key} ({first.get(key)!r} vs {value!r}); members of a pack share "
+                    f"everything but train.{', train.'.join(PACK_MEMBER_FIELDS)}: put the others in separate packs"
+                )
+
+
+def pack_members(cfg: TrialConfig) -> list[TrialConfig]:
+    """The ``pack.size`` members of a trial config: seeds train.seed, train.seed + 1, ..."""
+    return [
+        cfg.model_copy(update={"train": cfg.train.model_copy(update={"seed": cfg.train.seed + k})})
+        for k in range(cfg.pack.size)
+    ]
 
 
 @dataclass
 class Report:
-    """What a trial tells the outside world at one evaluation."""
+    """What one member tells the outside world at one evaluation (or when it stops)."""
 
     step: int
     metrics: dict[str, float]  # summary: loss, id_exact_match, ood_nmse, ...
     rows: dict[str, list[dict[str, Any]]]  # store table -> rows (trials row excluded)
-    state: dict[str, Any] | None = None  # full training state when this is a checkpoint
-    status: str = "running"  # running | completed | diverged
+    state: dict[str, Any] | None = None  # full training state when this is a checkpoint (train() only)
+    status: str = "running"  # running | completed | diverged | converged
     n_params: int = 0
     device: str = ""
+    trial_id: str = ""
 
     @property
     def done(self) -> bool:
-        """The trial's last report."""
+        """The member's last report."""
         return self.status != "running"
+
+
+@dataclass
+class PackReport:
+    """What a pack tells the outside world at one evaluation step."""
+
+    step: int
+    members: list[Report]  # one per member with news at this step, in member order
+    state: dict[str, Any] | None = None  # the whole pack's training state at checkpoints
 
 
 @dataclass
@@ -100,6 +245,101 @@ class TrialResult:
     device: str
     node: str = field(default_factory=platform.node)
     seconds: float = 0.0
+    trial_id: str = ""
+
+
+@dataclass
+class TrainState:
+    """Everything a pack's training loop changes besides the weights and the optimizer.
+
+    Host-side: the step, each member's status, the step it stopped at, its last summary
+    metrics and its run of evaluations meeting ``train.stop_when``; the members' data
+    generators.  Device-side [K] tensors (read by the host only at log and evaluation
+    steps): which members still train, the step at which a member's loss went
+    non-finite (-1: never), and the logging window (loss sums since the last log, and
+    the last logged mean) so that a restored run logs exactly what an uninterrupted one does.
+    """
+
+    step: int
+    generators: list[torch.Generator]
+    status: list[str]
+    stopped_at: list[int | None]
+    metrics: list[dict[str, float]]
+    good_evals: list[int]
+    active: torch.Tensor  # bool [K]
+    diverged_at: torch.Tensor  # long [K]
+    window_loss: torch.Tensor  # float [K]
+    window_n: int
+    recent_loss: torch.Tensor  # float [K]
+
+    @classmethod
+    def fresh(cls, members: list[TrialConfig], device: torch.device) -> "TrainState":
+        K = len(members)
+        return cls(
+            step=0,
+            generators=[torch.Generator(device=device).manual_seed(m.train.seed) for m in members],
+            status=["running"] * K,
+            stopped_at=[None] * K,
+            metrics=[{} for _ in range(K)],
+            good_evals=[0] * K,
+            active=torch.ones(K, dtype=torch.bool, device=device),
+            diverged_at=torch.full((K,), -1, dtype=torch.long, device=device),
+            window_loss=torch.zeros(K, device=device),
+            window_n=0,
+            recent_loss=torch.full((K,), float("nan"), device=device),
+        )
+
+    def running(self) -> list[int]:
+        return [k for k, s in enumerate(self.status) if s == "running"]
+
+    def to_checkpoint(self, model: Transformer, optimizer: PackAdamW, members: list[TrialConfig],
+                      device: torch.device) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+            "optimizer": optimizer.state_dict(),
+            "generators": [g.get_state().cpu() for g in self.generators],
+            "cpu_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+            "status": list(self.status),
+            "stopped_at": list(self.stopped_at),
+            "metrics": [dict(m) for m in self.metrics],
+            "good_evals": list(self.good_evals),
+            "active": self.active.cpu().clone(),
+            "diverged_at": self.diverged_at.cpu().clone(),
+            "window_loss": self.window_loss.cpu().clone(),
+            "window_n": self.window_n,
+            "recent_loss": self.recent_loss.cpu().clone(),
+            "configs": [m.to_dict() for m in members],
+        }
+
+    @classmethod
+    def from_checkpoint(cls, state: dict[str, Any], model: Transformer, optimizer: PackAdamW,
+                        members: list[TrialConfig], device: torch.device) -> "TrainState":
+        if len(state["generators"]) != len(members):
+            raise ConfigError(f"the checkpoint holds a pack of {len(state['generators'])} members, "
+                              f"not {len(members)}; restore it with the same pack")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        generators = [torch.Generator(device=device) for _ in members]
+        for g, saved in zip(generators, state["generators"]):
+            g.set_state(saved)
+        torch.set_rng_state(state["cpu_rng"])
+        if device.type == "cuda" and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(state["cuda_rng"], device)
+        return cls(
+            step=state["step"],
+            generators=generators,
+            status=list(state["status"]),
+            stopped_at=list(state["stopped_at"]),
+            metrics=[dict(m) for m in state["metrics"]],
+            good_evals=list(state["good_evals"]),
+            active=state["active"].to(device),
+            diverged_at=state["diverged_at"].to(device),
+            window_loss=state["window_loss"].to(device),
+            window_n=state["window_n"],
+            recent_loss=state["recent_loss"].to(device),
+        )
 
 
 def train(
@@ -110,143 +350,141 @@ def train(
     report: Callable[[Report], None] | None = None,
     progress: Callable[[int, float], None] | None = None,
 ) -> TrialResult:
-    """Train one model on one task; see the module docstring for the contract."""
-    tc = cfg.train
+    """Train one model on one task (a pack of one); see the module docstring for the contract."""
+
+    def report_one(pack: PackReport) -> None:
+        for member in pack.members:
+            member.state = pack.state if member.status in ("running", "completed") else None
+            report(member)
+
+    results = train_pack([cfg], [trial_id], restore=restore, report=report_one if report else None, progress=progress)
+    return results[0]
+
+
+def train_pack(
+    members: list[TrialConfig],
+    trial_ids: list[str] | None = None,
+    *,
+    restore: dict[str, Any] | None = None,
+    report: Callable[[PackReport], None] | None = None,
+    progress: Callable[[int, float], None] | None = None,
+) -> list[TrialResult]:
+    """Train K members of one cell at once; see the module docstring for the contract."""
+    check_pack(members)
+    K, tc = len(members), members[0].train
+    trial_ids = trial_ids or [f"local-{k}" for k in range(K)]
     device = pick_device(tc.device)
     bf16 = uses_bf16(tc, device)
-    torch.manual_seed(tc.seed)
-    task = build_task(cfg.task, seed=tc.seed, device=device)
-    model = Transformer(cfg.model, task.io).to(device)
-    n_params = model.n_params()
+    torch.manual_seed(members[0].train.seed)  # the dropout stream
+    tasks = [build_task(m.task, seed=m.train.seed, device=device) for m in members]
+    model = Transformer(members[0].model, tasks[0].io, n_members=K, seeds=[m.train.seed for m in members]).to(device)
+    n_params, device_name = model.n_params(), str(device)
+    params = list(model.parameters())
     optimizer = make_optimizer(model, tc)
-    generator = torch.Generator(device=device).manual_seed(tc.seed)
-    step = 0
+    peak_lr = torch.tensor([m.train.lr for m in members], device=device)
+    warmup = torch.tensor([m.train.warmup_steps for m in members], device=device)
+    weight_decay = torch.tensor([m.train.weight_decay for m in members], device=device)
     if restore is not None:
-        model.load_state_dict(restore["model"])
-        optimizer.load_state_dict(restore["optimizer"])
-        generator.set_state(restore["generator"])
-        torch.set_rng_state(restore["cpu_rng"])
-        if device.type == "cuda" and restore.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state(restore["cuda_rng"])
-        step = restore["step"]
-    window = restore["loss_window"] if restore is not None else (0.0, 0, float("nan"))
+        state = TrainState.from_checkpoint(restore, model, optimizer, members, device)
+    else:
+        state = TrainState.fresh(members, device)
     checkpoint_every = tc.checkpoint_every or tc.eval_every
+    curve_rows: list[list[dict[str, Any]]] = [[] for _ in range(K)]  # since each member's last report
+    eval_rows: list[list[dict[str, Any]]] = [[] for _ in range(K)]  # each member's last evaluation
 
     def autocast():
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16)
 
-    def evaluate() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        model.eval()
+    def evaluate(k: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         # evaluation must not consume the training RNG streams
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.no_grad(), autocast():
-            eval_rows = task.evaluate(model)
-            rep_rows = task.representations(model)
-        model.train()
-        return eval_rows, rep_rows
+            return tasks[k].evaluate(model.member(k)), tasks[k].representations(model.member(k))
 
-    def training_state() -> dict[str, Any]:
-        return {
-            "step": step,
-            "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-            "optimizer": _to_cpu(optimizer.state_dict()),
-            "generator": generator.get_state().cpu(),
-            "cpu_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state() if device.type == "cuda" else None,
-            "loss_window": (window_loss, window_n, recent_loss),
-            "config": cfg.to_dict(),
-        }
+    def member_report(k: int, rows: dict[str, list[dict[str, Any]]], step: int) -> Report:
+        return Report(step=step, metrics=state.metrics[k], rows=rows, status=state.status[k],
+                      n_params=n_params, device=device_name, trial_id=trial_ids[k])
 
-    curve_rows: list[dict[str, Any]] = []
-    eval_rows: list[dict[str, Any]] = []
-    metrics: dict[str, float] = {}
-    status = "running"
-    started = time.perf_counter()
-    # the logging window (sum and count of losses since the last log; the last logged mean)
-    # travels with checkpoints so that a restored run logs exactly what an uninterrupted one does
-    window_loss, window_n, recent_loss = window
-    window_t = time.perf_counter()
+    def stop_diverged(news: dict[int, Report]) -> None:
+        """Record the members the device froze since the last look (one host read)."""
+        diverged_at = state.diverged_at.tolist()
+        for k in state.running():
+            if diverged_at[k] >= 0:
+                state.status[k], state.stopped_at[k] = "diverged", diverged_at[k]
+                state.metrics[k] = {"loss": float("nan")}
+                curve_rows[k].append({"trial_id": trial_ids[k], "step": diverged_at[k], "metric": "loss",
+                                      "value": float("nan")})
+                news[k] = member_report(k, {"curves": curve_rows[k]}, diverged_at[k])
+                curve_rows[k] = []
+
+    started = window_t = time.perf_counter()
+    grad_norm = torch.zeros(K, device=device)
+    lr = lr_schedule(state.step, peak_lr, warmup, tc)
     model.train()
-    while step < tc.steps:
-        lr = lr_at(step, tc)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        batch = task.train_batch(tc.batch_size, step, generator)
+    while state.step < tc.steps and state.running():
+        lr = lr_schedule(state.step, peak_lr, warmup, tc)
+        batches = [task.train_batch(tc.batch_size, state.step, g) for task, g in zip(tasks, state.generators)]
         with autocast():
-            output = model(batch.inputs)
-        loss = task.loss(output.float(), batch)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = (
-            torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-            if tc.grad_clip is not None
-            else torch.sqrt(sum((p.grad.float() ** 2).sum() for p in model.parameters() if p.grad is not None))
-        )
-        loss_value = loss.item()
-        if not math.isfinite(loss_value):
-            status = "diverged"
-            metrics = {"loss": loss_value}
-            curve_rows.append({"trial_id": trial_id, "step": step, "metric": "loss", "value": loss_value})
-            break
-        optimizer.step()
-        step += 1
-        window_loss, window_n = window_loss + loss_value, window_n + 1
-        if step % tc.log_every == 0 or step == tc.steps:
+            output = model(stack_inputs(batches))  # [K, B, T, n_out]
+        losses = member_losses(tasks, output, batches)  # [K]
+        newly_diverged = state.active & ~torch.isfinite(losses)
+        state.diverged_at = torch.where(newly_diverged, state.step, state.diverged_at)
+        state.active = state.active & ~newly_diverged
+        for p in params:
+            p.grad = None
+        torch.where(state.active, losses, 0.0).sum().backward()  # member k's gradient is its own loss's
+        grad_norm = clip_and_mask(params, state.active, tc.grad_clip)
+        optimizer.step(lr * state.active, weight_decay)
+        state.step += 1
+        state.window_loss = state.window_loss + torch.where(state.active, losses.detach(), 0.0)
+        state.window_n += 1
+        step = state.step
+        log_now, eval_now = step % tc.log_every == 0 or step == tc.steps, step % tc.eval_every == 0 or step == tc.steps
+        if not (log_now or eval_now):
+            continue
+        news: dict[int, Report] = {}  # member -> its report at this step
+        stop_diverged(news)
+        if log_now:
             elapsed = time.perf_counter() - window_t
-            recent_loss = window_loss / window_n
-            for name, value in (
-                ("loss", recent_loss),
-                ("lr", lr),
-                ("grad_norm", float(grad_norm)),
-                ("examples_per_s", window_n * tc.batch_size / max(elapsed, 1e-9)),
-            ):
-                curve_rows.append({"trial_id": trial_id, "step": step, "metric": name, "value": value})
-            if progress is not None:
-                progress(step, recent_loss)
-            window_loss, window_n, window_t = 0.0, 0, time.perf_counter()
-        if step % tc.eval_every == 0 or step == tc.steps:
-            eval_rows, rep_rows = evaluate()
-            for row in eval_rows + rep_rows:
-                row["trial_id"], row["step"] = trial_id, step
-            metrics = {"loss": recent_loss, **summarize(eval_rows)}
-            done = step == tc.steps
-            if done:
-                status = "completed"
-            if report is not None:
-                is_checkpoint = step % checkpoint_every == 0 or done
-                report(
-                    Report(
-                        step=step,
-                        metrics=metrics,
-                        rows={"evals": eval_rows, "curves": curve_rows, "representations": rep_rows},
-                        state=training_state() if is_checkpoint else None,
-                        status=status,
-                        n_params=n_params,
-                        device=str(device),
-                    )
-                )
-            curve_rows = []
-    if status == "diverged" and report is not None:
-        report(Report(step=step, metrics=metrics, rows={"curves": curve_rows}, status=status,
-                      n_params=n_params, device=str(device)))
-    return TrialResult(
-        status=status,
-        steps=step,
-        metrics=metrics,
-        eval_rows=eval_rows,
-        n_params=n_params,
-        device=str(device),
-        seconds=time.perf_counter() - started,
-    )
-
-
-def _to_cpu(obj: Any) -> Any:
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().cpu().clone()
-    if isinstance(obj, dict):
-        return {k: _to_cpu(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_to_cpu(v) for v in obj)
-    return obj
+            state.recent_loss = state.window_loss / state.window_n
+            recent, lrs, norms = torch.stack([state.recent_loss, lr.float(), grad_norm.float()]).tolist()
+            for k in state.running():
+                for name, value in (("loss", recent[k]), ("lr", lrs[k]), ("grad_norm", norms[k]),
+                                    ("examples_per_s", state.window_n * tc.batch_size / max(elapsed, 1e-9))):
+                    curve_rows[k].append({"trial_id": trial_ids[k], "step": step, "metric": name, "value": value})
+            if progress is not None and state.running():
+                progress(step, sum(recent[k] for k in state.running()) / len(state.running()))
+            state.window_loss, state.window_n, window_t = torch.zeros_like(state.window_loss), 0, time.perf_counter()
+        if eval_now:
+            recent = state.recent_loss.tolist()
+            model.eval()
+            for k in state.running():
+                evals, reps = evaluate(k)
+                for row in evals + reps:
+                    row["trial_id"], row["step"] = trial_ids[k], step
+                eval_rows[k] = evals
+                state.metrics[k] = {"loss": recent[k], **summarize(evals)}
+                stop = members[k].train.stop_when
+                state.good_evals[k] = state.good_evals[k] + 1 if stop is not None and stop.met(state.metrics[k]) else 0
+                if stop is not None and state.good_evals[k] >= stop.for_evals:
+                    state.status[k], state.stopped_at[k] = "converged", step
+                elif step == tc.steps:
+                    state.status[k], state.stopped_at[k] = "completed", step
+                news[k] = member_report(k, {"evals": evals, "curves": curve_rows[k], "representations": reps}, step)
+                curve_rows[k] = []
+            model.train()
+            stopped = torch.tensor([s != "running" for s in state.status], device=device)
+            state.active = state.active & ~stopped
+        if report is not None and news:
+            is_checkpoint = eval_now and (step % checkpoint_every == 0 or step == tc.steps)
+            state_dict = state.to_checkpoint(model, optimizer, members, device) if is_checkpoint else None
+            report(PackReport(step=step, members=[news[k] for k in sorted(news)], state=state_dict))
+    seconds = time.perf_counter() - started
+    return [
+        TrialResult(status=state.status[k], steps=state.stopped_at[k] if state.stopped_at[k] is not None else state.step,
+                    metrics=state.metrics[k], eval_rows=eval_rows[k], n_params=n_params, device=device_name,
+                    seconds=seconds, trial_id=trial_ids[k])
+        for k in range(K)
+    ]
 
 
 def save_state(state: dict[str, Any], path: str) -> None:

@@ -14,6 +14,8 @@ def _trial(args: argparse.Namespace) -> int:
     from study.config import load_trial_config
 
     cfg = load_trial_config(args.spec, args.set or [])
+    if cfg.pack.size > 1:
+        return _trial_pack(cfg, args)
     from study.train import train  # torch import only once the config is known to be good
 
     def progress(step: int, loss: float) -> None:
@@ -40,6 +42,28 @@ def _trial(args: argparse.Namespace) -> int:
         print(eval_table(result.eval_rows))
         print("summary: " + "  ".join(f"{k}={v:.4f}" for k, v in result.metrics.items()))
     return 0 if result.status == "completed" else 1
+
+
+def _trial_pack(cfg, args: argparse.Namespace) -> int:
+    """``--set pack.size=K``: K seeds (train.seed, +1, ...) trained at once in one pack."""
+    from study.train import pack_members, train_pack
+
+    members = pack_members(cfg)
+    results = train_pack(members, [f"local-{k}" for k in range(len(members))])
+    if args.json:
+        print(json.dumps({"members": [
+            {"config": m.to_dict(), "trial_id": r.trial_id, "status": r.status, "steps": r.steps,
+             "n_params": r.n_params, "device": r.device, "seconds": round(r.seconds, 3),
+             "metrics": _finite(r.metrics), "eval_rows": [_finite(row) for row in r.eval_rows]}
+            for m, r in zip(members, results)
+        ]}))
+    else:
+        print(f"pack of {len(members)} on {results[0].device}, {results[0].n_params:,} parameters each, "
+              f"{results[0].seconds:.1f} s")
+        for m, r in zip(members, results):
+            summary = "  ".join(f"{k}={v:.4f}" for k, v in r.metrics.items())
+            print(f"seed {m.train.seed}: status {r.status} after {r.steps} steps; {summary}")
+    return 0 if all(r.status in ("completed", "converged") for r in results) else 1
 
 
 def _finite(row: dict[str, Any]) -> dict[str, Any]:

@@ -60,12 +60,13 @@ class StoreCallback(Callback):
             self._store = Store(self.store_uri)
         return self._store
 
-    def _trial_row(self, trial) -> dict[str, Any]:
-        if trial.trial_id not in self.trial_rows:
-            self.trial_rows[trial.trial_id] = {
-                "trial_id": trial.trial_id,
-                "grid": json.dumps(trial.config.get("grid", {})),
-                "config": json.dumps(TrialConfig.model_validate(trial.config["trial"]).to_dict()),
+    def _trial_row(self, trial, member: dict[str, Any]) -> dict[str, Any]:
+        mid = member["trial_id"]
+        if mid not in self.trial_rows:
+            self.trial_rows[mid] = {
+                "trial_id": mid,
+                "grid": json.dumps(member.get("grid", {})),
+                "config": json.dumps(TrialConfig.model_validate(member["trial"]).to_dict()),
                 "status": "pending",
                 "start_time": _now(),
                 "end_time": None,
@@ -76,20 +77,22 @@ class StoreCallback(Callback):
                 "score": None,
                 "error": None,
             }
-        return self.trial_rows[trial.trial_id]
+        return self.trial_rows[mid]
 
     def _flush(self, trial) -> None:
-        """Append a trial's buffered rows and its trials row; the buffer is emptied only
-        once everything is written, so a failed write loses nothing."""
-        point_id, attempt = trial.config.get("cell", "all"), int(trial.num_failures)  # the grid point id
-        buffer = self.buffers.get(trial.trial_id, {})
-        for (table, reported_attempt), rows in list(buffer.items()):
-            if rows:
-                self.store.append(table, rows, study=self.study, attempt=reported_attempt, cell=point_id)
-            del buffer[(table, reported_attempt)]
-        row = self.trial_rows.get(trial.trial_id)
-        if row is not None:
-            self.store.append("trials", [row], study=self.study, attempt=attempt, cell=point_id)
+        """Append each member's buffered rows and its trials row; a buffer is emptied only
+        once its rows are written, so a failed write loses nothing."""
+        attempt = int(trial.num_failures)
+        for member in trial_members(trial):
+            mid, point_id = member["trial_id"], member["cell"]  # the member's grid point id
+            buffer = self.buffers.get(mid, {})
+            for (table, reported_attempt), rows in list(buffer.items()):
+                if rows:
+                    self.store.append(table, rows, study=self.study, attempt=reported_attempt, cell=point_id)
+                del buffer[(table, reported_attempt)]
+            row = self.trial_rows.get(mid)
+            if row is not None:
+                self.store.append("trials", [row], study=self.study, attempt=attempt, cell=point_id)
 
     def on_step_begin(self, iteration, trials, **info) -> None:
         if not self.seen_trials and trials:
@@ -98,7 +101,7 @@ class StoreCallback(Callback):
 
     def _close_orphans(self, trials) -> None:
         """After a driver crash: trials in the store that the restored run does not know."""
-        known = {t.trial_id for t in trials}
+        known = {m["trial_id"] for t in trials for m in trial_members(t)}
         frame = self.store.frame("trials", study=self.study)
         orphans = frame[(frame["status"].isin(["pending", "running"])) & ~frame["trial_id"].isin(known)]
         for _, row in orphans.iterrows():
@@ -107,51 +110,74 @@ class StoreCallback(Callback):
             record.update(status="abandoned", end_time=_now(), error="driver stopped before the trial was recorded")
             self.store.append("trials", [record], study=self.study, attempt=int(row["attempt"]) + 1, cell=row["cell"])
 
+    def _rows(self, trial) -> list[dict[str, Any]]:
+        return [self._trial_row(trial, m) for m in trial_members(trial)]
+
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
-        self._trial_row(trial)["status"] = "running"
+        for row in self._rows(trial):
+            row["status"] = "running"
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        members = trial_members(trial)
         rows = result.pop("rows", None) or {}
-        buffer = self.buffers.setdefault(trial.trial_id, {})
+        reported = result.get("members")
+        if reported is None:  # a one-model trainable's flat result
+            reported, rows = {members[0]["trial_id"]: result}, {members[0]["trial_id"]: rows}
         attempt = int(trial.num_failures)  # rows keep the attempt that reported them
-        for table, table_rows in rows.items():
-            buffer.setdefault((table, attempt), []).extend(table_rows)
-        row = self._trial_row(trial)
-        row.update(
-            status=result.get("status", "running"),
-            node=result.get("node"),
-            device=result.get("device"),
-            n_params=result.get("n_params"),
-            steps=result.get("step"),
-            score=result.get(self.metric),
-        )
+        for member in members:
+            mid = member["trial_id"]
+            buffer = self.buffers.setdefault(mid, {})
+            for table, table_rows in (rows.get(mid) or {}).items():
+                buffer.setdefault((table, attempt), []).extend(table_rows)
+            mine = reported.get(mid)
+            if mine is not None:
+                self._trial_row(trial, member).update(
+                    status=mine.get("status", "running"),
+                    node=mine.get("node"),
+                    device=mine.get("device"),
+                    n_params=mine.get("n_params"),
+                    steps=mine.get("step"),
+                    score=mine.get(self.metric),
+                )
 
     def on_checkpoint(self, iteration, trials, trial, checkpoint, **info) -> None:
         self._flush(trial)
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        row = self._trial_row(trial)
-        last = trial.last_result or {}
-        status = last.get("status", "running")
-        row.update(status="pruned" if status == "running" else status, end_time=_now())
+        for row in self._rows(trial):
+            # a member still running when its trial ends was stopped by the scheduler
+            row.update(status="pruned" if row["status"] == "running" else row["status"], end_time=_now())
         self._flush(trial)
 
     def on_trial_recover(self, iteration, trials, trial, **info) -> None:
-        self.buffers.pop(trial.trial_id, None)  # the retry re-reports everything after its checkpoint
-        row = self._trial_row(trial)
-        row.update(status="retrying", error=_error_text(trial))
+        for member in trial_members(trial):  # the retry re-reports everything after its checkpoint
+            self.buffers.pop(member["trial_id"], None)
+        rows = self._rows(trial)
+        for row in rows:
+            row.update(status="retrying", error=_error_text(trial))
         self._flush(trial)
-        row.update(status="running", error=None)
+        for row in rows:
+            row.update(status="running", error=None)
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
-        row = self._trial_row(trial)
-        row.update(status="failed", end_time=_now(), error=_error_text(trial))
+        for row in self._rows(trial):
+            row.update(status="failed", end_time=_now(), error=_error_text(trial))
         self._flush(trial)
 
     def on_experiment_end(self, trials, **info) -> None:
         for trial in trials:
-            if trial.trial_id in self.buffers:
+            if any(m["trial_id"] in self.buffers for m in trial_members(trial)):
                 self._flush(trial)
+
+
+def trial_members(trial) -> list[dict[str, Any]]:
+    """The members a Tune trial trains (one, for a trial without ``members`` in its config):
+    each with its store ``trial_id``, ``cell``, ``grid`` and raw ``trial`` config."""
+    members = trial.config.get("members")
+    if members:
+        return members
+    return [{"trial_id": trial.trial_id, "cell": trial.config.get("cell", "all"),
+             "grid": trial.config.get("grid", {}), "trial": trial.config["trial"]}]
 
 
 def _error_text(trial) -> str | None:
@@ -163,7 +189,7 @@ def _error_text(trial) -> str | None:
 
 
 class ProgressLine(Callback):
-    """One live line: grid points done (printed as "cells"), trials running/done, ETA."""
+    """One live line: grid points done (printed as "cells"), trials (pack members) running/done, ETA."""
 
     def __init__(self, spec: SweepSpec) -> None:
         self.study_name = spec.name
@@ -180,11 +206,11 @@ class ProgressLine(Callback):
         print(self.line(trials), end="\r" if self.interactive else "\n", file=sys.stderr, flush=True)
 
     def line(self, trials) -> str:
-        done = [t for t in trials if t.status in ("TERMINATED", "ERROR")]
-        running = sum(t.status == "RUNNING" for t in trials)
+        done = [m for t in trials if t.status in ("TERMINATED", "ERROR") for m in trial_members(t)]
+        running = sum(len(trial_members(t)) for t in trials if t.status == "RUNNING")
         per_point: dict[str, int] = {}
-        for t in done:
-            per_point[t.config.get("cell", "all")] = per_point.get(t.config.get("cell", "all"), 0) + 1
+        for m in done:
+            per_point[m["cell"]] = per_point.get(m["cell"], 0) + 1
         points_done = sum(n >= self.quota for n in per_point.values())
         total = self.n_points * self.quota
         elapsed = time.monotonic() - self.started

@@ -34,11 +34,33 @@ def optuna_storage(url: str | None, journal_path: str):
     return JournalStorage(JournalFileBackend(journal_path))
 
 
+def member_trial_id(trial_id: str, k: int, pack_size: int) -> str:
+    """The store's id of member k of a Tune trial: the trial's own id when packs are off."""
+    return trial_id if pack_size == 1 else f"{trial_id}_{k}"
+
+
+def member_result(result: dict[str, Any], member_id: str) -> dict[str, Any] | None:
+    """One member's summary in a trial's result, nested (``result["members"][id]``) or as
+    Tune flattens it for searchers and schedulers (``result["members/<id>/<key>"]``)."""
+    nested = result.get("members")
+    if isinstance(nested, dict):
+        return nested.get(member_id)
+    prefix = f"members/{member_id}/"
+    found = {key[len(prefix):]: value for key, value in result.items() if key.startswith(prefix)}
+    return found or None
+
+
 class CellSearcher(Searcher):
-    """Suggests trial configs: ``{"trial": <raw trial config>, "cell": id, "grid": {...}, "params": {...}}``.
+    """Suggests trial configs: ``{"trial": <raw trial config>, "cell": id, "grid": {...}, "params": {...},
+    "members": [...]}``.
 
     ``"cell"`` holds the grid point id (the key, like the store column it fills, keeps
-    its first name).
+    its first name).  With ``pack.size`` K > 1 a suggestion is a pack: up to K members
+    (``members``, each with its own trial id, grid point id under ``cell``, grid, params
+    and raw trial config) from the grid points of one cell (they differ only in
+    ``train.seed``); every member counts toward its own grid point's quota and is its
+    own Optuna trial.  ``"cell"`` is then the cell's id (the grid point without its
+    seed): packs are compared with packs of the same cell.
     """
 
     def __init__(self, spec: SweepSpec, journal_path: str):
@@ -47,9 +69,11 @@ class CellSearcher(Searcher):
         self.journal_path = journal_path
         self.points = spec.grid_points()
         self.point_ids = [grid_point_id(p) for p in self.points]
-        self.suggested = {pid: 0 for pid in self.point_ids}  # trials handed out per grid point
-        self.live: dict[str, tuple[str, int]] = {}  # tune trial id -> (grid point id, optuna trial number)
-        self.next_point = 0  # round-robin cursor
+        self.groups = spec.pack_groups()  # the grid points (of one cell) a pack draws its members from
+        self.group_ids = [grid_point_id({k: v for k, v in self.points[g[0]].items() if k != "train.seed"}) for g in self.groups]
+        self.suggested = {pid: 0 for pid in self.point_ids}  # members handed out per grid point
+        self.live: dict[str, list[tuple[str, int, str]]] = {}  # tune trial id -> (grid point id, optuna number, member id)
+        self.next_group = 0  # round-robin cursor
         self._studies: dict[str, optuna.Study] = {}
 
     # Optuna studies hold a storage handle: never pickle them, reopen by name instead.
@@ -79,44 +103,64 @@ class CellSearcher(Searcher):
         return True  # the spec already fixes metric, mode and the search space
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        """The next Tune trial: a pack of up to ``pack.size`` members of one cell's grid points
+        (one member when packs are off), each asked of its own grid point's Optuna study."""
         quota = self.spec.tune.trials_per_cell
-        for offset in range(len(self.points)):
-            index = (self.next_point + offset) % len(self.points)
-            pid = self.point_ids[index]
-            if self.suggested[pid] < quota:
+        for offset in range(len(self.groups)):
+            g = (self.next_group + offset) % len(self.groups)
+            if any(self.suggested[self.point_ids[i]] < quota for i in self.groups[g]):
                 break
         else:
             return Searcher.FINISHED
-        self.next_point = index + 1
+        self.next_group = g + 1
         distributions = {name: d.optuna() for name, d in self.spec.tune.params.items()}
-        optuna_trial = self.study(pid).ask(distributions)
-        params = {name: _plain(value) for name, value in optuna_trial.params.items()}
-        self.suggested[pid] += 1
-        self.live[trial_id] = (pid, optuna_trial.number)
-        point = self.points[index]
+        members, live = [], []
+        while len(members) < self.spec.pack.size:
+            open_points = [i for i in self.groups[g] if self.suggested[self.point_ids[i]] < quota]
+            if not open_points:
+                break
+            index = min(open_points, key=lambda i: self.suggested[self.point_ids[i]])  # seeds fill evenly
+            pid, point = self.point_ids[index], self.points[index]
+            optuna_trial = self.study(pid).ask(distributions)
+            params = {name: _plain(value) for name, value in optuna_trial.params.items()}
+            self.suggested[pid] += 1
+            member_id = member_trial_id(trial_id, len(members), self.spec.pack.size)
+            members.append({"trial_id": member_id, "cell": pid, "grid": point, "params": params,
+                            "trial": self.spec.trial_raw(point, params)})
+            live.append((pid, optuna_trial.number, member_id))
+        self.live[trial_id] = live
+        first = members[0]
         return {
             "study": self.spec.name,
-            "cell": pid,
-            "grid": point,
-            "params": params,
-            "trial": self.spec.trial_raw(point, params),
+            "cell": first["cell"] if len(self.groups[g]) == 1 else self.group_ids[g],  # what the scheduler compares
+            "grid": first["grid"],
+            "params": first["params"],
+            "trial": first["trial"],
+            "members": members,
+            "metric": self.spec.tune.metric,
+            "mode": self.spec.tune.mode,
         }
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         pass  # early stopping is the per-grid-point scheduler's job
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        """Tell each member's score to its own Optuna trial (a failed pack fails every member)."""
         if trial_id not in self.live:
             return
-        pid, number = self.live.pop(trial_id)
-        value = (result or {}).get(self.spec.tune.metric)
-        study = self.study(pid)
-        if error or value is None or not math.isfinite(float(value)):
-            study.tell(number, state=optuna.trial.TrialState.FAIL)
-        elif (result or {}).get("status") == "running":  # stopped early by the scheduler
-            study.tell(number, state=optuna.trial.TrialState.PRUNED)
-        else:
-            study.tell(number, float(value))
+        members = self.live.pop(trial_id)
+        for pid, number, member_id in members:
+            mine = member_result(result or {}, member_id)
+            if mine is None:
+                mine = (result or {}) if len(members) == 1 else {}  # a one-model trainable reports flat
+            value = mine.get(self.spec.tune.metric)
+            study = self.study(pid)
+            if error or value is None or not math.isfinite(float(value)):
+                study.tell(number, state=optuna.trial.TrialState.FAIL)
+            elif mine.get("status") == "running":  # stopped early by the scheduler
+                study.tell(number, state=optuna.trial.TrialState.PRUNED)
+            else:
+                study.tell(number, float(value))
 
     def get_state(self) -> dict[str, Any]:
         return {k: v for k, v in self.__getstate__().items() if k != "spec"}
@@ -140,7 +184,13 @@ def _plain(value: Any) -> Any:
 
 
 class PerCellScheduler(FIFOScheduler):
-    """One ASHA scheduler per grid point: trials compete only with trials of their own grid point."""
+    """One ASHA scheduler per grid point: trials compete only with trials of their own grid point
+    (with packs, per cell: packs compete with packs of their own cell).
+
+    Packs: a pack reports its best member's score (see :mod:`study.tune.trial`), so ASHA
+    stops a pack only when its best member falls below the cut, i.e. when every member
+    would be stopped; the members still running are then recorded ``pruned``.
+    """
 
     def __init__(self, metric: str, mode: str, grace_period: int, reduction_factor: float, max_t: int):
         super().__init__()

@@ -19,15 +19,16 @@ def study_status(spec: SweepSpec) -> pd.DataFrame:
     rows = []
     for pid, n in planned.items():
         mine = trials[trials["cell"] == pid]
-        scores = mine.loc[mine["status"] == "completed", "score"].dropna()
+        scores = mine.loc[mine["status"].isin(["completed", "converged"]), "score"].dropna()
         best = (scores.max() if spec.tune.mode == "max" else scores.min()) if len(scores) else float("nan")
         counts = mine["status"].value_counts()
-        finished = int(sum(counts.get(s, 0) for s in ("completed", "failed", "diverged", "pruned")))
+        finished = int(sum(counts.get(s, 0) for s in ("completed", "converged", "failed", "diverged", "pruned")))
         running = int(counts.get("running", 0) + counts.get("retrying", 0))
         rows.append({
             "cell": pid,
             "planned": n,
             "completed": int(counts.get("completed", 0)),
+            "converged": int(counts.get("converged", 0)),
             "running": running,
             "failed": int(counts.get("failed", 0)),
             "diverged": int(counts.get("diverged", 0)),

@@ -1,12 +1,21 @@
-"""The trainable of every study: one Ray Tune trial trains one trial config.
+"""The trainable of every study: one Ray Tune trial trains one trial config, or a pack.
 
 Trials only *report*: metrics for Tune and the searcher, rows for the store (which the
 driver's :class:`~study.tune.callbacks.StoreCallback` writes) and a checkpoint at
 each evaluation that ``train`` marks for one.
+
+A Tune trial whose config lists ``members`` (see :class:`~study.tune.search.CellSearcher`)
+trains them as one pack (:func:`study.train.train_pack`).  Every report carries
+``members`` (each member's latest summary: metrics, step, status, under its own trial
+id) and ``rows`` (each member's new rows, by trial id); its top-level metrics are the
+best member's (by the study's metric and mode), which is what the scheduler compares,
+so a pack is stopped early only when its best member would be.  One report per
+evaluation: a member's divergence between evaluations travels with the next one.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import tempfile
@@ -15,8 +24,16 @@ from typing import Any
 from study.config import TrialConfig
 
 
+def best_member(latest: dict[str, dict[str, Any]], metric: str | None, mode: str) -> dict[str, Any]:
+    """The summary of the member with the best finite ``metric`` (the first member if none has one)."""
+    scored = [m for m in latest.values() if isinstance(m.get(metric), (int, float)) and math.isfinite(m[metric])]
+    if not scored:
+        return next(iter(latest.values()))
+    return (max if mode == "max" else min)(scored, key=lambda m: m[metric])
+
+
 def run_trial(config: dict[str, Any], fail_once_at_step: int | None = None) -> None:
-    """One Ray Tune trial: train the config's model, reporting metrics, rows and checkpoints.
+    """One Ray Tune trial: train the config's model (or pack), reporting metrics, rows and checkpoints.
 
     ``fail_once_at_step`` raises once, after the report at that step, in a trial's
     first attempt: it exists to exercise retries from checkpoints.
@@ -24,13 +41,16 @@ def run_trial(config: dict[str, Any], fail_once_at_step: int | None = None) -> N
     import torch
     from ray import tune
 
-    from study.train import Report, load_state, save_state, train
+    from study.train import PackReport, load_state, save_state, train_pack
 
-    cfg = TrialConfig.model_validate(config["trial"])
     context = tune.get_context()
     trial_id = context.get_trial_id() or "local"
     # the first line of the trial in its worker's log (the dashboard's log view): which cell it is
     print(f"oodstudy trial {context.get_trial_name() or trial_id} of cell {config.get('cell', 'all')}", flush=True)
+    members = config.get("members") or [{"trial_id": trial_id, "trial": config["trial"]}]
+    cfgs = [TrialConfig.model_validate(m["trial"]) for m in members]
+    ids = [m["trial_id"] for m in members]
+    metric, mode = config.get("metric"), config.get("mode", "max")
     cpus = int(context.get_trial_resources().required_resources.get("CPU", 1)) if context.get_trial_resources() else 1
     torch.set_num_threads(max(1, cpus))
     restore = None
@@ -39,24 +59,31 @@ def run_trial(config: dict[str, Any], fail_once_at_step: int | None = None) -> N
         with checkpoint.as_directory() as directory:
             restore = load_state(os.path.join(directory, "state.pt"))
     first_attempt = restore is None
+    latest: dict[str, dict[str, Any]] = {}  # member id -> its latest summary
+    held: dict[str, dict[str, list]] = {}  # member id -> table -> rows not reported yet
 
-    def report(r: Report) -> None:
-        metrics = {
-            **r.metrics,
-            "step": r.step,
-            "status": r.status,
-            "n_params": r.n_params,
-            "device": r.device,
-            "node": platform.node(),
-            "rows": r.rows,
-        }
-        if r.state is None:
+    def report(pack: PackReport) -> None:
+        for r in pack.members:
+            latest[r.trial_id] = {**r.metrics, "step": r.step, "status": r.status, "n_params": r.n_params,
+                                  "device": r.device, "node": platform.node()}
+            for table, rows in r.rows.items():
+                held.setdefault(r.trial_id, {}).setdefault(table, []).extend(rows)
+        evaluated = any("evals" in r.rows for r in pack.members)
+        done = len(latest) == len(ids) and all(m["status"] != "running" for m in latest.values())
+        if not (evaluated or done):
+            return
+        summary = best_member(latest, metric, mode)
+        status = summary["status"] if len(ids) == 1 else ("completed" if done else "running")
+        metrics = {**summary, "step": pack.step, "status": status,
+                   "members": {mid: dict(m) for mid, m in latest.items()}, "rows": dict(held)}
+        held.clear()
+        if pack.state is None:
             tune.report(metrics)
         else:
             with tempfile.TemporaryDirectory() as directory:
-                save_state(r.state, os.path.join(directory, "state.pt"))
+                save_state(pack.state, os.path.join(directory, "state.pt"))
                 tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
-        if fail_once_at_step is not None and first_attempt and r.step >= fail_once_at_step and not r.done:
-            raise RuntimeError(f"injected failure after step {r.step}")
+        if fail_once_at_step is not None and first_attempt and pack.step >= fail_once_at_step and not done:
+            raise RuntimeError(f"injected failure after step {pack.step}")
 
-    train(cfg, trial_id=trial_id, restore=restore, report=report)
+    train_pack(cfgs, ids, restore=restore, report=report)
