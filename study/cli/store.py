@@ -13,7 +13,7 @@ from typing import Any
 import duckdb
 import pandas as pd
 
-from study.errors import QueryError
+from study.errors import QueryError, StoreError
 from study.store import DEFAULT_URI, Store
 
 # Exit codes: 0 fine, 1 validate found errors (2, the store could not be used as asked,
@@ -75,6 +75,9 @@ def run_validate(args: argparse.Namespace) -> int:
 def run_compact(args: argparse.Namespace) -> int:
     """Merge fragments and print what was written."""
     store = _open(args)
+    if args.study is not None and args.study not in store.studies():
+        raise StoreError(f"--study {args.study}: no such study in {store.uri}; its studies are: "
+                         f"{', '.join(store.studies()) or 'none'} (see `oodstudy store ls`)")
     written = store.compact(args.study)
     for path in written:
         print(f"wrote {path}")

@@ -4,6 +4,9 @@ where the service's CLI calls the analysis package."""
 
 from __future__ import annotations
 
+import sys
+
+from study.cli import EXIT_INTERRUPTED
 from study.config import SweepSpec, load_sweep_spec
 from study.tune.runner import read_spec_copy, run_sweep
 from study.tune.status import study_status
@@ -21,6 +24,30 @@ def _print_summary(spec: SweepSpec) -> None:
     print(summary_text(spec.name, trials, final))
 
 
+def _run_to_end(spec: SweepSpec, **kwargs) -> bool:
+    """Run (or resume) the sweep; True when every planned trial finished.  After Ctrl-C
+    (Tune stops the trials and saves the experiment; a second Ctrl-C stops at once)
+    print what happened, what the store holds and how to finish, and return False."""
+    interrupted = False
+    try:
+        run_sweep(spec, **kwargs)
+    except KeyboardInterrupt:
+        interrupted = True
+    table = study_status(spec)
+    planned, pending = int(table["planned"].sum()), int((table["pending"] + table["running"]).sum())
+    if not interrupted and pending == 0:
+        return True
+    finished = planned - pending
+    print(
+        f"\n{'interrupted' if interrupted else 'stopped early'}: study {spec.name} has {finished}/{planned} "
+        f"trials finished ({int(table['completed'].sum())} completed); the store {spec.store} holds every row "
+        f"written up to each trial's last checkpoint (check it with: oodstudy store validate --store "
+        f"{spec.store}); finish the study with: oodstudy resume {spec.name} --store {spec.store}",
+        file=sys.stderr,
+    )
+    return False
+
+
 def _cmd_run(args) -> int:
     overrides = list(args.set or [])
     if args.store:
@@ -28,7 +55,8 @@ def _cmd_run(args) -> int:
     if args.name:
         overrides.append(f"name={args.name}")
     spec = load_sweep_spec(args.spec, overrides)
-    run_sweep(spec, address=args.address, tune_table=args.tune_table)
+    if not _run_to_end(spec, address=args.address, tune_table=args.tune_table):
+        return EXIT_INTERRUPTED
     _print_summary(spec)
     print(f"\nresults in {spec.store} (study {spec.name}); analyse with: "
           f"oodstudy report --store {spec.store} --study {spec.name} --out report/{spec.name}")
@@ -37,7 +65,8 @@ def _cmd_run(args) -> int:
 
 def _cmd_resume(args) -> int:
     spec = read_spec_copy(args.name, args.store, args.storage_path)
-    run_sweep(spec, address=args.address, resume=True, tune_table=args.tune_table)
+    if not _run_to_end(spec, address=args.address, resume=True, tune_table=args.tune_table):
+        return EXIT_INTERRUPTED
     _print_summary(spec)
     return 0
 

@@ -10,16 +10,20 @@ searcher is :class:`~study.tune.search.CellSearcher` and whose driver callbacks 
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
+import socket
 import sys
 from pathlib import Path
 
 from study.config import ConfigError, SweepSpec, TrialConfig
+from study.memory import available_bytes, check_fits
 from study.store import Store, join_uri
 from study.tune.trial import run_trial
 
 SPEC_FILE = "oodstudy_spec.json"
+LOOPBACK = "127.0.0.1"
 
 
 def storage_path(spec: SweepSpec) -> str:
@@ -45,6 +49,26 @@ def check_optuna_storage(spec: SweepSpec) -> None:
         )
 
 
+def trial_configs(spec: SweepSpec) -> list[tuple[str, TrialConfig]]:
+    """(where, config) of every cell at the corners of the tuned axes (as ``check_trials``)."""
+    corners = [
+        dict(zip(spec.tune.params, combo))
+        for combo in itertools.product(*(d.corners() for d in spec.tune.params.values()))
+    ][:16] or [{}]
+    out = []
+    for cell in spec.cells():
+        for params in corners:
+            where = ", ".join(f"{k}={v}" for k, v in {**cell, **params}.items()) or "the base config"
+            out.append((where, TrialConfig.model_validate(spec.trial_raw(cell, params))))
+    return out
+
+
+def check_memory(spec: SweepSpec, budget: int, where: str) -> None:
+    """Every trial of the study must fit ``budget`` bytes (see :mod:`study.memory`)."""
+    for context, cfg in trial_configs(spec):
+        check_fits(cfg, budget, where, context=context)
+
+
 def check_resources_locally(spec: SweepSpec) -> None:
     """Before starting an embedded Ray: can this machine run even one trial?"""
     import torch
@@ -57,36 +81,88 @@ def check_resources_locally(spec: SweepSpec) -> None:
     if spec.resources.gpus > gpus:
         raise ConfigError(f"resources.gpus={spec.resources.gpus} but this machine has {gpus} GPUs; "
                           "set resources.gpus=0 or attach to a GPU cluster with --address")
+    device = "cuda" if spec.resources.gpus > 0 else "cpu"
+    check_memory(spec, *available_bytes(device, spec.resources.gpus))
 
 
 def check_resources_on_cluster(spec: SweepSpec) -> None:
-    """Some alive node must offer the per-trial CPUs and GPUs, else no trial could ever start."""
+    """Some alive node must offer the per-trial CPUs and GPUs (and, for CPU trials, the
+    memory a trial needs), else no trial could ever start."""
     import ray
 
+    fitting = []
     for node in ray.nodes():
         if not node.get("Alive"):
             continue
         res = node.get("Resources", {})
         if res.get("CPU", 0) >= spec.resources.cpus and res.get("GPU", 0) >= spec.resources.gpus:
-            return
-    raise ConfigError(
-        f"no node of the cluster offers resources.cpus={spec.resources.cpus} and "
-        f"resources.gpus={spec.resources.gpus} for one trial; lower them or add such a node"
-    )
+            fitting.append(res)
+    if not fitting:
+        raise ConfigError(
+            f"no node of the cluster offers resources.cpus={spec.resources.cpus} and "
+            f"resources.gpus={spec.resources.gpus} for one trial; lower them or add such a node"
+        )
+    if spec.resources.gpus == 0:
+        memory = max(int(res.get("memory", 0)) for res in fitting)
+        if memory:
+            check_memory(spec, memory, "the memory of the cluster's largest fitting node")
+
+
+def check_address(address: str, timeout_s: float = 5.0) -> None:
+    """A ``host:port`` or ``ray://host:port`` address must accept a TCP connection within
+    ``timeout_s`` (Ray itself would retry for minutes); ``auto`` is left to Ray."""
+    if address in ("auto", "local"):
+        return
+    target = address.removeprefix("ray://")
+    host, sep, port = target.rpartition(":")
+    if "://" in target or not sep or not host or not port.isdigit():
+        raise ConfigError(f"--address {address}: expected host:port (the GCS, e.g. 10.0.0.5:6379), "
+                          "ray://host:10001 (Ray Client) or auto")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as err:
+        cause = f"no answer within {timeout_s:g} s" if isinstance(err, TimeoutError) else (err.strerror or str(err))
+        raise ConfigError(
+            f"--address {address}: no Ray cluster answers there ({cause}); check "
+            f"that `ray start --head` runs on {host}, that {port} is its "
+            f"{'Ray Client port (10001 by default)' if address.startswith('ray://') else 'GCS port (6379 by default)'} "
+            "and that no firewall blocks it, or drop --address to run an embedded local Ray"
+        ) from None
 
 
 def connect_ray(address: str | None) -> None:
-    """Attach to a cluster (``auto``, ``ray://...``, or RAY_ADDRESS from ``ray job submit``),
-    or start an embedded local Ray with its dashboard bound to 127.0.0.1."""
+    """Attach to a cluster (``auto``, ``host:port``, ``ray://...``, or RAY_ADDRESS from
+    ``ray job submit``), or start an embedded local Ray bound to loopback.
+
+    Embedded, every port listens on 127.0.0.1: Ray binds its node address, the GCS,
+    raylet, object manager, worker, dashboard agent, metrics export and runtime-env
+    agent ports to the node IP, and a node IP on loopback is what Ray picks for a
+    single-machine instance when ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER`` is off (Ray's
+    own switch, read by ``ray._private.ray_constants``); the dashboard is bound with
+    ``dashboard_host``.  Token authentication is on as well (Ray's default for a new
+    local instance).
+    """
     import ray
 
     if ray.is_initialized():
         return
-    if address or os.environ.get("RAY_ADDRESS"):
-        ray.init(address=address or os.environ["RAY_ADDRESS"], log_to_driver=False)
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        check_address(address)
+        try:
+            ray.init(address=address, log_to_driver=False)
+        except (ConnectionError, RuntimeError, TimeoutError, ValueError) as err:
+            raise ConfigError(f"--address {address}: cannot attach to a Ray cluster there "
+                              f"({' '.join(str(err).split())[:300]}); check the address, the cluster's "
+                              "Ray version and its token (RAY_AUTH_TOKEN)") from None
         return
+    from ray._private import ray_constants
+
+    os.environ[ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR] = "0"  # for Ray processes started below
+    ray_constants.ENABLE_RAY_CLUSTER = False  # read when ray.init picks the node IP
     # address="local": always a new embedded Ray, even if `ray start` left a cluster on this machine
-    context = ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=False)
+    context = ray.init(address="local", _node_ip_address=LOOPBACK, include_dashboard=True,
+                       dashboard_host=LOOPBACK, log_to_driver=False)
     if getattr(context, "dashboard_url", None):
         print(f"Ray dashboard: http://{context.dashboard_url}", file=sys.stderr)
 
@@ -194,9 +270,18 @@ def run_sweep(
     fail_once_at_step: int | None = None,
     tune_table: bool = False,
 ):
-    """Run (or resume) a study to completion; returns Tune's ResultGrid."""
+    """Run (or resume) a study to completion; returns Tune's ResultGrid.
+
+    Everything that can refuse the run does so before anything is written: the
+    Optuna storage, the store URI (probed, not created), this machine's CPUs, GPUs and
+    memory (embedded Ray), the cluster's address and nodes.  Only then is the store
+    created.  After Ctrl-C, Tune stops the trials and saves the experiment, and this
+    returns early: compare :func:`study.tune.status.study_status` with the plan.
+    """
     check_optuna_storage(spec)
-    Store(spec.store)  # refuses a path that is not a store before any Ray work
+    Store.check_target(spec.store)  # refuses a path that is not (and cannot become) a store, creating nothing
+    if address is not None:
+        check_address(address)
     import torch  # noqa: F401  (loaded before Ray: inside a Ray job, MKL fails to load torch after ray.init)
     import ray
 
@@ -205,6 +290,7 @@ def run_sweep(
     prepare_environment()
     connect_ray(address)
     check_resources_on_cluster(spec)
+    Store(spec.store)
     if not resume:
         write_spec_copy(spec)
     tuner = build_tuner(spec, fail_once_at_step=fail_once_at_step, tune_table=tune_table, restore=resume)
