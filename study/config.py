@@ -337,9 +337,9 @@ class Distribution(Section):
 
 
 class TuneSection(Section):
-    metric: str = Field("id_exact_match", description="summary metric Optuna optimizes within a cell")
+    metric: str = Field("id_exact_match", description="summary metric Optuna optimizes within a grid point")
     mode: Literal["max", "min"] = "max"
-    trials_per_cell: int = Field(1, ge=1)
+    trials_per_cell: int = Field(1, ge=1, description="trials per grid point (the key keeps its first name)")
     params: dict[str, Distribution] = Field(default_factory=dict, description="tuned axes")
     sampler: Literal["tpe", "random"] = "tpe"
     seed: int = 0
@@ -357,12 +357,18 @@ class Resources(Section):
 
 
 class SweepSpec(Section):
-    """A whole study: a base trial, grid axes (cells), tuned axes (Optuna per cell), resources."""
+    """A whole study: a base trial, grid axes, tuned axes (Optuna per grid point), resources.
+
+    Vocabulary: a *grid point* is one combination of every grid axis, seed axes
+    (``train.seed``) included; its id (:func:`grid_point_id`) is the store's ``cell``
+    column.  A *cell* is a grid point without its seed axes: the unit the analysis
+    reads as a distribution over seeds and tuned values.
+    """
 
     name: str = Field(..., pattern=STUDY_NAME_PATTERN, description="study name in the store (a directory name)")
     description: str = ""
-    base: dict[str, Any] = Field(default_factory=dict, description="the trial config every cell starts from")
-    grid: dict[str, list[Any]] = Field(default_factory=dict, description="dotted key -> values; cells = product")
+    base: dict[str, Any] = Field(default_factory=dict, description="the trial config every grid point starts from")
+    grid: dict[str, list[Any]] = Field(default_factory=dict, description="dotted key -> values; grid points = product")
     tune: TuneSection = Field(default_factory=TuneSection)
     early_stopping: EarlyStopping = Field(default_factory=EarlyStopping)
     resources: Resources = Field(default_factory=Resources)
@@ -382,39 +388,39 @@ class SweepSpec(Section):
             raise ValueError(f"{sorted(overlap)} are both grid and tuned axes; keep each axis in one place")
         return self
 
-    def cells(self) -> list[dict[str, Any]]:
-        """Every combination of the grid axes, in a stable order."""
+    def grid_points(self) -> list[dict[str, Any]]:
+        """Every combination of the grid axes (seeds included), in a stable order."""
         import itertools
 
         axes = list(self.grid)
         return [dict(zip(axes, combo)) for combo in itertools.product(*(self.grid[a] for a in axes))]
 
-    def trial_raw(self, cell: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
-        """The raw trial config of one cell with tuned values filled in (not yet validated)."""
-        return apply_overrides(self.base, {**cell, **params})
+    def trial_raw(self, point: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+        """The raw trial config of one grid point with tuned values filled in (not yet validated)."""
+        return apply_overrides(self.base, {**point, **params})
 
     def check_trials(self) -> None:
-        """Validate the trial config of every cell at the corners of every tuned axis."""
+        """Validate the trial config of every grid point at the corners of every tuned axis."""
         import itertools
 
         corner_sets = [
             dict(zip(self.tune.params, combo))
             for combo in itertools.product(*(d.corners() for d in self.tune.params.values()))
         ] or [{}]
-        unmet: list[tuple[dict[str, Any], TrialConfig]] = []  # cells whose trials never report tune.metric
+        unmet: list[tuple[dict[str, Any], TrialConfig]] = []  # grid points whose trials never report tune.metric
         families = set()
-        for cell in self.cells():
+        for point in self.grid_points():
             for i, params in enumerate(corner_sets[:16]):
                 try:
-                    cfg = TrialConfig.model_validate(self.trial_raw(cell, params))
+                    cfg = TrialConfig.model_validate(self.trial_raw(point, params))
                 except ValidationError as err:
-                    where = ", ".join(f"{k}={v}" for k, v in {**cell, **params}.items()) or "the base config"
+                    where = ", ".join(f"{k}={v}" for k, v in {**point, **params}.items()) or "the base config"
                     raise ConfigError(f"invalid trial config for {where}: " + explain(err, TrialConfig)) from None
                 except ConfigError as err:
                     raise ConfigError(f"grid/tuned axis: {err}") from None
                 families.add(cfg.task.family)
                 if i == 0 and self.tune.metric not in summary_metrics(cfg.task):
-                    unmet.append((cell, cfg))
+                    unmet.append((point, cfg))
         known = {LOSS} | {f"{split}_{m}" for split in SPLITS for f in families for m in METRICS[f]}
         if self.tune.metric not in known:
             raise ConfigError(
@@ -422,12 +428,12 @@ class SweepSpec(Section):
                 f"use one of {sorted(known)}"
             )
         if unmet:
-            cell, cfg = unmet[0]
-            where = f"cell {cell_id(cell)}" if cell else "the base config"
+            point, cfg = unmet[0]
+            where = f"grid point {grid_point_id(point)}" if point else "the base config"
             hint = MISSING_METRIC_HINTS[cfg.task.family](cfg.task, self.tune.metric)
             raise ConfigError(
                 f"tune.metric={self.tune.metric!r} is never reported by {where} ({len(unmet)} of "
-                f"{len(self.cells())} cells): {hint}; or tune another metric, one of "
+                f"{len(self.grid_points())} grid points): {hint}; or tune another metric, one of "
                 f"{sorted(summary_metrics(cfg.task))}"
             )
         lower_is_better = metric_direction(self.tune.metric) == "min"
@@ -438,9 +444,9 @@ class SweepSpec(Section):
             )
 
 
-def cell_id(cell: dict[str, Any]) -> str:
-    """A short stable name for a cell: ``model.size=nano|task.digits=3`` (``all`` for no grid)."""
-    return "|".join(f"{k}={v}" for k, v in cell.items()) or "all"
+def grid_point_id(point: dict[str, Any]) -> str:
+    """A short stable name for a grid point: ``model.size=nano|train.seed=0`` (``all`` for no grid)."""
+    return "|".join(f"{k}={v}" for k, v in point.items()) or "all"
 
 
 def load_sweep_spec(path: str | Path, overrides: list[str] = ()) -> SweepSpec:

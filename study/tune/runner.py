@@ -50,16 +50,16 @@ def check_optuna_storage(spec: SweepSpec) -> None:
 
 
 def trial_configs(spec: SweepSpec) -> list[tuple[str, TrialConfig]]:
-    """(where, config) of every cell at the corners of the tuned axes (as ``check_trials``)."""
+    """(where, config) of every grid point at the corners of the tuned axes (as ``check_trials``)."""
     corners = [
         dict(zip(spec.tune.params, combo))
         for combo in itertools.product(*(d.corners() for d in spec.tune.params.values()))
     ][:16] or [{}]
     out = []
-    for cell in spec.cells():
+    for point in spec.grid_points():
         for params in corners:
-            where = ", ".join(f"{k}={v}" for k, v in {**cell, **params}.items()) or "the base config"
-            out.append((where, TrialConfig.model_validate(spec.trial_raw(cell, params))))
+            where = ", ".join(f"{k}={v}" for k, v in {**point, **params}.items()) or "the base config"
+            out.append((where, TrialConfig.model_validate(spec.trial_raw(point, params))))
     return out
 
 
@@ -228,7 +228,7 @@ def build_tuner(
         return tune.Tuner.restore(experiment, trainable=trainable, resume_errored=True)
     scheduler = None
     if spec.early_stopping.type == "asha":
-        trains = [TrialConfig.model_validate(spec.trial_raw(cell, {})).train for cell in spec.cells()]
+        trains = [TrialConfig.model_validate(spec.trial_raw(point, {})).train for point in spec.grid_points()]
         n_evals = max(math.ceil(t.steps / t.eval_every) for t in trains)  # reports per trial, the last included
         scheduler = PerCellScheduler(
             spec.tune.metric, spec.tune.mode, spec.early_stopping.grace_period,
