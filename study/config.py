@@ -97,7 +97,8 @@ class TrainConfig(Section):
             )
         if self.warmup_steps > self.steps:
             raise ValueError(
-                f"train.warmup_steps={self.warmup_steps} exceeds train.steps={self.steps}"
+                f"train.warmup_steps={self.warmup_steps} exceeds train.steps={self.steps}; "
+                "lower train.warmup_steps or raise train.steps"
             )
         return self
 
@@ -165,7 +166,7 @@ def load_yaml_text(text: str, where: str) -> Any:
         mark = getattr(err, "problem_mark", None)
         at = f" line {mark.line + 1}, column {mark.column + 1}:" if mark is not None else ""
         problem = getattr(err, "problem", None) or str(err)
-        raise ConfigError(f"{where}: not valid YAML:{at} {' '.join(str(problem).split())}") from None
+        raise ConfigError(f"{where}: not valid YAML:{at} {' '.join(str(problem).split())}; fix the YAML there") from None
 
 
 def parse_value(text: str) -> Any:
@@ -222,7 +223,8 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: the file is empty (or only comments); write the spec's sections, "
                           "e.g. copy search_spaces/quickstart.yaml")
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(data).__name__}")
+        raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(data).__name__}; "
+                          "write sections such as name:, base:, grid:, tune: (see search_spaces/quickstart.yaml)")
     return data
 
 
@@ -256,12 +258,41 @@ def explain(err: ValidationError, model: type[BaseModel], root: str = "") -> str
             lines.append(f"{field + '.' if field else ''}{key}: {problem['msg']}")
         elif kind == "union_tag_invalid":
             lines.append(f"{field}: unknown task family; use {' or '.join(repr(f) for f in FAMILIES)}")
-        else:
+        elif kind == "value_error":
             msg = problem["msg"].removeprefix("Value error, ")
             given = problem.get("input")
             shown = "" if isinstance(given, dict) else f" (got {given!r})"
             lines.append(f"{field}: {msg}{shown}" if field else f"{msg}")
+        else:  # pydantic's own rules: "Input should be ..." plus the fix for the kind of rule
+            msg = problem["msg"].replace("Input should be", "must be")
+            given = problem.get("input")
+            shown = "" if isinstance(given, dict) else f" (got {given!r})"
+            lines.append(f"{field}: {msg}{shown}; {_FIXES.get(kind, 'change the value')}")
     return "; ".join(lines)
+
+
+# The fix to propose for each kind of pydantic rule a value breaks.
+_FIXES = {
+    "literal_error": "use one of these",
+    "enum": "use one of these",
+    "missing": "add it",
+    "int_from_float": "write a whole number",
+    "int_parsing": "write a whole number",
+    "int_type": "write a whole number",
+    "float_parsing": "write a number",
+    "float_type": "write a number",
+    "bool_parsing": "write true or false",
+    "bool_type": "write true or false",
+    "string_type": "write a string",
+    "list_type": "write a list, e.g. [a, b]",
+    "tuple_type": "write a list, e.g. [a, b]",
+    "dict_type": "write a mapping, e.g. {key: value}",
+    "model_type": "write a mapping of its keys",
+    "string_pattern_mismatch": "change it to match",
+    **{k: "change the value to fit that bound" for k in (
+        "greater_than", "greater_than_equal", "less_than", "less_than_equal", "too_short", "too_long",
+        "string_too_short", "string_too_long")},
+}
 
 
 def trial_config(raw: dict[str, Any] | None = None, overrides: list[str] | dict[str, Any] = ()) -> TrialConfig:

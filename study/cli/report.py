@@ -23,7 +23,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
             raise ConfigError(f"name a study with --study; the store {args.store} has: {', '.join(names) or 'none'}")
         study = names[0]
     if study not in store.studies():
-        raise ConfigError(f"--study {study}: no such study in {args.store}; its studies are: "
+        raise ConfigError(f"--study {study}: no such study in {args.store}; name one of its studies: "
                           f"{', '.join(store.studies()) or 'none'}")
     out = Path(args.out or Path("reports") / study)
     try:

@@ -153,8 +153,9 @@ def summary_metrics(cfg: ICLTask) -> set[str]:
 
 def missing_metric_hint(cfg: ICLTask, metric: str) -> str:
     """Why a config does not report ``metric``, and what would make it."""
+    base = metric.removeprefix("id_").removeprefix("ood_")
+    if base.startswith("nmse_") and base.removeprefix("nmse_") not in cfg.baselines:
+        return "its baseline is not in task.baselines; add it there"
     if metric.startswith("ood_"):
         return "no task.shifts value is outside the pretraining mixture; add OOD values to task.shifts"
-    if metric.removeprefix("id_").removeprefix("ood_").startswith("nmse_"):
-        return "its baseline is not in task.baselines; add it there"
     return "the icl family does not report it"

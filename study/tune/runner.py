@@ -117,7 +117,8 @@ def check_address(address: str, timeout_s: float = 5.0) -> None:
     host, sep, port = target.rpartition(":")
     if "://" in target or not sep or not host or not port.isdigit():
         raise ConfigError(f"--address {address}: expected host:port (the GCS, e.g. 10.0.0.5:6379), "
-                          "ray://host:10001 (Ray Client) or auto")
+                          "ray://host:10001 (Ray Client) or auto; pass one of these (the dashboard's "
+                          "http:// address is for `ray job submit`)")
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
     except OSError as err:
