@@ -40,6 +40,16 @@ from study.store.uri import OBJECT_STORES, open_filesystem
 DEFAULT_URI = "./results"
 
 
+def temp_name(name: str) -> str:
+    """The temp name a file is written under before its rename: ``.<name>.<random>.tmp``.
+
+    Hidden (a leading dot: pyarrow, pandas, polars and Spark skip it when reading a
+    directory) and not ending in ``.parquet`` (a ``**/*.parquet`` glob skips it); the
+    store's own listing skips it, and ``validate`` reports an old one as a leftover.
+    """
+    return f".{name}.{uuid.uuid4().hex[:8]}.tmp"
+
+
 # What to check when a store's filesystem refuses or does not answer.
 REACH_HINT = "check the path (or bucket and endpoint), its permissions, the network and the credentials"
 
@@ -226,7 +236,7 @@ class Store:
         if directory not in self._made_dirs:
             self.fs.create_dir(directory, recursive=True)
             self._made_dirs.add(directory)
-        temp = f"{directory}/.{name}.{uuid.uuid4().hex[:8]}.tmp"
+        temp = f"{directory}/{temp_name(name)}"
         try:
             with self.fs.open_output_stream(temp) as out:
                 write(out)
