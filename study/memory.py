@@ -84,7 +84,8 @@ def estimate_trial_memory(cfg: Any) -> MemoryEstimate:
         eval_sets += task.eval_prompts * (task.n_points * (task.n_dims**2 + 4 * task.n_dims) * FLOAT + relu)
         train_set = 0
         batch_data = batch * (prompt * 3 + relu)
-    params = n_layer * (12 * d * d + 13 * d) + n_in * d + seq * d + d * n_out + n_out + 2 * d
+    read_in = n_in * d + (d if task.family != "arithmetic" else 0)  # an embedding table, or a linear layer
+    params = n_layer * (12 * d * d + 13 * d) + read_in + seq * d + d * n_out + n_out + 2 * d
     per_token_train = n_layer * (16 * d + 3 * n_head * seq) + 2 * d + 3 * n_out
     per_token_eval = 8 * d + 2 * n_head * seq + 2 * n_out
     return MemoryEstimate(
