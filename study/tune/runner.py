@@ -24,6 +24,8 @@ from study.tune.trial import run_trial
 
 SPEC_FILE = "oodstudy_spec.json"
 LOOPBACK = "127.0.0.1"
+# Seconds to wait for an answering address to turn out to be a Ray cluster.
+ATTACH_WAIT_S = 6
 
 
 def storage_path(spec: SweepSpec) -> str:
@@ -119,19 +121,32 @@ def check_address(address: str, timeout_s: float = 5.0) -> None:
         raise ConfigError(f"--address {address}: expected host:port (the GCS, e.g. 10.0.0.5:6379), "
                           "ray://host:10001 (Ray Client) or auto; pass one of these (the dashboard's "
                           "http:// address is for `ray job submit`)")
+    kind = "Ray Client port (10001 by default)" if address.startswith("ray://") else "GCS port (6379 by default)"
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
     except OSError as err:
         cause = f"no answer within {timeout_s:g} s" if isinstance(err, TimeoutError) else (err.strerror or str(err))
         raise ConfigError(
             f"--address {address}: no Ray cluster answers there ({cause}); check "
-            f"that `ray start --head` runs on {host}, that {port} is its "
-            f"{'Ray Client port (10001 by default)' if address.startswith('ray://') else 'GCS port (6379 by default)'} "
-            "and that no firewall blocks it, or drop --address to run an embedded local Ray"
+            f"that `ray start --head` runs on {host}, that {port} is its {kind} and that no firewall blocks "
+            "it, or drop --address to run an embedded local Ray"
         ) from None
+    import grpc  # Ray's GCS and Ray Client speak gRPC; a port that does not would hang ray.init
+
+    channel = grpc.insecure_channel(f"{host}:{port}")
+    try:
+        grpc.channel_ready_future(channel).result(timeout=timeout_s)
+    except grpc.FutureTimeoutError:
+        raise ConfigError(
+            f"--address {address}: something answers there, but not gRPC as a Ray cluster does (no "
+            f"handshake within {timeout_s:g} s); check that {port} is the {kind} of `ray start --head` "
+            f"on {host}, not another service (the dashboard's http:// port is for `ray job submit`)"
+        ) from None
+    finally:
+        channel.close()
 
 
-def connect_ray(address: str | None) -> None:
+def connect_ray(address: str | None) -> str | None:
     """Attach to a cluster (``auto``, ``host:port``, ``ray://...``, or RAY_ADDRESS from
     ``ray job submit``), or start an embedded local Ray bound to loopback.
 
@@ -141,22 +156,30 @@ def connect_ray(address: str | None) -> None:
     single-machine instance when ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER`` is off (Ray's
     own switch, read by ``ray._private.ray_constants``); the dashboard is bound with
     ``dashboard_host``.  Token authentication is on as well (Ray's default for a new
-    local instance).
+    local instance).  Returns the embedded dashboard's ``host:port`` (None otherwise).
     """
     import ray
 
     if ray.is_initialized():
-        return
+        return None
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
         check_address(address)
+        # Ray retries a GCS that does not answer once a second, 20 times; a port that
+        # accepts TCP but is no GCS (a proxy, another service) gets ATTACH_WAIT_S seconds
+        wait_key = "RAY_gcs_server_port_wait_time_s"
+        before = os.environ.get(wait_key)
+        os.environ.setdefault(wait_key, str(ATTACH_WAIT_S))
         try:
             ray.init(address=address, log_to_driver=False)
         except (ConnectionError, RuntimeError, TimeoutError, ValueError) as err:
             raise ConfigError(f"--address {address}: cannot attach to a Ray cluster there "
                               f"({' '.join(str(err).split())[:300]}); check the address, the cluster's "
                               "Ray version and its token (RAY_AUTH_TOKEN)") from None
-        return
+        finally:
+            if before is None:
+                os.environ.pop(wait_key, None)
+        return None
     from ray._private import ray_constants
 
     os.environ[ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR] = "0"  # for Ray processes started below
@@ -164,8 +187,10 @@ def connect_ray(address: str | None) -> None:
     # address="local": always a new embedded Ray, even if `ray start` left a cluster on this machine
     context = ray.init(address="local", _node_ip_address=LOOPBACK, include_dashboard=True,
                        dashboard_host=LOOPBACK, log_to_driver=False)
-    if getattr(context, "dashboard_url", None):
-        print(f"Ray dashboard: http://{context.dashboard_url}", file=sys.stderr)
+    dashboard = getattr(context, "dashboard_url", None) or None
+    if dashboard:
+        print(f"Ray dashboard: http://{dashboard}", file=sys.stderr)
+    return dashboard
 
 
 def write_spec_copy(spec: SweepSpec) -> None:
