@@ -11,6 +11,7 @@ searcher is :class:`~study.tune.search.CellSearcher` and whose driver callbacks 
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 import os
 import socket
@@ -280,6 +281,23 @@ def build_tuner(
     )
 
 
+class InterruptWatch(logging.Filter):
+    """Watches Ray Tune's log for its Ctrl-C handling: Tune stops the trials, saves the
+    experiment and returns from ``fit`` as if done, logging that it was interrupted (with
+    a ``Tuner.restore`` hint that oodstudy users do not need; it is dropped, the CLI
+    prints ``oodstudy resume`` instead)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.interrupted = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message.startswith("Stop signal received"):
+            self.interrupted = True
+        return "has been interrupted, but the most recent state was saved" not in message
+
+
 def prepare_environment() -> None:
     # the experiment state (searcher included) is snapshotted at least every 2 s,
     # so a killed driver loses at most a couple of seconds of bookkeeping
@@ -302,7 +320,8 @@ def run_sweep(
     Optuna storage, the store URI (probed, not created), this machine's CPUs, GPUs and
     memory (embedded Ray), the cluster's address and nodes.  Only then is the store
     created.  After Ctrl-C, Tune stops the trials and saves the experiment, and this
-    returns early: compare :func:`study.tune.status.study_status` with the plan.
+    raises KeyboardInterrupt (the store holds every row up to each trial's last
+    checkpoint; ``resume=True`` continues).
     """
     check_optuna_storage(spec)
     Store.check_target(spec.store)  # refuses a path that is not (and cannot become) a store, creating nothing
@@ -320,6 +339,13 @@ def run_sweep(
     if not resume:
         write_spec_copy(spec)
     tuner = build_tuner(spec, fail_once_at_step=fail_once_at_step, tune_table=tune_table, restore=resume)
-    results = tuner.fit()
+    watch, tune_log = InterruptWatch(), logging.getLogger("ray.tune.tune")
+    tune_log.addFilter(watch)
+    try:
+        results = tuner.fit()
+    finally:
+        tune_log.removeFilter(watch)
+    if watch.interrupted:  # Tune stopped gracefully on Ctrl-C: the run did not finish
+        raise KeyboardInterrupt
     Store(spec.store).compact(spec.name)  # one fragment per partition keeps later reads fast
     return results
