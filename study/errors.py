@@ -25,3 +25,8 @@ class StoreError(OodstudyError):
 
 class QueryError(OodstudyError):
     """A SQL query over the store that DuckDB refuses (a mistake in the query itself)."""
+
+
+class Interrupted(Exception):
+    """A run stopped by Ctrl-C; the message says what was done and how to continue.
+    Not bad input: the CLI prints it as one line and exits with code 130."""

@@ -164,7 +164,7 @@ def bad_inputs(p: dict[str, str]) -> list[tuple[str, list[str], str]]:
         # ---- reports
         ("report", ["report", "--store", store, "--study", "q", "--out", "/proc/oodstudy-report"], "--out /proc/oodstudy-report"),
         ("report", ["report", "--store", store, "--study", "q", "--out", file + "/report"], "a_file/report: cannot write"),
-        ("report", ["report", "--store", store, "--study", "nosuch"], "--study nosuch: no such study"),
+        ("report", ["report", "--store", store, "--study", "nosuch"], "study 'nosuch' is not in the store"),
         ("report", ["report", "--store", str(Path(root) / "missing")], "no store at"),
         # ---- cluster addresses and studies
         ("cluster", run + ["--address", "127.0.0.1:1"], "--address 127.0.0.1:1: no Ray cluster answers there"),

@@ -139,7 +139,7 @@ def test_ctrl_c_on_a_sweep_says_what_is_stored_and_how_to_resume(tmp_path):
             proc.communicate()
     assert proc.returncode == 130, err[-3000:]
     assert "Traceback" not in err, err[-3000:]
-    assert "interrupted: study interrupted has " in err
+    assert "oodstudy: interrupted: study interrupted has " in err
     assert f"oodstudy resume interrupted --store {store}" in err
     assert "results in" not in out  # nothing claims the study is complete
     finished = int(err.split("interrupted: study interrupted has ")[1].split("/")[0])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from study.errors import OodstudyError
+from study.errors import Interrupted, OodstudyError
 
 # Exit code of every command refused for bad input (a config, a store, a query).
 EXIT_ERROR = 2
@@ -39,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     except OodstudyError as err:
         print(f"oodstudy: {one_line(str(err))}", file=sys.stderr)
         return EXIT_ERROR
+    except Interrupted as err:
+        print(f"\noodstudy: {one_line(str(err))}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except KeyboardInterrupt:
         print(f"\noodstudy: interrupted (Ctrl-C) during `{args.command}`; what was written before stays as "
               "it was (the store only ever gains whole fragments)", file=sys.stderr)

@@ -22,9 +22,9 @@ def _cmd_report(args: argparse.Namespace) -> int:
         if len(names) != 1:
             raise ConfigError(f"name a study with --study; the store {args.store} has: {', '.join(names) or 'none'}")
         study = names[0]
-    if study not in store.studies():
-        raise ConfigError(f"--study {study}: no such study in {args.store}; name one of its studies: "
-                          f"{', '.join(store.studies()) or 'none'}")
+    if study not in store.studies():  # before --out is made
+        raise ConfigError(f"study {study!r} is not in the store {args.store}; studies there: "
+                          f"{', '.join(store.studies()) or 'none'}; name one with --study")
     out = Path(args.out or Path("reports") / study)
     try:
         out.mkdir(parents=True, exist_ok=True)

@@ -4,10 +4,8 @@ where the service's CLI calls the analysis package."""
 
 from __future__ import annotations
 
-import sys
-
-from study.cli import EXIT_INTERRUPTED
 from study.config import SweepSpec, load_sweep_spec
+from study.errors import Interrupted
 from study.tune.runner import read_spec_copy, run_sweep
 from study.tune.status import study_status
 
@@ -24,28 +22,21 @@ def _print_summary(spec: SweepSpec) -> None:
     print(summary_text(spec.name, trials, final))
 
 
-def _run_to_end(spec: SweepSpec, **kwargs) -> bool:
-    """Run (or resume) the sweep; True when every planned trial finished.  After Ctrl-C
-    (Tune stops the trials and saves the experiment; a second Ctrl-C stops at once)
-    print what happened, what the store holds and how to finish, and return False."""
-    interrupted = False
+def _run_to_end(spec: SweepSpec, **kwargs) -> None:
+    """Run (or resume) the sweep.  After Ctrl-C (Tune stops the trials and saves the
+    experiment; a second Ctrl-C stops at once) raise :class:`Interrupted` saying how far
+    the study got, what the store holds and how to finish."""
     try:
         run_sweep(spec, **kwargs)
     except KeyboardInterrupt:
-        interrupted = True
-    table = study_status(spec)
-    planned, pending = int(table["planned"].sum()), int((table["pending"] + table["running"]).sum())
-    if not interrupted and pending == 0:
-        return True
-    finished = planned - pending
-    print(
-        f"\n{'interrupted' if interrupted else 'stopped early'}: study {spec.name} has {finished}/{planned} "
-        f"trials finished ({int(table['completed'].sum())} completed); the store {spec.store} holds every row "
-        f"written up to each trial's last checkpoint (check it with: oodstudy store validate --store "
-        f"{spec.store}); finish the study with: oodstudy resume {spec.name} --store {spec.store}",
-        file=sys.stderr,
-    )
-    return False
+        table = study_status(spec)
+        planned, pending = int(table["planned"].sum()), int((table["pending"] + table["running"]).sum())
+        raise Interrupted(
+            f"interrupted: study {spec.name} has {planned - pending}/{planned} trials finished "
+            f"({int(table['completed'].sum())} completed); the store {spec.store} holds every row written up "
+            f"to each trial's last checkpoint (check it with: oodstudy store validate --store {spec.store}); "
+            f"finish the study with: oodstudy resume {spec.name} --store {spec.store}"
+        ) from None
 
 
 def _cmd_run(args) -> int:
@@ -55,8 +46,7 @@ def _cmd_run(args) -> int:
     if args.name:
         overrides.append(f"name={args.name}")
     spec = load_sweep_spec(args.spec, overrides)
-    if not _run_to_end(spec, address=args.address, tune_table=args.tune_table):
-        return EXIT_INTERRUPTED
+    _run_to_end(spec, address=args.address, tune_table=args.tune_table)
     _print_summary(spec)
     print(f"\nresults in {spec.store} (study {spec.name}); analyse with: "
           f"oodstudy report --store {spec.store} --study {spec.name} --out report/{spec.name}")
@@ -65,8 +55,7 @@ def _cmd_run(args) -> int:
 
 def _cmd_resume(args) -> int:
     spec = read_spec_copy(args.name, args.store, args.storage_path)
-    if not _run_to_end(spec, address=args.address, resume=True, tune_table=args.tune_table):
-        return EXIT_INTERRUPTED
+    _run_to_end(spec, address=args.address, resume=True, tune_table=args.tune_table)
     _print_summary(spec)
     return 0
 
