@@ -147,3 +147,27 @@ def test_ctrl_c_on_a_sweep_says_what_is_stored_and_how_to_resume(tmp_path):
     # what is in the store is whole: validate passes, and the rows are there
     assert cli("store", "validate", "--store", str(store), timeout=60).returncode == 0
     assert len(Store(str(store), create=False).frame("curves", study="interrupted")) > 0
+
+
+def test_ctrl_c_during_a_trial_exits_with_one_line_and_no_traceback(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "study.cli", "trial", "--set", "train.steps=1000000", "--set", "train.log_every=1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=tmp_path,
+    )
+    try:
+        first = b""
+        while b"step " not in first:  # training has started
+            chunk = proc.stderr.read1(256)
+            assert chunk, proc.communicate()
+            first += chunk
+        proc.send_signal(signal.SIGINT)
+        out, rest = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    err = (first + rest).decode()
+    assert proc.returncode == 130
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("oodstudy: interrupted (Ctrl-C) during `trial`")
