@@ -17,9 +17,9 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from study.errors import ConfigError
-from study.section import Section
+from study.section import BOOL_FOR_NUMBER, Section
 from study.store.schema import STUDY_NAME_PATTERN
-from study.tasks import FAMILIES, LOSS, METRICS, SPLITS, metric_direction
+from study.tasks import FAMILIES, LOSS, METRICS, MISSING_METRIC_HINTS, SPLITS, metric_direction, summary_metrics
 from study.tasks.arithmetic_config import ArithmeticTask
 from study.tasks.functions_config import ICLTask
 
@@ -121,7 +121,8 @@ class TrainConfig(Section):
             )
         if self.warmup_steps > self.steps:
             raise ValueError(
-                f"train.warmup_steps={self.warmup_steps} exceeds train.steps={self.steps}"
+                f"train.warmup_steps={self.warmup_steps} exceeds train.steps={self.steps}; "
+                "lower train.warmup_steps or raise train.steps"
             )
         return self
 
@@ -181,9 +182,40 @@ def flatten(nested: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+class StrictLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a mapping that gives one key twice (where YAML
+    would silently keep the last value)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None,
+                    f"duplicate key {key!r} (first on line {seen[key].start_mark.line + 1}); "
+                    "keep one of them, YAML would silently use the last",
+                    key_node.start_mark,
+                )
+            seen[key] = key_node
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml_text(text: str, where: str) -> Any:
+    """Parse YAML text with :class:`StrictLoader`; a syntax error or a duplicate key is a
+    ConfigError on one line naming ``where`` and the line."""
+    try:
+        return yaml.load(text, Loader=StrictLoader)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        at = f" line {mark.line + 1}, column {mark.column + 1}:" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err)
+        raise ConfigError(f"{where}: not valid YAML:{at} {' '.join(str(problem).split())}; fix the YAML there") from None
+
+
 def parse_value(text: str) -> Any:
     """A ``--set`` value as YAML would read it: ``3`` -> 3, ``[a, b]`` -> list, ``x`` -> 'x'."""
-    return yaml.safe_load(text) if text.strip() else ""
+    return load_yaml_text(text, f"--set value {text!r}") if text.strip() else ""
 
 
 def set_dotted(nested: dict[str, Any], dotted: str, value: Any) -> None:
@@ -215,15 +247,28 @@ def _split_override(text: str) -> tuple[str, Any]:
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
+    """A YAML file's top-level mapping; every way it cannot be one is a ConfigError."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such file; give the path of a YAML spec")
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a directory, not a YAML file; give the path of a spec, e.g. "
+                          "search_spaces/quickstart.yaml")
+    if not path.exists():
+        raise ConfigError(f"{path}: no such file; give the path of a YAML spec, e.g. search_spaces/quickstart.yaml")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not a text file (byte {err.start} is not UTF-8); give a YAML spec") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot be read ({err.strerror or err}); check the path and its permissions") from None
+    if "\x00" in text:
+        raise ConfigError(f"{path}: not a text file (it holds NUL bytes); give a YAML spec")
+    data = load_yaml_text(text, str(path))
+    if data is None:
+        raise ConfigError(f"{path}: the file is empty (or only comments); write the spec's sections, "
+                          "e.g. copy search_spaces/quickstart.yaml")
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(data).__name__}")
+        raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(data).__name__}; "
+                          "write sections such as name:, base:, grid:, tune: (see search_spaces/quickstart.yaml)")
     return data
 
 
@@ -239,7 +284,7 @@ def _known_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
 
 
 def explain(err: ValidationError, model: type[BaseModel], root: str = "") -> str:
-    """One readable line per problem: ``field: what is wrong (fix)``."""
+    """One clause per problem, ``field: what is wrong (fix)``, joined by ``"; "`` (one line)."""
     known = _known_keys(model)
     lines = []
     for problem in err.errors():
@@ -252,14 +297,46 @@ def explain(err: ValidationError, model: type[BaseModel], root: str = "") -> str
             guess = difflib.get_close_matches(".".join(loc), known, n=1)
             hint = f"; did you mean {root}{guess[0]}?" if guess else "; remove it"
             lines.append(f"{field}: unknown key{hint}")
+        elif kind == BOOL_FOR_NUMBER:
+            key = problem["ctx"]["key"]
+            lines.append(f"{field + '.' if field else ''}{key}: {problem['msg']}")
         elif kind == "union_tag_invalid":
             lines.append(f"{field}: unknown task family; use {' or '.join(repr(f) for f in FAMILIES)}")
-        else:
+        elif kind == "value_error":
             msg = problem["msg"].removeprefix("Value error, ")
             given = problem.get("input")
             shown = "" if isinstance(given, dict) else f" (got {given!r})"
             lines.append(f"{field}: {msg}{shown}" if field else f"{msg}")
-    return "\n".join(lines)
+        else:  # pydantic's own rules: "Input should be ..." plus the fix for the kind of rule
+            msg = problem["msg"].replace("Input should be", "must be")
+            given = problem.get("input")
+            shown = "" if isinstance(given, dict) else f" (got {given!r})"
+            lines.append(f"{field}: {msg}{shown}; {_FIXES.get(kind, 'change the value')}")
+    return "; ".join(lines)
+
+
+# The fix to propose for each kind of pydantic rule a value breaks.
+_FIXES = {
+    "literal_error": "use one of these",
+    "enum": "use one of these",
+    "missing": "add it",
+    "int_from_float": "write a whole number",
+    "int_parsing": "write a whole number",
+    "int_type": "write a whole number",
+    "float_parsing": "write a number",
+    "float_type": "write a number",
+    "bool_parsing": "write true or false",
+    "bool_type": "write true or false",
+    "string_type": "write a string",
+    "list_type": "write a list, e.g. [a, b]",
+    "tuple_type": "write a list, e.g. [a, b]",
+    "dict_type": "write a mapping, e.g. {key: value}",
+    "model_type": "write a mapping of its keys",
+    "string_pattern_mismatch": "change it to match",
+    **{k: "change the value to fit that bound" for k in (
+        "greater_than", "greater_than_equal", "less_than", "less_than_equal", "too_short", "too_long",
+        "string_too_short", "string_too_long")},
+}
 
 
 def trial_config(raw: dict[str, Any] | None = None, overrides: list[str] | dict[str, Any] = ()) -> TrialConfig:
@@ -268,7 +345,7 @@ def trial_config(raw: dict[str, Any] | None = None, overrides: list[str] | dict[
     try:
         return TrialConfig.model_validate(data)
     except ValidationError as err:
-        raise ConfigError("invalid trial config:\n" + explain(err, TrialConfig)) from None
+        raise ConfigError("invalid trial config: " + explain(err, TrialConfig)) from None
 
 
 def load_trial_config(path: str | Path | None, overrides: list[str] = ()) -> TrialConfig:
@@ -448,22 +525,34 @@ class SweepSpec(Section):
             dict(zip(self.tune.params, combo))
             for combo in itertools.product(*(d.corners() for d in self.tune.params.values()))
         ] or [{}]
+        unmet: list[tuple[dict[str, Any], TrialConfig]] = []  # grid points whose trials never report tune.metric
         families = set()
         for point in self.grid_points():
-            for params in corner_sets[:16]:
+            for i, params in enumerate(corner_sets[:16]):
                 try:
                     cfg = TrialConfig.model_validate(self.trial_raw(point, params))
                 except ValidationError as err:
                     where = ", ".join(f"{k}={v}" for k, v in {**point, **params}.items()) or "the base config"
-                    raise ConfigError(f"invalid trial config for {where}:\n" + explain(err, TrialConfig)) from None
+                    raise ConfigError(f"invalid trial config for {where}: " + explain(err, TrialConfig)) from None
                 except ConfigError as err:
                     raise ConfigError(f"grid/tuned axis: {err}") from None
                 families.add(cfg.task.family)
+                if i == 0 and self.tune.metric not in summary_metrics(cfg.task):
+                    unmet.append((point, cfg))
         known = {LOSS} | {f"{split}_{m}" for split in SPLITS for f in families for m in METRICS[f]}
         if self.tune.metric not in known:
             raise ConfigError(
                 f"tune.metric={self.tune.metric!r} is not a summary metric of this study; "
                 f"use one of {sorted(known)}"
+            )
+        if unmet:
+            point, cfg = unmet[0]
+            where = f"grid point {grid_point_id(point)}" if point else "the base config"
+            hint = MISSING_METRIC_HINTS[cfg.task.family](cfg.task, self.tune.metric)
+            raise ConfigError(
+                f"tune.metric={self.tune.metric!r} is never reported by {where} ({len(unmet)} of "
+                f"{len(self.grid_points())} grid points): {hint}; or tune another metric, one of "
+                f"{sorted(summary_metrics(cfg.task))}"
             )
         lower_is_better = metric_direction(self.tune.metric) == "min"
         if (self.tune.mode == "max") == lower_is_better:
@@ -496,6 +585,6 @@ def load_sweep_spec(path: str | Path, overrides: list[str] = ()) -> SweepSpec:
     try:
         spec = SweepSpec.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(f"{path}: invalid sweep spec:\n" + explain(err, SweepSpec)) from None
+        raise ConfigError(f"{path}: invalid sweep spec: " + explain(err, SweepSpec)) from None
     spec.check_trials()
     return spec

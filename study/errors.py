@@ -30,3 +30,8 @@ class QueryError(OodstudyError):
 class ClusterError(OodstudyError):
     """A Ray cluster that cannot take a study as asked: no answer at the address, a token it
     refuses, a study of that name already running; the message says what to fix."""
+
+
+class Interrupted(Exception):
+    """A run stopped by Ctrl-C; the message says what was done and how to continue.
+    Not bad input: the CLI prints it as one line and exits with code 130."""

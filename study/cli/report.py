@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,22 @@ def _cmd_report(args: argparse.Namespace) -> int:
         if len(names) != 1:
             raise ConfigError(f"name a study with --study; the store {args.store} has: {', '.join(names) or 'none'}")
         study = names[0]
-    path = build_report(store, study, args.out or Path("reports") / study, threshold=args.threshold)
+    if study not in store.studies():  # before --out is made
+        raise ConfigError(f"study {study!r} is not in the store {args.store}; studies there: "
+                          f"{', '.join(store.studies()) or 'none'}; name one with --study")
+    out = Path(args.out or Path("reports") / study)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".oodstudy-probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise ConfigError(f"--out {out}: cannot write there ({err.strerror or err}); pass a directory you can write to") from None
+    try:
+        path = build_report(store, study, out, threshold=args.threshold)
+    except OSError as err:
+        raise ConfigError(f"--out {out}: writing the report failed ({err.strerror or err}) at "
+                          f"{err.filename or out}; check the free space and permissions there") from None
     print(path)
     return 0
 

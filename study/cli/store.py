@@ -13,7 +13,7 @@ from typing import Any
 import duckdb
 import pandas as pd
 
-from study.errors import QueryError
+from study.errors import QueryError, StoreError
 from study.store import DEFAULT_URI, Store
 
 # Exit codes: 0 fine, 1 validate found errors (2, the store could not be used as asked,
@@ -75,6 +75,9 @@ def run_validate(args: argparse.Namespace) -> int:
 def run_compact(args: argparse.Namespace) -> int:
     """Merge fragments and print what was written."""
     store = _open(args)
+    if args.study is not None and args.study not in store.studies():
+        raise StoreError(f"--study {args.study}: no such study in {store.uri}; pass one of its studies: "
+                         f"{', '.join(store.studies()) or 'none'} (see `oodstudy store ls`)")
     written = store.compact(args.study)
     for path in written:
         print(f"wrote {path}")
@@ -88,7 +91,9 @@ def run_sql(args: argparse.Namespace) -> int:
     try:
         result = store.sql(args.query)
     except duckdb.Error as err:  # a mistake in the query itself
-        raise QueryError(str(err)) from None
+        raise QueryError(f"{' '.join(str(err).split())}; check the names against the tables trials, curves, "
+                         "evals, representations (and <table>_raw): `oodstudy store sql \"DESCRIBE trials\"` "
+                         "lists a table's columns") from None
     with pd.option_context("display.max_rows", 500, "display.width", 200):
         print(result.to_string(index=False))
     return EXIT_OK

@@ -5,6 +5,7 @@ where the service's CLI calls the analysis package."""
 from __future__ import annotations
 
 from study.config import SweepSpec, load_sweep_spec
+from study.errors import Interrupted
 from study.tune.runner import read_spec_copy, run_sweep
 from study.tune.status import study_status
 
@@ -21,6 +22,23 @@ def _print_summary(spec: SweepSpec) -> None:
     print(summary_text(spec.name, trials, final))
 
 
+def _run_to_end(spec: SweepSpec, **kwargs) -> None:
+    """Run (or resume) the sweep.  After Ctrl-C (Tune stops the trials and saves the
+    experiment; a second Ctrl-C stops at once) raise :class:`Interrupted` saying how far
+    the study got, what the store holds and how to finish."""
+    try:
+        run_sweep(spec, **kwargs)
+    except KeyboardInterrupt:
+        table = study_status(spec)
+        planned, pending = int(table["planned"].sum()), int((table["pending"] + table["running"]).sum())
+        raise Interrupted(
+            f"interrupted: study {spec.name} has {planned - pending}/{planned} trials finished "
+            f"({int(table['completed'].sum())} completed); the store {spec.store} holds every row written up "
+            f"to each trial's last checkpoint (check it with: oodstudy store validate --store {spec.store}); "
+            f"finish the study with: oodstudy resume {spec.name} --store {spec.store}"
+        ) from None
+
+
 def _cmd_run(args) -> int:
     overrides = list(args.set or [])
     if args.store:
@@ -28,7 +46,7 @@ def _cmd_run(args) -> int:
     if args.name:
         overrides.append(f"name={args.name}")
     spec = load_sweep_spec(args.spec, overrides)
-    run_sweep(spec, address=args.address, tune_table=args.tune_table)
+    _run_to_end(spec, address=args.address, tune_table=args.tune_table)
     _print_summary(spec)
     print(f"\nresults in {spec.store} (study {spec.name}); analyse with: "
           f"oodstudy report --store {spec.store} --study {spec.name} --out report/{spec.name}")
@@ -37,7 +55,7 @@ def _cmd_run(args) -> int:
 
 def _cmd_resume(args) -> int:
     spec = read_spec_copy(args.name, args.store, args.storage_path)
-    run_sweep(spec, address=args.address, resume=True, tune_table=args.tune_table)
+    _run_to_end(spec, address=args.address, resume=True, tune_table=args.tune_table)
     _print_summary(spec)
     return 0
 

@@ -8,15 +8,23 @@ import math
 import sys
 from typing import Any
 
+from study.errors import ConfigError
 
 
 def _trial(args: argparse.Namespace) -> int:
     from study.config import load_trial_config
 
     cfg = load_trial_config(args.spec, args.set or [])
+    from study.memory import available_bytes, check_fits
+    from study.train import pick_device, train  # torch import only once the config is known to be good
+
+    try:
+        device = pick_device(cfg.train.device)
+    except RuntimeError as err:
+        raise ConfigError(str(err)) from None
+    check_fits(cfg, *available_bytes(device.type))
     if cfg.pack.size > 1:
         return _trial_pack(cfg, args)
-    from study.train import train  # torch import only once the config is known to be good
 
     def progress(step: int, loss: float) -> None:
         if not args.json:

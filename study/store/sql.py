@@ -16,11 +16,18 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 
+from study.errors import QueryError
 from study.store.fragments import Fragment, maybe_overlapping
 from study.store.schema import GROUP_COLUMNS, KEYS, TABLES, file_schema
 
 # Query errors that are the query's own fault and never a sign of a bad fragment.
-QUERY_ERRORS = (duckdb.ParserException, duckdb.BinderException, duckdb.CatalogException)
+QUERY_ERRORS = (duckdb.ParserException, duckdb.BinderException, duckdb.CatalogException, duckdb.PermissionException)
+# The statements a read-only query may be (EXPLAIN shows a SELECT's plan, EXPLAIN ANALYZE runs it).
+READ_ONLY_STATEMENTS = (duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN)
+READ_ONLY_RULE = (
+    "store sql is read-only: give one SELECT over the tables trials, curves, evals, representations "
+    "(or <table>_raw), e.g. \"SELECT study, count(*) FROM trials GROUP BY study\""
+)
 READ_ERRORS = (duckdb.Error, pa.ArrowException, OSError)
 DICT_STRING = pa.dictionary(pa.int32(), pa.string())
 DUCKDB_TYPES = {
@@ -51,6 +58,33 @@ def connect() -> duckdb.DuckDBPyConnection:
     con.execute("SET TimeZone='UTC'")
     con.execute("SET enable_progress_bar=false")
     return con
+
+
+def check_read_only(query: str) -> None:
+    """Refuse (QueryError) anything but exactly one SELECT or EXPLAIN statement, as DuckDB's
+    own parser classifies it; a syntax error is refused the same way."""
+    try:
+        statements = duckdb.extract_statements(query)
+    except duckdb.Error as err:
+        raise QueryError(f"{' '.join(str(err).split())}; {READ_ONLY_RULE}") from None
+    if not statements:
+        raise QueryError(f"the query is empty; {READ_ONLY_RULE}")
+    if len(statements) > 1:
+        raise QueryError(f"{len(statements)} statements given, one is run; {READ_ONLY_RULE}")
+    kind = statements[0].type
+    if kind not in READ_ONLY_STATEMENTS:
+        raise QueryError(f"{kind.name} statements are refused; {READ_ONLY_RULE}")
+
+
+def lock_down(con: duckdb.DuckDBPyConnection, readable: list[str]) -> None:
+    """Make a connection read-only over the store with DuckDB's own settings: no file or
+    network access except reading the ``readable`` fragment paths (allowed_paths), no
+    extension loading, and the configuration locked so that a query cannot undo it."""
+    con.execute("SET allowed_paths = ?", [readable])
+    con.execute("SET enable_external_access = false")
+    con.execute("SET autoinstall_known_extensions = false")
+    con.execute("SET autoload_known_extensions = false")
+    con.execute("SET lock_configuration = true")
 
 
 def tables_in(query: str) -> tuple[list[str], list[str]]:

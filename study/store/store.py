@@ -7,6 +7,7 @@ from __future__ import annotations
 import concurrent.futures
 import datetime as dt
 import json
+import os
 import uuid
 import warnings
 from typing import Any, Callable
@@ -17,16 +18,46 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from study.errors import StoreError
+from study.errors import QueryError, StoreError
 from study.store import maintenance
 from study.store.fragments import Fragment, fragment_name, fragment_summary, summary_problem
 from study.store.maintenance import COMPACT_MAX_BYTES, Problem
 from study.store.rows import coerce_rows, schema_problem, to_pandas
 from study.store.schema import MARKER, SCHEMA_VERSION, TABLES, check_study, table_schema
-from study.store.sql import QUERY_ERRORS, READ_ERRORS, Planner, connect, sql_ident, tables_in
+from study.store.sql import (
+    QUERY_ERRORS,
+    READ_ERRORS,
+    READ_ONLY_RULE,
+    Planner,
+    check_read_only,
+    connect,
+    lock_down,
+    sql_ident,
+    tables_in,
+)
 from study.store.uri import OBJECT_STORES, open_filesystem
 
 DEFAULT_URI = "./results"
+
+
+def temp_name(name: str) -> str:
+    """The temp name a file is written under before its rename: ``.<name>.<random>.tmp``.
+
+    Hidden (a leading dot: pyarrow, pandas, polars and Spark skip it when reading a
+    directory) and not ending in ``.parquet`` (a ``**/*.parquet`` glob skips it); the
+    store's own listing skips it, and ``validate`` reports an old one as a leftover.
+    """
+    return f".{name}.{uuid.uuid4().hex[:8]}.tmp"
+
+
+# What to check when a store's filesystem refuses or does not answer.
+REACH_HINT = "check the path (or bucket and endpoint), its permissions, the network and the credentials"
+
+
+def io_cause(err: BaseException) -> str:
+    """The cause of an I/O error in a few words: ``Permission denied``, the AWS error, ..."""
+    text = getattr(err, "strerror", None) or str(err)
+    return " ".join(str(text).split())[:300]
 
 
 class Store:
@@ -61,12 +92,50 @@ class Store:
         # path -> (size, why it cannot be read) for fragments readers skip
         self._bad: dict[str, tuple[int, str]] = {}
         self.created: str | None = None
-        self._open(create)
+        try:
+            self._open(create)
+        except (OSError, pa.ArrowException) as err:  # permission denied, no network, no credentials
+            raise StoreError(f"cannot {'open or create' if create else 'open'} a store at {self.uri}: "
+                             f"{io_cause(err)}; {REACH_HINT}") from None
 
     def __repr__(self) -> str:
         return f"Store({self.uri!r})"
 
     # -- opening -------------------------------------------------------------------
+
+    @staticmethod
+    def check_target(uri: str, storage_options: dict[str, Any] | None = None) -> None:
+        """Refuse (StoreError) a URI where ``Store(uri)`` could not open or create a store,
+        creating nothing: an existing store must open; a missing or empty local directory
+        must sit in a directory this process can create entries in; a remote root must
+        answer (credentials, network)."""
+        fs, root = open_filesystem(str(uri), storage_options)
+        try:
+            info = fs.get_file_info(root)
+            if info.type == pafs.FileType.File or fs.get_file_info(f"{root}/{MARKER}").type == pafs.FileType.File:
+                Store(uri, create=False, storage_options=storage_options)
+                return
+            if info.type == pafs.FileType.Directory:
+                entries = fs.get_file_info(pafs.FileSelector(root, recursive=False))
+                if any(not e.base_name.startswith((".", "_")) for e in entries):
+                    Store(uri, create=False, storage_options=storage_options)  # refuses: not a store
+            if not isinstance(fs, pafs.LocalFileSystem):
+                return
+            parent = root if info.type == pafs.FileType.Directory else os.path.dirname(root)
+            while not os.path.exists(parent):
+                parent = os.path.dirname(parent)
+            if not os.path.isdir(parent):
+                raise StoreError(f"cannot create a store at {uri}: {parent} is a file, not a directory; "
+                                 "pass a path under a directory")
+            probe = os.path.join(parent, f".oodstudy-probe-{uuid.uuid4().hex[:8]}")
+            try:
+                os.mkdir(probe)
+                os.rmdir(probe)
+            except OSError as err:
+                raise StoreError(f"cannot create a store at {uri}: {parent} refuses new entries "
+                                 f"({io_cause(err)}); pass a path you can write to") from None
+        except (OSError, pa.ArrowException) as err:
+            raise StoreError(f"cannot reach the store at {uri}: {io_cause(err)}; {REACH_HINT}") from None
 
     def _open(self, create: bool) -> None:
         """Check the marker (and its schema version), or make a new store."""
@@ -167,7 +236,7 @@ class Store:
         if directory not in self._made_dirs:
             self.fs.create_dir(directory, recursive=True)
             self._made_dirs.add(directory)
-        temp = f"{directory}/.{name}.{uuid.uuid4().hex[:8]}.tmp"
+        temp = f"{directory}/{temp_name(name)}"
         try:
             with self.fs.open_output_stream(temp) as out:
                 write(out)
@@ -257,16 +326,25 @@ class Store:
 
         return to_pandas(self.read([table], run, study=study))
 
-    def sql(self, query: str) -> pd.DataFrame:
-        """Run a DuckDB query over the store and return the result as a DataFrame.
+    def sql(self, query: str, *, trusted: bool = False) -> pd.DataFrame:
+        """Run one DuckDB ``SELECT`` over the store and return the result as a DataFrame.
 
         The tables are views named ``trials``, ``curves``, ``evals`` and
         ``representations`` (deduplicated) and ``<table>_raw`` (every stored row).
-        """
-        return to_pandas(self.sql_arrow(query))
 
-    def sql_arrow(self, query: str) -> pa.Table:
+        The query is read-only (see :func:`study.store.sql.check_read_only`): one
+        ``SELECT`` (or ``EXPLAIN``) statement, on a connection whose external access
+        DuckDB limits to the store's own fragments and whose configuration is locked,
+        so it can neither write files, nor read files outside the store, nor attach
+        databases; a refused query raises QueryError.  ``trusted=True`` (for code you
+        trust, never for a query from outside) runs any DuckDB SQL on a plain connection.
+        """
+        return to_pandas(self.sql_arrow(query, trusted=trusted))
+
+    def sql_arrow(self, query: str, *, trusted: bool = False) -> pa.Table:
         """``sql`` returning the Arrow table (no conversion to pandas)."""
+        if not trusted:
+            check_read_only(query)
         dedup, raw = tables_in(query)
         mentioned = [t for t in TABLES if t in dedup or t in raw]
 
@@ -277,7 +355,13 @@ class Store:
                 con.execute(f"CREATE TEMP VIEW {table}_raw AS SELECT {cols} FROM ({source}) AS r")
             for table in dedup:
                 con.execute(f"CREATE TEMP VIEW {table} AS {self.planner.dedup_sql(con, table, frags[table])}")
-            return con.sql(query).to_arrow_table()
+            if not trusted:
+                readable = [f.path for t in mentioned for f in frags[t]] if self.reader == "duckdb" else []
+                lock_down(con, readable)
+            try:
+                return con.sql(query).to_arrow_table()
+            except duckdb.PermissionException as err:
+                raise QueryError(f"refused: {' '.join(str(err).split())}; {READ_ONLY_RULE}") from None
 
         return self.read(mentioned, run)
 

@@ -51,7 +51,7 @@ def open_filesystem(uri: str, storage_options: dict[str, Any] | None = None) -> 
     try:
         fs, path = pafs.FileSystem.from_uri(uri)
     except (pa.ArrowException, OSError, ValueError) as err:
-        raise StoreError(f"cannot open store URI {uri!r}: {err}") from None
+        raise StoreError(f"cannot open store URI {uri!r}: {err}; use a local path, file://, s3:// or gs://") from None
     return fs, path.rstrip("/") or path
 
 

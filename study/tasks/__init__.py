@@ -37,8 +37,22 @@ PRIMARY_METRICS: dict[str, str] = {
     arithmetic_config.FAMILY: arithmetic_config.PRIMARY_METRIC,
     functions_config.FAMILY: functions_config.PRIMARY_METRIC,
 }
+# family -> (config -> the summary metrics its trials report, (config, metric) -> why not)
+SUMMARY_METRICS = {
+    arithmetic_config.FAMILY: arithmetic_config.summary_metrics,
+    functions_config.FAMILY: functions_config.summary_metrics,
+}
+MISSING_METRIC_HINTS = {
+    arithmetic_config.FAMILY: arithmetic_config.missing_metric_hint,
+    functions_config.FAMILY: functions_config.missing_metric_hint,
+}
 SPLITS = ("id", "ood")
 LOSS = "loss"
+
+
+def summary_metrics(cfg: arithmetic_config.ArithmeticTask | functions_config.ICLTask) -> set[str]:
+    """The summary metrics a trial of this task config reports, the training ``loss`` included."""
+    return {LOSS} | SUMMARY_METRICS[cfg.family](cfg)
 
 
 def metric_direction(name: str) -> str | None:
@@ -66,4 +80,4 @@ def build_task(
     return task_class(cfg.family)(cfg, seed=seed, device=torch.device(device))
 
 
-__all__ = ["FAMILIES", "METRICS", "PRIMARY_METRICS", "build_task", "metric_direction", "task_class"]
+__all__ = ["FAMILIES", "METRICS", "PRIMARY_METRICS", "build_task", "metric_direction", "summary_metrics", "task_class"]

@@ -88,6 +88,12 @@ class ArithmeticTask(Section):
         if self.train_size is not None and self.train_set == "fresh":
             raise ValueError("task.train_size is only used with task.train_set=fixed")
         check_supported(self)  # the task's own limits: int64 ranges, set sizes
+        if self.eval_max_len < self.train_len:
+            raise ValueError(
+                f"task.eval_max_len={self.eval_max_len} is below the training length {self.train_len} "
+                "(task.digits / task.mix_digits): the training length would never be evaluated and "
+                f"there would be no OOD condition; set task.eval_max_len to at least {self.train_len + 1}"
+            )
         return self
 
 
@@ -173,3 +179,25 @@ def check_supported(cfg: ArithmeticTask) -> None:
                     f"than half of the {space} possible pairs (a disjoint ID test set needs the rest); "
                     "lower task.train_size / task.train_fraction"
                 )
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def summary_metrics(cfg: ArithmeticTask) -> set[str]:
+    """The summary metrics (``<split>_<metric>``) a trial of this config reports: ``id_*``
+    always, ``ood_*`` only when operands longer than the training length are evaluated
+    (``task.eval_max_len > train_len``); ``chance`` only under a modulus."""
+    splits = ["id"] + (["ood"] if cfg.eval_max_len > cfg.train_len else [])
+    metrics = [m for m in METRICS if m != "chance" or cfg.modulus is not None]
+    return {f"{split}_{metric}" for split in splits for metric in metrics}
+
+
+def missing_metric_hint(cfg: ArithmeticTask, metric: str) -> str:
+    """Why a config does not report ``metric``, and what would make it."""
+    if metric.startswith("ood_") and cfg.eval_max_len <= cfg.train_len:
+        return (f"task.eval_max_len={cfg.eval_max_len} evaluates no operand longer than the training "
+                f"length {cfg.train_len}; raise task.eval_max_len (and task.width)")
+    if metric.endswith("_chance"):
+        return "chance is reported only under a modulus; set task.modulus"
+    return "the arithmetic family does not report it"

@@ -51,7 +51,7 @@ from torch import nn
 
 from study.tasks import baselines
 from study.tasks.base import Batch, ModelIO
-from study.tasks.functions_config import SHIFT_AXES, ICLTask
+from study.tasks.functions_config import SHIFT_AXES, ICLTask, split_of  # noqa: F401  (split_of: part of this module's API)
 
 # --------------------------------------------------------------------------- prompt distributions
 
@@ -242,42 +242,6 @@ def shifted(dist: PromptDistribution, shift: str, value: float) -> PromptDistrib
     if shift == "x_scale":
         return replace(dist, x_scale=value)
     raise ValueError(f"unknown shift {shift!r}; use one of {', '.join(SHIFTS)}")
-
-
-def _trained(cfg: ICLTask, name: str) -> bool:
-    """Is class ``name`` (with the config's parameters) one of the pretraining classes?"""
-    if name in cfg.classes:
-        return True
-    dense_pair = {"linear", "sparse_linear"}  # sparse_linear with nnz = d is dense linear
-    return cfg.nnz == cfg.n_dims and name in dense_pair and bool(dense_pair & set(cfg.classes))
-
-
-def split_of(cfg: ICLTask, shift: str, value: float) -> str:
-    """"id" when the shifted prompts lie inside the support of the pretraining mixture, else "ood".
-
-    none: id.  nnz: id at the trained nnz (sparse_linear trained) or at nnz = d (linear trained).
-    freq_scale: id at 1 when sine is trained.  alpha: id inside combo_alpha when combo is
-    trained, at 1 when class A is trained, at 0 when class B is.  x_scale: id at 1.
-    """
-    if shift == "none":
-        return "id"
-    if shift == "nnz":
-        sparse_as_trained = value == cfg.nnz and _trained(cfg, "sparse_linear")
-        inside = sparse_as_trained or (value == cfg.n_dims and _trained(cfg, "linear"))
-    elif shift == "freq_scale":
-        inside = value == 1.0 and _trained(cfg, "sine")
-    elif shift == "alpha":
-        low, high = cfg.combo_alpha
-        inside = (
-            ("combo" in cfg.classes and low <= value <= high)
-            or (value == 1.0 and _trained(cfg, cfg.combo[0]))
-            or (value == 0.0 and _trained(cfg, cfg.combo[1]))
-        )
-    elif shift == "x_scale":
-        inside = value == 1.0
-    else:
-        raise ValueError(f"unknown shift {shift!r}; use one of {', '.join(SHIFTS)}")
-    return "id" if inside else "ood"
 
 
 # baseline name (study.tasks.functions_config.BASELINES) -> predictions [B, n] from (xs, ys, cfg)

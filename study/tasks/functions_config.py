@@ -101,3 +101,61 @@ class ICLTask(Section):
         if self.curriculum and self.curriculum_points_start > self.n_points:
             raise ValueError("task.curriculum_points_start exceeds task.n_points")
         return self
+
+
+# --------------------------------------------------------------------------- splits
+
+
+def _trained(cfg: ICLTask, name: str) -> bool:
+    """Is class ``name`` (with the config's parameters) one of the pretraining classes?"""
+    if name in cfg.classes:
+        return True
+    dense_pair = {"linear", "sparse_linear"}  # sparse_linear with nnz = d is dense linear
+    return cfg.nnz == cfg.n_dims and name in dense_pair and bool(dense_pair & set(cfg.classes))
+
+
+def split_of(cfg: ICLTask, shift: str, value: float) -> str:
+    """"id" when the shifted prompts lie inside the support of the pretraining mixture, else "ood".
+
+    none: id.  nnz: id at the trained nnz (sparse_linear trained) or at nnz = d (linear trained).
+    freq_scale: id at 1 when sine is trained.  alpha: id inside combo_alpha when combo is
+    trained, at 1 when class A is trained, at 0 when class B is.  x_scale: id at 1.
+    """
+    if shift == "none":
+        return "id"
+    if shift == "nnz":
+        sparse_as_trained = value == cfg.nnz and _trained(cfg, "sparse_linear")
+        inside = sparse_as_trained or (value == cfg.n_dims and _trained(cfg, "linear"))
+    elif shift == "freq_scale":
+        inside = value == 1.0 and _trained(cfg, "sine")
+    elif shift == "alpha":
+        low, high = cfg.combo_alpha
+        inside = (
+            ("combo" in cfg.classes and low <= value <= high)
+            or (value == 1.0 and _trained(cfg, cfg.combo[0]))
+            or (value == 0.0 and _trained(cfg, cfg.combo[1]))
+        )
+    elif shift == "x_scale":
+        inside = value == 1.0
+    else:
+        raise ValueError(f"unknown shift {shift!r}; use one of {', '.join(('none',) + SHIFT_AXES)}")
+    return "id" if inside else "ood"
+
+
+def summary_metrics(cfg: ICLTask) -> set[str]:
+    """The summary metrics (``<split>_<metric>``) a trial of this config reports: ``id_*``
+    always (the pretraining mixture), ``ood_*`` only when some shift value is OOD;
+    the model's ``nmse`` and ``nmse_<baseline>`` for each of ``task.baselines``."""
+    splits = {"id"} | {split_of(cfg, axis, float(v)) for axis, values in cfg.shifts.items() for v in values}
+    metrics = ["nmse"] + [f"nmse_{name}" for name in cfg.baselines]
+    return {f"{split}_{metric}" for split in splits for metric in metrics}
+
+
+def missing_metric_hint(cfg: ICLTask, metric: str) -> str:
+    """Why a config does not report ``metric``, and what would make it."""
+    base = metric.removeprefix("id_").removeprefix("ood_")
+    if base.startswith("nmse_") and base.removeprefix("nmse_") not in cfg.baselines:
+        return "its baseline is not in task.baselines; add it there"
+    if metric.startswith("ood_"):
+        return "no task.shifts value is outside the pretraining mixture; add OOD values to task.shifts"
+    return "the icl family does not report it"

@@ -10,17 +10,24 @@ searcher is :class:`~study.tune.search.CellSearcher` and whose driver callbacks 
 
 from __future__ import annotations
 
+import itertools
+import logging
 import math
 import os
 import re
+import socket
 import sys
 from pathlib import Path
 
 from study.config import ConfigError, SweepSpec, TrialConfig
+from study.memory import available_bytes, check_fits
 from study.store import Store, join_uri, open_filesystem
 from study.tune.trial import run_trial
 
 SPEC_FILE = "oodstudy_spec.json"
+LOOPBACK = "127.0.0.1"
+# Seconds to wait for an answering address to turn out to be a Ray cluster.
+ATTACH_WAIT_S = 6
 
 
 def storage_path(spec: SweepSpec) -> str:
@@ -46,6 +53,26 @@ def check_optuna_storage(spec: SweepSpec) -> None:
         )
 
 
+def trial_configs(spec: SweepSpec) -> list[tuple[str, TrialConfig]]:
+    """(where, config) of every grid point at the corners of the tuned axes (as ``check_trials``)."""
+    corners = [
+        dict(zip(spec.tune.params, combo))
+        for combo in itertools.product(*(d.corners() for d in spec.tune.params.values()))
+    ][:16] or [{}]
+    out = []
+    for point in spec.grid_points():
+        for params in corners:
+            where = ", ".join(f"{k}={v}" for k, v in {**point, **params}.items()) or "the base config"
+            out.append((where, TrialConfig.model_validate(spec.trial_raw(point, params))))
+    return out
+
+
+def check_memory(spec: SweepSpec, budget: int, where: str) -> None:
+    """Every trial of the study must fit ``budget`` bytes (see :mod:`study.memory`)."""
+    for context, cfg in trial_configs(spec):
+        check_fits(cfg, budget, where, context=context)
+
+
 def check_resources_locally(spec: SweepSpec) -> None:
     """Before starting an embedded Ray: can this machine run even one trial?"""
     import torch
@@ -58,22 +85,31 @@ def check_resources_locally(spec: SweepSpec) -> None:
     if spec.resources.gpus > gpus:
         raise ConfigError(f"resources.gpus={spec.resources.gpus} but this machine has {gpus} GPUs; "
                           "set resources.gpus=0 or attach to a GPU cluster with --address")
+    device = "cuda" if spec.resources.gpus > 0 else "cpu"
+    check_memory(spec, *available_bytes(device, spec.resources.gpus))
 
 
 def check_resources_on_cluster(spec: SweepSpec) -> None:
-    """Some alive node must offer the per-trial CPUs and GPUs, else no trial could ever start."""
+    """Some alive node must offer the per-trial CPUs and GPUs (and, for CPU trials, the
+    memory a trial needs), else no trial could ever start."""
     import ray
 
+    fitting = []
     for node in ray.nodes():
         if not node.get("Alive"):
             continue
         res = node.get("Resources", {})
         if res.get("CPU", 0) >= spec.resources.cpus and res.get("GPU", 0) >= spec.resources.gpus:
-            return
-    raise ConfigError(
-        f"no node of the cluster offers resources.cpus={spec.resources.cpus} and "
-        f"resources.gpus={spec.resources.gpus} for one trial; lower them or add such a node"
-    )
+            fitting.append(res)
+    if not fitting:
+        raise ConfigError(
+            f"no node of the cluster offers resources.cpus={spec.resources.cpus} and "
+            f"resources.gpus={spec.resources.gpus} for one trial; lower them or add such a node"
+        )
+    if spec.resources.gpus == 0:
+        memory = max(int(res.get("memory", 0)) for res in fitting)
+        if memory:
+            check_memory(spec, memory, "the memory of the cluster's largest fitting node")
 
 
 # filesystems every node of a cluster can mount at the same path (FUSE mounts of buckets included)
@@ -117,17 +153,89 @@ def cluster_hosts() -> set[str]:
 def connect_ray(address: str | None) -> None:
     """Attach to a cluster (``auto``, ``ray://...``, or RAY_ADDRESS from ``ray job submit``),
     or start an embedded local Ray with its dashboard bound to 127.0.0.1."""
+
+
+def check_address(address: str, timeout_s: float = 5.0) -> None:
+    """A ``host:port`` or ``ray://host:port`` address must accept a TCP connection within
+    ``timeout_s`` (Ray itself would retry for minutes); ``auto`` is left to Ray."""
+    if address in ("auto", "local"):
+        return
+    target = address.removeprefix("ray://")
+    host, sep, port = target.rpartition(":")
+    if "://" in target or not sep or not host or not port.isdigit():
+        raise ConfigError(f"--address {address}: expected host:port (the GCS, e.g. 10.0.0.5:6379), "
+                          "ray://host:10001 (Ray Client) or auto; pass one of these (the dashboard's "
+                          "http:// address is for `ray job submit`)")
+    kind = "Ray Client port (10001 by default)" if address.startswith("ray://") else "GCS port (6379 by default)"
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as err:
+        cause = f"no answer within {timeout_s:g} s" if isinstance(err, TimeoutError) else (err.strerror or str(err))
+        raise ConfigError(
+            f"--address {address}: no Ray cluster answers there ({cause}); check "
+            f"that `ray start --head` runs on {host}, that {port} is its {kind} and that no firewall blocks "
+            "it, or drop --address to run an embedded local Ray"
+        ) from None
+    import grpc  # Ray's GCS and Ray Client speak gRPC; a port that does not would hang ray.init
+
+    channel = grpc.insecure_channel(f"{host}:{port}")
+    try:
+        grpc.channel_ready_future(channel).result(timeout=timeout_s)
+    except grpc.FutureTimeoutError:
+        raise ConfigError(
+            f"--address {address}: something answers there, but not gRPC as a Ray cluster does (no "
+            f"handshake within {timeout_s:g} s); check that {port} is the {kind} of `ray start --head` "
+            f"on {host}, not another service (the dashboard's http:// port is for `ray job submit`)"
+        ) from None
+    finally:
+        channel.close()
+
+
+def connect_ray(address: str | None) -> str | None:
+    """Attach to a cluster (``auto``, ``host:port``, ``ray://...``, or RAY_ADDRESS from
+    ``ray job submit``), or start an embedded local Ray bound to loopback.
+
+    Embedded, every port listens on 127.0.0.1: Ray binds its node address, the GCS,
+    raylet, object manager, worker, dashboard agent, metrics export and runtime-env
+    agent ports to the node IP, and a node IP on loopback is what Ray picks for a
+    single-machine instance when ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER`` is off (Ray's
+    own switch, read by ``ray._private.ray_constants``); the dashboard is bound with
+    ``dashboard_host``.  Token authentication is on as well (Ray's default for a new
+    local instance).  Returns the embedded dashboard's ``host:port`` (None otherwise).
+    """
     import ray
 
     if ray.is_initialized():
-        return
-    if address or os.environ.get("RAY_ADDRESS"):
-        ray.init(address=address or os.environ["RAY_ADDRESS"], log_to_driver=False)
-        return
+        return None
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        check_address(address)
+        # Ray retries a GCS that does not answer once a second, 20 times; a port that
+        # accepts TCP but is no GCS (a proxy, another service) gets ATTACH_WAIT_S seconds
+        wait_key = "RAY_gcs_server_port_wait_time_s"
+        before = os.environ.get(wait_key)
+        os.environ.setdefault(wait_key, str(ATTACH_WAIT_S))
+        try:
+            ray.init(address=address, log_to_driver=False)
+        except (ConnectionError, RuntimeError, TimeoutError, ValueError) as err:
+            raise ConfigError(f"--address {address}: cannot attach to a Ray cluster there "
+                              f"({' '.join(str(err).split())[:300]}); check the address, the cluster's "
+                              "Ray version and its token (RAY_AUTH_TOKEN)") from None
+        finally:
+            if before is None:
+                os.environ.pop(wait_key, None)
+        return None
+    from ray._private import ray_constants
+
+    os.environ[ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR] = "0"  # for Ray processes started below
+    ray_constants.ENABLE_RAY_CLUSTER = False  # read when ray.init picks the node IP
     # address="local": always a new embedded Ray, even if `ray start` left a cluster on this machine
-    context = ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=False)
-    if getattr(context, "dashboard_url", None):
-        print(f"Ray dashboard: http://{context.dashboard_url}", file=sys.stderr)
+    context = ray.init(address="local", _node_ip_address=LOOPBACK, include_dashboard=True,
+                       dashboard_host=LOOPBACK, log_to_driver=False)
+    dashboard = getattr(context, "dashboard_url", None) or None
+    if dashboard:
+        print(f"Ray dashboard: http://{dashboard}", file=sys.stderr)
+    return dashboard
 
 
 def run_filesystem(spec: SweepSpec):
@@ -238,6 +346,23 @@ def build_tuner(
     )
 
 
+class InterruptWatch(logging.Filter):
+    """Watches Ray Tune's log for its Ctrl-C handling: Tune stops the trials, saves the
+    experiment and returns from ``fit`` as if done, logging that it was interrupted (with
+    a ``Tuner.restore`` hint that oodstudy users do not need; it is dropped, the CLI
+    prints ``oodstudy resume`` instead)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.interrupted = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message.startswith("Stop signal received"):
+            self.interrupted = True
+        return "has been interrupted, but the most recent state was saved" not in message
+
+
 def prepare_environment() -> None:
     # the experiment state (searcher included) is snapshotted at least every 2 s,
     # so a killed driver loses at most a couple of seconds of bookkeeping
@@ -254,9 +379,19 @@ def run_sweep(
     fail_once_at_step: int | None = None,
     tune_table: bool = False,
 ):
-    """Run (or resume) a study to completion; returns Tune's ResultGrid."""
+    """Run (or resume) a study to completion; returns Tune's ResultGrid.
+
+    Everything that can refuse the run does so before anything is written: the
+    Optuna storage, the store URI (probed, not created), this machine's CPUs, GPUs and
+    memory (embedded Ray), the cluster's address and nodes.  Only then is the store
+    created.  After Ctrl-C, Tune stops the trials and saves the experiment, and this
+    raises KeyboardInterrupt (the store holds every row up to each trial's last
+    checkpoint; ``resume=True`` continues).
+    """
     check_optuna_storage(spec)
-    Store(spec.store)  # refuses a path that is not a store before any Ray work
+    Store.check_target(spec.store)  # refuses a path that is not (and cannot become) a store, creating nothing
+    if address is not None:
+        check_address(address)
     import torch  # noqa: F401  (loaded before Ray: inside a Ray job, MKL fails to load torch after ray.init)
     import ray
 
@@ -266,9 +401,17 @@ def run_sweep(
     connect_ray(address)
     check_resources_on_cluster(spec)
     check_storage_on_cluster(spec, cluster_hosts(), filesystem_type(storage_path(spec)))
+    Store(spec.store)
     if not resume:
         write_spec_copy(spec)
     tuner = build_tuner(spec, fail_once_at_step=fail_once_at_step, tune_table=tune_table, restore=resume)
-    results = tuner.fit()
+    watch, tune_log = InterruptWatch(), logging.getLogger("ray.tune.tune")
+    tune_log.addFilter(watch)
+    try:
+        results = tuner.fit()
+    finally:
+        tune_log.removeFilter(watch)
+    if watch.interrupted:  # Tune stopped gracefully on Ctrl-C: the run did not finish
+        raise KeyboardInterrupt
     Store(spec.store).compact(spec.name)  # one fragment per partition keeps later reads fast
     return results

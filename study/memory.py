@@ -1,0 +1,182 @@
+"""How much memory one trial needs, estimated from its config before anything is built.
+
+A trial that cannot fit would allocate until it dies (an evaluation set of 10^10
+examples, a width of 10^6, a batch of 10^9); :func:`check_fits` refuses it first, with
+the config field that drives the estimate.  The estimate is an upper-bound sketch in
+bytes, in fp32 (bf16 autocast only lowers it), from the quantities that grow:
+
+- parameters P of the transformer (``12 L d^2`` in the blocks, plus read-in, position
+  table and read-out) and, per parameter, its gradient and AdamW's two moments:
+  ``16 P`` bytes;
+- training activations kept for the backward pass, per layer and token about ``16 d``
+  values plus ``3 H T`` for the attention scores, softmax and dropout mask (the math
+  attention kernel materializes them), and the logits three times over;
+- evaluation activations: one forward at the evaluation batch (arithmetic
+  ``task.eval_batch_size`` rows, in-context regression one condition's
+  ``task.eval_prompts`` prompts), one layer alive at a time;
+- evaluation sets built at construction (arithmetic: ``eval_max_len^2`` conditions of
+  ``eval_examples`` encoded examples and the candidates they are drawn from; icl: every
+  condition's prompts) and a fixed training set;
+- a pack of K models (``pack.size`` when the config has it) multiplies the model,
+  optimizer and activation terms by K.
+
+Pure functions of the config, except :func:`available_bytes`, the one that reads the
+machine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from study.errors import ConfigError
+from study.tasks.arithmetic_config import fixed_set_size
+
+FLOAT = 4  # bytes of an fp32 value
+LONG = 8  # bytes of an int64 value
+ARITH_VOCAB = 14  # ten digits, '+'/'*', '=', end and pad tokens at most
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Bytes per part of one trial (a pack of K included); ``total`` is their sum."""
+
+    parts: dict[str, int]
+
+    @property
+    def total(self) -> int:
+        return sum(self.parts.values())
+
+    def largest(self) -> str:
+        return max(self.parts, key=self.parts.get)
+
+
+def pack_size(cfg: Any) -> int:
+    """K, the models trained together in one trial (``pack.size``; 1 without a pack)."""
+    return int(getattr(getattr(cfg, "pack", None), "size", 1) or 1)
+
+
+def estimate_trial_memory(cfg: Any) -> MemoryEstimate:
+    """The memory estimate of one trial of a :class:`~study.config.TrialConfig`."""
+    task, (n_layer, n_head, d), batch = cfg.task, cfg.model.shape, cfg.train.batch_size
+    k = pack_size(cfg)
+    if task.family == "arithmetic":
+        seq = 4 * task.width + 3  # two padded operands, two symbols, the longest answer, end
+        n_in = n_out = ARITH_VOCAB
+        conditions = task.eval_max_len**2
+        eval_rows = min(task.eval_batch_size, conditions * task.eval_examples)
+        # candidates drawn per condition (2E + 64 pairs), their membership test, the encoded grid
+        eval_sets = conditions * (2 * task.eval_examples + 64) * 2 * LONG * 2
+        eval_sets += conditions * task.eval_examples * (seq + 2) * LONG
+        train_set = 0
+        if task.train_set == "fixed":
+            train_set = 3 * fixed_set_size(task)[0] * 2 * LONG  # the set, and the draws that exclude it
+        batch_data = batch * seq * LONG * 3
+    else:
+        seq = 2 * task.n_points
+        n_in, n_out = task.n_dims, 1
+        conditions = 1 + sum(len(values) for values in task.shifts.values())
+        eval_rows = task.eval_prompts
+        prompt = seq * task.n_dims * FLOAT
+        relu = task.relu_width * (task.n_dims + 2) * FLOAT if "relu2nn" in task.classes or "relu2nn" in task.combo else 0
+        # each condition's prompts (kept), and the baselines' least squares over every prefix
+        eval_sets = conditions * task.eval_prompts * (prompt + task.n_points * FLOAT * 2)
+        eval_sets += task.eval_prompts * (task.n_points * (task.n_dims**2 + 4 * task.n_dims) * FLOAT + relu)
+        train_set = 0
+        batch_data = batch * (prompt * 3 + relu)
+    read_in = n_in * d + (d if task.family != "arithmetic" else 0)  # an embedding table, or a linear layer
+    params = n_layer * (12 * d * d + 13 * d) + read_in + seq * d + d * n_out + n_out + 2 * d
+    per_token_train = n_layer * (16 * d + 3 * n_head * seq) + 2 * d + 3 * n_out
+    per_token_eval = 8 * d + 2 * n_head * seq + 2 * n_out
+    return MemoryEstimate(
+        {
+            "weights, gradients and AdamW state": k * 16 * params,
+            "training activations": k * batch * seq * per_token_train * FLOAT + k * batch_data,
+            "evaluation activations": k * eval_rows * seq * per_token_eval * FLOAT,
+            "evaluation sets": eval_sets,
+            "training set": train_set,
+        }
+    )
+
+
+# The config fields that size a trial, by section (the ones :func:`driving_field` tries).
+SIZE_FIELDS = {
+    "task": ("eval_examples", "eval_batch_size", "eval_max_len", "width", "train_size", "train_fraction",
+             "n_dims", "n_points", "eval_prompts", "relu_width", "shifts"),
+    "model": ("d_model", "n_layer", "n_head", "size"),
+    "train": ("batch_size",),
+    "pack": ("size",),
+}
+
+
+def _with_default(cfg: Any, section: str, name: str) -> Any | None:
+    """``cfg`` with one field back at its default (unvalidated), or None if it is there already."""
+    part = getattr(cfg, section, None)
+    if part is None or name not in type(part).model_fields:
+        return None
+    field = type(part).model_fields[name]
+    default = field.get_default(call_default_factory=True)
+    if getattr(part, name) == default:
+        return None
+    return cfg.model_copy(update={section: part.model_copy(update={name: default})})
+
+
+def driving_field(cfg: Any) -> tuple[str, Any, Any, int] | None:
+    """The field whose value drives the estimate most: ``(dotted name, value, default,
+    estimate with the default)``, the one whose default lowers the estimate most; None
+    when every size field is at its default."""
+    best = None
+    for section, names in SIZE_FIELDS.items():
+        for name in names:
+            lowered = _with_default(cfg, section, name)
+            if lowered is None:
+                continue
+            estimate = estimate_trial_memory(lowered).total
+            if best is None or estimate < best[3]:
+                default = getattr(getattr(lowered, section), name)
+                best = (f"{section}.{name}", getattr(getattr(cfg, section), name), default, estimate)
+    return best
+
+
+def gib(n: float) -> str:
+    return f"{n / 2**30:.1f} GiB" if n < 2**40 else f"{n / 2**40:.4g} TiB"
+
+
+def check_fits(cfg: Any, budget: int, where: str, context: str = "") -> MemoryEstimate:
+    """Refuse (ConfigError) a trial whose estimate exceeds ``budget`` bytes of ``where``
+    (e.g. "the available RAM"), naming the field that drives it; else return the estimate."""
+    estimate = estimate_trial_memory(cfg)
+    if estimate.total <= budget:
+        return estimate
+    largest = estimate.largest()
+    driver = driving_field(cfg)
+    prefix = f"{context}: " if context else ""
+    if driver is not None and driver[3] < estimate.total:
+        name, value, default, lowered = driver
+        at = f"at its default {default}" if default is not None else "without it"
+        fix = f"{name}={value} drives it ({at} the estimate is {gib(lowered)}); lower {name}"
+    else:
+        fix = "lower the model size, train.batch_size or the evaluation sizes"
+    raise ConfigError(
+        f"{prefix}a trial needs about {gib(estimate.total)} ({largest}: {gib(estimate.parts[largest])}) but "
+        f"{where} is {gib(budget)}; {fix}"
+    )
+
+
+def available_bytes(device: str, gpu_share: float = 1.0) -> tuple[int, str]:
+    """(bytes a trial may use, what they are) on this machine: the available RAM for
+    ``cpu``/``mps``, ``gpu_share`` of CUDA device 0's memory for ``cuda``."""
+    if device == "cuda":
+        import torch
+
+        total = torch.cuda.get_device_properties(0).total_memory
+        share = min(1.0, gpu_share) if gpu_share > 0 else 1.0
+        return int(total * share), f"{share:g} of the memory of {torch.cuda.get_device_name(0)}"
+    try:
+        with open("/proc/meminfo") as f:
+            info = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in f if line.strip()}
+        return info["MemAvailable"], "the available RAM"
+    except (OSError, KeyError, ValueError, IndexError):
+        import os
+
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "the RAM"

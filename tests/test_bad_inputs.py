@@ -1,0 +1,204 @@
+"""Every bad input a demanding user tries, through the real CLI entry point: one line
+``oodstudy: <what is wrong, where, and the fix>``, exit code 2, no traceback, nothing
+written -- a run refused before it starts leaves no store behind.
+
+One table, by kind: types and keys, configs that run but cannot answer the question,
+sizes that cannot fit, spec files, store paths, store queries, reports, cluster addresses.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from study.cli import main
+from study.store import Store
+
+REPO = Path(__file__).resolve().parents[1]
+QUICKSTART = str(REPO / "search_spaces" / "quickstart.yaml")
+LINEAR_SINE = str(REPO / "search_spaces" / "linear_sine.yaml")
+UNREACHABLE_S3 = "s3://bucket/results?endpoint_override=http://127.0.0.1:1"
+# Every message proposes a fix: one of these words says what to do.
+FIX = re.compile(
+    r"\b(use|set|lower|raise|give|pass|check|remove|write|keep|drop|name|did you mean|swap|pick|add|"
+    r"choose|tune|change|delete|try|make|fix)\b",
+    re.IGNORECASE,
+)
+
+
+@pytest.fixture(scope="module")
+def places(tmp_path_factory) -> dict[str, str]:
+    """Files and stores the bad inputs point at."""
+    root = tmp_path_factory.mktemp("bad_inputs")
+    store = Store(str(root / "store"))
+    store.append("trials", [{"trial_id": "t1", "status": "completed", "score": 1.0, "grid": "{}", "config": "{}"}],
+                 study="q", cell="all")
+    (root / "a_file").write_text("not a directory\n")
+    (root / "binary.yaml").write_bytes(bytes(range(256)) * 4)
+    (root / "empty.yaml").write_text("")
+    (root / "comments.yaml").write_text("# nothing but a comment\n\n")
+    (root / "list.yaml").write_text("- a\n- b\n")
+    (root / "dup.yaml").write_text(Path(QUICKSTART).read_text().replace("    steps: 4000\n", "    steps: 4000\n    steps: 10\n"))
+    (root / "dup_top.yaml").write_text(Path(QUICKSTART).read_text() + "name: again\n")
+    (root / "bad_syntax.yaml").write_text("name: x\nbase: {task: [\n")
+    (root / "nul.yaml").write_text("name: x\x00\n")
+    (root / "spec_dir").mkdir()
+    (root / "not_a_store").mkdir()
+    (root / "not_a_store" / "notes.txt").write_text("mine\n")
+    return {"root": str(root), "store": str(root / "store"), "file": str(root / "a_file")}
+
+
+def bad_inputs(p: dict[str, str]) -> list[tuple[str, list[str], str]]:
+    """(kind, argv, a phrase the one-line message must hold).  ``{new}`` is a fresh store
+    path per row that a refused run must not create."""
+    root, store, file = p["root"], p["store"], p["file"]
+    run = ["run", QUICKSTART, "--store", "{new}"]
+    return [
+        # ---- types and keys
+        ("type", ["trial", "--set", "model.n_heads=4"], "model.n_heads: unknown key; did you mean model.n_head"),
+        ("type", ["trial", "--set", "train.steps=true"], "train.steps: a number is needed"),
+        ("type", ["trial", "--set", "train.lr=yes"], "train.lr: a number is needed"),
+        ("type", ["trial", "--set", "task.modulus=on"], "task.modulus: a number is needed"),
+        ("type", ["trial", "--set", "train.betas=[0.9, true]"], "train.betas: a number is needed"),
+        ("type", ["trial", "--set", "train.grad_clip=false"], "train.grad_clip: a number is needed"),
+        ("type", ["trial", "--set", "task.family=icl", "--set", "task.shifts={alpha: [true]}"], "task.shifts: a number"),
+        ("type", ["trial", "--set", "train.steps=0"], "train.steps"),
+        ("type", ["trial", "--set", "train.steps=1.5"], "train.steps"),
+        ("type", ["trial", "--set", "model.size=huge"], "model.size"),
+        ("type", ["trial", "--set", "task.family=nope"], "unknown task family"),
+        ("type", ["trial", "--set", "train.steps"], "expected dotted.key=value"),
+        ("type", ["trial", "--set", "train.steps=[1"], "--set value '[1': not valid YAML"),
+        ("type", ["trial", "--set", "task={digits: 2, digits: 3}"], "duplicate key 'digits'"),
+        ("type", ["trial", "--set", "train.steps.every=1"], "train.steps: must be a valid integer"),
+        ("type", run + ["--set", "train.steps=true"], "train.steps: a number is needed"),
+        ("type", run + ["--set", "grid.train.steps=[true]"], "train.steps: a number is needed"),
+        ("type", run + ["--set", "max_failures=-1"], "max_failures"),
+        ("type", run + ["--set", "name=a b"], "name"),
+        # ---- impossible combinations
+        ("combination", ["trial", "--set", "model.n_head=5"], "model.n_head=5 does not divide model.d_model=48"),
+        ("combination", ["trial", "--set", "task.digits=6"], "task.digits=6 is longer than the operand width"),
+        ("combination", ["trial", "--set", "task.mix_weight=0.5"], "task.mix_weight > 0 needs task.mix_digits"),
+        ("combination", ["trial", "--set", "task.family=icl", "--set", "task.nnz=30"], "task.nnz=30 exceeds task.n_dims"),
+        ("combination", ["trial", "--set", "train.warmup_steps=10", "--set", "train.steps=5"], "train.warmup_steps=10"),
+        ("combination", ["trial", "--set", "train.checkpoint_every=300"], "train.checkpoint_every=300"),
+        ("combination", run + ["--set", "resources.cpus=1000"], "resources.cpus=1000"),
+        ("combination", run + ["--set", "resources.gpus=8"], "resources.gpus=8"),
+        ("combination", run + ["--set", "grid.task.digits=[]"], "grid.task.digits is empty"),
+        ("combination", run + ["--set", "tune.params={train.lr: {type: loguniform, low: 0.1, high: 0.01}}"],
+         "low=0.1 is greater than high=0.01"),
+        ("combination", run + ["--set", "tune.params={train.lr: {type: loguniform, low: 0, high: 0.01}}"],
+         "loguniform distribution needs low > 0"),
+        # ---- configs that run but cannot answer the question
+        ("question", ["trial", "--set", "task.eval_max_len=2"], "task.eval_max_len=2 is below the training length 3"),
+        ("question", ["trial", "--set", "task.mix_digits=4", "--set", "task.mix_weight=0.2", "--set", "task.eval_max_len=3"],
+         "task.eval_max_len=3 is below the training length 4"),
+        ("question", run + ["--set", "task.eval_max_len=2"], "task.eval_max_len=2 is below the training length 3"),
+        ("question", run + ["--set", "tune.metric=ood_exact_match", "--set", "task.eval_max_len=3",
+                            "--set", "grid.task.digits=[3]"], "tune.metric='ood_exact_match' is never reported"),
+        ("question", run + ["--set", "tune.metric=id_chance"], "chance is reported only under a modulus"),
+        ("question", run + ["--set", "tune.metric=id_nmse", "--set", "tune.mode=min"], "not a summary metric of this study"),
+        ("question", run + ["--set", "tune.mode=min"], "tune.mode=min optimizes id_exact_match the wrong way"),
+        ("question", ["run", LINEAR_SINE, "--store", "{new}", "--set", "tune.metric=ood_nmse_lasso"],
+         "its baseline is not in task.baselines"),
+        ("question", ["run", LINEAR_SINE, "--store", "{new}", "--set", "task.shifts={x_scale: [1.0]}",
+                      "--set", "tune.metric=ood_nmse"], "no task.shifts value is outside the pretraining mixture"),
+        ("question", run + ["--set", "tune.trials_per_cell=0"], "tune.trials_per_cell"),
+        ("question", ["store", "compact", "--study", "nosuch", "--store", store], "--study nosuch: no such study"),
+        ("question", ["store", "compact", "--study", "bad name!", "--store", store], "--study bad name!: no such study"),
+        # ---- sizes that cannot fit
+        ("size", ["trial", "--set", "task.eval_examples=10000000000"], "task.eval_examples=10000000000 drives it"),
+        ("size", ["trial", "--set", "model.d_model=1000000", "--set", "model.n_head=4"], "model.d_model=1000000 drives it"),
+        ("size", ["trial", "--set", "model.d_model=1000000"], "model.n_head=3 does not divide model.d_model=1000000"),
+        ("size", ["trial", "--set", "task.family=icl", "--set", "task.n_dims=10000000"], "task.n_dims=10000000 drives it"),
+        ("size", ["trial", "--set", "train.batch_size=1000000000"], "train.batch_size=1000000000 drives it"),
+        ("size", ["trial", "--set", "task.eval_examples=10000000", "--set", "task.eval_batch_size=100000000"],
+         "task.eval_examples=10000000 drives it"),
+        ("size", ["trial", "--set", "model.n_layer=1000000"], "model.n_layer=1000000 drives it"),
+        ("size", ["trial", "--set", "task.family=icl", "--set", "task.eval_prompts=1000000000"],
+         "task.eval_prompts=1000000000 drives it"),
+        ("size", run + ["--set", "task.eval_examples=10000000000"], "task.eval_examples=10000000000 drives it"),
+        ("size", run + ["--set", "train.batch_size=1000000000"], "train.batch_size=1000000000 drives it"),
+        # ---- spec files
+        ("spec file", ["run", str(Path(root) / "spec_dir")], "spec_dir: is a directory, not a YAML file"),
+        ("spec file", ["run", str(Path(root) / "binary.yaml")], "binary.yaml: not a text file"),
+        ("spec file", ["run", str(Path(root) / "nul.yaml")], "nul.yaml: not a text file"),
+        ("spec file", ["run", str(Path(root) / "empty.yaml")], "empty.yaml: the file is empty"),
+        ("spec file", ["run", str(Path(root) / "comments.yaml")], "comments.yaml: the file is empty"),
+        ("spec file", ["trial", str(Path(root) / "empty.yaml")], "empty.yaml: the file is empty"),
+        ("spec file", ["run", str(Path(root) / "list.yaml")], "list.yaml: the top level must be a mapping"),
+        ("spec file", ["run", str(Path(root) / "dup.yaml")], "duplicate key 'steps'"),
+        ("spec file", ["run", str(Path(root) / "dup_top.yaml")], "duplicate key 'name'"),
+        ("spec file", ["run", str(Path(root) / "bad_syntax.yaml")], "bad_syntax.yaml: not valid YAML: line"),
+        ("spec file", ["run", str(Path(root) / "nothing.yaml")], "nothing.yaml: no such file"),
+        ("spec file", ["run", file + "/spec.yaml"], "a_file/spec.yaml: no such file"),
+        # ---- store paths
+        ("store path", ["run", QUICKSTART, "--store", file + "/results"], "a_file is a file, not a directory"),
+        ("store path", ["run", QUICKSTART, "--store", "/proc/oodstudy-results"], "cannot create a store at /proc/oodstudy"),
+        ("store path", ["run", QUICKSTART, "--store", "/sys/oodstudy-results"], "cannot create a store at /sys/oodstudy"),
+        ("store path", ["run", QUICKSTART, "--store", file], "a_file is a file, not a store"),
+        ("store path", ["run", QUICKSTART, "--store", str(Path(root) / "not_a_store")], "is not an oodstudy store"),
+        ("store path", ["store", "ls", "--store", str(Path(root) / "missing")], "no store at"),
+        ("store path", ["store", "ls", "--store", file], "a_file is a file, not a store"),
+        ("store path", ["store", "validate", "--store", "/proc/oodstudy-results"], "no store at /proc/oodstudy-results"),
+        ("store path", ["store", "ls", "--store", UNREACHABLE_S3], "cannot open a store at s3://bucket/results"),
+        ("store path", ["run", QUICKSTART, "--store", UNREACHABLE_S3], "run directory"),
+        ("store path", ["store", "ls", "--store", "nosuchscheme://x/y"], "nosuchscheme://x/y"),
+        # ---- store queries
+        ("query", ["store", "sql", "", "--store", store], "the query is empty"),
+        ("query", ["store", "sql", "   -- only a comment", "--store", store], "the query is empty"),
+        ("query", ["store", "sql", f"COPY (SELECT 1) TO '{root}/out.csv'", "--store", store], "COPY statements are refused"),
+        ("query", ["store", "sql", f"COPY trials TO '{store}/trials/study=q/x.parquet'", "--store", store],
+         "COPY statements are refused"),
+        ("query", ["store", "sql", "SELECT * FROM read_csv('/etc/passwd')", "--store", store], "/etc/passwd"),
+        ("query", ["store", "sql", f"SELECT * FROM read_parquet('{root}/**/*.parquet')", "--store", store],
+         "file system operations are disabled"),
+        ("query", ["store", "sql", f"ATTACH '{root}/other.db'", "--store", store], "ATTACH statements are refused"),
+        ("query", ["store", "sql", "SELECT 1; SELECT 2", "--store", store], "2 statements given"),
+        ("query", ["store", "sql", "SET enable_external_access = true", "--store", store], "SET statements are refused"),
+        ("query", ["store", "sql", "CREATE TABLE t AS SELECT 1", "--store", store], "CREATE statements are refused"),
+        ("query", ["store", "sql", "INSTALL httpfs", "--store", store], "statements are refused"),
+        ("query", ["store", "sql", "SELEKT 1", "--store", store], "syntax error"),
+        ("query", ["store", "sql", "SELECT nosuch FROM trials", "--store", store], "nosuch"),
+        # ---- reports
+        ("report", ["report", "--store", store, "--study", "q", "--out", "/proc/oodstudy-report"], "--out /proc/oodstudy-report"),
+        ("report", ["report", "--store", store, "--study", "q", "--out", file + "/report"], "a_file/report: cannot write"),
+        ("report", ["report", "--store", store, "--study", "nosuch"], "study 'nosuch' is not in the store"),
+        ("report", ["report", "--store", str(Path(root) / "missing")], "no store at"),
+        # ---- cluster addresses and studies
+        ("cluster", run + ["--address", "127.0.0.1:1"], "--address 127.0.0.1:1: no Ray cluster answers there"),
+        ("cluster", run + ["--address", "ray://127.0.0.1:1"], "--address ray://127.0.0.1:1: no Ray cluster"),
+        ("cluster", run + ["--address", "headnode"], "--address headnode: expected host:port"),
+        ("cluster", run + ["--address", "http://127.0.0.1:8265"], "expected host:port"),
+        ("cluster", ["resume", "nope", "--store", store], "no study named 'nope'"),
+        ("cluster", ["status", "nope", "--store", store], "no study named 'nope'"),
+        ("cluster", ["status", "bad name!", "--store", store], "cannot be a study name"),
+    ]
+
+
+def test_every_bad_input_gets_one_line_naming_the_field_and_the_fix(places, capsys):
+    rows = bad_inputs(places)
+    assert len({tuple(argv) for _, argv, _ in rows}) == len(rows) >= 60  # distinct inputs
+    assert {kind for kind, _, _ in rows} == {"type", "combination", "question", "size", "spec file", "store path",
+                                            "query", "report", "cluster"}
+    failures = []
+    for i, (kind, argv, phrase) in enumerate(rows):
+        fresh = str(Path(places["root"]) / f"fresh_{i}")
+        argv = [a.replace("{new}", fresh) for a in argv]
+        code = main(argv)
+        out, err = capsys.readouterr()
+        lines = err.strip().splitlines()
+        problem = (
+            code != 2 and f"exit {code}"
+            or out and f"stdout {out!r}"
+            or len(lines) != 1 and f"{len(lines)} lines"
+            or not lines[0].startswith("oodstudy: ") and "no oodstudy: prefix"
+            or "Traceback" in err and "traceback"
+            or phrase not in lines[0] and f"no {phrase!r}"
+            or not FIX.search(lines[0]) and "no fix"
+            or Path(fresh).exists() and "a store was created"
+        )
+        if problem:
+            failures.append(f"[{kind}] {argv}: {problem}: {err.strip()}")
+    assert not failures, "\n".join(failures)

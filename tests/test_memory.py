@@ -1,0 +1,78 @@
+"""The memory estimate refuses trials that cannot fit, naming the field that drives
+them, and accepts every shipped spec on a laptop-sized budget."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from study.config import ConfigError, TrialConfig, load_sweep_spec, trial_config
+from study.memory import check_fits, driving_field, estimate_trial_memory, pack_size
+
+GIB = 2**30
+LAPTOP = 8 * GIB  # every shipped spec must fit a trial in this
+SPECS = sorted((Path(__file__).resolve().parents[1] / "search_spaces").glob("*.yaml"))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        (["task.eval_examples=10000000000"], "task.eval_examples"),
+        (["model.d_model=1000000", "model.n_head=4"], "model.d_model"),
+        (["task.family=icl", "task.n_dims=10000000"], "task.n_dims"),
+        (["train.batch_size=1000000000"], "train.batch_size"),
+        (["task.family=icl", "train.batch_size=100000"], "train.batch_size"),
+        (["task.eval_examples=10000000", "task.eval_batch_size=100000000"], "task.eval_examples"),
+        (["model.n_layer=100000"], "model.n_layer"),
+    ],
+)
+def test_trials_that_cannot_fit_are_refused_naming_the_field_that_drives_them(overrides, field):
+    cfg = trial_config({}, overrides)
+    with pytest.raises(ConfigError, match=rf"{field}=\d+ drives it") as err:
+        check_fits(cfg, 64 * GIB, "the available RAM")
+    assert "the available RAM is 64.0 GiB" in str(err.value) and f"lower {field}" in str(err.value)
+
+
+def test_every_shipped_spec_fits_a_laptop():
+    checked = 0
+    for path in SPECS:
+        try:
+            spec = load_sweep_spec(path)
+        except ConfigError:
+            continue  # a spec that does not validate is the config tests' business
+        corners = [dict(zip(spec.tune.params, combo))
+                   for combo in itertools.product(*(d.corners() for d in spec.tune.params.values()))] or [{}]
+        for point in spec.grid_points():
+            for params in corners:
+                cfg = TrialConfig.model_validate(spec.trial_raw(point, params))
+                assert check_fits(cfg, LAPTOP, "a laptop").total < LAPTOP, (path.name, point, params)
+                checked += 1
+    assert checked > 100
+
+
+def test_the_parameter_term_bounds_the_real_model_closely():
+    from study.model import Transformer
+    from study.tasks import build_task
+
+    for overrides in ([], ["model.size=micro", "task.width=8", "task.eval_max_len=8"],
+                      ["task.family=icl", "task.n_dims=10", "task.n_points=21"]):
+        cfg = trial_config({}, overrides)
+        real = Transformer(cfg.model, build_task(cfg.task, seed=0).io).n_params()
+        estimated = estimate_trial_memory(cfg).parts["weights, gradients and AdamW state"] / 16
+        assert real <= estimated <= 1.15 * real, (overrides, real, estimated)
+
+
+def test_the_estimate_grows_with_each_size_field_and_a_pack_multiplies_the_model_terms():
+    base = trial_config()
+    for overrides in (["train.batch_size=128"], ["task.eval_examples=1024"], ["model.size=micro"],
+                      ["task.eval_batch_size=8192"]):
+        assert estimate_trial_memory(trial_config({}, overrides)).total > estimate_trial_memory(base).total
+    packed = base.model_copy(update={"pack": SimpleNamespace(size=4)})
+    assert pack_size(base) == 1 and pack_size(packed) == 4
+    one, four = estimate_trial_memory(base).parts, estimate_trial_memory(packed).parts
+    assert four["weights, gradients and AdamW state"] == 4 * one["weights, gradients and AdamW state"]
+    assert four["evaluation sets"] == one["evaluation sets"]  # one task, shared by the pack
+    assert driving_field(base) is None  # nothing but defaults: no field to blame
