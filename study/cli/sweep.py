@@ -4,9 +4,12 @@ where the service's CLI calls the analysis package."""
 
 from __future__ import annotations
 
+import time
+
 from study.config import SweepSpec, load_sweep_spec
-from study.tune.runner import read_spec_copy, run_sweep
-from study.tune.status import study_status
+from study.tune.progress import is_live, progress_lines, read_progress
+from study.tune.runner import read_spec_copy, run_sweep, storage_path
+from study.tune.status import is_finished, study_status
 
 
 def _print_summary(spec: SweepSpec) -> None:
@@ -37,6 +40,10 @@ def _cmd_run(args) -> int:
 
 def _cmd_resume(args) -> int:
     spec = read_spec_copy(args.name, args.store, args.storage_path)
+    if is_finished(study_status(spec)):
+        print(f"study {spec.name} is finished: every cell has its {spec.tune.trials_per_cell} planned "
+              f"trial(s); nothing to do. See it with: oodstudy status {spec.name} --store {spec.store}")
+        return 0
     run_sweep(spec, address=args.address, resume=True, tune_table=args.tune_table)
     _print_summary(spec)
     return 0
@@ -44,10 +51,20 @@ def _cmd_resume(args) -> int:
 
 def _cmd_status(args) -> int:
     spec = read_spec_copy(args.name, args.store, args.storage_path)
-    table = study_status(spec)
+    state = read_progress(storage_path(spec), spec.name)
+    live = state if is_live(state) else None
+    table = study_status(spec, live=live)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     done = int((table["planned"] - table["pending"] - table["running"]).sum())
     print(f"\n{done}/{int(table['planned'].sum())} trials finished")
+    if live is not None:
+        age = time.time() - float(live["updated"])
+        print(f"\nrunning now (progress of {age:.0f} s ago):")
+        print("\n".join(progress_lines(live)))
+    elif state is not None and not state.get("finished") and not is_finished(table):
+        age = (time.time() - float(state["updated"])) / 60
+        print(f"\nno driver has reported progress for {age:.0f} min: the run stopped; "
+              f"finish it with: oodstudy resume {spec.name} --store {spec.store}")
     return 0
 
 

@@ -75,20 +75,41 @@ def check_resources_on_cluster(spec: SweepSpec) -> None:
     )
 
 
-def connect_ray(address: str | None) -> None:
+def connect_ray(address: str | None, job_name: str | None = None) -> None:
     """Attach to a cluster (``auto``, ``ray://...``, or RAY_ADDRESS from ``ray job submit``),
-    or start an embedded local Ray with its dashboard bound to 127.0.0.1."""
+    or start an embedded local Ray with its dashboard bound to 127.0.0.1.
+
+    ``job_name`` names the driver on the dashboard's Jobs page (its ``job_name`` metadata).
+    """
     import ray
+    from ray.job_config import JobConfig
 
     if ray.is_initialized():
         return
+    job_config = JobConfig(metadata={"job_name": job_name}) if job_name else None
     if address or os.environ.get("RAY_ADDRESS"):
-        ray.init(address=address or os.environ["RAY_ADDRESS"], log_to_driver=False)
+        ray.init(address=address or os.environ["RAY_ADDRESS"], log_to_driver=False, job_config=job_config)
         return
     # address="local": always a new embedded Ray, even if `ray start` left a cluster on this machine
-    context = ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=False)
+    context = ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1",
+                       log_to_driver=False, job_config=job_config)
     if getattr(context, "dashboard_url", None):
-        print(f"Ray dashboard: http://{context.dashboard_url}", file=sys.stderr)
+        print(dashboard_hint(context.dashboard_url), file=sys.stderr)
+
+
+def dashboard_hint(url: str) -> str:
+    """How to open the embedded dashboard: its URL, and the token it asks for when token
+    authentication is on (Ray 2.60 turns it on for a new local Ray unless RAY_AUTH_MODE=disabled)."""
+    try:
+        from ray._private.authentication.authentication_utils import is_token_auth_enabled
+
+        token_auth = is_token_auth_enabled()
+    except ImportError:  # another Ray version: go by the documented switch
+        token_auth = os.environ.get("RAY_AUTH_MODE", "token").lower() == "token"
+    hint = f"Ray dashboard: http://{url}"
+    if token_auth:
+        hint += " (it asks for a token: paste the output of `ray get-auth-token`)"
+    return hint + "; the study's driver is the job named after the study"
 
 
 def write_spec_copy(spec: SweepSpec) -> None:
@@ -121,7 +142,7 @@ def default_callbacks(spec: SweepSpec) -> list:
     """The driver callbacks of every study: the store writer and the progress line."""
     from study.tune.callbacks import ProgressLine, StoreCallback
 
-    return [StoreCallback(spec.store, spec.name, spec.tune.metric), ProgressLine(spec)]
+    return [StoreCallback(spec.store, spec.name, spec.tune.metric), ProgressLine(spec, storage_path(spec))]
 
 
 def build_tuner(
@@ -203,7 +224,7 @@ def run_sweep(
     if address is None and not os.environ.get("RAY_ADDRESS") and not ray.is_initialized():
         check_resources_locally(spec)
     prepare_environment()
-    connect_ray(address)
+    connect_ray(address, job_name=f"oodstudy {spec.name}")
     check_resources_on_cluster(spec)
     if not resume:
         write_spec_copy(spec)

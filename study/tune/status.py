@@ -1,6 +1,9 @@
-"""A study's progress per grid point, read from the store: planned, done, running, best."""
+"""A study's progress per grid point: planned, done, running, best; finished trials from
+the store, running ones from the live progress file of the driver running the study."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import pandas as pd
 
@@ -8,8 +11,13 @@ from study.config import SweepSpec, cell_id
 from study.store import Store, StoreError
 
 
-def study_status(spec: SweepSpec) -> pd.DataFrame:
-    """Per cell: planned, completed, running, failed/diverged/pruned, best score (a DataFrame)."""
+def study_status(spec: SweepSpec, live: dict[str, Any] | None = None) -> pd.DataFrame:
+    """Per cell: planned, completed, running, failed/diverged/pruned, best score (a DataFrame).
+
+    ``live`` is the progress snapshot of a running driver
+    (:func:`study.tune.progress.read_progress`): its running counts replace the
+    store's, which sees a trial only once its first rows are flushed.
+    """
     planned = {cell_id(c): spec.tune.trials_per_cell for c in spec.cells()}
     try:
         trials = Store(spec.store, create=False).frame("trials", study=spec.name)
@@ -23,6 +31,8 @@ def study_status(spec: SweepSpec) -> pd.DataFrame:
         counts = mine["status"].value_counts()
         finished = int(sum(counts.get(s, 0) for s in ("completed", "failed", "diverged", "pruned")))
         running = int(counts.get("running", 0) + counts.get("retrying", 0))
+        if live is not None and cid in live.get("cells", {}):
+            running = int(live["cells"][cid]["running"])
         rows.append({
             "cell": cid,
             "planned": n,
@@ -35,3 +45,8 @@ def study_status(spec: SweepSpec) -> pd.DataFrame:
             f"best_{spec.tune.metric}": best,
         })
     return pd.DataFrame(rows)
+
+
+def is_finished(table: pd.DataFrame) -> bool:
+    """Has every cell its planned trials finished (nothing running or pending)?"""
+    return bool(len(table)) and int((table["pending"] + table["running"]).sum()) == 0

@@ -37,6 +37,10 @@ def run_trial(config: dict[str, Any], fail_once_at_step: int | None = None) -> N
         with checkpoint.as_directory() as directory:
             restore = load_state(os.path.join(directory, "state.pt"))
     first_attempt = restore is None
+    cell = config.get("cell", "all")
+    print(f"[{config.get('study', context.get_experiment_name())} {cell} trial {trial_id}] "
+          f"{'resuming at step ' + str(restore['step']) if restore else 'starting'}, {cfg.train.steps} steps", flush=True)
+    progress = _progress_poster(config.get("study") or context.get_experiment_name(), trial_id)
 
     def report(r: Report) -> None:
         metrics = {
@@ -57,4 +61,25 @@ def run_trial(config: dict[str, Any], fail_once_at_step: int | None = None) -> N
         if fail_once_at_step is not None and first_attempt and r.step >= fail_once_at_step and not r.done:
             raise RuntimeError(f"injected failure after step {r.step}")
 
-    train(cfg, trial_id=trial_id, restore=restore, report=report)
+    train(cfg, trial_id=trial_id, restore=restore, report=report, progress=progress)
+
+
+def _progress_poster(study: str, trial_id: str, every_s: float = 2.0):
+    """A ``progress(step, loss)`` hook posting to the study's progress board at most every
+    ``every_s`` seconds (None when the driver runs no board)."""
+    import time
+
+    from study.tune.progress import find_board
+
+    board = find_board(study)
+    if board is None:
+        return None
+    last = [float("-inf")]
+
+    def progress(step: int, loss: float) -> None:
+        now = time.monotonic()
+        if now - last[0] >= every_s:
+            last[0] = now
+            board.post.remote(trial_id, step, loss)
+
+    return progress
