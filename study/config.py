@@ -291,9 +291,9 @@ class Distribution(Section):
 
 
 class TuneSection(Section):
-    metric: str = Field("id_exact_match", description="summary metric Optuna optimizes within a cell")
+    metric: str = Field("id_exact_match", description="summary metric Optuna optimizes within a grid point")
     mode: Literal["max", "min"] = "max"
-    trials_per_cell: int = Field(1, ge=1)
+    trials_per_cell: int = Field(1, ge=1, description="trials per grid point (the key keeps its first name)")
     params: dict[str, Distribution] = Field(default_factory=dict, description="tuned axes")
     sampler: Literal["tpe", "random"] = "tpe"
     seed: int = 0
@@ -311,12 +311,18 @@ class Resources(Section):
 
 
 class SweepSpec(Section):
-    """A whole study: a base trial, grid axes (cells), tuned axes (Optuna per cell), resources."""
+    """A whole study: a base trial, grid axes, tuned axes (Optuna per grid point), resources.
+
+    Vocabulary: a *grid point* is one combination of every grid axis, seed axes
+    (``train.seed``) included; its id (:func:`grid_point_id`) is the store's ``cell``
+    column.  A *cell* is a grid point without its seed axes: the unit the analysis
+    reads as a distribution over seeds and tuned values.
+    """
 
     name: str = Field(..., pattern=STUDY_NAME_PATTERN, description="study name in the store (a directory name)")
     description: str = ""
-    base: dict[str, Any] = Field(default_factory=dict, description="the trial config every cell starts from")
-    grid: dict[str, list[Any]] = Field(default_factory=dict, description="dotted key -> values; cells = product")
+    base: dict[str, Any] = Field(default_factory=dict, description="the trial config every grid point starts from")
+    grid: dict[str, list[Any]] = Field(default_factory=dict, description="dotted key -> values; grid points = product")
     tune: TuneSection = Field(default_factory=TuneSection)
     early_stopping: EarlyStopping = Field(default_factory=EarlyStopping)
     resources: Resources = Field(default_factory=Resources)
@@ -336,19 +342,19 @@ class SweepSpec(Section):
             raise ValueError(f"{sorted(overlap)} are both grid and tuned axes; keep each axis in one place")
         return self
 
-    def cells(self) -> list[dict[str, Any]]:
-        """Every combination of the grid axes, in a stable order."""
+    def grid_points(self) -> list[dict[str, Any]]:
+        """Every combination of the grid axes (seeds included), in a stable order."""
         import itertools
 
         axes = list(self.grid)
         return [dict(zip(axes, combo)) for combo in itertools.product(*(self.grid[a] for a in axes))]
 
-    def trial_raw(self, cell: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
-        """The raw trial config of one cell with tuned values filled in (not yet validated)."""
-        return apply_overrides(self.base, {**cell, **params})
+    def trial_raw(self, point: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+        """The raw trial config of one grid point with tuned values filled in (not yet validated)."""
+        return apply_overrides(self.base, {**point, **params})
 
     def check_trials(self) -> None:
-        """Validate the trial config of every cell at the corners of every tuned axis."""
+        """Validate the trial config of every grid point at the corners of every tuned axis."""
         import itertools
 
         corner_sets = [
@@ -356,12 +362,12 @@ class SweepSpec(Section):
             for combo in itertools.product(*(d.corners() for d in self.tune.params.values()))
         ] or [{}]
         families = set()
-        for cell in self.cells():
+        for point in self.grid_points():
             for params in corner_sets[:16]:
                 try:
-                    cfg = TrialConfig.model_validate(self.trial_raw(cell, params))
+                    cfg = TrialConfig.model_validate(self.trial_raw(point, params))
                 except ValidationError as err:
-                    where = ", ".join(f"{k}={v}" for k, v in {**cell, **params}.items()) or "the base config"
+                    where = ", ".join(f"{k}={v}" for k, v in {**point, **params}.items()) or "the base config"
                     raise ConfigError(f"invalid trial config for {where}:\n" + explain(err, TrialConfig)) from None
                 except ConfigError as err:
                     raise ConfigError(f"grid/tuned axis: {err}") from None
@@ -380,9 +386,9 @@ class SweepSpec(Section):
             )
 
 
-def cell_id(cell: dict[str, Any]) -> str:
-    """A short stable name for a cell: ``model.size=nano|task.digits=3`` (``all`` for no grid)."""
-    return "|".join(f"{k}={v}" for k, v in cell.items()) or "all"
+def grid_point_id(point: dict[str, Any]) -> str:
+    """A short stable name for a grid point: ``model.size=nano|train.seed=0`` (``all`` for no grid)."""
+    return "|".join(f"{k}={v}" for k, v in point.items()) or "all"
 
 
 def load_sweep_spec(path: str | Path, overrides: list[str] = ()) -> SweepSpec:

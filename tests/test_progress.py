@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def tiny_spec(tmp_path, name: str, **fields) -> SweepSpec:
-    """Two cells (task.digits 1 and 2) of a 1-layer nano model, two trials each."""
+    """Two grid points (task.digits 1 and 2, no seed axis) of a 1-layer nano model, two trials each."""
     data = {
         "name": name,
         "base": {"task": {"digits": 1, "width": 3, "eval_max_len": 3, "eval_examples": 32},
@@ -96,9 +96,9 @@ def test_eta_from_a_fake_clock_converges_to_the_true_remaining_time(tmp_path):
         if start + 10 <= t:
             assert state["eta_s"] == pytest.approx(end - t, abs=2.0), t  # within one step report
     assert etas[0] is None and etas[30] is None  # nothing measured before the first steps
-    # the counts per cell match the simulated reality mid-run
+    # the counts per grid point match the simulated reality mid-run
     state = line.state(simulate(140.0, start, steps, per_s), 140.0)
-    assert state["cells"]["task.digits=1"] == {"planned": 2, "done": 1, "running": 1, "pending": 0}
+    assert state["points"]["task.digits=1"] == {"planned": 2, "done": 1, "running": 1, "pending": 0}
     running = [t for t in state["trials"] if t["status"] == "running"]
     assert [(t["step"], t["total"]) for t in running] == [(40, 400), (40, 400)]
 
@@ -150,7 +150,7 @@ def test_resume_of_a_finished_study_says_nothing_to_do_without_starting_ray(tmp_
 @pytest.mark.slow
 def test_status_during_a_real_run_shows_steps_between_evaluations(tmp_path, capsys):
     """A real sweep in a thread: while it trains, ``status`` shows each running trial's
-    cell, step and loss, posted by the trial between its evaluations."""
+    grid point, step and loss, posted by the trial between its evaluations."""
     import ray
 
     from study.tune.runner import run_sweep
@@ -187,12 +187,12 @@ def test_status_during_a_real_run_shows_steps_between_evaluations(tmp_path, caps
     assert main(["status", "running", "--store", spec.store]) == 0
     out = capsys.readouterr().out
     assert "running now" in out and "/1500 loss" in out
-    running_cells = {t["cell"] for t in seen["trials"] if t["status"] == "running"}
+    running_points = {t["point"] for t in seen["trials"] if t["status"] == "running"}
     table = study_status(spec, live=seen).set_index("cell")
-    assert all(table.loc[c, "running"] == 1 for c in running_cells)
+    assert all(table.loc[p, "running"] == 1 for p in running_points)
     thread.join(timeout=300)
     assert not errors, errors
     final = read_progress(storage_path(spec), "running")
-    assert final["finished"] and all(c["done"] == 1 for c in final["cells"].values())
+    assert final["finished"] and all(p["done"] == 1 for p in final["points"].values())
     assert main(["resume", "running", "--store", spec.store]) == 0
     assert "nothing to do" in capsys.readouterr().out

@@ -41,7 +41,7 @@ def _cmd_run(args) -> int:
 def _cmd_resume(args) -> int:
     spec = read_spec_copy(args.name, args.store, args.storage_path)
     if is_finished(study_status(spec)):
-        print(f"study {spec.name} is finished: every cell has its {spec.tune.trials_per_cell} planned "
+        print(f"study {spec.name} is finished: every grid point has its {spec.tune.trials_per_cell} planned "
               f"trial(s); nothing to do. See it with: oodstudy status {spec.name} --store {spec.store}")
         return 0
     run_sweep(spec, address=args.address, resume=True, tune_table=args.tune_table)

@@ -21,7 +21,7 @@ from typing import Any, Callable
 import pandas as pd
 from ray.tune import Callback
 
-from study.config import SweepSpec, TrialConfig, cell_id
+from study.config import SweepSpec, TrialConfig, grid_point_id
 from study.store import Store
 from study.tune.progress import (
     StepRate,
@@ -94,15 +94,15 @@ class StoreCallback(Callback):
     def _flush(self, trial) -> None:
         """Append a trial's buffered rows and its trials row; the buffer is emptied only
         once everything is written, so a failed write loses nothing."""
-        cell, attempt = trial.config.get("cell", "all"), int(trial.num_failures)
+        point_id, attempt = trial.config.get("cell", "all"), int(trial.num_failures)  # the grid point id
         buffer = self.buffers.get(trial.trial_id, {})
         for (table, reported_attempt), rows in list(buffer.items()):
             if rows:
-                self.store.append(table, rows, study=self.study, attempt=reported_attempt, cell=cell)
+                self.store.append(table, rows, study=self.study, attempt=reported_attempt, cell=point_id)
             del buffer[(table, reported_attempt)]
         row = self.trial_rows.get(trial.trial_id)
         if row is not None:
-            self.store.append("trials", [row], study=self.study, attempt=attempt, cell=cell)
+            self.store.append("trials", [row], study=self.study, attempt=attempt, cell=point_id)
 
     def on_step_begin(self, iteration, trials, **info) -> None:
         if not self.seen_trials and trials:
@@ -176,8 +176,8 @@ def _error_text(trial) -> str | None:
 
 
 class ProgressLine(Callback):
-    """The live progress of a run: per running trial its cell, step / total and last
-    loss; trials and cells done / running / pending; an ETA from the measured step rate.
+    """The live progress of a run: per running trial its grid point, step / total and last
+    loss; trials and grid points done / running / pending; an ETA from the measured step rate.
 
     Printed to stderr (redrawn in place on a terminal, every 30 s otherwise) and
     written every few seconds to the progress file that ``oodstudy status`` reads.
@@ -190,8 +190,8 @@ class ProgressLine(Callback):
         self.study_name = spec.name
         self.run_dir = run_dir
         self.planned = {
-            cell_id(cell): (spec.tune.trials_per_cell, TrialConfig.model_validate(spec.trial_raw(cell, {})).train.steps)
-            for cell in spec.cells()
+            grid_point_id(p): (spec.tune.trials_per_cell, TrialConfig.model_validate(spec.trial_raw(p, {})).train.steps)
+            for p in spec.grid_points()
         }
         self.max_concurrent = spec.max_concurrent or 0
         self.clock = clock

@@ -1,5 +1,8 @@
-"""A running study's live progress: per trial its cell, step / total and last loss; per
-cell done / running / pending; an ETA from the measured rate of training steps.
+"""A running study's live progress: per trial its grid point, step / total and last loss;
+per grid point done / running / pending; an ETA from the measured rate of training steps.
+
+A grid point is a cell with its seed; its id is what the store's ``cell`` column and a
+trial config's ``"cell"`` key hold.
 
 Pure parts first (:class:`TrialProgress`, :class:`StepRate`, :func:`eta_seconds`,
 :func:`snapshot`, :func:`progress_lines`), then the two edges: the
@@ -26,7 +29,7 @@ class TrialProgress:
     """One trial as the progress line shows it."""
 
     trial_id: str
-    cell: str
+    point: str  # grid point id
     status: str  # "running" | "pending" | "done"
     step: int
     total: int
@@ -89,21 +92,21 @@ def snapshot(
     finished: bool = False,
     now: float | None = None,
 ) -> dict[str, Any]:
-    """The state of a run as one JSON-able dict.  ``planned``: cell -> (trials, steps
-    per trial).  Trials the searcher has not suggested yet count as pending."""
-    cells: dict[str, dict[str, int]] = {}
-    for cell, (n, _) in planned.items():
-        mine = [t for t in trials if t.cell == cell]
+    """The state of a run as one JSON-able dict.  ``planned``: grid point -> (trials,
+    steps per trial).  Trials the searcher has not suggested yet count as pending."""
+    points: dict[str, dict[str, int]] = {}
+    for point, (n, _) in planned.items():
+        mine = [t for t in trials if t.point == point]
         done = sum(t.status == "done" for t in mine)
         running = sum(t.status == "running" for t in mine)
-        cells[cell] = {"planned": n, "done": done, "running": running, "pending": max(0, n - done - running)}
+        points[point] = {"planned": n, "done": done, "running": running, "pending": max(0, n - done - running)}
     return {
         "study": study,
         "updated": time.time() if now is None else now,
         "finished": finished,
         "elapsed_s": elapsed_s,
         "eta_s": eta_s,
-        "cells": cells,
+        "points": points,
         "trials": [asdict(t) for t in trials],
     }
 
@@ -113,15 +116,15 @@ def remaining_steps(trials: list[TrialProgress], planned: dict[str, tuple[int, i
     running = [max(0, t.total - t.step) for t in trials if t.status == "running"]
     pending = [max(0, t.total - t.step) for t in trials if t.status == "pending"]
     unseen = []
-    for cell, (n, steps) in planned.items():
-        known = sum(t.cell == cell for t in trials)
+    for point, (n, steps) in planned.items():
+        known = sum(t.point == point for t in trials)
         unseen += [steps] * max(0, n - known)
     return running + pending + unseen
 
 
-def short_cell(cell: str) -> str:
+def short_point(point: str) -> str:
     """``task.digits=2|train.seed=0`` -> ``digits=2 seed=0``."""
-    return " ".join(part.split(".")[-1] for part in cell.split("|"))
+    return " ".join(part.split(".")[-1] for part in point.split("|"))
 
 
 def _minutes(seconds: float | None) -> str:
@@ -131,19 +134,19 @@ def _minutes(seconds: float | None) -> str:
 
 
 def headline(state: dict[str, Any]) -> str:
-    """``[quickstart] trials 1 done, 2 running, 1 pending of 4 | cells 0/4 done | 2.0 min, ETA 1.5 min``."""
-    cells = state["cells"].values()
-    done, running, pending = (sum(c[k] for c in cells) for k in ("done", "running", "pending"))
-    planned = sum(c["planned"] for c in cells)
-    cells_done = sum(c["done"] >= c["planned"] for c in cells)
+    """``[quickstart] trials 1 done, 2 running, 1 pending of 4 | grid points 0/4 done | 2.0 min elapsed, ETA 1.5 min``."""
+    points = state["points"].values()
+    done, running, pending = (sum(c[k] for c in points) for k in ("done", "running", "pending"))
+    planned = sum(c["planned"] for c in points)
+    points_done = sum(c["done"] >= c["planned"] for c in points)
     return (f"[{state['study']}] trials {done} done, {running} running, {pending} pending of {planned} | "
-            f"cells {cells_done}/{len(state['cells'])} done | {_minutes(state['elapsed_s'])} elapsed, "
+            f"grid points {points_done}/{len(state['points'])} done | {_minutes(state['elapsed_s'])} elapsed, "
             f"ETA {_minutes(state['eta_s'])}")
 
 
 def trial_text(t: dict[str, Any]) -> str:
     loss = f" loss {t['loss']:.3f}" if t.get("loss") is not None else ""
-    return f"{short_cell(t['cell'])}: step {t['step']}/{t['total']}{loss}"
+    return f"{short_point(t['point'])}: step {t['step']}/{t['total']}{loss}"
 
 
 def progress_lines(state: dict[str, Any]) -> list[str]:

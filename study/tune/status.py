@@ -7,34 +7,34 @@ from typing import Any
 
 import pandas as pd
 
-from study.config import SweepSpec, cell_id
+from study.config import SweepSpec, grid_point_id
 from study.store import Store, StoreError
 
 
 def study_status(spec: SweepSpec, live: dict[str, Any] | None = None) -> pd.DataFrame:
-    """Per cell: planned, completed, running, failed/diverged/pruned, best score (a DataFrame).
+    """Per grid point: planned, completed, running, failed/diverged/pruned, best score (a DataFrame).
 
     ``live`` is the progress snapshot of a running driver
     (:func:`study.tune.progress.read_progress`): its running counts replace the
     store's, which sees a trial only once its first rows are flushed.
     """
-    planned = {cell_id(c): spec.tune.trials_per_cell for c in spec.cells()}
+    planned = {grid_point_id(p): spec.tune.trials_per_cell for p in spec.grid_points()}
     try:
         trials = Store(spec.store, create=False).frame("trials", study=spec.name)
     except StoreError:  # no store yet: nothing has run
         trials = pd.DataFrame(columns=["cell", "status", "score"])
     rows = []
-    for cid, n in planned.items():
-        mine = trials[trials["cell"] == cid]
+    for pid, n in planned.items():
+        mine = trials[trials["cell"] == pid]
         scores = mine.loc[mine["status"] == "completed", "score"].dropna()
         best = (scores.max() if spec.tune.mode == "max" else scores.min()) if len(scores) else float("nan")
         counts = mine["status"].value_counts()
         finished = int(sum(counts.get(s, 0) for s in ("completed", "failed", "diverged", "pruned")))
         running = int(counts.get("running", 0) + counts.get("retrying", 0))
-        if live is not None and cid in live.get("cells", {}):
-            running = int(live["cells"][cid]["running"])
+        if live is not None and pid in live.get("points", {}):
+            running = int(live["points"][pid]["running"])
         rows.append({
-            "cell": cid,
+            "cell": pid,
             "planned": n,
             "completed": int(counts.get("completed", 0)),
             "running": running,
@@ -48,5 +48,5 @@ def study_status(spec: SweepSpec, live: dict[str, Any] | None = None) -> pd.Data
 
 
 def is_finished(table: pd.DataFrame) -> bool:
-    """Has every cell its planned trials finished (nothing running or pending)?"""
+    """Has every grid point its planned trials finished (nothing running or pending)?"""
     return bool(len(table)) and int((table["pending"] + table["running"]).sum()) == 0
