@@ -196,3 +196,18 @@ def test_status_during_a_real_run_shows_steps_between_evaluations(tmp_path, caps
     assert final["finished"] and all(p["done"] == 1 for p in final["points"].values())
     assert main(["resume", "running", "--store", spec.store]) == 0
     assert "nothing to do" in capsys.readouterr().out
+
+
+def test_the_end_of_run_table_pools_seeds_into_cells():
+    import pandas as pd
+
+    from study.tune.status import cell_status
+
+    points = pd.DataFrame({
+        "cell": ["task.digits=2|train.seed=0", "task.digits=2|train.seed=1", "task.digits=3|train.seed=0"],
+        "planned": [1, 1, 1], "completed": [1, 0, 1], "running": [0, 0, 0], "failed": [0, 1, 0],
+        "diverged": [0, 0, 0], "pruned": [0, 0, 0], "pending": [0, 0, 0], "best_id_exact_match": [0.9, None, 0.4]})
+    cells = cell_status(points, "max")
+    assert cells["cell"].tolist() == ["task.digits=2", "task.digits=3"]
+    assert cells["planned"].tolist() == [2, 1] and cells["failed"].tolist() == [1, 0]
+    assert cells["best_id_exact_match"].tolist() == [0.9, 0.4]

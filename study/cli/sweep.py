@@ -9,16 +9,18 @@ import time
 from study.config import SweepSpec, load_sweep_spec
 from study.tune.progress import is_live, progress_lines, read_progress
 from study.tune.runner import read_spec_copy, run_sweep, storage_path
-from study.tune.status import is_finished, study_status
+from study.tune.status import cell_status, is_finished, study_status
 
 
 def _print_summary(spec: SweepSpec) -> None:
-    """The end-of-run tables: progress per grid point, then the study's breakdown."""
+    """The end-of-run tables, both one row per cell (seeds pooled): trials per status,
+    then the study's breakdown."""
     from analysis.breakdown import summary_text
     from analysis.load import study_frames
     from study.store import Store
 
-    print(study_status(spec).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print("trials per cell (seeds pooled):")
+    print(cell_status(study_status(spec), spec.tune.mode).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print()
     trials, final = study_frames(Store(spec.store, create=False), spec.name)
     print(summary_text(spec.name, trials, final))

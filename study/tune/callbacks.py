@@ -201,6 +201,8 @@ class ProgressLine(Callback):
         self.started: float | None = None
         self.rate = StepRate()
         self.board = None
+        self.pending_read = None  # a read of the board on its way
+        self.posted: dict[str, tuple[int, float]] = {}
         self.totals: dict[str, int] = {}  # trial id -> planned steps
         self.most_running = 0
         self.last_print = self.last_write = self.last_sample = float("-inf")
@@ -208,7 +210,7 @@ class ProgressLine(Callback):
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        for live in ("board", "rate", "started", "totals"):
+        for live in ("board", "pending_read", "posted", "rate", "started", "totals"):
             state.pop(live, None)
         return state
 
@@ -247,14 +249,22 @@ class ProgressLine(Callback):
                         eta_s=0.0 if finished else eta, finished=finished)
 
     def _posted(self) -> dict[str, tuple[int, float]]:
+        """The board's latest (step, loss) per trial, without ever blocking Tune's loop:
+        a read is sent, and collected at a later step once it has arrived."""
         if self.board is None:
-            return {}
+            return self.posted
         import ray
 
-        try:
-            return ray.get(self.board.read.remote(), timeout=2)
-        except Exception:  # a slow or lost board only costs the between-evaluation steps
-            return {}
+        if self.pending_read is None:
+            self.pending_read = self.board.read.remote()
+        ready, _ = ray.wait([self.pending_read], timeout=0)
+        if ready:
+            try:
+                self.posted = ray.get(self.pending_read)
+            except ray.exceptions.RayError:  # a lost board only costs the between-evaluation steps
+                self.board = None
+            self.pending_read = None
+        return self.posted
 
     def on_step_end(self, iteration, trials, **info) -> None:
         now = self.clock()

@@ -73,6 +73,8 @@ class CellSearcher(Searcher):
                 sampler=sampler,
                 load_if_exists=True,
             )
+            if self._studies[pid].metric_names != [tune.metric]:  # optuna-dashboard labels the objective with it
+                self._studies[pid].set_metric_names([tune.metric])
         return self._studies[pid]
 
     def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec) -> bool:

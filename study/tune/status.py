@@ -50,3 +50,19 @@ def study_status(spec: SweepSpec, live: dict[str, Any] | None = None) -> pd.Data
 def is_finished(table: pd.DataFrame) -> bool:
     """Has every grid point its planned trials finished (nothing running or pending)?"""
     return bool(len(table)) and int((table["pending"] + table["running"]).sum()) == 0
+
+
+def cell_status(table: pd.DataFrame, mode: str = "max") -> pd.DataFrame:
+    """A :func:`study_status` table summed over seeds: one row per cell (the grid point
+    id without its seed axes), the best score the best (``mode``) over its grid points."""
+    def cell_of(point: str) -> str:
+        parts = [p for p in point.split("|") if p.split("=", 1)[0].rsplit(".", 1)[-1] not in ("seed", "seeds")]
+        return "|".join(parts) or "all"
+
+    best = [c for c in table.columns if c.startswith("best_")]
+    counts = [c for c in table.columns if c not in ("cell", *best)]
+    grouped = table.assign(cell=table["cell"].map(cell_of)).groupby("cell", sort=False)
+    out = grouped[counts].sum()
+    for column in best:
+        out[column] = grouped[column].max() if mode == "max" else grouped[column].min()
+    return out.reset_index()
