@@ -233,7 +233,13 @@ def equivalence_bars(table: pd.DataFrame, max_panels: int = 6) -> Figure:
 
 def _short_cell(cell: str) -> str:
     """``model.size=nano|task.digits=3`` -> ``size=nano`` over ``digits=3`` (a tick label)."""
-    return "\n".join(part.split(".")[-1] for part in cell.split("|")) if cell else "all"
+    return "\n".join(_short_axis(part) for part in cell.split("|")) if cell else "all"
+
+
+def _short_axis(part: str) -> str:
+    """``task.mix_weight=0.5`` -> ``mix_weight=0.5``."""
+    key, _, value = part.partition("=")
+    return f"{key.rsplit('.', 1)[-1]}={value}"
 
 
 def _bar_text(value: float) -> str:

@@ -162,7 +162,7 @@ def test_status_during_a_real_run_shows_steps_between_evaluations(tmp_path, caps
         "params": {"train.lr": {"type": "loguniform", "low": 1e-3, "high": 2e-3}}},
         base={"task": {"digits": 1, "width": 3, "eval_max_len": 3, "eval_examples": 32},
               "model": {"size": "nano", "n_layer": 1},
-              "train": {"steps": 1500, "eval_every": 1500, "batch_size": 16, "log_every": 10}})
+              "train": {"steps": 800, "eval_every": 800, "batch_size": 16, "log_every": 10}})
     errors: list[BaseException] = []
 
     def run() -> None:
@@ -178,7 +178,7 @@ def test_status_during_a_real_run_shows_steps_between_evaluations(tmp_path, caps
     while thread.is_alive() and time.monotonic() < deadline:
         state = read_progress(storage_path(spec), "running")
         steps = [t["step"] for t in state["trials"] if t["status"] == "running"] if state else []
-        if steps and 0 < max(steps) < 1500:  # mid-training: no evaluation has reported yet
+        if steps and 0 < max(steps) < 800:  # mid-training: no evaluation has reported yet
             seen = state
             break
         time.sleep(1.0)
@@ -186,7 +186,7 @@ def test_status_during_a_real_run_shows_steps_between_evaluations(tmp_path, caps
     capsys.readouterr()
     assert main(["status", "running", "--store", spec.store]) == 0
     out = capsys.readouterr().out
-    assert "running now" in out and "/1500 loss" in out
+    assert "running now" in out and "/800 loss" in out
     running_points = {t["point"] for t in seen["trials"] if t["status"] == "running"}
     table = study_status(spec, live=seen).set_index("cell")
     assert all(table.loc[p, "running"] == 1 for p in running_points)

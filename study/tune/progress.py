@@ -123,8 +123,9 @@ def remaining_steps(trials: list[TrialProgress], planned: dict[str, tuple[int, i
 
 
 def short_point(point: str) -> str:
-    """``task.digits=2|train.seed=0`` -> ``digits=2 seed=0``."""
-    return " ".join(part.split(".")[-1] for part in point.split("|"))
+    """``task.digits=2|task.mix_weight=0.5`` -> ``digits=2 mix_weight=0.5``."""
+    return " ".join(key.rsplit(".", 1)[-1] + sep + value
+                    for key, sep, value in (part.partition("=") for part in point.split("|")))
 
 
 def _minutes(seconds: float | None) -> str:

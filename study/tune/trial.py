@@ -37,12 +37,15 @@ def run_trial(config: dict[str, Any], fail_once_at_step: int | None = None) -> N
         with checkpoint.as_directory() as directory:
             restore = load_state(os.path.join(directory, "state.pt"))
     first_attempt = restore is None
-    cell = config.get("cell", "all")
-    print(f"[{config.get('study', context.get_experiment_name())} {cell} trial {trial_id}] "
-          f"{'resuming at step ' + str(restore['step']) if restore else 'starting'}, {cfg.train.steps} steps", flush=True)
-    progress = _progress_poster(config.get("study") or context.get_experiment_name(), trial_id)
+    study, point = config.get("study") or context.get_experiment_name(), config.get("cell", "all")
+    prefix = f"[{study} {point} trial {trial_id}]"  # every line of the trial's log says what it trains
+    print(f"{prefix} {'resuming at step ' + str(restore['step']) if restore else 'starting'}, "
+          f"{cfg.train.steps} steps", flush=True)
+    progress = _progress_poster(study, trial_id)
 
     def report(r: Report) -> None:
+        scores = "  ".join(f"{k}={v:.4g}" for k, v in r.metrics.items() if k.startswith("id_") or k == "loss")
+        print(f"{prefix} step {r.step}/{cfg.train.steps} {r.status}  {scores}", flush=True)
         metrics = {
             **r.metrics,
             "step": r.step,
