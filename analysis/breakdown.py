@@ -379,8 +379,8 @@ def format_summary(table: pd.DataFrame, curve: pd.DataFrame, metric: str, thresh
         for row in rows.to_dict("records"):
             at = ood[ood["cell"] == row["cell"]].groupby("x")["best"].mean()
             in_dist = set(mine.loc[(mine["cell"] == row["cell"]) & (mine["split"] == "id"), "x"])
-            values = ["id" if x in in_dist else _fmt_v(at.get(x, np.nan)) for x in xs]
-            body.append([row["cell"] or family, f"{row['n_usable']}/{row['n_trials']}", _fmt_v(row["id_score"])]
+            values = ["id" if x in in_dist else format_value(at.get(x, np.nan)) for x in xs]
+            body.append([row["cell"] or family, f"{row['n_usable']}/{row['n_trials']}", format_value(row["id_score"])]
                         + values + [_boundary_text(row)] + ([extra[1].get(row["cell"], "-")] if extra else []))
         widths = [max(len(r[i]) for r in body) for i in range(len(head))]
         lines += ["", f"along {shift}:"]
@@ -410,32 +410,6 @@ def _fmt_x(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else f"{x:g}"
 
 
-def _fmt_v(v: float) -> str:
+def format_value(v: float) -> str:
+    """A score in a text table: two decimals, "-" when missing."""
     return "-" if pd.isna(v) else f"{v:.2f}"
-
-
-def summary_text(study: str, trials: pd.DataFrame, final: pd.DataFrame, metric: str | None = None,
-                 threshold: float = 0.5) -> str:
-    """The end-of-sweep text table of ``study`` (see :func:`format_summary`), one block
-    per headline metric present (exact_match for arithmetic, nmse for icl) unless
-    ``metric`` is given.  ``trials`` and ``final`` as :func:`analysis.load.study_frames`
-    reads them."""
-    if final.empty:
-        return f"study {study}: no evaluations yet ({len(trials)} trials)"
-    blocks = []
-    for name in [metric] if metric else primary_metrics(final):
-        table = breakdown(final, trials, metric=name, threshold=threshold)
-        by = [c for c in table.columns[1:table.columns.get_loc("cell")]]
-        extra = None
-        if name == "exact_match" and "equivalence" in set(final["metric"]):
-            from analysis.equivalence import equivalence_table  # it builds on this module
-            from analysis.summary import arithmetic_findings
-
-            found = arithmetic_findings(table, equivalence_table(final, by=by)).set_index("cell")
-            extra = ("equiv", {c: _fmt_v(v) for c, v in found["equivalence_beyond"].items()})
-        text = format_summary(table, curves(final, name, by=by), name, threshold, extra=extra)
-        if extra:
-            text += ("\nequiv = share of answers equal to f(a mod 10^n, b mod 10^n) at the OOD lengths from the "
-                     "boundary on (all OOD lengths when none), best trial.")
-        blocks.append(text)
-    return f"study {study}\n" + "\n\n".join(blocks)

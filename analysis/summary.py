@@ -15,6 +15,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from analysis import breakdown as bd
+from analysis.equivalence import equivalence_table
 from analysis.load import fmt
 
 FINDING_COLUMNS = ["cell", "n_usable", "n_trials", "id_score", "boundary", "x_max", "verdict",
@@ -94,3 +96,27 @@ def icl_sentences(findings: pd.DataFrame) -> list[str]:
             f"({(r['best_baseline'] or 'none').removeprefix('nmse_')}) with ID numbers of examples, "
             f"{r['gap_ood']:+.3f} beyond them."
             for r in findings.to_dict("records")]
+
+
+def summary_text(study: str, trials: pd.DataFrame, final: pd.DataFrame, metric: str | None = None,
+                 threshold: float = 0.5) -> str:
+    """The end-of-sweep text table of ``study`` (see :func:`analysis.breakdown.format_summary`), one block
+    per headline metric present (exact_match for arithmetic, nmse for icl) unless
+    ``metric`` is given.  ``trials`` and ``final`` as :func:`analysis.load.study_frames`
+    reads them."""
+    if final.empty:
+        return f"study {study}: no evaluations yet ({len(trials)} trials)"
+    blocks = []
+    for name in [metric] if metric else bd.primary_metrics(final):
+        table = bd.breakdown(final, trials, metric=name, threshold=threshold)
+        by = [c for c in table.columns[1:table.columns.get_loc("cell")]]
+        extra = None
+        if name == "exact_match" and "equivalence" in set(final["metric"]):
+            found = arithmetic_findings(table, equivalence_table(final, by=by)).set_index("cell")
+            extra = ("equiv", {c: bd.format_value(v) for c, v in found["equivalence_beyond"].items()})
+        text = bd.format_summary(table, bd.curves(final, name, by=by), name, threshold, extra=extra)
+        if extra:
+            text += ("\nequiv = share of answers equal to f(a mod 10^n, b mod 10^n) at the OOD lengths from the "
+                     "boundary on (all OOD lengths when none), best trial.")
+        blocks.append(text)
+    return f"study {study}\n" + "\n\n".join(blocks)

@@ -28,7 +28,7 @@ import pandas as pd
 import pytest
 
 from analysis import breakdown as bd
-from analysis import equivalence, icl, load, representations
+from analysis import equivalence, icl, load, representations, summary
 from study.config import ConfigError
 from study.store import Store
 
@@ -311,7 +311,7 @@ def test_all_curves_at_once_agree_with_find_boundary_curve_by_curve(metric, id_l
 
 
 def test_summary_table_prints_one_line_per_cell(store):
-    text = bd.summary_text("arith", *load.study_frames(store, "arith"))
+    text = summary.summary_text("arith", *load.study_frames(store, "arith"))
     lines = text.splitlines()
     assert lines[0] == "study arith" and "along length:" in lines
     assert lines[lines.index("along length:") + 1].split() == ["cell", "n", "id", "len4", "len5", "len6", "len7",

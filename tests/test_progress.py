@@ -56,13 +56,17 @@ def test_eta_schedules_the_remaining_steps_on_the_free_slots():
     assert eta_seconds([10], slots=2, rate=None) is None  # no speed measured yet
 
 
-def test_step_rate_counts_trial_seconds_and_forgets_a_restart():
+def test_step_rate_counts_each_trial_from_its_first_step_and_forgets_a_restart():
     rate = StepRate(window_s=60)
-    rate.add(0.0, 0, 2)
-    rate.add(10.0, 40, 2)  # two trials, 40 steps in 10 s: 2 steps/s each
-    assert rate.per_trial() == pytest.approx(2.0)
-    rate.add(20.0, 30, 2)  # fewer steps than before: a trial went back to its checkpoint
-    assert rate.per_trial() is None
+    rate.add(0.0, [TrialProgress("a", "p", "running", 0, 100)])  # still starting: no step yet
+    rate.add(30.0, [TrialProgress("a", "p", "running", 10, 100), TrialProgress("b", "q", "pending", 0, 100)])
+    assert rate.per_trial() is None  # one look at a training trial measures nothing
+    rate.add(40.0, [TrialProgress("a", "p", "running", 30, 100), TrialProgress("b", "q", "running", 5, 100)])
+    rate.add(50.0, [TrialProgress("a", "p", "running", 50, 100), TrialProgress("b", "q", "running", 25, 100)])
+    assert rate.per_trial() == pytest.approx(2.0)  # (40 + 20) steps in (20 + 10) trial-seconds
+    rate.add(60.0, [TrialProgress("a", "p", "running", 20, 100)])  # back to a checkpoint
+    rate.add(70.0, [TrialProgress("a", "p", "running", 26, 100)])
+    assert rate.per_trial() == pytest.approx((20 + 6) / (10 + 10))
 
 
 def simulate(t: float, start: float, steps: int, per_s: float) -> list[TrialProgress]:

@@ -15,7 +15,7 @@ from study.tune.status import cell_status, is_finished, study_status
 def _print_summary(spec: SweepSpec) -> None:
     """The end-of-run tables, both one row per cell (seeds pooled): trials per status,
     then the study's breakdown."""
-    from analysis.breakdown import summary_text
+    from analysis.summary import summary_text
     from analysis.load import study_frames
     from study.store import Store
 

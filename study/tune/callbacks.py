@@ -242,7 +242,7 @@ class ProgressLine(Callback):
             self.started = now
         running = sum(r.status == "running" for r in rows)
         self.most_running = max(self.most_running, running)
-        self.rate.add(now, sum(r.step for r in rows), running)
+        self.rate.add(now, rows)
         slots = self.max_concurrent or self.most_running or 1
         eta = eta_seconds(remaining_steps(rows, self.planned), slots, self.rate.per_trial())
         return snapshot(self.study_name, rows, self.planned, elapsed_s=now - self.started,

@@ -41,27 +41,35 @@ class TrialProgress:
 
 class StepRate:
     """The training speed of one running trial, in steps per second, measured over the
-    last ``window_s`` seconds: steps gained by all trials divided by trial-seconds
-    spent running (so two trials running side by side count twice the time)."""
+    last ``window_s`` seconds: the steps each trial gained between the first and the
+    last time it was seen training, divided by the seconds between them, pooled over
+    trials.  A trial counts from its first step on, so the start-up of Ray, of a
+    worker and of a model does not dilute the speed."""
 
     def __init__(self, window_s: float = 120.0) -> None:
         self.window_s = window_s
-        self.samples: list[tuple[float, int, int]] = []  # (time, steps done by all trials, trials running)
+        self.seen: dict[str, list[tuple[float, int]]] = {}  # trial id -> (time, step) while training
 
-    def add(self, now: float, steps_done: int, running: int) -> None:
-        if self.samples and steps_done < self.samples[-1][1]:  # a trial restarted from a checkpoint
-            self.samples.clear()
-        self.samples.append((now, steps_done, running))
-        while len(self.samples) > 2 and self.samples[1][0] <= now - self.window_s:
-            self.samples.pop(0)
+    def add(self, now: float, trials: list[TrialProgress]) -> None:
+        for t in trials:
+            if t.status != "running" or t.step <= 0:
+                continue
+            samples = self.seen.setdefault(t.trial_id, [])
+            if samples and t.step < samples[-1][1]:  # back to a checkpoint: a new attempt
+                samples.clear()
+            if samples and t.step == samples[-1][1]:  # no new step posted since the last look
+                continue
+            samples.append((now, t.step))
+            while len(samples) > 2 and samples[1][0] <= now - self.window_s:
+                samples.pop(0)
 
     def per_trial(self) -> float | None:
-        """Steps per second of one running trial; None until steps were seen to advance."""
-        steps = self.samples[-1][1] - self.samples[0][1] if self.samples else 0
-        trial_seconds = sum((b[0] - a[0]) * a[2] for a, b in zip(self.samples, self.samples[1:]))
-        if steps <= 0 or trial_seconds <= 0:
+        """Steps per second of one running trial; None until a trial was seen to advance."""
+        steps = sum(s[-1][1] - s[0][1] for s in self.seen.values() if len(s) > 1)
+        seconds = sum(s[-1][0] - s[0][0] for s in self.seen.values() if len(s) > 1)
+        if steps <= 0 or seconds <= 0:
             return None
-        return steps / trial_seconds
+        return steps / seconds
 
 
 def eta_seconds(remaining: list[int], slots: int, rate: float | None) -> float | None:
