@@ -87,3 +87,20 @@ def test_the_report_fits_the_page_and_every_figure_loads_in_a_browser(reports):
                     page.close()
         finally:
             browser.close()
+
+
+def test_each_cell_is_shaded_over_its_own_training_lengths():
+    """Trained on 2 vs 3 digits: lengths 1-2 are ID for the first cell only, so each cell
+    gets its own panel with its own ID range shaded."""
+    import pandas as pd
+
+    from analysis import plots
+
+    rows = [{"family": "arithmetic", "task.digits": d, "cell": f"task.digits={d}", "shift": "length", "x": x,
+             "split": "id" if x <= d else "ood", "best": 1.0 if x <= d else 0.0, "q25": 0.0, "q75": 1.0, "n": 2}
+            for d in (2, 3) for x in range(1, 6)]
+    fig = plots.length_curves(pd.DataFrame(rows))
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in axes] == ["task.digits=2", "task.digits=3"]
+    edges = [max(p.get_x() + p.get_width() for p in ax.patches) for ax in axes]
+    assert edges == [2.5, 3.5]
