@@ -87,8 +87,8 @@ class Page:
         rest = [c for c in frame.columns if c not in lead and c not in hide]
         shown = frame[lead + rest].head(max_rows)
         hidden = len(frame.columns) - len(shown.columns)
-        link += f" ({hidden} more columns)" if hidden else ""
-        shown = shown.apply(lambda c: c.map(_shorten) if pd.api.types.is_string_dtype(c) or c.dtype == object else c)
+        link += f" (with {hidden} more columns)" if hidden else ""
+        shown = shown.apply(_html_column)
         shown.columns = [str(c).replace("_", "_\u200b").replace(".", ".\u200b") for c in shown.columns]  # headers may wrap
         more = f" (first {max_rows} of {len(frame)} rows)" if len(frame) > max_rows else ""
         body = shown.to_html(index=False, na_rep="", float_format=lambda v: f"{v:.3g}", border=0)
@@ -118,6 +118,14 @@ class Page:
         path = self.out / "index.html"
         path.write_text(doc, encoding="utf-8")
         return path
+
+
+def _html_column(column: pd.Series) -> pd.Series:
+    """A column as the HTML table shows it: floats as they are (formatted by to_html),
+    anything else with missing values blank and long texts shortened."""
+    if pd.api.types.is_float_dtype(column):
+        return column
+    return column.astype(object).where(column.notna(), "").map(_shorten)
 
 
 def _shorten(value: Any, limit: int = 32) -> Any:
