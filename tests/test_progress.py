@@ -148,6 +148,7 @@ def test_resume_of_a_finished_study_says_nothing_to_do_without_starting_ray(tmp_
                           capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "nothing to do" in done.stdout and "ray started: False" in done.stdout
+    assert "is finished (4 completed: every planned trial has ended)" in done.stdout
     assert time.monotonic() - started < 60
 
 

@@ -42,9 +42,12 @@ def _cmd_run(args) -> int:
 
 def _cmd_resume(args) -> int:
     spec = read_spec_copy(args.name, args.store, args.storage_path)
-    if is_finished(study_status(spec)):
-        print(f"study {spec.name} is finished: every grid point has its {spec.tune.trials_per_cell} planned "
-              f"trial(s); nothing to do. See it with: oodstudy status {spec.name} --store {spec.store}")
+    table = study_status(spec)
+    if is_finished(table):
+        ended = ", ".join(f"{int(table[s].sum())} {s}" for s in ("completed", "failed", "diverged", "pruned")
+                          if table[s].sum())
+        print(f"study {spec.name} is finished ({ended}: every planned trial has ended); nothing to do. "
+              f"See it with: oodstudy report --store {spec.store} --study {spec.name}")
         return 0
     run_sweep(spec, address=args.address, resume=True, tune_table=args.tune_table)
     _print_summary(spec)
