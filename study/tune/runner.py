@@ -94,10 +94,10 @@ def connect_ray(address: str | None, job_name: str | None = None) -> None:
     context = ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1",
                        log_to_driver=False, job_config=job_config)
     if getattr(context, "dashboard_url", None):
-        print(dashboard_hint(context.dashboard_url), file=sys.stderr)
+        print(dashboard_hint(context.dashboard_url, job_name), file=sys.stderr)
 
 
-def dashboard_hint(url: str) -> str:
+def dashboard_hint(url: str, job_name: str | None = None) -> str:
     """How to open the embedded dashboard: its URL, and the token it asks for when token
     authentication is on (Ray 2.60 turns it on for a new local Ray unless RAY_AUTH_MODE=disabled)."""
     try:
@@ -109,7 +109,7 @@ def dashboard_hint(url: str) -> str:
     hint = f"Ray dashboard: http://{url}"
     if token_auth:
         hint += " (it asks for a token: paste the output of `ray get-auth-token`)"
-    return hint + "; the study's driver is the job named after the study"
+    return hint + (f"; the study's driver is the job named {job_name!r}" if job_name else "")
 
 
 def write_spec_copy(spec: SweepSpec) -> None:
