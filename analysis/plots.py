@@ -222,7 +222,7 @@ def equivalence_bars(table: pd.DataFrame, max_panels: int = 6) -> Figure:
         ax.set_xticks(pos, [fmt(v) for v in part["x"]])
         ax.set_xlabel("OOD " + _label("length"))
         ax.set_ylim(0, 1.25)  # room above a full bar for its label
-        ax.set_yticks([0, 0.25, 0.5, 0.75, 1.0])
+        ax.set_yticks([0, 0.25, 0.5, 0.75, 1.0], ["0%", "25%", "50%", "75%", "100%"])
         ax.set_title(cell, fontsize=9)
         ax.grid(axis="y", alpha=0.3)
     handles, labels = axes[0].get_legend_handles_labels()
