@@ -355,11 +355,14 @@ def sort_cells(frame: pd.DataFrame, by: list[str], then: Iterable[str] = ()) -> 
 # --------------------------------------------------------------------------- text summary
 
 
-def format_summary(table: pd.DataFrame, curve: pd.DataFrame, metric: str, threshold: float = 0.5) -> str:
+def format_summary(table: pd.DataFrame, curve: pd.DataFrame, metric: str, threshold: float = 0.5,
+                   extra: tuple[str, dict[str, str]] | None = None) -> str:
     """A compact text table from :func:`breakdown` and :func:`curves` frames: per shift
     axis, one line per cell with n (usable/all trials), the best trial's ID score,
-    its score at each OOD x, and the boundary ("-" when the curve never breaks,
-    "n/a" without a usable trial or without ID skill; recoveries noted)."""
+    its score at each OOD x ("id" where x is in distribution for that cell, "-"
+    without a value), and the boundary ("-" when the curve never breaks, "n/a"
+    without a usable trial or without ID skill; recoveries noted).  ``extra`` =
+    (header, cell -> text) adds a last column; a legend ends the text."""
     m = metric_info(metric)
     rule = (f"below {threshold:g} x the ID score" if m.higher_is_better and m.floor == 0 else
             f"keeping less than {threshold:g} of the ID score's margin over {m.floor:g}")
@@ -367,18 +370,24 @@ def format_summary(table: pd.DataFrame, curve: pd.DataFrame, metric: str, thresh
     if table.empty:
         lines.append("(no OOD conditions evaluated)")
     for (family, shift), rows in table.groupby(["family", "shift"], sort=False):
-        ood = curve[(curve["family"] == family) & (curve["shift"] == shift) & (curve["split"] == "ood")]
+        mine = curve[(curve["family"] == family) & (curve["shift"] == shift)]
+        ood = mine[mine["split"] == "ood"]
         xs = sorted(ood["x"].dropna().unique())
         head = ["cell", "n", "id"] + [f"{_short(shift)}{_fmt_x(x)}" for x in xs] + ["boundary"]
+        head += [extra[0]] if extra else []
         body = [head]
         for row in rows.to_dict("records"):
             at = ood[ood["cell"] == row["cell"]].groupby("x")["best"].mean()
-            body.append([row["cell"] or family, f"{row['n_usable']}/{row['n_trials']}", _fmt_v(row["id_score"])]
-                        + [_fmt_v(at.get(x, np.nan)) for x in xs] + [_boundary_text(row)])
+            in_dist = set(mine.loc[(mine["cell"] == row["cell"]) & (mine["split"] == "id"), "x"])
+            values = ["id" if x in in_dist else format_value(at.get(x, np.nan)) for x in xs]
+            body.append([row["cell"] or family, f"{row['n_usable']}/{row['n_trials']}", format_value(row["id_score"])]
+                        + values + [_boundary_text(row)] + ([extra[1].get(row["cell"], "-")] if extra else []))
         widths = [max(len(r[i]) for r in body) for i in range(len(head))]
         lines += ["", f"along {shift}:"]
         lines += ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
                   for r in body]
+    lines += ["", "n = usable/all trials of the cell (usable: finished with a score; failed and diverged trials "
+                  "have none); 'id' = in distribution for that cell (within its training lengths); '-' = no value."]
     return "\n".join(lines)
 
 
@@ -401,21 +410,6 @@ def _fmt_x(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else f"{x:g}"
 
 
-def _fmt_v(v: float) -> str:
-    return "nan" if pd.isna(v) else f"{v:.2f}"
-
-
-def summary_text(study: str, trials: pd.DataFrame, final: pd.DataFrame, metric: str | None = None,
-                 threshold: float = 0.5) -> str:
-    """The end-of-sweep text table of ``study`` (see :func:`format_summary`), one block
-    per headline metric present (exact_match for arithmetic, nmse for icl) unless
-    ``metric`` is given.  ``trials`` and ``final`` as :func:`analysis.load.study_frames`
-    reads them."""
-    if final.empty:
-        return f"study {study}: no evaluations yet ({len(trials)} trials)"
-    blocks = []
-    for name in [metric] if metric else primary_metrics(final):
-        table = breakdown(final, trials, metric=name, threshold=threshold)
-        by = [c for c in table.columns[1:table.columns.get_loc("cell")]]
-        blocks.append(format_summary(table, curves(final, name, by=by), name, threshold))
-    return f"study {study}\n" + "\n\n".join(blocks)
+def format_value(v: float) -> str:
+    """A score in a text table: two decimals, "-" when missing."""
+    return "-" if pd.isna(v) else f"{v:.2f}"

@@ -8,6 +8,7 @@ without pyplot (no global state, no window, nothing to close); save them with
 
 from __future__ import annotations
 
+import textwrap
 from typing import Any, Iterable
 
 import numpy as np
@@ -30,6 +31,12 @@ LABELS = {
 
 def _label(name: str) -> str:
     return LABELS.get(name, name)
+
+
+def _title(fig: Figure, text: str, fontsize: float = 11.0) -> None:
+    """A figure title wrapped to the figure's width, so that it is never cut off."""
+    chars = max(20, int(fig.get_figwidth() * 72 / (0.55 * fontsize)))  # ~0.55 em per character
+    fig.suptitle(textwrap.fill(text, chars), fontsize=fontsize)
 
 
 def _panels(n: int, ncols: int = 3, width: float = 4.2, height: float = 3.3,
@@ -129,7 +136,7 @@ def phase_diagram(cells: pd.DataFrame, x: str, y: str | None, value: str = "boun
     if value == "boundary":
         bar.locator = MaxNLocator(integer=True)
         bar.update_ticks()
-    fig.suptitle(title + (" (median over other axes)" if pooled else ""))
+    _title(fig, title + (" (median over other axes)" if pooled else ""))
     return fig
 
 
@@ -144,8 +151,10 @@ def length_curves(curve: pd.DataFrame, metric: str = "exact_match", hue: str | N
     """
     if curve.empty:
         return _empty("no evaluations")
+    if facet is None and _id_ranges_differ(curve):  # shade each cell's own ID range
+        facet, hue = "cell", None
     groups = _groups(curve, facet)[:max_panels]
-    fig, axes = _panels(len(groups))
+    fig, axes = _panels(len(groups), width=4.2 if len(groups) > 1 else 6.4)
     for ax, (fv, part) in zip(axes, groups):
         id_x = part.loc[part["split"] == "id", "x"]
         if len(id_x):
@@ -172,13 +181,22 @@ def length_curves(curve: pd.DataFrame, metric: str = "exact_match", hue: str | N
                             ax.plot([b], [y.iloc[0]], "x", color=colour, ms=9, mew=2)
         ax.set_xlabel(_label("length") if part["shift"].iloc[0] == "length" else _label(part["shift"].iloc[0]))
         ax.set_ylabel(_label(metric))
-        if facet:
+        if facet == "cell":
+            ax.set_title(str(fv), fontsize=9)
+        elif facet:
             ax.set_title(f"{_label(facet)} = {fmt(fv)}")
         ax.set_ylim(-0.03, 1.05) if metric != "nmse" else None
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="best")
-    fig.suptitle(f"{_label(metric)} against length (line: best trial, band: 25-75% of trials)")
+        if facet != "cell" or len(lines) > 1:
+            ax.legend(fontsize=7, loc="best")
+    _title(fig, f"{_label(metric)} against length (line: best trial, band: 25-75% of trials)")
     return fig
+
+
+def _id_ranges_differ(curve: pd.DataFrame) -> bool:
+    """Do the cells of a curves frame have different ID ranges (e.g. trained on 2 vs 3 digits)?"""
+    edges = curve[curve["split"] == "id"].groupby("cell")["x"].max()
+    return edges.nunique() > 1
 
 
 def equivalence_bars(table: pd.DataFrame, max_panels: int = 6) -> Figure:
@@ -197,15 +215,95 @@ def equivalence_bars(table: pd.DataFrame, max_panels: int = 6) -> Figure:
         part = table[table["cell"] == cell].sort_values("x")
         pos = np.arange(len(part))
         for i, metric in enumerate(bars):
-            ax.bar(pos + (i - (len(bars) - 1) / 2) * width, part[metric].fillna(0), width, label=_label(metric),
-                   color=f"C{i}", hatch="//" if metric == "chance" else None, edgecolor="white")
+            values = part[metric]
+            drawn = ax.bar(pos + (i - (len(bars) - 1) / 2) * width, values.fillna(0), width, label=_label(metric),
+                           color=f"C{i}", hatch="//" if metric == "chance" else None, edgecolor="white")
+            ax.bar_label(drawn, labels=[_bar_text(v) for v in values], fontsize=6, padding=1, rotation=90)
         ax.set_xticks(pos, [fmt(v) for v in part["x"]])
         ax.set_xlabel("OOD " + _label("length"))
-        ax.set_ylim(0, 1.05)
+        ax.set_ylim(0, 1.25)  # room above a full bar for its label
+        ax.set_yticks([0, 0.25, 0.5, 0.75, 1.0], ["0%", "25%", "50%", "75%", "100%"])
         ax.set_title(cell, fontsize=9)
         ax.grid(axis="y", alpha=0.3)
-    axes[0].legend(fontsize=7, loc="upper right")
-    fig.suptitle("beyond the boundary: exact match vs equivalence (best trial per cell)")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=len(bars), fontsize=8)
+    _title(fig, "beyond the boundary: exact match vs equivalence (best trial per cell)")
+    return fig
+
+
+def _short_cell(cell: str) -> str:
+    """``model.size=nano|task.digits=3`` -> ``size=nano`` over ``digits=3`` (a tick label)."""
+    return "\n".join(_short_axis(part) for part in cell.split("|")) if cell else "all"
+
+
+def _short_axis(part: str) -> str:
+    """``task.mix_weight=0.5`` -> ``mix_weight=0.5``."""
+    key, _, value = part.partition("=")
+    return f"{key.rsplit('.', 1)[-1]}={value}"
+
+
+def _bar_text(value: float) -> str:
+    """A bar's label: its value in percent (a zero bar says 0), n/a when missing."""
+    return "n/a" if pd.isna(value) else f"{100 * value:.0f}"
+
+
+def finding_bars(findings: pd.DataFrame) -> Figure:
+    """The finding of an arithmetic study at a glance: per cell the ID exact match, the
+    exact match from the boundary on and the equivalence rate there, as labelled bars;
+    the boundary under each cell's name.  ``findings`` is an
+    :func:`analysis.summary.arithmetic_findings` frame."""
+    findings = findings[findings["verdict"] != "no_trial"]
+    if findings.empty:
+        return _empty("no cells with evaluations")
+    bars = [("id_score", "ID exact match", "C2"), ("exact_match_beyond", "exact match from the boundary on", "C3"),
+            ("equivalence_beyond", "equivalence rate there", "C0")]
+    n = len(findings)
+    fig = Figure(figsize=(max(6.4, 1.6 * n + 2.0), 4.0), layout="constrained")
+    ax = fig.subplots()
+    width = 0.8 / len(bars)
+    pos = np.arange(n)
+    for i, (column, label, colour) in enumerate(bars):
+        values = findings[column]
+        drawn = ax.bar(pos + (i - 1) * width, values.fillna(0), width, label=label, color=colour)
+        ax.bar_label(drawn, labels=[_bar_text(v) for v in values], fontsize=8, padding=1)
+    names = []
+    for row in findings.to_dict("records"):
+        where = {"breaks": f"boundary {fmt(row['boundary'])}", "holds": f"holds to {fmt(row['x_max'])}"}
+        names.append(f"{_short_cell(row['cell'])}\n{where.get(row['verdict'], 'no ID skill')}")
+    ax.set_xticks(pos, names, fontsize=8)
+    ax.set_ylim(0, 1.15)
+    ax.set_yticks([0, 0.25, 0.5, 0.75, 1.0], ["0%", "25%", "50%", "75%", "100%"])
+    ax.grid(axis="y", alpha=0.3)
+    fig.legend(loc="outside lower center", ncols=len(bars), fontsize=8)
+    _title(fig, "per cell: learned in distribution, lost beyond the boundary, and what the answers are there "
+                "(best trial, bars in %)")
+    return fig
+
+
+def gap_bars(findings: pd.DataFrame) -> Figure:
+    """The finding of an in-context study at a glance: per cell the model-selection gap
+    (excess normalized error over the best baseline) with ID and with OOD numbers of
+    examples, as labelled bars.  ``findings`` is an :func:`analysis.summary.icl_findings` frame."""
+    if findings.empty:
+        return _empty("no unshifted in-context evaluations")
+    n = len(findings)
+    fig = Figure(figsize=(max(6.4, 1.4 * n + 2.0), 4.0), layout="constrained")
+    ax = fig.subplots()
+    pos = np.arange(n)
+    for i, (column, label) in enumerate((("gap_id", "ID k"), ("gap_ood", "OOD k"))):
+        values = findings[column]
+        drawn = ax.bar(pos + (i - 0.5) * 0.4, values.fillna(0), 0.4, label=label, color=f"C{i}")
+        ax.bar_label(drawn, labels=["n/a" if pd.isna(v) else f"{v:+.2f}" for v in values], fontsize=8, padding=1)
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set_xticks(pos, [_short_cell(c) for c in findings["cell"]], fontsize=8)
+    low, high = float(np.nanmin(findings[["gap_id", "gap_ood"]].to_numpy(float))), float(
+        np.nanmax(findings[["gap_id", "gap_ood"]].to_numpy(float)))
+    span = max(high - min(low, 0.0), 0.05)
+    ax.set_ylim(min(low, 0.0) - 0.15 * span, max(high, 0.0) + 0.2 * span)
+    ax.set_ylabel("excess normalized error")
+    ax.grid(axis="y", alpha=0.3)
+    fig.legend(loc="outside lower center", ncols=2, fontsize=8)
+    _title(fig, "per cell: the model's error minus the best baseline's (0 = as good as the best baseline)")
     return fig
 
 
@@ -249,7 +347,7 @@ def nmse_curves(curves: pd.DataFrame, shift: str = "none", shift_value: float | 
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
     what = "" if shift == "none" else f", {shift} = {fmt(rows['shift_value'].iloc[0])}"
-    fig.suptitle(f"normalized error against k{what} (model: best trial; dashed: baselines)")
+    _title(fig, f"normalized error against k{what} (model: best trial; dashed: baselines)")
     return fig
 
 
@@ -287,7 +385,7 @@ def shift_error_curves(errors: pd.DataFrame, max_panels: int = 6) -> Figure:
         ax.set_ylim(0, _nmse_top(model["best"]))
         ax.grid(alpha=0.3)
     axes[-1].legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    fig.suptitle("error along the shift axes\n(best trial; filled: ID, open: OOD; dashed: baselines)", fontsize=10)
+    _title(fig, "error along the shift axes (best trial; filled: ID, open: OOD; dashed: baselines)", fontsize=10)
     return fig
 
 
@@ -310,7 +408,7 @@ def selection_gap_curves(gap: pd.DataFrame, shift: str = "none", max_panels: int
     ax.set_ylabel("excess normalized error")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    ax.set_title("model-selection gap (solid: vs best baseline, dashed: vs specialist)")
+    ax.set_title("model-selection gap\n(solid: vs best baseline, dashed: vs specialist)", fontsize=10)
     return fig
 
 
@@ -337,7 +435,7 @@ def mixture_effect_curves(mix: pd.DataFrame, mix_axis: str = "task.mix_weight", 
         ax.set_title(f"{group} {shift}".strip(), fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6)
-    fig.suptitle("error against the pretraining mixture weight (best trial per cell)")
+    _title(fig, "error against the pretraining mixture weight (best trial per cell)")
     return fig
 
 
@@ -370,7 +468,7 @@ def pca_scatter(points: pd.DataFrame, steps: Iterable[int] | None = None, max_pa
         ax.set_ylabel("PC2")
     axes[-1].legend(fontsize=6, title="label", title_fontsize=7, loc="center left", bbox_to_anchor=(1, 0.5))
     trial = points["trial_id"].iloc[0]
-    fig.suptitle(f"units-digit state of trial {trial} (dots: ID, crosses: OOD)")
+    _title(fig, f"hidden state of the units digit, trial {trial}: first two principal components (dots: ID, crosses: OOD)")
     return fig
 
 
@@ -391,5 +489,5 @@ def separation_curves(sep: pd.DataFrame, split: str = "all", max_lines: int = 10
     ax.set_ylabel("between-label share of variance")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    ax.set_title("blob -> rings -> clusters: label separation over training")
+    ax.set_title("how cleanly the hidden states separate the units digit,\nover training (1 = one tight cluster per digit)", fontsize=10)
     return fig

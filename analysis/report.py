@@ -5,7 +5,8 @@ HTML; it opens in any browser without a server), every figure as a PNG and every
 table as a CSV.  Sections appear only for what the study holds: arithmetic
 (breakdown, phase diagrams, length curves, equivalence), in-context learning (error
 over k with baselines, model-selection gap, shifts, mixture weight) and
-representations (PCA over training, cluster separation).
+representations (PCA over training, cluster separation).  It opens with a summary:
+the finding per cell in numbers (:mod:`analysis.summary`) and one figure.
 """
 
 from __future__ import annotations
@@ -21,13 +22,17 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from analysis import breakdown as bd
-from analysis import equivalence, icl, load, plots, representations
+from analysis import equivalence, icl, load, plots, representations, summary
 
 # Preferred roles of grid axes in the phase diagrams: x, y, then panels.
 X_AXES = ("model.size", "model.n_layer", "model.d_model", "model.pos_encoding")
 Y_AXES = ("task.digits", "task.n_points", "task.n_dims", "task.mix_digits", "task.nnz")
 FACET_AXES = ("task.mix_weight", "task.op", "model.pos_encoding", "task.sampling")
 MAX_HTML_ROWS = 80
+BREAKDOWN_FIRST = ("cell", "shift", "id_score", "boundary", "verdict", "ood_score", "x_max", "n_usable", "n_trials")
+SPREAD = ("id_median", "id_q25", "id_q75", "ood_median", "n_break", "boundary_q25", "boundary_q50", "boundary_q75",
+          "n_nonmonotone")  # the breakdown's columns over a cell's trials, shown in a table of their own
+TRIALS_FIRST = ("trial_id", "cell", "status", "score", "steps", "n_params", "device")
 
 STYLE = """
 body { font-family: system-ui, -apple-system, Segoe UI, Helvetica, Arial, sans-serif; margin: 2rem auto;
@@ -36,11 +41,16 @@ h1 { margin-bottom: 0.2rem; } h2 { border-bottom: 2px solid #ddd; padding-bottom
 p.meta, p.note { color: #666; font-size: 0.9rem; }
 figure { margin: 1rem 0; } figure img { max-width: 100%; border: 1px solid #eee; }
 figcaption { color: #555; font-size: 0.9rem; }
-.table { overflow-x: auto; margin: 0.5rem 0 1.2rem 0; }
+.table { overflow-x: auto; max-width: 100%; margin: 0.5rem 0 1.2rem 0; }
 table { border-collapse: collapse; font-size: 0.8rem; }
 th, td { border: 1px solid #ddd; padding: 2px 6px; text-align: right; white-space: nowrap; }
-th { background: #f4f4f4; } tr:nth-child(even) td { background: #fafafa; }
-nav a { margin-right: 1rem; }
+th { background: #f4f4f4; white-space: normal; vertical-align: bottom; max-width: 7rem; }
+td { background: #fff; } tr:nth-child(even) td { background: #fafafa; }
+th:first-child, td:first-child { position: sticky; left: 0; text-align: left; }
+th:first-child { background: #f4f4f4; }
+p.summary { font-size: 1.05rem; max-width: 60rem; }
+ul.summary li { margin: 0.2rem 0; }
+nav { display: flex; flex-wrap: wrap; gap: 0 1rem; }
 """
 
 
@@ -61,15 +71,32 @@ class Page:
     def text(self, text: str, kind: str = "note") -> None:
         self.parts.append(f'<p class="{kind}">{html.escape(text)}</p>')
 
-    def table(self, name: str, frame: pd.DataFrame, caption: str, max_rows: int = MAX_HTML_ROWS) -> None:
+    def table(self, name: str, frame: pd.DataFrame, caption: str, max_rows: int = MAX_HTML_ROWS,
+              first: tuple[str, ...] = (), hide: tuple[str, ...] = (), inline: bool = True) -> None:
+        """A table as CSV (every column) and, when ``inline``, as HTML with the ``first``
+        columns leading (the first one stays in view while the table scrolls), without
+        the ``hide`` columns (the CSV has them) and with long texts shortened."""
         path = self.out / f"{name}.csv"
         frame.to_csv(path, index=False)
         self.files.append(path)
-        shown = frame.head(max_rows)
+        link = f'<a href="{path.name}">{path.name}</a>'
+        if not inline:
+            self.parts.append(f"<p><b>{html.escape(caption)}</b> ({len(frame)} rows): {link}</p>")
+            return
+        lead = [c for c in first if c in frame]
+        rest = [c for c in frame.columns if c not in lead and c not in hide]
+        shown = frame[lead + rest].head(max_rows)
+        hidden = len(frame.columns) - len(shown.columns)
+        link += f" (with {hidden} more columns)" if hidden else ""
+        shown = shown.apply(_html_column)
+        shown.columns = [str(c).replace("_", "_\u200b").replace(".", ".\u200b") for c in shown.columns]  # headers may wrap
         more = f" (first {max_rows} of {len(frame)} rows)" if len(frame) > max_rows else ""
         body = shown.to_html(index=False, na_rep="", float_format=lambda v: f"{v:.3g}", border=0)
-        self.parts.append(f'<p><b>{html.escape(caption)}</b>{more} &middot; <a href="{path.name}">{path.name}</a></p>'
+        self.parts.append(f"<p><b>{html.escape(caption)}</b>{more} &middot; {link}</p>"
                           f'<div class="table">{body}</div>')
+
+    def html(self, markup: str) -> None:
+        self.parts.append(markup)
 
     def figure(self, name: str, fig: Figure, caption: str) -> None:
         buffer = io.BytesIO()
@@ -91,6 +118,21 @@ class Page:
         path = self.out / "index.html"
         path.write_text(doc, encoding="utf-8")
         return path
+
+
+def _html_column(column: pd.Series) -> pd.Series:
+    """A column as the HTML table shows it: floats as they are (formatted by to_html),
+    anything else with missing values blank and long texts shortened."""
+    if pd.api.types.is_float_dtype(column):
+        return column
+    return column.astype(object).where(column.notna(), "").map(_shorten)
+
+
+def _shorten(value: Any, limit: int = 32) -> Any:
+    """Long texts (configs, error tails) shortened for the HTML table; the CSV keeps them."""
+    if isinstance(value, str) and len(value) > limit and "|" not in value:
+        return value[: limit - 1] + "\u2026"
+    return value.replace("|", "|\u200b") if isinstance(value, str) else value  # cell labels may wrap
 
 
 def _varying(frame: pd.DataFrame, axes: list[str]) -> list[str]:
@@ -119,6 +161,14 @@ def _by(table: pd.DataFrame) -> list[str]:
     return columns[1:columns.index("cell")] if "cell" in columns else []
 
 
+def _breakdown_tables(page: Page, name: str, table: pd.DataFrame, by: list[str], caption: str) -> None:
+    """The breakdown as two tables that fit a page: the best trial per cell, then the
+    spread over each cell's trials (the CSV of the first holds every column)."""
+    page.table(name, table, caption + ", best trial", first=BREAKDOWN_FIRST, hide=("family", *by, *SPREAD))
+    spread = table[["cell", "shift", "n_usable", *SPREAD]]
+    page.table(name + "_spread", spread, caption + ", over each cell's trials")
+
+
 def _phase(page: Page, name: str, table: pd.DataFrame, value: str, caption: str,
            limits: tuple[float, float] | None = None) -> None:
     x, y, facet = choose_axes(table, _by(table))
@@ -135,21 +185,25 @@ def _arithmetic(page: Page, trials: pd.DataFrame, final: pd.DataFrame, threshold
     page.text(f"Boundary: the first OOD length (max operand length) where the exact match of a cell's best trial "
               f"falls below {threshold:g} x its ID exact match; quantiles over the cell's trials; 'holds' = never "
               f"within the lengths evaluated.")
-    page.table("breakdown_exact_match", table, "Breakdown per cell (exact match)")
+    _breakdown_tables(page, "breakdown_exact_match", table, by, "Breakdown per cell (exact match)")
     _phase(page, "phase_boundary", table, "boundary", "Phase diagram: OOD boundary of the best trial per cell.")
     _phase(page, "phase_ood_score", table, "ood_score", "Phase diagram: mean OOD exact match of the best trial.",
            limits=(0.0, 1.0))
     x, y, facet = choose_axes(table, by)
     page.figure("length_curves", plots.length_curves(curve, hue=x if y else None, facet=y or None, cells=table),
                 "Exact match against operand length; crosses mark boundaries, the shaded range is ID.")
-    page.table("curves_exact_match", curve, "Exact match per cell and length")
+    page.table("curves_exact_match", curve, "Exact match per cell and length", first=("cell", "x", "split", "best"),
+               hide=("family", *by))
     if "digit_acc" in set(final["metric"]):
-        page.table("curves_digit_acc", bd.curves(final, "digit_acc", by=by), "Digit accuracy per cell and length")
+        page.table("curves_digit_acc", bd.curves(final, "digit_acc", by=by), "Digit accuracy per cell and length",
+                   first=("cell", "x", "split", "best"), hide=("family", *by))
     if "equivalence" in set(final["metric"]):
         eq = equivalence.equivalence_table(final, by=by)
         page.figure("equivalence_bars", plots.equivalence_bars(eq),
                     "Exact match vs equivalence rate (answer = f(a mod 10^n, b mod 10^n)) vs chance, OOD lengths.")
-        page.table("equivalence", eq, "Equivalence per cell and OOD length")
+        page.table("equivalence", eq, "Equivalence per cell and OOD length",
+                   first=("cell", "x", "exact_match", "equivalence", "chance", "equivalence_of_wrong", "n"),
+                   hide=("family", "shift", "split", *by))
 
 
 def _icl(page: Page, trials: pd.DataFrame, final: pd.DataFrame, threshold: float) -> None:
@@ -158,19 +212,22 @@ def _icl(page: Page, trials: pd.DataFrame, final: pd.DataFrame, threshold: float
     by = _by(table)
     page.text(f"Boundary: the first OOD shift value where the best trial keeps less than {threshold:g} of its ID "
               f"skill (1 - nmse, relative to predicting zero).")
-    page.table("breakdown_nmse", table, "Breakdown per cell and shift axis (normalized error)")
+    _breakdown_tables(page, "breakdown_nmse", table, by, "Breakdown per cell and shift axis (normalized error)")
     for shift in [s for s in dict.fromkeys(table["shift"])][:4]:
         _phase(page, f"phase_boundary_{shift}", table[table["shift"] == shift], "boundary",
                f"Phase diagram: boundary along {shift} (best trial per cell).")
     curves = icl.icl_curves(final, by=by)
     page.figure("nmse_curves", plots.nmse_curves(curves), "Normalized error against k with the baselines.")
-    page.table("icl_curves", curves, "Normalized error per cell, condition and k (model and baselines)")
+    page.table("icl_curves", curves, "Normalized error per cell, condition and k (model and baselines)",
+               hide=("family", *by))
     gap = icl.selection_gap(final, by=by)
     page.figure("selection_gap", plots.selection_gap_curves(gap), "Excess error over the best baseline and specialist.")
-    page.table("selection_gap", gap, "Model-selection gap per cell and condition")
+    page.table("selection_gap", gap, "Model-selection gap per cell and condition", hide=("family", *by),
+               first=("cell", "shift", "shift_value", "n_context", "split", "gap", "nmse", "nmse_baseline",
+                      "best_baseline", "gap_specialist"))
     errors = icl.shift_errors(final, by=by)
     page.figure("shift_errors", plots.shift_error_curves(errors), "Error along the shift axes (mean over k).")
-    page.table("shift_errors", errors, "Error per cell and shift value (mean over k)")
+    page.table("shift_errors", errors, "Error per cell and shift value (mean over k)", hide=("family", *by))
     mix = icl.mixture_effect(errors)
     if not mix.empty and mix[icl.MIX_AXIS].nunique() > 1:
         page.figure("mixture_effect", plots.mixture_effect_curves(mix), "Error against the pretraining mixture weight.")
@@ -181,10 +238,13 @@ def _representations(page: Page, store: Any, study: str, final: pd.DataFrame) ->
     points = load.points(store, study, kind=None)
     if points.empty:
         return
-    page.section("Representations")
+    page.section("What the hidden states encode")
+    page.text("Each trial's hidden state at the answer's units digit, projected on its first two principal "
+              "components at several training steps and coloured by the digit it should produce. A share of "
+              "variance near 1 means one tight cluster per digit.")
     sep = representations.separation(points)
     page.figure("separation", plots.separation_curves(sep), "Label separation of the PCA points over training.")
-    page.table("separation", sep, "Cluster separation per trial, step and split")
+    page.table("separation", sep, "Cluster separation per trial, step and split", inline=False)
     scores = bd.trial_scores(final, "exact_match") if "exact_match" in set(final["metric"]) else None
     candidates = list(dict.fromkeys(points["trial_id"]))
     trial = candidates[0]
@@ -195,6 +255,32 @@ def _representations(page: Page, store: Any, study: str, final: pd.DataFrame) ->
     mine = points[points["trial_id"] == trial]
     for kind, part in mine.groupby("kind"):
         page.figure(f"pca_{kind}", plots.pca_scatter(part), f"PCA ({kind}) of trial {trial} over training.")
+
+
+def _summary(page: Page, trials: pd.DataFrame, final: pd.DataFrame, metrics: set[str], threshold: float) -> None:
+    """The report's opening: the finding in numbers, one paragraph and one figure per family."""
+    page.section("Summary")
+    counts = trials["status"].value_counts()
+    done = ", ".join(f"{n} {status}" for status, n in counts.items())
+    page.text(f"{len(trials)} trials: {done}.", kind="summary")
+    if "exact_match" in metrics:
+        table = bd.breakdown(final, trials, metric="exact_match", threshold=threshold)
+        eq = equivalence.equivalence_table(final, by=_by(table)) if "equivalence" in set(final["metric"]) else None
+        findings = summary.arithmetic_findings(table, eq)
+        page.text(f"Arithmetic, best trial per cell; the boundary is the first OOD operand length where exact match "
+                  f"falls below {threshold:g} x the cell's ID exact match.", kind="summary")
+        page.html('<ul class="summary">' + "".join(
+            f"<li>{html.escape(t)}</li>" for t in summary.arithmetic_sentences(findings, threshold)) + "</ul>")
+        page.figure("summary_arithmetic", plots.finding_bars(findings),
+                    "ID exact match, exact match from the boundary on, and the equivalence rate there, per cell.")
+    if "nmse" in metrics:
+        findings = summary.icl_findings(icl.selection_gap(final, by=None))
+        page.text("In-context regression, best trial per cell: the model-selection gap (the model's normalized "
+                  "error minus the best baseline's on the same prompts; negative is better than every baseline).",
+                  kind="summary")
+        page.html('<ul class="summary">' + "".join(
+            f"<li>{html.escape(t)}</li>" for t in summary.icl_sentences(findings)) + "</ul>")
+        page.figure("summary_icl", plots.gap_bars(findings), "Model-selection gap per cell, ID and OOD k.")
 
 
 def build_report(store_uri: Any, study: str, out_dir: str | Path, threshold: float = 0.5) -> Path:
@@ -212,13 +298,16 @@ def build_report(store_uri: Any, study: str, out_dir: str | Path, threshold: flo
     final = load.final_evals(store, study, trials_frame=trials)
     metrics = set(final["metric"]) if len(final) else set()
 
+    if metrics:
+        _summary(page, trials, final, metrics, threshold)
     page.section("Overview")
     status = trials["status"].value_counts().rename_axis("status").reset_index(name="trials")
     page.table("status", status, "Trials by status")
     axes = load.grid_axes(trials).assign(values=lambda f: f["values"].map(lambda v: ", ".join(map(str, v))))
     page.table("grid_axes", axes, "Grid axes")
     page.table("grid_points", load.grid_points(trials), "Grid points (cells with their seeds, as swept)")
-    page.table("trials", trials, "Trials")
+    page.table("trials", trials, "Trials", first=TRIALS_FIRST,
+               hide=("family", "start_time", "end_time", "node", *load.axis_columns(trials)))
     if "exact_match" in metrics:
         _arithmetic(page, trials, final, threshold)
     if "nmse" in metrics:

@@ -28,7 +28,7 @@ import pandas as pd
 import pytest
 
 from analysis import breakdown as bd
-from analysis import equivalence, icl, load, representations
+from analysis import equivalence, icl, load, representations, summary
 from study.config import ConfigError
 from study.store import Store
 
@@ -311,17 +311,21 @@ def test_all_curves_at_once_agree_with_find_boundary_curve_by_curve(metric, id_l
 
 
 def test_summary_table_prints_one_line_per_cell(store):
-    text = bd.summary_text("arith", *load.study_frames(store, "arith"))
+    text = summary.summary_text("arith", *load.study_frames(store, "arith"))
     lines = text.splitlines()
     assert lines[0] == "study arith" and "along length:" in lines
     assert lines[lines.index("along length:") + 1].split() == ["cell", "n", "id", "len4", "len5", "len6", "len7",
-                                                               "boundary"]
+                                                               "boundary", "equiv"]
     row = next(line for line in lines if line.startswith("model.size=nano|task.digits=4"))
-    assert row.split() == ["model.size=nano|task.digits=4", "2/2", "1.00", "nan", "0.10", "0.10", "0.90",
-                           "5", "(recovers", "at", "7)"]
+    # len4 is in distribution for a 4-digit cell: "id", not a missing value
+    assert row.split() == ["model.size=nano|task.digits=4", "2/2", "1.00", "id", "0.10", "0.10", "0.90",
+                           "5", "(recovers", "at", "7)", "1.00"]
     assert any(line.startswith("model.size=micro|task.digits=4") and "0/0" in line for line in lines)
     assert next(line for line in lines if line.startswith("model.size=nano|task.digits=5")).split()[1:3] == [
-        "0/1", "nan"]
+        "0/1", "-"]
+    # a legend for n, "id" and equiv (the equivalence rate beyond the boundary)
+    assert any(line.startswith("n = usable/all trials") for line in lines)
+    assert any(line.startswith("equiv = share of answers") for line in lines)
 
 
 # --------------------------------------------------------------------------- equivalence

@@ -47,6 +47,7 @@ def test_scores_reach_their_own_cells_study_and_survive_save_restore(tmp_path):
     storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(journal))
     one = optuna.load_study(study_name="s/task.digits=1", storage=storage)
     assert [t.value for t in one.trials if t.state.is_finished()] == [0.25]
+    assert one.metric_names == ["id_exact_match"]  # what optuna-dashboard labels the objective with
     three = optuna.load_study(study_name="s/task.digits=3", storage=storage)
     assert [t.state for t in three.trials if t.state.is_finished()] == [optuna.trial.TrialState.FAIL]
 

@@ -4,19 +4,24 @@ where the service's CLI calls the analysis package."""
 
 from __future__ import annotations
 
+import time
+
 from study.config import SweepSpec, load_sweep_spec
 from study.errors import Interrupted
-from study.tune.runner import read_spec_copy, run_sweep
-from study.tune.status import study_status
+from study.tune.progress import is_live, progress_lines, read_progress
+from study.tune.runner import read_spec_copy, run_sweep, storage_path
+from study.tune.status import cell_status, is_finished, study_status
 
 
 def _print_summary(spec: SweepSpec) -> None:
-    """The end-of-run tables: progress per grid point, then the study's breakdown."""
-    from analysis.breakdown import summary_text
+    """The end-of-run tables, both one row per cell (seeds pooled): trials per status,
+    then the study's breakdown."""
+    from analysis.summary import summary_text
     from analysis.load import study_frames
     from study.store import Store
 
-    print(study_status(spec).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print("trials per cell (seeds pooled):")
+    print(cell_status(study_status(spec), spec.tune.mode).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print()
     trials, final = study_frames(Store(spec.store, create=False), spec.name)
     print(summary_text(spec.name, trials, final))
@@ -55,6 +60,13 @@ def _cmd_run(args) -> int:
 
 def _cmd_resume(args) -> int:
     spec = read_spec_copy(args.name, args.store, args.storage_path)
+    table = study_status(spec)
+    if is_finished(table):
+        ended = ", ".join(f"{int(table[s].sum())} {s}" for s in ("completed", "failed", "diverged", "pruned")
+                          if table[s].sum())
+        print(f"study {spec.name} is finished ({ended}: every planned trial has ended); nothing to do. "
+              f"See it with: oodstudy report --store {spec.store} --study {spec.name}")
+        return 0
     _run_to_end(spec, address=args.address, resume=True, tune_table=args.tune_table)
     _print_summary(spec)
     return 0
@@ -62,10 +74,20 @@ def _cmd_resume(args) -> int:
 
 def _cmd_status(args) -> int:
     spec = read_spec_copy(args.name, args.store, args.storage_path)
-    table = study_status(spec)
+    state = read_progress(storage_path(spec), spec.name)
+    live = state if is_live(state) else None
+    table = study_status(spec, live=live)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     done = int((table["planned"] - table["pending"] - table["running"]).sum())
     print(f"\n{done}/{int(table['planned'].sum())} trials finished")
+    if live is not None:
+        age = time.time() - float(live["updated"])
+        print(f"\nrunning now (progress of {age:.0f} s ago):")
+        print("\n".join(progress_lines(live)))
+    elif state is not None and not state.get("finished") and not is_finished(table):
+        age = (time.time() - float(state["updated"])) / 60
+        print(f"\nno driver has reported progress for {age:.0f} min: the run stopped; "
+              f"finish it with: oodstudy resume {spec.name} --store {spec.store}")
     return 0
 
 

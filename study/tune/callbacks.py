@@ -4,24 +4,37 @@
 store, flushing a trial's rows before Tune acknowledges that trial's checkpoint, so
 every row at or before a trial's latest checkpoint is durable.  A retried or restored
 trial re-reports the steps after its checkpoint; the store keeps the latest attempt
-of each row key.  :class:`ProgressLine` prints one live line.
+of each row key.  :class:`ProgressLine` prints the live progress and writes it where ``status`` reads it.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pandas as pd
 from ray.tune import Callback
 
-from study.config import SweepSpec, TrialConfig
+from study.config import SweepSpec, TrialConfig, grid_point_id
 from study.store import Store
+from study.tune.progress import (
+    StepRate,
+    TrialProgress,
+    eta_seconds,
+    headline,
+    one_line,
+    progress_lines,
+    remaining_steps,
+    snapshot,
+    start_board,
+    write_progress,
+)
 
 
 def _now() -> datetime:
@@ -189,38 +202,127 @@ def _error_text(trial) -> str | None:
 
 
 class ProgressLine(Callback):
-    """One live line: grid points done (printed as "cells"), trials (pack members) running/done, ETA."""
+    """The live progress of a run: per running trial its grid point, step / total and last
+    loss; trials and grid points done / running / pending; an ETA from the measured step rate.
 
-    def __init__(self, spec: SweepSpec) -> None:
+    Printed to stderr (redrawn in place on a terminal, every 30 s otherwise) and
+    written every few seconds to the progress file that ``oodstudy status`` reads.
+    Trials post their step and loss to a :class:`~study.tune.progress.ProgressBoard`
+    between evaluations.  ``clock`` (seconds, monotonic) can be replaced in tests.
+    """
+
+    def __init__(self, spec: SweepSpec, run_dir: str | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.study_name = spec.name
-        self.n_points, self.quota = len(spec.grid_points()), spec.tune.trials_per_cell
-        self.started = time.monotonic()
-        self.last_print = 0.0
+        self.run_dir = run_dir
+        self.planned = {
+            grid_point_id(p): (spec.tune.trials_per_cell, TrialConfig.model_validate(spec.trial_raw(p, {})).train.steps)
+            for p in spec.grid_points()
+        }
+        self.max_concurrent = spec.max_concurrent or 0
+        self.clock = clock
+        self._reset()
+
+    def _reset(self) -> None:
+        self.started: float | None = None
+        self.rate = StepRate()
+        self.board = None
+        self.pending_read = None  # a read of the board on its way
+        self.posted: dict[str, tuple[int, float]] = {}
+        self.totals: dict[str, int] = {}  # trial id -> planned steps
+        self.most_running = 0
+        self.last_print = self.last_write = self.last_sample = float("-inf")
         self.interactive = sys.stderr.isatty()
 
-    def on_step_end(self, iteration, trials, **info) -> None:
-        now = time.monotonic()
-        if now - self.last_print < (1.0 if self.interactive else 30.0):
-            return
-        self.last_print = now
-        print(self.line(trials), end="\r" if self.interactive else "\n", file=sys.stderr, flush=True)
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        for live in ("board", "pending_read", "posted", "rate", "started", "totals"):
+            state.pop(live, None)
+        return state
 
-    def line(self, trials) -> str:
-        done = [m for t in trials if t.status in ("TERMINATED", "ERROR") for m in trial_members(t)]
-        running = sum(len(trial_members(t)) for t in trials if t.status == "RUNNING")
-        per_point: dict[str, int] = {}
-        for m in done:
-            per_point[m["cell"]] = per_point.get(m["cell"], 0) + 1
-        points_done = sum(n >= self.quota for n in per_point.values())
-        total = self.n_points * self.quota
-        elapsed = time.monotonic() - self.started
-        eta = elapsed / len(done) * (total - len(done)) if done else float("nan")
-        eta_text = f"{eta / 60:.1f} min" if eta == eta else "?"
-        return (f"[{self.study_name}] cells {points_done}/{self.n_points} done | trials {running} running, "
-                f"{len(done)}/{total} done | elapsed {elapsed / 60:.1f} min | ETA {eta_text}   ")
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._reset()
+
+    def setup(self, **info) -> None:
+        self.board = start_board(self.study_name)
+
+    def progress(self, trials, posted: dict[str, tuple[int, float]] | None = None) -> list[TrialProgress]:
+        """Tune's trials as :class:`TrialProgress` rows (posted: trial id -> (step, loss) from the board)."""
+        rows = []
+        for t in trials:
+            if t.trial_id not in self.totals:
+                self.totals[t.trial_id] = TrialConfig.model_validate(t.config["trial"]).train.steps
+            last = t.last_result or {}
+            step, loss = int(last.get("step") or 0), last.get("loss")
+            if posted and t.trial_id in posted and posted[t.trial_id][0] >= step:
+                step, loss = posted[t.trial_id]
+            status = {"RUNNING": "running", "TERMINATED": "done", "ERROR": "done"}.get(t.status, "pending")
+            for member in trial_members(t):  # a pack: every member at the pack's step
+                rows.append(TrialProgress(member["trial_id"], member["cell"], status, step,
+                                          self.totals[t.trial_id], None if loss is None else float(loss)))
+        return rows
+
+    def state(self, rows: list[TrialProgress], now: float, finished: bool = False) -> dict[str, Any]:
+        """Sample the step rate at ``now`` and return the run's snapshot with its ETA."""
+        if self.started is None:
+            self.started = now
+        running = sum(r.status == "running" for r in rows)
+        self.most_running = max(self.most_running, running)
+        self.rate.add(now, rows)
+        slots = self.max_concurrent or self.most_running or 1
+        eta = eta_seconds(remaining_steps(rows, self.planned), slots, self.rate.per_trial())
+        return snapshot(self.study_name, rows, self.planned, elapsed_s=now - self.started,
+                        eta_s=0.0 if finished else eta, finished=finished)
+
+    def _posted(self) -> dict[str, tuple[int, float]]:
+        """The board's latest (step, loss) per trial, without ever blocking Tune's loop:
+        a read is sent, and collected at a later step once it has arrived."""
+        if self.board is None:
+            return self.posted
+        import ray
+
+        if self.pending_read is None:
+            self.pending_read = self.board.read.remote()
+        ready, _ = ray.wait([self.pending_read], timeout=0)
+        if ready:
+            try:
+                self.posted = ray.get(self.pending_read)
+            except ray.exceptions.RayError:  # a lost board only costs the between-evaluation steps
+                self.board = None
+            self.pending_read = None
+        return self.posted
+
+    def on_step_end(self, iteration, trials, **info) -> None:
+        now = self.clock()
+        if now - self.last_sample < 1.0:
+            return
+        self.last_sample = now
+        state = self.state(self.progress(trials, self._posted()), now)
+        if now - self.last_write >= 5.0:
+            self.last_write = now
+            self._write(state)
+        if now - self.last_print >= (1.0 if self.interactive else 30.0):
+            self.last_print = now
+            if self.interactive:
+                width = shutil.get_terminal_size((160, 20)).columns
+                print("\r" + one_line(state)[: width - 1].ljust(width - 1), end="", file=sys.stderr, flush=True)
+            else:
+                print("\n".join(progress_lines(state)), file=sys.stderr, flush=True)
+
+    def _write(self, state: dict[str, Any]) -> None:
+        if self.run_dir is None:
+            return
+        try:
+            write_progress(self.run_dir, state)
+        except OSError as err:  # progress is advisory: never stop a run for it
+            print(f"\n[{self.study_name}] could not write the progress file: {err}", file=sys.stderr)
+            self.run_dir = None
 
     def on_experiment_end(self, trials, **info) -> None:
-        print(self.line(trials), file=sys.stderr, flush=True)
+        state = self.state(self.progress(trials), self.clock(), finished=True)
+        self._write(state)
+        print(("\n" if self.interactive else "") + headline(state), file=sys.stderr, flush=True)
 
 
 # Prometheus names of the study gauges (Ray exports them with a "ray_" prefix) and their tags.

@@ -150,11 +150,6 @@ def cluster_hosts() -> set[str]:
     return {node["NodeManagerAddress"] for node in ray.nodes() if node.get("Alive")}
 
 
-def connect_ray(address: str | None) -> None:
-    """Attach to a cluster (``auto``, ``ray://...``, or RAY_ADDRESS from ``ray job submit``),
-    or start an embedded local Ray with its dashboard bound to 127.0.0.1."""
-
-
 def check_address(address: str, timeout_s: float = 5.0) -> None:
     """A ``host:port`` or ``ray://host:port`` address must accept a TCP connection within
     ``timeout_s`` (Ray itself would retry for minutes); ``auto`` is left to Ray."""
@@ -191,7 +186,7 @@ def check_address(address: str, timeout_s: float = 5.0) -> None:
         channel.close()
 
 
-def connect_ray(address: str | None) -> str | None:
+def connect_ray(address: str | None, job_name: str | None = None) -> str | None:
     """Attach to a cluster (``auto``, ``host:port``, ``ray://...``, or RAY_ADDRESS from
     ``ray job submit``), or start an embedded local Ray bound to loopback.
 
@@ -202,11 +197,14 @@ def connect_ray(address: str | None) -> str | None:
     own switch, read by ``ray._private.ray_constants``); the dashboard is bound with
     ``dashboard_host``.  Token authentication is on as well (Ray's default for a new
     local instance).  Returns the embedded dashboard's ``host:port`` (None otherwise).
+    ``job_name`` names the driver on the dashboard's Jobs page (its ``job_name`` metadata).
     """
     import ray
+    from ray.job_config import JobConfig
 
     if ray.is_initialized():
         return None
+    job_config = JobConfig(metadata={"job_name": job_name}) if job_name else None
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
         check_address(address)
@@ -216,7 +214,7 @@ def connect_ray(address: str | None) -> str | None:
         before = os.environ.get(wait_key)
         os.environ.setdefault(wait_key, str(ATTACH_WAIT_S))
         try:
-            ray.init(address=address, log_to_driver=False)
+            ray.init(address=address, log_to_driver=False, job_config=job_config)
         except (ConnectionError, RuntimeError, TimeoutError, ValueError) as err:
             raise ConfigError(f"--address {address}: cannot attach to a Ray cluster there "
                               f"({' '.join(str(err).split())[:300]}); check the address, the cluster's "
@@ -231,11 +229,26 @@ def connect_ray(address: str | None) -> str | None:
     ray_constants.ENABLE_RAY_CLUSTER = False  # read when ray.init picks the node IP
     # address="local": always a new embedded Ray, even if `ray start` left a cluster on this machine
     context = ray.init(address="local", _node_ip_address=LOOPBACK, include_dashboard=True,
-                       dashboard_host=LOOPBACK, log_to_driver=False)
+                       dashboard_host=LOOPBACK, log_to_driver=False, job_config=job_config)
     dashboard = getattr(context, "dashboard_url", None) or None
     if dashboard:
-        print(f"Ray dashboard: http://{dashboard}", file=sys.stderr)
+        print(dashboard_hint(dashboard, job_name), file=sys.stderr)
     return dashboard
+
+
+def dashboard_hint(url: str, job_name: str | None = None) -> str:
+    """How to open the embedded dashboard: its URL, and the token it asks for when token
+    authentication is on (Ray 2.60 turns it on for a new local Ray unless RAY_AUTH_MODE=disabled)."""
+    try:
+        from ray._private.authentication.authentication_utils import is_token_auth_enabled
+
+        token_auth = is_token_auth_enabled()
+    except ImportError:  # another Ray version: go by the documented switch
+        token_auth = os.environ.get("RAY_AUTH_MODE", "token").lower() == "token"
+    hint = f"Ray dashboard: http://{url}"
+    if token_auth:
+        hint += " (it asks for a token: paste the output of `ray get-auth-token`)"
+    return hint + (f"; the study's driver is the job named {job_name!r}" if job_name else "")
 
 
 def run_filesystem(spec: SweepSpec):
@@ -274,7 +287,7 @@ def default_callbacks(spec: SweepSpec) -> list:
     writer takes out of each result), the store writer and the progress line."""
     from study.tune.callbacks import ProgressLine, StoreCallback, StudyGauges
 
-    return [StudyGauges(spec), StoreCallback(spec.store, spec.name, spec.tune.metric), ProgressLine(spec)]
+    return [StudyGauges(spec), StoreCallback(spec.store, spec.name, spec.tune.metric), ProgressLine(spec, storage_path(spec))]
 
 
 def trial_name(trial) -> str:
@@ -398,7 +411,7 @@ def run_sweep(
     if address is None and not os.environ.get("RAY_ADDRESS") and not ray.is_initialized():
         check_resources_locally(spec)
     prepare_environment()
-    connect_ray(address)
+    connect_ray(address, job_name=f"oodstudy {spec.name}")
     check_resources_on_cluster(spec)
     check_storage_on_cluster(spec, cluster_hosts(), filesystem_type(storage_path(spec)))
     Store(spec.store)

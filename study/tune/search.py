@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import pickle
+import warnings
 from typing import Any
 
 import optuna
@@ -97,6 +98,10 @@ class CellSearcher(Searcher):
                 sampler=sampler,
                 load_if_exists=True,
             )
+            if self._studies[pid].metric_names != [tune.metric]:  # optuna-dashboard labels the objective with it
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    self._studies[pid].set_metric_names([tune.metric])
         return self._studies[pid]
 
     def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec) -> bool:

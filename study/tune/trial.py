@@ -45,8 +45,6 @@ def run_trial(config: dict[str, Any], fail_once_at_step: int | None = None) -> N
 
     context = tune.get_context()
     trial_id = context.get_trial_id() or "local"
-    # the first line of the trial in its worker's log (the dashboard's log view): which cell it is
-    print(f"oodstudy trial {context.get_trial_name() or trial_id} of cell {config.get('cell', 'all')}", flush=True)
     members = config.get("members") or [{"trial_id": trial_id, "trial": config["trial"]}]
     cfgs = [TrialConfig.model_validate(m["trial"]) for m in members]
     ids = [m["trial_id"] for m in members]
@@ -59,6 +57,11 @@ def run_trial(config: dict[str, Any], fail_once_at_step: int | None = None) -> N
         with checkpoint.as_directory() as directory:
             restore = load_state(os.path.join(directory, "state.pt"))
     first_attempt = restore is None
+    study, point = config.get("study") or context.get_experiment_name(), config.get("cell", "all")
+    prefix = f"[{study} {point} trial {trial_id}]"  # every line of the trial's log says what it trains
+    print(f"{prefix} {'resuming at step ' + str(restore['step']) if restore else 'starting'}, "
+          f"{cfgs[0].train.steps} steps, {len(ids)} member(s)", flush=True)
+    progress = _progress_poster(study, trial_id)
     latest: dict[str, dict[str, Any]] = {}  # member id -> its latest summary
     held: dict[str, dict[str, list]] = {}  # member id -> table -> rows not reported yet
 
@@ -77,6 +80,9 @@ def run_trial(config: dict[str, Any], fail_once_at_step: int | None = None) -> N
         metrics = {**summary, "step": pack.step, "status": status,
                    "members": {mid: dict(m) for mid, m in latest.items()}, "rows": dict(held)}
         held.clear()
+        scores = "  ".join(f"{k}={v:.4g}" for k, v in summary.items()
+                           if isinstance(v, float) and (k.startswith("id_") or k == "loss"))
+        print(f"{prefix} step {pack.step}/{cfgs[0].train.steps} {status}  {scores}", flush=True)
         if pack.state is None:
             tune.report(metrics)
         else:
@@ -86,4 +92,25 @@ def run_trial(config: dict[str, Any], fail_once_at_step: int | None = None) -> N
         if fail_once_at_step is not None and first_attempt and pack.step >= fail_once_at_step and not done:
             raise RuntimeError(f"injected failure after step {pack.step}")
 
-    train_pack(cfgs, ids, restore=restore, report=report)
+    train_pack(cfgs, ids, restore=restore, report=report, progress=progress)
+
+
+def _progress_poster(study: str, trial_id: str, every_s: float = 2.0):
+    """A ``progress(step, loss)`` hook posting to the study's progress board at most every
+    ``every_s`` seconds (None when the driver runs no board)."""
+    import time
+
+    from study.tune.progress import find_board
+
+    board = find_board(study)
+    if board is None:
+        return None
+    last = [float("-inf")]
+
+    def progress(step: int, loss: float) -> None:
+        now = time.monotonic()
+        if now - last[0] >= every_s:
+            last[0] = now
+            board.post.remote(trial_id, step, loss)
+
+    return progress
