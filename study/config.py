@@ -28,6 +28,21 @@ class _Strict(BaseModel):
 # --------------------------------------------------------------------------- tasks
 
 
+class ArithmeticProbes(_Strict):
+    """Structure scores of the hidden states at the answer digits (see ``Arithmetic.representations``)."""
+
+    enabled: bool = Field(True, description="compute the probe scores at evaluations")
+    every: int | None = Field(
+        None, ge=1, description="probe at evaluations whose step is a multiple of this; null: every evaluation"
+    )
+    points: int = Field(
+        512, ge=16, description="ID probe inputs (3/4 fit the probes, 1/4 test them); half as many OOD per length"
+    )
+    positions: list[int] | None = Field(
+        None, description="answer digits to probe (0 = units); null: every digit an ID answer has"
+    )
+
+
 class ArithmeticTask(_Strict):
     """n-digit arithmetic as a token sequence, e.g. ``00349+00705=45010`` (reversed answer).
 
@@ -58,6 +73,7 @@ class ArithmeticTask(_Strict):
     eval_max_len: int = Field(5, ge=1, description="evaluate operand lengths 1..eval_max_len")
     eval_examples: int = Field(512, ge=1, description="examples per (len_a, len_b) condition")
     eval_batch_size: int = Field(4096, ge=1)
+    probes: ArithmeticProbes = Field(default_factory=ArithmeticProbes)
 
     @property
     def training_lengths(self) -> list[int]:
@@ -96,6 +112,20 @@ class ArithmeticTask(_Strict):
 ICL_CLASSES = ("linear", "sparse_linear", "sine", "relu2nn", "combo")
 
 
+class ICLProbes(_Strict):
+    """The in-context coefficient probe (see ``InContextRegression.representations``)."""
+
+    enabled: bool | None = Field(
+        None, description="probe the coefficients of linear prompts; null: when a linear class is trained"
+    )
+    every: int | None = Field(
+        None, ge=1, description="probe at evaluations whose step is a multiple of this; null: every evaluation"
+    )
+    prompts: int = Field(
+        512, ge=16, description="ID probe prompts (3/4 fit the probe, 1/4 test it); as many per OOD shift value"
+    )
+
+
 class ICLTask(_Strict):
     """In-context regression: a prompt (x1, f(x1), ..., xk) with f drawn per prompt."""
 
@@ -127,6 +157,12 @@ class ICLTask(_Strict):
     )
     lasso_alpha: float = Field(0.01, gt=0.0)
     ridge_lambda: float = Field(0.1, gt=0.0)
+    probes: ICLProbes = Field(default_factory=ICLProbes)
+
+    @property
+    def linear_class(self) -> str | None:
+        """The trained class whose prompts the coefficient probe reads (linear first), or None."""
+        return next((c for c in ("linear", "sparse_linear") if c in self.classes), None)
 
     @property
     def weights(self) -> list[float]:
@@ -169,6 +205,11 @@ class ICLTask(_Strict):
             raise ValueError("task.curriculum_dims_start exceeds task.n_dims")
         if self.curriculum and self.curriculum_points_start > self.n_points:
             raise ValueError("task.curriculum_points_start exceeds task.n_points")
+        if self.probes.enabled and self.linear_class is None:
+            raise ValueError(
+                f"task.probes.enabled=true: the coefficient probe reads linear prompts, but task.classes="
+                f"{list(self.classes)} trains no linear class; add linear or sparse_linear, or set task.probes.enabled=false"
+            )
         return self
 
 
@@ -262,6 +303,16 @@ class TrialConfig(_Strict):
         if isinstance(task, dict) and "family" not in task:
             data = {**data, "task": {**task, "family": "arithmetic"}}
         return data
+
+    @model_validator(mode="after")
+    def _check_probes(self) -> "TrialConfig":
+        probes = getattr(self.task, "probes", None)
+        if probes is not None and probes.every is not None and probes.every % self.train.eval_every:
+            raise ValueError(
+                f"task.probes.every={probes.every} is not a multiple of train.eval_every={self.train.eval_every}; "
+                "probes run at evaluations, so make it a multiple"
+            )
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

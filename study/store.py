@@ -56,7 +56,7 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from study.schema import KEYS, SCHEMA_VERSION, TABLES
+from study.schema import ADDED_COLUMNS, KEYS, SCHEMA_VERSION, TABLES
 
 MARKER = "_oodstudy.json"
 DEFAULT_URI = "./results"
@@ -778,9 +778,15 @@ class Store:
             return f"SELECT {nulls}, CAST(0 AS BIGINT) AS _frag WHERE false"
         if self.reader == "duckdb":
             files = "[" + ", ".join(_quote(f.path) for f in frags) + "]"
+            scan = f"read_parquet({files}, hive_partitioning=true, hive_types={{'study': 'VARCHAR'}}"
+            if table not in ADDED_COLUMNS:
+                return f"SELECT {cols}, CAST(file_index AS BIGINT) AS _frag FROM {scan}, union_by_name=false)"
+            # Fragments written before a column joined the schema lack it: unioning by name
+            # with an empty relation of the full schema reads it as null there.
+            typed = ", ".join(f"CAST(NULL AS {_DUCKDB_TYPES[f.type]}) AS {_ident(f.name)}" for f in schema)
             return (
-                f"SELECT {cols}, CAST(file_index AS BIGINT) AS _frag FROM read_parquet({files}, "
-                f"hive_partitioning=true, hive_types={{'study': 'VARCHAR'}}, union_by_name=false)"
+                f"SELECT {cols}, CAST(file_index AS BIGINT) AS _frag FROM (SELECT *, file_index FROM {scan}, "
+                f"union_by_name=true) UNION ALL BY NAME SELECT {typed}, CAST(0 AS BIGINT) AS file_index WHERE false) AS u"
             )
         # Strings are read as dictionaries (as Parquet stores them): decoding them to
         # plain strings would cost more than the rest of the scan; DuckDB reads either.
@@ -1047,7 +1053,8 @@ def _connect() -> duckdb.DuckDBPyConnection:
 def _schema_problem(table: str, schema: pa.Schema) -> str | None:
     """Why a fragment's schema does not match its table's, or None when it matches."""
     expected = _file_schema(table)
-    missing = [f.name for f in expected if f.name not in schema.names]
+    added = ADDED_COLUMNS.get(table, [])
+    missing = [f.name for f in expected if f.name not in schema.names and f.name not in added]
     extra = [n for n in schema.names if n not in expected.names]
     wrong = [
         f"{f.name} is {schema.field(f.name).type}, expected {f.type}"
