@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from study.config import flatten
+from study.store.sql import sql_literal
 
 FAILED = ("failed", "diverged")  # statuses excluded from every score (but counted)
 EVAL_COLUMNS = ["step", "split", "metric", "value", "len_a", "len_b", "n_context", "shift", "shift_value"]
@@ -61,15 +62,6 @@ def _uri(store: Any) -> str:
         if getattr(store, attr, None) is not None:
             return str(getattr(store, attr))
     return repr(store)
-
-
-def sql_literal(value: Any) -> str:
-    """``value`` as a SQL literal: strings quoted (quotes doubled), numbers as written."""
-    if isinstance(value, str):
-        return "'" + value.replace("'", "''") + "'"
-    if isinstance(value, (bool, np.bool_)):
-        return "TRUE" if value else "FALSE"
-    return repr(float(value)) if isinstance(value, float) else str(value)
 
 
 def _in(column: str, values: Iterable[Any]) -> str:

@@ -39,7 +39,7 @@ import pyarrow as pa
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from study.schema import KEYS  # noqa: E402
+from study.store.schema import KEYS  # noqa: E402
 from study.store import Store  # noqa: E402
 
 STUDY = "bench"

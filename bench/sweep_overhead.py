@@ -5,9 +5,9 @@ metric and returns; no training -- on one local Ray (``--cpus`` CPUs, 1 CPU per
 trial, actors reused), with the same number of trials, so what differs is the
 machinery around the trials:
 
-- service: the Tuner of ``oodstudy run`` as ``study.sweep.build_tuner`` builds it --
-  ``study.search.CellSearcher`` (one Optuna study per grid cell, TPE, in a journal
-  file), the store callback (``study.sweep._make_store_callback``) and the progress
+- service: the Tuner of ``oodstudy run`` as ``study.tune.runner.build_tuner`` builds it --
+  ``study.tune.search.CellSearcher`` (one Optuna study per grid cell, TPE, in a journal
+  file), the store callback (``study.tune.callbacks.StoreCallback``) and the progress
   line, ``num_samples=-1``, failure and checkpoint configs.  The trainable also
   reports ``--rows`` eval rows and as many curve rows per report, in the ``rows``
   format of ``run_trial``, so the store callback really writes them to a Parquet
@@ -15,7 +15,7 @@ machinery around the trials:
 - bare: ``tune.Tuner`` with ``num_samples=N`` over a ``tune.loguniform`` space
   (Tune's random search), the same trainable without the rows, no callbacks.
 
-Both run in the environment ``study.sweep._prepare_environment`` sets (result
+Both run in the environment ``study.tune.runner.prepare_environment`` sets (result
 buffer 1, state snapshots every 2 s; Tune's own result loggers on).  The Tuner is
 built here the way ``build_tuner`` builds it, since ``build_tuner`` always runs
 ``run_trial``.  ``run_sweep`` compacts the study's store partitions after the fit:
@@ -50,7 +50,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from study import sweep  # noqa: E402  (imports no Ray at module level)
+from study.tune import runner  # noqa: E402  (imports no Ray at module level)
 from study.config import SweepSpec  # noqa: E402
 from study.store import Store  # noqa: E402
 
@@ -140,7 +140,7 @@ def timed_cell_searcher(spec: SweepSpec, journal_path: str, totals: dict[str, fl
 
     (A subclass rather than wrapped methods: the searcher's state, its ``__dict__``, is pickled.)
     """
-    from study.search import CellSearcher
+    from study.tune.search import CellSearcher
 
     def timed(name: str):
         method = getattr(CellSearcher, name)
@@ -161,15 +161,15 @@ def timed_cell_searcher(spec: SweepSpec, journal_path: str, totals: dict[str, fl
 
 
 def service_tuner(spec: SweepSpec, args: argparse.Namespace, hook_seconds: dict[str, float], timeline):
-    """The Tuner of ``study.sweep.build_tuner`` (no early stopping), with the trivial trainable;
+    """The Tuner of ``study.tune.runner.build_tuner`` (no early stopping), with the trivial trainable;
     the driver-side seconds of the store callback and the searcher add up in ``hook_seconds``."""
     from ray import tune
 
     trainable = tune.with_parameters(trivial_trainable, reports=args.reports, rows=args.rows, checkpoint=args.checkpoint)
-    store_callback, progress = sweep.default_callbacks(spec)
+    store_callback, progress = runner.default_callbacks(spec)
     time_hooks(store_callback, STORE_HOOKS, hook_seconds)
-    searcher = timed_cell_searcher(spec, sweep.journal_path(spec), hook_seconds)
-    return sweep.build_tuner(spec, trainable=trainable, searcher=searcher, callbacks=[store_callback, progress, timeline])
+    searcher = timed_cell_searcher(spec, runner.journal_path(spec), hook_seconds)
+    return runner.build_tuner(spec, trainable=trainable, searcher=searcher, callbacks=[store_callback, progress, timeline])
 
 
 def bare_tuner(workdir: str, name: str, trials: int, args: argparse.Namespace, timeline):
@@ -259,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     trials = math.ceil(args.trials / args.cells) * args.cells
 
     # the service's Tune environment, for both sides, before Ray Tune is imported
-    sweep._prepare_environment()
+    runner.prepare_environment()
     import ray
 
     workdir = os.path.abspath(args.keep) if args.keep else tempfile.mkdtemp(prefix="sweep_overhead_")

@@ -16,9 +16,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-
-class ConfigError(ValueError):
-    """A config that cannot run; the message names each bad field and how to fix it."""
+from study.errors import ConfigError
+from study.store.schema import STUDY_NAME_PATTERN
 
 
 class _Strict(BaseModel):
@@ -512,7 +511,7 @@ class Resources(_Strict):
 class SweepSpec(_Strict):
     """A whole study: a base trial, grid axes (cells), tuned axes (Optuna per cell), resources."""
 
-    name: str = Field(..., pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]*$", description="study name in the store (a directory name)")
+    name: str = Field(..., pattern=STUDY_NAME_PATTERN, description="study name in the store (a directory name)")
     description: str = ""
     base: dict[str, Any] = Field(default_factory=dict, description="the trial config every cell starts from")
     grid: dict[str, list[Any]] = Field(default_factory=dict, description="dotted key -> values; cells = product")

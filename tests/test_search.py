@@ -8,7 +8,7 @@ from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
 from study.config import SweepSpec
-from study.search import CellSearcher, PerCellScheduler
+from study.tune.search import CellSearcher, PerCellScheduler
 
 
 def spec(**tune) -> SweepSpec:

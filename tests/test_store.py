@@ -23,9 +23,9 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
 
-from study.schema import ADDED_COLUMNS, SCHEMA_VERSION
+from study.store.schema import ADDED_COLUMNS, SCHEMA_VERSION
 from study.store import MARKER, Store, StoreError
-from study.store_cli import main as store_cli
+from study.cli import main as store_cli
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 UTC = dt.timezone.utc
@@ -328,7 +328,7 @@ def test_a_crashed_compaction_reads_correctly_and_is_finished_by_the_next(tmp_pa
         deletions.append(path)
         os.remove(path)
 
-    monkeypatch.setattr(store, "_delete_fragment", delete_then_crash)
+    monkeypatch.setattr(store, "delete_file", delete_then_crash)
     with pytest.raises(Crash):
         store.compact("s")
     monkeypatch.undo()
@@ -522,7 +522,7 @@ def test_cli_runs_as_a_module(tmp_path):
     root = tmp_path / "results"
     Store(str(root)).append("evals", eval_rows("t1", [100]), study="standalone")
     done = subprocess.run(
-        [sys.executable, "-m", "study.store_cli", "store", "ls", "--store", str(root)],
+        [sys.executable, "-m", "study.cli", "store", "ls", "--store", str(root)],
         cwd=REPO, capture_output=True, text=True, timeout=60,
     )
     assert done.returncode == 0 and "standalone" in done.stdout

@@ -10,9 +10,10 @@ import pytest
 import yaml
 
 from study.config import ConfigError, SweepSpec, load_sweep_spec
-from study.search import optuna_storage
+from study.tune.search import optuna_storage
 from study.store import Store
-from study.sweep import journal_path, run_sweep, study_status
+from study.tune.runner import journal_path, run_sweep
+from study.tune.status import study_status
 
 TINY_BASE = {
     "task": {"digits": 1, "width": 3, "eval_max_len": 3, "eval_examples": 32, "train_fraction": 0.3},
@@ -119,7 +120,7 @@ def test_bad_specs_are_refused_before_ray_starts(tmp_path):
         {"tune": {"params": {"train.lr": {"type": "loguniform", "low": 1e-4, "high": 1e-2, "step": 1e-4}}}})
     assert "name" in error({"name": "_hidden"})
     spec = tiny_spec(tmp_path, "huge", resources={"cpus": 4096})
-    from study.sweep import check_resources_locally
+    from study.tune.runner import check_resources_locally
 
     with pytest.raises(ConfigError, match="resources.cpus=4096"):
         check_resources_locally(spec)

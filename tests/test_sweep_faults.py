@@ -94,7 +94,7 @@ def test_a_two_node_cluster_that_loses_its_worker_node_still_completes(tmp_path)
     from ray._private.state import available_resources_per_node
     from ray.cluster_utils import Cluster
 
-    from study.sweep import run_sweep
+    from study.tune.runner import run_sweep
 
     ray.shutdown()
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})

@@ -1,4 +1,4 @@
-"""``oodstudy run | resume | status | trial | report | store ...``"""
+"""``oodstudy trial``: one trial in-process (no Ray), then its ID/OOD table."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import math
 import sys
 from typing import Any
 
-from study.config import ConfigError
 
 
 def _trial(args: argparse.Namespace) -> int:
@@ -66,37 +65,9 @@ def eval_table(eval_rows: list[dict[str, Any]]) -> str:
     return table.to_string(float_format=lambda v: f"{v:.3f}")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="oodstudy", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def add_trial_command(sub) -> None:
     p = sub.add_parser("trial", help="run one trial in-process (no Ray) and print its ID/OOD table")
     p.add_argument("spec", nargs="?", help="trial YAML (or a sweep spec: its base is used); defaults if omitted")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override, e.g. --set model.size=micro")
     p.add_argument("--json", action="store_true", help="print one JSON object with config, metrics and rows")
     p.set_defaults(func=_trial)
-
-    from analysis.report import add_report_command
-    from study.store_cli import add_store_commands
-    from study.sweep import add_sweep_commands
-
-    add_sweep_commands(sub)
-    add_store_commands(sub)
-    add_report_command(sub)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    from study.store import StoreError
-
-    try:
-        return int(args.func(args) or 0)
-    except (ConfigError, StoreError) as err:
-        print(f"oodstudy: {err}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

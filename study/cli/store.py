@@ -1,24 +1,24 @@
 """``oodstudy store ls | validate | compact | sql``: look after a results store.
 
 The main CLI adds these with ``add_store_commands(subparsers)`` and runs
-``args.func(args)``, which returns the exit code.  Standalone::
-
-    python -m study.store_cli store ls --store ./results
+``args.func(args)``, which returns the exit code; a store that cannot be used and a
+query DuckDB refuses raise, and the CLI's one handler prints them (exit code 2).
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
 import duckdb
 import pandas as pd
 
-from study.store import DEFAULT_URI, Store, StoreError
+from study.errors import QueryError
+from study.store import DEFAULT_URI, Store
 
-# Exit codes: 0 fine, 1 validate found errors, 2 the store could not be used as asked.
-EXIT_OK, EXIT_PROBLEMS, EXIT_ERROR = 0, 1, 2
+# Exit codes: 0 fine, 1 validate found errors (2, the store could not be used as asked,
+# comes from the CLI's error handler).
+EXIT_OK, EXIT_PROBLEMS = 0, 1
 
 
 def add_store_commands(subparsers: Any) -> argparse.ArgumentParser:
@@ -45,22 +45,6 @@ def _open(args: argparse.Namespace) -> Store:
     return Store(args.store, create=False)
 
 
-def _guarded(func: Any) -> Any:
-    """Turn a StoreError into a message on stderr and exit code 2."""
-
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return func(args)
-        except StoreError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return EXIT_ERROR
-
-    run.__name__ = func.__name__
-    run.__doc__ = func.__doc__
-    return run
-
-
-@_guarded
 def run_ls(args: argparse.Namespace) -> int:
     """Print one line per study: deduplicated rows per table and the fragment count."""
     store = _open(args)
@@ -76,7 +60,6 @@ def run_ls(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-@_guarded
 def run_validate(args: argparse.Namespace) -> int:
     """Print every problem; exit 1 if any is an error (warnings alone exit 0)."""
     store = _open(args)
@@ -89,7 +72,6 @@ def run_validate(args: argparse.Namespace) -> int:
     return EXIT_PROBLEMS if errors else EXIT_OK
 
 
-@_guarded
 def run_compact(args: argparse.Namespace) -> int:
     """Merge fragments and print what was written."""
     store = _open(args)
@@ -100,32 +82,13 @@ def run_compact(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-@_guarded
 def run_sql(args: argparse.Namespace) -> int:
     """Print the query's result as a table."""
     store = _open(args)
     try:
         result = store.sql(args.query)
     except duckdb.Error as err:  # a mistake in the query itself
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_ERROR
+        raise QueryError(str(err)) from None
     with pd.option_context("display.max_rows", 500, "display.width", 200):
         print(result.to_string(index=False))
     return EXIT_OK
-
-
-def dispatch(args: argparse.Namespace) -> int:
-    """Run the store command that ``args`` (parsed by a parser with the store commands) names."""
-    return args.func(args)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Parse ``store ...`` arguments and run the command; return its exit code."""
-    parser = argparse.ArgumentParser(prog="oodstudy")
-    commands = parser.add_subparsers(dest="command", required=True)
-    add_store_commands(commands)
-    return dispatch(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -8,9 +8,17 @@ highest ``attempt``, then the most recent ``written_at``.
 
 from __future__ import annotations
 
+import re
+
 import pyarrow as pa
 
+from study.errors import StoreError
+
 SCHEMA_VERSION = 1
+
+# Study names become directory names (``study=<name>``): characters that need no escaping.
+STUDY_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._+-]*$"
+STUDY_NAME = re.compile(STUDY_NAME_PATTERN)
 
 # Columns every table carries.  ``study`` is the hive partition column
 # (``<root>/<table>/study=<name>/``); ``cell`` is the grid cell id of the trial
@@ -116,3 +124,28 @@ KEYS: dict[str, list[str]] = {
         "position", "layer", "length", "shift", "shift_value",
     ],
 }
+
+# Columns that group a table's keys into what one report writes at once.
+GROUP_COLUMNS: dict[str, list[str]] = {t: [c for c in ("study", "trial_id", "step") if c in KEYS[t]] for t in TABLES}
+
+
+def table_schema(table: str) -> pa.Schema:
+    """The schema of a table, or a StoreError naming the tables that exist."""
+    if table not in TABLES:
+        raise StoreError(f"unknown table {table!r}; tables are {sorted(TABLES)}")
+    return TABLES[table]
+
+
+def file_schema(table: str) -> pa.Schema:
+    """What a fragment file holds: the table schema without the partition column."""
+    schema = table_schema(table)
+    return schema.remove(schema.get_field_index("study"))
+
+
+def check_study(study: str) -> str:
+    """``study`` if it is a valid study name, else a StoreError saying what is allowed."""
+    if not isinstance(study, str) or not STUDY_NAME.match(study):
+        raise StoreError(
+            f"bad study name {study!r}: use letters, digits and . _ + - (it becomes a directory name)"
+        )
+    return study
