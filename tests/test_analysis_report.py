@@ -13,7 +13,7 @@ from analysis.report import build_report
 from study.cli import main
 from study.config import ConfigError
 from study.store import Store
-from test_analysis import build_arith, build_icl, build_points
+from test_analysis import build_arith, build_icl, build_points, build_scores
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -23,6 +23,7 @@ def store(tmp_path_factory) -> Store:
     s = Store(str(tmp_path_factory.mktemp("store")), create=True)
     build_arith(s, "arith")
     build_points(s, "arith", "a2", "model.size=nano|task.digits=3|train.seed=2")
+    build_scores(s, "arith")
     build_icl(s, "icl")
     build_arith(s, "both")
     build_icl(s, "both")
@@ -61,11 +62,12 @@ def test_arithmetic_report(reports):
     assert index.exists() and 'id="arithmetic"' in text and 'id="in-context-learning"' not in text
     names = check_images(out)
     assert {"phase_boundary.png", "phase_ood_score.png", "length_curves.png", "equivalence_bars.png",
-            "separation.png", "pca_pca_units_digit.png"} <= set(names)
+            "separation.png", "pca_pca_units_digit.png", "structure_vs_step.png", "structure_vs_length.png",
+            "phase_structure.png", "repr_equivalence_vs_length.png", "phase_repr_equivalence.png"} <= set(names)
     images = embedded(index)
     assert len(images) == len(names) and all(i.startswith(PNG) for i in images)
     for csv in ("breakdown_exact_match", "curves_exact_match", "equivalence", "trials", "cells", "grid_axes",
-                "separation"):
+                "separation", "structure_first", "structure_by_length", "structure_cells", "repr_equivalence_cells"):
         assert (out / f"{csv}.csv").stat().st_size > 50, csv
     assert not re.search(r'(src|href)="(https?:)?//', text)  # nothing fetched from elsewhere
 
