@@ -448,6 +448,7 @@ def test_probes_of_an_equivalence_model():
         assert values[("repr_equivalence_chance", "ood", 0, L)] < 0.01
         for i in range(4):
             assert values[("repr_equivalence", "ood", i, L)] == 1.0
+            assert values[("repr_equivalence_digit", "ood", i, L)] == 1.0
             assert values[("probe_digit_equiv", "ood", i, L)] == 1.0
         assert values[("probe_digit", "ood", 3, L)] < 0.5
 

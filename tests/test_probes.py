@@ -7,7 +7,14 @@ import math
 import numpy as np
 import pytest
 
-from study.tasks.probes import cluster_score, coefficient_r2, equivalence_rate, held_out_split, probe_accuracy
+from study.tasks.probes import (
+    cluster_score,
+    coefficient_r2,
+    equivalence_rate,
+    held_out_split,
+    nearest_label_rate,
+    probe_accuracy,
+)
 
 
 def clustered(labels: np.ndarray, d: int, spread: float, seed: int) -> np.ndarray:
@@ -84,6 +91,16 @@ def test_equivalence_rate_counts_ties_as_misses():
     assert math.isnan(equivalence_rate(np.zeros((0, 2)), reference, np.zeros(0, dtype=int)))
 
 
+def test_nearest_label_rate_is_one_inside_the_id_clusters_and_chance_outside():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 10, 600)
+    states = clustered(labels, d=16, spread=0.05, seed=1)
+    ref, ood = slice(0, 400), slice(400, 600)
+    assert nearest_label_rate(states[ood], labels[ood], states[ref], labels[ref]) == 1.0
+    noise = rng.normal(size=(200, 16))
+    assert abs(nearest_label_rate(noise, labels[ood], states[ref], labels[ref]) - 0.1) < 0.06
+
+
 @pytest.mark.parametrize("noise, low, high", [(0.0, 0.99, 1.0), (None, -0.2, 0.05)])
 def test_coefficient_r2_is_one_for_linearly_held_coefficients_and_not_above_zero_for_noise(noise, low, high):
     rng = np.random.default_rng(0)
@@ -92,3 +109,48 @@ def test_coefficient_r2_is_one_for_linearly_held_coefficients_and_not_above_zero
     states = w @ mixing if noise is not None else rng.normal(size=(1000, 40))
     (r2,) = coefficient_r2(states[:700], w[:700], [(states[700:], w[700:])])
     assert low <= r2 <= high
+
+
+# --------------------------------------------------------------------------- a trained model
+
+
+@pytest.mark.slow
+def test_a_trained_nano_adder_reads_its_units_digit_and_keeps_ood_states_by_their_equivalents(tmp_path):
+    """The default trial (nano model, 3-digit addition in the 2308.08268 format), trained for
+    1500 steps: enough for the units digit (the whole ID answer takes ~2.5K-6K steps).  At
+    initialization the units-digit probe reads the digit at about chance; trained, it reads it
+    (>= 0.95), and the scores reach the store as the sweep driver writes them."""
+    import json
+
+    import torch
+
+    from analysis import load
+    from study.config import trial_config
+    from study.model import Transformer
+    from study.store import Store
+    from study.tasks import build_task
+    from study.train import train
+
+    cfg = trial_config(overrides=["train.steps=1500", "train.eval_every=1500", "task.eval_examples=64",
+                                  "train.device=cpu"])
+    torch.manual_seed(cfg.train.seed)  # the model train() starts from
+    task = build_task(cfg.task, seed=cfg.train.seed)
+    init = {(r["kind"], r["split"], r["position"], r["length"]): r["value"]
+            for r in task.representations(Transformer(cfg.model, task.io).eval()) if "value" in r}
+    assert init[("probe_digit", "id", 0, 3)] < 0.25
+
+    reports = []
+    train(cfg, report=reports.append)
+    store = Store(str(tmp_path / "store"), create=True)
+    store.append("trials", [{"trial_id": "local", "status": "completed", "config": json.dumps(cfg.to_dict()),
+                             "grid": "{}"}], study="probe", cell="")
+    for report in reports:
+        store.append("representations", report.rows["representations"], study="probe", cell="")
+    final = load.structure_scores(store, "probe", final=True).set_index(["kind", "split", "position", "length"])
+    value = final["value"]
+    assert value[("probe_digit", "id", 0, 3)] >= 0.95
+    assert value[("probe_digit", "ood", 0, 4)] >= 0.8  # the ID probe reads 4-digit inputs too
+    chance = value[("repr_equivalence_chance", "ood", 0, 4)]
+    assert value[("repr_equivalence", "ood", 0, 4)] > 20 * chance  # chance: 1 / ~770 ID states
+    assert value[("repr_equivalence_digit", "ood", 0, 4)] >= 0.8  # unrelated states: ~0.1
+    assert init[("repr_equivalence_digit", "ood", 0, 4)] < 0.3

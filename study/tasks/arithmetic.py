@@ -791,6 +791,9 @@ class Arithmetic:
         repr_equivalence    share of OOD states nearer the state of their own ID equivalent than to
                             the state of any other ID input (the ID probe inputs and the equivalents)
         repr_equivalence_chance   1 / the number of those ID states: the rate of unrelated states
+        repr_equivalence_digit    share of OOD states whose nearest ID probe state has the equivalence
+                            answer's digit i (many ID inputs share a digit, so this asks of classes
+                            what repr_equivalence asks of inputs; about 0.1 for unrelated states)
         """
         from study.tasks import probes
 
@@ -845,8 +848,11 @@ class Arithmetic:
                 both = (m[:, col] & em[:, col]).numpy()
                 reference, equivalent = self._reference_states(id_states[:, col], id_pairs, id_present[:, col],
                                                                es[:, col][both], ep[both])
-                add("repr_equivalence", "ood", i, L, probes.equivalence_rate(s[:, col].numpy()[both], reference, equivalent))
+                ood_states = s[:, col].numpy()[both]
+                add("repr_equivalence", "ood", i, L, probes.equivalence_rate(ood_states, reference, equivalent))
                 add("repr_equivalence_chance", "ood", i, L, 1.0 / max(len(reference), 1))
+                add("repr_equivalence_digit", "ood", i, L, probes.nearest_label_rate(
+                    ood_states, digit(p[both], i, equivalent=True), h[keep], digit(id_pairs, i)[keep]))
         return rows
 
     @staticmethod

@@ -11,7 +11,9 @@ tasks decide which states to read and which labels they should carry.
   1987): 1 for tight, well separated clusters, about 0 for unstructured states.
 - :func:`equivalence_rate`: the share of OOD states whose nearest reference state is
   the state of their own ID equivalent, the representation-level version of the
-  equivalence of answers f(a mod 10^n, b mod 10^n) (Xu et al., arXiv 2308.08268).
+  equivalence of answers f(a mod 10^n, b mod 10^n) (Xu et al., arXiv 2308.08268);
+  :func:`nearest_label_rate`: the share whose nearest ID state carries their
+  equivalent's label (the same question asked of classes instead of inputs).
 - :func:`coefficient_r2`: a ridge probe from states to the coefficients of a prompt's
   linear function, scored by R^2 (in-context regression, Garg et al. 2022).
 """
@@ -102,6 +104,21 @@ def equivalence_rate(ood_states: np.ndarray, reference_states: np.ndarray, equiv
     others = d2.copy()
     others[np.arange(len(ood)), np.asarray(equivalent)] = np.inf
     return float(np.mean(own < others.min(1)))
+
+
+def nearest_label_rate(
+    ood_states: np.ndarray, ood_labels: np.ndarray, reference_states: np.ndarray, reference_labels: np.ndarray
+) -> float:
+    """Share of OOD states whose nearest reference state (Euclidean) carries the same label,
+    e.g. the answer digit of the OOD input's ID equivalent: a nearest-neighbour probe fitted on
+    nothing but the ID states.  Unrelated states score the label frequencies' overlap (0.1 for
+    ten balanced digits).  NaN for no OOD state."""
+    if len(ood_states) == 0:
+        return float("nan")
+    ood = np.asarray(ood_states, dtype=np.float64)
+    ref = np.asarray(reference_states, dtype=np.float64)
+    d2 = (ood**2).sum(1)[:, None] - 2.0 * ood @ ref.T + (ref**2).sum(1)[None, :]
+    return float(np.mean(np.asarray(reference_labels)[d2.argmin(1)] == np.asarray(ood_labels)))
 
 
 def coefficient_r2(
