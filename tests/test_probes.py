@@ -133,14 +133,18 @@ def test_a_trained_nano_adder_reads_its_units_digit_and_keeps_ood_states_by_thei
 
     cfg = trial_config(overrides=["train.steps=1500", "train.eval_every=1500", "task.eval_examples=64",
                                   "train.device=cpu"])
-    torch.manual_seed(cfg.train.seed)  # the model train() starts from
-    task = build_task(cfg.task, seed=cfg.train.seed)
-    init = {(r["kind"], r["split"], r["position"], r["length"]): r["value"]
-            for r in task.representations(Transformer(cfg.model, task.io).eval()) if "value" in r}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as a trial with resources.cpus=1 runs; spares a shared CPU
+    try:
+        torch.manual_seed(cfg.train.seed)  # the model train() starts from
+        task = build_task(cfg.task, seed=cfg.train.seed)
+        init = {(r["kind"], r["split"], r["position"], r["length"]): r["value"]
+                for r in task.representations(Transformer(cfg.model, task.io).eval()) if "value" in r}
+        reports = []
+        train(cfg, report=reports.append)
+    finally:
+        torch.set_num_threads(threads)
     assert init[("probe_digit", "id", 0, 3)] < 0.25
-
-    reports = []
-    train(cfg, report=reports.append)
     store = Store(str(tmp_path / "store"), create=True)
     store.append("trials", [{"trial_id": "local", "status": "completed", "config": json.dumps(cfg.to_dict()),
                              "grid": "{}"}], study="probe", cell="")
