@@ -5,7 +5,7 @@ trials (:func:`analysis.load.trials`).  Vocabulary used by every table here:
 
 - *cell*: one combination of the grid axes except seeds (``train.seed`` makes
   replicates, not cells); all trials of a cell (seeds, Optuna suggestions) form its
-  distribution.
+  distribution.  A cell with its seed is a *grid point* (column ``grid_point``).
 - *shift axis* (column ``shift``) and position ``x`` along it: arithmetic rows lie on
   the ``"length"`` axis at x = max(len_a, len_b) (or ``min``, ``len_a``, ``len_b``);
   in-context rows on their shift (``nnz``, ``freq_scale``, ``alpha``, ``x_scale``)
@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.load import FAILED, axis_columns, axis_order, cell_axes, cell_label, expected_cells
+from study.tasks import PRIMARY_METRICS, metric_direction
 
 LENGTH_MODES = ("max", "min", "len_a", "len_b", "pair")
 
@@ -46,9 +47,11 @@ class Metric:
 
 
 def metric_info(name: str) -> Metric:
-    """``nmse*`` metrics: lower is better, floor 1.0 (predicting zero); anything else
-    (exact_match, digit_acc, equivalence, ...): higher is better, floor 0.0."""
-    if name.startswith("nmse"):
+    """A metric's direction as its task family declares it (``study.tasks.METRICS``):
+    lower-is-better metrics (the ``nmse*`` errors) have floor 1.0 (predicting zero);
+    the others (exact_match, digit_acc, equivalence, ..., and names no family
+    declares) are higher-is-better with floor 0.0."""
+    if metric_direction(name) == "min":
         return Metric(name, higher_is_better=False, floor=1.0)
     return Metric(name, higher_is_better=True, floor=0.0)
 
@@ -56,7 +59,7 @@ def metric_info(name: str) -> Metric:
 def primary_metrics(final: pd.DataFrame) -> list[str]:
     """The headline metric of each task family present: exact_match (arithmetic), nmse (icl)."""
     present = set(final["metric"].unique()) if len(final) else set()
-    return [m for m in ("exact_match", "nmse") if m in present] or sorted(present)[:1]
+    return [m for m in PRIMARY_METRICS.values() if m in present] or sorted(present)[:1]
 
 
 # --------------------------------------------------------------------------- per trial
@@ -94,15 +97,15 @@ def condition_keys(length: str) -> list[str]:
 
 
 def trial_info(rows: pd.DataFrame) -> pd.DataFrame:
-    """One row per trial of eval-like ``rows``: trial_id, cell, status, family, grid axes."""
-    keep = [c for c in ("trial_id", "cell", "status", "family") if c in rows] + axis_columns(rows)
+    """One row per trial of eval-like ``rows``: trial_id, grid_point, status, family, grid axes."""
+    keep = [c for c in ("trial_id", "grid_point", "status", "family") if c in rows] + axis_columns(rows)
     return rows.drop_duplicates("trial_id")[keep].reset_index(drop=True)
 
 
 def trial_scores(final: pd.DataFrame, metric: str, length: str = "max") -> pd.DataFrame:
     """Each trial's score per condition on its shift axes.
 
-    Columns: trial_id, cell, status, family, the grid axes, shift, x, split (and
+    Columns: trial_id, grid_point, status, family, the grid axes, shift, x, split (and
     len_a, len_b with ``length="pair"``), score (the metric's mean over the rows at
     that condition), id_score (the trial's mean over all its ID rows).  Sorted by
     trial, shift, x.
@@ -210,7 +213,7 @@ def trial_boundaries(scores: pd.DataFrame, metric: str, threshold: float = 0.5, 
 # --------------------------------------------------------------------------- per cell
 
 
-def summarize(per_trial: pd.DataFrame, by: list[str], cond: list[str], value: str, best: pd.DataFrame) -> pd.DataFrame:
+def cell_distribution(per_trial: pd.DataFrame, by: list[str], cond: list[str], value: str, best: pd.DataFrame) -> pd.DataFrame:
     """A per-trial value aggregated over each cell's usable trials.
 
     ``per_trial`` has trial_id, status, family, the ``by`` axes, the ``cond`` columns
@@ -241,7 +244,7 @@ def curves(final: pd.DataFrame, metric: str = "exact_match", by: list[str] | Non
     scores = trial_scores(final, metric, length)
     by = cell_axes(scores) if by is None else list(by)
     best = best_trials(scores, metric, by) if best is None else best
-    out = summarize(scores, by, condition_keys(length), "score", best)
+    out = cell_distribution(scores, by, condition_keys(length), "score", best)
     out.insert(1 + len(by), "cell", [cell_label(r, by) for r in out.to_dict("records")])
     return sort_cells(out, by, ["shift", "x"] + (["len_a", "len_b"] if length == "pair" else []))
 
@@ -402,15 +405,12 @@ def _fmt_v(v: float) -> str:
     return "nan" if pd.isna(v) else f"{v:.2f}"
 
 
-def summary_table(store: Any, study: str, metric: str | None = None, threshold: float = 0.5) -> str:
+def summary_text(study: str, trials: pd.DataFrame, final: pd.DataFrame, metric: str | None = None,
+                 threshold: float = 0.5) -> str:
     """The end-of-sweep text table of ``study`` (see :func:`format_summary`), one block
     per headline metric present (exact_match for arithmetic, nmse for icl) unless
-    ``metric`` is given."""
-    from analysis.load import final_evals, open_store, trials as load_trials
-
-    store = open_store(store)
-    trials = load_trials(store, study, config="none")
-    final = final_evals(store, study, trials_frame=trials)
+    ``metric`` is given.  ``trials`` and ``final`` as :func:`analysis.load.study_frames`
+    reads them."""
     if final.empty:
         return f"study {study}: no evaluations yet ({len(trials)} trials)"
     blocks = []

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from analysis.breakdown import condition_keys, best_trials, sort_cells, summarize, trial_scores
+from analysis.breakdown import condition_keys, best_trials, sort_cells, cell_distribution, trial_scores
 from analysis.load import cell_axes, cell_label
 
 METRICS = ("exact_match", "equivalence", "chance", "equivalence_of_wrong")
@@ -42,7 +42,7 @@ def equivalence_table(final: pd.DataFrame, by: list[str] | None = None, length: 
         scores = em if metric == "exact_match" else trial_scores(final, metric, length)
         if scores.empty:
             continue
-        s = summarize(scores, by, cond, "score", best).rename(columns={"best": metric, "median": f"{metric}_median"})
+        s = cell_distribution(scores, by, cond, "score", best).rename(columns={"best": metric, "median": f"{metric}_median"})
         s = s[keys + (["n", "best_trial"] if out is None else []) + [metric, f"{metric}_median"]]
         out = s if out is None else out.merge(s, on=keys, how="left")
     if out is None:

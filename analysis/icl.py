@@ -12,11 +12,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from analysis.breakdown import best_trials, sort_cells, summarize, trial_info, trial_scores
+from analysis.breakdown import best_trials, sort_cells, cell_distribution, trial_info, trial_scores
 from analysis.load import cell_axes, cell_label
+from study.tasks import functions_config
 
-MODEL = "nmse"
-BASELINES = ("nmse_lstsq", "nmse_ridge", "nmse_lasso", "nmse_averaging", "nmse_knn")
+MODEL = functions_config.PRIMARY_METRIC  # the model's error, "nmse"
+BASELINES = tuple(f"{MODEL}_{name}" for name in functions_config.BASELINES)  # "nmse_lstsq", ...
 MIX_AXIS = "task.mix_weight"
 CONDITION = ["shift", "shift_value", "n_context", "split"]
 
@@ -49,7 +50,7 @@ def icl_curves(final: pd.DataFrame, by: list[str] | None = None) -> pd.DataFrame
     """
     rows = _nmse_rows(final)
     by, best = _best(final, by)
-    out = summarize(rows, by, CONDITION + ["metric"], "value", best)
+    out = cell_distribution(rows, by, CONDITION + ["metric"], "value", best)
     return _labelled(out, by, ["shift", "shift_value", "metric", "n_context"])
 
 
@@ -77,7 +78,7 @@ def selection_gap(final: pd.DataFrame, by: list[str] | None = None, mix_axis: st
         columns={"metric": "best_baseline", "value": "nmse_baseline"})
     per_trial = model.merge(base, on=keys, how="inner")
     per_trial["gap"] = per_trial["value"] - per_trial["nmse_baseline"]
-    out = summarize(per_trial, by, CONDITION, "gap", best).rename(
+    out = cell_distribution(per_trial, by, CONDITION, "gap", best).rename(
         columns={"median": "gap_median", "q25": "gap_q25", "q75": "gap_q75", "best": "gap"})
     top = per_trial[["trial_id"] + CONDITION + ["value", "best_baseline", "nmse_baseline"]].rename(
         columns={"trial_id": "best_trial", "value": "nmse"})
@@ -115,7 +116,7 @@ def shift_errors(final: pd.DataFrame, by: list[str] | None = None, k: int | None
     cond = ["shift", "shift_value", "split", "metric"]
     mean = rows.groupby(["trial_id"] + cond, dropna=False, observed=True)["value"].mean().reset_index()
     per_trial = trial_info(rows).merge(mean, on="trial_id")
-    out = summarize(per_trial, by, cond, "value", best)
+    out = cell_distribution(per_trial, by, cond, "value", best)
     return _labelled(out, by, ["shift", "shift_value", "metric"])
 
 

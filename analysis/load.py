@@ -8,6 +8,11 @@ pure function of these frames.
 Grid axes keep their dotted names as columns (``"model.size"``, ``"task.digits"``);
 flattened config values are prefixed with ``"config."``.  :func:`axis_columns`
 recovers the axes of any frame from that naming rule.
+
+A trial's *grid point* (every grid axis, seeds included; the store's ``cell`` column)
+is read into the column ``grid_point``; a *cell* is a grid point without its seed
+axes (:func:`cell_axes`), the unit every analysis table reports on, labelled in
+their ``cell`` column.
 """
 
 from __future__ import annotations
@@ -20,15 +25,16 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
-from study.config import flatten
+from study.config import MODEL_PRESETS, flatten
 from study.store.sql import sql_literal
 
 FAILED = ("failed", "diverged")  # statuses excluded from every score (but counted)
 EVAL_COLUMNS = ["step", "split", "metric", "value", "len_a", "len_b", "n_context", "shift", "shift_value"]
-TRIAL_KEYS = ["trial_id", "cell", "status", "family"]  # trial columns copied onto eval rows
+TRIAL_KEYS = ["trial_id", "grid_point", "status", "family"]  # trial columns copied onto eval rows
+POINT_COLUMNS = ["trial_id", "step", "kind", "split", "point", "label", "a", "b", "pc1", "pc2"]
 
 # Order of the model presets, smallest first (alphabetical order would put micro first).
-SIZE_ORDER = ["nano", "micro", "mini", "small", "standard"]
+SIZE_ORDER = list(MODEL_PRESETS)
 
 
 # --------------------------------------------------------------------------- the store
@@ -80,8 +86,8 @@ def trials(store: Any, study: str, config: str = "varying") -> pd.DataFrame:
 def expand_trials(raw: pd.DataFrame, config: str = "varying") -> pd.DataFrame:
     """The raw ``trials`` table with ``grid`` and ``config`` JSON expanded into columns.
 
-    Returns one row per trial, sorted by cell then trial_id, with columns:
-    trial_id, cell, status, family ("arithmetic" | "icl", from ``task.family``),
+    Returns one row per trial, sorted by grid point then trial_id, with columns:
+    trial_id, grid_point (the store's ``cell`` column), status, family ("arithmetic" | "icl", from ``task.family``),
     attempt, n_params, steps, score, start_time, end_time, seconds (end - start),
     node, device, error; one column per grid axis (dotted name, e.g. ``model.size``;
     list values as compact JSON strings; NaN where a trial's grid lacks the axis); and
@@ -96,6 +102,7 @@ def expand_trials(raw: pd.DataFrame, config: str = "varying") -> pd.DataFrame:
     axes = pd.DataFrame(grids, index=raw.index)
     flat = pd.DataFrame([_scalars(c) for c in configs], index=raw.index)
     out = raw.drop(columns=[c for c in ("grid", "config", "study", "written_at") if c in raw])
+    out = out.rename(columns={"cell": "grid_point"})
     out["family"] = flat["task.family"] if "task.family" in flat else "arithmetic"
     out["family"] = out["family"].fillna("arithmetic").astype(str)
     if "start_time" in out and "end_time" in out:
@@ -108,7 +115,7 @@ def expand_trials(raw: pd.DataFrame, config: str = "varying") -> pd.DataFrame:
     first = [c for c in TRIAL_KEYS + ["attempt", "n_params", "steps", "score", "start_time", "end_time",
                                        "seconds", "node", "device", "error"] if c in out]
     rest = axis_columns(out) + [c for c in out if c.startswith("config.")]
-    return out[first + rest].sort_values(["cell", "trial_id"]).reset_index(drop=True)
+    return out[first + rest].sort_values(["grid_point", "trial_id"]).reset_index(drop=True)
 
 
 def _scalars(row: dict[str, Any]) -> dict[str, Any]:
@@ -164,15 +171,15 @@ def grid_axes(trials: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["axis", "n_values", "values", "seed", "families"])
 
 
-def cells(trials: pd.DataFrame) -> pd.DataFrame:
-    """One row per cell id of the sweep (seed included, as the store names cells):
-    cell, family, the grid axes, n_trials, then one ``n_<status>`` column per status
+def grid_points(trials: pd.DataFrame) -> pd.DataFrame:
+    """One row per grid point of the sweep (seeds included, as swept): grid_point,
+    family, the grid axes, n_trials, then one ``n_<status>`` column per status
     (n_completed, n_running, n_pruned, n_failed, n_diverged)."""
     statuses = ["completed", "running", "pruned", "failed", "diverged"]
     axes = axis_columns(trials)
-    counts = pd.crosstab(trials["cell"], trials["status"]).reindex(columns=statuses, fill_value=0)
+    counts = pd.crosstab(trials["grid_point"], trials["status"]).reindex(columns=statuses, fill_value=0)
     counts.columns = [f"n_{s}" for s in statuses]
-    first = trials.drop_duplicates("cell").set_index("cell")[["family"] + axes]
+    first = trials.drop_duplicates("grid_point").set_index("grid_point")[["family"] + axes]
     out = first.join(counts)
     out.insert(len(axes) + 1, "n_trials", counts.sum(axis=1))
     return out.reset_index()
@@ -222,12 +229,12 @@ def evals(
     final: bool = False,
     trials_frame: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """Eval rows of ``study`` joined with their trial's cell, status, family and grid axes.
+    """Eval rows of ``study`` joined with their trial's grid point, status, family and grid axes.
 
     ``metrics`` and ``where`` (a DuckDB boolean expression over the ``evals`` columns)
     are applied inside the store's SQL; with ``final=True`` only each trial's last
     evaluated step (its largest step in ``evals``, over all metrics) is read.
-    Columns: trial_id, cell, status, family, the grid axes, step, split, metric,
+    Columns: trial_id, grid_point, status, family, the grid axes, step, split, metric,
     value, len_a, len_b, n_context, shift, shift_value.
     """
     store = open_store(store)
@@ -285,11 +292,11 @@ def structure_scores(
     trials_frame: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """The probe scores of ``study`` (``representations`` rows with a value) joined with
-    their trial's cell, status, family and grid axes.
+    their trial's grid point, status, family and grid axes.
 
     ``kinds`` (e.g. ``["probe_digit", "repr_equivalence"]``) is applied in the store's
     SQL; with ``final=True`` only each trial's last probed step is kept.  Columns:
-    trial_id, cell, status, family, the grid axes, step, kind, split, position (answer
+    trial_id, grid_point, status, family, the grid axes, step, kind, split, position (answer
     digit or in-context k), layer (-1: final state), length (arithmetic operand length),
     shift, shift_value (in-context condition), value.  Sorted by trial, kind, split,
     position, length, shift, shift_value, step.
@@ -307,7 +314,7 @@ def structure_scores(
 
 
 def attach_trials(rows: pd.DataFrame, trials_frame: pd.DataFrame) -> pd.DataFrame:
-    """Eval-like ``rows`` (with trial_id) joined with the trial columns cell, status,
+    """Eval-like ``rows`` (with trial_id) joined with the trial columns grid_point, status,
     family and the grid axes, which come first.  Rows of unknown trials are kept with
     status "unknown"."""
     info = trials_frame[TRIAL_KEYS + axis_columns(trials_frame)].set_index("trial_id")
@@ -325,3 +332,26 @@ def attach_trials(rows: pd.DataFrame, trials_frame: pd.DataFrame) -> pd.DataFram
         if "len_a" in rows else "arithmetic")
     rest = rows.drop(columns=["trial_id"] + [c for c in info.columns if c in rows])
     return pd.concat([joined, rest], axis=1)
+
+
+def study_frames(store: Any, study: str, config: str = "none") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(trials, final evals)`` of ``study``: :func:`trials` and, joined with it,
+    :func:`final_evals`."""
+    store = open_store(store)
+    trial_table = trials(store, study, config=config)
+    return trial_table, final_evals(store, study, trials_frame=trial_table)
+
+
+# --------------------------------------------------------------------------- representations
+
+
+def points(store: Any, study: str, trial_id: str | None = None, step: int | None = None,
+           kind: str | None = "pca_units_digit") -> pd.DataFrame:
+    """PCA points of ``study`` (optionally one trial, one step, one kind), filtered in
+    the store.  Columns: trial_id, step, kind, split, point, label, a, b, pc1, pc2;
+    sorted by trial, step, split, point."""
+    store = open_store(store)
+    where = ["point IS NOT NULL"] + [f"{column} = {sql_literal(value)}" for column, value in
+                                     (("trial_id", trial_id), ("step", step), ("kind", kind)) if value is not None]
+    rows = store.frame("representations", study=study, where=" AND ".join(where), columns=POINT_COLUMNS)
+    return rows[POINT_COLUMNS].sort_values(["trial_id", "step", "split", "point"]).reset_index(drop=True)

@@ -260,7 +260,7 @@ def _nmse_top(model: pd.Series) -> float:
     return max(1.2, 1.1 * highest)
 
 
-def shift_errors(errors: pd.DataFrame, max_panels: int = 6) -> Figure:
+def shift_error_curves(errors: pd.DataFrame, max_panels: int = 6) -> Figure:
     """The model's error along each shift axis (one panel per axis, one line per
     cell, best trial; ID points filled, OOD open) with the baselines dashed (mean
     over cells).  ``errors`` is an :func:`analysis.icl.shift_errors` frame."""
@@ -291,7 +291,7 @@ def shift_errors(errors: pd.DataFrame, max_panels: int = 6) -> Figure:
     return fig
 
 
-def selection_gap(gap: pd.DataFrame, shift: str = "none", max_panels: int = 6) -> Figure:
+def selection_gap_curves(gap: pd.DataFrame, shift: str = "none", max_panels: int = 6) -> Figure:
     """The model-selection gap against k: excess error over the best baseline (solid)
     and over the best same-size specialist (dashed), one line per cell.  ``gap`` is an
     :func:`analysis.icl.selection_gap` frame."""
@@ -314,7 +314,7 @@ def selection_gap(gap: pd.DataFrame, shift: str = "none", max_panels: int = 6) -
     return fig
 
 
-def mixture_effect(mix: pd.DataFrame, mix_axis: str = "task.mix_weight", max_panels: int = 9) -> Figure:
+def mixture_effect_curves(mix: pd.DataFrame, mix_axis: str = "task.mix_weight", max_panels: int = 9) -> Figure:
     """Error against the mixture weight: one panel per shift axis (and per value of
     the other cell axes), one line per shift value, best trial per cell.  ``mix`` is
     an :func:`analysis.icl.mixture_effect` frame."""
@@ -347,7 +347,7 @@ def mixture_effect(mix: pd.DataFrame, mix_axis: str = "task.mix_weight", max_pan
 def pca_scatter(points: pd.DataFrame, steps: Iterable[int] | None = None, max_panels: int = 4) -> Figure:
     """The 2-D PCA of the probed hidden state, one panel per step, coloured by the
     residue label (ID points filled, OOD points crosses).  ``points`` holds one
-    trial's rows from :func:`analysis.representations.load_points`."""
+    trial's rows from :func:`analysis.load.points`."""
     if points.empty:
         return _empty("no representation points")
     all_steps = sorted(points["step"].unique())

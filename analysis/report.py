@@ -166,19 +166,19 @@ def _icl(page: Page, trials: pd.DataFrame, final: pd.DataFrame, threshold: float
     page.figure("nmse_curves", plots.nmse_curves(curves), "Normalized error against k with the baselines.")
     page.table("icl_curves", curves, "Normalized error per cell, condition and k (model and baselines)")
     gap = icl.selection_gap(final, by=by)
-    page.figure("selection_gap", plots.selection_gap(gap), "Excess error over the best baseline and specialist.")
+    page.figure("selection_gap", plots.selection_gap_curves(gap), "Excess error over the best baseline and specialist.")
     page.table("selection_gap", gap, "Model-selection gap per cell and condition")
     errors = icl.shift_errors(final, by=by)
-    page.figure("shift_errors", plots.shift_errors(errors), "Error along the shift axes (mean over k).")
+    page.figure("shift_errors", plots.shift_error_curves(errors), "Error along the shift axes (mean over k).")
     page.table("shift_errors", errors, "Error per cell and shift value (mean over k)")
     mix = icl.mixture_effect(errors)
     if not mix.empty and mix[icl.MIX_AXIS].nunique() > 1:
-        page.figure("mixture_effect", plots.mixture_effect(mix), "Error against the pretraining mixture weight.")
+        page.figure("mixture_effect", plots.mixture_effect_curves(mix), "Error against the pretraining mixture weight.")
         page.table("mixture_effect", mix, "Error per mixture weight and shift")
 
 
 def _representations(page: Page, store: Any, study: str, final: pd.DataFrame) -> None:
-    points = representations.load_points(store, study, kind=None)
+    points = load.points(store, study, kind=None)
     if points.empty:
         return
     page.section("Representations")
@@ -265,7 +265,7 @@ def build_report(store_uri: Any, study: str, out_dir: str | Path, threshold: flo
     page.table("status", status, "Trials by status")
     axes = load.grid_axes(trials).assign(values=lambda f: f["values"].map(lambda v: ", ".join(map(str, v))))
     page.table("grid_axes", axes, "Grid axes")
-    page.table("cells", load.cells(trials), "Cells (as swept, seeds included)")
+    page.table("grid_points", load.grid_points(trials), "Grid points (cells with their seeds, as swept)")
     page.table("trials", trials, "Trials")
     if "exact_match" in metrics:
         _arithmetic(page, trials, final, threshold)

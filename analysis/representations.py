@@ -3,31 +3,15 @@
 The ``representations`` table holds, per trial and step, the 2-D PCA of a hidden state
 over a grid of inputs (a, b), each point labelled by its residue class.  Training moves
 it from a blob to rings to one cluster per label; :func:`separation` turns that into a
-number per step.
+number per step.  The points are read by :func:`analysis.load.points`.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import pandas as pd
 
-from analysis.load import FAILED, axis_columns, cell_axes, cell_label, expected_cells, open_store, sql_literal
-
-COLUMNS = ["trial_id", "step", "kind", "split", "point", "label", "a", "b", "pc1", "pc2"]
-
-
-def load_points(store: Any, study: str, trial_id: str | None = None, step: int | None = None,
-                kind: str | None = "pca_units_digit") -> pd.DataFrame:
-    """PCA points of ``study`` (optionally one trial, one step, one kind), filtered in
-    the store.  Columns: trial_id, step, kind, split, point, label, a, b, pc1, pc2;
-    sorted by trial, step, split, point."""
-    store = open_store(store)
-    where = ["point IS NOT NULL"] + [f"{column} = {sql_literal(value)}" for column, value in
-                                     (("trial_id", trial_id), ("step", step), ("kind", kind)) if value is not None]
-    rows = store.frame("representations", study=study, where=" AND ".join(where), columns=COLUMNS)
-    return rows[COLUMNS].sort_values(["trial_id", "step", "split", "point"]).reset_index(drop=True)
+from analysis.load import FAILED, axis_columns, cell_axes, cell_label, expected_cells
 
 
 def separation_score(pc: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
@@ -84,7 +68,7 @@ def score_rows(scores: pd.DataFrame, kind: str, position: int | None = None, spl
 
 
 def _trial_columns(frame: pd.DataFrame) -> list[str]:
-    return [c for c in ("trial_id", "cell", "status", "family") if c in frame] + axis_columns(frame)
+    return [c for c in ("trial_id", "grid_point", "status", "family") if c in frame] + axis_columns(frame)
 
 
 def structure_vs_accuracy(scores: pd.DataFrame, evals: pd.DataFrame, kind: str = "probe_digit", position: int = 0,
@@ -92,7 +76,7 @@ def structure_vs_accuracy(scores: pd.DataFrame, evals: pd.DataFrame, kind: str =
     """Per trial and step: the ID structure score next to the ID accuracy.
 
     ``evals`` holds eval rows of the same trials (every step, e.g. ``load.evals``).
-    Columns: trial_id, cell, status, family, the grid axes, step, structure (``kind`` at
+    Columns: trial_id, grid_point, status, family, the grid axes, step, structure (``kind`` at
     ``position`` on held-out ID inputs, mean over ID lengths), accuracy (mean ``metric``
     over the ID conditions); NaN where only one of the two was measured at a step.
     """

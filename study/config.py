@@ -14,202 +14,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from study.errors import ConfigError
+from study.section import Section
 from study.store.schema import STUDY_NAME_PATTERN
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-# --------------------------------------------------------------------------- tasks
-
-
-class ArithmeticProbes(_Strict):
-    """Structure scores of the hidden states at the answer digits (see ``Arithmetic.representations``)."""
-
-    enabled: bool = Field(True, description="compute the probe scores at evaluations")
-    every: int | None = Field(
-        None, ge=1, description="probe at evaluations whose step is a multiple of this; null: every evaluation"
-    )
-    points: int = Field(
-        512, ge=16, description="ID probe inputs (3/4 fit the probes, 1/4 test them); half as many OOD per length"
-    )
-    positions: list[int] | None = Field(
-        None, description="answer digits to probe (0 = units); null: every digit an ID answer has"
-    )
-
-
-class ArithmeticTask(_Strict):
-    """n-digit arithmetic as a token sequence, e.g. ``00349+00705=45010`` (reversed answer).
-
-    Training operands come from a mixture of length components: the main one with
-    ``digits`` and, when ``mix_weight > 0``, a second one with ``mix_digits``.
-    """
-
-    family: Literal["arithmetic"] = "arithmetic"
-    op: Literal["add", "mul"] = "add"
-    modulus: int | None = Field(None, ge=2, description="answer is f(a, b) mod p when set")
-    digits: int = Field(3, ge=1, description="training length n of the main component")
-    sampling: Literal["below", "D", "ab"] = Field(
-        "below",
-        description="below: both operands < 10^n; D: one operand exactly n digits, the other "
-        "< 10^n (D_n); ab: both exactly n digits (ab_n)",
-    )
-    mix_digits: int | None = Field(None, ge=1, description="length of the second component")
-    mix_weight: float = Field(0.0, ge=0.0, le=1.0, description="share of the second component")
-    pad: bool = Field(True, description="zero-pad operands to `width` digits")
-    width: int = Field(5, ge=1, le=40, description="operand width when padded; longest operand")
-    reverse: bool = Field(True, description="write the answer least significant digit first")
-    symbols: bool = Field(False, description="use operator and '=' tokens between the fields")
-    train_set: Literal["fixed", "fresh"] = Field(
-        "fixed", description="fixed: a finite seeded training set; fresh: new samples every step"
-    )
-    train_fraction: float | None = Field(0.01, gt=0.0, le=1.0, description="of all pairs")
-    train_size: int | None = Field(None, ge=1, description="examples; overrides train_fraction")
-    eval_max_len: int = Field(5, ge=1, description="evaluate operand lengths 1..eval_max_len")
-    eval_examples: int = Field(512, ge=1, description="examples per (len_a, len_b) condition")
-    eval_batch_size: int = Field(4096, ge=1)
-    probes: ArithmeticProbes = Field(default_factory=ArithmeticProbes)
-
-    @property
-    def training_lengths(self) -> list[int]:
-        lengths = [self.digits]
-        if self.mix_digits is not None and self.mix_weight > 0:
-            lengths.append(self.mix_digits)
-        return lengths
-
-    @property
-    def train_len(self) -> int:
-        """n of the equivalence oracle: the longest training length."""
-        return max(self.training_lengths)
-
-    @model_validator(mode="after")
-    def _check(self) -> "ArithmeticTask":
-        if self.mix_weight > 0 and self.mix_digits is None:
-            raise ValueError(
-                "task.mix_weight > 0 needs task.mix_digits (the length of the second "
-                "component); set task.mix_digits or task.mix_weight=0"
-            )
-        for name in ("digits", "mix_digits", "eval_max_len"):
-            value = getattr(self, name)
-            if value is not None and value > self.width:
-                raise ValueError(
-                    f"task.{name}={value} is longer than the operand width task.width="
-                    f"{self.width}; raise task.width to at least {value}"
-                )
-        if self.train_size is not None and self.train_set == "fresh":
-            raise ValueError("task.train_size is only used with task.train_set=fixed")
-        from study.tasks.arithmetic import check_supported  # the task's own limits: int64 ranges, set sizes
-
-        check_supported(self)
-        return self
-
-
-ICL_CLASSES = ("linear", "sparse_linear", "sine", "relu2nn", "combo")
-
-
-class ICLProbes(_Strict):
-    """The in-context coefficient probe (see ``InContextRegression.representations``)."""
-
-    enabled: bool | None = Field(
-        None, description="probe the coefficients of linear prompts; null: when a linear class is trained"
-    )
-    every: int | None = Field(
-        None, ge=1, description="probe at evaluations whose step is a multiple of this; null: every evaluation"
-    )
-    prompts: int = Field(
-        512, ge=16, description="ID probe prompts (3/4 fit the probe, 1/4 test it); as many per OOD shift value"
-    )
-
-
-class ICLTask(_Strict):
-    """In-context regression: a prompt (x1, f(x1), ..., xk) with f drawn per prompt."""
-
-    family: Literal["icl"] = "icl"
-    n_dims: int = Field(20, ge=1, description="input dimension d")
-    n_points: int = Field(41, ge=2, description="points per prompt (in-context examples + 1)")
-    classes: list[Literal["linear", "sparse_linear", "sine", "relu2nn", "combo"]] = Field(
-        default_factory=lambda: ["linear"], min_length=1, max_length=2
-    )
-    mix_weight: float | None = Field(
-        None, ge=0.0, le=1.0, description="weight of classes[0] in a two-class mixture"
-    )
-    nnz: int = Field(3, ge=1, description="non-zero coefficients of sparse_linear")
-    freq_range: tuple[float, float] = Field((0.5, 2.0), description="sine frequency range")
-    relu_width: int = Field(100, ge=1)
-    combo: tuple[str, str] = Field(("linear", "sine"), description="classes combined by combo")
-    combo_alpha: tuple[float, float] = Field((0.0, 1.0), description="alpha range in training")
-    noise_std: float = Field(0.0, ge=0.0)
-    curriculum: bool = False
-    curriculum_dims_start: int = Field(5, ge=1)
-    curriculum_points_start: int = Field(11, ge=2)
-    curriculum_every: int = Field(2000, ge=1)
-    eval_prompts: int = Field(256, ge=1, description="prompts per evaluation condition")
-    shifts: dict[Literal["nnz", "freq_scale", "alpha", "x_scale"], list[float]] = Field(
-        default_factory=dict, description="OOD shift axes and the values to evaluate"
-    )
-    baselines: list[Literal["lstsq", "ridge", "lasso", "averaging", "knn"]] = Field(
-        default_factory=lambda: ["lstsq", "averaging", "knn"]
-    )
-    lasso_alpha: float = Field(0.01, gt=0.0)
-    ridge_lambda: float = Field(0.1, gt=0.0)
-    probes: ICLProbes = Field(default_factory=ICLProbes)
-
-    @property
-    def linear_class(self) -> str | None:
-        """The trained class whose prompts the coefficient probe reads (linear first), or None."""
-        return next((c for c in ("linear", "sparse_linear") if c in self.classes), None)
-
-    @property
-    def weights(self) -> list[float]:
-        if len(self.classes) == 1:
-            return [1.0]
-        w = 0.5 if self.mix_weight is None else self.mix_weight
-        return [w, 1.0 - w]
-
-    @model_validator(mode="after")
-    def _check(self) -> "ICLTask":
-        if self.nnz > self.n_dims:
-            raise ValueError(
-                f"task.nnz={self.nnz} exceeds task.n_dims={self.n_dims}; "
-                "choose task.nnz <= task.n_dims"
-            )
-        if len(self.classes) == 2 and self.classes[0] == self.classes[1]:
-            raise ValueError("task.classes lists the same class twice; name two different classes")
-        if self.mix_weight is not None and len(self.classes) != 2:
-            raise ValueError("task.mix_weight needs exactly two task.classes, e.g. [linear, sparse_linear]")
-        lo, hi = self.freq_range
-        if not 0 < lo <= hi:
-            raise ValueError("task.freq_range must be (low, high) with 0 < low <= high")
-        a_lo, a_hi = self.combo_alpha
-        if not 0 <= a_lo <= a_hi <= 1:
-            raise ValueError("task.combo_alpha must be (low, high) with 0 <= low <= high <= 1")
-        for name in self.combo:
-            if name not in ("linear", "sparse_linear", "sine", "relu2nn"):
-                raise ValueError(f"task.combo: unknown class {name!r}; use two of linear, sparse_linear, sine, relu2nn")
-        for value in self.shifts.get("nnz", []):
-            if not (1 <= value <= self.n_dims and float(value).is_integer()):
-                raise ValueError(f"task.shifts.nnz: {value} is not a whole number in 1..task.n_dims={self.n_dims}")
-        for value in self.shifts.get("alpha", []):
-            if not 0 <= value <= 1:
-                raise ValueError(f"task.shifts.alpha: {value} is outside [0, 1]")
-        for axis, scaled in (("freq_scale", "sine frequency"), ("x_scale", "inputs x")):
-            for value in self.shifts.get(axis, []):
-                if not value > 0:
-                    raise ValueError(f"task.shifts.{axis}: {value} must be > 0 (it multiplies the {scaled})")
-        if self.curriculum and self.curriculum_dims_start > self.n_dims:
-            raise ValueError("task.curriculum_dims_start exceeds task.n_dims")
-        if self.curriculum and self.curriculum_points_start > self.n_points:
-            raise ValueError("task.curriculum_points_start exceeds task.n_points")
-        if self.probes.enabled and self.linear_class is None:
-            raise ValueError(
-                f"task.probes.enabled=true: the coefficient probe reads linear prompts, but task.classes="
-                f"{list(self.classes)} trains no linear class; add linear or sparse_linear, or set task.probes.enabled=false"
-            )
-        return self
+from study.tasks import FAMILIES, LOSS, METRICS, SPLITS, metric_direction
+from study.tasks.arithmetic_config import ArithmeticTask
+from study.tasks.functions_config import ICLTask
 
 
 # --------------------------------------------------------------------------- model
@@ -224,8 +36,8 @@ MODEL_PRESETS: dict[str, tuple[int, int, int]] = {
 }
 
 
-class ModelConfig(_Strict):
-    size: Literal["nano", "micro", "mini", "small", "standard"] = "nano"
+class ModelConfig(Section):
+    size: Literal[tuple(MODEL_PRESETS)] = "nano"
     n_layer: int | None = Field(None, ge=1, description="overrides the preset")
     n_head: int | None = Field(None, ge=1, description="overrides the preset")
     d_model: int | None = Field(None, ge=1, description="overrides the preset")
@@ -257,7 +69,7 @@ class ModelConfig(_Strict):
 # --------------------------------------------------------------------------- training
 
 
-class TrainConfig(_Strict):
+class TrainConfig(Section):
     steps: int = Field(4000, ge=1)
     batch_size: int = Field(64, ge=1)
     lr: float = Field(5e-4, gt=0.0)
@@ -290,7 +102,7 @@ class TrainConfig(_Strict):
         return self
 
 
-class TrialConfig(_Strict):
+class TrialConfig(Section):
     task: ArithmeticTask | ICLTask = Field(default_factory=ArithmeticTask, discriminator="family")
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
@@ -399,7 +211,7 @@ def explain(err: ValidationError, model: type[BaseModel], root: str = "") -> str
     for problem in err.errors():
         loc = [str(p) for p in problem["loc"]]
         # drop the discriminator tag pydantic inserts for unions ("task.arithmetic.digits")
-        loc = [p for i, p in enumerate(loc) if not (i > 0 and loc[i - 1] == "task" and p in ("arithmetic", "icl"))]
+        loc = [p for i, p in enumerate(loc) if not (i > 0 and loc[i - 1] == "task" and p in FAMILIES)]
         field = root + ".".join(loc)
         kind = problem["type"]
         if kind == "extra_forbidden":
@@ -407,7 +219,7 @@ def explain(err: ValidationError, model: type[BaseModel], root: str = "") -> str
             hint = f"; did you mean {root}{guess[0]}?" if guess else "; remove it"
             lines.append(f"{field}: unknown key{hint}")
         elif kind == "union_tag_invalid":
-            lines.append(f"{field}: unknown task family; use 'arithmetic' or 'icl'")
+            lines.append(f"{field}: unknown task family; use {' or '.join(repr(f) for f in FAMILIES)}")
         else:
             msg = problem["msg"].removeprefix("Value error, ")
             given = problem.get("input")
@@ -439,7 +251,7 @@ def load_trial_config(path: str | Path | None, overrides: list[str] = ()) -> Tri
 # --------------------------------------------------------------------------- sweeps
 
 
-class Distribution(_Strict):
+class Distribution(Section):
     """An Optuna distribution for one tuned axis."""
 
     type: Literal["uniform", "loguniform", "int", "categorical"]
@@ -488,33 +300,39 @@ class Distribution(_Strict):
         return [self.low, self.high]
 
 
-class TuneSection(_Strict):
-    metric: str = Field("id_exact_match", description="summary metric Optuna optimizes within a cell")
+class TuneSection(Section):
+    metric: str = Field("id_exact_match", description="summary metric Optuna optimizes within a grid point")
     mode: Literal["max", "min"] = "max"
-    trials_per_cell: int = Field(1, ge=1)
+    trials_per_cell: int = Field(1, ge=1, description="trials per grid point (the key keeps its first name)")
     params: dict[str, Distribution] = Field(default_factory=dict, description="tuned axes")
     sampler: Literal["tpe", "random"] = "tpe"
     seed: int = 0
 
 
-class EarlyStopping(_Strict):
+class EarlyStopping(Section):
     type: Literal["none", "asha"] = "none"
     grace_period: int = Field(1, ge=1, description="evaluations before a trial may be stopped")
     reduction_factor: float = Field(3.0, gt=1.0)
 
 
-class Resources(_Strict):
+class Resources(Section):
     cpus: float = Field(1.0, gt=0.0)
     gpus: float = Field(0.0, ge=0.0, description="fractions allowed, e.g. 0.25")
 
 
-class SweepSpec(_Strict):
-    """A whole study: a base trial, grid axes (cells), tuned axes (Optuna per cell), resources."""
+class SweepSpec(Section):
+    """A whole study: a base trial, grid axes, tuned axes (Optuna per grid point), resources.
+
+    Vocabulary: a *grid point* is one combination of every grid axis, seed axes
+    (``train.seed``) included; its id (:func:`grid_point_id`) is the store's ``cell``
+    column.  A *cell* is a grid point without its seed axes: the unit the analysis
+    reads as a distribution over seeds and tuned values.
+    """
 
     name: str = Field(..., pattern=STUDY_NAME_PATTERN, description="study name in the store (a directory name)")
     description: str = ""
-    base: dict[str, Any] = Field(default_factory=dict, description="the trial config every cell starts from")
-    grid: dict[str, list[Any]] = Field(default_factory=dict, description="dotted key -> values; cells = product")
+    base: dict[str, Any] = Field(default_factory=dict, description="the trial config every grid point starts from")
+    grid: dict[str, list[Any]] = Field(default_factory=dict, description="dotted key -> values; grid points = product")
     tune: TuneSection = Field(default_factory=TuneSection)
     early_stopping: EarlyStopping = Field(default_factory=EarlyStopping)
     resources: Resources = Field(default_factory=Resources)
@@ -534,19 +352,19 @@ class SweepSpec(_Strict):
             raise ValueError(f"{sorted(overlap)} are both grid and tuned axes; keep each axis in one place")
         return self
 
-    def cells(self) -> list[dict[str, Any]]:
-        """Every combination of the grid axes, in a stable order."""
+    def grid_points(self) -> list[dict[str, Any]]:
+        """Every combination of the grid axes (seeds included), in a stable order."""
         import itertools
 
         axes = list(self.grid)
         return [dict(zip(axes, combo)) for combo in itertools.product(*(self.grid[a] for a in axes))]
 
-    def trial_raw(self, cell: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
-        """The raw trial config of one cell with tuned values filled in (not yet validated)."""
-        return apply_overrides(self.base, {**cell, **params})
+    def trial_raw(self, point: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+        """The raw trial config of one grid point with tuned values filled in (not yet validated)."""
+        return apply_overrides(self.base, {**point, **params})
 
     def check_trials(self) -> None:
-        """Validate the trial config of every cell at the corners of every tuned axis."""
+        """Validate the trial config of every grid point at the corners of every tuned axis."""
         import itertools
 
         corner_sets = [
@@ -554,23 +372,23 @@ class SweepSpec(_Strict):
             for combo in itertools.product(*(d.corners() for d in self.tune.params.values()))
         ] or [{}]
         families = set()
-        for cell in self.cells():
+        for point in self.grid_points():
             for params in corner_sets[:16]:
                 try:
-                    cfg = TrialConfig.model_validate(self.trial_raw(cell, params))
+                    cfg = TrialConfig.model_validate(self.trial_raw(point, params))
                 except ValidationError as err:
-                    where = ", ".join(f"{k}={v}" for k, v in {**cell, **params}.items()) or "the base config"
+                    where = ", ".join(f"{k}={v}" for k, v in {**point, **params}.items()) or "the base config"
                     raise ConfigError(f"invalid trial config for {where}:\n" + explain(err, TrialConfig)) from None
                 except ConfigError as err:
                     raise ConfigError(f"grid/tuned axis: {err}") from None
                 families.add(cfg.task.family)
-        known = {"loss"} | {f"{split}_{m}" for split in ("id", "ood") for f in families for m in SUMMARY_METRICS[f]}
+        known = {LOSS} | {f"{split}_{m}" for split in SPLITS for f in families for m in METRICS[f]}
         if self.tune.metric not in known:
             raise ConfigError(
                 f"tune.metric={self.tune.metric!r} is not a summary metric of this study; "
                 f"use one of {sorted(known)}"
             )
-        lower_is_better = self.tune.metric == "loss" or "nmse" in self.tune.metric
+        lower_is_better = metric_direction(self.tune.metric) == "min"
         if (self.tune.mode == "max") == lower_is_better:
             raise ConfigError(
                 f"tune.mode={self.tune.mode} optimizes {self.tune.metric} the wrong way; "
@@ -578,17 +396,9 @@ class SweepSpec(_Strict):
             )
 
 
-# The per-condition metrics each task family reports; a trial's summary metrics are
-# "<split>_<metric>" (mean over the split's conditions) plus "loss".
-SUMMARY_METRICS = {
-    "arithmetic": ["exact_match", "digit_acc", "equivalence", "equivalence_of_wrong", "chance"],
-    "icl": ["nmse"] + [f"nmse_{b}" for b in ("lstsq", "ridge", "lasso", "averaging", "knn")],
-}
-
-
-def cell_id(cell: dict[str, Any]) -> str:
-    """A short stable name for a cell: ``model.size=nano|task.digits=3`` (``all`` for no grid)."""
-    return "|".join(f"{k}={v}" for k, v in cell.items()) or "all"
+def grid_point_id(point: dict[str, Any]) -> str:
+    """A short stable name for a grid point: ``model.size=nano|train.seed=0`` (``all`` for no grid)."""
+    return "|".join(f"{k}={v}" for k, v in point.items()) or "all"
 
 
 def load_sweep_spec(path: str | Path, overrides: list[str] = ()) -> SweepSpec:

@@ -220,7 +220,7 @@ def test_trials_expand_the_grid_and_keep_the_latest_attempt(arith):
     assert axes.loc["model.size", "values"] == ["nano", "micro"]
     assert axes.loc["task.digits", "values"] == [3, 4, 5]
     assert axes.loc["train.seed", "seed"] and not axes.loc["model.size", "seed"]
-    cells = load.cells(trials).set_index("cell")
+    cells = load.grid_points(trials).set_index("grid_point")
     assert cells.loc["model.size=nano|task.digits=3|train.seed=3", "n_failed"] == 1
     assert cells["n_trials"].sum() == 11
 
@@ -232,7 +232,7 @@ def test_final_evals_reads_only_each_trials_last_step_without_duplicates(arith):
                      "b2": [200], "c0": [200], "c1": [100]}
     b1 = final[(final["trial_id"] == "b1") & (final["metric"] == "exact_match")]
     assert len(b1) == 49 and b1["value"].max() == pytest.approx(0.9)  # the retry's rows, once each
-    assert {"model.size", "task.digits", "train.seed", "cell", "status", "family"} <= set(final.columns)
+    assert {"model.size", "task.digits", "train.seed", "grid_point", "status", "family"} <= set(final.columns)
 
 
 def test_filters_run_in_the_store(store):
@@ -334,7 +334,7 @@ def test_all_curves_at_once_agree_with_find_boundary_curve_by_curve(metric, id_l
 
 
 def test_summary_table_prints_one_line_per_cell(store):
-    text = bd.summary_table(store, "arith")
+    text = bd.summary_text("arith", *load.study_frames(store, "arith"))
     lines = text.splitlines()
     assert lines[0] == "study arith" and "along length:" in lines
     assert lines[lines.index("along length:") + 1].split() == ["cell", "n", "id", "len4", "len5", "len6", "len7",
@@ -421,8 +421,8 @@ def test_separation_scores_a_known_configuration():
 
 
 def test_separation_grows_from_blob_to_clusters(store):
-    points = representations.load_points(store, "arith", trial_id="a2")
-    assert list(points.columns) == representations.COLUMNS and len(points) == 200
+    points = load.points(store, "arith", trial_id="a2")
+    assert list(points.columns) == load.POINT_COLUMNS and len(points) == 200
     sep = representations.separation(points).set_index(["step", "split"])
     assert sep.loc[(100, "all"), "r2"] < 0.3 and sep.loc[(200, "all"), "r2"] > 0.99
     assert sep.loc[(200, "all"), "separation"] > 100 * sep.loc[(100, "all"), "separation"]
@@ -441,13 +441,13 @@ def test_structure_scores_are_read_with_their_trials(store, arith):
     trials, _ = arith
     scores = load.structure_scores(store, "arith", trials_frame=trials)
     assert len(scores) == 8 * 2 * 4 and set(scores["kind"]) == {"probe_digit", "repr_equivalence"}
-    assert {"cell", "status", "model.size", "task.digits", "position", "layer", "length", "value"} <= set(scores)
+    assert {"grid_point", "status", "model.size", "task.digits", "position", "layer", "length", "value"} <= set(scores)
     assert scores.set_index("trial_id").loc["a4", "status"].iloc[0] == "diverged"
     final = load.structure_scores(store, "arith", kinds=["repr_equivalence"], final=True, trials_frame=trials)
     assert set(final["step"]) == {200} and set(final["kind"]) == {"repr_equivalence"} and len(final) == 16
     assert load.structure_scores(store, "icl").empty
     # the PCA points stay apart from the scores
-    assert representations.load_points(store, "arith", kind=None)["kind"].unique().tolist() == ["pca_units_digit"]
+    assert load.points(store, "arith", kind=None)["kind"].unique().tolist() == ["pca_units_digit"]
 
 
 def test_structure_comes_before_accuracy_in_cell_a_only(store, arith):

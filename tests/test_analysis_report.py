@@ -66,7 +66,7 @@ def test_arithmetic_report(reports):
             "phase_structure.png", "repr_equivalence_vs_length.png", "phase_repr_equivalence.png"} <= set(names)
     images = embedded(index)
     assert len(images) == len(names) and all(i.startswith(PNG) for i in images)
-    for csv in ("breakdown_exact_match", "curves_exact_match", "equivalence", "trials", "cells", "grid_axes",
+    for csv in ("breakdown_exact_match", "curves_exact_match", "equivalence", "trials", "grid_points", "grid_axes",
                 "separation", "structure_first", "structure_by_length", "structure_cells", "repr_equivalence_cells"):
         assert (out / f"{csv}.csv").stat().st_size > 50, csv
     assert not re.search(r'(src|href)="(https?:)?//', text)  # nothing fetched from elsewhere

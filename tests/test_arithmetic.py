@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from study.config import ArithmeticTask, ModelConfig
+from study.tasks.arithmetic_config import pair_space_size
 from study.tasks.arithmetic import (
     Arithmetic,
     answer_matches,
@@ -21,7 +22,6 @@ from study.tasks.arithmetic import (
     equivalent_answer,
     greedy_decode,
     num_digits,
-    pair_space_size,
     sample_pairs,
     to_digits,
 )

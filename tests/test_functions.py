@@ -358,3 +358,10 @@ def test_coefficient_probe_follows_the_config():
     assert task.representations(Zero()) == []  # not due at step 500
     task.train_batch(4, 999, torch.Generator().manual_seed(0))
     assert len(task.representations(LeastSquaresState())) == 13
+
+
+def test_every_baseline_the_config_accepts_has_a_predictor():
+    from study.tasks import functions_config
+    from study.tasks.functions import BASELINE_PREDICTORS
+
+    assert tuple(BASELINE_PREDICTORS) == functions_config.BASELINES

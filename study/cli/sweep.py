@@ -11,12 +11,14 @@ from study.tune.status import study_status
 
 def _print_summary(spec: SweepSpec) -> None:
     """The end-of-run tables: progress per grid point, then the study's breakdown."""
-    from analysis.breakdown import summary_table
+    from analysis.breakdown import summary_text
+    from analysis.load import study_frames
     from study.store import Store
 
     print(study_status(spec).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print()
-    print(summary_table(Store(spec.store, create=False), spec.name))
+    trials, final = study_frames(Store(spec.store, create=False), spec.name)
+    print(summary_text(spec.name, trials, final))
 
 
 def _cmd_run(args) -> int:

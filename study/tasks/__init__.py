@@ -1,20 +1,56 @@
-"""Task families: a name -> class table.  ``build_task(cfg, seed, device)`` makes one."""
+"""Task families: a name -> class table, and each family's metrics.  ``build_task(cfg,
+seed, device)`` makes one task.
+
+Each family has two modules: ``<family>_config`` (torch-free: its config class, the
+names it accepts, its metrics and their directions, its limits) and the task itself
+(torch).  This package imports only the config modules, so a config is checked
+before torch is imported; the task class is imported on first use.
+"""
 
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
-import torch
+from study.tasks import arithmetic_config, functions_config
 
-from study.config import ArithmeticTask as ArithmeticTaskConfig
-from study.config import ICLTask as ICLTaskConfig
-from study.tasks.base import Batch, ModelIO, Task
+if TYPE_CHECKING:
+    import torch
+
+    from study.tasks.base import Task
 
 # family name (the config's task.family) -> "module:class"; imported on first use
 FAMILIES: dict[str, str] = {
-    "arithmetic": "study.tasks.arithmetic:Arithmetic",
-    "icl": "study.tasks.functions:InContextRegression",
+    arithmetic_config.FAMILY: "study.tasks.arithmetic:Arithmetic",
+    functions_config.FAMILY: "study.tasks.functions:InContextRegression",
 }
+
+# family -> its per-condition metrics -> direction ("max": higher is better, "min": lower).
+# A trial's summary metrics are "<split>_<metric>" (mean over the split's conditions)
+# plus the training "loss".
+METRICS: dict[str, dict[str, str]] = {
+    arithmetic_config.FAMILY: arithmetic_config.METRICS,
+    functions_config.FAMILY: functions_config.METRICS,
+}
+# family -> the metric its breakdown table leads with
+PRIMARY_METRICS: dict[str, str] = {
+    arithmetic_config.FAMILY: arithmetic_config.PRIMARY_METRIC,
+    functions_config.FAMILY: functions_config.PRIMARY_METRIC,
+}
+SPLITS = ("id", "ood")
+LOSS = "loss"
+
+
+def metric_direction(name: str) -> str | None:
+    """``"max"`` or ``"min"`` for a per-condition metric (``nmse``), a summary metric
+    (``id_nmse``) or the training ``loss``; None for a name no family reports."""
+    if name == LOSS:
+        return "min"
+    for metrics in METRICS.values():
+        for metric, direction in metrics.items():
+            if name == metric or name in (f"{split}_{metric}" for split in SPLITS):
+                return direction
+    return None
 
 
 def task_class(family: str) -> type:
@@ -22,8 +58,12 @@ def task_class(family: str) -> type:
     return getattr(importlib.import_module(module), name)
 
 
-def build_task(cfg: ArithmeticTaskConfig | ICLTaskConfig, seed: int, device: torch.device | str = "cpu") -> Task:
+def build_task(
+    cfg: arithmetic_config.ArithmeticTask | functions_config.ICLTask, seed: int, device: torch.device | str = "cpu"
+) -> Task:
+    import torch
+
     return task_class(cfg.family)(cfg, seed=seed, device=torch.device(device))
 
 
-__all__ = ["FAMILIES", "Batch", "ModelIO", "Task", "build_task", "task_class"]
+__all__ = ["FAMILIES", "METRICS", "PRIMARY_METRICS", "build_task", "metric_direction", "task_class"]

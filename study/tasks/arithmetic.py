@@ -42,36 +42,26 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from study.config import ArithmeticTask
+from study.tasks.arithmetic_config import (
+    INT64_MAX,
+    ArithmeticTask,
+    answer_digits,
+    check_supported,
+    exact_range,
+    fixed_set_size,
+    split_by_weight,
+    training_components,
+)
 from study.tasks.base import Batch, ModelIO
 
 OP_SYMBOL = {"add": "+", "mul": "*"}
 END, PAD = "$", "_"
-INT64_MAX = 2**63 - 1
 REPR_POINTS = 256  # probe pairs per split for the units-digit PCA
 PROBE_TEST_SHARE = 0.25  # of the ID probe inputs, held out to score the probes
 FINAL_LAYER = -1  # the ``layer`` of the final hidden state (after the last block and norm)
-EVAL_METRICS = ("exact_match", "digit_acc", "equivalence", "equivalence_of_wrong", "chance")
 
 
 # --------------------------------------------------------------------------- numbers
-
-
-def exact_range(n: int) -> tuple[int, int]:
-    """[lo, hi) of the integers with exactly n digits; 1 digit includes 0."""
-    return (0 if n == 1 else 10 ** (n - 1)), 10**n
-
-
-def pair_space_size(n: int, sampling: str) -> int:
-    """How many distinct pairs (a, b) the sampling rule of length n can produce."""
-    lo, hi = exact_range(n)
-    if sampling == "below":
-        return hi * hi
-    if sampling == "ab":
-        return (hi - lo) ** 2
-    if sampling == "D":  # at least one operand has exactly n digits, both < 10^n
-        return hi * hi - lo * lo
-    raise ValueError(f"unknown sampling {sampling!r}")
 
 
 def apply_op(a: torch.Tensor, b: torch.Tensor, op: str, modulus: int | None = None) -> torch.Tensor:
@@ -116,14 +106,6 @@ def carry_into(a: torch.Tensor, b: torch.Tensor, i: int, op: str) -> torch.Tenso
     return partial // 10**i
 
 
-def answer_digits(cfg: ArithmeticTask, n: int) -> int:
-    """Most digits an answer can have when both operands have at most n digits."""
-    bound = n + 1 if cfg.op == "add" else 2 * n
-    if cfg.modulus is not None:
-        bound = min(bound, len(str(cfg.modulus - 1)))
-    return bound
-
-
 def answer_width(cfg: ArithmeticTask, n: int) -> int:
     """Answer tokens in a sequence: the fixed padded width, or the digits plus the end token."""
     if cfg.pad:
@@ -133,10 +115,21 @@ def answer_width(cfg: ArithmeticTask, n: int) -> int:
     return answer_digits(cfg, n) + 1
 
 
+def field_width(cfg: ArithmeticTask, n: int) -> int:
+    """Tokens of an operand field holding up to n digits: the padding width, or n."""
+    return cfg.width if cfg.pad else n
+
+
+def prompt_length(cfg: ArithmeticTask, field_a: Any, field_b: Any) -> Any:
+    """Tokens before the first answer token: the two operand fields (ints, or Long
+    tensors of per-example field lengths), plus the op and '=' symbols when used."""
+    return field_a + field_b + (2 if cfg.symbols else 0)
+
+
 def sequence_length(cfg: ArithmeticTask, n: int) -> int:
     """Tokens in the longest full sequence (prompt + answer) with operands of <= n digits."""
-    w = cfg.width if cfg.pad else n
-    return 2 * w + (2 if cfg.symbols else 0) + answer_width(cfg, n)
+    w = field_width(cfg, n)
+    return prompt_length(cfg, w, w) + answer_width(cfg, n)
 
 
 # --------------------------------------------------------------------------- sampling
@@ -303,7 +296,7 @@ def encode(a: torch.Tensor, b: torch.Tensor, cfg: ArithmeticTask, n: int) -> Enc
     a, b: Long [N] operands with at most n digits (padded formats always use cfg.width).
     """
     vocab = vocabulary(cfg)
-    w = cfg.width if cfg.pad else n
+    w = field_width(cfg, n)
     N = a.shape[0]
     ones = torch.ones(N, 1, dtype=torch.bool, device=a.device)
     a_tok, a_keep = operand_field(a, w, cfg.pad)
@@ -318,7 +311,7 @@ def encode(a: torch.Tensor, b: torch.Tensor, cfg: ArithmeticTask, n: int) -> Enc
     else:
         tokens, keep = torch.cat([a_tok, b_tok, ans], 1), torch.cat([a_keep, b_keep, ans_keep], 1)
     is_answer = torch.cat([torch.zeros_like(keep[:, : keep.shape[1] - ans.shape[1]]), ans_keep], 1)
-    prompt_len = a_keep.sum(1) + b_keep.sum(1) + (2 if cfg.symbols else 0)
+    prompt_len = prompt_length(cfg, a_keep.sum(1), b_keep.sum(1))
     if not cfg.pad:
         tokens, kept, order = compact(tokens, keep, vocab.index(PAD))
         is_answer = is_answer.gather(1, order) & kept
@@ -433,77 +426,6 @@ class EvalGroup:
     cond: torch.Tensor
 
 
-def training_components(cfg: ArithmeticTask) -> list[tuple[int, float]]:
-    """(digits, weight) of each component of the training mixture."""
-    components = [(cfg.digits, 1.0 - cfg.mix_weight)]
-    if cfg.mix_digits is not None and cfg.mix_weight > 0:
-        components.append((cfg.mix_digits, cfg.mix_weight))
-    return components
-
-
-def split_by_weight(total: int, components: list[tuple[int, float]]) -> list[int]:
-    """Split ``total`` examples over the mixture components by weight."""
-    if len(components) == 1:
-        return [total]
-    mix = round(total * components[1][1])
-    return [total - mix, mix]
-
-
-def fixed_set_size(cfg: ArithmeticTask) -> tuple[int, str]:
-    """Examples in the fixed training set, and the config field that sets it."""
-    if cfg.train_size is not None:
-        return cfg.train_size, f"task.train_size={cfg.train_size}"
-    if cfg.train_fraction is None:
-        raise ValueError("task.train_set=fixed needs task.train_size or task.train_fraction")
-    total = round(cfg.train_fraction * pair_space_size(cfg.digits, cfg.sampling))
-    return total, f"task.train_fraction={cfg.train_fraction}"
-
-
-def check_supported(cfg: ArithmeticTask) -> None:
-    """Reject configs this module cannot run, naming the field (called by the config's validation)."""
-    if not cfg.pad and not cfg.symbols:
-        raise ValueError(
-            "task.symbols=false with task.pad=false: unpadded fields need the '+'/'*' and '=' "
-            "separators; set task.symbols=true or task.pad=true"
-        )
-    longest = max(cfg.train_len, cfg.eval_max_len)
-    if cfg.op == "mul" and cfg.modulus is None and (10**longest - 1) ** 2 > INT64_MAX:
-        raise ValueError(
-            f"task.op=mul with operands of up to {longest} digits (task.digits / task.mix_digits / "
-            "task.eval_max_len) gives products beyond int64; use at most 9 digits, or set task.modulus"
-        )
-    if longest > 18:
-        raise ValueError(
-            f"operands of up to {longest} digits (task.digits / task.mix_digits / task.eval_max_len) "
-            "do not fit int64; use at most 18 digits"
-        )
-    if cfg.modulus is not None and cfg.op == "mul" and (cfg.modulus - 1) ** 2 > INT64_MAX:
-        raise ValueError(f"task.modulus={cfg.modulus} is too large for int64 products; use at most 3037000499")
-    if cfg.modulus is not None and 2 * (cfg.modulus - 1) > INT64_MAX:
-        raise ValueError(f"task.modulus={cfg.modulus} is too large for int64 sums; use at most 2^62")
-    digits = answer_digits(cfg, cfg.train_len)
-    for position in cfg.probes.positions or []:
-        if not 0 <= position < digits:
-            raise ValueError(
-                f"task.probes.positions: {position} is not an answer digit of this format; answers of "
-                f"{cfg.train_len}-digit operands have digits 0..{digits - 1} (0 = units), so probe those"
-            )
-    if cfg.train_set == "fixed":
-        total, field = fixed_set_size(cfg)
-        if total < 1:
-            raise ValueError(f"{field} gives an empty training set; raise it")
-        components = training_components(cfg)
-        for i, ((n, _), size) in enumerate(zip(components, split_by_weight(total, components))):
-            space = pair_space_size(n, cfg.sampling)
-            if size > space // 2:
-                share = f" (its task.mix_weight={cfg.mix_weight} share)" if i == 1 else ""
-                raise ValueError(
-                    f"{field} asks for {size} distinct {cfg.sampling} pairs of {n} digits{share}, more "
-                    f"than half of the {space} possible pairs (a disjoint ID test set needs the rest); "
-                    "lower task.train_size / task.train_fraction"
-                )
-
-
 @dataclass
 class ProbeSet:
     """The inputs of the structure probes, drawn once from the seed.
@@ -612,7 +534,7 @@ class Arithmetic:
         """Encode the grid once; conditions with equal prompt length share a group."""
         cfg, by_prompt = self.cfg, {}
         for i, (len_a, len_b, _) in enumerate(self.conditions):
-            prompt_len = 2 * cfg.width + 2 * cfg.symbols if cfg.pad else len_a + len_b + 2
+            prompt_len = prompt_length(cfg, field_width(cfg, len_a), field_width(cfg, len_b))
             by_prompt.setdefault(prompt_len, []).append(i)
         groups = []
         for prompt_len, members in sorted(by_prompt.items()):

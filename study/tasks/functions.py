@@ -1,8 +1,9 @@
 """In-context regression: learning a function from the prompt alone.
 
-Following Garg et al. (2022) and Yadlowsky et al. (2023) (SCIENCE.md section 2).  A prompt
-holds n points (x_i, y_i) with x_i ~ N(0, I_d) (times an input scale, 1 in training) and
-y_i = f(x_i) (+ optional noise), f drawn fresh for every prompt from a function class.
+Following Garg, Tsipras, Liang, Valiant (2022, arXiv 2208.01066) and Yadlowsky, Doshi,
+Tripuraneni (2023, arXiv 2311.00871).  A prompt holds n points (x_i, y_i) with
+x_i ~ N(0, I_d) (times an input scale, 1 in training) and y_i = f(x_i) (+ optional
+noise), f drawn fresh for every prompt from a function class.
 
 Sequence layout.  The model reads 2n vectors of size d, pairs interleaved,
 
@@ -43,14 +44,14 @@ from __future__ import annotations
 import math
 import zlib
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
 
-from study.config import ICLTask
 from study.tasks import baselines
 from study.tasks.base import Batch, ModelIO
+from study.tasks.functions_config import SHIFT_AXES, ICLTask
 
 # --------------------------------------------------------------------------- prompt distributions
 
@@ -230,7 +231,7 @@ def to_sequence(xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
 
 # --------------------------------------------------------------------------- shifts and splits
 
-SHIFTS = ("none", "nnz", "freq_scale", "alpha", "x_scale")
+SHIFTS = ("none",) + SHIFT_AXES
 
 
 def shifted(dist: PromptDistribution, shift: str, value: float) -> PromptDistribution:
@@ -292,19 +293,21 @@ def split_of(cfg: ICLTask, shift: str, value: float) -> str:
     return "id" if inside else "ood"
 
 
+# baseline name (study.tasks.functions_config.BASELINES) -> predictions [B, n] from (xs, ys, cfg)
+BASELINE_PREDICTORS: dict[str, Callable[[torch.Tensor, torch.Tensor, ICLTask], torch.Tensor]] = {
+    "lstsq": lambda xs, ys, cfg: baselines.least_squares(xs, ys),
+    "ridge": lambda xs, ys, cfg: baselines.ridge(xs, ys, cfg.ridge_lambda),
+    "lasso": lambda xs, ys, cfg: baselines.lasso(xs, ys, cfg.lasso_alpha),
+    "averaging": lambda xs, ys, cfg: baselines.averaging(xs, ys),
+    "knn": lambda xs, ys, cfg: baselines.nearest_neighbours(xs, ys, 3),
+}
+
+
 def baseline_predictions(name: str, xs: torch.Tensor, ys: torch.Tensor, cfg: ICLTask) -> torch.Tensor:
     """Predictions [B, n] of the named baseline (see :mod:`study.tasks.baselines`)."""
-    if name == "lstsq":
-        return baselines.least_squares(xs, ys)
-    if name == "ridge":
-        return baselines.ridge(xs, ys, cfg.ridge_lambda)
-    if name == "lasso":
-        return baselines.lasso(xs, ys, cfg.lasso_alpha)
-    if name == "averaging":
-        return baselines.averaging(xs, ys)
-    if name == "knn":
-        return baselines.nearest_neighbours(xs, ys, 3)
-    raise ValueError(f"unknown baseline {name!r}")
+    if name not in BASELINE_PREDICTORS:
+        raise ValueError(f"unknown baseline {name!r}")
+    return BASELINE_PREDICTORS[name](xs, ys, cfg)
 
 
 # --------------------------------------------------------------------------- the task

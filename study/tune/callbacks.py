@@ -81,15 +81,15 @@ class StoreCallback(Callback):
     def _flush(self, trial) -> None:
         """Append a trial's buffered rows and its trials row; the buffer is emptied only
         once everything is written, so a failed write loses nothing."""
-        cell, attempt = trial.config.get("cell", "all"), int(trial.num_failures)
+        point_id, attempt = trial.config.get("cell", "all"), int(trial.num_failures)  # the grid point id
         buffer = self.buffers.get(trial.trial_id, {})
         for (table, reported_attempt), rows in list(buffer.items()):
             if rows:
-                self.store.append(table, rows, study=self.study, attempt=reported_attempt, cell=cell)
+                self.store.append(table, rows, study=self.study, attempt=reported_attempt, cell=point_id)
             del buffer[(table, reported_attempt)]
         row = self.trial_rows.get(trial.trial_id)
         if row is not None:
-            self.store.append("trials", [row], study=self.study, attempt=attempt, cell=cell)
+            self.store.append("trials", [row], study=self.study, attempt=attempt, cell=point_id)
 
     def on_step_begin(self, iteration, trials, **info) -> None:
         if not self.seen_trials and trials:
@@ -163,11 +163,11 @@ def _error_text(trial) -> str | None:
 
 
 class ProgressLine(Callback):
-    """One live line: cells done, trials running/done, ETA."""
+    """One live line: grid points done (printed as "cells"), trials running/done, ETA."""
 
     def __init__(self, spec: SweepSpec) -> None:
         self.study_name = spec.name
-        self.n_cells, self.quota = len(spec.cells()), spec.tune.trials_per_cell
+        self.n_points, self.quota = len(spec.grid_points()), spec.tune.trials_per_cell
         self.started = time.monotonic()
         self.last_print = 0.0
         self.interactive = sys.stderr.isatty()
@@ -182,15 +182,15 @@ class ProgressLine(Callback):
     def line(self, trials) -> str:
         done = [t for t in trials if t.status in ("TERMINATED", "ERROR")]
         running = sum(t.status == "RUNNING" for t in trials)
-        per_cell: dict[str, int] = {}
+        per_point: dict[str, int] = {}
         for t in done:
-            per_cell[t.config.get("cell", "all")] = per_cell.get(t.config.get("cell", "all"), 0) + 1
-        cells_done = sum(n >= self.quota for n in per_cell.values())
-        total = self.n_cells * self.quota
+            per_point[t.config.get("cell", "all")] = per_point.get(t.config.get("cell", "all"), 0) + 1
+        points_done = sum(n >= self.quota for n in per_point.values())
+        total = self.n_points * self.quota
         elapsed = time.monotonic() - self.started
         eta = elapsed / len(done) * (total - len(done)) if done else float("nan")
         eta_text = f"{eta / 60:.1f} min" if eta == eta else "?"
-        return (f"[{self.study_name}] cells {cells_done}/{self.n_cells} done | trials {running} running, "
+        return (f"[{self.study_name}] cells {points_done}/{self.n_points} done | trials {running} running, "
                 f"{len(done)}/{total} done | elapsed {elapsed / 60:.1f} min | ETA {eta_text}   ")
 
     def on_experiment_end(self, trials, **info) -> None:

@@ -1,0 +1,206 @@
+"""The arithmetic family's config, its metrics (with their directions) and its limits.
+
+Torch-free, so that a config is checked before torch (or Ray) is imported; the task
+itself is :mod:`study.tasks.arithmetic`.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from study.section import Section
+
+FAMILY = "arithmetic"
+INT64_MAX = 2**63 - 1
+
+# The per-condition metrics the task reports, each with its direction ("max": higher
+# is better); a trial's summary metrics are "<split>_<metric>".  ``chance`` is the
+# level the residue structure predicts (a reference, read like an accuracy).
+METRICS: dict[str, str] = {
+    "exact_match": "max",
+    "digit_acc": "max",
+    "equivalence": "max",
+    "equivalence_of_wrong": "max",
+    "chance": "max",
+}
+PRIMARY_METRIC = "exact_match"  # the headline of the breakdown table
+
+
+class ArithmeticProbes(Section):
+    """Structure scores of the hidden states at the answer digits (see ``Arithmetic.probe_scores``)."""
+
+    enabled: bool = Field(True, description="compute the probe scores at evaluations")
+    every: int | None = Field(
+        None, ge=1, description="probe at evaluations whose step is a multiple of this; null: every evaluation"
+    )
+    points: int = Field(
+        512, ge=16, description="ID probe inputs (3/4 fit the probes, 1/4 test them); half as many OOD per length"
+    )
+    positions: list[int] | None = Field(
+        None, description="answer digits to probe (0 = units); null: every digit an ID answer has"
+    )
+
+
+class ArithmeticTask(Section):
+    """n-digit arithmetic as a token sequence, e.g. ``00349+00705=45010`` (reversed answer).
+
+    Training operands come from a mixture of length components: the main one with
+    ``digits`` and, when ``mix_weight > 0``, a second one with ``mix_digits``.
+    """
+
+    family: Literal["arithmetic"] = "arithmetic"
+    op: Literal["add", "mul"] = "add"
+    modulus: int | None = Field(None, ge=2, description="answer is f(a, b) mod p when set")
+    digits: int = Field(3, ge=1, description="training length n of the main component")
+    sampling: Literal["below", "D", "ab"] = Field(
+        "below",
+        description="below: both operands < 10^n; D: one operand exactly n digits, the other "
+        "< 10^n (D_n); ab: both exactly n digits (ab_n)",
+    )
+    mix_digits: int | None = Field(None, ge=1, description="length of the second component")
+    mix_weight: float = Field(0.0, ge=0.0, le=1.0, description="share of the second component")
+    pad: bool = Field(True, description="zero-pad operands to `width` digits")
+    width: int = Field(5, ge=1, le=40, description="operand width when padded; longest operand")
+    reverse: bool = Field(True, description="write the answer least significant digit first")
+    symbols: bool = Field(False, description="use operator and '=' tokens between the fields")
+    train_set: Literal["fixed", "fresh"] = Field(
+        "fixed", description="fixed: a finite seeded training set; fresh: new samples every step"
+    )
+    train_fraction: float | None = Field(0.01, gt=0.0, le=1.0, description="of all pairs")
+    train_size: int | None = Field(None, ge=1, description="examples; overrides train_fraction")
+    eval_max_len: int = Field(5, ge=1, description="evaluate operand lengths 1..eval_max_len")
+    eval_examples: int = Field(512, ge=1, description="examples per (len_a, len_b) condition")
+    eval_batch_size: int = Field(4096, ge=1)
+    probes: ArithmeticProbes = Field(default_factory=ArithmeticProbes)
+
+    @property
+    def training_lengths(self) -> list[int]:
+        lengths = [self.digits]
+        if self.mix_digits is not None and self.mix_weight > 0:
+            lengths.append(self.mix_digits)
+        return lengths
+
+    @property
+    def train_len(self) -> int:
+        """n of the equivalence oracle: the longest training length."""
+        return max(self.training_lengths)
+
+    @model_validator(mode="after")
+    def _check(self) -> "ArithmeticTask":
+        if self.mix_weight > 0 and self.mix_digits is None:
+            raise ValueError(
+                "task.mix_weight > 0 needs task.mix_digits (the length of the second "
+                "component); set task.mix_digits or task.mix_weight=0"
+            )
+        for name in ("digits", "mix_digits", "eval_max_len"):
+            value = getattr(self, name)
+            if value is not None and value > self.width:
+                raise ValueError(
+                    f"task.{name}={value} is longer than the operand width task.width="
+                    f"{self.width}; raise task.width to at least {value}"
+                )
+        if self.train_size is not None and self.train_set == "fresh":
+            raise ValueError("task.train_size is only used with task.train_set=fixed")
+        check_supported(self)  # the task's own limits: int64 ranges, set sizes
+        return self
+
+
+# --------------------------------------------------------------------------- limits
+
+
+def exact_range(n: int) -> tuple[int, int]:
+    """[lo, hi) of the integers with exactly n digits; 1 digit includes 0."""
+    return (0 if n == 1 else 10 ** (n - 1)), 10**n
+
+
+def pair_space_size(n: int, sampling: str) -> int:
+    """How many distinct pairs (a, b) the sampling rule of length n can produce."""
+    lo, hi = exact_range(n)
+    if sampling == "below":
+        return hi * hi
+    if sampling == "ab":
+        return (hi - lo) ** 2
+    if sampling == "D":  # at least one operand has exactly n digits, both < 10^n
+        return hi * hi - lo * lo
+    raise ValueError(f"unknown sampling {sampling!r}")
+
+
+def answer_digits(cfg: ArithmeticTask, n: int) -> int:
+    """Most digits an answer can have when both operands have at most n digits."""
+    bound = n + 1 if cfg.op == "add" else 2 * n
+    if cfg.modulus is not None:
+        bound = min(bound, len(str(cfg.modulus - 1)))
+    return bound
+
+
+def training_components(cfg: ArithmeticTask) -> list[tuple[int, float]]:
+    """(digits, weight) of each component of the training mixture."""
+    components = [(cfg.digits, 1.0 - cfg.mix_weight)]
+    if cfg.mix_digits is not None and cfg.mix_weight > 0:
+        components.append((cfg.mix_digits, cfg.mix_weight))
+    return components
+
+
+def split_by_weight(total: int, components: list[tuple[int, float]]) -> list[int]:
+    """Split ``total`` examples over the mixture components by weight."""
+    if len(components) == 1:
+        return [total]
+    mix = round(total * components[1][1])
+    return [total - mix, mix]
+
+
+def fixed_set_size(cfg: ArithmeticTask) -> tuple[int, str]:
+    """Examples in the fixed training set, and the config field that sets it."""
+    if cfg.train_size is not None:
+        return cfg.train_size, f"task.train_size={cfg.train_size}"
+    if cfg.train_fraction is None:
+        raise ValueError("task.train_set=fixed needs task.train_size or task.train_fraction")
+    total = round(cfg.train_fraction * pair_space_size(cfg.digits, cfg.sampling))
+    return total, f"task.train_fraction={cfg.train_fraction}"
+
+
+def check_supported(cfg: ArithmeticTask) -> None:
+    """Reject configs this module cannot run, naming the field (called by the config's validation)."""
+    if not cfg.pad and not cfg.symbols:
+        raise ValueError(
+            "task.symbols=false with task.pad=false: unpadded fields need the '+'/'*' and '=' "
+            "separators; set task.symbols=true or task.pad=true"
+        )
+    longest = max(cfg.train_len, cfg.eval_max_len)
+    if cfg.op == "mul" and cfg.modulus is None and (10**longest - 1) ** 2 > INT64_MAX:
+        raise ValueError(
+            f"task.op=mul with operands of up to {longest} digits (task.digits / task.mix_digits / "
+            "task.eval_max_len) gives products beyond int64; use at most 9 digits, or set task.modulus"
+        )
+    if longest > 18:
+        raise ValueError(
+            f"operands of up to {longest} digits (task.digits / task.mix_digits / task.eval_max_len) "
+            "do not fit int64; use at most 18 digits"
+        )
+    if cfg.modulus is not None and cfg.op == "mul" and (cfg.modulus - 1) ** 2 > INT64_MAX:
+        raise ValueError(f"task.modulus={cfg.modulus} is too large for int64 products; use at most 3037000499")
+    if cfg.modulus is not None and 2 * (cfg.modulus - 1) > INT64_MAX:
+        raise ValueError(f"task.modulus={cfg.modulus} is too large for int64 sums; use at most 2^62")
+    digits = answer_digits(cfg, cfg.train_len)
+    for position in cfg.probes.positions or []:
+        if not 0 <= position < digits:
+            raise ValueError(
+                f"task.probes.positions: {position} is not an answer digit of this format; answers of "
+                f"{cfg.train_len}-digit operands have digits 0..{digits - 1} (0 = units), so probe those"
+            )
+    if cfg.train_set == "fixed":
+        total, field = fixed_set_size(cfg)
+        if total < 1:
+            raise ValueError(f"{field} gives an empty training set; raise it")
+        components = training_components(cfg)
+        for i, ((n, _), size) in enumerate(zip(components, split_by_weight(total, components))):
+            space = pair_space_size(n, cfg.sampling)
+            if size > space // 2:
+                share = f" (its task.mix_weight={cfg.mix_weight} share)" if i == 1 else ""
+                raise ValueError(
+                    f"{field} asks for {size} distinct {cfg.sampling} pairs of {n} digits{share}, more "
+                    f"than half of the {space} possible pairs (a disjoint ID test set needs the rest); "
+                    "lower task.train_size / task.train_fraction"
+                )

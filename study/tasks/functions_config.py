@@ -1,0 +1,128 @@
+"""The in-context regression family's config: function classes, shifts, baselines and
+metrics (with their directions).
+
+Torch-free, so that a config is checked before torch (or Ray) is imported; the task
+itself is :mod:`study.tasks.functions`, the baselines :mod:`study.tasks.baselines`.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from study.section import Section
+
+FAMILY = "icl"
+# Function classes drawn per prompt; ``combo`` mixes two of the base classes.
+BASE_CLASSES = ("linear", "sparse_linear", "sine", "relu2nn")
+CLASSES = BASE_CLASSES + ("combo",)
+# OOD shift axes (evaluated at the values ``task.shifts`` lists).
+SHIFT_AXES = ("nnz", "freq_scale", "alpha", "x_scale")
+# Classical predictors evaluated on the same prompts (see study.tasks.baselines).
+BASELINES = ("lstsq", "ridge", "lasso", "averaging", "knn")
+# The per-condition metrics the task reports, each with its direction ("min": lower is
+# better): the model's normalized error and each baseline's.
+METRICS: dict[str, str] = {"nmse": "min", **{f"nmse_{name}": "min" for name in BASELINES}}
+PRIMARY_METRIC = "nmse"  # the headline of the breakdown table
+
+
+class ICLProbes(Section):
+    """The in-context coefficient probe (see ``InContextRegression.representations``)."""
+
+    enabled: bool | None = Field(
+        None, description="probe the coefficients of linear prompts; null: when a linear class is trained"
+    )
+    every: int | None = Field(
+        None, ge=1, description="probe at evaluations whose step is a multiple of this; null: every evaluation"
+    )
+    prompts: int = Field(
+        512, ge=16, description="ID probe prompts (3/4 fit the probe, 1/4 test it); half as many per OOD shift value"
+    )
+
+
+class ICLTask(Section):
+    """In-context regression: a prompt (x1, f(x1), ..., xk) with f drawn per prompt."""
+
+    family: Literal["icl"] = "icl"
+    n_dims: int = Field(20, ge=1, description="input dimension d")
+    n_points: int = Field(41, ge=2, description="points per prompt (in-context examples + 1)")
+    classes: list[Literal[CLASSES]] = Field(
+        default_factory=lambda: ["linear"], min_length=1, max_length=2
+    )
+    mix_weight: float | None = Field(
+        None, ge=0.0, le=1.0, description="weight of classes[0] in a two-class mixture"
+    )
+    nnz: int = Field(3, ge=1, description="non-zero coefficients of sparse_linear")
+    freq_range: tuple[float, float] = Field((0.5, 2.0), description="sine frequency range")
+    relu_width: int = Field(100, ge=1)
+    combo: tuple[str, str] = Field(("linear", "sine"), description="classes combined by combo")
+    combo_alpha: tuple[float, float] = Field((0.0, 1.0), description="alpha range in training")
+    noise_std: float = Field(0.0, ge=0.0)
+    curriculum: bool = False
+    curriculum_dims_start: int = Field(5, ge=1)
+    curriculum_points_start: int = Field(11, ge=2)
+    curriculum_every: int = Field(2000, ge=1)
+    eval_prompts: int = Field(256, ge=1, description="prompts per evaluation condition")
+    shifts: dict[Literal[SHIFT_AXES], list[float]] = Field(
+        default_factory=dict, description="OOD shift axes and the values to evaluate"
+    )
+    baselines: list[Literal[BASELINES]] = Field(
+        default_factory=lambda: ["lstsq", "averaging", "knn"]
+    )
+    lasso_alpha: float = Field(0.01, gt=0.0)
+    ridge_lambda: float = Field(0.1, gt=0.0)
+    probes: ICLProbes = Field(default_factory=ICLProbes)
+
+    @property
+    def linear_class(self) -> str | None:
+        """The trained class whose prompts the coefficient probe reads (linear first), or None."""
+        return next((c for c in ("linear", "sparse_linear") if c in self.classes), None)
+
+    @property
+    def weights(self) -> list[float]:
+        if len(self.classes) == 1:
+            return [1.0]
+        w = 0.5 if self.mix_weight is None else self.mix_weight
+        return [w, 1.0 - w]
+
+    @model_validator(mode="after")
+    def _check(self) -> "ICLTask":
+        if self.nnz > self.n_dims:
+            raise ValueError(
+                f"task.nnz={self.nnz} exceeds task.n_dims={self.n_dims}; "
+                "choose task.nnz <= task.n_dims"
+            )
+        if len(self.classes) == 2 and self.classes[0] == self.classes[1]:
+            raise ValueError("task.classes lists the same class twice; name two different classes")
+        if self.mix_weight is not None and len(self.classes) != 2:
+            raise ValueError("task.mix_weight needs exactly two task.classes, e.g. [linear, sparse_linear]")
+        lo, hi = self.freq_range
+        if not 0 < lo <= hi:
+            raise ValueError("task.freq_range must be (low, high) with 0 < low <= high")
+        a_lo, a_hi = self.combo_alpha
+        if not 0 <= a_lo <= a_hi <= 1:
+            raise ValueError("task.combo_alpha must be (low, high) with 0 <= low <= high <= 1")
+        for name in self.combo:
+            if name not in BASE_CLASSES:
+                raise ValueError(f"task.combo: unknown class {name!r}; use two of {', '.join(BASE_CLASSES)}")
+        for value in self.shifts.get("nnz", []):
+            if not (1 <= value <= self.n_dims and float(value).is_integer()):
+                raise ValueError(f"task.shifts.nnz: {value} is not a whole number in 1..task.n_dims={self.n_dims}")
+        for value in self.shifts.get("alpha", []):
+            if not 0 <= value <= 1:
+                raise ValueError(f"task.shifts.alpha: {value} is outside [0, 1]")
+        for axis, scaled in (("freq_scale", "sine frequency"), ("x_scale", "inputs x")):
+            for value in self.shifts.get(axis, []):
+                if not value > 0:
+                    raise ValueError(f"task.shifts.{axis}: {value} must be > 0 (it multiplies the {scaled})")
+        if self.curriculum and self.curriculum_dims_start > self.n_dims:
+            raise ValueError("task.curriculum_dims_start exceeds task.n_dims")
+        if self.curriculum and self.curriculum_points_start > self.n_points:
+            raise ValueError("task.curriculum_points_start exceeds task.n_points")
+        if self.probes.enabled and self.linear_class is None:
+            raise ValueError(
+                f"task.probes.enabled=true: the coefficient probe reads linear prompts, but task.classes="
+                f"{list(self.classes)} trains no linear class; add linear or sparse_linear, or set task.probes.enabled=false"
+            )
+        return self
