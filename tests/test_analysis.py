@@ -182,6 +182,22 @@ def build_scores(store: Store, study: str = "arith") -> None:
         store.append("representations", rows, study=study, cell=cell)
 
 
+def build_icl_scores(store: Store, study: str = "icl") -> None:
+    """Coefficient-probe R^2 of every in-context trial: min(1, k / 5) on ID prompts, half of
+    that at nnz = 12 (OOD)."""
+    for (size, mix) in ICL_ERR:
+        for seed in (0, 1):
+            trial_id = f"{size}-{mix}-{seed}"
+            rows = []
+            for k in range(7):
+                for shift, value, split, r2 in (("none", 0.0, "id", min(1.0, k / 5)),
+                                                ("nnz", 12.0, "ood", min(1.0, k / 5) / 2)):
+                    rows.append({"trial_id": trial_id, "step": 100, "kind": "probe_coefficients", "split": split,
+                                 "position": k, "layer": -1, "shift": shift, "shift_value": value, "value": r2})
+            store.append("representations", rows, study=study,
+                         cell=f"model.size={size}|task.mix_weight={mix}|train.seed={seed}")
+
+
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> Store:
     s = Store(str(tmp_path_factory.mktemp("store")), create=True)
@@ -189,6 +205,7 @@ def store(tmp_path_factory) -> Store:
     build_icl(s)
     build_points(s, "arith", "a2", "model.size=nano|task.digits=3|train.seed=2")
     build_scores(s)
+    build_icl_scores(s)
     return s
 
 
@@ -445,7 +462,7 @@ def test_structure_scores_are_read_with_their_trials(store, arith):
     assert scores.set_index("trial_id").loc["a4", "status"].iloc[0] == "diverged"
     final = load.structure_scores(store, "arith", kinds=["repr_equivalence"], final=True, trials_frame=trials)
     assert set(final["step"]) == {200} and set(final["kind"]) == {"repr_equivalence"} and len(final) == 16
-    assert load.structure_scores(store, "icl").empty
+    assert set(load.structure_scores(store, "icl")["kind"]) == {"probe_coefficients"}
     # the PCA points stay apart from the scores
     assert load.points(store, "arith", kind=None)["kind"].unique().tolist() == ["pca_units_digit"]
 
@@ -477,3 +494,13 @@ def test_structure_by_length_and_per_cell(store, arith):
     assert math.isnan(table.loc["model.size=micro|task.digits=4", "structure"])
     ood = representations.structure_cells(scores, trials, "repr_equivalence", split="ood").set_index("cell")
     assert ood["structure"].dropna().tolist() == pytest.approx([0.6, 0.6, 0.6])  # the first OOD length
+
+
+def test_coefficient_curves_per_cell_and_condition(store, icl_study):
+    trials, _ = icl_study
+    curves = representations.coefficient_curves(load.structure_scores(store, "icl", trials_frame=trials))
+    nano = curves[curves["cell"] == "model.size=nano|task.mix_weight=0.5"]
+    ident, shifted = nano[nano["shift"] == "none"], nano[nano["shift"] == "nnz"]
+    assert ident["k"].tolist() == list(range(7)) and ident["n"].tolist() == [2] * 7
+    assert ident["median"].tolist() == pytest.approx([0, 0.2, 0.4, 0.6, 0.8, 1.0, 1.0])
+    assert set(shifted["split"]) == {"ood"} and shifted["median"].max() == pytest.approx(0.5)

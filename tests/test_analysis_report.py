@@ -13,7 +13,7 @@ from analysis.report import build_report
 from study.cli import main
 from study.config import ConfigError
 from study.store import Store
-from test_analysis import build_arith, build_icl, build_points, build_scores
+from test_analysis import build_arith, build_icl, build_icl_scores, build_points, build_scores
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -25,6 +25,7 @@ def store(tmp_path_factory) -> Store:
     build_points(s, "arith", "a2", "model.size=nano|task.digits=3|train.seed=2")
     build_scores(s, "arith")
     build_icl(s, "icl")
+    build_icl_scores(s, "icl")
     build_arith(s, "both")
     build_icl(s, "both")
     return s
@@ -77,7 +78,7 @@ def test_icl_report(reports):
     text = index.read_text()
     assert 'id="in-context-learning"' in text and 'id="arithmetic"' not in text
     names = check_images(index.parent)
-    assert {"nmse_curves.png", "selection_gap.png", "shift_errors.png", "mixture_effect.png",
+    assert {"nmse_curves.png", "selection_gap.png", "shift_errors.png", "mixture_effect.png", "coefficient_r2.png",
             "phase_boundary_nnz.png"} <= set(names)
     for csv in ("breakdown_nmse", "icl_curves", "selection_gap", "shift_errors", "mixture_effect"):
         assert (index.parent / f"{csv}.csv").exists()
