@@ -6,9 +6,11 @@ tasks decide which states to read and which labels they should carry.
 - :func:`probe_accuracy`: a linear probe fitted on one set of states and scored on
   others, e.g. fitted on ID inputs and applied to OOD ones (Alain & Bengio,
   "Understanding intermediate layers using linear classifier probes", 2016).  The
-  probe is a least-squares (ridge) classifier on standardized states: closed form, so
-  its cost is one small linear solve, about 20x less than a logistic regression fitted
-  by L-BFGS on the same states, and it does not depend on convergence.
+  probe is linear discriminant analysis (a shared, Ledoit-Wolf shrunk covariance) on
+  standardized states: closed form, so its cost is one small linear solve, 20-30x
+  less than a logistic regression fitted by L-BFGS on the same states, and on the
+  hidden states of trained adders it is as accurate (a least-squares classifier is
+  not: it loses ~8 points on ten clustered classes).
 - :func:`cluster_score`: the silhouette of the states grouped by a label (Rousseeuw,
   1987): 1 for tight, well separated clusters, about 0 for unstructured states.
 - :func:`equivalence_rate`: the share of OOD states whose nearest reference state is
@@ -22,13 +24,15 @@ tasks decide which states to read and which labels they should carry.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
-from sklearn.linear_model import Ridge, RidgeClassifier
+from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+from sklearn.linear_model import Ridge
 from sklearn.metrics import r2_score, silhouette_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-PROBE_ALPHA = 1.0  # L2 strength of the classification probe (on standardized states)
 RIDGE_ALPHA = 1.0  # L2 strength of the coefficient probe
 
 
@@ -54,8 +58,10 @@ def probe_accuracy(
     if len(classes) == 1:
         predict = lambda states: np.full(len(states), classes[0])  # noqa: E731
     else:
-        probe = make_pipeline(StandardScaler(), RidgeClassifier(alpha=PROBE_ALPHA))
-        probe.fit(np.asarray(train_states, dtype=np.float64), train_labels)
+        probe = make_pipeline(StandardScaler(), LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto"))
+        with warnings.catch_warnings():  # a label seen once still has a mean; the covariance is shared
+            warnings.filterwarnings("ignore", message="Only one sample available")
+            probe.fit(np.asarray(train_states, dtype=np.float64), train_labels)
         predict = lambda states: probe.predict(np.asarray(states, dtype=np.float64))  # noqa: E731
     scores = []
     for states, labels in tests:
