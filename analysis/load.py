@@ -278,6 +278,41 @@ def final_evals(
     return evals(store, study, metrics=metrics, where=where, final=True, trials_frame=trials_frame)
 
 
+# --------------------------------------------------------------------------- structure scores
+
+
+SCORE_COLUMNS = ["step", "kind", "split", "position", "layer", "length", "shift", "shift_value", "value"]
+
+
+def structure_scores(
+    store: Any,
+    study: str,
+    kinds: Iterable[str] | None = None,
+    final: bool = False,
+    trials_frame: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """The probe scores of ``study`` (``representations`` rows with a value) joined with
+    their trial's grid point, status, family and grid axes.
+
+    ``kinds`` (e.g. ``["probe_digit", "repr_equivalence"]``) is applied in the store's
+    SQL; with ``final=True`` only each trial's last probed step is kept.  Columns:
+    trial_id, grid_point, status, family, the grid axes, step, kind, split, position (answer
+    digit or in-context k), layer (-1: final state), length (arithmetic operand length),
+    shift, shift_value (in-context condition), value.  Sorted by trial, kind, split,
+    position, length, shift, shift_value, step.
+    """
+    store = open_store(store)
+    if trials_frame is None:
+        trials_frame = trials(store, study, config="none")
+    where = ["value IS NOT NULL"] + ([_in("kind", list(kinds))] if kinds is not None else [])
+    rows = store.frame("representations", study=study, where=" AND ".join(where), columns=["trial_id"] + SCORE_COLUMNS)
+    if final and len(rows):
+        rows = rows[rows["step"] == rows.groupby("trial_id")["step"].transform("max")]
+    order = ["trial_id", "kind", "split", "position", "length", "shift", "shift_value", "step"]
+    rows = rows.sort_values(order, kind="stable").reset_index(drop=True)
+    return attach_trials(rows, trials_frame)
+
+
 def attach_trials(rows: pd.DataFrame, trials_frame: pd.DataFrame) -> pd.DataFrame:
     """Eval-like ``rows`` (with trial_id) joined with the trial columns grid_point, status,
     family and the grid axes, which come first.  Rows of unknown trials are kept with
@@ -316,7 +351,7 @@ def points(store: Any, study: str, trial_id: str | None = None, step: int | None
     the store.  Columns: trial_id, step, kind, split, point, label, a, b, pc1, pc2;
     sorted by trial, step, split, point."""
     store = open_store(store)
-    where = [f"{column} = {sql_literal(value)}" for column, value in
-             (("trial_id", trial_id), ("step", step), ("kind", kind)) if value is not None]
-    rows = store.frame("representations", study=study, where=" AND ".join(where) or None, columns=POINT_COLUMNS)
+    where = ["point IS NOT NULL"] + [f"{column} = {sql_literal(value)}" for column, value in
+                                     (("trial_id", trial_id), ("step", step), ("kind", kind)) if value is not None]
+    rows = store.frame("representations", study=study, where=" AND ".join(where), columns=POINT_COLUMNS)
     return rows[POINT_COLUMNS].sort_values(["trial_id", "step", "split", "point"]).reset_index(drop=True)

@@ -16,7 +16,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from analysis.load import axis_order, fmt
+from analysis.load import axis_order, cell_axes, cell_label, fmt
 
 ID_SHADE = "#e8f1e4"  # background of the in-distribution range
 MISSING = "#d9d9d9"  # cells without a value
@@ -490,4 +490,81 @@ def separation_curves(sep: pd.DataFrame, split: str = "all", max_lines: int = 10
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     ax.set_title("how cleanly the hidden states separate the units digit,\nover training (1 = one tight cluster per digit)", fontsize=10)
+    return fig
+
+
+def structure_curves(curves: pd.DataFrame, score: str = "structure score", max_panels: int = 6,
+                     max_lines: int = 8) -> Figure:
+    """The ID structure score (solid) next to the ID accuracy (dashed) over training, one
+    panel per cell, one colour per trial.  ``curves`` is an
+    :func:`analysis.representations.structure_vs_accuracy` frame."""
+    if curves.empty or curves["structure"].isna().all():
+        return _empty("no structure scores")
+    by = cell_axes(curves)  # panels: cells without the seed axes, so a panel holds a cell's seeds
+    group = pd.Series([cell_label(r, by) for r in curves[by].to_dict("records")] if by else "", index=curves.index)
+    cells = list(dict.fromkeys(group))[:max_panels]
+    fig, axes = _panels(len(cells), ncols=3, width=4.4, height=3.3)
+    for ax, cell in zip(axes, cells):
+        part = curves[group == cell]
+        for i, (trial, line) in enumerate(list(part.groupby("trial_id", sort=True))[:max_lines]):
+            line = line.sort_values("step")
+            s, a = line.dropna(subset=["structure"]), line.dropna(subset=["accuracy"])
+            ax.plot(s["step"], s["structure"], "-o", ms=3, color=f"C{i % 10}", label=str(trial))
+            ax.plot(a["step"], a["accuracy"], "--", color=f"C{i % 10}", alpha=0.8)
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_title(cell or "all trials", fontsize=9)
+        ax.set_xlabel("training step")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+    axes[0].set_ylabel(f"{score} (solid), ID exact match (dashed)")
+    fig.suptitle(f"does structure come first? {score} vs ID accuracy over training")
+    return fig
+
+
+def structure_lengths(table: pd.DataFrame, score: str = "structure score", max_lines: int = 10) -> Figure:
+    """A structure score against the operand length at the end of training: median over each
+    cell's trials with the interquartile band.  ``table`` is an
+    :func:`analysis.representations.structure_by_length` frame."""
+    if table.empty:
+        return _empty("no structure scores")
+    fig, axes = _panels(1, width=6.0, height=3.8)
+    ax = axes[0]
+    for i, (cell, line) in enumerate(list(table.groupby("cell", sort=False))[:max_lines]):
+        line = line.sort_values("length")
+        ax.plot(line["length"], line["median"], "-o", ms=4, color=f"C{i % 10}", label=str(cell) or "all")
+        ax.fill_between(line["length"], line["q25"], line["q75"], color=f"C{i % 10}", alpha=0.15)
+        ids = line[line["split"] == "id"]
+        ax.scatter(ids["length"], ids["median"], s=60, facecolors="none", edgecolors=f"C{i % 10}")
+    ax.set_ylim(-0.02, 1.02)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("operand length (circled: the training length)")
+    ax.set_ylabel(score)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    ax.set_title(f"{score} against operand length (final step)")
+    return fig
+
+
+def coefficient_curves(curves: pd.DataFrame, max_panels: int = 6) -> Figure:
+    """The in-context coefficient probe's R^2 against k, one panel per cell, one line per
+    shift condition.  ``curves`` is an :func:`analysis.representations.coefficient_curves` frame."""
+    if curves.empty:
+        return _empty("no coefficient probes")
+    cells = list(dict.fromkeys(curves["cell"].fillna("")))[:max_panels]
+    fig, axes = _panels(len(cells), ncols=3, width=4.4, height=3.3)
+    for ax, cell in zip(axes, cells):
+        part = curves[curves["cell"].fillna("") == cell]
+        for i, ((shift, value), line) in enumerate(part.groupby(["shift", "shift_value"], sort=True, dropna=False)):
+            line = line.sort_values("k")
+            name = "ID" if shift == "none" else f"{shift}={fmt(value)}"
+            style = "-" if (line["split"] == "id").all() else "--"
+            ax.plot(line["k"], line["median"], style, color=f"C{i % 10}", label=name)
+        ax.set_ylim(-0.5, 1.02)
+        ax.axhline(0, color="grey", lw=0.8)
+        ax.set_title(cell or "all trials", fontsize=9)
+        ax.set_xlabel("in-context examples k")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+    axes[0].set_ylabel("R^2 of the coefficients (dashed: OOD)")
+    fig.suptitle("linear probe from the state at x_k to the prompt's coefficients")
     return fig

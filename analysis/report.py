@@ -283,6 +283,54 @@ def _summary(page: Page, trials: pd.DataFrame, final: pd.DataFrame, metrics: set
         page.figure("summary_icl", plots.gap_bars(findings), "Model-selection gap per cell, ID and OOD k.")
 
 
+def _structure(page: Page, store: Any, study: str, trials: pd.DataFrame) -> None:
+    """Probe scores: structure vs step next to ID accuracy, vs operand length, over the grid."""
+    scores = load.structure_scores(store, study, trials_frame=trials)
+    if scores.empty:
+        return
+    page.section("Structure")
+    kinds = set(scores["kind"])
+    if "probe_digit" in kinds:
+        page.text("Structure score: accuracy of a linear probe from the final hidden state at the position that "
+                  "predicts the units digit to that digit, on held-out ID inputs (chance 0.1). Representation "
+                  "equivalence: share of OOD inputs whose state is nearer the state of their ID equivalent "
+                  "(a mod 10^n, b mod 10^n) than to any other ID input's.")
+        evals = load.evals(store, study, metrics=["exact_match"], where="split = 'id'", trials_frame=trials)
+        curves = representations.structure_vs_accuracy(scores, evals)
+        page.figure("structure_vs_step", plots.structure_curves(curves, "units-digit probe"),
+                    "Units-digit probe accuracy (solid) and ID exact match (dashed) over training.")
+        page.table("structure_first", representations.first_crossings(curves),
+                   "First step at which the units-digit probe and the ID exact match reach 0.9 (lead > 0: "
+                   "structure first)")
+        by_length = representations.structure_by_length(scores, "probe_digit_equiv" if "probe_digit_equiv" in kinds
+                                                         else "probe_digit")
+        ids = representations.structure_by_length(scores, "probe_digit")
+        lengths = pd.concat([ids[ids["split"] == "id"], by_length[by_length["split"] == "ood"]])
+        lengths = lengths.sort_values(["cell", "length"], kind="stable")
+        page.figure("structure_vs_length", plots.structure_lengths(lengths, "units-digit probe"),
+                    "Units-digit probe fitted on ID states, scored on inputs of each operand length (OOD: against "
+                    "the equivalence answer's digit); median and quartiles over each cell's trials.")
+        page.table("structure_by_length", lengths, "Units-digit probe accuracy per cell and operand length")
+        table = representations.structure_cells(scores, trials)
+        _phase(page, "phase_structure", table, "structure",
+               "Phase diagram: units-digit probe accuracy on ID inputs (median over each cell's trials).",
+               limits=(0.0, 1.0))
+        page.table("structure_cells", table, "Units-digit probe accuracy per cell")
+    if "repr_equivalence" in kinds:
+        eq = representations.structure_by_length(scores, "repr_equivalence")
+        page.figure("repr_equivalence_vs_length", plots.structure_lengths(eq, "representation equivalence"),
+                    "Representation equivalence at the units digit against the OOD operand length.")
+        table = representations.structure_cells(scores, trials, "repr_equivalence", split="ood")
+        _phase(page, "phase_repr_equivalence", table, "structure",
+               "Phase diagram: representation equivalence at the units digit, first OOD length.", limits=(0.0, 1.0))
+        page.table("repr_equivalence_cells", table, "Representation equivalence per cell (first OOD length)")
+    if "probe_coefficients" in kinds:
+        coefficients = representations.coefficient_curves(scores)
+        page.figure("coefficient_r2", plots.coefficient_curves(coefficients),
+                    "R^2 of a linear probe from the state at x_k to the prompt's coefficients, by k and shift.")
+        page.table("coefficient_r2", coefficients, "Coefficient probe R^2 per cell, condition and k")
+
+
 def build_report(store_uri: Any, study: str, out_dir: str | Path, threshold: float = 0.5) -> Path:
     """Write the report of ``study`` into ``out_dir``; return the path of index.html.
 
@@ -313,6 +361,7 @@ def build_report(store_uri: Any, study: str, out_dir: str | Path, threshold: flo
     if "nmse" in metrics:
         _icl(page, trials, final, threshold)
     _representations(page, store, study, final)
+    _structure(page, store, study, trials)
     if not metrics:
         page.text("No evaluations in the store yet.")
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")

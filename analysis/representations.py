@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from analysis.load import FAILED, axis_columns, cell_axes, cell_label, expected_cells
+
 
 def separation_score(pc: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
     """(between / within, between / total) of the sums of squares of points ``pc``
@@ -43,3 +45,123 @@ def separation(points: pd.DataFrame) -> pd.DataFrame:
         rows.append((trial, kind, int(step), split, len(g), g["label"].nunique(), ratio, r2))
     return pd.DataFrame(rows, columns=["trial_id", "kind", "step", "split", "n_points", "n_labels",
                                        "separation", "r2"])
+
+
+# --------------------------------------------------------------------------- structure scores
+#
+# Frames from :func:`analysis.load.structure_scores`: one row per trial, step, kind,
+# split, position, layer, length / shift and value (see ``Arithmetic.probe_scores`` and
+# ``InContextRegression.probe_scores`` for what each kind measures).
+
+FINAL_LAYER = -1
+
+
+def score_rows(scores: pd.DataFrame, kind: str, position: int | None = None, split: str | None = None,
+               layer: int = FINAL_LAYER) -> pd.DataFrame:
+    """The rows of one score: ``kind`` at ``position`` (any when None), ``split``, ``layer``."""
+    keep = (scores["kind"] == kind) & (scores["layer"] == layer)
+    if position is not None:
+        keep &= scores["position"] == position
+    if split is not None:
+        keep &= scores["split"] == split
+    return scores[keep.fillna(False).astype(bool)]
+
+
+def _trial_columns(frame: pd.DataFrame) -> list[str]:
+    return [c for c in ("trial_id", "grid_point", "status", "family") if c in frame] + axis_columns(frame)
+
+
+def structure_vs_accuracy(scores: pd.DataFrame, evals: pd.DataFrame, kind: str = "probe_digit", position: int = 0,
+                          metric: str = "exact_match") -> pd.DataFrame:
+    """Per trial and step: the ID structure score next to the ID accuracy.
+
+    ``evals`` holds eval rows of the same trials (every step, e.g. ``load.evals``).
+    Columns: trial_id, grid_point, status, family, the grid axes, step, structure (``kind`` at
+    ``position`` on held-out ID inputs, mean over ID lengths), accuracy (mean ``metric``
+    over the ID conditions); NaN where only one of the two was measured at a step.
+    """
+    structure = score_rows(scores, kind, position, "id").groupby(["trial_id", "step"])["value"].mean()
+    ids = evals[(evals["metric"] == metric) & (evals["split"] == "id")]
+    accuracy = ids.groupby(["trial_id", "step"])["value"].mean()
+    both = pd.concat({"structure": structure, "accuracy": accuracy}, axis=1).reset_index()
+    info = pd.concat([scores[_trial_columns(scores)], evals[_trial_columns(evals)]]).drop_duplicates("trial_id")
+    out = info.merge(both, on="trial_id")
+    return out.sort_values(["trial_id", "step"]).reset_index(drop=True)
+
+
+def first_crossings(curves: pd.DataFrame, threshold: float = 0.9) -> pd.DataFrame:
+    """Does structure come first?  Per trial of a :func:`structure_vs_accuracy` frame: the first
+    step where the structure score reaches ``threshold`` (structure_step), the first where the
+    ID accuracy does (accuracy_step), and lead = accuracy_step - structure_step (positive:
+    the structure formed first; NaN when either never got there)."""
+    rows = []
+    for trial, g in curves.groupby("trial_id", sort=True):
+        first = {}
+        for column in ("structure", "accuracy"):
+            reached = g.loc[g[column] >= threshold, "step"]
+            first[column] = float(reached.min()) if len(reached) else np.nan
+        rows.append({"trial_id": trial, "structure_step": first["structure"], "accuracy_step": first["accuracy"],
+                     "lead": first["accuracy"] - first["structure"]})
+    out = pd.DataFrame(rows, columns=["trial_id", "structure_step", "accuracy_step", "lead"])
+    info = curves[_trial_columns(curves)].drop_duplicates("trial_id")
+    return info.merge(out, on="trial_id")
+
+
+def _final(rows: pd.DataFrame) -> pd.DataFrame:
+    """Each trial's rows at its last step, usable trials only (not failed or diverged)."""
+    rows = rows[~rows["status"].isin(FAILED)]
+    return rows[rows["step"] == rows.groupby("trial_id")["step"].transform("max")]
+
+
+def _distribution(rows: pd.DataFrame, keys: list[str], value: str = "value") -> pd.DataFrame:
+    g = rows.groupby(keys, dropna=False, sort=False, observed=True)[value]
+    out = pd.DataFrame({"n": g.count(), "median": g.median(), "q25": g.quantile(0.25), "q75": g.quantile(0.75)})
+    return out.reset_index()
+
+
+def structure_by_length(scores: pd.DataFrame, kind: str = "probe_digit", position: int = 0,
+                        by: list[str] | None = None) -> pd.DataFrame:
+    """A structure score against the operand length, per cell, at each trial's final step.
+
+    Columns: family, the ``by`` axes (default: every non-seed grid axis), cell, length,
+    split ("id" at the training length, "ood" beyond), n (trials), median, q25, q75 of
+    the score over the cell's usable trials.
+    """
+    rows = _final(score_rows(scores, kind, position))
+    by = cell_axes(rows) if by is None else list(by)
+    out = _distribution(rows, ["family"] + by + ["length", "split"])
+    out.insert(1 + len(by), "cell", [cell_label(r, by) for r in out.to_dict("records")])
+    return out.sort_values(["cell", "length"], kind="stable").reset_index(drop=True)
+
+
+def structure_cells(scores: pd.DataFrame, trials: pd.DataFrame, kind: str = "probe_digit", position: int = 0,
+                    split: str = "id", by: list[str] | None = None) -> pd.DataFrame:
+    """One structure score per cell of the grid, for a phase diagram.
+
+    Each usable trial's score at its final step: on ID inputs (split "id"), or on the
+    shortest OOD length it was probed at (split "ood"); then the median over the cell's
+    trials.  Every cell the grid spans appears (NaN without a probed trial).  Columns:
+    family, the ``by`` axes, cell, structure (median), q25, q75, n.
+    """
+    rows = _final(score_rows(scores, kind, position, split))
+    if split == "ood" and len(rows):
+        rows = rows[rows["length"] == rows.groupby("trial_id")["length"].transform("min")]
+    by = cell_axes(trials) if by is None else list(by)
+    per_trial = rows.groupby(["trial_id"] + ["family"] + by, dropna=False, observed=True)["value"].mean()
+    dist = _distribution(per_trial.reset_index(), ["family"] + by)
+    grid = expected_cells(trials[trials["family"].isin(set(rows["family"]))], by) if len(rows) else dist[["family"] + by]
+    out = grid.merge(dist, on=["family"] + by, how="left").rename(columns={"median": "structure"})
+    out["n"] = out["n"].fillna(0).astype(int)
+    out.insert(1 + len(by), "cell", [cell_label(r, by) for r in out.to_dict("records")])
+    return out[["family"] + by + ["cell", "structure", "q25", "q75", "n"]]
+
+
+def coefficient_curves(scores: pd.DataFrame, by: list[str] | None = None) -> pd.DataFrame:
+    """The in-context coefficient probe's R^2 against k, per cell and shift condition, at each
+    trial's final step.  Columns: family, the ``by`` axes, cell, shift, shift_value, split,
+    k, n, median, q25, q75."""
+    rows = _final(score_rows(scores, "probe_coefficients")).rename(columns={"position": "k"})
+    by = cell_axes(rows) if by is None else list(by)
+    out = _distribution(rows, ["family"] + by + ["shift", "shift_value", "split", "k"])
+    out.insert(1 + len(by), "cell", [cell_label(r, by) for r in out.to_dict("records")])
+    return out.sort_values(["cell", "shift", "shift_value", "k"], kind="stable").reset_index(drop=True)

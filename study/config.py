@@ -160,6 +160,16 @@ class TrialConfig(Section):
             data = {**data, "task": {**task, "family": "arithmetic"}}
         return data
 
+    @model_validator(mode="after")
+    def _check_probes(self) -> "TrialConfig":
+        probes = getattr(self.task, "probes", None)
+        if probes is not None and probes.every is not None and probes.every % self.train.eval_every:
+            raise ValueError(
+                f"task.probes.every={probes.every} is not a multiple of train.eval_every={self.train.eval_every}; "
+                "probes run at evaluations, so make it a multiple"
+            )
+        return self
+
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
 

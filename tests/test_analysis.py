@@ -160,12 +160,52 @@ def build_points(store: Store, study: str, trial_id: str, cell: str) -> None:
     store.append("representations", rows, study=study, cell=cell)
 
 
+# Final units-digit probe accuracy (ID) of the arithmetic trials; at step 100 it is
+# 0.95 in cell A (before the ID accuracy, 0.5 there, reaches 0.9) and 0.2 elsewhere.
+# The diverged a4 must not count.  The OOD equivalence rate is 0.6 at length
+# digits + 1 and 0.3 at digits + 2.
+UNITS_PROBE = {"a0": 0.97, "a1": 0.98, "a2": 0.99, "a4": 0.1, "b0": 0.5, "b1": 0.6, "b2": 0.7, "c0": 1.0}
+
+
+def build_scores(store: Store, study: str = "arith") -> None:
+    for trial_id, final in UNITS_PROBE.items():
+        digits = 4 if trial_id.startswith("c") else 3
+        cell = f"model.size={'micro' if trial_id.startswith('b') else 'nano'}|task.digits={digits}|train.seed={trial_id[1]}"
+        rows = []
+        for step, value in ((100, 0.95 if trial_id.startswith("a") else 0.2), (200, final)):
+            score = {"trial_id": trial_id, "step": step, "layer": -1}
+            rows.append(dict(score, kind="probe_digit", split="id", position=0, length=digits, value=value))
+            rows.append(dict(score, kind="probe_digit", split="id", position=1, length=digits, value=0.5))
+            for extra, rate in ((1, 0.6), (2, 0.3)):
+                rows.append(dict(score, kind="repr_equivalence", split="ood", position=0, length=digits + extra,
+                                 value=rate))
+        store.append("representations", rows, study=study, cell=cell)
+
+
+def build_icl_scores(store: Store, study: str = "icl") -> None:
+    """Coefficient-probe R^2 of every in-context trial: min(1, k / 5) on ID prompts, half of
+    that at nnz = 12 (OOD)."""
+    for (size, mix) in ICL_ERR:
+        for seed in (0, 1):
+            trial_id = f"{size}-{mix}-{seed}"
+            rows = []
+            for k in range(7):
+                for shift, value, split, r2 in (("none", 0.0, "id", min(1.0, k / 5)),
+                                                ("nnz", 12.0, "ood", min(1.0, k / 5) / 2)):
+                    rows.append({"trial_id": trial_id, "step": 100, "kind": "probe_coefficients", "split": split,
+                                 "position": k, "layer": -1, "shift": shift, "shift_value": value, "value": r2})
+            store.append("representations", rows, study=study,
+                         cell=f"model.size={size}|task.mix_weight={mix}|train.seed={seed}")
+
+
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> Store:
     s = Store(str(tmp_path_factory.mktemp("store")), create=True)
     build_arith(s)
     build_icl(s)
     build_points(s, "arith", "a2", "model.size=nano|task.digits=3|train.seed=2")
+    build_scores(s)
+    build_icl_scores(s)
     return s
 
 
@@ -413,3 +453,58 @@ def test_separation_grows_from_blob_to_clusters(store):
 def test_a_missing_study_names_the_studies_there(store):
     with pytest.raises(ConfigError, match="studies there: arith, icl"):
         load.check_study(store, "nope")
+
+
+# --------------------------------------------------------------------------- structure scores
+
+
+def test_structure_scores_are_read_with_their_trials(store, arith):
+    trials, _ = arith
+    scores = load.structure_scores(store, "arith", trials_frame=trials)
+    assert len(scores) == 8 * 2 * 4 and set(scores["kind"]) == {"probe_digit", "repr_equivalence"}
+    assert {"grid_point", "status", "model.size", "task.digits", "position", "layer", "length", "value"} <= set(scores)
+    assert scores.set_index("trial_id").loc["a4", "status"].iloc[0] == "diverged"
+    final = load.structure_scores(store, "arith", kinds=["repr_equivalence"], final=True, trials_frame=trials)
+    assert set(final["step"]) == {200} and set(final["kind"]) == {"repr_equivalence"} and len(final) == 16
+    assert set(load.structure_scores(store, "icl")["kind"]) == {"probe_coefficients"}
+    # the PCA points stay apart from the scores
+    assert load.points(store, "arith", kind=None)["kind"].unique().tolist() == ["pca_units_digit"]
+
+
+def test_structure_comes_before_accuracy_in_cell_a_only(store, arith):
+    trials, _ = arith
+    scores = load.structure_scores(store, "arith", trials_frame=trials)
+    evals = load.evals(store, "arith", metrics=["exact_match"], trials_frame=trials)
+    curves = representations.structure_vs_accuracy(scores, evals)
+    a0 = curves[curves["trial_id"] == "a0"].set_index("step")
+    assert a0.loc[100, "structure"] == 0.95 and a0.loc[200, "structure"] == 0.97
+    assert a0.loc[100, "accuracy"] == 0.5 and a0.loc[200, "accuracy"] == pytest.approx(0.9)
+    lead = representations.first_crossings(curves, threshold=0.85).set_index("trial_id")
+    assert lead.loc["a0", ["structure_step", "accuracy_step", "lead"]].tolist() == [100, 200, 100]
+    assert lead.loc["c0", "lead"] == 0 and math.isnan(lead.loc["b0", "structure_step"])
+
+
+def test_structure_by_length_and_per_cell(store, arith):
+    trials, _ = arith
+    scores = load.structure_scores(store, "arith", trials_frame=trials)
+    lengths = representations.structure_by_length(scores, "repr_equivalence")
+    a = lengths[lengths["cell"] == "model.size=nano|task.digits=3"]
+    assert a["length"].tolist() == [4, 5] and a["median"].tolist() == [0.6, 0.3] and a["n"].tolist() == [3, 3]
+    table = representations.structure_cells(scores, trials).set_index("cell")
+    assert table.loc["model.size=nano|task.digits=3", ["structure", "n"]].tolist() == [0.98, 3]  # a4 diverged
+    assert table.loc["model.size=micro|task.digits=3", "structure"] == pytest.approx(0.6)
+    assert table.loc["model.size=nano|task.digits=4", ["structure", "n"]].tolist() == [1.0, 1]
+    assert table.loc["model.size=micro|task.digits=4", "n"] == 0  # in the grid, never probed
+    assert math.isnan(table.loc["model.size=micro|task.digits=4", "structure"])
+    ood = representations.structure_cells(scores, trials, "repr_equivalence", split="ood").set_index("cell")
+    assert ood["structure"].dropna().tolist() == pytest.approx([0.6, 0.6, 0.6])  # the first OOD length
+
+
+def test_coefficient_curves_per_cell_and_condition(store, icl_study):
+    trials, _ = icl_study
+    curves = representations.coefficient_curves(load.structure_scores(store, "icl", trials_frame=trials))
+    nano = curves[curves["cell"] == "model.size=nano|task.mix_weight=0.5"]
+    ident, shifted = nano[nano["shift"] == "none"], nano[nano["shift"] == "nnz"]
+    assert ident["k"].tolist() == list(range(7)) and ident["n"].tolist() == [2] * 7
+    assert ident["median"].tolist() == pytest.approx([0, 0.2, 0.4, 0.6, 0.8, 1.0, 1.0])
+    assert set(shifted["split"]) == {"ood"} and shifted["median"].max() == pytest.approx(0.5)

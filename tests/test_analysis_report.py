@@ -13,7 +13,7 @@ from analysis.report import build_report
 from study.cli import main
 from study.config import ConfigError
 from study.store import Store
-from test_analysis import build_arith, build_icl, build_points
+from test_analysis import build_arith, build_icl, build_icl_scores, build_points, build_scores
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -23,7 +23,9 @@ def store(tmp_path_factory) -> Store:
     s = Store(str(tmp_path_factory.mktemp("store")), create=True)
     build_arith(s, "arith")
     build_points(s, "arith", "a2", "model.size=nano|task.digits=3|train.seed=2")
+    build_scores(s, "arith")
     build_icl(s, "icl")
+    build_icl_scores(s, "icl")
     build_arith(s, "both")
     build_icl(s, "both")
     return s
@@ -61,11 +63,12 @@ def test_arithmetic_report(reports):
     assert index.exists() and 'id="arithmetic"' in text and 'id="in-context-learning"' not in text
     names = check_images(out)
     assert {"phase_boundary.png", "phase_ood_score.png", "length_curves.png", "equivalence_bars.png",
-            "separation.png", "pca_pca_units_digit.png"} <= set(names)
+            "separation.png", "pca_pca_units_digit.png", "structure_vs_step.png", "structure_vs_length.png",
+            "phase_structure.png", "repr_equivalence_vs_length.png", "phase_repr_equivalence.png"} <= set(names)
     images = embedded(index)
     assert len(images) == len(names) and all(i.startswith(PNG) for i in images)
     for csv in ("breakdown_exact_match", "curves_exact_match", "equivalence", "trials", "grid_points", "grid_axes",
-                "separation"):
+                "separation", "structure_first", "structure_by_length", "structure_cells", "repr_equivalence_cells"):
         assert (out / f"{csv}.csv").stat().st_size > 50, csv
     assert not re.search(r'(src|href)="(https?:)?//', text)  # nothing fetched from elsewhere
 
@@ -75,7 +78,7 @@ def test_icl_report(reports):
     text = index.read_text()
     assert 'id="in-context-learning"' in text and 'id="arithmetic"' not in text
     names = check_images(index.parent)
-    assert {"nmse_curves.png", "selection_gap.png", "shift_errors.png", "mixture_effect.png",
+    assert {"nmse_curves.png", "selection_gap.png", "shift_errors.png", "mixture_effect.png", "coefficient_r2.png",
             "phase_boundary_nnz.png"} <= set(names)
     for csv in ("breakdown_nmse", "icl_curves", "selection_gap", "shift_errors", "mixture_effect"):
         assert (index.parent / f"{csv}.csv").exists()

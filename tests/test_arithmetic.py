@@ -354,7 +354,7 @@ def test_loss_counts_answer_positions_only():
 
 @pytest.mark.parametrize("fields", [dict(), dict(UNPADDED, reverse=False)])
 def test_representations_at_units_digit(fields):
-    task = make(**fields, eval_max_len=5)
+    task = make(**fields, eval_max_len=5, probes={"enabled": False})
     rows = task.representations(perfect(task))
     assert len(rows) == 512 and {r["split"] for r in rows} == {"id", "ood"}
     assert {r["kind"] for r in rows} == {"pca_units_digit"}
@@ -374,7 +374,95 @@ def test_real_model_smoke():
     rows = task.evaluate(model)
     assert len(rows) == 16 * 4
     assert all(0.0 <= r["value"] <= 1.0 for r in rows if not math.isnan(r["value"]))
-    assert len(task.representations(model)) == 512
+    rows = task.representations(model)
+    assert sum(r["kind"] == "pca_units_digit" for r in rows) == 512
+    # at initialization the units-digit probe reads the digit at about chance (0.1)
+    units = {(r["split"], r["length"]): r["value"] for r in rows if r["kind"] == "probe_digit" and r["position"] == 0}
+    assert set(units) == {("id", 3), ("ood", 4)} and units[("id", 3)] < 0.3
+
+
+# --------------------------------------------------------------------------- structure probes
+
+
+class KeyedOracle(Oracle):
+    """An oracle whose hidden state is the one-hot of its output plus a code of a pair:
+    (a mod 10^n, b mod 10^n) when ``residue`` (its OOD states equal its ID equivalents'), else
+    (a, b) itself (every input has its own state)."""
+
+    def __init__(self, task: Arithmetic, fn, residue: bool):
+        super().__init__(task, fn)
+        self.p = 10**task.cfg.train_len if residue else None
+
+    def code(self, a: int, b: int) -> torch.Tensor:
+        if self.p is not None:
+            a, b = a % self.p, b % self.p
+        return 0.1 * torch.randn(16, generator=torch.Generator().manual_seed(a * 10**9 + b))
+
+    def forward(self, inputs: torch.Tensor, return_hidden: bool = False):
+        logits = super().forward(inputs)
+        if not return_hidden:
+            return logits
+        codes = torch.stack([self.code(*self.parse("".join(self.vocab[t] for t in row))[:2]) for row in inputs.tolist()])
+        return logits, torch.cat([logits, codes[:, None, :].expand(-1, inputs.shape[1], -1)], 2)
+
+
+def scores(rows: list[dict]) -> dict[tuple[str, str, int, int], float]:
+    return {(r["kind"], r["split"], r["position"], r["length"]): r["value"] for r in rows if r.get("value") is not None}
+
+
+def test_carry_into_a_digit():
+    from study.tasks.arithmetic import carry_into
+
+    a, b = torch.tensor([57, 999, 0]), torch.tensor([68, 1, 0])
+    assert [carry_into(a, b, i, "add").tolist() for i in range(4)] == [[0, 0, 0], [1, 1, 0], [1, 1, 0], [0, 1, 0]]
+    # 57 * 68 = 3876: 7*8 = 56 carries 5 into digit 1; 56 + (5*8 + 7*6)*10 = 876 carries 8 into digit 2
+    assert [carry_into(a[:1], b[:1], i, "mul").item() for i in range(3)] == [0, 5, 8]
+
+
+@pytest.mark.parametrize("fields", FORMATS[:4])
+def test_probes_read_every_answer_digit_of_an_oracle(fields):
+    """The oracle's state at each answer digit is the one-hot of that digit: every probe of the
+    digit is exact on ID and OOD inputs, and its states cluster perfectly (so the states were read
+    at the right positions in every format)."""
+    task = make(**fields, eval_max_len=4, probes={"points": 128})
+    rows = [r for r in task.representations(KeyedOracle(task, lambda a, b: a + b, residue=False)) if "value" in r]
+    assert {r["layer"] for r in rows} == {-1} and {r["position"] for r in rows} == {0, 1, 2, 3}
+    values = scores(rows)
+    for i in range(4):
+        assert values[("probe_digit", "id", i, 3)] == 1.0
+        if i < 3:  # digit 3 of an ID answer is a carry (0 or 1; always 1 where it is written unpadded)
+            assert values[("probe_digit", "ood", i, 4)] == 1.0 and values[("silhouette_digit", "id", i, 3)] > 0.5
+    assert {k[2] for k in values if k[0] == "probe_carry"} == {1, 2, 3}  # nothing carries into the units
+    # every input has its own state: OOD states are no nearer their equivalent than chance
+    assert values[("repr_equivalence", "ood", 0, 4)] < 0.1
+
+
+def test_probes_of_an_equivalence_model():
+    """A model that answers f(a mod 10^n, b mod 10^n) and whose OOD states equal those of the ID
+    equivalents: equivalence rate 1 at every digit; the ID probe reads OOD states as the
+    equivalent's digits, which differ from the true ones at digit n = 3."""
+    task = make(eval_max_len=5, probes={"points": 128})
+    rows = task.representations(KeyedOracle(task, lambda a, b: a % 1000 + b % 1000, residue=True))
+    values = scores(rows)
+    for L in (4, 5):
+        assert values[("repr_equivalence_chance", "ood", 0, L)] < 0.01
+        for i in range(4):
+            assert values[("repr_equivalence", "ood", i, L)] == 1.0
+            assert values[("repr_equivalence_digit", "ood", i, L)] == 1.0
+            assert values[("probe_digit_equiv", "ood", i, L)] == 1.0
+        assert values[("probe_digit", "ood", 3, L)] < 0.5
+
+
+def test_probe_positions_and_every_follow_the_config():
+    task = make(probes={"points": 64, "positions": [1], "every": 1000})
+    model = perfect(task)
+    assert {r["position"] for r in task.representations(model) if "value" in r} == {1}  # before training: probed
+    generator = torch.Generator().manual_seed(0)
+    task.train_batch(4, 499, generator)  # the evaluation after it is at step 500
+    assert not [r for r in task.representations(model) if "value" in r]
+    task.train_batch(4, 999, generator)
+    assert [r for r in task.representations(model) if "value" in r]
+    assert not [r for r in make(probes={"enabled": False}).representations(model) if "value" in r]
 
 
 # --------------------------------------------------------------------------- bad input

@@ -48,6 +48,12 @@ def test_switching_family_gives_that_family_defaults():
         (["task.train_fraction=0.6"], "more than half of the 1000000 possible pairs"),
         (["task.op=mul", "task.digits=10", "task.width=10"], "gives products beyond int64"),
         (["train.eval_every=500", "train.checkpoint_every=300"], "not a multiple of train.eval_every=500"),
+        (["task.probes.positions=[0, 4]"], "task.probes.positions: 4 is not an answer digit"),
+        (["task.probes.positions=[-1]"], "have digits 0..3 (0 = units)"),
+        (["task.probes.every=300"], "task.probes.every=300 is not a multiple of train.eval_every=500"),
+        (["task.probes.pionts=10"], "task.probes.pionts: unknown key; did you mean task.probes.points?"),
+        (["task.family=icl", "task.probes.positions=[0]"], "task.probes.positions: unknown key"),
+        (["task.family=icl", "task.classes=[sine]", "task.probes.enabled=true"], "trains no linear class"),
     ],
 )
 def test_bad_input_names_the_field(overrides, expected):

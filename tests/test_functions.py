@@ -307,7 +307,57 @@ def test_evaluation_prompts_are_fixed_by_the_seed():
     other = build_task(ICLTask(n_dims=6, n_points=13, eval_prompts=64), seed=1)
     assert torch.equal(first.conditions[0].inputs, again.conditions[0].inputs)
     assert not torch.equal(first.conditions[0].inputs, other.conditions[0].inputs)
-    assert first.representations(Zero()) == []
+    assert torch.equal(first.probe_conditions[0].inputs, again.probe_conditions[0].inputs)
+    assert not torch.equal(first.probe_conditions[0].inputs, other.probe_conditions[0].inputs)
+
+
+# --------------------------------------------------------------------------- coefficient probe
+
+
+class LeastSquaresState(nn.Module):
+    """Predicts zero; its hidden state at x_k is the least-squares coefficients of the k earlier
+    pairs (a model that holds w in context), or, with ``ignore_prompt``, noise."""
+
+    def __init__(self, ignore_prompt: bool = False):
+        super().__init__()
+        self.ignore_prompt = ignore_prompt
+
+    def forward(self, inputs: torch.Tensor, return_hidden: bool = False):
+        B, T, d = inputs.shape
+        out = torch.zeros(B, T, 1)
+        hidden = torch.zeros(B, T, d)
+        xs, ys = inputs[:, 0::2].double(), inputs[:, 1::2, 0].double()
+        for k in range(1, xs.shape[1]):
+            hidden[:, 2 * k] = (torch.linalg.pinv(xs[:, :k]) @ ys[:, :k, None])[..., 0].float()
+        if self.ignore_prompt:
+            hidden = torch.randn(B, T, d, generator=torch.Generator().manual_seed(0))
+        return (out, hidden) if return_hidden else out
+
+
+def test_coefficient_probe_reads_least_squares_states_once_k_reaches_d():
+    d = 6
+    task = small_task(shifts={"nnz": [2], "x_scale": [2.0], "freq_scale": [2.0]}, probes={"prompts": 256})
+    rows = task.representations(LeastSquaresState())
+    assert {r["kind"] for r in rows} == {"probe_coefficients"} and {r["layer"] for r in rows} == {-1}
+    assert len(rows) == 3 * 13  # ID, nnz=2 and x_scale=2 (sine prompts have no coefficients) x k
+    r2 = {(r["shift"], r["shift_value"], r["position"]): r["value"] for r in rows}
+    assert {r["split"] for r in rows if r["shift"] != "none"} == {"ood"}
+    assert r2[("none", 0.0, 0)] < 0.05  # nothing seen yet
+    for condition in [("none", 0.0), ("nnz", 2.0), ("x_scale", 2.0)]:
+        assert min(r2[(*condition, k)] for k in range(d, 13)) > 0.99
+    assert r2[("none", 0.0, 2)] < r2[("none", 0.0, 4)] < 0.99  # partial information below d
+    noise = task.representations(LeastSquaresState(ignore_prompt=True))
+    assert max(r["value"] for r in noise) < 0.05
+
+
+def test_coefficient_probe_follows_the_config():
+    assert small_task(classes=["sine"]).representations(Zero()) == []  # no linear class: off
+    assert small_task(probes={"enabled": False}).representations(Zero()) == []
+    task = small_task(probes={"prompts": 32, "every": 1000})
+    task.train_batch(4, 499, torch.Generator().manual_seed(0))
+    assert task.representations(Zero()) == []  # not due at step 500
+    task.train_batch(4, 999, torch.Generator().manual_seed(0))
+    assert len(task.representations(LeastSquaresState())) == 13
 
 
 def test_every_baseline_the_config_accepts_has_a_predictor():

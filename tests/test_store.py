@@ -23,7 +23,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
 
-from study.store.schema import SCHEMA_VERSION
+from study.store.schema import ADDED_COLUMNS, SCHEMA_VERSION
 from study.store import MARKER, Store, StoreError
 from study.cli import main as store_cli
 
@@ -283,6 +283,31 @@ def test_compaction_keeps_the_current_rows(tmp_path, reader):
     assert len(after) == len(before)
     assert set(after[(after["trial_id"] == "t2") & (after["step"] == 300)]["value"]) == {0.9}
     assert store.validate() == []
+
+
+def test_fragments_written_before_the_score_columns_read_them_as_null(tmp_path, reader):
+    """A store written before ``representations`` had its score columns stays readable:
+    the old fragments read as null there, validate, and compact with the new ones."""
+    store = Store(str(tmp_path / "results"), reader=reader)
+    point = {"trial_id": "t1", "step": 100, "kind": "pca_units_digit", "split": "id", "point": 0,
+             "label": "7", "a": 3, "b": 4, "pc1": 0.5, "pc2": -0.5}
+    store.append("representations", [point], study="s")
+    (old,) = store.fragments("representations", "s")
+    written = pq.read_table(old.path)
+    pq.write_table(written.drop_columns(ADDED_COLUMNS["representations"]), old.path)  # as an old store has it
+    score = {"trial_id": "t1", "step": 200, "kind": "probe_digit", "split": "id", "position": 0,
+             "layer": -1, "length": 3, "value": 0.75}
+    store.append("representations", [score], study="s")
+
+    frame = store.frame("representations", study="s").sort_values("step").reset_index(drop=True)
+    assert frame["kind"].tolist() == ["pca_units_digit", "probe_digit"]
+    assert frame["value"].isna().tolist() == [True, False] and frame["value"][1] == 0.75
+    assert frame["position"].isna().tolist() == [True, False] and frame["pc1"][0] == 0.5
+    assert store.validate() == []
+    assert len(store.compact()) == 1
+    after = store.frame("representations", study="s").sort_values("step").reset_index(drop=True)
+    pd.testing.assert_frame_equal(after.drop(columns="written_at"), frame.drop(columns="written_at"))
+    assert store.validate() == []  # the merged fragment has every column
 
 
 class Crash(Exception):

@@ -16,7 +16,8 @@ from study.tune.runner import journal_path, run_sweep
 from study.tune.status import study_status
 
 TINY_BASE = {
-    "task": {"digits": 1, "width": 3, "eval_max_len": 3, "eval_examples": 32, "train_fraction": 0.3},
+    "task": {"digits": 1, "width": 3, "eval_max_len": 3, "eval_examples": 32, "train_fraction": 0.3,
+             "probes": {"points": 64}},
     "model": {"size": "nano", "n_layer": 1},
     "train": {"steps": 40, "eval_every": 10, "checkpoint_every": 20, "batch_size": 16, "log_every": 10},
 }
@@ -71,6 +72,11 @@ def test_every_cell_gets_its_quota_and_results_reach_the_cells_study(tmp_path, r
     assert per_trial.nunique() == 1  # every trial reported the same conditions x metrics x steps
     curves = store.frame("curves", study="quota")
     assert set(curves["metric"]) >= {"loss", "lr", "grad_norm", "examples_per_s"}
+    # the probe scores of every evaluation, next to the PCA points
+    units = store.frame("representations", study="quota",
+                        where="kind = 'probe_digit' AND split = 'id' AND position = 0")
+    assert units.groupby("trial_id")["step"].apply(sorted).tolist() == [[10, 20, 30, 40]] * 4
+    assert units["value"].between(0, 1).all() and (units["layer"] == -1).all()
     status = study_status(spec)
     assert status["completed"].tolist() == [2, 2] and status["pending"].tolist() == [0, 0]
     # Tune's own per-trial logs keep the metrics but not the rows (those live in the store)

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from study.errors import StoreError
-from study.store.schema import KEYS, file_schema, table_schema
+from study.store.schema import ADDED_COLUMNS, KEYS, file_schema, table_schema
 
 
 def coerce_rows(
@@ -107,7 +107,8 @@ def dedup_batch(table: str, rows: pa.Table) -> pa.Table:
 def schema_problem(table: str, schema: pa.Schema) -> str | None:
     """Why a fragment's schema does not match its table's, or None when it matches."""
     expected = file_schema(table)
-    missing = [f.name for f in expected if f.name not in schema.names]
+    added = ADDED_COLUMNS.get(table, [])
+    missing = [f.name for f in expected if f.name not in schema.names and f.name not in added]
     extra = [n for n in schema.names if n not in expected.names]
     wrong = [
         f"{f.name} is {schema.field(f.name).type}, expected {f.type}"

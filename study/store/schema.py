@@ -79,13 +79,18 @@ TABLES: dict[str, pa.Schema] = {
             ("shift_value", pa.float64()),
         ]
     ),
-    # Small per-step summaries for mechanistic analyses, e.g. the 2-D PCA of the
-    # hidden state at the units-digit position over a grid of (a, b).
+    # Small per-step summaries for mechanistic analyses.  Two shapes of row:
+    # points (kind "pca_units_digit": the 2-D PCA of the hidden state at the units-digit
+    # position over a grid of (a, b); point/label/a/b/pc1/pc2 set) and structure scores
+    # (kind "probe_digit", "silhouette_digit", "repr_equivalence", "probe_coefficients",
+    # ...; position/layer/value set, plus length or shift/shift_value).  Columns a row
+    # shape does not use are null; stores written before the score columns existed
+    # read them as null.
     "representations": pa.schema(
         _COMMON
         + [
             ("step", pa.int64()),
-            ("kind", pa.string()),  # e.g. "pca_units_digit"
+            ("kind", pa.string()),  # e.g. "pca_units_digit", "probe_digit"
             ("split", pa.string()),
             ("point", pa.int64()),  # index of the probed input
             ("label", pa.string()),  # e.g. "(a+b) mod 10 = 7"
@@ -93,8 +98,20 @@ TABLES: dict[str, pa.Schema] = {
             ("b", pa.int64()),
             ("pc1", pa.float64()),
             ("pc2", pa.float64()),
+            ("position", pa.int64()),  # arithmetic: answer digit i (0 = units); icl: k examples seen
+            ("layer", pa.int64()),  # -1: the final hidden state (after the last block and norm)
+            ("length", pa.int64()),  # arithmetic: operand length of the scored inputs
+            ("shift", pa.string()),  # icl: the shift axis of the scored prompts ("none" in distribution)
+            ("shift_value", pa.float64()),
+            ("value", pa.float64()),  # the score
         ]
     ),
+}
+
+# Columns added to a table after stores were first written: a fragment written before
+# may lack them, and readers see null there (so old stores stay readable as they are).
+ADDED_COLUMNS: dict[str, list[str]] = {
+    "representations": ["position", "layer", "length", "shift", "shift_value", "value"],
 }
 
 # The columns that identify what a row measures (``attempt`` and ``written_at``
@@ -106,7 +123,10 @@ KEYS: dict[str, list[str]] = {
         "study", "trial_id", "step", "split", "metric",
         "len_a", "len_b", "n_context", "shift", "shift_value",
     ],
-    "representations": ["study", "trial_id", "step", "kind", "split", "point"],
+    "representations": [
+        "study", "trial_id", "step", "kind", "split", "point",
+        "position", "layer", "length", "shift", "shift_value",
+    ],
 }
 
 # Columns that group a table's keys into what one report writes at once.

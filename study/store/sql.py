@@ -18,7 +18,7 @@ import pyarrow.fs as pafs
 
 from study.errors import QueryError
 from study.store.fragments import Fragment, maybe_overlapping
-from study.store.schema import GROUP_COLUMNS, KEYS, TABLES, file_schema
+from study.store.schema import ADDED_COLUMNS, GROUP_COLUMNS, KEYS, TABLES, file_schema
 
 # Query errors that are the query's own fault and never a sign of a bad fragment.
 QUERY_ERRORS = (duckdb.ParserException, duckdb.BinderException, duckdb.CatalogException, duckdb.PermissionException)
@@ -124,9 +124,15 @@ class Planner:
             return f"SELECT {nulls}, CAST(0 AS BIGINT) AS _frag WHERE false"
         if self.reader == "duckdb":
             files = "[" + ", ".join(sql_literal(f.path) for f in frags) + "]"
+            scan = f"read_parquet({files}, hive_partitioning=true, hive_types={{'study': 'VARCHAR'}}"
+            if table not in ADDED_COLUMNS:
+                return f"SELECT {cols}, CAST(file_index AS BIGINT) AS _frag FROM {scan}, union_by_name=false)"
+            # Fragments written before a column joined the schema lack it: unioning by name
+            # with an empty relation of the full schema reads it as null there.
+            typed = ", ".join(f"CAST(NULL AS {DUCKDB_TYPES[f.type]}) AS {sql_ident(f.name)}" for f in schema)
             return (
-                f"SELECT {cols}, CAST(file_index AS BIGINT) AS _frag FROM read_parquet({files}, "
-                f"hive_partitioning=true, hive_types={{'study': 'VARCHAR'}}, union_by_name=false)"
+                f"SELECT {cols}, CAST(file_index AS BIGINT) AS _frag FROM (SELECT *, file_index FROM {scan}, "
+                f"union_by_name=true) UNION ALL BY NAME SELECT {typed}, CAST(0 AS BIGINT) AS file_index WHERE false) AS u"
             )
         # Strings are read as dictionaries (as Parquet stores them): decoding them to
         # plain strings would cost more than the rest of the scan; DuckDB reads either.

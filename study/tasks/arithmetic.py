@@ -37,6 +37,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -44,6 +45,7 @@ from torch import nn
 from study.tasks.arithmetic_config import (
     INT64_MAX,
     ArithmeticTask,
+    answer_digits,
     check_supported,
     exact_range,
     fixed_set_size,
@@ -55,6 +57,8 @@ from study.tasks.base import Batch, ModelIO
 OP_SYMBOL = {"add": "+", "mul": "*"}
 END, PAD = "$", "_"
 REPR_POINTS = 256  # probe pairs per split for the units-digit PCA
+PROBE_TEST_SHARE = 0.25  # of the ID probe inputs, held out to score the probes
+FINAL_LAYER = -1  # the ``layer`` of the final hidden state (after the last block and norm)
 
 
 # --------------------------------------------------------------------------- numbers
@@ -88,12 +92,18 @@ def num_digits(x: torch.Tensor) -> torch.Tensor:
     return 1 + (x[..., None] >= powers).sum(-1)
 
 
-def answer_digits(cfg: ArithmeticTask, n: int) -> int:
-    """Most digits an answer can have when both operands have at most n digits."""
-    bound = n + 1 if cfg.op == "add" else 2 * n
-    if cfg.modulus is not None:
-        bound = min(bound, len(str(cfg.modulus - 1)))
-    return bound
+def carry_into(a: torch.Tensor, b: torch.Tensor, i: int, op: str) -> torch.Tensor:
+    """The carry into answer digit i of f(a, b): floor(partial / 10^i), where partial is the sum of
+    the terms of significance below i (add: a mod 10^i + b mod 10^i; mul: a_j b_k 10^(j+k) over
+    j + k < i).  0 for the units digit.  Long [N] -> Long [N]."""
+    if op == "add":
+        return (a % 10**i + b % 10**i) // 10**i
+    da, db = to_digits(a, i), to_digits(b, i)  # [N, i]
+    partial = torch.zeros_like(a)
+    for j in range(i):  # a loop over digit pairs; every step is vectorized over N
+        for k in range(i - j):
+            partial += da[:, j] * db[:, k] * 10 ** (j + k)
+    return partial // 10**i
 
 
 def answer_width(cfg: ArithmeticTask, n: int) -> int:
@@ -416,6 +426,21 @@ class EvalGroup:
     cond: torch.Tensor
 
 
+@dataclass
+class ProbeSet:
+    """The inputs of the structure probes, drawn once from the seed.
+
+    id_pairs:  Long [P, 2]  pairs from the training mixture; ``train``/``test`` index them
+    train, test: numpy index arrays: the ID pairs that fit the probes, and the held-out ones
+    ood_pairs: {L: Long [Q, 2]} both operands with exactly L digits, for each OOD length L
+    """
+
+    id_pairs: torch.Tensor
+    train: Any
+    test: Any
+    ood_pairs: dict[int, torch.Tensor]
+
+
 class Arithmetic:
     """The arithmetic task of ``cfg``: training sampler, fixed evaluation grid, metrics.
 
@@ -447,6 +472,9 @@ class Arithmetic:
         self.test_pairs = test_pairs.to(self.device)
         self.eval_groups = self._build_eval_groups()
         self.probe_pairs, self.probe_splits = self._draw_probe(self._generator(2))
+        self.probe_positions = list(cfg.probes.positions or range(answer_digits(cfg, self.n)))
+        self.probe_set = self._draw_probe_set(self._generator(3)) if cfg.probes.enabled else None
+        self.last_step: int | None = None  # the step of the last training batch drawn
 
     # ---- data
 
@@ -535,13 +563,25 @@ class Arithmetic:
             splits += ["ood"] * REPR_POINTS
         return torch.cat(pairs).to(self.device), splits
 
+    def _draw_probe_set(self, g: torch.Generator) -> ProbeSet:
+        """cfg.probes.points ID pairs from the training mixture (a quarter held out), and half
+        as many OOD pairs for each length n+1..eval_max_len (both operands of that length)."""
+        from study.tasks.probes import held_out_split
+
+        points = self.cfg.probes.points
+        id_pairs = self._sample_mixture(points, g)
+        train, test = held_out_split(points, PROBE_TEST_SHARE, seed=self.seed)
+        ood = {L: sample_exact(L, L, max(points // 2, 1), g).to(self.device) for L in range(self.n + 1, self.eval_len + 1)}
+        return ProbeSet(id_pairs=id_pairs.to(self.device), train=train, test=test, ood_pairs=ood)
+
     def train_batch(self, batch_size: int, step: int, generator: torch.Generator) -> Batch:
         """A batch of ``batch_size`` sequences (see the module docstring for the convention).
 
         fixed: random rows of train_pairs; fresh: new pairs from the mixture.  All randomness
         comes from `generator` (sampled on its device, then moved to the task's device).
-        `step` is unused (no curriculum).
+        `step` is only remembered (``last_step``: the evaluation that follows it is at step + 1).
         """
+        self.last_step = step
         if self.train_pairs is not None:
             idx = torch.randint(0, len(self.train_pairs), (batch_size,), generator=generator, device=generator.device)
             pairs = self.train_pairs[idx.to(self.device)]
@@ -624,7 +664,132 @@ class Arithmetic:
         for i, (ai, bi, label, split, (pc1, pc2)) in enumerate(zip(a.tolist(), b.tolist(), labels, self.probe_splits, pcs)):
             rows.append({"kind": "pca_units_digit", "split": split, "point": i, "label": str(label),
                          "a": ai, "b": bi, "pc1": pc1, "pc2": pc2})
+        every = self.cfg.probes.every
+        step = None if self.last_step is None else self.last_step + 1
+        if self.probe_set is not None and (every is None or step is None or step % every == 0):
+            rows += self.probe_scores(model)
         return rows
+
+    def answer_states(self, model: nn.Module, pairs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Final hidden states at the positions that predict each probed answer digit.
+
+        pairs Long [N, 2] -> (states Float [N, I, d] on the CPU, present Bool [N, I]) for the
+        I = len(probe_positions) digits, the true answer fed as the model's input (teacher
+        forcing).  The state predicting the sequence's token s is the output at s - 1.
+        present is False where the answer has no such digit (unpadded answers are as long
+        as they are); those states are zeros.
+        """
+        cfg = self.cfg
+        a, b = pairs.unbind(1)
+        enc = encode(a, b, cfg, self.eval_len)
+        c = apply_op(a, b, cfg.op, cfg.modulus)
+        _, hidden = model(enc.tokens[:, :-1], return_hidden=True)  # [N, T-1, d]
+        length = num_digits(c) if not cfg.pad else torch.full_like(c, answer_width(cfg, self.eval_len))
+        i = torch.tensor(self.probe_positions, device=pairs.device)[None, :]  # [1, I]
+        offset = i if cfg.reverse else length[:, None] - 1 - i  # answer token holding digit i
+        present = i < length[:, None]
+        index = (enc.prompt_len[:, None] + offset - 1).clamp(0, hidden.shape[1] - 1)  # [N, I]
+        states = hidden.gather(1, index[..., None].expand(-1, -1, hidden.shape[2]))  # [N, I, d]
+        states = torch.where(present[..., None], states, 0.0)
+        return states.float().cpu(), present.cpu()
+
+    @torch.no_grad()
+    def probe_scores(self, model: nn.Module) -> list[dict[str, Any]]:
+        """Structure scores of the final hidden state at each probed answer digit i.
+
+        Inputs (drawn at construction, see :class:`ProbeSet`): ID pairs of the training mixture,
+        OOD pairs of each length L in n+1..eval_max_len, and the ID equivalents
+        (a mod 10^n, b mod 10^n) of the OOD pairs.  One row per score, ``layer`` -1 (the final
+        state), ``length`` the operand length of the scored inputs (n for ID):
+
+        probe_digit         linear probe fitted on 3/4 of the ID states to the digit i of the true
+                            answer: accuracy on the held-out ID states (split id) and on the OOD
+                            states of each length (split ood); 0.1 is chance for ten balanced digits
+        probe_digit_equiv   the same ID probe on the OOD states, scored against digit i of the
+                            equivalence answer f(a mod 10^n, b mod 10^n) (equal to the true digit
+                            below n without a modulus)
+        probe_carry         as probe_digit, to the carry into digit i (no modulus; i >= 1)
+        silhouette_digit    silhouette of the states grouped by digit i (ID, and OOD per length)
+        repr_equivalence    share of OOD states nearer the state of their own ID equivalent than to
+                            the state of any other ID input (the ID probe inputs and the equivalents)
+        repr_equivalence_chance   1 / the number of those ID states: the rate of unrelated states
+        repr_equivalence_digit    share of OOD states whose nearest ID probe state has the equivalence
+                            answer's digit i (many ID inputs share a digit, so this asks of classes
+                            what repr_equivalence asks of inputs; about 0.1 for unrelated states)
+        """
+        from study.tasks import probes
+
+        cfg, ps, n = self.cfg, self.probe_set, self.n
+        lengths = list(ps.ood_pairs)
+        ood = [ps.ood_pairs[L] for L in lengths]
+        equivalents = [p % 10**n for p in ood]
+        everything = torch.cat([ps.id_pairs, *ood, *equivalents])
+        states, present = self.answer_states(model, everything)
+        sizes = [len(ps.id_pairs)] + [len(p) for p in ood] + [len(p) for p in equivalents]
+        parts = list(zip(states.split(sizes), present.split(sizes), everything.cpu().split(sizes)))
+        (id_states, id_present, id_pairs), ood_parts, eq_parts = parts[0], parts[1:1 + len(ood)], parts[1 + len(ood):]
+
+        def digit(pairs: torch.Tensor, i: int, equivalent: bool = False) -> np.ndarray:
+            a, b = pairs.unbind(1)
+            c = equivalent_answer(a, b, n, cfg.op, cfg.modulus) if equivalent else apply_op(a, b, cfg.op, cfg.modulus)
+            return ((c // 10**i) % 10).numpy()
+
+        def carry(pairs: torch.Tensor, i: int) -> np.ndarray:
+            return carry_into(pairs[:, 0], pairs[:, 1], i, cfg.op).numpy()
+
+        rows: list[dict[str, Any]] = []
+
+        def add(kind: str, split: str, i: int, length: int, value: float) -> None:
+            rows.append({"kind": kind, "split": split, "position": i, "layer": FINAL_LAYER, "length": length,
+                         "value": value})
+
+        for col, i in enumerate(self.probe_positions):
+            keep = id_present[:, col].numpy()
+            fit, held = ps.train[keep[ps.train]], ps.test[keep[ps.test]]
+            h = id_states[:, col].numpy()
+            ood_h = [s[:, col].numpy()[m[:, col].numpy()] for s, m, _ in ood_parts]
+            ood_p = [p[m[:, col]] for _, m, p in ood_parts]
+            targets = [("probe_digit", lambda p: digit(p, i))]
+            if cfg.modulus is None and i >= 1:
+                targets.append(("probe_carry", lambda p: carry(p, i)))
+            for kind, label in targets:
+                y = label(id_pairs)
+                tests = [(h[held], y[held])] + [(hs, label(p)) for hs, p in zip(ood_h, ood_p)]
+                if kind == "probe_digit":
+                    tests += [(hs, digit(p, i, equivalent=True)) for hs, p in zip(ood_h, ood_p)]
+                scores = probes.probe_accuracy(h[fit], y[fit], tests)
+                add(kind, "id", i, n, scores[0])
+                for L, value in zip(lengths, scores[1:1 + len(lengths)]):
+                    add(kind, "ood", i, L, value)
+                for L, value in zip(lengths, scores[1 + len(lengths):]):
+                    add("probe_digit_equiv", "ood", i, L, value)
+            add("silhouette_digit", "id", i, n, probes.cluster_score(h[keep], digit(id_pairs, i)[keep]))
+            for L, hs, p in zip(lengths, ood_h, ood_p):
+                add("silhouette_digit", "ood", i, L, probes.cluster_score(hs, digit(p, i)))
+            for L, (s, m, p), (es, em, ep) in zip(lengths, ood_parts, eq_parts):
+                both = (m[:, col] & em[:, col]).numpy()
+                reference, equivalent = self._reference_states(id_states[:, col], id_pairs, id_present[:, col],
+                                                               es[:, col][both], ep[both])
+                ood_states = s[:, col].numpy()[both]
+                add("repr_equivalence", "ood", i, L, probes.equivalence_rate(ood_states, reference, equivalent))
+                add("repr_equivalence_chance", "ood", i, L, 1.0 / max(len(reference), 1))
+                add("repr_equivalence_digit", "ood", i, L, probes.nearest_label_rate(
+                    ood_states, digit(p[both], i, equivalent=True), h[keep], digit(id_pairs, i)[keep]))
+        return rows
+
+    @staticmethod
+    def _reference_states(
+        id_states: torch.Tensor, id_pairs: torch.Tensor, id_present: torch.Tensor,
+        eq_states: torch.Tensor, eq_pairs: torch.Tensor,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The states of distinct ID inputs (the equivalents first, then the ID probe inputs that
+        are none of them) [R, d], and the row of each equivalent [M] in it."""
+        unique, inverse = torch.unique(eq_pairs, dim=0, return_inverse=True)
+        first = torch.full((len(unique),), len(eq_pairs), dtype=torch.long)
+        first = first.scatter_reduce(0, inverse, torch.arange(len(eq_pairs)), reduce="amin")
+        others = id_present & ~rows_in(id_pairs, unique)
+        reference = torch.cat([eq_states[first], id_states[others]])
+        return reference.numpy(), inverse.numpy()
 
     # ---- rendering
 

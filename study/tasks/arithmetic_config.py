@@ -28,6 +28,21 @@ METRICS: dict[str, str] = {
 PRIMARY_METRIC = "exact_match"  # the headline of the breakdown table
 
 
+class ArithmeticProbes(Section):
+    """Structure scores of the hidden states at the answer digits (see ``Arithmetic.probe_scores``)."""
+
+    enabled: bool = Field(True, description="compute the probe scores at evaluations")
+    every: int | None = Field(
+        None, ge=1, description="probe at evaluations whose step is a multiple of this; null: every evaluation"
+    )
+    points: int = Field(
+        512, ge=16, description="ID probe inputs (3/4 fit the probes, 1/4 test them); half as many OOD per length"
+    )
+    positions: list[int] | None = Field(
+        None, description="answer digits to probe (0 = units); null: every digit an ID answer has"
+    )
+
+
 class ArithmeticTask(Section):
     """n-digit arithmetic as a token sequence, e.g. ``00349+00705=45010`` (reversed answer).
 
@@ -58,6 +73,7 @@ class ArithmeticTask(Section):
     eval_max_len: int = Field(5, ge=1, description="evaluate operand lengths 1..eval_max_len")
     eval_examples: int = Field(512, ge=1, description="examples per (len_a, len_b) condition")
     eval_batch_size: int = Field(4096, ge=1)
+    probes: ArithmeticProbes = Field(default_factory=ArithmeticProbes)
 
     @property
     def training_lengths(self) -> list[int]:
@@ -117,6 +133,14 @@ def pair_space_size(n: int, sampling: str) -> int:
     raise ValueError(f"unknown sampling {sampling!r}")
 
 
+def answer_digits(cfg: ArithmeticTask, n: int) -> int:
+    """Most digits an answer can have when both operands have at most n digits."""
+    bound = n + 1 if cfg.op == "add" else 2 * n
+    if cfg.modulus is not None:
+        bound = min(bound, len(str(cfg.modulus - 1)))
+    return bound
+
+
 def training_components(cfg: ArithmeticTask) -> list[tuple[int, float]]:
     """(digits, weight) of each component of the training mixture."""
     components = [(cfg.digits, 1.0 - cfg.mix_weight)]
@@ -165,6 +189,13 @@ def check_supported(cfg: ArithmeticTask) -> None:
         raise ValueError(f"task.modulus={cfg.modulus} is too large for int64 products; use at most 3037000499")
     if cfg.modulus is not None and 2 * (cfg.modulus - 1) > INT64_MAX:
         raise ValueError(f"task.modulus={cfg.modulus} is too large for int64 sums; use at most 2^62")
+    digits = answer_digits(cfg, cfg.train_len)
+    for position in cfg.probes.positions or []:
+        if not 0 <= position < digits:
+            raise ValueError(
+                f"task.probes.positions: {position} is not an answer digit of this format; answers of "
+                f"{cfg.train_len}-digit operands have digits 0..{digits - 1} (0 = units), so probe those"
+            )
     if cfg.train_set == "fixed":
         total, field = fixed_set_size(cfg)
         if total < 1:

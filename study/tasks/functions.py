@@ -182,6 +182,19 @@ def sample_prompts(
     return xs, ys, cls
 
 
+def linear_prompts(
+    batch_size: int, n_points: int, n_dims: int, nnz: int | None, x_scale: float, g: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Prompts of linear functions with their coefficients: xs [B, n, d] ~ N(0, x_scale^2 I),
+    w [B, d] ~ N(0, I) (zero outside nnz random coordinates when nnz is given), ys = xs . w [B, n]."""
+    xs = _normal((batch_size, n_points, n_dims), g) * x_scale
+    w = _normal((batch_size, n_dims), g)
+    if nnz is not None:
+        support = torch.rand((batch_size, n_dims), generator=g, device=g.device).argsort(dim=1)[:, :nnz]
+        w = w * torch.zeros_like(w).scatter_(1, support, 1.0)
+    return xs, (xs @ w[:, :, None])[..., 0], w
+
+
 def _class_y2(name: str, dist: PromptDistribution, d: int) -> float:
     """E[f(x)^2] of one class with x ~ N(0, x_scale^2 I_d), over both x and the draw of f."""
     s2 = dist.x_scale**2
@@ -265,6 +278,18 @@ def baseline_predictions(name: str, xs: torch.Tensor, ys: torch.Tensor, cfg: ICL
 
 
 @dataclass
+class ProbeCondition:
+    """Prompts of linear functions for the coefficient probe: inputs [P, 2n, d] on the task's
+    device, coefficients [P, d] on the CPU."""
+
+    shift: str
+    value: float
+    split: str
+    inputs: torch.Tensor
+    coefficients: torch.Tensor
+
+
+@dataclass
 class Condition:
     """One evaluation condition: fixed prompts and the baselines' scores on them."""
 
@@ -300,6 +325,9 @@ class InContextRegression:
             (shift, float(v)) for shift, values in cfg.shifts.items() for v in dict.fromkeys(values)
         ]
         self.conditions = [self._condition(shift, value, seed) for shift, value in axes]
+        probing = cfg.probes.enabled if cfg.probes.enabled is not None else cfg.linear_class is not None
+        self.probe_conditions = self._probe_conditions(seed) if probing else []
+        self.last_step: int | None = None  # the step of the last training batch drawn
 
     def _condition(self, shift: str, value: float, seed: int) -> Condition:
         """Draw a condition's prompts on the CPU from (seed, shift, value) and score the baselines."""
@@ -320,6 +348,25 @@ class InContextRegression:
             y2=y2,
             baseline_nmse=scores,
         )
+
+    def _probe_conditions(self, seed: int) -> list[ProbeCondition]:
+        """Linear prompts for the coefficient probe, drawn on the CPU from the seed: cfg.probes.prompts
+        of the trained linear class (ID; dense, or sparse with cfg.nnz), then half as many for each
+        shift value that keeps the function linear (nnz: sparse with that nnz; x_scale)."""
+        cfg = self.cfg
+        sparse = cfg.nnz if cfg.linear_class == "sparse_linear" else None
+        conditions = [("none", 0.0, cfg.probes.prompts, sparse, 1.0)]
+        for v in dict.fromkeys(cfg.shifts.get("nnz", [])):
+            conditions.append(("nnz", float(v), cfg.probes.prompts // 2, int(v), 1.0))
+        for v in dict.fromkeys(cfg.shifts.get("x_scale", [])):
+            conditions.append(("x_scale", float(v), cfg.probes.prompts // 2, sparse, float(v)))
+        out = []
+        for shift, value, size, nnz, x_scale in conditions:
+            g = torch.Generator().manual_seed(zlib.crc32(f"icl-probe|{seed}|{shift}|{value!r}".encode()))
+            xs, ys, w = linear_prompts(size, cfg.n_points, cfg.n_dims, nnz, x_scale, g)
+            split = "id" if shift == "none" else split_of(cfg, shift, value)
+            out.append(ProbeCondition(shift, value, split, to_sequence(xs, ys).to(self.device), w))
+        return out
 
     def schedule(self, step: int) -> tuple[int, int]:
         """(effective dimension, points per prompt) at a training step.
@@ -344,6 +391,7 @@ class InContextRegression:
         inputs [B, 2n, d]; targets [B, 2n] (y_i at position 2i, 0 at y positions);
         mask [B, 2n] True at the x positions 0, 2, 4, ...
         """
+        self.last_step = step
         d_eff, n_points = self.schedule(step)
         xs, ys, _ = sample_prompts(self.pretraining, batch_size, n_points, self.cfg.n_dims, generator, d_eff)
         xs, ys = xs.to(self.device), ys.to(self.device)
@@ -381,4 +429,41 @@ class InContextRegression:
 
     @torch.no_grad()
     def representations(self, model: nn.Module) -> list[dict[str, Any]]:
-        return []
+        """The coefficient probe's rows (see :meth:`probe_scores`) when it is on and due: at every
+        evaluation, or at steps that are multiples of cfg.probes.every (the evaluation after the
+        training batch of step s is at step s + 1)."""
+        every = self.cfg.probes.every
+        step = None if self.last_step is None else self.last_step + 1
+        if not self.probe_conditions or not (every is None or step is None or step % every == 0):
+            return []
+        return self.probe_scores(model)
+
+    @torch.no_grad()
+    def probe_scores(self, model: nn.Module) -> list[dict[str, Any]]:
+        """R^2 of a linear probe from the final hidden state at x_k to the prompt's coefficients w.
+
+        For each k (pairs seen before x_k), a ridge probe is fitted on 3/4 of the ID linear prompts
+        and scored on the other quarter (split id, shift "none") and on the prompts of each linear
+        shift condition (nnz, x_scale; split as in the evaluation).  One row per condition and k:
+        kind "probe_coefficients", position k, layer -1, shift, shift_value, value.  Least squares
+        recovers w exactly from k >= d noiseless pairs, so a model that learned it in context
+        reaches R^2 near 1 there; a state that ignores the prompt scores about 0.
+        """
+        from study.tasks import probes
+
+        states = []
+        for cond in self.probe_conditions:
+            _, hidden = model(cond.inputs, return_hidden=True)  # [P, 2n, d]
+            states.append(hidden[:, 0::2].float().cpu().numpy())  # [P, n, d]: the state at each x_k
+        ident, others = states[0], states[1:]
+        ident_w = self.probe_conditions[0].coefficients.numpy()
+        fit, held = probes.held_out_split(len(ident_w), 0.25, seed=0)
+        rows = []
+        for k in range(ident.shape[1]):
+            tests = [(ident[held, k], ident_w[held])] + [
+                (h[:, k], cond.coefficients.numpy()) for h, cond in zip(others, self.probe_conditions[1:])
+            ]
+            for cond, value in zip(self.probe_conditions, probes.coefficient_r2(ident[fit, k], ident_w[fit], tests)):
+                rows.append({"kind": "probe_coefficients", "split": cond.split, "position": k, "layer": -1,
+                             "shift": cond.shift, "shift_value": cond.value, "value": value})
+        return rows

@@ -27,6 +27,20 @@ METRICS: dict[str, str] = {"nmse": "min", **{f"nmse_{name}": "min" for name in B
 PRIMARY_METRIC = "nmse"  # the headline of the breakdown table
 
 
+class ICLProbes(Section):
+    """The in-context coefficient probe (see ``InContextRegression.representations``)."""
+
+    enabled: bool | None = Field(
+        None, description="probe the coefficients of linear prompts; null: when a linear class is trained"
+    )
+    every: int | None = Field(
+        None, ge=1, description="probe at evaluations whose step is a multiple of this; null: every evaluation"
+    )
+    prompts: int = Field(
+        512, ge=16, description="ID probe prompts (3/4 fit the probe, 1/4 test it); half as many per OOD shift value"
+    )
+
+
 class ICLTask(Section):
     """In-context regression: a prompt (x1, f(x1), ..., xk) with f drawn per prompt."""
 
@@ -58,6 +72,12 @@ class ICLTask(Section):
     )
     lasso_alpha: float = Field(0.01, gt=0.0)
     ridge_lambda: float = Field(0.1, gt=0.0)
+    probes: ICLProbes = Field(default_factory=ICLProbes)
+
+    @property
+    def linear_class(self) -> str | None:
+        """The trained class whose prompts the coefficient probe reads (linear first), or None."""
+        return next((c for c in ("linear", "sparse_linear") if c in self.classes), None)
 
     @property
     def weights(self) -> list[float]:
@@ -100,6 +120,11 @@ class ICLTask(Section):
             raise ValueError("task.curriculum_dims_start exceeds task.n_dims")
         if self.curriculum and self.curriculum_points_start > self.n_points:
             raise ValueError("task.curriculum_points_start exceeds task.n_points")
+        if self.probes.enabled and self.linear_class is None:
+            raise ValueError(
+                f"task.probes.enabled=true: the coefficient probe reads linear prompts, but task.classes="
+                f"{list(self.classes)} trains no linear class; add linear or sparse_linear, or set task.probes.enabled=false"
+            )
         return self
 
 
