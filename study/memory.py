@@ -9,8 +9,8 @@ bytes, in fp32 (bf16 autocast only lowers it), from the quantities that grow:
   table and read-out) and, per parameter, its gradient and AdamW's two moments:
   ``16 P`` bytes;
 - training activations kept for the backward pass, per layer and token about ``16 d``
-  values plus ``3 H T`` for the attention scores, softmax and dropout mask (the math
-  attention kernel materializes them), and the logits three times over;
+  values plus ``7 H T`` for the attention scores, mask, softmax, dropout mask and their
+  gradients (the math attention kernel materializes them), and the logits three times;
 - evaluation activations: one forward at the evaluation batch (arithmetic
   ``task.eval_batch_size`` rows, in-context regression one condition's
   ``task.eval_prompts`` prompts), one layer alive at a time;
@@ -18,7 +18,10 @@ bytes, in fp32 (bf16 autocast only lowers it), from the quantities that grow:
   ``eval_examples`` encoded examples and the candidates they are drawn from; icl: every
   condition's prompts) and a fixed training set;
 - a pack of K models (``pack.size`` when the config has it) multiplies the model,
-  optimizer and activation terms by K.
+  optimizer and activation terms by K;
+- a fixed 256 MiB for the runtime itself.
+
+``bench/memory_estimate.py`` compares the estimate with measured peaks.
 
 Pure functions of the config, except :func:`available_bytes`, the one that reads the
 machine.
@@ -35,6 +38,7 @@ from study.tasks.arithmetic_config import fixed_set_size
 FLOAT = 4  # bytes of an fp32 value
 LONG = 8  # bytes of an int64 value
 ARITH_VOCAB = 14  # ten digits, '+'/'*', '=', end and pad tokens at most
+RUNTIME = 256 * 2**20  # what a process that trains takes beyond its tensors (kernels, allocator pools)
 
 
 @dataclass(frozen=True)
@@ -86,7 +90,7 @@ def estimate_trial_memory(cfg: Any) -> MemoryEstimate:
         batch_data = batch * (prompt * 3 + relu)
     read_in = n_in * d + (d if task.family != "arithmetic" else 0)  # an embedding table, or a linear layer
     params = n_layer * (12 * d * d + 13 * d) + read_in + seq * d + d * n_out + n_out + 2 * d
-    per_token_train = n_layer * (16 * d + 3 * n_head * seq) + 2 * d + 3 * n_out
+    per_token_train = n_layer * (16 * d + 7 * n_head * seq) + 2 * d + 3 * n_out
     per_token_eval = 8 * d + 2 * n_head * seq + 2 * n_out
     return MemoryEstimate(
         {
@@ -95,6 +99,7 @@ def estimate_trial_memory(cfg: Any) -> MemoryEstimate:
             "evaluation activations": k * eval_rows * seq * per_token_eval * FLOAT,
             "evaluation sets": eval_sets,
             "training set": train_set,
+            "runtime (torch, allocator)": RUNTIME,
         }
     )
 

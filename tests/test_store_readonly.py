@@ -125,3 +125,14 @@ def test_outside_readers_of_the_tree_skip_a_killed_writers_temp_file(store):
     glob = f"{store.root}/evals/**/*.parquet"
     assert duckdb.sql(f"SELECT count(*) FROM read_parquet('{glob}', hive_partitioning=true)").fetchall() == [(3,)]
     assert len(store.frame("evals")) == 3
+
+
+def test_the_arrow_reader_of_remote_stores_is_read_only_too(store):
+    """Remote stores are read through pyarrow datasets registered with DuckDB: no file
+    access is needed at all, and none is allowed."""
+    arrow = Store(store.uri, create=False, reader="arrow")
+    assert sorted(arrow.sql("SELECT trial_id FROM trials")["trial_id"]) == ["a", "b", "c"]
+    with pytest.raises(QueryError, match="refused: Permission Error"):
+        arrow.sql("SELECT * FROM read_csv('/etc/passwd')")
+    with pytest.raises(QueryError, match="COPY statements are refused"):
+        arrow.sql(f"COPY trials TO '{store.root}/copy.csv'")

@@ -151,8 +151,9 @@ def cluster_hosts() -> set[str]:
 
 
 def check_address(address: str, timeout_s: float = 5.0) -> None:
-    """A ``host:port`` or ``ray://host:port`` address must accept a TCP connection within
-    ``timeout_s`` (Ray itself would retry for minutes); ``auto`` is left to Ray."""
+    """A ``host:port`` or ``ray://host:port`` address must accept a TCP connection and a
+    gRPC handshake within ``timeout_s`` each (else ray.init would retry, or hang, for
+    minutes); ``auto`` is left to Ray, and so is the handshake when Ray uses TLS."""
     if address in ("auto", "local"):
         return
     target = address.removeprefix("ray://")
@@ -171,6 +172,8 @@ def check_address(address: str, timeout_s: float = 5.0) -> None:
             f"that `ray start --head` runs on {host}, that {port} is its {kind} and that no firewall blocks "
             "it, or drop --address to run an embedded local Ray"
         ) from None
+    if os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):
+        return  # the handshake below is a plaintext one
     import grpc  # Ray's GCS and Ray Client speak gRPC; a port that does not would hang ray.init
 
     channel = grpc.insecure_channel(f"{host}:{port}")
