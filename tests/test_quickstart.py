@@ -25,7 +25,9 @@ def oodstudy(*args: str, cwd: Path, timeout: int = 900) -> subprocess.CompletedP
 def test_quickstart_sweep_leaves_a_store_the_cli_and_the_analysis_read(tmp_path):
     run = oodstudy("run", str(ROOT / "search_spaces" / "quickstart.yaml"), cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
-    assert "task.digits=2|train.seed=0" in run.stdout  # the per-cell summary table
+    # the end-of-run tables: one row per cell (seeds pooled), the boundary and the equivalence rate
+    assert "trials per cell (seeds pooled)" in run.stdout and "task.digits=2 " in run.stdout
+    assert "train.seed=0" not in run.stdout and "equiv" in run.stdout and "n = usable/all trials" in run.stdout
     store_dir = tmp_path / "results"
     store = Store(str(store_dir), create=False)
     trials = store.frame("trials", study="quickstart")
