@@ -135,3 +135,48 @@ def mixture_effect(errors: pd.DataFrame, mix_axis: str = MIX_AXIS) -> pd.DataFra
     columns = ["family"] + others + [mix_axis, "shift", "shift_value", "split", "n", "median", "q25", "q75",
                                       "best_trial", "best"]
     return sort_cells(rows[columns], others, ["shift", "shift_value", mix_axis])
+
+
+# --------------------------------------------------------------------------- dense vs sparse mixtures
+
+NNZ = "nnz"  # the shift axis from one-sparse (nnz = 1) to dense (nnz = d) prompts
+
+
+def dense_dim(final: pd.DataFrame) -> int | None:
+    """d of a study evaluated along the nnz shift: its largest nnz (nnz = d is dense).
+    None when no row is on that axis."""
+    rows = final[final["shift"].astype(str) == NNZ]
+    return int(rows["shift_value"].max()) if len(rows) else None
+
+
+def nnz_profile(final: pd.DataFrame, by: list[str] | None = None, ks: tuple[int, ...] | None = None) -> pd.DataFrame:
+    """Error along the nnz shift at a few numbers of in-context examples (default
+    k = d and k = 2d), for the model and every baseline on the same prompts.
+
+    Columns: family, the ``by`` axes, cell, n_context, shift_value (nnz), split,
+    metric, n, median, q25, q75 (over the cell's usable trials), best_trial, best.
+    Empty without nnz rows.
+    """
+    rows = _nmse_rows(final)
+    rows = rows[rows["shift"] == NNZ]
+    d = dense_dim(rows)
+    if d is None:
+        return rows.iloc[0:0]
+    ks = (d, 2 * d) if ks is None else ks
+    rows = rows[rows["n_context"].isin(ks)]
+    by, best = _best(final, by)
+    out = cell_distribution(rows, by, ["n_context", "shift_value", "split", "metric"], "value", best)
+    return _labelled(out, by, ["n_context", "metric", "shift_value"])
+
+
+def selection_phase(final: pd.DataFrame, by: list[str] | None = None, ks: tuple[int, ...] | None = None) -> pd.DataFrame:
+    """The selection gap along the nnz shift at k = d and 2d (or ``ks``): the rows of
+    :func:`selection_gap` on the nnz axis at those k, ready for a mixture weight x nnz
+    phase diagram (``gap_median``: the model's error minus the better baseline's, median
+    over the cell's trials).  Empty without nnz rows."""
+    gap = selection_gap(final, by=by)
+    d = dense_dim(gap)
+    if d is None:
+        return gap.iloc[0:0]
+    ks = (d, 2 * d) if ks is None else ks
+    return gap[(gap["shift"] == NNZ) & gap["n_context"].isin(ks)].reset_index(drop=True)

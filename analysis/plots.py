@@ -439,6 +439,36 @@ def mixture_effect_curves(mix: pd.DataFrame, mix_axis: str = "task.mix_weight", 
     return fig
 
 
+def nnz_profile_curves(profile: pd.DataFrame, mix_axis: str = "task.mix_weight") -> Figure:
+    """Error against nnz (1: one-sparse .. d: dense prompts), one panel per k, one line
+    per cell (median over its trials, band 25-75%), least squares and Lasso dashed
+    (median over cells: the same prompt draws).  ``profile`` is an
+    :func:`analysis.icl.nnz_profile` frame."""
+    if profile.empty:
+        return _empty("no nnz evaluations")
+    ks = sorted(profile["n_context"].unique())
+    fig, axes = _panels(len(ks), width=5.0, height=3.8, sharey=False)
+    for ax, k in zip(axes, ks):
+        part = profile[profile["n_context"] == k]
+        model = part[part["metric"] == "nmse"]
+        for i, (cell, line) in enumerate(model.groupby("cell", sort=False)):
+            line = line.sort_values("shift_value")
+            ax.fill_between(line["shift_value"], line["q25"], line["q75"], color=f"C{i % 10}", alpha=0.15, lw=0)
+            ax.plot(line["shift_value"], line["median"], "-o", ms=4, color=f"C{i % 10}", label=cell)
+        base = part[part["metric"] != "nmse"].groupby(["metric", "shift_value"])["median"].median().reset_index()
+        for j, (metric, line) in enumerate(base.groupby("metric")):
+            ax.plot(line["shift_value"], line["median"], "--", color=["black", "grey", "tan"][j % 3], lw=1.2,
+                    label=metric.removeprefix("nmse_"))
+        ax.set_xlabel("nnz (non-zero coefficients; d = dense)")
+        ax.set_ylabel(_label("nmse"))
+        ax.set_title(f"k = {k} in-context examples", fontsize=9)
+        ax.set_ylim(0, _nmse_top(model["q75"]))
+        ax.grid(alpha=0.3)
+    axes[-1].legend(fontsize=7)
+    fig.suptitle("error along nnz, one-sparse to dense prompts (median over seeds; dashed: baselines)")
+    return fig
+
+
 # --------------------------------------------------------------------------- representations
 
 

@@ -232,6 +232,37 @@ def _icl(page: Page, trials: pd.DataFrame, final: pd.DataFrame, threshold: float
     if not mix.empty and mix[icl.MIX_AXIS].nunique() > 1:
         page.figure("mixture_effect", plots.mixture_effect_curves(mix), "Error against the pretraining mixture weight.")
         page.table("mixture_effect", mix, "Error per mixture weight and shift")
+    _icl_selection(page, final, by)
+
+
+def _icl_selection(page: Page, final: pd.DataFrame, by: list[str]) -> None:
+    """Dense vs sparse mixtures: error against k on one-sparse and dense prompts, error
+    against nnz at k = d and 2d, and the selection gap as a mixture weight x nnz map."""
+    d = icl.dense_dim(final)
+    if d is None:
+        return
+    page.section("In-context model selection along nnz")
+    page.text(f"Prompts from one-sparse (nnz = 1) to dense (nnz = d = {d}); the model against least squares "
+              f"(best on dense prompts) and Lasso (best on sparse ones), on the same prompts.")
+    curves = icl.icl_curves(final, by=by)
+    for nnz, what in ((1, "one-sparse"), (d, "dense")):
+        if not ((curves["shift"] == icl.NNZ) & (curves["shift_value"] == nnz)).any():
+            continue
+        page.figure(f"nmse_curves_nnz{nnz}", plots.nmse_curves(curves, shift=icl.NNZ, shift_value=nnz),
+                    f"Normalized error against k on {what} prompts (nnz = {nnz}), per cell, with the baselines.")
+    profile = icl.nnz_profile(final, by=by)
+    if profile.empty:
+        return
+    page.figure("nnz_profile", plots.nnz_profile_curves(profile), f"Error against nnz at k = {d} and k = {2 * d}.")
+    page.table("nnz_profile", profile, f"Error per cell, nnz and k (k = {d}, {2 * d}), model and baselines")
+    phase = icl.selection_phase(final, by=by)
+    if icl.MIX_AXIS in by and not phase.empty:
+        cells = phase.rename(columns={"shift_value": "nnz"})
+        page.figure("selection_phase", plots.phase_diagram(cells, x="nnz", y=icl.MIX_AXIS, value="gap_median",
+                                                            facet="n_context", cmap="magma_r"),
+                    "Selection gap (model error minus the better baseline's, median over seeds) by mixture weight "
+                    "and nnz, at k = d and 2d: near 0 where the model selects the right algorithm.")
+    page.table("selection_phase", phase, "Selection gap per cell, nnz and k")
 
 
 def _representations(page: Page, store: Any, study: str, final: pd.DataFrame) -> None:

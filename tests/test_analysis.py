@@ -432,6 +432,24 @@ def test_error_along_shifts_and_mixture_weight(icl_study):
     assert list(mix.columns[:4]) == ["family", "model.size", "task.mix_weight", "shift"]
 
 
+def test_error_along_nnz_at_chosen_k_and_the_selection_phase(icl_study):
+    _, final = icl_study
+    assert icl.dense_dim(final) == 12  # the largest nnz evaluated stands for dense prompts
+    profile = icl.nnz_profile(final, ks=(2, 4))
+    assert set(profile["n_context"]) == {2, 4} and set(profile["shift_value"]) == {3.0, 6.0, 12.0}
+    row = profile[(profile["cell"] == "model.size=nano|task.mix_weight=0.5") & (profile["n_context"] == 2)
+                  & (profile["shift_value"] == 6.0)].set_index("metric")
+    assert row.loc["nmse", "median"] == pytest.approx(0.555) and row.loc["nmse", "best"] == pytest.approx(0.55)
+    assert row.loc["nmse_lstsq", "median"] == pytest.approx(0.5) and row.loc["nmse", "n"] == 2
+    assert icl.nnz_profile(final).empty  # k = d = 12 was never evaluated
+    phase = icl.selection_phase(final, ks=(2,))
+    assert set(phase["shift"]) == {"nnz"} and set(phase["n_context"]) == {2}
+    cell = phase.set_index(["model.size", "task.mix_weight", "shift_value"]).loc[("nano", 0.5, 6.0)]
+    assert (cell["best_baseline"], cell["gap"], cell["gap_median"]) == ("nmse_lstsq", pytest.approx(0.05),
+                                                                         pytest.approx(0.055))
+    assert icl.nnz_profile(final[final["shift"] != "nnz"]).empty
+
+
 # --------------------------------------------------------------------------- representations
 
 

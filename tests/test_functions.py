@@ -292,6 +292,20 @@ def test_splits_follow_the_support_of_the_pretraining_mixture():
     assert split_of(ICLTask(classes=["combo"], combo_alpha=(0.2, 0.8)), "alpha", 0.5) == "id"
 
 
+def test_a_listed_class_with_mixture_weight_zero_is_not_in_the_support():
+    """A mixture sweep keeps both class names in every cell; at w = 0 (sparse only) dense
+    prompts are OOD, at w = 1 (dense only) sparse prompts are."""
+    d = 4
+    cell = dict(n_dims=d, classes=["linear", "sparse_linear"], nnz=1)
+    sparse_only, dense_only, mixed = (ICLTask(**cell, mix_weight=w) for w in (0.0, 1.0, 0.5))
+    assert [split_of(sparse_only, "nnz", v) for v in (1, 2, d)] == ["id", "ood", "ood"]
+    assert [split_of(dense_only, "nnz", v) for v in (1, 2, d)] == ["ood", "ood", "id"]
+    assert [split_of(mixed, "nnz", v) for v in (1, 2, d)] == ["id", "ood", "id"]
+    mix = ICLTask(classes=["linear", "sine"], mix_weight=1.0)
+    assert [split_of(mix, "alpha", a) for a in (1.0, 0.0)] == ["id", "ood"]
+    assert split_of(mix, "freq_scale", 1.0) == "ood"
+
+
 def test_a_class_never_trained_is_evaluated_as_ood_and_a_scale_must_be_positive():
     """freq_scale on a linear-only model is allowed: sine prompts, all OOD (transfer to an unseen class)."""
     task = small_task(shifts={"freq_scale": [1.0]})

@@ -132,11 +132,14 @@ class ICLTask(Section):
 
 
 def _trained(cfg: ICLTask, name: str) -> bool:
-    """Is class ``name`` (with the config's parameters) one of the pretraining classes?"""
-    if name in cfg.classes:
+    """Is class ``name`` (with the config's parameters) drawn in pretraining, i.e. listed
+    in ``cfg.classes`` with a weight above 0?  (mix_weight 0 or 1 leaves one listed class
+    out of the mixture: a sweep over the weight keeps both names in every cell.)"""
+    drawn = {c for c, w in zip(cfg.classes, cfg.weights) if w > 0}
+    if name in drawn:
         return True
     dense_pair = {"linear", "sparse_linear"}  # sparse_linear with nnz = d is dense linear
-    return cfg.nnz == cfg.n_dims and name in dense_pair and bool(dense_pair & set(cfg.classes))
+    return cfg.nnz == cfg.n_dims and name in dense_pair and bool(dense_pair & drawn)
 
 
 def split_of(cfg: ICLTask, shift: str, value: float) -> str:

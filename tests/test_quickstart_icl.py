@@ -1,0 +1,82 @@
+"""The in-context quickstart: a dense vs sparse linear mixture shows model selection and its limit.
+
+A smaller version of ``search_spaces/quickstart_icl.yaml`` (one seed per mixture weight)
+on an embedded local Ray, then the numbers the README promises, at k = 2d in-context
+examples: a sparse-only model (w = 0) does not reach least squares on dense prompts,
+a dense-only one (w = 1) does; the mixture (w = 0.5) is as good as the better specialist
+on both dense and one-sparse prompts (Garg et al. 2022, arXiv 2208.01066; Yadlowsky et
+al. 2023, arXiv 2311.00871).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from analysis import icl
+from analysis.load import final_evals
+from analysis.report import build_report
+from study.config import load_sweep_spec
+from study.store import Store
+
+ROOT = Path(__file__).resolve().parents[1]
+SPEC = ROOT / "search_spaces" / "quickstart_icl.yaml"
+SMALLER = ["grid.train.seed=[0]", "pack.size=1"]  # one model per mixture weight
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+
+
+def at(profile, w: float, nnz: int, k: int, metric: str = "nmse") -> float:
+    rows = profile[(profile["task.mix_weight"] == w) & (profile["shift_value"] == nnz)
+                   & (profile["n_context"] == k) & (profile["metric"] == metric)]
+    assert len(rows) == 1, (w, nnz, k, metric)
+    return float(rows["median"].iloc[0])
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("OODSTUDY_ICL_PATTERN"), reason=(
+    "the pattern does not show yet (measured on CPU: within 4000 steps the sparse-only nano model stays "
+    "on the predict-zero plateau, nmse 0.64-0.80 at k = 2d on its own one-sparse prompts, where Lasso "
+    "scores 0, and so does the w = 0.5 mixture); it costs ~4 CPU minutes, so it runs only with "
+    "OODSTUDY_ICL_PATTERN=1 while the budget that shows the pattern is being found"))
+def test_the_mixture_selects_least_squares_or_lasso_and_the_sparse_specialist_fails_on_dense(tmp_path, ray_local):
+    from study.tune.runner import run_sweep
+
+    spec = load_sweep_spec(SPEC, SMALLER + [f"store={tmp_path / 'store'}"])
+    spec.check_trials()
+    run_sweep(spec)
+    store = Store(spec.store, create=False)
+    trials = store.frame("trials", study=spec.name)
+    assert len(trials) == 3 and set(trials["status"]) == {"completed"}
+    final = final_evals(store, spec.name)
+    d = icl.dense_dim(final)
+    assert d == spec.base["task"]["n_dims"]
+    profile = icl.nnz_profile(final)
+    k = 2 * d
+    dense = {w: at(profile, w, d, k) for w in (0.0, 0.5, 1.0)}
+    sparse = {w: at(profile, w, 1, k) for w in (0.0, 0.5, 1.0)}
+    lstsq_dense, lasso_sparse = at(profile, 1.0, d, k, "nmse_lstsq"), at(profile, 0.0, 1, k, "nmse_lasso")
+    report = f"k={k}: dense prompts {dense} (lstsq {lstsq_dense:.3f}); one-sparse {sparse} (lasso {lasso_sparse:.3f})"
+    # the limit: the sparse specialist does not reach least squares on dense prompts
+    assert dense[0.0] > 3 * dense[1.0] and dense[0.0] > lstsq_dense + 0.1, report
+    # the specialists track their baselines on their own class
+    assert dense[1.0] < 0.1 and sparse[0.0] < 0.1, report
+    # selection: the mixture is within a small margin of the better specialist on both
+    assert dense[0.5] < min(dense[0.0], dense[1.0]) + 0.05, report
+    assert sparse[0.5] < min(sparse[0.0], sparse[1.0]) + 0.05, report
+    # the split labels follow the support: dense prompts are OOD for w = 0, one-sparse for w = 1
+    splits = final[final["shift"] == "nnz"].groupby(["task.mix_weight", "shift_value"])["split"].first()
+    assert splits[(0.0, float(d))] == "ood" and splits[(1.0, 1.0)] == "ood" and splits[(0.5, 1.0)] == "id"
+    # the report draws it: error along nnz per w, and the w x nnz selection gap map
+    out = Path(build_report(spec.store, spec.name, tmp_path / "report")).parent
+    assert {"nnz_profile.png", "selection_phase.png", "nmse_curves_nnz1.png", f"nmse_curves_nnz{d}.png"} <= {
+        p.name for p in out.glob("*.png")}
