@@ -216,3 +216,18 @@ def test_the_end_of_run_table_pools_seeds_into_cells():
     assert cells["cell"].tolist() == ["task.digits=2", "task.digits=3"]
     assert cells["planned"].tolist() == [2, 1] and cells["failed"].tolist() == [1, 0]
     assert cells["best_id_exact_match"].tolist() == [0.9, 0.4]
+
+
+def test_status_finds_the_store_it_is_pointed_at_whatever_cwd_the_run_had(tmp_path, monkeypatch, capsys):
+    run_dir, elsewhere = tmp_path / "run", tmp_path / "elsewhere"
+    run_dir.mkdir(), elsewhere.mkdir()
+    monkeypatch.chdir(run_dir)
+    spec = tiny_spec(tmp_path, "rel", store="./results")  # as a spec file says it
+    write_spec_copy(spec)
+    Store(spec.store)
+    rows = [TrialProgress("a", "task.digits=1", "running", 7, 40, 0.5)]
+    write_progress(storage_path(spec), snapshot("rel", rows, {"task.digits=1": (2, 40), "task.digits=2": (2, 40)},
+                                                elapsed_s=1.0, eta_s=None))
+    monkeypatch.chdir(elsewhere)
+    assert main(["status", "rel", "--store", str(run_dir / "results")]) == 0
+    assert "digits=1: step 7/40 loss 0.500" in capsys.readouterr().out

@@ -282,7 +282,10 @@ def read_spec_copy(name: str, store: str, storage: str | None = None) -> SweepSp
         raise ConfigError(f"no study named {name!r} under {storage_path(probe)}; "
                           "check the name and --store (or --storage-path) of the run")
     with fs.open_input_stream(path) as f:
-        return SweepSpec.model_validate_json(f.read())
+        spec = SweepSpec.model_validate_json(f.read())
+    if storage is None:  # found in <store>/_runs: that store is the study's, whatever cwd the run had
+        spec = spec.model_copy(update={"store": store, "storage_path": None})
+    return spec
 
 
 def default_callbacks(spec: SweepSpec) -> list:
