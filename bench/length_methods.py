@@ -27,12 +27,12 @@ FORMATS = {
 
 
 def run(scheme: str, fmt: str, steps: int, digits: int, lengths: list[int], seed: int, eval_every: int,
-        n_layer: int, d_model: int) -> dict[str, dict[str, float]]:
+        n_layer: int, d_model: int, max_position: int = 32) -> dict[str, dict[str, float]]:
     cfg = trial_config({
         "task": {"op": "add", "digits": digits, "sampling": "below", "train_set": "fresh", "reverse": True,
                  "eval_lengths": lengths, "eval_grid": "diagonal", "eval_examples": 200, **FORMATS[fmt]},
         "model": {"n_layer": n_layer, "n_head": 4, "d_model": d_model, "dropout": 0.0,
-                  "pos_encoding": scheme, "max_position": 32},
+                  "pos_encoding": scheme, "max_position": max_position},
         "train": {"steps": steps, "batch_size": 64, "lr": 1e-3, "warmup_steps": 200, "schedule": "cosine",
                   "eval_every": eval_every, "log_every": eval_every, "seed": seed, "device": "cpu"},
     })
@@ -44,7 +44,7 @@ def run(scheme: str, fmt: str, steps: int, digits: int, lengths: list[int], seed
               if row["metric"] == "exact_match"}
         if em:
             curve[str(r.step)] = em
-            print(f"{scheme}/{fmt} step {r.step} {time.perf_counter() - start:.0f}s {em}", flush=True)
+            print(f"{scheme}/{fmt} step {r.step} {time.perf_counter() - start:.0f}s loss {r.metrics.get('loss', float('nan')):.3f} {em}", flush=True)
 
     train(cfg, report=report)
     return curve
@@ -61,6 +61,7 @@ def main() -> None:
     parser.add_argument("--n-layer", type=int, default=2)
     parser.add_argument("--d-model", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-position", type=int, default=32)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="300 steps, to check that it runs")
     args = parser.parse_args()
@@ -71,7 +72,7 @@ def main() -> None:
     for scheme in args.schemes:
         for fmt in args.formats:
             figures[f"{scheme}/{fmt}"] = run(scheme, fmt, args.steps, args.digits, args.lengths, args.seed,
-                                              args.eval_every, args.n_layer, args.d_model)
+                                              args.eval_every, args.n_layer, args.d_model, args.max_position)
     print(json.dumps(figures))
 
 

@@ -74,6 +74,20 @@ def test_training_offsets_stay_in_range_and_repeat_from_the_seed(scheme):
     assert set(per_row.flatten().tolist()) == set(range(20 - int(base.max())))  # every offset drawn
 
 
+@pytest.mark.parametrize("scheme", ["coupled", "abacus"])
+def test_the_smallest_id_range_the_config_allows_holds_every_unpadded_sequence(scheme):
+    """Pad tokens after a short answer carry no id, so short sequences do not need more."""
+    cfg = ArithmeticTask(pad=False, symbols=True, width=4, digits=2, eval_max_len=4, train_set="fresh",
+                         eval_examples=8)
+    # 4-digit sums have 5 digits and an end token: the slot after the last digit is id 6
+    with pytest.raises(ConfigError, match="at least 7"):
+        trial_config({"task": cfg.model_dump(), "model": {"pos_encoding": scheme, "max_position": 6}})
+    task = Arithmetic(cfg, seed=0, position_scheme=scheme, max_position=7)
+    ids = task.train_batch(512, 0, torch.Generator().manual_seed(0)).positions
+    assert ids.max() == 6 and ids.min() == 0
+    assert all(group.positions.max() <= 6 for group in task.eval_groups)
+
+
 def test_randomized_ids_are_sorted_subsets_of_the_range_and_repeat_from_the_seed():
     cfg = ArithmeticTask(width=4, digits=3, eval_max_len=4, train_set="fresh", eval_examples=8)
     task = Arithmetic(cfg, seed=0, position_scheme="randomized", max_position=40)

@@ -321,9 +321,9 @@ def encode(a: torch.Tensor, b: torch.Tensor, cfg: ArithmeticTask, n: int) -> Enc
         is_answer = is_answer.gather(1, order) & kept
         significance = torch.where(kept, significance.gather(1, order), -1)
     slot = torch.arange(tokens.shape[1], device=a.device) - prompt_len[:, None]  # index within the answer
-    in_answer = slot >= 0
-    by_slot = answer_significance(cfg, tokens.shape[1], a.device)[slot.clamp(min=0)]
-    significance = torch.where(in_answer, by_slot, significance)
+    k = ans.shape[1]
+    by_slot = answer_significance(cfg, k, a.device)[slot.clamp(min=0, max=k - 1)]
+    significance = torch.where(slot >= k, -1, torch.where(slot >= 0, by_slot, significance))  # -1: pad after the answer
     return Encoded(tokens=tokens, answer=is_answer, prompt_len=prompt_len, significance=significance)
 
 
