@@ -5,7 +5,7 @@ trials (:func:`analysis.load.trials`).  Vocabulary used by every table here:
 
 - *cell*: one combination of the grid axes except seeds (``train.seed`` makes
   replicates, not cells); all trials of a cell (seeds, Optuna suggestions) form its
-  distribution.
+  distribution.  A cell with its seed is a *grid point* (column ``grid_point``).
 - *shift axis* (column ``shift``) and position ``x`` along it: arithmetic rows lie on
   the ``"length"`` axis at x = max(len_a, len_b) (or ``min``, ``len_a``, ``len_b``);
   in-context rows on their shift (``nnz``, ``freq_scale``, ``alpha``, ``x_scale``)
@@ -97,15 +97,15 @@ def condition_keys(length: str) -> list[str]:
 
 
 def trial_info(rows: pd.DataFrame) -> pd.DataFrame:
-    """One row per trial of eval-like ``rows``: trial_id, cell, status, family, grid axes."""
-    keep = [c for c in ("trial_id", "cell", "status", "family") if c in rows] + axis_columns(rows)
+    """One row per trial of eval-like ``rows``: trial_id, grid_point, status, family, grid axes."""
+    keep = [c for c in ("trial_id", "grid_point", "status", "family") if c in rows] + axis_columns(rows)
     return rows.drop_duplicates("trial_id")[keep].reset_index(drop=True)
 
 
 def trial_scores(final: pd.DataFrame, metric: str, length: str = "max") -> pd.DataFrame:
     """Each trial's score per condition on its shift axes.
 
-    Columns: trial_id, cell, status, family, the grid axes, shift, x, split (and
+    Columns: trial_id, grid_point, status, family, the grid axes, shift, x, split (and
     len_a, len_b with ``length="pair"``), score (the metric's mean over the rows at
     that condition), id_score (the trial's mean over all its ID rows).  Sorted by
     trial, shift, x.

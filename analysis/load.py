@@ -8,6 +8,11 @@ pure function of these frames.
 Grid axes keep their dotted names as columns (``"model.size"``, ``"task.digits"``);
 flattened config values are prefixed with ``"config."``.  :func:`axis_columns`
 recovers the axes of any frame from that naming rule.
+
+A trial's *grid point* (every grid axis, seeds included; the store's ``cell`` column)
+is read into the column ``grid_point``; a *cell* is a grid point without its seed
+axes (:func:`cell_axes`), the unit every analysis table reports on, labelled in
+their ``cell`` column.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from study.store.sql import sql_literal
 
 FAILED = ("failed", "diverged")  # statuses excluded from every score (but counted)
 EVAL_COLUMNS = ["step", "split", "metric", "value", "len_a", "len_b", "n_context", "shift", "shift_value"]
-TRIAL_KEYS = ["trial_id", "cell", "status", "family"]  # trial columns copied onto eval rows
+TRIAL_KEYS = ["trial_id", "grid_point", "status", "family"]  # trial columns copied onto eval rows
 POINT_COLUMNS = ["trial_id", "step", "kind", "split", "point", "label", "a", "b", "pc1", "pc2"]
 
 # Order of the model presets, smallest first (alphabetical order would put micro first).
@@ -81,8 +86,8 @@ def trials(store: Any, study: str, config: str = "varying") -> pd.DataFrame:
 def expand_trials(raw: pd.DataFrame, config: str = "varying") -> pd.DataFrame:
     """The raw ``trials`` table with ``grid`` and ``config`` JSON expanded into columns.
 
-    Returns one row per trial, sorted by cell then trial_id, with columns:
-    trial_id, cell, status, family ("arithmetic" | "icl", from ``task.family``),
+    Returns one row per trial, sorted by grid point then trial_id, with columns:
+    trial_id, grid_point (the store's ``cell`` column), status, family ("arithmetic" | "icl", from ``task.family``),
     attempt, n_params, steps, score, start_time, end_time, seconds (end - start),
     node, device, error; one column per grid axis (dotted name, e.g. ``model.size``;
     list values as compact JSON strings; NaN where a trial's grid lacks the axis); and
@@ -97,6 +102,7 @@ def expand_trials(raw: pd.DataFrame, config: str = "varying") -> pd.DataFrame:
     axes = pd.DataFrame(grids, index=raw.index)
     flat = pd.DataFrame([_scalars(c) for c in configs], index=raw.index)
     out = raw.drop(columns=[c for c in ("grid", "config", "study", "written_at") if c in raw])
+    out = out.rename(columns={"cell": "grid_point"})
     out["family"] = flat["task.family"] if "task.family" in flat else "arithmetic"
     out["family"] = out["family"].fillna("arithmetic").astype(str)
     if "start_time" in out and "end_time" in out:
@@ -109,7 +115,7 @@ def expand_trials(raw: pd.DataFrame, config: str = "varying") -> pd.DataFrame:
     first = [c for c in TRIAL_KEYS + ["attempt", "n_params", "steps", "score", "start_time", "end_time",
                                        "seconds", "node", "device", "error"] if c in out]
     rest = axis_columns(out) + [c for c in out if c.startswith("config.")]
-    return out[first + rest].sort_values(["cell", "trial_id"]).reset_index(drop=True)
+    return out[first + rest].sort_values(["grid_point", "trial_id"]).reset_index(drop=True)
 
 
 def _scalars(row: dict[str, Any]) -> dict[str, Any]:
@@ -165,15 +171,15 @@ def grid_axes(trials: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["axis", "n_values", "values", "seed", "families"])
 
 
-def cells(trials: pd.DataFrame) -> pd.DataFrame:
-    """One row per cell id of the sweep (seed included, as the store names cells):
-    cell, family, the grid axes, n_trials, then one ``n_<status>`` column per status
+def grid_points(trials: pd.DataFrame) -> pd.DataFrame:
+    """One row per grid point of the sweep (seeds included, as swept): grid_point,
+    family, the grid axes, n_trials, then one ``n_<status>`` column per status
     (n_completed, n_running, n_pruned, n_failed, n_diverged)."""
     statuses = ["completed", "running", "pruned", "failed", "diverged"]
     axes = axis_columns(trials)
-    counts = pd.crosstab(trials["cell"], trials["status"]).reindex(columns=statuses, fill_value=0)
+    counts = pd.crosstab(trials["grid_point"], trials["status"]).reindex(columns=statuses, fill_value=0)
     counts.columns = [f"n_{s}" for s in statuses]
-    first = trials.drop_duplicates("cell").set_index("cell")[["family"] + axes]
+    first = trials.drop_duplicates("grid_point").set_index("grid_point")[["family"] + axes]
     out = first.join(counts)
     out.insert(len(axes) + 1, "n_trials", counts.sum(axis=1))
     return out.reset_index()
@@ -223,12 +229,12 @@ def evals(
     final: bool = False,
     trials_frame: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """Eval rows of ``study`` joined with their trial's cell, status, family and grid axes.
+    """Eval rows of ``study`` joined with their trial's grid point, status, family and grid axes.
 
     ``metrics`` and ``where`` (a DuckDB boolean expression over the ``evals`` columns)
     are applied inside the store's SQL; with ``final=True`` only each trial's last
     evaluated step (its largest step in ``evals``, over all metrics) is read.
-    Columns: trial_id, cell, status, family, the grid axes, step, split, metric,
+    Columns: trial_id, grid_point, status, family, the grid axes, step, split, metric,
     value, len_a, len_b, n_context, shift, shift_value.
     """
     store = open_store(store)
@@ -273,7 +279,7 @@ def final_evals(
 
 
 def attach_trials(rows: pd.DataFrame, trials_frame: pd.DataFrame) -> pd.DataFrame:
-    """Eval-like ``rows`` (with trial_id) joined with the trial columns cell, status,
+    """Eval-like ``rows`` (with trial_id) joined with the trial columns grid_point, status,
     family and the grid axes, which come first.  Rows of unknown trials are kept with
     status "unknown"."""
     info = trials_frame[TRIAL_KEYS + axis_columns(trials_frame)].set_index("trial_id")

@@ -217,7 +217,7 @@ def build_report(store_uri: Any, study: str, out_dir: str | Path, threshold: flo
     page.table("status", status, "Trials by status")
     axes = load.grid_axes(trials).assign(values=lambda f: f["values"].map(lambda v: ", ".join(map(str, v))))
     page.table("grid_axes", axes, "Grid axes")
-    page.table("cells", load.cells(trials), "Cells (as swept, seeds included)")
+    page.table("grid_points", load.grid_points(trials), "Grid points (cells with their seeds, as swept)")
     page.table("trials", trials, "Trials")
     if "exact_match" in metrics:
         _arithmetic(page, trials, final, threshold)

@@ -356,9 +356,9 @@ class Distribution(Section):
 
 
 class TuneSection(Section):
-    metric: str = Field("id_exact_match", description="summary metric Optuna optimizes within a cell")
+    metric: str = Field("id_exact_match", description="summary metric Optuna optimizes within a grid point")
     mode: Literal["max", "min"] = "max"
-    trials_per_cell: int = Field(1, ge=1)
+    trials_per_cell: int = Field(1, ge=1, description="trials per grid point (the key keeps its first name)")
     params: dict[str, Distribution] = Field(default_factory=dict, description="tuned axes")
     sampler: Literal["tpe", "random"] = "tpe"
     seed: int = 0
@@ -376,12 +376,18 @@ class Resources(Section):
 
 
 class SweepSpec(Section):
-    """A whole study: a base trial, grid axes (cells), tuned axes (Optuna per cell), resources."""
+    """A whole study: a base trial, grid axes, tuned axes (Optuna per grid point), resources.
+
+    Vocabulary: a *grid point* is one combination of every grid axis, seed axes
+    (``train.seed``) included; its id (:func:`grid_point_id`) is the store's ``cell``
+    column.  A *cell* is a grid point without its seed axes: the unit the analysis
+    reads as a distribution over seeds and tuned values.
+    """
 
     name: str = Field(..., pattern=STUDY_NAME_PATTERN, description="study name in the store (a directory name)")
     description: str = ""
-    base: dict[str, Any] = Field(default_factory=dict, description="the trial config every cell starts from")
-    grid: dict[str, list[Any]] = Field(default_factory=dict, description="dotted key -> values; cells = product")
+    base: dict[str, Any] = Field(default_factory=dict, description="the trial config every grid point starts from")
+    grid: dict[str, list[Any]] = Field(default_factory=dict, description="dotted key -> values; grid points = product")
     tune: TuneSection = Field(default_factory=TuneSection)
     early_stopping: EarlyStopping = Field(default_factory=EarlyStopping)
     resources: Resources = Field(default_factory=Resources)
@@ -402,38 +408,38 @@ class SweepSpec(Section):
             raise ValueError(f"{sorted(overlap)} are both grid and tuned axes; keep each axis in one place")
         return self
 
-    def cells(self) -> list[dict[str, Any]]:
-        """Every combination of the grid axes, in a stable order."""
+    def grid_points(self) -> list[dict[str, Any]]:
+        """Every combination of the grid axes (seeds included), in a stable order."""
         import itertools
 
         axes = list(self.grid)
         return [dict(zip(axes, combo)) for combo in itertools.product(*(self.grid[a] for a in axes))]
 
-    def trial_raw(self, cell: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
-        """The raw trial config of one cell with tuned values filled in (not yet validated)."""
-        raw = apply_overrides(self.base, {**cell, **params})
+    def trial_raw(self, point: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+        """The raw trial config of one grid point with tuned values filled in (not yet validated)."""
+        raw = apply_overrides(self.base, {**point, **params})
         if self.pack.size > 1:
             raw["pack"] = self.pack.model_dump()
         return raw
 
     def pack_groups(self) -> list[list[int]]:
-        """Indices into :meth:`cells` of the cells one pack may draw its members from.
+        """Indices into :meth:`grid_points` of the points one pack may draw its members from.
 
-        With ``pack.size`` 1, every cell alone.  With packs, the cells that differ only
-        in ``train.seed`` form one group: a pack trains seeds and Optuna suggestions of
-        one cell of the other axes, and each member keeps its own cell (seed included).
+        With ``pack.size`` 1, every grid point alone.  With packs, the points of one cell
+        (the points that differ only in ``train.seed``) form one group: a pack trains
+        seeds and Optuna suggestions of one cell, and each member keeps its own grid point.
         """
-        cells = self.cells()
+        points = self.grid_points()
         if self.pack.size == 1:
-            return [[i] for i in range(len(cells))]
+            return [[i] for i in range(len(points))]
         groups: dict[str, list[int]] = {}
-        for i, cell in enumerate(cells):
-            groups.setdefault(cell_id({k: v for k, v in cell.items() if k != "train.seed"}), []).append(i)
+        for i, point in enumerate(points):
+            groups.setdefault(grid_point_id({k: v for k, v in point.items() if k != "train.seed"}), []).append(i)
         return list(groups.values())
 
     def check_pack(self) -> None:
         """Refuse a pack whose members could differ in more than seed and the tuned training
-        values, or one larger than what the cells it draws from hold."""
+        values, or one larger than the members a cell holds."""
         if "pack" in self.base:
             raise ConfigError("base.pack: set the pack size at the top level of the spec (pack: {size: K})")
         if self.pack.size == 1:
@@ -455,7 +461,7 @@ class SweepSpec(Section):
             )
 
     def check_trials(self) -> None:
-        """Validate the trial config of every cell at the corners of every tuned axis."""
+        """Validate the trial config of every grid point at the corners of every tuned axis."""
         import itertools
 
         self.check_pack()
@@ -464,12 +470,12 @@ class SweepSpec(Section):
             for combo in itertools.product(*(d.corners() for d in self.tune.params.values()))
         ] or [{}]
         families = set()
-        for cell in self.cells():
+        for point in self.grid_points():
             for params in corner_sets[:16]:
                 try:
-                    cfg = TrialConfig.model_validate(self.trial_raw(cell, params))
+                    cfg = TrialConfig.model_validate(self.trial_raw(point, params))
                 except ValidationError as err:
-                    where = ", ".join(f"{k}={v}" for k, v in {**cell, **params}.items()) or "the base config"
+                    where = ", ".join(f"{k}={v}" for k, v in {**point, **params}.items()) or "the base config"
                     raise ConfigError(f"invalid trial config for {where}:\n" + explain(err, TrialConfig)) from None
                 except ConfigError as err:
                     raise ConfigError(f"grid/tuned axis: {err}") from None
@@ -488,9 +494,9 @@ class SweepSpec(Section):
             )
 
 
-def cell_id(cell: dict[str, Any]) -> str:
-    """A short stable name for a cell: ``model.size=nano|task.digits=3`` (``all`` for no grid)."""
-    return "|".join(f"{k}={v}" for k, v in cell.items()) or "all"
+def grid_point_id(point: dict[str, Any]) -> str:
+    """A short stable name for a grid point: ``model.size=nano|train.seed=0`` (``all`` for no grid)."""
+    return "|".join(f"{k}={v}" for k, v in point.items()) or "all"
 
 
 def load_sweep_spec(path: str | Path, overrides: list[str] = ()) -> SweepSpec:

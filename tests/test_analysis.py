@@ -197,7 +197,7 @@ def test_trials_expand_the_grid_and_keep_the_latest_attempt(arith):
     assert axes.loc["model.size", "values"] == ["nano", "micro"]
     assert axes.loc["task.digits", "values"] == [3, 4, 5]
     assert axes.loc["train.seed", "seed"] and not axes.loc["model.size", "seed"]
-    cells = load.cells(trials).set_index("cell")
+    cells = load.grid_points(trials).set_index("grid_point")
     assert cells.loc["model.size=nano|task.digits=3|train.seed=3", "n_failed"] == 1
     assert cells["n_trials"].sum() == 11
 
@@ -209,7 +209,7 @@ def test_final_evals_reads_only_each_trials_last_step_without_duplicates(arith):
                      "b2": [200], "c0": [200], "c1": [100]}
     b1 = final[(final["trial_id"] == "b1") & (final["metric"] == "exact_match")]
     assert len(b1) == 49 and b1["value"].max() == pytest.approx(0.9)  # the retry's rows, once each
-    assert {"model.size", "task.digits", "train.seed", "cell", "status", "family"} <= set(final.columns)
+    assert {"model.size", "task.digits", "train.seed", "grid_point", "status", "family"} <= set(final.columns)
 
 
 def test_filters_run_in_the_store(store):

@@ -64,7 +64,7 @@ def test_arithmetic_report(reports):
             "separation.png", "pca_pca_units_digit.png"} <= set(names)
     images = embedded(index)
     assert len(images) == len(names) and all(i.startswith(PNG) for i in images)
-    for csv in ("breakdown_exact_match", "curves_exact_match", "equivalence", "trials", "cells", "grid_axes",
+    for csv in ("breakdown_exact_match", "curves_exact_match", "equivalence", "trials", "grid_points", "grid_axes",
                 "separation"):
         assert (out / f"{csv}.csv").stat().st_size > 50, csv
     assert not re.search(r'(src|href)="(https?:)?//', text)  # nothing fetched from elsewhere

@@ -59,3 +59,30 @@ def test_vector_read_in_and_hidden_states():
     assert out.shape == (2, 10, 1) and hidden.shape == (2, 10, 128)
     with pytest.raises(ValueError, match="longer than"):
         model(torch.randn(1, 11, 5))
+
+
+@pytest.mark.parametrize("pos_encoding", ["learned", "rope", "alibi"])
+def test_a_packed_member_computes_what_the_same_seed_computes_alone(pos_encoding):
+    cfg, io = ModelConfig(pos_encoding=pos_encoding, dropout=0.0), ModelIO(12, 12, True, 16)
+    pack = Transformer(cfg, io, n_members=3, seeds=[5, 6, 7]).eval()
+    alone = Transformer(cfg, io, seeds=[6]).eval()
+    tokens = torch.randint(0, 12, (3, 4, 16))
+    out, hidden = pack(tokens, return_hidden=True)
+    assert out.shape == (3, 4, 16, 12) and hidden.shape == (3, 4, 16, 48)
+    torch.testing.assert_close(out[1], alone(tokens[1]), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(pack.member(1)(tokens[1]), alone(tokens[1]), atol=1e-5, rtol=1e-5)
+    assert pack.n_params() == alone.n_params()
+    assert pack.flops_per_example(16) == alone.flops_per_example(16)
+
+
+def test_a_members_loss_moves_only_its_own_weights():
+    pack = Transformer(ModelConfig(), ModelIO(12, 12, True, 16), n_members=3, seeds=[0, 1, 2])
+    pack(torch.randint(0, 12, (3, 2, 16)))[1].sum().backward()
+    for name, p in pack.named_parameters():
+        assert p.grad[[0, 2]].abs().max() == 0 and p.grad[1].abs().max() > 0, name
+
+
+def test_a_pack_refuses_inputs_without_a_member_dimension():
+    pack = Transformer(ModelConfig(), ModelIO(12, 12, True, 16), n_members=2)
+    with pytest.raises(ValueError, match="without a member dimension"):
+        pack(torch.randint(0, 12, (2, 16)))

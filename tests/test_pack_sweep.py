@@ -116,8 +116,8 @@ def test_a_pack_reports_its_best_members_score_to_the_scheduler():
 def test_pack_groups_put_the_seeds_of_a_cell_together():
     spec = SweepSpec.model_validate({"name": "g", "base": TINY_BASE, "pack": {"size": 2},
                                      "grid": {"task.digits": [1, 2], "train.seed": [0, 1, 2]}})
-    cells = spec.cells()
-    groups = [[cells[i]["task.digits"] for i in group] for group in spec.pack_groups()]
+    points = spec.grid_points()
+    groups = [[points[i]["task.digits"] for i in group] for group in spec.pack_groups()]
     assert groups == [[1, 1, 1], [2, 2, 2]]
     unpacked = SweepSpec.model_validate({"name": "g", "base": TINY_BASE, "grid": spec.grid})
     assert unpacked.pack_groups() == [[i] for i in range(6)]

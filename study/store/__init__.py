@@ -43,7 +43,8 @@ coercion, dedup), :mod:`~study.store.fragments` (what fragment names say),
 
 from study.errors import StoreError
 from study.store.fragments import Fragment
-from study.store.maintenance import MARKER, Problem
+from study.store.maintenance import Problem
+from study.store.schema import MARKER
 from study.store.rows import coerce_rows
 from study.store.store import DEFAULT_URI, Store
 from study.store.uri import join_uri, open_filesystem

@@ -15,13 +15,12 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from study.store.fragments import OWN_NAME, Fragment, merged_name
-from study.store.schema import KEYS, STUDY_NAME, TABLES, check_study, file_schema
+from study.store.schema import KEYS, MARKER, STUDY_NAME, TABLES, check_study, file_schema
 from study.store.sql import connect, sql_ident
 
 if TYPE_CHECKING:
     from study.store.store import Store
 
-MARKER = "_oodstudy.json"
 # Temp files older than this are reported by validate() as leftovers of a crashed write.
 STALE_TEMP_SECONDS = 15 * 60
 # compact() merges fragments smaller than this (bytes) and leaves bigger ones alone.

@@ -15,14 +15,18 @@ import pyarrow as pa
 from study.errors import StoreError
 
 SCHEMA_VERSION = 1
+# The file at a store's root that says it is a store: {"schema_version": 1, "created": ...}
+MARKER = "_oodstudy.json"
 
 # Study names become directory names (``study=<name>``): characters that need no escaping.
 STUDY_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._+-]*$"
 STUDY_NAME = re.compile(STUDY_NAME_PATTERN)
 
 # Columns every table carries.  ``study`` is the hive partition column
-# (``<root>/<table>/study=<name>/``); ``cell`` is the grid cell id of the trial
-# (a short stable string such as ``"model.size=nano|task.digits=3"``).
+# (``<root>/<table>/study=<name>/``); ``cell`` holds the trial's *grid point* id: every
+# grid axis, seeds included (a short stable string such as
+# ``"model.size=nano|train.seed=0"``; see ``study.config.SweepSpec``).  The column keeps
+# its first name; analysis reads it as ``grid_point``.
 _COMMON = [
     ("study", pa.string()),
     ("trial_id", pa.string()),
@@ -36,7 +40,7 @@ TABLES: dict[str, pa.Schema] = {
     "trials": pa.schema(
         _COMMON
         + [
-            ("grid", pa.string()),  # JSON object: the cell's grid axis values
+            ("grid", pa.string()),  # JSON object: the grid point's axis values
             ("config", pa.string()),  # JSON object: the full nested trial config
             ("status", pa.string()),  # running | completed | failed | diverged | pruned
             ("start_time", pa.timestamp("us", tz="UTC")),

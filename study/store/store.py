@@ -20,9 +20,9 @@ import pyarrow.parquet as pq
 from study.errors import StoreError
 from study.store import maintenance
 from study.store.fragments import Fragment, fragment_name, fragment_summary, summary_problem
-from study.store.maintenance import COMPACT_MAX_BYTES, MARKER, Problem
+from study.store.maintenance import COMPACT_MAX_BYTES, Problem
 from study.store.rows import coerce_rows, schema_problem, to_pandas
-from study.store.schema import SCHEMA_VERSION, TABLES, check_study, table_schema
+from study.store.schema import MARKER, SCHEMA_VERSION, TABLES, check_study, table_schema
 from study.store.sql import QUERY_ERRORS, READ_ERRORS, Planner, connect, sql_ident, tables_in
 from study.store.uri import OBJECT_STORES, open_filesystem
 

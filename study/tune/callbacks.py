@@ -84,15 +84,15 @@ class StoreCallback(Callback):
         once its rows are written, so a failed write loses nothing."""
         attempt = int(trial.num_failures)
         for member in trial_members(trial):
-            mid, cell = member["trial_id"], member["cell"]
+            mid, point_id = member["trial_id"], member["cell"]  # the member's grid point id
             buffer = self.buffers.get(mid, {})
             for (table, reported_attempt), rows in list(buffer.items()):
                 if rows:
-                    self.store.append(table, rows, study=self.study, attempt=reported_attempt, cell=cell)
+                    self.store.append(table, rows, study=self.study, attempt=reported_attempt, cell=point_id)
                 del buffer[(table, reported_attempt)]
             row = self.trial_rows.get(mid)
             if row is not None:
-                self.store.append("trials", [row], study=self.study, attempt=attempt, cell=cell)
+                self.store.append("trials", [row], study=self.study, attempt=attempt, cell=point_id)
 
     def on_step_begin(self, iteration, trials, **info) -> None:
         if not self.seen_trials and trials:
@@ -189,11 +189,11 @@ def _error_text(trial) -> str | None:
 
 
 class ProgressLine(Callback):
-    """One live line: cells done, trials (pack members) running/done, ETA."""
+    """One live line: grid points done (printed as "cells"), trials (pack members) running/done, ETA."""
 
     def __init__(self, spec: SweepSpec) -> None:
         self.study_name = spec.name
-        self.n_cells, self.quota = len(spec.cells()), spec.tune.trials_per_cell
+        self.n_points, self.quota = len(spec.grid_points()), spec.tune.trials_per_cell
         self.started = time.monotonic()
         self.last_print = 0.0
         self.interactive = sys.stderr.isatty()
@@ -208,15 +208,15 @@ class ProgressLine(Callback):
     def line(self, trials) -> str:
         done = [m for t in trials if t.status in ("TERMINATED", "ERROR") for m in trial_members(t)]
         running = sum(len(trial_members(t)) for t in trials if t.status == "RUNNING")
-        per_cell: dict[str, int] = {}
+        per_point: dict[str, int] = {}
         for m in done:
-            per_cell[m["cell"]] = per_cell.get(m["cell"], 0) + 1
-        cells_done = sum(n >= self.quota for n in per_cell.values())
-        total = self.n_cells * self.quota
+            per_point[m["cell"]] = per_point.get(m["cell"], 0) + 1
+        points_done = sum(n >= self.quota for n in per_point.values())
+        total = self.n_points * self.quota
         elapsed = time.monotonic() - self.started
         eta = elapsed / len(done) * (total - len(done)) if done else float("nan")
         eta_text = f"{eta / 60:.1f} min" if eta == eta else "?"
-        return (f"[{self.study_name}] cells {cells_done}/{self.n_cells} done | trials {running} running, "
+        return (f"[{self.study_name}] cells {points_done}/{self.n_points} done | trials {running} running, "
                 f"{len(done)}/{total} done | elapsed {elapsed / 60:.1f} min | ETA {eta_text}   ")
 
     def on_experiment_end(self, trials, **info) -> None:

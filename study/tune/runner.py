@@ -152,7 +152,7 @@ def build_tuner(
         return tune.Tuner.restore(experiment, trainable=trainable, resume_errored=True)
     scheduler = None
     if spec.early_stopping.type == "asha":
-        trains = [TrialConfig.model_validate(spec.trial_raw(cell, {})).train for cell in spec.cells()]
+        trains = [TrialConfig.model_validate(spec.trial_raw(point, {})).train for point in spec.grid_points()]
         n_evals = max(math.ceil(t.steps / t.eval_every) for t in trains)  # reports per trial, the last included
         scheduler = PerCellScheduler(
             spec.tune.metric, spec.tune.mode, spec.early_stopping.grace_period,

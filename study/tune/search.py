@@ -1,9 +1,10 @@
-"""Grid cells x Optuna per cell, as a Ray Tune ``Searcher``; early stopping within a cell.
+"""Grid points x Optuna per grid point, as a Ray Tune ``Searcher``; early stopping within
+a grid point.  (A grid point is every grid axis, seeds included: see ``SweepSpec``.)
 
 Ray Tune cannot mix ``grid_search`` with Optuna, so the searcher owns both: it keeps one
-Optuna study per grid cell, hands out trials round-robin over the cells that still
+Optuna study per grid point, hands out trials round-robin over the grid points that still
 have quota (the map fills evenly), routes each finished trial's score back to its
-cell's study, and says FINISHED once every cell has had its ``trials_per_cell``.
+grid point's study, and says FINISHED once every grid point has had its ``trials_per_cell``.
 Optuna studies live in an Optuna storage (a journal file by default) so that
 ``optuna-dashboard <journal>`` shows them while the sweep runs.
 """
@@ -18,7 +19,7 @@ import optuna
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
-from study.config import SweepSpec, cell_id
+from study.config import SweepSpec, grid_point_id
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -53,23 +54,25 @@ class CellSearcher(Searcher):
     """Suggests trial configs: ``{"trial": <raw trial config>, "cell": id, "grid": {...}, "params": {...},
     "members": [...]}``.
 
-    With ``pack.size`` K > 1 a suggestion is a pack: up to K members (``members``, each
-    with its own trial id, cell, grid, params and raw trial config) from one group of
-    cells that differ only in ``train.seed``; every member counts toward its own cell's
-    quota and is its own Optuna trial.  ``cell`` is then the group's id (the grid
-    without the seed): packs are compared with packs of the same group.
+    ``"cell"`` holds the grid point id (the key, like the store column it fills, keeps
+    its first name).  With ``pack.size`` K > 1 a suggestion is a pack: up to K members
+    (``members``, each with its own trial id, grid point id under ``cell``, grid, params
+    and raw trial config) from the grid points of one cell (they differ only in
+    ``train.seed``); every member counts toward its own grid point's quota and is its
+    own Optuna trial.  ``"cell"`` is then the cell's id (the grid point without its
+    seed): packs are compared with packs of the same cell.
     """
 
     def __init__(self, spec: SweepSpec, journal_path: str):
         super().__init__(metric=spec.tune.metric, mode=spec.tune.mode)
         self.spec = spec
         self.journal_path = journal_path
-        self.cells = spec.cells()
-        self.cell_ids = [cell_id(c) for c in self.cells]
-        self.groups = spec.pack_groups()  # cells a pack draws its members from
-        self.group_ids = [cell_id({k: v for k, v in self.cells[g[0]].items() if k != "train.seed"}) for g in self.groups]
-        self.suggested = {cid: 0 for cid in self.cell_ids}  # members handed out per cell
-        self.live: dict[str, list[tuple[str, int, str]]] = {}  # tune trial id -> (cell, optuna number, member id)
+        self.points = spec.grid_points()
+        self.point_ids = [grid_point_id(p) for p in self.points]
+        self.groups = spec.pack_groups()  # the grid points (of one cell) a pack draws its members from
+        self.group_ids = [grid_point_id({k: v for k, v in self.points[g[0]].items() if k != "train.seed"}) for g in self.groups]
+        self.suggested = {pid: 0 for pid in self.point_ids}  # members handed out per grid point
+        self.live: dict[str, list[tuple[str, int, str]]] = {}  # tune trial id -> (grid point id, optuna number, member id)
         self.next_group = 0  # round-robin cursor
         self._studies: dict[str, optuna.Study] = {}
 
@@ -79,33 +82,33 @@ class CellSearcher(Searcher):
         state["_studies"] = {}
         return state
 
-    def study_name(self, cid: str) -> str:
-        return f"{self.spec.name}/{cid}"
+    def study_name(self, pid: str) -> str:
+        return f"{self.spec.name}/{pid}"
 
-    def study(self, cid: str) -> optuna.Study:
-        if cid not in self._studies:
+    def study(self, pid: str) -> optuna.Study:
+        if pid not in self._studies:
             tune = self.spec.tune
-            seed = tune.seed + self.cell_ids.index(cid)
+            seed = tune.seed + self.point_ids.index(pid)
             sampler = optuna.samplers.TPESampler(seed=seed) if tune.sampler == "tpe" else optuna.samplers.RandomSampler(seed=seed)
-            self._studies[cid] = optuna.create_study(
-                study_name=self.study_name(cid),
+            self._studies[pid] = optuna.create_study(
+                study_name=self.study_name(pid),
                 storage=optuna_storage(self.spec.optuna_storage, self.journal_path),
                 direction="maximize" if tune.mode == "max" else "minimize",
                 sampler=sampler,
                 load_if_exists=True,
             )
-        return self._studies[cid]
+        return self._studies[pid]
 
     def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec) -> bool:
         return True  # the spec already fixes metric, mode and the search space
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
-        """The next Tune trial: a pack of up to ``pack.size`` members of one group of cells
-        (one member when packs are off), each asked of its own cell's Optuna study."""
+        """The next Tune trial: a pack of up to ``pack.size`` members of one cell's grid points
+        (one member when packs are off), each asked of its own grid point's Optuna study."""
         quota = self.spec.tune.trials_per_cell
         for offset in range(len(self.groups)):
             g = (self.next_group + offset) % len(self.groups)
-            if any(self.suggested[self.cell_ids[i]] < quota for i in self.groups[g]):
+            if any(self.suggested[self.point_ids[i]] < quota for i in self.groups[g]):
                 break
         else:
             return Searcher.FINISHED
@@ -113,18 +116,18 @@ class CellSearcher(Searcher):
         distributions = {name: d.optuna() for name, d in self.spec.tune.params.items()}
         members, live = [], []
         while len(members) < self.spec.pack.size:
-            open_cells = [i for i in self.groups[g] if self.suggested[self.cell_ids[i]] < quota]
-            if not open_cells:
+            open_points = [i for i in self.groups[g] if self.suggested[self.point_ids[i]] < quota]
+            if not open_points:
                 break
-            index = min(open_cells, key=lambda i: self.suggested[self.cell_ids[i]])  # seeds fill evenly
-            cid, cell = self.cell_ids[index], self.cells[index]
-            optuna_trial = self.study(cid).ask(distributions)
+            index = min(open_points, key=lambda i: self.suggested[self.point_ids[i]])  # seeds fill evenly
+            pid, point = self.point_ids[index], self.points[index]
+            optuna_trial = self.study(pid).ask(distributions)
             params = {name: _plain(value) for name, value in optuna_trial.params.items()}
-            self.suggested[cid] += 1
+            self.suggested[pid] += 1
             member_id = member_trial_id(trial_id, len(members), self.spec.pack.size)
-            members.append({"trial_id": member_id, "cell": cid, "grid": cell, "params": params,
-                            "trial": self.spec.trial_raw(cell, params)})
-            live.append((cid, optuna_trial.number, member_id))
+            members.append({"trial_id": member_id, "cell": pid, "grid": point, "params": params,
+                            "trial": self.spec.trial_raw(point, params)})
+            live.append((pid, optuna_trial.number, member_id))
         self.live[trial_id] = live
         first = members[0]
         return {
@@ -139,19 +142,19 @@ class CellSearcher(Searcher):
         }
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        pass  # early stopping is the per-cell scheduler's job
+        pass  # early stopping is the per-grid-point scheduler's job
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         """Tell each member's score to its own Optuna trial (a failed pack fails every member)."""
         if trial_id not in self.live:
             return
         members = self.live.pop(trial_id)
-        for cid, number, member_id in members:
+        for pid, number, member_id in members:
             mine = member_result(result or {}, member_id)
             if mine is None:
                 mine = (result or {}) if len(members) == 1 else {}  # a one-model trainable reports flat
             value = mine.get(self.spec.tune.metric)
-            study = self.study(cid)
+            study = self.study(pid)
             if error or value is None or not math.isfinite(float(value)):
                 study.tell(number, state=optuna.trial.TrialState.FAIL)
             elif mine.get("status") == "running":  # stopped early by the scheduler
@@ -181,7 +184,8 @@ def _plain(value: Any) -> Any:
 
 
 class PerCellScheduler(FIFOScheduler):
-    """One ASHA scheduler per grid cell: trials compete only with trials of their own cell.
+    """One ASHA scheduler per grid point: trials compete only with trials of their own grid point
+    (with packs, per cell: packs compete with packs of their own cell).
 
     Packs: a pack reports its best member's score (see :mod:`study.tune.trial`), so ASHA
     stops a pack only when its best member falls below the cut, i.e. when every member
@@ -195,30 +199,30 @@ class PerCellScheduler(FIFOScheduler):
             metric=metric, mode=mode, time_attr="training_iteration",
             grace_period=grace_period, reduction_factor=reduction_factor, max_t=max_t,
         )
-        self.by_cell: dict[str, ASHAScheduler] = {}
+        self.by_point: dict[str, ASHAScheduler] = {}
 
-    def _cell(self, trial) -> ASHAScheduler:
-        cid = trial.config.get("cell", "all")
-        if cid not in self.by_cell:
-            self.by_cell[cid] = ASHAScheduler(**self.options)
-        return self.by_cell[cid]
+    def _scheduler(self, trial) -> ASHAScheduler:
+        pid = trial.config.get("cell", "all")  # the grid point id
+        if pid not in self.by_point:
+            self.by_point[pid] = ASHAScheduler(**self.options)
+        return self.by_point[pid]
 
     def set_search_properties(self, metric, mode, **spec) -> bool:
         return True
 
     def on_trial_add(self, tune_controller, trial) -> None:
-        self._cell(trial).on_trial_add(tune_controller, trial)
+        self._scheduler(trial).on_trial_add(tune_controller, trial)
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
         if self._metric not in result:
             return TrialScheduler.CONTINUE
-        return self._cell(trial).on_trial_result(tune_controller, trial, result)
+        return self._scheduler(trial).on_trial_result(tune_controller, trial, result)
 
     def on_trial_complete(self, tune_controller, trial, result: dict) -> None:
-        self._cell(trial).on_trial_complete(tune_controller, trial, result)
+        self._scheduler(trial).on_trial_complete(tune_controller, trial, result)
 
     def on_trial_remove(self, tune_controller, trial) -> None:
-        self._cell(trial).on_trial_remove(tune_controller, trial)
+        self._scheduler(trial).on_trial_remove(tune_controller, trial)
 
     def debug_string(self) -> str:
-        return f"PerCellScheduler over {len(self.by_cell)} cells"
+        return f"PerCellScheduler over {len(self.by_point)} cells"

@@ -4,27 +4,28 @@ from __future__ import annotations
 
 import pandas as pd
 
-from study.config import SweepSpec, cell_id
+from study.config import SweepSpec, grid_point_id
 from study.store import Store, StoreError
 
 
 def study_status(spec: SweepSpec) -> pd.DataFrame:
-    """Per cell: planned, completed, running, failed/diverged/pruned, best score (a DataFrame)."""
-    planned = {cell_id(c): spec.tune.trials_per_cell for c in spec.cells()}
+    """Per grid point: planned, completed, running, failed/diverged/pruned, best score (a
+    DataFrame; the grid point id in column ``cell``, as the store names it)."""
+    planned = {grid_point_id(p): spec.tune.trials_per_cell for p in spec.grid_points()}
     try:
         trials = Store(spec.store, create=False).frame("trials", study=spec.name)
     except StoreError:  # no store yet: nothing has run
         trials = pd.DataFrame(columns=["cell", "status", "score"])
     rows = []
-    for cid, n in planned.items():
-        mine = trials[trials["cell"] == cid]
+    for pid, n in planned.items():
+        mine = trials[trials["cell"] == pid]
         scores = mine.loc[mine["status"].isin(["completed", "converged"]), "score"].dropna()
         best = (scores.max() if spec.tune.mode == "max" else scores.min()) if len(scores) else float("nan")
         counts = mine["status"].value_counts()
         finished = int(sum(counts.get(s, 0) for s in ("completed", "converged", "failed", "diverged", "pruned")))
         running = int(counts.get("running", 0) + counts.get("retrying", 0))
         rows.append({
-            "cell": cid,
+            "cell": pid,
             "planned": n,
             "completed": int(counts.get("completed", 0)),
             "converged": int(counts.get("converged", 0)),
