@@ -50,11 +50,11 @@ def study(tmp_path_factory):
         write_trial(store, f"h{seed}", "learned", True, seed, [1.0, 0.1 * seed, 0.0])  # both seeds break at 8
     write_trial(store, "a0", "abacus", False, 0, CURVES["abacus"])
     trials = load.trials(store, "m")
-    return trials, load.final_evals(store, "m", trials_frame=trials)
+    return trials, load.final_evals(store, "m", trials_frame=trials), store
 
 
 def test_breakdown_says_holds_to_the_last_length_and_flags_the_non_monotone_curve(study):
-    trials, final = study
+    trials, final, _ = study
     table = bd.breakdown(final, trials).set_index("cell")
     coupled = table.loc["model.pos_encoding=coupled|task.index_hints=False"]
     assert coupled["verdict"] == "holds" and coupled["holds_to"] == 10 and math.isnan(coupled["boundary"])
@@ -66,7 +66,7 @@ def test_breakdown_says_holds_to_the_last_length_and_flags_the_non_monotone_curv
 
 
 def test_method_table_ranks_methods_by_median_boundary_with_seed_spread(study):
-    trials, final = study
+    trials, final, _ = study
     table = methods.method_table(final, trials).set_index("method")
     assert list(table.index) == ["coupled", "abacus", "learned + index hints", "learned"]
     assert table.loc["coupled", "n_holds"] == 2 and table.loc["coupled", "holds_to"] == 10
@@ -78,3 +78,12 @@ def test_method_table_ranks_methods_by_median_boundary_with_seed_spread(study):
     assert table.loc["abacus", "n_nonmonotone"] == 1
     fig = methods.boundary_by_method(methods.per_trial(final).assign(cell=""))
     assert len(fig.axes) == 1 and len(fig.axes[0].get_xticklabels()) == 4
+
+
+def test_the_report_has_the_method_table_and_plot(study, tmp_path):
+    from analysis.report import build_report
+
+    _, _, store = study
+    index = build_report(store, "m", tmp_path / "report")
+    assert "Length-generalization methods" in index.read_text()
+    assert (tmp_path / "report" / "methods.csv").exists() and (tmp_path / "report" / "boundary_by_method.png").exists()
