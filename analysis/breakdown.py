@@ -271,6 +271,8 @@ def breakdown(
       ID score (see module docstring);
     - verdict: "breaks" (a boundary within the evaluated range), "holds" (none),
       "no_id" (the ID score is at the floor: nothing to break), "no_trial";
+      holds_to: the last OOD x evaluated when the verdict is "holds" (the boundary lies
+      beyond it: "holds to L"), NaN otherwise;
     - id_median, id_q25, id_q75, ood_median: over the usable trials;
     - n_break (usable trials whose own curve breaks), boundary_q25, boundary_q50,
       boundary_q75: quantiles of the per-trial boundaries, taken among observed
@@ -316,9 +318,10 @@ def breakdown(
     out["verdict"] = np.select(
         [out["best_trial"].isna(), out["monotone"].isna(), out["boundary"].notna()],
         ["no_trial", "no_id", "breaks"], "holds")
+    out["holds_to"] = out["x_max"].where(out["verdict"] == "holds")
     out["cell"] = [cell_label(r, by) for r in out[by].to_dict("records")] if by else ""
     columns = keys + ["cell", "shift", "n_trials", "n_failed", "n_usable", "best_trial", "id_score", "ood_score",
-                      "x_max", "boundary", "verdict", "monotone", "recovers_at", "id_median", "id_q25", "id_q75",
+                      "x_max", "boundary", "verdict", "holds_to", "monotone", "recovers_at", "id_median", "id_q25", "id_q75",
                       "ood_median", "n_break", "boundary_q25", "boundary_q50", "boundary_q75", "n_nonmonotone"]
     return sort_cells(out[columns], by, ["shift"])
 
@@ -360,9 +363,10 @@ def format_summary(table: pd.DataFrame, curve: pd.DataFrame, metric: str, thresh
     """A compact text table from :func:`breakdown` and :func:`curves` frames: per shift
     axis, one line per cell with n (usable/all trials), the best trial's ID score,
     its score at each OOD x ("id" where x is in distribution for that cell, "-"
-    without a value), and the boundary ("-" when the curve never breaks, "n/a"
-    without a usable trial or without ID skill; recoveries noted).  ``extra`` =
-    (header, cell -> text) adds a last column; a legend ends the text."""
+    without a value), and the boundary ("holds to L" when the curve never breaks up to
+    the last evaluated x = L, "n/a" without a usable trial or without ID skill;
+    recoveries and non-monotone curves noted).  ``extra`` = (header, cell -> text) adds
+    a last column; a legend ends the text."""
     m = metric_info(metric)
     rule = (f"below {threshold:g} x the ID score" if m.higher_is_better and m.floor == 0 else
             f"keeping less than {threshold:g} of the ID score's margin over {m.floor:g}")
@@ -394,7 +398,7 @@ def format_summary(table: pd.DataFrame, curve: pd.DataFrame, metric: str, thresh
 def _boundary_text(row: dict[str, Any]) -> str:
     if row["verdict"] not in ("breaks", "holds"):
         return "n/a"
-    text = "-" if row["verdict"] == "holds" else _fmt_x(row["boundary"])
+    text = f"holds to {_fmt_x(row['holds_to'])}" if row["verdict"] == "holds" else _fmt_x(row["boundary"])
     if row["recovers_at"]:
         text += f" (recovers at {','.join(_fmt_x(v) for v in row['recovers_at'])})"
     elif not pd.isna(row["monotone"]) and not row["monotone"]:

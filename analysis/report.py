@@ -22,7 +22,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from analysis import breakdown as bd
-from analysis import equivalence, icl, load, plots, representations, summary
+from analysis import equivalence, icl, load, methods, plots, representations, summary
 
 # Preferred roles of grid axes in the phase diagrams: x, y, then panels.
 X_AXES = ("model.size", "model.n_layer", "model.d_model", "model.pos_encoding")
@@ -389,6 +389,7 @@ def build_report(store_uri: Any, study: str, out_dir: str | Path, threshold: flo
                hide=("family", "start_time", "end_time", "node", *load.axis_columns(trials)))
     if "exact_match" in metrics:
         _arithmetic(page, trials, final, threshold)
+        methods.report_section(page, trials, final, threshold)
     if "nmse" in metrics:
         _icl(page, trials, final, threshold)
     _representations(page, store, study, final)

@@ -20,7 +20,7 @@ from study.errors import ConfigError
 from study.section import BOOL_FOR_NUMBER, Section
 from study.store.schema import STUDY_NAME_PATTERN
 from study.tasks import FAMILIES, LOSS, METRICS, MISSING_METRIC_HINTS, SPLITS, metric_direction, summary_metrics
-from study.tasks.arithmetic_config import ArithmeticTask
+from study.tasks.arithmetic_config import ArithmeticTask, check_position_scheme
 from study.tasks.functions_config import ICLTask
 
 
@@ -36,12 +36,20 @@ MODEL_PRESETS: dict[str, tuple[int, int, int]] = {
 }
 
 
+# Position schemes whose ids the task computes (the model adds a learned table row per id).
+TASK_POSITION_SCHEMES = ("coupled", "abacus", "randomized")
+POSITION_ENCODINGS = ("learned", "sinusoidal", "rope", "alibi", "none") + TASK_POSITION_SCHEMES
+
+
 class ModelConfig(Section):
     size: Literal[tuple(MODEL_PRESETS)] = "nano"
     n_layer: int | None = Field(None, ge=1, description="overrides the preset")
     n_head: int | None = Field(None, ge=1, description="overrides the preset")
     d_model: int | None = Field(None, ge=1, description="overrides the preset")
-    pos_encoding: Literal["learned", "sinusoidal", "rope", "alibi", "none"] = "learned"
+    pos_encoding: Literal[POSITION_ENCODINGS] = "learned"
+    max_position: int = Field(
+        64, ge=1, description="position ids 0..max_position-1 (coupled, abacus, randomized)"
+    )
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
 
     @property
@@ -150,6 +158,19 @@ class TrialConfig(Section):
         if stop is not None and stop.metric not in known:
             raise ValueError(f"train.stop_when.metric={stop.metric!r} is not a summary metric of this task; "
                              f"use one of {sorted(known)}")
+        return self
+
+    @model_validator(mode="after")
+    def _check_positions(self) -> "TrialConfig":
+        scheme = self.model.pos_encoding
+        if scheme not in TASK_POSITION_SCHEMES:
+            return self
+        if self.task.family != "arithmetic":
+            raise ValueError(
+                f"model.pos_encoding={scheme} takes position ids from an arithmetic format; task.family="
+                f"{self.task.family} prompts have none: use learned, sinusoidal, rope, alibi or none"
+            )
+        check_position_scheme(self.task, scheme, self.model.max_position)
         return self
 
     @model_validator(mode="before")

@@ -17,7 +17,12 @@ The position encoding is a parameter:
 - ``sinusoidal``: the fixed sin/cos table of "Attention is all you need", added;
 - ``rope``:       queries and keys rotated by position-dependent angles (relative);
 - ``alibi``:      a per-head linear penalty -m_h * (i - j) added to attention scores;
-- ``none``:       no position signal beyond the causal mask (NoPE).
+- ``none``:       no position signal beyond the causal mask (NoPE);
+- ``coupled``, ``abacus``, ``randomized``: a trained table of ``max_position`` vectors
+  indexed by position ids the *task* computes (``positions [K, B, T]``), added to the
+  input.  The model does not know what the ids mean: the task assigns them (equal
+  significance -> equal id for coupling, the digit's offset in its number for Abacus,
+  a sorted random subset of the id range for randomized positions).
 
 Shapes: K members, B sequences each, T positions, C = d_model, H heads, hd = C / H.
 """
@@ -31,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from study.config import ModelConfig
+from study.config import TASK_POSITION_SCHEMES, ModelConfig
 from study.tasks.base import ModelIO
 
 
@@ -194,8 +199,11 @@ class Transformer(nn.Module):
         K = n_members
         self.cfg, self.io, self.pos_encoding, self.max_seq_len = cfg, io, cfg.pos_encoding, io.max_seq_len
         self.read_in = PackedEmbedding(K, io.n_in, d_model) if io.tokens else PackedLinear(K, io.n_in, d_model)
+        self.takes_positions = cfg.pos_encoding in TASK_POSITION_SCHEMES
         if cfg.pos_encoding == "learned":
             self.pos_table = nn.Parameter(torch.zeros(K, io.max_seq_len, d_model))
+        elif self.takes_positions:
+            self.pos_table = nn.Parameter(torch.zeros(K, cfg.max_position, d_model))  # row = position id
         elif cfg.pos_encoding == "sinusoidal":
             self.register_buffer("pos_table", sinusoidal_table(io.max_seq_len, d_model)[None], persistent=False)
         else:
@@ -232,18 +240,28 @@ class Transformer(nn.Module):
         """Parameters of one member."""
         return sum(p.numel() for p in self.parameters()) // self.n_members
 
-    def forward(self, inputs: torch.Tensor, return_hidden: bool = False):
+    def forward(self, inputs: torch.Tensor, positions: torch.Tensor | None = None, return_hidden: bool = False):
+        """``positions`` (Long ``[K, B, T]``, or ``[B, T]`` with inputs ``[B, T]``): the
+        task's position ids, required by the coupled/abacus/randomized schemes and
+        ignored by the others."""
         single = inputs.dim() == (2 if self.io.tokens else 3)  # [B, T] (or [B, T, n_in]): no member dim
         if single:
             if self.n_members != 1:
                 raise ValueError(f"inputs without a member dimension for a pack of {self.n_members}; "
                                  "give [K, B, T] inputs or call model.member(k)")
             inputs = inputs[None]
+            positions = positions[None] if positions is not None else None
         T = inputs.shape[2]
         if T > self.max_seq_len:
             raise ValueError(f"sequence of {T} positions is longer than the model's {self.max_seq_len}")
         x = self.read_in(inputs)  # [K, B, T, C]
-        if self.pos_table is not None:
+        if self.takes_positions:
+            if positions is None:
+                raise ValueError(f"pos_encoding={self.pos_encoding} needs the task's position ids; pass positions")
+            K, V, C = self.pos_table.shape  # ids lie in [0, V): the config checks the task's range
+            offset = torch.arange(K, device=positions.device).view(K, 1, 1) * V  # member k reads its own rows
+            x = x + F.embedding(positions + offset, self.pos_table.reshape(K * V, C))  # [K, B, T, C]
+        elif self.pos_table is not None:
             x = x + self.pos_table[:, None, :T]  # [K or 1, 1, T, C]
         x = self.drop(x)
         for block in self.blocks:
@@ -279,6 +297,7 @@ class Member(nn.Module):
         super().__init__()
         self.pack, self.k = pack, k
 
-    def forward(self, inputs: torch.Tensor, return_hidden: bool = False):
+    def forward(self, inputs: torch.Tensor, positions: torch.Tensor | None = None, return_hidden: bool = False):
         weights = {name: p[self.k : self.k + 1] for name, p in self.pack.named_parameters()}
-        return functional_call(self.pack, weights, (inputs,), {"return_hidden": return_hidden}, strict=False)
+        return functional_call(self.pack, weights, (inputs,), {"positions": positions, "return_hidden": return_hidden},
+                               strict=False)

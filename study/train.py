@@ -40,7 +40,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from study.config import PACK_MEMBER_FIELDS, TrainConfig, TrialConfig
+from study.config import PACK_MEMBER_FIELDS, TASK_POSITION_SCHEMES, TrainConfig, TrialConfig
 from study.errors import ConfigError
 from study.model import Transformer
 from study.tasks import build_task
@@ -174,6 +174,15 @@ def stack_inputs(batches: list[Batch]) -> torch.Tensor:
         pad = (0, missing) if b.inputs.dim() == 2 else (0, 0, 0, missing)
         padded.append(F.pad(b.inputs, pad) if missing else b.inputs)
     return torch.stack(padded)
+
+
+def stack_positions(batches: list[Batch]) -> torch.Tensor | None:
+    """The members' position ids as one [K, B, T] tensor, right-padded with id 0 like
+    :func:`stack_inputs`; None when the task computes none."""
+    if batches[0].positions is None:
+        return None
+    T = max(b.positions.shape[1] for b in batches)
+    return torch.stack([F.pad(b.positions, (0, T - b.positions.shape[1])) for b in batches])
 
 
 def member_losses(tasks: list[Any], output: torch.Tensor, batches: list[Batch]) -> torch.Tensor:
@@ -376,7 +385,10 @@ def train_pack(
     device = pick_device(tc.device)
     bf16 = uses_bf16(tc, device)
     torch.manual_seed(members[0].train.seed)  # the dropout stream
-    tasks = [build_task(m.task, seed=m.train.seed, device=device) for m in members]
+    mc = members[0].model
+    scheme = mc.pos_encoding if mc.pos_encoding in TASK_POSITION_SCHEMES else None  # ids the tasks compute
+    tasks = [build_task(m.task, seed=m.train.seed, device=device, position_scheme=scheme,
+                        max_position=mc.max_position) for m in members]
     model = Transformer(members[0].model, tasks[0].io, n_members=K, seeds=[m.train.seed for m in members]).to(device)
     n_params, device_name = model.n_params(), str(device)
     params = list(model.parameters())
@@ -424,7 +436,7 @@ def train_pack(
         lr = lr_schedule(state.step, peak_lr, warmup, tc)
         batches = [task.train_batch(tc.batch_size, state.step, g) for task, g in zip(tasks, state.generators)]
         with autocast():
-            output = model(stack_inputs(batches))  # [K, B, T, n_out]
+            output = model(stack_inputs(batches), positions=stack_positions(batches))  # [K, B, T, n_out]
         losses = member_losses(tasks, output, batches)  # [K]
         newly_diverged = state.active & ~torch.isfinite(losses)
         state.diverged_at = torch.where(newly_diverged, state.step, state.diverged_at)

@@ -73,11 +73,20 @@ def task_class(family: str) -> type:
 
 
 def build_task(
-    cfg: arithmetic_config.ArithmeticTask | functions_config.ICLTask, seed: int, device: torch.device | str = "cpu"
+    cfg: arithmetic_config.ArithmeticTask | functions_config.ICLTask,
+    seed: int,
+    device: torch.device | str = "cpu",
+    position_scheme: str | None = None,
+    max_position: int = 64,
 ) -> Task:
+    """The task of ``cfg``; ``position_scheme`` (coupled, abacus, randomized) makes it
+    compute position ids for the model, in a table of ``max_position`` ids."""
     import torch
 
-    return task_class(cfg.family)(cfg, seed=seed, device=torch.device(device))
+    if position_scheme is None:
+        return task_class(cfg.family)(cfg, seed=seed, device=torch.device(device))
+    return task_class(cfg.family)(cfg, seed=seed, device=torch.device(device),
+                                  position_scheme=position_scheme, max_position=max_position)
 
 
 __all__ = ["FAMILIES", "METRICS", "PRIMARY_METRICS", "build_task", "metric_direction", "summary_metrics", "task_class"]

@@ -43,12 +43,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from study.tasks.arithmetic_config import (
+    HINTS,
     INT64_MAX,
     ArithmeticTask,
     answer_digits,
+    answer_width,
+    check_position_scheme,
     check_supported,
     exact_range,
+    field_width,
     fixed_set_size,
+    hint_factor,
+    prompt_length,
+    sequence_length,
     split_by_weight,
     training_components,
 )
@@ -104,32 +111,6 @@ def carry_into(a: torch.Tensor, b: torch.Tensor, i: int, op: str) -> torch.Tenso
         for k in range(i - j):
             partial += da[:, j] * db[:, k] * 10 ** (j + k)
     return partial // 10**i
-
-
-def answer_width(cfg: ArithmeticTask, n: int) -> int:
-    """Answer tokens in a sequence: the fixed padded width, or the digits plus the end token."""
-    if cfg.pad:
-        if cfg.modulus is not None:
-            return len(str(cfg.modulus - 1))
-        return cfg.width + 1 if cfg.op == "add" else 2 * cfg.width
-    return answer_digits(cfg, n) + 1
-
-
-def field_width(cfg: ArithmeticTask, n: int) -> int:
-    """Tokens of an operand field holding up to n digits: the padding width, or n."""
-    return cfg.width if cfg.pad else n
-
-
-def prompt_length(cfg: ArithmeticTask, field_a: Any, field_b: Any) -> Any:
-    """Tokens before the first answer token: the two operand fields (ints, or Long
-    tensors of per-example field lengths), plus the op and '=' symbols when used."""
-    return field_a + field_b + (2 if cfg.symbols else 0)
-
-
-def sequence_length(cfg: ArithmeticTask, n: int) -> int:
-    """Tokens in the longest full sequence (prompt + answer) with operands of <= n digits."""
-    w = field_width(cfg, n)
-    return prompt_length(cfg, w, w) + answer_width(cfg, n)
 
 
 # --------------------------------------------------------------------------- sampling
@@ -226,13 +207,24 @@ def draw_distinct(
 
 
 def vocabulary(cfg: ArithmeticTask) -> list[str]:
-    """Token strings by id: the digits 0-9 (id = digit), then only the symbols the format uses."""
+    """Token strings by id: the digits 0-9 (id = digit), then only the symbols the format
+    uses, then (with index hints) one hint letter per significance the format writes."""
     vocab = [str(d) for d in range(10)]
     if cfg.symbols:
         vocab += [OP_SYMBOL[cfg.op], "="]
     if not cfg.pad:
         vocab += [END, PAD]
+    if cfg.index_hints:
+        vocab += list(HINTS[: max(cfg.width, answer_width(cfg, cfg.width) // 2)])
     return vocab
+
+
+def with_hints(digits: torch.Tensor, significance: torch.Tensor, cfg: ArithmeticTask) -> torch.Tensor:
+    """digits Long [N, w] -> [N, 2w]: each digit preceded by the hint token of its
+    significance (Long [w] or [N, w]), e.g. 349 -> c3 b4 a9 (Zhou et al., arXiv 2402.09371)."""
+    first_hint = vocabulary(cfg).index(HINTS[0])
+    hints = (first_hint + significance).expand_as(digits)
+    return torch.stack([hints, digits], dim=-1).flatten(-2)
 
 
 def compact(tokens: torch.Tensor, keep: torch.Tensor, pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -257,6 +249,25 @@ def operand_field(x: torch.Tensor, w: int, pad: bool) -> tuple[torch.Tensor, tor
     return field, keep
 
 
+def operand_tokens(x: torch.Tensor, cfg: ArithmeticTask, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """An operand's field tokens, which are written, and each token's significance (the
+    power of 10 of its digit; a hint token carries its digit's), all [N, field_width]."""
+    w = cfg.width if cfg.pad else n
+    field, keep = operand_field(x, w, cfg.pad)
+    significance = torch.arange(w - 1, -1, -1, device=x.device).expand_as(field)
+    if cfg.index_hints:
+        return with_hints(field, significance, cfg), keep.repeat_interleave(2, 1), significance.repeat_interleave(2, 1)
+    return field, keep, significance
+
+
+def answer_significance(cfg: ArithmeticTask, k: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Long [k]: the significance of each of the k answer slots (reversed: slot j // tokens
+    per digit; the end token's slot is one past the last digit).  Depends on the format
+    only, never on the answer's value, so a decoded answer of any length gets the same ids."""
+    digit_slot = torch.arange(k, device=device) // hint_factor(cfg)
+    return digit_slot if cfg.reverse else (k // hint_factor(cfg) - 1 - digit_slot).clamp(min=-1)
+
+
 def encode_answer(c: torch.Tensor, cfg: ArithmeticTask, k: int) -> torch.Tensor:
     """The k answer tokens for answers c [N]: Long [N, k].
 
@@ -264,8 +275,12 @@ def encode_answer(c: torch.Tensor, cfg: ArithmeticTask, k: int) -> torch.Tensor:
     tokens up to k.  Reversed formats write the least significant digit first.
     """
     if cfg.pad:
-        digits = to_digits(c, k)
-        return digits if cfg.reverse else digits.flip(-1)
+        digits = to_digits(c, k // hint_factor(cfg))
+        digits = digits if cfg.reverse else digits.flip(-1)
+        if cfg.index_hints:
+            significance = answer_significance(cfg, k, c.device)[1::2]
+            return with_hints(digits, significance, cfg)
+        return digits
     vocab = vocabulary(cfg)
     digits = to_digits(c, k - 1)
     keep = torch.arange(k - 1, device=c.device) < num_digits(c)[:, None]
@@ -280,14 +295,18 @@ def encode_answer(c: torch.Tensor, cfg: ArithmeticTask, k: int) -> torch.Tensor:
 class Encoded:
     """Full sequences of a batch of pairs.
 
-    tokens:     Long [N, T]  prompt then answer (then pad tokens when unpadded)
-    answer:     Bool [N, T]  True at answer tokens (digits, and the end token when unpadded)
-    prompt_len: Long [N]     tokens before the first answer token
+    tokens:       Long [N, T]  prompt then answer (then pad tokens when unpadded)
+    answer:       Bool [N, T]  True at answer tokens (digits, and the end token when unpadded)
+    prompt_len:   Long [N]     tokens before the first answer token
+    significance: Long [N, T]  the power of 10 of each token's digit (hints: their digit's);
+                               every answer slot by :func:`answer_significance`; -1 at
+                               symbols and at prompt padding
     """
 
     tokens: torch.Tensor
     answer: torch.Tensor
     prompt_len: torch.Tensor
+    significance: torch.Tensor
 
 
 def encode(a: torch.Tensor, b: torch.Tensor, cfg: ArithmeticTask, n: int) -> Encoded:
@@ -296,26 +315,74 @@ def encode(a: torch.Tensor, b: torch.Tensor, cfg: ArithmeticTask, n: int) -> Enc
     a, b: Long [N] operands with at most n digits (padded formats always use cfg.width).
     """
     vocab = vocabulary(cfg)
-    w = field_width(cfg, n)
     N = a.shape[0]
     ones = torch.ones(N, 1, dtype=torch.bool, device=a.device)
-    a_tok, a_keep = operand_field(a, w, cfg.pad)
-    b_tok, b_keep = operand_field(b, w, cfg.pad)
+    a_tok, a_keep, a_sig = operand_tokens(a, cfg, n)
+    b_tok, b_keep, b_sig = operand_tokens(b, cfg, n)
     ans = encode_answer(apply_op(a, b, cfg.op, cfg.modulus), cfg, answer_width(cfg, n))
     ans_keep = ans != vocab.index(PAD) if not cfg.pad else torch.ones_like(ans, dtype=torch.bool)
+    ans_sig = torch.full_like(ans, -1)  # set by slot below, after unpadded fields are compacted
     if cfg.symbols:
         op = torch.full((N, 1), vocab.index(OP_SYMBOL[cfg.op]), device=a.device)
         eq = torch.full((N, 1), vocab.index("="), device=a.device)
         tokens = torch.cat([a_tok, op, b_tok, eq, ans], 1)
         keep = torch.cat([a_keep, ones, b_keep, ones, ans_keep], 1)
+        significance = torch.cat([a_sig, -ones.long(), b_sig, -ones.long(), ans_sig], 1)
     else:
         tokens, keep = torch.cat([a_tok, b_tok, ans], 1), torch.cat([a_keep, b_keep, ans_keep], 1)
+        significance = torch.cat([a_sig, b_sig, ans_sig], 1)
     is_answer = torch.cat([torch.zeros_like(keep[:, : keep.shape[1] - ans.shape[1]]), ans_keep], 1)
     prompt_len = prompt_length(cfg, a_keep.sum(1), b_keep.sum(1))
     if not cfg.pad:
         tokens, kept, order = compact(tokens, keep, vocab.index(PAD))
         is_answer = is_answer.gather(1, order) & kept
-    return Encoded(tokens=tokens, answer=is_answer, prompt_len=prompt_len)
+        significance = torch.where(kept, significance.gather(1, order), -1)
+    slot = torch.arange(tokens.shape[1], device=a.device) - prompt_len[:, None]  # index within the answer
+    k = ans.shape[1]
+    by_slot = answer_significance(cfg, k, a.device)[slot.clamp(min=0, max=k - 1)]
+    significance = torch.where(slot >= k, -1, torch.where(slot >= 0, by_slot, significance))  # -1: pad after the answer
+    return Encoded(tokens=tokens, answer=is_answer, prompt_len=prompt_len, significance=significance)
+
+
+# --------------------------------------------------------------------------- position ids
+
+
+def position_ids(significance: torch.Tensor, prompt_len: torch.Tensor | int, scheme: str) -> torch.Tensor:
+    """Ids of the model inputs ``tokens[:, :-1]`` under ``scheme``: Long [N, L-1] from the
+    significance of the full sequence [N, L] (see :class:`Encoded`); 0 marks no digit.
+
+    - ``abacus`` (McLeish et al., arXiv 2405.17399): every digit, answer included, gets
+      1 + its offset within its number counted from the units digit.
+    - ``coupled`` (Cho et al., arXiv 2405.20671): operand digits of significance s get
+      1 + s, and the answer's ids are shifted by one so that the token *predicting*
+      answer digit s carries 1 + s, the id of the operand digits it is made of.
+    """
+    L = significance.shape[1]
+    own = torch.where(significance >= 0, 1 + significance, 0)
+    if scheme == "abacus":
+        return own[:, :-1]
+    if scheme == "coupled":
+        slot = torch.arange(L, device=own.device) - torch.as_tensor(prompt_len, device=own.device).view(-1, 1)
+        predicts_answer = slot[:, 1:] >= 0  # input t predicts token t+1, an answer slot
+        operand = torch.where(slot[:, :-1] < 0, own[:, :-1], 0)
+        return torch.where(predicts_answer, own[:, 1:], operand)
+    raise ValueError(f"position_ids: no significance rule for scheme {scheme!r}")
+
+
+def offset_ids(ids: torch.Tensor, max_position: int, generator: torch.Generator) -> torch.Tensor:
+    """Training ids shifted by a random offset per sequence, uniform so that the shifted
+    ids stay below max_position: every id of the table gets trained.  Ids 0 (no digit) stay."""
+    room = max_position - ids.amax(1)  # >= 1: the config checks max_position > the largest id
+    u = torch.rand(ids.shape[0], generator=generator, device=generator.device).to(ids.device)
+    offset = (u * room).long().clamp(max=room - 1)
+    return torch.where(ids > 0, ids + offset[:, None], 0)
+
+
+def random_ids(n: int, length: int, max_position: int, generator: torch.Generator) -> torch.Tensor:
+    """Long [n, length]: per row a sorted random subset of 0..max_position-1 (Ruoss et al.,
+    ACL 2023, randomized positional encodings)."""
+    keys = torch.rand(n, max_position, generator=generator, device=generator.device)
+    return keys.argsort(1)[:, :length].sort(1).values
 
 
 # --------------------------------------------------------------------------- decoding and metrics
@@ -331,7 +398,8 @@ def first_index(tokens: torch.Tensor, token_id: int | None) -> torch.Tensor:
 
 
 @torch.no_grad()
-def greedy_decode(model: nn.Module, prompts: torch.Tensor, guess: torch.Tensor, end_id: int | None = None) -> torch.Tensor:
+def greedy_decode(model: nn.Module, prompts: torch.Tensor, guess: torch.Tensor, end_id: int | None = None,
+                  positions: torch.Tensor | None = None) -> torch.Tensor:
     """Greedy continuation of prompts [N, P] by K tokens: Long [N, K], K = guess.shape[1].
 
     Computed by fixed-point (Jacobi) iteration instead of K growing forward passes: feed
@@ -339,18 +407,20 @@ def greedy_decode(model: nn.Module, prompts: torch.Tensor, guess: torch.Tensor, 
     Because the model is causal, after pass k the first k tokens equal the greedy ones,
     and a row whose output reproduces its input guess (up to its first end token) *is*
     the greedy decode.  So at most K passes, and one when the guess is what the model says.
-    The result never depends on the guess.
+    The result never depends on the guess.  ``positions`` (Long [N, P+K-1]): the ids of
+    the model inputs, for the task-computed position schemes.
     """
     P, K = prompts.shape[1], guess.shape[1]
     out = guess.clone()
     todo = torch.arange(len(prompts), device=prompts.device)
-    positions = torch.arange(K, device=prompts.device)
+    slots = torch.arange(K, device=prompts.device)
     for _ in range(K):
         fed = out[todo]
-        logits = model(torch.cat([prompts[todo], fed[:, :-1]], 1))  # [n, P+K-1, V]
+        inputs = torch.cat([prompts[todo], fed[:, :-1]], 1)
+        logits = model(inputs) if positions is None else model(inputs, positions=positions[todo])  # [n, P+K-1, V]
         new = logits[:, P - 1 :].argmax(-1)  # [n, K]: output P-1+j predicts answer token j
         out[todo] = new
-        agree = (new == fed) | (positions > first_index(new, end_id)[:, None])
+        agree = (new == fed) | (slots > first_index(new, end_id)[:, None])
         todo = todo[~agree.all(1)]
         if todo.numel() == 0:
             break
@@ -416,7 +486,8 @@ class EvalGroup:
 
     prompts: Long [N, P]; target, equivalent: Long [N, K] answer tokens of f(a, b) and of
     f(a mod 10^n, b mod 10^n); chance: Bool [N] the two answers are equal; cond: Long [N]
-    index into Arithmetic.conditions.
+    index into Arithmetic.conditions; positions: Long [N, P+K-1] the ids of the decoder's
+    inputs (None unless the task computes position ids).
     """
 
     prompts: torch.Tensor
@@ -424,6 +495,7 @@ class EvalGroup:
     equivalent: torch.Tensor
     chance: torch.Tensor
     cond: torch.Tensor
+    positions: torch.Tensor | None = None
 
 
 @dataclass
@@ -454,9 +526,13 @@ class Arithmetic:
                  drawn).
     """
 
-    def __init__(self, cfg: ArithmeticTask, seed: int, device: torch.device | str = "cpu"):
+    def __init__(self, cfg: ArithmeticTask, seed: int, device: torch.device | str = "cpu",
+                 position_scheme: str | None = None, max_position: int = 64):
         check_supported(cfg)
+        if position_scheme is not None:
+            check_position_scheme(cfg, position_scheme, max_position)
         self.cfg, self.seed, self.device = cfg, seed, torch.device(device)
+        self.position_scheme, self.max_position = position_scheme, max_position
         self.n = cfg.train_len
         self.vocab = vocabulary(cfg)
         self.end_id = self.vocab.index(END) if not cfg.pad else None
@@ -513,10 +589,9 @@ class Arithmetic:
     ) -> tuple[list[tuple[int, int, str]], dict[tuple[int, int], torch.Tensor]]:
         E = self.cfg.eval_examples
         conditions, drawn = [], []
-        for len_a in range(1, self.cfg.eval_max_len + 1):
-            for len_b in range(1, self.cfg.eval_max_len + 1):
-                conditions.append((len_a, len_b, "id" if max(len_a, len_b) <= self.n else "ood"))
-                drawn.append(sample_exact(len_a, len_b, 2 * E + 64, g))
+        for len_a, len_b in self.cfg.evaluated_pairs:
+            conditions.append((len_a, len_b, "id" if max(len_a, len_b) <= self.n else "ood"))
+            drawn.append(sample_exact(len_a, len_b, 2 * E + 64, g))
         if train_pairs is not None:  # one membership test for the whole grid
             seen = rows_in(torch.cat(drawn), train_pairs).split([len(d) for d in drawn])
         pairs = {}
@@ -536,10 +611,10 @@ class Arithmetic:
         for i, (len_a, len_b, _) in enumerate(self.conditions):
             prompt_len = prompt_length(cfg, field_width(cfg, len_a), field_width(cfg, len_b))
             by_prompt.setdefault(prompt_len, []).append(i)
-        groups = []
+        groups, g = [], self._generator(3)  # stream 3: the fixed ids of randomized positions
         for prompt_len, members in sorted(by_prompt.items()):
             k = max(answer_width(cfg, max(self.conditions[i][:2])) for i in members)
-            prompts, target, equivalent, chance, cond = [], [], [], [], []
+            prompts, target, equivalent, chance, cond, significance = [], [], [], [], [], []
             for i in members:
                 len_a, len_b, _ = self.conditions[i]
                 a, b = self.eval_pairs[(len_a, len_b)].unbind(1)
@@ -547,12 +622,45 @@ class Arithmetic:
                 c = apply_op(a, b, cfg.op, cfg.modulus)
                 e = equivalent_answer(a, b, self.n, cfg.op, cfg.modulus)
                 prompts.append(enc.tokens[:, :prompt_len])
+                significance.append(enc.significance[:, :prompt_len])
                 target.append(encode_answer(c, cfg, k))
                 equivalent.append(encode_answer(e, cfg, k))
                 chance.append(c == e)
                 cond.append(torch.full_like(a, i))
-            groups.append(EvalGroup(*(torch.cat(t) for t in (prompts, target, equivalent, chance, cond))))
+            group = EvalGroup(*(torch.cat(t) for t in (prompts, target, equivalent, chance, cond)))
+            group.positions = self.eval_positions(torch.cat(significance), prompt_len, k, g)
+            groups.append(group)
         return groups
+
+    def fixed_positions(self, significance: torch.Tensor, prompt_len: torch.Tensor | int,
+                        g: torch.Generator) -> torch.Tensor | None:
+        """Evaluation ids of the inputs of full sequences (significance [N, L]) -> Long
+        [N, L-1]: no offset (randomized: a sorted random subset per example, drawn from
+        ``g``); None for the model's own position schemes."""
+        if self.position_scheme == "randomized":
+            N, L = significance.shape
+            return random_ids(N, L - 1, self.max_position, g).to(self.device)
+        if self.position_scheme in ("coupled", "abacus"):
+            return position_ids(significance, prompt_len, self.position_scheme)
+        return None
+
+    def eval_positions(self, prompt_significance: torch.Tensor, prompt_len: int, k: int,
+                       g: torch.Generator) -> torch.Tensor | None:
+        """:meth:`fixed_positions` of prompts followed by k answer slots: Long [N, P+k-1]."""
+        answer = answer_significance(self.cfg, k, prompt_significance.device).expand(len(prompt_significance), k)
+        return self.fixed_positions(torch.cat([prompt_significance, answer], 1), prompt_len, g)
+
+    def train_positions(self, enc: Encoded, generator: torch.Generator) -> torch.Tensor | None:
+        """Ids of a training batch's inputs, Long [B, T-1], with the scheme's randomness drawn
+        from the training generator (so a restored run draws the same); None for the
+        model's own schemes."""
+        if self.position_scheme == "randomized":
+            n, length = enc.tokens.shape[0], enc.tokens.shape[1] - 1
+            return random_ids(n, length, self.max_position, generator).to(self.device)
+        if self.position_scheme in ("coupled", "abacus"):
+            ids = position_ids(enc.significance, enc.prompt_len, self.position_scheme)
+            return offset_ids(ids, self.max_position, generator)
+        return None
 
     def _draw_probe(self, g: torch.Generator) -> tuple[torch.Tensor, list[str]]:
         """Pairs for the representation PCA: ID operands below 10^n, OOD ones with eval_max_len digits."""
@@ -588,7 +696,8 @@ class Arithmetic:
         else:
             pairs = self._sample_mixture(batch_size, generator).to(self.device)
         enc = encode(pairs[:, 0], pairs[:, 1], self.cfg, self.n)
-        return Batch(inputs=enc.tokens[:, :-1], targets=enc.tokens[:, 1:], mask=enc.answer[:, 1:])
+        return Batch(inputs=enc.tokens[:, :-1], targets=enc.tokens[:, 1:], mask=enc.answer[:, 1:],
+                     positions=self.train_positions(enc, generator))
 
     def loss(self, output: torch.Tensor, batch: Batch) -> torch.Tensor:
         """Mean cross-entropy over the answer tokens.  output: logits [B, T, V]."""
@@ -618,10 +727,12 @@ class Arithmetic:
                 rows = slice(start, start + self.cfg.eval_batch_size)
                 target, equivalent = group.target[rows], group.equivalent[rows]
                 # start from the equivalence answer: 1 pass when the model answers it (ID and OOD)
-                out = greedy_decode(model, group.prompts[rows], equivalent, self.end_id)
+                positions = group.positions[rows] if group.positions is not None else None
+                out = greedy_decode(model, group.prompts[rows], equivalent, self.end_id, positions)
                 exact = answer_matches(out, target, self.end_id)
                 equiv = answer_matches(out, equivalent, self.end_id)
-                correct, counted = digit_matches(out, target, self.cfg.reverse, self.end_id)
+                digits = slice(1, None, 2) if self.cfg.index_hints else slice(None)  # hints are not digits
+                correct, counted = digit_matches(out[:, digits], target[:, digits], self.cfg.reverse, self.end_id)
                 cond = group.cond[rows]
                 for name, value in (("n", torch.ones_like(exact)), ("exact", exact), ("equiv", equiv),
                                     ("wrong_equiv", equiv & ~exact), ("correct", correct),
@@ -656,7 +767,9 @@ class Arithmetic:
         units = enc.prompt_len.clone()  # index of the units digit in the sequence
         if not self.cfg.reverse:
             units += (answer_width(self.cfg, self.eval_len) if self.cfg.pad else num_digits(c)) - 1
-        _, hidden = model(enc.tokens[:, :-1], return_hidden=True)  # [N, T-1, d]
+        ids = self.fixed_positions(enc.significance, enc.prompt_len, self._generator(4))
+        _, hidden = model(enc.tokens[:, :-1], return_hidden=True) if ids is None else \
+            model(enc.tokens[:, :-1], positions=ids, return_hidden=True)  # [N, T-1, d]
         h = hidden[torch.arange(len(a), device=hidden.device), units - 1]  # output units-1 predicts token units
         pcs = pca_2d(h.float().cpu()).tolist()
         labels = (c % 10).tolist()

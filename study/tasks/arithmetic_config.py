@@ -6,7 +6,7 @@ itself is :mod:`study.tasks.arithmetic`.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -14,6 +14,9 @@ from study.section import Section
 
 FAMILY = "arithmetic"
 INT64_MAX = 2**63 - 1
+# Index hint tokens (Zhou et al., arXiv 2402.09371): the letter before a digit names its
+# significance, HINTS[s] for the digit worth 10^s.
+HINTS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 # The per-condition metrics the task reports, each with its direction ("max": higher
 # is better); a trial's summary metrics are "<split>_<metric>".  ``chance`` is the
@@ -70,7 +73,14 @@ class ArithmeticTask(Section):
     )
     train_fraction: float | None = Field(0.01, gt=0.0, le=1.0, description="of all pairs")
     train_size: int | None = Field(None, ge=1, description="examples; overrides train_fraction")
+    index_hints: bool = Field(False, description="a hint letter before every digit names its significance")
     eval_max_len: int = Field(5, ge=1, description="evaluate operand lengths 1..eval_max_len")
+    eval_lengths: list[int] | None = Field(
+        None, min_length=1, description="operand lengths to evaluate instead of 1..eval_max_len"
+    )
+    eval_grid: Literal["square", "diagonal"] = Field(
+        "square", description="square: every (len_a, len_b) pair of lengths; diagonal: len_a = len_b only"
+    )
     eval_examples: int = Field(512, ge=1, description="examples per (len_a, len_b) condition")
     eval_batch_size: int = Field(4096, ge=1)
     probes: ArithmeticProbes = Field(default_factory=ArithmeticProbes)
@@ -81,6 +91,32 @@ class ArithmeticTask(Section):
         if self.mix_digits is not None and self.mix_weight > 0:
             lengths.append(self.mix_digits)
         return lengths
+
+    @property
+    def evaluated_lengths(self) -> list[int]:
+        """The operand lengths of the evaluation conditions, increasing."""
+        return sorted(set(self.eval_lengths)) if self.eval_lengths else list(range(1, self.eval_max_len + 1))
+
+    @property
+    def evaluated_pairs(self) -> list[tuple[int, int]]:
+        """(len_a, len_b) of every evaluation condition: the square of the lengths, or its diagonal."""
+        lengths = self.evaluated_lengths
+        if self.eval_grid == "diagonal":
+            return [(n, n) for n in lengths]
+        return [(a, b) for a in lengths for b in lengths]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _eval_max_len_from_lengths(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("eval_lengths"):
+            longest = max(data["eval_lengths"])
+            if data.get("eval_max_len", longest) != longest:
+                raise ValueError(
+                    f"task.eval_max_len={data['eval_max_len']} disagrees with max(task.eval_lengths)={longest}; "
+                    "drop task.eval_max_len (it follows task.eval_lengths)"
+                )
+            data = {**data, "eval_max_len": longest}
+        return data
 
     @property
     def train_len(self) -> int:
@@ -101,6 +137,8 @@ class ArithmeticTask(Section):
                     f"task.{name}={value} is longer than the operand width task.width="
                     f"{self.width}; raise task.width to at least {value}"
                 )
+        if self.eval_lengths and min(self.eval_lengths) < 1:
+            raise ValueError(f"task.eval_lengths={self.eval_lengths} holds a length below 1; use lengths >= 1")
         if self.train_size is not None and self.train_set == "fresh":
             raise ValueError("task.train_size is only used with task.train_set=fixed")
         check_supported(self)  # the task's own limits: int64 ranges, set sizes
@@ -111,6 +149,90 @@ class ArithmeticTask(Section):
                 f"there would be no OOD condition; set task.eval_max_len to at least {self.train_len + 1}"
             )
         return self
+
+
+# --------------------------------------------------------------------------- format sizes
+
+
+def hint_factor(cfg: ArithmeticTask) -> int:
+    """Tokens per digit: 2 with index hints (hint letter, digit), else 1."""
+    return 2 if cfg.index_hints else 1
+
+
+def answer_digits(cfg: ArithmeticTask, n: int) -> int:
+    """Most digits an answer can have when both operands have at most n digits."""
+    bound = n + 1 if cfg.op == "add" else 2 * n
+    if cfg.modulus is not None:
+        bound = min(bound, len(str(cfg.modulus - 1)))
+    return bound
+
+
+def answer_width(cfg: ArithmeticTask, n: int) -> int:
+    """Answer tokens in a sequence: the fixed padded width (times 2 with index hints), or
+    the digits plus the end token."""
+    if cfg.pad:
+        if cfg.modulus is not None:
+            return len(str(cfg.modulus - 1)) * hint_factor(cfg)
+        return (cfg.width + 1 if cfg.op == "add" else 2 * cfg.width) * hint_factor(cfg)
+    return answer_digits(cfg, n) + 1
+
+
+def field_width(cfg: ArithmeticTask, n: int) -> int:
+    """Tokens of an operand field holding up to n digits: the padding width (times 2 with
+    index hints), or n."""
+    return cfg.width * hint_factor(cfg) if cfg.pad else n
+
+
+def prompt_length(cfg: ArithmeticTask, field_a: Any, field_b: Any) -> Any:
+    """Tokens before the first answer token: the two operand fields (ints, or Long
+    tensors of per-example field lengths), plus the op and '=' symbols when used."""
+    return field_a + field_b + (2 if cfg.symbols else 0)
+
+
+def sequence_length(cfg: ArithmeticTask, n: int) -> int:
+    """Tokens in the longest full sequence (prompt + answer) with operands of <= n digits."""
+    w = field_width(cfg, n)
+    return prompt_length(cfg, w, w) + answer_width(cfg, n)
+
+
+def longest_input(cfg: ArithmeticTask) -> int:
+    """Positions the model reads in the longest sequence of training or evaluation."""
+    return max(sequence_length(cfg, cfg.train_len), sequence_length(cfg, max(cfg.eval_max_len, cfg.train_len))) - 1
+
+
+def largest_position_id(cfg: ArithmeticTask, scheme: str) -> int:
+    """The largest id ``scheme`` assigns before a training offset (coupled, abacus) or the
+    number of ids a sequence needs (randomized): 1 + the largest significance in a
+    sequence, the answer's slot for the end token included."""
+    if scheme == "randomized":
+        return longest_input(cfg)
+    n = max(cfg.eval_max_len, cfg.train_len)
+    operand_digits = cfg.width if cfg.pad else n
+    answer_slots = answer_width(cfg, n) // hint_factor(cfg)
+    return 1 + max(operand_digits - 1, answer_slots - 1)
+
+
+def check_position_scheme(cfg: ArithmeticTask, scheme: str, max_position: int) -> None:
+    """Reject a task-computed position scheme (coupled, abacus, randomized) this format
+    cannot carry, naming the field (called by the trial config's validation)."""
+    if scheme in ("coupled", "abacus") and not cfg.reverse:
+        raise ValueError(
+            f"model.pos_encoding={scheme} numbers the answer digits by significance as they are written, "
+            "which needs the answer least significant digit first; set task.reverse=true"
+        )
+    largest = largest_position_id(cfg, scheme)
+    if scheme == "randomized" and max_position < largest:
+        raise ValueError(
+            f"model.pos_encoding=randomized draws {largest} distinct ids for the longest sequence, more than "
+            f"model.max_position={max_position}; set model.max_position to at least {largest} (a few times "
+            "more lets long sequences use ids seen in training)"
+        )
+    if scheme in ("coupled", "abacus") and max_position <= largest:
+        raise ValueError(
+            f"model.pos_encoding={scheme} gives ids up to {largest} for this task (task.width / "
+            f"task.eval_max_len), beyond model.max_position={max_position}; set model.max_position to at "
+            f"least {largest + 1}"
+        )
 
 
 # --------------------------------------------------------------------------- limits
@@ -131,14 +253,6 @@ def pair_space_size(n: int, sampling: str) -> int:
     if sampling == "D":  # at least one operand has exactly n digits, both < 10^n
         return hi * hi - lo * lo
     raise ValueError(f"unknown sampling {sampling!r}")
-
-
-def answer_digits(cfg: ArithmeticTask, n: int) -> int:
-    """Most digits an answer can have when both operands have at most n digits."""
-    bound = n + 1 if cfg.op == "add" else 2 * n
-    if cfg.modulus is not None:
-        bound = min(bound, len(str(cfg.modulus - 1)))
-    return bound
 
 
 def training_components(cfg: ArithmeticTask) -> list[tuple[int, float]]:
@@ -169,6 +283,13 @@ def fixed_set_size(cfg: ArithmeticTask) -> tuple[int, str]:
 
 def check_supported(cfg: ArithmeticTask) -> None:
     """Reject configs this module cannot run, naming the field (called by the config's validation)."""
+    if cfg.index_hints and not cfg.pad:
+        raise ValueError("task.index_hints=true is implemented for padded operands only; set task.pad=true")
+    if cfg.index_hints and max(cfg.width, answer_width(cfg, cfg.width) // 2) > len(HINTS):
+        raise ValueError(
+            f"task.index_hints=true has {len(HINTS)} hint letters, fewer than the digits of this format "
+            f"(task.width={cfg.width}, op={cfg.op}); lower task.width"
+        )
     if not cfg.pad and not cfg.symbols:
         raise ValueError(
             "task.symbols=false with task.pad=false: unpadded fields need the '+'/'*' and '=' "

@@ -23,11 +23,14 @@ class Batch:
     inputs:  LongTensor [B, T] of token ids (token tasks) or FloatTensor [B, T, n_in].
     targets: what ``loss`` compares the model output with (task specific shape).
     mask:    BoolTensor [B, T], True where the output counts in the loss.
+    positions: LongTensor [B, T] of position ids when the task computes them (the
+             coupled, abacus and randomized schemes), else None.
     """
 
     inputs: torch.Tensor
     targets: torch.Tensor
     mask: torch.Tensor
+    positions: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)

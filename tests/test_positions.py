@@ -1,0 +1,239 @@
+"""Position ids the tasks compute (coupled, abacus, randomized), index hints, and the
+evaluation grid of lengths: hand-checked examples and the invariants the schemes rest on."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from study.config import ArithmeticTask, ModelConfig, trial_config
+from study.errors import ConfigError
+from study.model import Transformer
+from study.tasks.arithmetic import Arithmetic, encode, position_ids
+from study.tasks.base import ModelIO
+from study.train import Report, train, train_pack
+
+
+def ids_of(cfg: ArithmeticTask, a: int, b: int, scheme: str) -> list[int]:
+    enc = encode(torch.tensor([a]), torch.tensor([b]), cfg, max(len(str(a)), len(str(b))))
+    return position_ids(enc.significance, enc.prompt_len, scheme)[0].tolist()
+
+
+# --------------------------------------------------------------------------- hand-checked ids
+
+
+def test_coupled_ids_of_a_padded_sum_give_equal_significance_equal_ids():
+    cfg = ArithmeticTask(width=4, digits=3, eval_max_len=3)  # 0349 0705 -> reversed answer 45010
+    #          a: 0 3 4 9   b: 0 7 0 5   answer inputs: 4 5 0 1 (the last answer token is never read)
+    assert ids_of(cfg, 349, 705, "coupled") == [4, 3, 2, 1, 4, 3, 2, 1, 2, 3, 4, 5]
+    # the token predicting answer digit s (the last b digit predicts the units) has id 1 + s
+    # like the operand digits of significance s
+
+
+def test_coupled_and_abacus_ids_of_an_unpadded_sum():
+    cfg = ArithmeticTask(pad=False, symbols=True, width=4, digits=3, eval_max_len=3)  # 349+12=163$
+    #                                   3  4  9  +  1  2  =  1  6  3
+    assert ids_of(cfg, 349, 12, "coupled")[:10] == [3, 2, 1, 0, 2, 1, 1, 2, 3, 4]
+    assert ids_of(cfg, 349, 12, "abacus")[:10] == [3, 2, 1, 0, 2, 1, 0, 1, 2, 3]  # each digit: 1 + offset in its number
+    # (the tail of the row is pad tokens after the end token, never read for an answer)
+
+
+def test_coupled_ids_align_every_answer_digit_with_its_operand_digits():
+    cfg = ArithmeticTask(pad=False, symbols=True, width=8, digits=8, eval_max_len=8, train_set="fresh")
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randint(0, 10**8, (64,), generator=g), torch.randint(0, 10**8, (64,), generator=g)
+    enc = encode(a, b, cfg, 8)
+    ids = position_ids(enc.significance, enc.prompt_len, "coupled")
+    for i in range(64):
+        P = int(enc.prompt_len[i])
+        la, lb = len(str(int(a[i]))), len(str(int(b[i])))
+        for s in range(min(la, lb)):
+            predicting = P - 1 + s  # the input whose output is answer digit s (reversed answer)
+            assert ids[i, la - 1 - s] == ids[i, la + 1 + lb - 1 - s] == ids[i, predicting] == 1 + s
+
+
+# --------------------------------------------------------------------------- random ids in training
+
+
+@pytest.mark.parametrize("scheme", ["coupled", "abacus"])
+def test_training_offsets_stay_in_range_and_repeat_from_the_seed(scheme):
+    cfg = ArithmeticTask(width=6, digits=3, eval_max_len=6, train_set="fresh", eval_examples=8)
+    task = Arithmetic(cfg, seed=0, position_scheme=scheme, max_position=20)
+    batch = task.train_batch(256, 0, torch.Generator().manual_seed(5))
+    again = task.train_batch(256, 0, torch.Generator().manual_seed(5))
+    assert torch.equal(batch.positions, again.positions) and torch.equal(batch.inputs, again.inputs)
+    enc = encode(batch.inputs[:, 0], batch.inputs[:, 0], cfg, 3)  # any pair: padded ids do not depend on values
+    base = position_ids(enc.significance, enc.prompt_len, scheme)[:1]
+    offset = batch.positions - base
+    digit = base.expand_as(offset) > 0
+    assert (batch.positions[~digit] == 0).all()  # symbols keep id 0 (none here: padded, no symbols)
+    per_row = offset[:, :1]
+    assert (offset == per_row).all(), "one offset per sequence"
+    assert batch.positions.min() >= 0 and batch.positions.max() <= 19
+    assert set(per_row.flatten().tolist()) == set(range(20 - int(base.max())))  # every offset drawn
+
+
+@pytest.mark.parametrize("scheme", ["coupled", "abacus"])
+def test_the_smallest_id_range_the_config_allows_holds_every_unpadded_sequence(scheme):
+    """Pad tokens after a short answer carry no id, so short sequences do not need more."""
+    cfg = ArithmeticTask(pad=False, symbols=True, width=4, digits=2, eval_max_len=4, train_set="fresh",
+                         eval_examples=8)
+    # 4-digit sums have 5 digits and an end token: the slot after the last digit is id 6
+    with pytest.raises(ConfigError, match="at least 7"):
+        trial_config({"task": cfg.model_dump(), "model": {"pos_encoding": scheme, "max_position": 6}})
+    task = Arithmetic(cfg, seed=0, position_scheme=scheme, max_position=7)
+    ids = task.train_batch(512, 0, torch.Generator().manual_seed(0)).positions
+    assert ids.max() == 6 and ids.min() == 0
+    assert all(group.positions.max() <= 6 for group in task.eval_groups)
+
+
+def test_randomized_ids_are_sorted_subsets_of_the_range_and_repeat_from_the_seed():
+    cfg = ArithmeticTask(width=4, digits=3, eval_max_len=4, train_set="fresh", eval_examples=8)
+    task = Arithmetic(cfg, seed=0, position_scheme="randomized", max_position=40)
+    batch = task.train_batch(128, 0, torch.Generator().manual_seed(1))
+    ids = batch.positions
+    assert ids.shape == batch.inputs.shape and ids.min() >= 0 and ids.max() < 40
+    assert (ids.diff(dim=1) > 0).all()  # strictly increasing: an ordered subset
+    assert len({tuple(r) for r in ids.tolist()}) > 100  # drawn per sequence
+    assert torch.equal(ids, task.train_batch(128, 0, torch.Generator().manual_seed(1)).positions)
+    # evaluation ids are fixed at construction: the same task seed gives the same ones
+    other = Arithmetic(cfg, seed=0, position_scheme="randomized", max_position=40)
+    assert torch.equal(task.eval_groups[0].positions, other.eval_groups[0].positions)
+
+
+def test_evaluation_ids_have_no_offset():
+    cfg = ArithmeticTask(width=4, digits=3, eval_max_len=3, eval_examples=8)
+    task = Arithmetic(cfg, seed=0, position_scheme="coupled", max_position=32)
+    group = task.eval_groups[0]
+    assert group.positions.shape == (len(group.prompts), group.prompts.shape[1] + group.target.shape[1] - 1)
+    assert group.positions[0].tolist() == [4, 3, 2, 1, 4, 3, 2, 1, 2, 3, 4, 5]
+
+
+# --------------------------------------------------------------------------- the model
+
+
+def test_output_does_not_depend_on_the_scheme_when_all_ids_are_equal():
+    """With every id equal, the position table adds one vector to every token: the same
+    model as NoPE with that vector folded into the token embedding, whatever the scheme."""
+    io = ModelIO(12, 12, True, 10)
+    tokens = torch.randint(0, 12, (3, 10), generator=torch.Generator().manual_seed(0))
+    same = torch.full((3, 10), 4)
+    outputs = []
+    for scheme in ("coupled", "abacus", "randomized"):
+        model = Transformer(ModelConfig(n_layer=2, pos_encoding=scheme, max_position=8, dropout=0.0), io, seeds=[3]).eval()
+        with torch.no_grad():
+            model.pos_table.normal_(0.0, 0.5, generator=torch.Generator().manual_seed(9))
+        outputs.append(model(tokens, positions=same))
+        nope = Transformer(ModelConfig(n_layer=2, pos_encoding="none", dropout=0.0), io).eval()
+        weights = {k: v for k, v in model.state_dict().items() if k != "pos_table"}
+        nope.load_state_dict(weights)
+        with torch.no_grad():
+            nope.read_in.weight.add_(model.pos_table[:, 4:5])
+        torch.testing.assert_close(outputs[-1], nope(tokens))
+        shifted = model(tokens, positions=(torch.arange(10) % 8).expand(3, 10))
+        assert not torch.allclose(shifted, outputs[-1])  # the ids do reach the output
+    torch.testing.assert_close(outputs[0], outputs[1])
+    torch.testing.assert_close(outputs[0], outputs[2])
+
+
+def test_a_model_with_task_ids_refuses_to_run_without_them():
+    model = Transformer(ModelConfig(pos_encoding="coupled"), ModelIO(12, 12, True, 10))
+    with pytest.raises(ValueError, match="needs the task's position ids"):
+        model(torch.zeros(2, 10, dtype=torch.long))
+
+
+# --------------------------------------------------------------------------- configs
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["task.family=icl", "model.pos_encoding=coupled"], "task.family=icl prompts have none"),
+    (["task.family=icl", "model.pos_encoding=randomized"], "task.family=icl prompts have none"),
+    (["model.pos_encoding=abacus", "task.reverse=false"], "set task.reverse=true"),
+    (["model.pos_encoding=coupled", "task.width=12", "task.eval_max_len=12", "model.max_position=12"],
+     "set model.max_position to at least 14"),
+    (["model.pos_encoding=randomized", "model.max_position=10"], "set model.max_position to at least"),
+    (["task.index_hints=true", "task.pad=false", "task.symbols=true"], "set task.pad=true"),
+    (["task.eval_lengths=[3,8]", "task.eval_max_len=5", "task.width=8"], "drop task.eval_max_len"),
+])
+def test_a_scheme_that_does_not_apply_is_one_clear_config_error(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        trial_config(overrides=overrides)
+
+
+# --------------------------------------------------------------------------- index hints and the grid
+
+
+def test_index_hints_mark_every_digit_with_its_significance():
+    task = Arithmetic(ArithmeticTask(width=4, digits=3, eval_max_len=3, index_hints=True), seed=0)
+    # 0349 -> d0 c3 b4 a9; the reversed answer 45010 -> a4 b5 c0 d1 e0
+    assert task.format_example(349, 705) == "d0c3b4a9" + "d0c7b0a5" + "a4b5c0d1e0"
+    batch = task.train_batch(4, 0, torch.Generator().manual_seed(0))
+    assert batch.mask.sum(1).tolist() == [10] * 4  # hints and digits of the answer are trained
+
+
+class Lookup(nn.Module):
+    """Answers every evaluation prompt of a task correctly (the target of its group), and
+    records the position ids it is given."""
+
+    def __init__(self, task: Arithmetic):
+        super().__init__()
+        self.answers = {}
+        for group in task.eval_groups:
+            for prompt, target in zip(group.prompts.tolist(), group.target.tolist()):
+                self.answers[tuple(prompt)] = target
+        self.vocab, self.seen = len(task.vocab), []
+
+    def forward(self, inputs, positions=None, return_hidden=False):
+        self.seen.append(positions)
+        logits = torch.zeros(*inputs.shape, self.vocab)
+        for i, row in enumerate(inputs.tolist()):
+            for P in range(1, len(row) + 1):
+                if tuple(row[:P]) in self.answers:
+                    for j, token in enumerate(self.answers[tuple(row[:P])][: len(row) - P + 1]):
+                        logits[i, P - 1 + j, token] = 1.0
+                    break
+        return (logits, logits) if return_hidden else logits
+
+
+def test_a_perfect_model_scores_one_with_hints_and_coupled_ids_on_a_diagonal_grid():
+    cfg = ArithmeticTask(width=12, digits=3, eval_lengths=[1, 2, 3, 8, 12], eval_grid="diagonal",
+                         index_hints=True, eval_examples=8)
+    task = Arithmetic(cfg, seed=0, position_scheme="coupled", max_position=32)
+    assert task.conditions == [(1, 1, "id"), (2, 2, "id"), (3, 3, "id"), (8, 8, "ood"), (12, 12, "ood")]
+    oracle = Lookup(task)
+    rows = task.evaluate(oracle)
+    assert {r["value"] for r in rows if r["metric"] in ("exact_match", "digit_acc")} == {1.0}
+    assert all(p is not None and p.max() < 32 for p in oracle.seen)
+
+
+def test_square_grid_of_listed_lengths():
+    task = Arithmetic(ArithmeticTask(width=10, digits=2, eval_lengths=[2, 10], eval_examples=8), seed=0)
+    assert task.conditions == [(2, 2, "id"), (2, 10, "ood"), (10, 2, "ood"), (10, 10, "ood")]
+
+
+# --------------------------------------------------------------------------- training with task ids
+
+TINY = ["task.digits=2", "task.width=4", "task.eval_max_len=4", "task.eval_examples=16", "task.train_set=fresh",
+        "task.pad=false", "task.symbols=true", "model.n_layer=1", "model.pos_encoding=coupled",
+        "model.max_position=16", "train.steps=20", "train.eval_every=10", "train.batch_size=8", "train.log_every=5",
+        "train.device=cpu"]
+
+
+def test_a_coupled_run_restored_from_a_checkpoint_ends_bit_for_bit_the_same():
+    cfg = trial_config(overrides=TINY)
+    uninterrupted: list[Report] = []
+    train(cfg, report=uninterrupted.append)
+    checkpoint = uninterrupted[0].state
+    resumed: list[Report] = []
+    train(cfg, restore=checkpoint, report=resumed.append)
+    for name, value in uninterrupted[-1].state["model"].items():
+        assert torch.equal(value, resumed[-1].state["model"][name]), name
+    assert uninterrupted[-1].rows["evals"] == resumed[-1].rows["evals"]
+
+
+def test_a_pack_with_task_ids_trains_each_member_as_alone():
+    members = [trial_config(overrides=TINY + [f"train.seed={s}", "model.dropout=0"]) for s in (0, 1)]
+    pack = train_pack(members)
+    alone = train(members[1])
+    assert pack[1].metrics["loss"] == pytest.approx(alone.metrics["loss"], rel=1e-4)
