@@ -66,6 +66,9 @@ END, PAD = "$", "_"
 REPR_POINTS = 256  # probe pairs per split for the units-digit PCA
 PROBE_TEST_SHARE = 0.25  # of the ID probe inputs, held out to score the probes
 FINAL_LAYER = -1  # the ``layer`` of the final hidden state (after the last block and norm)
+# generator streams of the task seed beyond 0-4 (train/test, eval sets, PCA pairs, probe set, PCA ids)
+EVAL_ID_STREAM = 5  # randomized positions: the fixed ids of the evaluation sequences
+PROBE_ID_STREAM = 6  # randomized positions: the ids of the probe sequences
 
 
 # --------------------------------------------------------------------------- numbers
@@ -611,7 +614,7 @@ class Arithmetic:
         for i, (len_a, len_b, _) in enumerate(self.conditions):
             prompt_len = prompt_length(cfg, field_width(cfg, len_a), field_width(cfg, len_b))
             by_prompt.setdefault(prompt_len, []).append(i)
-        groups, g = [], self._generator(3)  # stream 3: the fixed ids of randomized positions
+        groups, g = [], self._generator(EVAL_ID_STREAM)  # the fixed ids of randomized positions
         for prompt_len, members in sorted(by_prompt.items()):
             k = max(answer_width(cfg, max(self.conditions[i][:2])) for i in members)
             prompts, target, equivalent, chance, cond, significance = [], [], [], [], [], []
@@ -796,7 +799,9 @@ class Arithmetic:
         a, b = pairs.unbind(1)
         enc = encode(a, b, cfg, self.eval_len)
         c = apply_op(a, b, cfg.op, cfg.modulus)
-        _, hidden = model(enc.tokens[:, :-1], return_hidden=True)  # [N, T-1, d]
+        ids = self.fixed_positions(enc.significance, enc.prompt_len, self._generator(PROBE_ID_STREAM))
+        _, hidden = model(enc.tokens[:, :-1], return_hidden=True) if ids is None else \
+            model(enc.tokens[:, :-1], positions=ids, return_hidden=True)  # [N, T-1, d]
         length = num_digits(c) if not cfg.pad else torch.full_like(c, answer_width(cfg, self.eval_len))
         i = torch.tensor(self.probe_positions, device=pairs.device)[None, :]  # [1, I]
         offset = i if cfg.reverse else length[:, None] - 1 - i  # answer token holding digit i
