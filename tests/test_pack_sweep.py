@@ -39,15 +39,6 @@ def pack_spec(tmp_path, name: str, **fields) -> SweepSpec:
     return spec
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    if not ray.is_initialized():
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-
-
 @pytest.mark.slow
 def test_a_packed_sweep_stores_every_member_with_its_own_id_and_optuna_sees_one_trial_each(tmp_path, ray_local):
     # per digits value: 2 seed cells x 2 trials = 4 members, trained as packs of 3 and 1

@@ -26,15 +26,6 @@ SPEC = ROOT / "search_spaces" / "quickstart_icl.yaml"
 SMALLER = ["grid.train.seed=[0]", "pack.size=1"]  # one model per mixture weight
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    if not ray.is_initialized():
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-
-
 def at(profile, w: float, nnz: int, k: int, metric: str = "nmse") -> float:
     rows = profile[(profile["task.mix_weight"] == w) & (profile["shift_value"] == nnz)
                    & (profile["n_context"] == k) & (profile["metric"] == metric)]

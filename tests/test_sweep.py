@@ -40,15 +40,6 @@ def tiny_spec(tmp_path, name: str, **fields) -> SweepSpec:
     return spec
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    if not ray.is_initialized():
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-
-
 def test_every_cell_gets_its_quota_and_results_reach_the_cells_study(tmp_path, ray_local):
     spec = tiny_spec(tmp_path, "quota")
     run_sweep(spec)
