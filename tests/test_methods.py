@@ -10,7 +10,7 @@ import math
 import pytest
 
 from analysis import breakdown as bd
-from analysis import load, methods
+from analysis import load, methods, summary
 from study.store import Store
 
 T0 = dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc)
@@ -61,7 +61,7 @@ def test_breakdown_says_holds_to_the_last_length_and_flags_the_non_monotone_curv
     abacus = table.loc["model.pos_encoding=abacus|task.index_hints=False"]
     assert abacus["boundary"] == 8 and abacus["recovers_at"] == [10] and not abacus["monotone"]
     assert math.isnan(table.loc["model.pos_encoding=learned|task.index_hints=False", "holds_to"])
-    text = bd.summary_text("m", trials, final)
+    text = summary.summary_text("m", trials, final)
     assert "holds to 10" in text and "8 (recovers at 10)" in text
 
 
