@@ -256,7 +256,7 @@ def test_submit_wait_runs_a_study_to_success_with_its_gauges_on_the_metrics_endp
     # ... and each trial's first line in its worker's log names it and its cell
     worker_logs = "".join(p.read_text(errors="replace") for p in cluster.state.glob("node*/session_latest/logs/worker-*.out"))
     for cell in ("task.digits=1", "task.digits=2"):
-        assert re.search(rf"^oodstudy trial {re.escape(cell)}_\S+ of cell {re.escape(cell)}$", worker_logs, re.M)
+        assert re.search(rf"^\[cluster_e2e {re.escape(cell)} trial \S+\] starting, ", worker_logs, re.M)
 
     # the gauges, read while the study ran: two cells in total, trials by status, speeds
     def seen(name: str, **tags: str) -> list[float]:

@@ -167,3 +167,16 @@ def test_best_score_per_cell_follows_the_mode_and_skips_unreported_trials():
     trials = [trial("a", best=0.2), trial("a", best=0.9), trial("b", best=float("nan")), trial("b"), trial("c", best=0.5)]
     assert best_scores(trials, "id_exact_match", "max") == {"a": 0.9, "c": 0.5}
     assert best_scores(trials, "id_exact_match", "min") == {"a": 0.2, "c": 0.5}
+
+
+def test_a_trials_speed_sums_its_members_latest_examples_per_second():
+    from study.tune.callbacks import trial_speed
+
+    def curve(*values):
+        return [{"metric": "loss", "value": 1.0}] + [{"metric": "examples_per_s", "value": v} for v in values]
+
+    packed = {"rows": {"t_0": {"curves": curve(10.0, 30.0)}, "t_1": {"curves": curve(20.0)}, "t_2": {"evals": []}}}
+    assert trial_speed(packed) == 50.0
+    assert trial_speed({"rows": {"curves": curve(7.0)}}) == 7.0  # flat rows: one member
+    assert trial_speed({"rows": {"t_0": {"curves": curve()}}}) is None
+    assert trial_speed({}) is None

@@ -365,6 +365,17 @@ def best_scores(trials, metric: str, mode: str) -> dict[str, float]:
     return best
 
 
+def trial_speed(result: dict[str, Any]) -> float | None:
+    """Training examples/s of a Tune trial from one result: the sum over its members of each
+    member's latest ``examples_per_s`` curve row (a trial's rows are keyed by member id, then
+    table; flat ``{table: rows}`` is read as one member).  None when the result has none."""
+    rows = result.get("rows") or {}
+    per_member = [rows] if "curves" in rows else [m for m in rows.values() if isinstance(m, dict)]
+    latest = [speeds[-1] for m in per_member
+              if (speeds := [r["value"] for r in m.get("curves", []) if r.get("metric") == "examples_per_s"])]
+    return sum(latest) if latest else None
+
+
 class StudyGauges(Callback):
     """Driver side: the study's progress as ``ray.util.metrics`` gauges, tagged with the study.
 
@@ -418,9 +429,9 @@ class StudyGauges(Callback):
         self.gauges["oodstudy_examples_per_second"].set(value, tags=tags)
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
-        speeds = [r["value"] for r in (result.get("rows") or {}).get("curves", []) if r.get("metric") == "examples_per_s"]
-        if speeds:
-            self._set_speed(trial, speeds[-1])
+        speed = trial_speed(result)
+        if speed is not None:
+            self._set_speed(trial, speed)
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         self._set_speed(trial, 0.0)  # no longer running
