@@ -92,7 +92,17 @@ def run_trial(config: dict[str, Any], fail_once_at_step: int | None = None) -> N
         if fail_once_at_step is not None and first_attempt and pack.step >= fail_once_at_step and not done:
             raise RuntimeError(f"injected failure after step {pack.step}")
 
-    train_pack(cfgs, ids, restore=restore, report=report, progress=progress)
+    results = train_pack(cfgs, ids, restore=restore, report=report, progress=progress)
+    if not latest:
+        # restored from the checkpoint of the pack's last step (the driver died before Tune saw
+        # the trial end): no step was left to train, so say again how every member ended
+        for mid, r in zip(ids, results):
+            latest[mid] = {**r.metrics, "step": r.steps, "status": r.status, "n_params": r.n_params,
+                           "device": r.device, "node": platform.node()}
+        summary = best_member(latest, metric, mode)
+        status = summary["status"] if len(ids) == 1 else "completed"
+        tune.report({**summary, "step": max(r.steps for r in results), "status": status,
+                     "members": {mid: dict(m) for mid, m in latest.items()}, "rows": {}})
 
 
 def _progress_poster(study: str, trial_id: str, every_s: float = 2.0):
