@@ -157,9 +157,14 @@ class StoreCallback(Callback):
         self._flush(trial)
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        for row in self._rows(trial):
-            # a member still running when its trial ends was stopped by the scheduler
-            row.update(status="pruned" if row["status"] == "running" else row["status"], end_time=_now())
+        for member in trial_members(trial):
+            row = self._trial_row(trial, member)
+            if row["status"] == "running":
+                # a member still running when its trial ends was stopped by the scheduler, unless it
+                # had reached its planned steps (a trial restored at its end may not report again)
+                planned = TrialConfig.model_validate(member["trial"]).train.steps
+                row["status"] = "completed" if (row.get("steps") or 0) >= planned else "pruned"
+            row["end_time"] = _now()
         self._flush(trial)
 
     def on_trial_recover(self, iteration, trials, trial, **info) -> None:
