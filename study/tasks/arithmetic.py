@@ -516,6 +516,22 @@ class ProbeSet:
     ood_pairs: dict[int, torch.Tensor]
 
 
+@dataclass
+class AnswerStates:
+    """What :meth:`Arithmetic.answer_states` reads at the positions predicting the probed digits.
+
+    states:  {layer: Float [N, I, d]} on the CPU, zeros where the digit is absent
+    present: Bool [N, I]  False where the answer has no such digit (unpadded answers are as
+             long as they are)
+    shares:  None, or per block Float [N, H, I, S]: the attention each head sends from the
+             position predicting digit i onto the operand tokens of significance s
+    """
+
+    states: dict[int, torch.Tensor]
+    present: torch.Tensor
+    shares: list[np.ndarray] | None = None
+
+
 class Arithmetic:
     """The arithmetic task of ``cfg``: training sampler, fixed evaluation grid, metrics.
 
@@ -767,9 +783,10 @@ class Arithmetic:
         a, b = self.probe_pairs.unbind(1)
         enc = encode(a, b, self.cfg, self.eval_len)
         c = apply_op(a, b, self.cfg.op, self.cfg.modulus)
-        units = enc.prompt_len.clone()  # index of the units digit in the sequence
-        if not self.cfg.reverse:
-            units += (answer_width(self.cfg, self.eval_len) if self.cfg.pad else num_digits(c)) - 1
+        hf = hint_factor(self.cfg)  # tokens per answer digit: (hint letter,) digit
+        digits = torch.full_like(c, answer_width(self.cfg, self.eval_len) // hf) if self.cfg.pad else num_digits(c)
+        slot = torch.zeros_like(c) if self.cfg.reverse else digits - 1  # the units digit's place in the answer
+        units = enc.prompt_len + slot * hf + hf - 1  # its index in the sequence (after its hint)
         ids = self.fixed_positions(enc.significance, enc.prompt_len, self._generator(4))
         _, hidden = model(enc.tokens[:, :-1], return_hidden=True) if ids is None else \
             model(enc.tokens[:, :-1], positions=ids, return_hidden=True)  # [N, T-1, d]
@@ -786,39 +803,76 @@ class Arithmetic:
             rows += self.probe_scores(model)
         return rows
 
-    def answer_states(self, model: nn.Module, pairs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Final hidden states at the positions that predict each probed answer digit.
+    @staticmethod
+    def probe_layers(layers: str | list[int], n_layer: int) -> list[int]:
+        """The layers a ``task.probes.layers`` value names for a model of ``n_layer`` blocks: -1
+        (the final state) for "last", every block's output 0..n_layer-1 and -1 for "all", else
+        the list (without repeats)."""
+        if layers == "last":
+            return [FINAL_LAYER]
+        if layers == "all":
+            return list(range(n_layer)) + [FINAL_LAYER]
+        return list(dict.fromkeys(layers))
 
-        pairs Long [N, 2] -> (states Float [N, I, d] on the CPU, present Bool [N, I]) for the
-        I = len(probe_positions) digits, the true answer fed as the model's input (teacher
-        forcing).  The state predicting the sequence's token s is the output at s - 1.
-        present is False where the answer has no such digit (unpadded answers are as long
-        as they are); those states are zeros.
+    def answer_states(self, model: nn.Module, pairs: torch.Tensor, layers: str | list[int] = "last",
+                      attention: bool = False) -> AnswerStates:
+        """Hidden states (and attention) at the positions that predict each probed answer digit.
+
+        pairs Long [N, 2] -> :class:`AnswerStates` for the I = len(probe_positions) digits, the
+        true answer fed as the model's input (teacher forcing).  The state predicting the
+        sequence's token s is the output at s - 1.  ``layers`` as ``task.probes.layers`` (see
+        :meth:`probe_layers`): -1 is the final hidden state, l >= 0 the residual stream after
+        block l.  ``attention``: also each
+        block's attention shares from those positions onto the operand digits of each
+        significance (see :func:`study.tasks.probes.attention_shares`).
         """
+        from study.tasks.probes import attention_shares
+
         cfg = self.cfg
         a, b = pairs.unbind(1)
         enc = encode(a, b, cfg, self.eval_len)
         c = apply_op(a, b, cfg.op, cfg.modulus)
         ids = self.fixed_positions(enc.significance, enc.prompt_len, self._generator(PROBE_ID_STREAM))
-        _, hidden = model(enc.tokens[:, :-1], return_hidden=True) if ids is None else \
-            model(enc.tokens[:, :-1], positions=ids, return_hidden=True)  # [N, T-1, d]
-        length = num_digits(c) if not cfg.pad else torch.full_like(c, answer_width(cfg, self.eval_len))
+        inputs = enc.tokens[:, :-1]
+        kwargs = {} if ids is None else {"positions": ids}
+        if attention or layers != "last":
+            _, trace = model(inputs, return_internals=True, **kwargs)
+            by_layer = {layer: trace.hidden if layer == FINAL_LAYER else trace.layers[layer]
+                        for layer in self.probe_layers(layers, len(trace.layers))}
+        else:
+            _, hidden = model(inputs, return_hidden=True, **kwargs)  # [N, T-1, d]
+            by_layer = {FINAL_LAYER: hidden}
+        hf = hint_factor(cfg)  # tokens per answer digit: (hint letter,) digit
+        length = num_digits(c) if not cfg.pad else torch.full_like(c, answer_width(cfg, self.eval_len) // hf)
         i = torch.tensor(self.probe_positions, device=pairs.device)[None, :]  # [1, I]
-        offset = i if cfg.reverse else length[:, None] - 1 - i  # answer token holding digit i
+        slot = i if cfg.reverse else length[:, None] - 1 - i  # digit i's place in the answer
+        offset = slot * hf + hf - 1  # the answer token holding digit i (after its hint)
         present = i < length[:, None]
-        index = (enc.prompt_len[:, None] + offset - 1).clamp(0, hidden.shape[1] - 1)  # [N, I]
-        states = hidden.gather(1, index[..., None].expand(-1, -1, hidden.shape[2]))  # [N, I, d]
-        states = torch.where(present[..., None], states, 0.0)
-        return states.float().cpu(), present.cpu()
+        index = (enc.prompt_len[:, None] + offset - 1).clamp(0, inputs.shape[1] - 1)  # [N, I]
+        states = {}
+        for layer, hidden in by_layer.items():
+            picked = hidden.gather(1, index[..., None].expand(-1, -1, hidden.shape[2]))  # [N, I, d]
+            states[layer] = torch.where(present[..., None], picked, 0.0).float().cpu()
+        shares = None
+        if attention:
+            significance = enc.significance[:, :-1]
+            column = torch.arange(inputs.shape[1], device=pairs.device)[None, :]
+            operand = (column < enc.prompt_len[:, None]) & (significance >= 0)
+            groups = torch.where(operand, significance, -1).cpu().numpy()
+            queries = torch.where(present, index, -1).cpu().numpy()
+            n_groups = int(groups.max()) + 1
+            shares = [attention_shares(w.float().cpu().numpy(), queries, groups, n_groups) for w in trace.attention]
+        return AnswerStates(states=states, present=present.cpu(), shares=shares)
 
     @torch.no_grad()
     def probe_scores(self, model: nn.Module) -> list[dict[str, Any]]:
-        """Structure scores of the final hidden state at each probed answer digit i.
+        """Structure scores of the hidden states at each probed answer digit i, and where attention goes.
 
         Inputs (drawn at construction, see :class:`ProbeSet`): ID pairs of the training mixture,
         OOD pairs of each length L in n+1..eval_max_len, and the ID equivalents
-        (a mod 10^n, b mod 10^n) of the OOD pairs.  One row per score, ``layer`` -1 (the final
-        state), ``length`` the operand length of the scored inputs (n for ID):
+        (a mod 10^n, b mod 10^n) of the OOD pairs.  One row per score, ``layer`` as
+        ``task.probes.layers`` names them (-1: the final state; l: the residual stream after
+        block l), ``length`` the operand length of the scored inputs (n for ID):
 
         probe_digit         linear probe fitted on 3/4 of the ID states to the digit i of the true
                             answer: accuracy on the held-out ID states (split id) and on the OOD
@@ -828,12 +882,24 @@ class Arithmetic:
                             below n without a modulus)
         probe_carry         as probe_digit, to the carry into digit i (no modulus; i >= 1)
         silhouette_digit    silhouette of the states grouped by digit i (ID, and OOD per length)
-        repr_equivalence    share of OOD states nearer the state of their own ID equivalent than to
-                            the state of any other ID input (the ID probe inputs and the equivalents)
-        repr_equivalence_chance   1 / the number of those ID states: the rate of unrelated states
+        repr_equivalence    share of OOD states nearer the state of their own ID equivalent than that
+                            state is to any ID state with another digit i (see
+                            :func:`study.tasks.probes.equivalence_rate`; ~0 at initialization)
+        repr_equivalence_chance   the same rate with each OOD state paired with another OOD input's
+                            equivalent (states unrelated to their equivalents)
         repr_equivalence_digit    share of OOD states whose nearest ID probe state has the equivalence
-                            answer's digit i (many ID inputs share a digit, so this asks of classes
-                            what repr_equivalence asks of inputs; about 0.1 for unrelated states)
+                            answer's digit i (about 0.1 for unrelated states)
+
+        With ``task.probes.attention``, per block ``layer`` l, ``head`` h and digit i, on the ID
+        probe inputs (split id) and the OOD ones of each length (split ood), from the position
+        that predicts digit i (teacher forcing):
+
+        attention_alignment the share of its attention on the operand tokens of significance i
+                            (both operands' digit worth 10^i; with index hints, the hint letter
+                            too).  The carry's source, significance i - 1, does not count: 1 means
+                            the head reads exactly the digits of its own place.  Uniform attention
+                            over the causal prefix scores (tokens of significance i) / (prefix length).
+        attention_argmax    the significance whose operand tokens get the largest mean share
         """
         from study.tasks import probes
 
@@ -842,10 +908,12 @@ class Arithmetic:
         ood = [ps.ood_pairs[L] for L in lengths]
         equivalents = [p % 10**n for p in ood]
         everything = torch.cat([ps.id_pairs, *ood, *equivalents])
-        states, present = self.answer_states(model, everything)
+        read = self.answer_states(model, everything, layers=cfg.probes.layers, attention=cfg.probes.attention)
         sizes = [len(ps.id_pairs)] + [len(p) for p in ood] + [len(p) for p in equivalents]
-        parts = list(zip(states.split(sizes), present.split(sizes), everything.cpu().split(sizes)))
-        (id_states, id_present, id_pairs), ood_parts, eq_parts = parts[0], parts[1:1 + len(ood)], parts[1 + len(ood):]
+        pair_parts = everything.cpu().split(sizes)
+        present_parts = read.present.split(sizes)
+        id_pairs, ood_pairs, eq_pairs = pair_parts[0], pair_parts[1:1 + len(ood)], pair_parts[1 + len(ood):]
+        id_present, ood_present, eq_present = present_parts[0], present_parts[1:1 + len(ood)], present_parts[1 + len(ood):]
 
         def digit(pairs: torch.Tensor, i: int, equivalent: bool = False) -> np.ndarray:
             a, b = pairs.unbind(1)
@@ -857,57 +925,65 @@ class Arithmetic:
 
         rows: list[dict[str, Any]] = []
 
-        def add(kind: str, split: str, i: int, length: int, value: float) -> None:
-            rows.append({"kind": kind, "split": split, "position": i, "layer": FINAL_LAYER, "length": length,
-                         "value": value})
+        def add(kind: str, split: str, i: int, length: int, value: float, layer: int, head: int | None = None) -> None:
+            row = {"kind": kind, "split": split, "position": i, "layer": layer, "length": length, "value": value}
+            if head is not None:
+                row["head"] = head
+            rows.append(row)
 
-        for col, i in enumerate(self.probe_positions):
-            keep = id_present[:, col].numpy()
-            fit, held = ps.train[keep[ps.train]], ps.test[keep[ps.test]]
-            h = id_states[:, col].numpy()
-            ood_h = [s[:, col].numpy()[m[:, col].numpy()] for s, m, _ in ood_parts]
-            ood_p = [p[m[:, col]] for _, m, p in ood_parts]
-            targets = [("probe_digit", lambda p: digit(p, i))]
-            if cfg.modulus is None and i >= 1:
-                targets.append(("probe_carry", lambda p: carry(p, i)))
-            for kind, label in targets:
-                y = label(id_pairs)
-                tests = [(h[held], y[held])] + [(hs, label(p)) for hs, p in zip(ood_h, ood_p)]
-                if kind == "probe_digit":
-                    tests += [(hs, digit(p, i, equivalent=True)) for hs, p in zip(ood_h, ood_p)]
-                scores = probes.probe_accuracy(h[fit], y[fit], tests)
-                add(kind, "id", i, n, scores[0])
-                for L, value in zip(lengths, scores[1:1 + len(lengths)]):
-                    add(kind, "ood", i, L, value)
-                for L, value in zip(lengths, scores[1 + len(lengths):]):
-                    add("probe_digit_equiv", "ood", i, L, value)
-            add("silhouette_digit", "id", i, n, probes.cluster_score(h[keep], digit(id_pairs, i)[keep]))
-            for L, hs, p in zip(lengths, ood_h, ood_p):
-                add("silhouette_digit", "ood", i, L, probes.cluster_score(hs, digit(p, i)))
-            for L, (s, m, p), (es, em, ep) in zip(lengths, ood_parts, eq_parts):
-                both = (m[:, col] & em[:, col]).numpy()
-                reference, equivalent = self._reference_states(id_states[:, col], id_pairs, id_present[:, col],
-                                                               es[:, col][both], ep[both])
-                ood_states = s[:, col].numpy()[both]
-                add("repr_equivalence", "ood", i, L, probes.equivalence_rate(ood_states, reference, equivalent))
-                add("repr_equivalence_chance", "ood", i, L, 1.0 / max(len(reference), 1))
-                add("repr_equivalence_digit", "ood", i, L, probes.nearest_label_rate(
-                    ood_states, digit(p[both], i, equivalent=True), h[keep], digit(id_pairs, i)[keep]))
+        for layer, states in read.states.items():
+            state_parts = states.split(sizes)
+            id_states, ood_states, eq_states = state_parts[0], state_parts[1:1 + len(ood)], state_parts[1 + len(ood):]
+            for col, i in enumerate(self.probe_positions):
+                keep = id_present[:, col].numpy()
+                fit, held = ps.train[keep[ps.train]], ps.test[keep[ps.test]]
+                h = id_states[:, col].numpy()
+                ood_h = [s[:, col].numpy()[m[:, col].numpy()] for s, m in zip(ood_states, ood_present)]
+                ood_p = [p[m[:, col]] for p, m in zip(ood_pairs, ood_present)]
+                targets = [("probe_digit", lambda p: digit(p, i))]
+                if cfg.modulus is None and i >= 1:
+                    targets.append(("probe_carry", lambda p: carry(p, i)))
+                for kind, label in targets:
+                    y = label(id_pairs)
+                    tests = [(h[held], y[held])] + [(hs, label(p)) for hs, p in zip(ood_h, ood_p)]
+                    if kind == "probe_digit":
+                        tests += [(hs, digit(p, i, equivalent=True)) for hs, p in zip(ood_h, ood_p)]
+                    scores = probes.probe_accuracy(h[fit], y[fit], tests)
+                    add(kind, "id", i, n, scores[0], layer)
+                    for L, value in zip(lengths, scores[1:1 + len(lengths)]):
+                        add(kind, "ood", i, L, value, layer)
+                    for L, value in zip(lengths, scores[1 + len(lengths):]):
+                        add("probe_digit_equiv", "ood", i, L, value, layer)
+                id_digit = digit(id_pairs, i)
+                add("silhouette_digit", "id", i, n, probes.cluster_score(h[keep], id_digit[keep]), layer)
+                for L, hs, p in zip(lengths, ood_h, ood_p):
+                    add("silhouette_digit", "ood", i, L, probes.cluster_score(hs, digit(p, i)), layer)
+                for L, s, m, p, es, em in zip(lengths, ood_states, ood_present, ood_pairs, eq_states, eq_present):
+                    both = (m[:, col] & em[:, col]).numpy()
+                    x, e = s[:, col].numpy()[both], es[:, col].numpy()[both]
+                    e_digit = digit(p[both], i, equivalent=True)
+                    eq_keep = em[:, col].numpy()
+                    reference = np.concatenate([h[keep], es[:, col].numpy()[eq_keep]])
+                    reference_digit = np.concatenate([id_digit[keep], digit(p[eq_keep], i, equivalent=True)])
+                    add("repr_equivalence", "ood", i, L,
+                        probes.equivalence_rate(x, e, e_digit, reference, reference_digit), layer)
+                    shift = np.roll(np.arange(len(x)), 1)  # each OOD state against another input's equivalent
+                    add("repr_equivalence_chance", "ood", i, L,
+                        probes.equivalence_rate(x, e[shift], e_digit[shift], reference, reference_digit), layer)
+                    add("repr_equivalence_digit", "ood", i, L,
+                        probes.nearest_label_rate(x, e_digit, h[keep], id_digit[keep]), layer)
+        if read.shares is not None:
+            share_splits = [("id", n, 0)] + [("ood", L, 1 + k) for k, L in enumerate(lengths)]
+            for layer, shares in enumerate(read.shares):
+                parts = np.split(shares, np.cumsum(sizes)[:-1])
+                for split, L, part in share_splits:
+                    aligned = probes.alignment_scores(parts[part], self.probe_positions)  # [H, I]
+                    argmax = probes.most_attended(parts[part])  # [H, I]
+                    for head in range(aligned.shape[0]):
+                        for col, i in enumerate(self.probe_positions):
+                            add("attention_alignment", split, i, L, float(aligned[head, col]), layer, head)
+                            add("attention_argmax", split, i, L, float(argmax[head, col]), layer, head)
         return rows
-
-    @staticmethod
-    def _reference_states(
-        id_states: torch.Tensor, id_pairs: torch.Tensor, id_present: torch.Tensor,
-        eq_states: torch.Tensor, eq_pairs: torch.Tensor,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """The states of distinct ID inputs (the equivalents first, then the ID probe inputs that
-        are none of them) [R, d], and the row of each equivalent [M] in it."""
-        unique, inverse = torch.unique(eq_pairs, dim=0, return_inverse=True)
-        first = torch.full((len(unique),), len(eq_pairs), dtype=torch.long)
-        first = first.scatter_reduce(0, inverse, torch.arange(len(eq_pairs)), reduce="amin")
-        others = id_present & ~rows_in(id_pairs, unique)
-        reference = torch.cat([eq_states[first], id_states[others]])
-        return reference.numpy(), inverse.numpy()
 
     # ---- rendering
 

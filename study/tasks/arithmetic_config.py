@@ -44,6 +44,14 @@ class ArithmeticProbes(Section):
     positions: list[int] | None = Field(
         None, description="answer digits to probe (0 = units); null: every digit an ID answer has"
     )
+    layers: Literal["last", "all"] | list[int] = Field(
+        "last",
+        description="hidden states to probe: last (the final state, layer -1), all (every block's output "
+        "0..n_layer-1 and the final state), or a list of those layer numbers",
+    )
+    attention: bool = Field(
+        True, description="attention alignment per layer, head and answer digit at the probed evaluations"
+    )
 
 
 class ArithmeticTask(Section):
