@@ -8,10 +8,13 @@ import numpy as np
 import pytest
 
 from study.tasks.probes import (
+    alignment_scores,
+    attention_shares,
     cluster_score,
     coefficient_r2,
     equivalence_rate,
     held_out_split,
+    most_attended,
     nearest_label_rate,
     probe_accuracy,
 )
@@ -73,22 +76,70 @@ def test_cluster_score_is_one_for_tight_clusters_and_near_zero_for_random_states
     assert math.isnan(cluster_score(rng.normal(size=(5, 2)), np.zeros(5, dtype=int)))  # one label
 
 
-def test_equivalence_rate_is_one_for_states_built_to_match_and_chance_for_random_ones():
+def test_equivalence_rate_is_one_for_states_built_to_match_and_chance_for_unrelated_ones():
+    """States clustered by a digit: an OOD state on its equivalent's counts; one moved away from it by
+    more than the gap to the nearest other-digit ID state does not, nor does an unrelated state."""
     rng = np.random.default_rng(0)
-    reference = rng.normal(size=(200, 32))  # states of 200 distinct ID inputs
-    equivalent = rng.integers(0, 200, 500)  # each OOD input's ID equivalent
-    matching = reference[equivalent] + 0.01 * rng.normal(size=(500, 32))
-    assert equivalence_rate(matching, reference, equivalent) == 1.0
-    unrelated = rng.normal(size=(500, 32))
-    assert equivalence_rate(unrelated, reference, equivalent) < 0.03  # chance is 1/200
-    # a state nearer another ID input's than its equivalent's is a miss
-    assert equivalence_rate(reference[(equivalent + 1) % 200], reference, equivalent) == 0.0
+    digits = rng.integers(0, 10, 300)
+    reference = clustered(digits, d=32, spread=0.05, seed=1)  # states of 300 ID inputs
+    eq = rng.integers(0, 300, 500)  # each OOD input's ID equivalent
+    args = (reference[eq], digits[eq], reference, digits)
+    assert equivalence_rate(reference[eq] + 0.001 * rng.normal(size=(500, 32)), *args) == 1.0
+    # another input's equivalent's state: it passes when that input has the same digit (1 in 10)
+    assert abs(equivalence_rate(reference[np.roll(eq, 1)], *args) - 0.1) < 0.04
+    # the state of an input that shares all but two tokens with its equivalent, as a random
+    # network makes it: near the equivalent, but farther than the digits' clusters are apart
+    assert equivalence_rate(reference[eq] + 2.0 * rng.normal(size=(500, 32)), *args) == 0.0
+    # ID inputs with the equivalent's own digit do not shrink the radius: only other digits do
+    assert equivalence_rate(reference[eq] + 0.1 * rng.normal(size=(500, 32)), *args) == 1.0
 
 
-def test_equivalence_rate_counts_ties_as_misses():
-    reference = np.array([[0.0, 0.0], [0.0, 0.0], [5.0, 5.0]])  # two ID inputs with one state
-    assert equivalence_rate(np.array([[0.0, 0.1], [5.0, 5.0]]), reference, np.array([0, 2])) == 0.5
-    assert math.isnan(equivalence_rate(np.zeros((0, 2)), reference, np.zeros(0, dtype=int)))
+def test_equivalence_rate_counts_ties_as_misses_and_needs_another_label():
+    reference = np.array([[0.0, 0.0], [1.0, 0.0], [5.0, 5.0]])
+    labels = np.array([0, 1, 2])
+    ood = np.array([[0.0, 0.5], [5.0, 5.0]])  # 0.5 from [0, 0]; exactly on [5, 5]
+    eq = reference[[0, 2]]
+    assert equivalence_rate(ood, eq, labels[[0, 2]], reference, labels) == 1.0
+    assert equivalence_rate(np.array([[0.0, 1.0]]), eq[:1], labels[:1], reference, labels) == 0.0  # tie at 1
+    assert math.isnan(equivalence_rate(np.zeros((0, 2)), eq[:0], labels[:0], reference, labels))
+    assert math.isnan(equivalence_rate(ood, eq, np.zeros(2), reference, np.zeros(3)))  # one label only
+
+
+# --------------------------------------------------------------------------- attention
+
+
+def test_alignment_is_one_for_attention_on_the_digits_of_the_same_place():
+    """Hand-built attention of 2 sequences x 2 heads over 8 tokens: operands a2 a1 a0 b2 b1 b0 (their
+    significance), then two answer tokens.  Query 5 predicts answer digit 0, query 6 digit 1."""
+    groups = np.array([[2, 1, 0, 2, 1, 0, -1, -1]] * 2)
+    queries = np.array([[5, 6]] * 2)
+    weights = np.zeros((2, 2, 8, 8))
+    weights[:, 0, 5, [2, 5]] = 0.5  # head 0: digit 0 reads a0 and b0, digit 1 reads a1 and b1
+    weights[:, 0, 6, [1, 4]] = 0.5
+    weights[:, 1, 5, :6] = 1 / 6  # head 1: uniform over the causal prefix
+    weights[:, 1, 6, :7] = 1 / 7
+    shares = attention_shares(weights, queries, groups, 3)
+    assert shares.shape == (2, 2, 2, 3)
+    aligned = alignment_scores(shares, [0, 1])
+    assert np.allclose(aligned[0], [1.0, 1.0])
+    assert np.allclose(aligned[1], [2 / 6, 2 / 7])  # two of the prefix's tokens have the query's place
+    assert most_attended(shares)[0].tolist() == [0.0, 1.0]
+    # a shifted head (digit i reads place i - 1, e.g. the carry's source) scores 0 and is found by argmax
+    weights[:, 0, 6] = 0.0
+    weights[:, 0, 6, [2, 5]] = 0.5
+    shares = attention_shares(weights, queries, groups, 3)
+    assert alignment_scores(shares, [0, 1])[0, 1] == 0.0 and most_attended(shares)[0, 1] == 0.0
+
+
+def test_alignment_skips_missing_keys_and_queries():
+    groups = np.array([[1, 0, -1, -1], [0, -1, -1, -1]])  # the second sequence has no digit of place 1
+    queries = np.array([[1, 2], [0, -1]])  # ... and no second query
+    weights = np.tile(np.eye(4)[None, None], (2, 1, 1, 1))  # every query attends to itself
+    weights[:, :, 2] = [0.5, 0.5, 0.0, 0.0]
+    shares = attention_shares(weights, queries, groups, 2)
+    assert np.isnan(shares[1, 0, :, 1]).all() and np.isnan(shares[1, 0, 1]).all()
+    assert np.allclose(alignment_scores(shares, [0, 1]), [[1.0, 0.5]])  # sequence 0 only where 1 lacks it
+    assert np.isnan(alignment_scores(shares[1:], [1, 1])).all()
 
 
 def test_nearest_label_rate_is_one_inside_the_id_clusters_and_chance_outside():
