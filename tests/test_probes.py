@@ -162,6 +162,60 @@ def test_coefficient_r2_is_one_for_linearly_held_coefficients_and_not_above_zero
     assert low <= r2 <= high
 
 
+@pytest.mark.parametrize("pos_encoding", ["learned", "rope", "alibi", "abacus"])
+def test_explicit_attention_path_matches_the_fused_kernel_in_a_pack(pos_encoding):
+    """return_internals computes softmax(q k^T) itself: the same outputs as the fused kernel,
+    causal rows that sum to 1, one state per block, and member k's internals are its own."""
+    import torch
+
+    from study.config import ModelConfig
+    from study.model import Transformer
+    from study.tasks.base import ModelIO
+
+    model = Transformer(ModelConfig(size="nano", pos_encoding=pos_encoding),
+                        ModelIO(n_in=12, n_out=12, tokens=True, max_seq_len=16), n_members=2, seeds=[1, 2]).eval()
+    inputs = torch.randint(0, 12, (2, 4, 16), generator=torch.Generator().manual_seed(0))
+    positions = torch.arange(16).expand(2, 4, 16) if pos_encoding == "abacus" else None
+    with torch.no_grad():
+        fused = model(inputs, positions=positions)
+        out, internals = model(inputs, positions=positions, return_internals=True)
+        alone, own = model.member(1)(inputs[1], positions=None if positions is None else positions[1],
+                                     return_internals=True)
+    assert torch.allclose(out, fused, atol=1e-5)
+    assert len(internals.layers) == len(internals.attention) == 3
+    weights = internals.attention[0]
+    assert weights.shape == (2, 4, 3, 16, 16)
+    assert torch.allclose(weights.sum(-1), torch.ones(2, 4, 3, 16)) and weights.triu(1).abs().max() == 0
+    assert torch.allclose(alone, fused[1], atol=1e-5)
+    assert torch.allclose(own.attention[2], internals.attention[2][1], atol=1e-6)
+    assert torch.allclose(own.layers[1], internals.layers[1][1], atol=1e-5)
+
+
+def test_layers_and_attention_rows_of_a_real_model():
+    """Per-layer probes give one set of rows per named layer; attention rows one per block, head,
+    digit and split, shares in [0, 1] and the argmax a significance of the operands."""
+    import torch
+
+    from study.config import trial_config
+    from study.model import Transformer
+    from study.tasks import build_task
+
+    cfg = trial_config(overrides=["task.eval_examples=4", "task.probes.points=64", "task.probes.layers=[0, -1]",
+                                  "task.eval_max_len=4"])
+    task = build_task(cfg.task, seed=0)
+    torch.manual_seed(0)
+    rows = task.probe_scores(Transformer(cfg.model, task.io).eval())
+    probe = [r for r in rows if r["kind"] == "probe_digit"]
+    assert {r["layer"] for r in probe} == {0, -1} and all("head" not in r for r in probe)
+    aligned = [r for r in rows if r["kind"] == "attention_alignment"]
+    assert len(aligned) == 3 * 3 * 4 * 2  # blocks x heads x digits x (ID, OOD length 4)
+    assert {(r["layer"], r["head"]) for r in aligned} == {(l, h) for l in range(3) for h in range(3)}
+    assert all(0.0 <= r["value"] <= 1.0 for r in aligned)
+    # at initialization attention is near uniform: 2 of the ~10-13 prefix tokens have the digit's place
+    assert all(0.1 < r["value"] < 0.3 for r in aligned)
+    assert {r["value"] for r in rows if r["kind"] == "attention_argmax"} <= {0.0, 1.0, 2.0, 3.0, 4.0}
+
+
 # --------------------------------------------------------------------------- a trained model
 
 
