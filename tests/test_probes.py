@@ -219,47 +219,103 @@ def test_layers_and_attention_rows_of_a_real_model():
 # --------------------------------------------------------------------------- a trained model
 
 
-@pytest.mark.slow
-def test_a_trained_nano_adder_reads_its_units_digit_and_keeps_ood_states_by_their_equivalents(tmp_path):
-    """The default trial (nano model, 3-digit addition in the 2308.08268 format), trained for
-    1500 steps: enough for the units digit (the whole ID answer takes ~2.5K-6K steps).  At
-    initialization the units-digit probe reads the digit at about chance; trained, it reads it
-    (>= 0.95), and the scores reach the store as the sweep driver writes them."""
-    import json
+TRAINED = ["train.steps=1500", "train.eval_every=1500", "task.eval_examples=64", "train.device=cpu",
+           "task.probes.layers=all"]
 
+
+@pytest.fixture(scope="module")
+def trained_adder(tmp_path_factory):
+    """The default trial (nano model, 3-digit addition in the 2308.08268 format) trained by
+    ``oodstudy trial --store`` for 1500 steps: enough for the units digit (the whole ID answer
+    takes ~2.5K-6K steps).  Returns (the scores at initialization, the final scores as read
+    from the store), each keyed by (kind, split, position, layer, head, length)."""
     import torch
 
     from analysis import load
+    from study.cli import main
     from study.config import trial_config
     from study.model import Transformer
-    from study.store import Store
     from study.tasks import build_task
-    from study.train import train
 
-    cfg = trial_config(overrides=["train.steps=1500", "train.eval_every=1500", "task.eval_examples=64",
-                                  "train.device=cpu"])
+    cfg = trial_config(overrides=TRAINED)
+    uri = str(tmp_path_factory.mktemp("probes") / "store")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as a trial with resources.cpus=1 runs; spares a shared CPU
     try:
-        torch.manual_seed(cfg.train.seed)  # the model train() starts from
+        torch.manual_seed(cfg.train.seed)  # the model the trial starts from
         task = build_task(cfg.task, seed=cfg.train.seed)
-        init = {(r["kind"], r["split"], r["position"], r["length"]): r["value"]
-                for r in task.representations(Transformer(cfg.model, task.io).eval()) if "value" in r}
-        reports = []
-        train(cfg, report=reports.append)
+        init = task.representations(Transformer(cfg.model, task.io).eval())
+        args = ["trial", *sum((["--set", o] for o in TRAINED), []), "--store", uri, "--study", "probe"]
+        assert main(args) == 0
     finally:
         torch.set_num_threads(threads)
-    assert init[("probe_digit", "id", 0, 3)] < 0.25
-    store = Store(str(tmp_path / "store"), create=True)
-    store.append("trials", [{"trial_id": "local", "status": "completed", "config": json.dumps(cfg.to_dict()),
-                             "grid": "{}"}], study="probe", cell="")
-    for report in reports:
-        store.append("representations", report.rows["representations"], study="probe", cell="")
-    final = load.structure_scores(store, "probe", final=True).set_index(["kind", "split", "position", "length"])
-    value = final["value"]
-    assert value[("probe_digit", "id", 0, 3)] >= 0.95
-    assert value[("probe_digit", "ood", 0, 4)] >= 0.8  # the ID probe reads 4-digit inputs too
-    chance = value[("repr_equivalence_chance", "ood", 0, 4)]
-    assert value[("repr_equivalence", "ood", 0, 4)] > 20 * chance  # chance: 1 / ~770 ID states
-    assert value[("repr_equivalence_digit", "ood", 0, 4)] >= 0.8  # unrelated states: ~0.1
-    assert init[("repr_equivalence_digit", "ood", 0, 4)] < 0.3
+
+    def key(r):
+        head = r.get("head")
+        return r["kind"], r["split"], r["position"], r["layer"], None if head is None or head != head else int(head), \
+            r["length"]
+
+    final = load.structure_scores(uri, "probe", final=True)
+    assert set(final["status"]) == {"completed"} and set(final["step"]) == {1500}
+    return {key(r): r["value"] for r in init if "value" in r}, {key(r): r["value"] for r in final.to_dict("records")}
+
+
+@pytest.mark.slow
+def test_a_trained_nano_adder_reads_its_units_digit_at_every_layer(trained_adder):
+    """At initialization the units-digit probe reads the digit at about chance (0.1); trained, from
+    the store, it reads it (>= 0.95) on held-out ID inputs and on 4-digit ones."""
+    init, final = trained_adder
+    assert init[("probe_digit", "id", 0, -1, None, 3)] < 0.25
+    assert final[("probe_digit", "id", 0, -1, None, 3)] >= 0.95
+    assert final[("probe_digit", "ood", 0, -1, None, 4)] >= 0.8  # the ID probe reads 4-digit inputs too
+    layers = {k[3] for k in final if k[0] == "probe_digit"}
+    assert layers == {0, 1, 2, -1}
+    assert final[("probe_digit", "id", 0, 2, None, 3)] >= 0.95  # the last block's output, before the norm
+
+
+@pytest.mark.slow
+def test_a_trained_nano_adder_keeps_ood_states_by_their_equivalents(trained_adder):
+    """The representation equivalence rate at the units digit on 4-digit inputs: about 0 at
+    initialization (measured 0.004), near 1 trained (measured 0.98), far above its chance."""
+    init, final = trained_adder
+    assert init[("repr_equivalence", "ood", 0, -1, None, 4)] < 0.1
+    assert final[("repr_equivalence", "ood", 0, -1, None, 4)] >= 0.8
+    assert final[("repr_equivalence", "ood", 0, -1, None, 4)] > 5 * final[("repr_equivalence_chance", "ood", 0, -1,
+                                                                             None, 4)]
+    assert final[("repr_equivalence_digit", "ood", 0, -1, None, 4)] >= 0.8  # unrelated states: ~0.1
+    assert init[("repr_equivalence_digit", "ood", 0, -1, None, 4)] < 0.3
+
+
+@pytest.mark.slow
+def test_a_trained_nano_adder_has_a_head_that_reads_the_units_digits(trained_adder):
+    """At initialization attention is near uniform (2 of the ~10 prefix tokens are units digits:
+    ~0.2); trained, a first-block head sends most of the units digit's attention to the operands'
+    units digits, on ID and on 4-digit inputs (measured 0.90 and 0.90)."""
+    init, final = trained_adder
+
+    def best(scores, split, length):
+        return max(v for k, v in scores.items() if k[:4] == ("attention_alignment", split, 0, 0) and k[5] == length)
+
+    assert best(init, "id", 3) < 0.35
+    assert best(final, "id", 3) >= 0.8 and best(final, "ood", 4) >= 0.8
+    heads = {(k[3], k[4]) for k in final if k[0] == "attention_alignment"}
+    assert heads == {(layer, head) for layer in range(3) for head in range(3)}
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def test_a_probe_layer_the_model_lacks_is_refused_with_one_line(capsys, tmp_path):
+    from study.cli import main
+    from study.config import ConfigError, trial_config
+
+    with pytest.raises(ConfigError, match=r"task.probes.layers: \[3\] names no layer of this model; model.size=nano "
+                                          r"has blocks 0..2 \(and -1 for the final state\)"):
+        trial_config(overrides=["task.probes.layers=[0, 3]"])
+    assert trial_config(overrides=["task.probes.layers=[0, -1]"]).task.probes.layers == [0, -1]
+    assert main(["trial", "--set", "task.probes.layers=[7]", "--store", str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err
+    assert "names no layer of this model" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "s").exists()  # refused before anything was written
+    assert main(["trial", "--set", "pack.size=2", "--store", str(tmp_path / "s")]) == 2
+    assert "--store records one trial" in capsys.readouterr().err and not (tmp_path / "s").exists()
