@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from study.tasks.probes import (
@@ -217,6 +218,47 @@ def test_layers_and_attention_rows_of_a_real_model():
 
 
 # --------------------------------------------------------------------------- a trained model
+
+
+class Lookahead:
+    """A stand-in model whose state at input t is the one-hot of input t + 1 (the token that
+    output t predicts, whenever it is an input too): probes read every digit exactly iff the
+    task reads the state at the position that predicts it."""
+
+    def __init__(self, n_tokens: int):
+        self.n_tokens = n_tokens
+
+    def __call__(self, inputs, positions=None, return_hidden=False):
+        import torch
+
+        nxt = torch.cat([inputs[:, 1:], inputs[:, -1:]], 1)
+        hidden = torch.nn.functional.one_hot(nxt, self.n_tokens).float()
+        # a little noise: a real state varies within a class (the LDA probe needs a covariance)
+        hidden = hidden + 0.01 * torch.randn(hidden.shape, generator=torch.Generator().manual_seed(0))
+        return (hidden, hidden) if return_hidden else hidden
+
+
+@pytest.mark.parametrize("fields", [["task.index_hints=true"], ["task.index_hints=true", "task.reverse=false"],
+                                    ["task.reverse=false"]])
+def test_probes_read_the_digit_after_its_index_hint(fields):
+    from study.config import trial_config
+    from study.tasks import build_task
+
+    cfg = trial_config(overrides=["task.eval_examples=4", "task.probes.points=128", "task.probes.attention=false",
+                                  "task.eval_max_len=4", *fields])
+    task = build_task(cfg.task, seed=0)
+    rows = task.probe_scores(Lookahead(len(task.vocab)))
+    units = {(r["position"], r["split"]): r["value"] for r in rows if r["kind"] == "probe_digit"}
+    # (most significant first, the units digit is the sequence's last token: no input shows it)
+    checked = range(4) if task.cfg.reverse else range(1, 4)
+    assert all(units[(i, "id")] == 1.0 for i in checked) and all(units[(i, "ood")] == 1.0 for i in checked if i < 3)
+    if not task.cfg.reverse:
+        return
+    pca = [r for r in task.representations(Lookahead(len(task.vocab))) if r["kind"] == "pca_units_digit"]
+    points = pd.DataFrame(pca)  # the PCA's state is the units digit's one-hot too: one place per label
+    spread = points.groupby("label")[["pc1", "pc2"]].std().to_numpy().max()
+    centres = points.groupby("label")[["pc1", "pc2"]].mean().to_numpy()
+    assert spread < 0.05 and np.ptp(centres, axis=0).max() > 0.5  # (a hint letter's state would be one place)
 
 
 TRAINED = ["train.steps=1500", "train.eval_every=1500", "task.eval_examples=64", "train.device=cpu",
