@@ -109,6 +109,11 @@ def test_equivalence_rate_counts_ties_as_misses_and_needs_another_label():
 # --------------------------------------------------------------------------- attention
 
 
+def query_rows(weights: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """The rows [N, H, I, T] of attention weights [N, H, T, T] at the queries [N, I]."""
+    return np.take_along_axis(weights, queries[:, None, :, None], axis=2)
+
+
 def test_alignment_is_one_for_attention_on_the_digits_of_the_same_place():
     """Hand-built attention of 2 sequences x 2 heads over 8 tokens: operands a2 a1 a0 b2 b1 b0 (their
     significance), then two answer tokens.  Query 5 predicts answer digit 0, query 6 digit 1."""
@@ -119,7 +124,7 @@ def test_alignment_is_one_for_attention_on_the_digits_of_the_same_place():
     weights[:, 0, 6, [1, 4]] = 0.5
     weights[:, 1, 5, :6] = 1 / 6  # head 1: uniform over the causal prefix
     weights[:, 1, 6, :7] = 1 / 7
-    shares = attention_shares(weights, queries, groups, 3)
+    shares = attention_shares(query_rows(weights, queries), groups, 3)
     assert shares.shape == (2, 2, 2, 3)
     aligned = alignment_scores(shares, [0, 1])
     assert np.allclose(aligned[0], [1.0, 1.0])
@@ -128,16 +133,17 @@ def test_alignment_is_one_for_attention_on_the_digits_of_the_same_place():
     # a shifted head (digit i reads place i - 1, e.g. the carry's source) scores 0 and is found by argmax
     weights[:, 0, 6] = 0.0
     weights[:, 0, 6, [2, 5]] = 0.5
-    shares = attention_shares(weights, queries, groups, 3)
+    shares = attention_shares(query_rows(weights, queries), groups, 3)
     assert alignment_scores(shares, [0, 1])[0, 1] == 0.0 and most_attended(shares)[0, 1] == 0.0
 
 
 def test_alignment_skips_missing_keys_and_queries():
     groups = np.array([[1, 0, -1, -1], [0, -1, -1, -1]])  # the second sequence has no digit of place 1
-    queries = np.array([[1, 2], [0, -1]])  # ... and no second query
+    queries = np.array([[1, 2], [0, 0]])
+    present = np.array([[True, True], [True, False]])  # ... and no second query
     weights = np.tile(np.eye(4)[None, None], (2, 1, 1, 1))  # every query attends to itself
     weights[:, :, 2] = [0.5, 0.5, 0.0, 0.0]
-    shares = attention_shares(weights, queries, groups, 2)
+    shares = attention_shares(query_rows(weights, queries), groups, 2, present)
     assert np.isnan(shares[1, 0, :, 1]).all() and np.isnan(shares[1, 0, 1]).all()
     assert np.allclose(alignment_scores(shares, [0, 1]), [[1.0, 0.5]])  # sequence 0 only where 1 lacks it
     assert np.isnan(alignment_scores(shares[1:], [1, 1])).all()
@@ -205,7 +211,12 @@ def test_layers_and_attention_rows_of_a_real_model():
                                   "task.eval_max_len=4"])
     task = build_task(cfg.task, seed=0)
     torch.manual_seed(0)
-    rows = task.probe_scores(Transformer(cfg.model, task.io).eval())
+    model = Transformer(cfg.model, task.io).eval()
+    rows = task.probe_scores(model)
+    # read in batches of 50 sequences: the same scores
+    batched = build_task(cfg.task.model_copy(update={"eval_batch_size": 50}), seed=0).probe_scores(model)
+    assert [r["kind"] for r in batched] == [r["kind"] for r in rows]
+    assert np.allclose([r["value"] for r in batched], [r["value"] for r in rows], atol=1e-6, equal_nan=True)
     probe = [r for r in rows if r["kind"] == "probe_digit"]
     assert {r["layer"] for r in probe} == {0, -1} and all("head" not in r for r in probe)
     aligned = [r for r in rows if r["kind"] == "attention_alignment"]

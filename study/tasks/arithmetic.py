@@ -819,13 +819,27 @@ class Arithmetic:
         """Hidden states (and attention) at the positions that predict each probed answer digit.
 
         pairs Long [N, 2] -> :class:`AnswerStates` for the I = len(probe_positions) digits, the
-        true answer fed as the model's input (teacher forcing).  The state predicting the
-        sequence's token s is the output at s - 1.  ``layers`` as ``task.probes.layers`` (see
-        :meth:`probe_layers`): -1 is the final hidden state, l >= 0 the residual stream after
-        block l.  ``attention``: also each
+        true answer fed as the model's input (teacher forcing), in batches of
+        ``task.eval_batch_size``.  The state predicting the sequence's token s is the output at
+        s - 1.  ``layers`` as ``task.probes.layers`` (see :meth:`probe_layers`): -1 is the final
+        hidden state, l >= 0 the residual stream after block l.  ``attention``: also each
         block's attention shares from those positions onto the operand digits of each
         significance (see :func:`study.tasks.probes.attention_shares`).
         """
+        size = self.cfg.eval_batch_size
+        parts = [self._answer_states(model, pairs[start:start + size], layers, attention)
+                 for start in range(0, len(pairs), size)]
+        shares = None
+        if attention:
+            width = max(p.shares[0].shape[-1] for p in parts)  # the operand places of the longest batch
+            pad = lambda x: np.pad(x, [(0, 0)] * 3 + [(0, width - x.shape[-1])], constant_values=np.nan)  # noqa: E731
+            shares = [np.concatenate([pad(p.shares[k]) for p in parts]) for k in range(len(parts[0].shares))]
+        return AnswerStates(states={layer: torch.cat([p.states[layer] for p in parts]) for layer in parts[0].states},
+                            present=torch.cat([p.present for p in parts]), shares=shares)
+
+    def _answer_states(self, model: nn.Module, pairs: torch.Tensor, layers: str | list[int],
+                       attention: bool) -> AnswerStates:
+        """:meth:`answer_states` of one batch."""
         from study.tasks.probes import attention_shares
 
         cfg = self.cfg
@@ -858,10 +872,14 @@ class Arithmetic:
             significance = enc.significance[:, :-1]
             column = torch.arange(inputs.shape[1], device=pairs.device)[None, :]
             operand = (column < enc.prompt_len[:, None]) & (significance >= 0)
-            groups = torch.where(operand, significance, -1).cpu().numpy()
-            queries = torch.where(present, index, -1).cpu().numpy()
+            groups = torch.where(operand, significance, -1)
             n_groups = int(groups.max()) + 1
-            shares = [attention_shares(w.float().cpu().numpy(), queries, groups, n_groups) for w in trace.attention]
+            shares = []
+            for weights in trace.attention:  # [N, H, T, T]: keep only the probed queries' rows
+                H, T = weights.shape[1], weights.shape[3]
+                rows = weights.gather(2, index[:, None, :, None].expand(-1, H, -1, T))  # [N, H, I, T]
+                shares.append(attention_shares(rows.float().cpu().numpy(), groups.cpu().numpy(), n_groups,
+                                               present.cpu().numpy()))
         return AnswerStates(states=states, present=present.cpu(), shares=shares)
 
     @torch.no_grad()

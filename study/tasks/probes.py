@@ -156,23 +156,23 @@ def coefficient_r2(
     return scores
 
 
-def attention_shares(weights: np.ndarray, queries: np.ndarray, key_groups: np.ndarray, n_groups: int) -> np.ndarray:
+def attention_shares(query_weights: np.ndarray, key_groups: np.ndarray, n_groups: int,
+                     present: np.ndarray | None = None) -> np.ndarray:
     """How each query spreads its attention over groups of keys: Float [N, H, I, S].
 
-    weights [N, H, T, T]: attention weights of N sequences (row t: query t over keys 0..T-1);
-    queries [N, I]: the query row of each of I tokens of interest (e.g. the token that predicts
-    answer digit i); key_groups [N, T]: the group of each key (e.g. an operand digit's
-    significance s in 0..S-1), -1 for keys in no group.  shares[n, h, i, s] is the attention
-    that head h sends from query queries[n, i] to the keys of group s; NaN where sequence n has
-    no key of group s, or where queries[n, i] < 0 (no such token).
+    query_weights [N, H, I, T]: the attention rows of I queries of interest in each of N
+    sequences (e.g. from the token that predicts answer digit i), per head, over T keys;
+    key_groups [N, T]: the group of each key (e.g. an operand digit's significance s in
+    0..S-1), -1 for keys in no group; present [N, I]: whether sequence n has query i.
+    shares[n, h, i, s] is the attention that head h sends from query i to the keys of group s;
+    NaN where sequence n has no key of group s or no query i.
     """
-    weights = np.asarray(weights, dtype=np.float64)
-    queries = np.asarray(queries)
-    N, H, T, _ = weights.shape
-    rows = np.take_along_axis(weights, np.clip(queries, 0, T - 1)[:, None, :, None], axis=2)  # [N, H, I, T]
+    rows = np.asarray(query_weights, dtype=np.float64)
     groups = np.asarray(key_groups)[..., None] == np.arange(n_groups)  # [N, T, S]
     shares = np.einsum("nhit,nts->nhis", rows, groups.astype(np.float64))
-    missing = ~groups.any(1)[:, None, None, :] | (queries < 0)[:, None, :, None]
+    missing = ~groups.any(1)[:, None, None, :]
+    if present is not None:
+        missing = missing | ~np.asarray(present, dtype=bool)[:, None, :, None]
     return np.where(missing, np.nan, shares)
 
 
