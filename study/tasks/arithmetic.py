@@ -928,10 +928,12 @@ class Arithmetic:
         everything = torch.cat([ps.id_pairs, *ood, *equivalents])
         read = self.answer_states(model, everything, layers=cfg.probes.layers, attention=cfg.probes.attention)
         sizes = [len(ps.id_pairs)] + [len(p) for p in ood] + [len(p) for p in equivalents]
-        pair_parts = everything.cpu().split(sizes)
-        present_parts = read.present.split(sizes)
-        id_pairs, ood_pairs, eq_pairs = pair_parts[0], pair_parts[1:1 + len(ood)], pair_parts[1 + len(ood):]
-        id_present, ood_present, eq_present = present_parts[0], present_parts[1:1 + len(ood)], present_parts[1 + len(ood):]
+        def parts(x):  # (ID, [OOD of each length], [their equivalents])
+            split = x.split(sizes)
+            return split[0], split[1:1 + len(ood)], split[1 + len(ood):]
+
+        id_pairs, ood_pairs, _ = parts(everything.cpu())
+        id_present, ood_present, eq_present = parts(read.present)
 
         def digit(pairs: torch.Tensor, i: int, equivalent: bool = False) -> np.ndarray:
             a, b = pairs.unbind(1)
@@ -950,8 +952,7 @@ class Arithmetic:
             rows.append(row)
 
         for layer, states in read.states.items():
-            state_parts = states.split(sizes)
-            id_states, ood_states, eq_states = state_parts[0], state_parts[1:1 + len(ood)], state_parts[1 + len(ood):]
+            id_states, ood_states, eq_states = parts(states)
             for col, i in enumerate(self.probe_positions):
                 keep = id_present[:, col].numpy()
                 fit, held = ps.train[keep[ps.train]], ps.test[keep[ps.test]]
@@ -993,10 +994,10 @@ class Arithmetic:
         if read.shares is not None:
             share_splits = [("id", n, 0)] + [("ood", L, 1 + k) for k, L in enumerate(lengths)]
             for layer, shares in enumerate(read.shares):
-                parts = np.split(shares, np.cumsum(sizes)[:-1])
+                pieces = np.split(shares, np.cumsum(sizes)[:-1])
                 for split, L, part in share_splits:
-                    aligned = probes.alignment_scores(parts[part], self.probe_positions)  # [H, I]
-                    argmax = probes.most_attended(parts[part])  # [H, I]
+                    aligned = probes.alignment_scores(pieces[part], self.probe_positions)  # [H, I]
+                    argmax = probes.most_attended(pieces[part])  # [H, I]
                     for head in range(aligned.shape[0]):
                         for col, i in enumerate(self.probe_positions):
                             add("attention_alignment", split, i, L, float(aligned[head, col]), layer, head)
