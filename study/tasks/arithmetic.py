@@ -303,7 +303,7 @@ class Encoded:
     prompt_len:   Long [N]     tokens before the first answer token
     significance: Long [N, T]  the power of 10 of each token's digit (hints: their digit's);
                                every answer slot by :func:`answer_significance`; -1 at
-                               symbols and at prompt padding
+                               symbols (in the prompt) and at pads after the answer
     """
 
     tokens: torch.Tensor
@@ -352,23 +352,29 @@ def encode(a: torch.Tensor, b: torch.Tensor, cfg: ArithmeticTask, n: int) -> Enc
 
 def position_ids(significance: torch.Tensor, prompt_len: torch.Tensor | int, scheme: str) -> torch.Tensor:
     """Ids of the model inputs ``tokens[:, :-1]`` under ``scheme``: Long [N, L-1] from the
-    significance of the full sequence [N, L] (see :class:`Encoded`); 0 marks no digit.
+    significance of the full sequence [N, L] (see :class:`Encoded`); 0 marks a token that
+    gets no id of its own (no digit; the training offset leaves it at 0).
 
     - ``abacus`` (McLeish et al., arXiv 2405.17399): every digit, answer included, gets
-      1 + its offset within its number counted from the units digit.
-    - ``coupled`` (Cho et al., arXiv 2405.20671): operand digits of significance s get
-      1 + s, and the answer's ids are shifted by one so that the token *predicting*
-      answer digit s carries 1 + s, the id of the operand digits it is made of.
+      1 + its offset within its number counted from the units digit; symbols 0.
+    - ``coupled`` (Cho et al., arXiv 2405.20671, Sec. 4): every token gets the id of its
+      own significance, answer digits included, unshifted: 2 + s for a digit worth 10^s,
+      and the operator and '=' the id one below the units digit (1, "significance -1").
+      The token that predicts answer digit s is then '=' (s = 0) or answer digit s-1, with
+      id 1 + s: the operand digits it sums sit at the next id, 2 + s, where the causal mask
+      hides every answer token; the digits of the carry into s sit at its own id.  (Giving
+      that token the id of digit s instead would put the already written answer digits on
+      the ids of the operand digits, and a head reading an id could not tell them apart.)
+      Pad tokens after the answer get 0.
     """
-    L = significance.shape[1]
     own = torch.where(significance >= 0, 1 + significance, 0)
     if scheme == "abacus":
         return own[:, :-1]
     if scheme == "coupled":
+        L = significance.shape[1]
         slot = torch.arange(L, device=own.device) - torch.as_tensor(prompt_len, device=own.device).view(-1, 1)
-        predicts_answer = slot[:, 1:] >= 0  # input t predicts token t+1, an answer slot
-        operand = torch.where(slot[:, :-1] < 0, own[:, :-1], 0)
-        return torch.where(predicts_answer, own[:, 1:], operand)
+        symbol = (significance < 0) & (slot < 0)  # the prompt's -1 are its symbols; pads follow the answer
+        return torch.where(significance >= 0, 2 + significance, torch.where(symbol, 1, 0))[:, :-1]
     raise ValueError(f"position_ids: no significance rule for scheme {scheme!r}")
 
 

@@ -202,14 +202,15 @@ def longest_input(cfg: ArithmeticTask) -> int:
 
 def largest_position_id(cfg: ArithmeticTask, scheme: str) -> int:
     """The largest id ``scheme`` assigns before a training offset (coupled, abacus) or the
-    number of ids a sequence needs (randomized): 1 + the largest significance in a
-    sequence, the answer's slot for the end token included."""
+    number of ids a sequence needs (randomized).  Abacus: 1 + the largest significance
+    in a sequence (the answer's slot for the end token included); coupled: 2 + it (its
+    ids start at 1 for the symbols, see ``arithmetic.position_ids``)."""
     if scheme == "randomized":
         return longest_input(cfg)
     n = max(cfg.eval_max_len, cfg.train_len)
     operand_digits = cfg.width if cfg.pad else n
     answer_slots = answer_width(cfg, n) // hint_factor(cfg)
-    return 1 + max(operand_digits - 1, answer_slots - 1)
+    return (2 if scheme == "coupled" else 1) + max(operand_digits - 1, answer_slots - 1)
 
 
 def check_position_scheme(cfg: ArithmeticTask, scheme: str, max_position: int) -> None:
@@ -219,6 +220,12 @@ def check_position_scheme(cfg: ArithmeticTask, scheme: str, max_position: int) -
         raise ValueError(
             f"model.pos_encoding={scheme} numbers the answer digits by significance as they are written, "
             "which needs the answer least significant digit first; set task.reverse=true"
+        )
+    if scheme == "coupled" and not cfg.symbols:
+        raise ValueError(
+            "model.pos_encoding=coupled gives the '=' token, which predicts the answer's units digit, the id "
+            "below the units digits (Cho et al., arXiv 2405.20671); without it the last operand digit would "
+            "predict the units digit on the id of the digits it sums; set task.symbols=true"
         )
     largest = largest_position_id(cfg, scheme)
     if scheme == "randomized" and max_position < largest:
