@@ -475,7 +475,7 @@ def test_probe_positions_and_every_follow_the_config():
         (dict(digits=1, train_fraction=0.6), "task.train_fraction"),
         (dict(pad=False, symbols=False), "task.symbols"),
         (dict(op="mul", width=10, digits=3, eval_max_len=10), "task.eval_max_len"),
-        (dict(width=20, eval_max_len=19), "task.eval_max_len"),
+        (dict(width=20, digits=19, eval_max_len=19), "task.digits"),  # evaluation may go beyond int64
         (dict(op="mul", modulus=2**40), "task.modulus"),
     ],
 )

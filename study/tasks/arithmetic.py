@@ -28,8 +28,12 @@ else "ood".  Answers are decoded greedily and scored against the true answer and
 the *equivalence* answer f(a mod 10^n, b mod 10^n) [mod p] (Xu et al., arXiv 2308.08268
 and 2407.17963).
 
-Numbers are int64 tensors, so operands are limited to 18 digits (9 for mul without a
-modulus, where the product must fit); ``width`` itself may be up to 40 (padding zeros).
+Numbers are int64 tensors (Long [N]) up to 18 digits.  Evaluation operands beyond that
+(``task.width`` and the evaluated lengths go up to 40) are *digit rows*, Long [N, w] with
+the least significant digit first; their sums are computed digit by digit, their residues
+mod p by Horner's rule, and the equivalence answer reads only their low n digits.
+Training operands stay within 18 digits; multiplication without a modulus within 9 (the
+product must fit int64).
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from torch import nn
 
 from study.tasks.arithmetic_config import (
     HINTS,
+    INT64_DIGITS,
     INT64_MAX,
     ArithmeticTask,
     answer_digits,
@@ -100,6 +105,80 @@ def num_digits(x: torch.Tensor) -> torch.Tensor:
     """Decimal digit count of x >= 0 (0 has one digit).  Long [N] -> Long [N]."""
     powers = torch.tensor([10**k for k in range(1, 19)], device=x.device)
     return 1 + (x[..., None] >= powers).sum(-1)
+
+
+def as_digits(x: torch.Tensor, w: int) -> torch.Tensor:
+    """The w lowest digits, least significant first, of numbers Long [N] or of digit rows
+    Long [N, m]: Long [N, w] (zeros above the number)."""
+    if x.dim() == 1:
+        return to_digits(x, w)
+    return x[:, :w] if x.shape[1] >= w else F.pad(x, (0, w - x.shape[1]))
+
+
+def digit_count(x: torch.Tensor) -> torch.Tensor:
+    """Decimal digit count of numbers Long [N] or digit rows Long [N, m] (0 has one digit): Long [N]."""
+    if x.dim() == 1:
+        return num_digits(x)
+    nonzero = (x != 0).flip(1).to(torch.int8)  # most significant first
+    return torch.where(nonzero.any(1), x.shape[1] - nonzero.argmax(1), 1)
+
+
+def sample_exact_digits(len_a: int, len_b: int, size: int, generator: torch.Generator) -> torch.Tensor:
+    """Long [size, 2, max(len_a, len_b)]: digit rows of a with exactly len_a digits and b with
+    exactly len_b digits, uniform (the leading digit 1-9, the others 0-9; one digit: 0-9)."""
+    L, dev = max(len_a, len_b), generator.device
+    rows = []
+    for n in (len_a, len_b):
+        low = torch.randint(0, 10, (size, n - 1), generator=generator, device=dev)
+        top = torch.randint(0 if n == 1 else 1, 10, (size, 1), generator=generator, device=dev)
+        rows.append(F.pad(torch.cat([low, top], 1), (0, L - n)))
+    return torch.stack(rows, 1)
+
+
+def add_digits(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a + b of digit rows Long [N, m] (shorter rows are zero-extended): Long [N, m + 1]."""
+    w = max(a.shape[1], b.shape[1])
+    a, b = as_digits(a, w), as_digits(b, w)
+    out, carry = [], torch.zeros_like(a[:, 0])
+    for i in range(w):  # a loop over digit positions; every step is vectorized over N
+        total = a[:, i] + b[:, i] + carry
+        out.append(total % 10)
+        carry = total // 10
+    return torch.stack(out + [carry], 1)
+
+
+def residue(x: torch.Tensor, modulus: int) -> torch.Tensor:
+    """x mod p of digit rows Long [N, m], by Horner's rule: Long [N] (p <= 10^17 keeps 10 x in int64)."""
+    r = torch.zeros_like(x[:, 0])
+    for i in range(x.shape[1] - 1, -1, -1):
+        r = (r * 10 + x[:, i]) % modulus
+    return r
+
+
+def low_number(x: torch.Tensor, n: int) -> torch.Tensor:
+    """x mod 10^n of numbers Long [N] or digit rows Long [N, m] (n <= 18): Long [N]."""
+    if x.dim() == 1:
+        return x % 10**n
+    powers = torch.tensor([10**i for i in range(n)], device=x.device)
+    return (as_digits(x, n) * powers).sum(1)
+
+
+def answer_of(a: torch.Tensor, b: torch.Tensor, op: str, modulus: int | None = None) -> torch.Tensor:
+    """f(a, b) [mod p] of numbers (Long [N]), or of digit rows (Long [N, m]): the sum's digit
+    rows Long [N, m + 1], or with a modulus the residue Long [N].  Products of digit rows
+    are refused (the config keeps multiplication without a modulus within int64)."""
+    if a.dim() == 1:
+        return apply_op(a, b, op, modulus)
+    if modulus is not None:
+        return apply_op(residue(a, modulus), residue(b, modulus), op, modulus)
+    if op == "add":
+        return add_digits(a, b)
+    raise ValueError("products of operands beyond int64 need task.modulus")
+
+
+def equivalent_of(a: torch.Tensor, b: torch.Tensor, n: int, op: str, modulus: int | None = None) -> torch.Tensor:
+    """The equivalence answer f(a mod 10^n, b mod 10^n) [mod p] of numbers or digit rows: Long [N]."""
+    return apply_op(low_number(a, n), low_number(b, n), op, modulus)
 
 
 def carry_into(a: torch.Tensor, b: torch.Tensor, i: int, op: str) -> torch.Tensor:
@@ -242,13 +321,14 @@ def compact(tokens: torch.Tensor, keep: torch.Tensor, pad_id: int) -> tuple[torc
 
 
 def operand_field(x: torch.Tensor, w: int, pad: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """The w-digit field of operands x [N], most significant first, and which digits are written.
+    """The w-digit field of operands x (Long [N], or digit rows [N, m]), most significant
+    first, and which digits are written.
 
     Returns (tokens Long [N, w], keep Bool [N, w]); unpadded keeps no leading zeros.
     """
-    field = to_digits(x, w).flip(-1)
+    field = as_digits(x, w).flip(-1)
     significance = torch.arange(w - 1, -1, -1, device=x.device)
-    keep = significance < num_digits(x)[:, None] if not pad else torch.ones_like(field, dtype=torch.bool)
+    keep = significance < digit_count(x)[:, None] if not pad else torch.ones_like(field, dtype=torch.bool)
     return field, keep
 
 
@@ -272,24 +352,24 @@ def answer_significance(cfg: ArithmeticTask, k: int, device: torch.device | str 
 
 
 def encode_answer(c: torch.Tensor, cfg: ArithmeticTask, k: int) -> torch.Tensor:
-    """The k answer tokens for answers c [N]: Long [N, k].
+    """The k answer tokens for answers c (Long [N], or digit rows [N, m]): Long [N, k].
 
     Padded: the k-digit zero-padded answer.  Unpadded: its digits, the end token, then pad
     tokens up to k.  Reversed formats write the least significant digit first.
     """
     if cfg.pad:
-        digits = to_digits(c, k // hint_factor(cfg))
+        digits = as_digits(c, k // hint_factor(cfg))
         digits = digits if cfg.reverse else digits.flip(-1)
         if cfg.index_hints:
             significance = answer_significance(cfg, k, c.device)[1::2]
             return with_hints(digits, significance, cfg)
         return digits
     vocab = vocabulary(cfg)
-    digits = to_digits(c, k - 1)
-    keep = torch.arange(k - 1, device=c.device) < num_digits(c)[:, None]
+    digits = as_digits(c, k - 1)
+    keep = torch.arange(k - 1, device=c.device) < digit_count(c)[:, None]
     if not cfg.reverse:
         digits, keep = digits.flip(-1), keep.flip(-1)
-    end = torch.full_like(c[:, None], vocab.index(END))
+    end = torch.full_like(digits[:, :1], vocab.index(END))
     tokens, _, _ = compact(torch.cat([digits, end], 1), torch.cat([keep, torch.ones_like(keep[:, :1])], 1), vocab.index(PAD))
     return tokens
 
@@ -315,14 +395,15 @@ class Encoded:
 def encode(a: torch.Tensor, b: torch.Tensor, cfg: ArithmeticTask, n: int) -> Encoded:
     """Token sequences for the pairs (a[i], b[i]); T = sequence_length(cfg, n).
 
-    a, b: Long [N] operands with at most n digits (padded formats always use cfg.width).
+    a, b: Long [N] operands, or digit rows Long [N, m], with at most n digits (padded
+    formats always use cfg.width).
     """
     vocab = vocabulary(cfg)
     N = a.shape[0]
     ones = torch.ones(N, 1, dtype=torch.bool, device=a.device)
     a_tok, a_keep, a_sig = operand_tokens(a, cfg, n)
     b_tok, b_keep, b_sig = operand_tokens(b, cfg, n)
-    ans = encode_answer(apply_op(a, b, cfg.op, cfg.modulus), cfg, answer_width(cfg, n))
+    ans = encode_answer(answer_of(a, b, cfg.op, cfg.modulus), cfg, answer_width(cfg, n))
     ans_keep = ans != vocab.index(PAD) if not cfg.pad else torch.ones_like(ans, dtype=torch.bool)
     ans_sig = torch.full_like(ans, -1)  # set by slot below, after unpadded fields are compacted
     if cfg.symbols:
@@ -532,7 +613,8 @@ class Arithmetic:
     conditions:  list of (len_a, len_b, split) of the evaluation grid.
     eval_pairs:  {(len_a, len_b): Long [eval_examples, 2]}; the "id" ones exclude train_pairs
                  (when the training set covers a whole condition, the condition is kept as
-                 drawn).
+                 drawn).  Conditions beyond 18 digits hold digit rows, Long [eval_examples,
+                 2, max(len_a, len_b)] (least significant first).
     """
 
     def __init__(self, cfg: ArithmeticTask, seed: int, device: torch.device | str = "cpu",
@@ -600,13 +682,15 @@ class Arithmetic:
         conditions, drawn = [], []
         for len_a, len_b in self.cfg.evaluated_pairs:
             conditions.append((len_a, len_b, "id" if max(len_a, len_b) <= self.n else "ood"))
-            drawn.append(sample_exact(len_a, len_b, 2 * E + 64, g))
-        if train_pairs is not None:  # one membership test for the whole grid
-            seen = rows_in(torch.cat(drawn), train_pairs).split([len(d) for d in drawn])
+            drawn.append(sample_exact(len_a, len_b, 2 * E + 64, g) if max(len_a, len_b) <= INT64_DIGITS
+                         else sample_exact_digits(len_a, len_b, E, g))
+        id_drawn = [d for d, c in zip(drawn, conditions) if c[2] == "id"]  # all within int64
+        if train_pairs is not None and id_drawn:  # one membership test for the ID conditions
+            seen = iter(rows_in(torch.cat(id_drawn), train_pairs).split([len(d) for d in id_drawn]))
         pairs = {}
-        for (len_a, len_b, split), candidates, i in zip(conditions, drawn, range(len(drawn))):
+        for (len_a, len_b, split), candidates in zip(conditions, drawn):
             if split == "id" and train_pairs is not None:
-                unseen = candidates[~seen[i]]
+                unseen = candidates[~next(seen)]
                 if len(unseen) >= E:
                     candidates = unseen
                 elif len(unseen) > 0:  # a small condition: resample its unseen pairs
@@ -628,14 +712,14 @@ class Arithmetic:
                 len_a, len_b, _ = self.conditions[i]
                 a, b = self.eval_pairs[(len_a, len_b)].unbind(1)
                 enc = encode(a, b, cfg, max(len_a, len_b))
-                c = apply_op(a, b, cfg.op, cfg.modulus)
-                e = equivalent_answer(a, b, self.n, cfg.op, cfg.modulus)
+                c = answer_of(a, b, cfg.op, cfg.modulus)
+                e = equivalent_of(a, b, self.n, cfg.op, cfg.modulus)
                 prompts.append(enc.tokens[:, :prompt_len])
                 significance.append(enc.significance[:, :prompt_len])
                 target.append(encode_answer(c, cfg, k))
                 equivalent.append(encode_answer(e, cfg, k))
-                chance.append(c == e)
-                cond.append(torch.full_like(a, i))
+                chance.append((target[-1] == equivalent[-1]).all(1))  # the same tokens: the same answer
+                cond.append(torch.full((len(a),), i, dtype=torch.long, device=a.device))
             group = EvalGroup(*(torch.cat(t) for t in (prompts, target, equivalent, chance, cond)))
             group.positions = self.eval_positions(torch.cat(significance), prompt_len, k, g)
             groups.append(group)
@@ -675,8 +759,9 @@ class Arithmetic:
         """Pairs for the representation PCA: ID operands below 10^n, OOD ones with eval_max_len digits."""
         pairs = [sample_pairs(self.n, "below", REPR_POINTS, g)]
         splits = ["id"] * REPR_POINTS
-        if self.cfg.eval_max_len > self.n:
-            pairs.append(sample_exact(self.cfg.eval_max_len, self.cfg.eval_max_len, REPR_POINTS, g))
+        longest = min(self.cfg.eval_max_len, INT64_DIGITS)  # the probes read numbers within int64
+        if longest > self.n:
+            pairs.append(sample_exact(longest, longest, REPR_POINTS, g))
             splits += ["ood"] * REPR_POINTS
         return torch.cat(pairs).to(self.device), splits
 
@@ -688,7 +773,8 @@ class Arithmetic:
         points = self.cfg.probes.points
         id_pairs = self._sample_mixture(points, g)
         train, test = held_out_split(points, PROBE_TEST_SHARE, seed=self.seed)
-        ood = {L: sample_exact(L, L, max(points // 2, 1), g).to(self.device) for L in range(self.n + 1, self.eval_len + 1)}
+        longest = min(self.eval_len, INT64_DIGITS)  # the probes read numbers within int64
+        ood = {L: sample_exact(L, L, max(points // 2, 1), g).to(self.device) for L in range(self.n + 1, longest + 1)}
         return ProbeSet(id_pairs=id_pairs.to(self.device), train=train, test=test, ood_pairs=ood)
 
     def train_batch(self, batch_size: int, step: int, generator: torch.Generator) -> Batch:

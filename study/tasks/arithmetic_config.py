@@ -14,6 +14,7 @@ from study.section import Section
 
 FAMILY = "arithmetic"
 INT64_MAX = 2**63 - 1
+INT64_DIGITS = 18  # the most decimal digits every int64 number of that many digits fits in
 # Index hint tokens (Zhou et al., arXiv 2402.09371): the letter before a digit names its
 # significance, HINTS[s] for the digit worth 10^s.
 HINTS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -308,10 +309,15 @@ def check_supported(cfg: ArithmeticTask) -> None:
             f"task.op=mul with operands of up to {longest} digits (task.digits / task.mix_digits / "
             "task.eval_max_len) gives products beyond int64; use at most 9 digits, or set task.modulus"
         )
-    if longest > 18:
+    if cfg.train_len > INT64_DIGITS:
         raise ValueError(
-            f"operands of up to {longest} digits (task.digits / task.mix_digits / task.eval_max_len) "
-            "do not fit int64; use at most 18 digits"
+            f"training operands of up to {cfg.train_len} digits (task.digits / task.mix_digits) do not fit "
+            f"int64; train on at most {INT64_DIGITS} digits (evaluation goes up to task.width <= 40)"
+        )
+    if longest > INT64_DIGITS and cfg.modulus is not None and cfg.modulus > 10**17:
+        raise ValueError(
+            f"task.modulus={cfg.modulus} with operands beyond {INT64_DIGITS} digits (task.eval_max_len) "
+            "is reduced digit by digit, which needs task.modulus <= 10^17; lower it or task.eval_max_len"
         )
     if cfg.modulus is not None and cfg.op == "mul" and (cfg.modulus - 1) ** 2 > INT64_MAX:
         raise ValueError(f"task.modulus={cfg.modulus} is too large for int64 products; use at most 3037000499")
