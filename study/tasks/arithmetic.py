@@ -202,7 +202,9 @@ def sample_pairs(n: int, sampling: str, size: int, generator: torch.Generator) -
     """Long [size, 2] of operand pairs drawn with replacement, on the generator's device.
 
     below: a, b uniform in [0, 10^n); ab: both uniform with exactly n digits; D: one
-    operand (which one is a fair coin) with exactly n digits, the other in [0, 10^n).
+    operand (which one is a fair coin) with exactly n digits, the other in [0, 10^n);
+    lengths: each operand's digit count uniform in 1..n, then the operand uniform among
+    the numbers with that many digits (the training set of Cho et al., arXiv 2405.20671).
     """
     lo, hi = exact_range(n)
     dev = generator.device
@@ -217,9 +219,23 @@ def sample_pairs(n: int, sampling: str, size: int, generator: torch.Generator) -
         other = torch.randint(0, hi, (size,), generator=generator, device=dev)
         long_first = torch.rand(size, generator=generator, device=dev) < 0.5
         a, b = torch.where(long_first, long, other), torch.where(long_first, other, long)
+    elif sampling == "lengths":
+        a, b = (uniform_length_numbers(n, size, generator) for _ in range(2))
     else:
         raise ValueError(f"unknown sampling {sampling!r}")
     return torch.stack([a, b], dim=1)
+
+
+def uniform_length_numbers(n: int, size: int, generator: torch.Generator) -> torch.Tensor:
+    """Long [size]: a digit count uniform in 1..n, then a number uniform among those with
+    exactly that many digits (one digit: 0-9)."""
+    dev = generator.device
+    count = torch.randint(1, n + 1, (size, 1), generator=generator, device=dev)
+    digits = torch.randint(0, 10, (size, n), generator=generator, device=dev)  # least significant first
+    top = torch.randint(1, 10, (size, 1), generator=generator, device=dev)
+    i = torch.arange(n, device=dev)
+    digits = torch.where(i == count - 1, torch.where(count == 1, digits, top), torch.where(i < count, digits, 0))
+    return (digits * torch.tensor([10**k for k in range(n)], device=dev)).sum(1)
 
 
 def sample_exact(len_a: int, len_b: int, size: int, generator: torch.Generator) -> torch.Tensor:

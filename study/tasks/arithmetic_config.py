@@ -58,10 +58,11 @@ class ArithmeticTask(Section):
     op: Literal["add", "mul"] = "add"
     modulus: int | None = Field(None, ge=2, description="answer is f(a, b) mod p when set")
     digits: int = Field(3, ge=1, description="training length n of the main component")
-    sampling: Literal["below", "D", "ab"] = Field(
+    sampling: Literal["below", "D", "ab", "lengths"] = Field(
         "below",
         description="below: both operands < 10^n; D: one operand exactly n digits, the other "
-        "< 10^n (D_n); ab: both exactly n digits (ab_n)",
+        "< 10^n (D_n); ab: both exactly n digits (ab_n); lengths: each operand's digit count "
+        "uniform in 1..n, then uniform among the numbers of that length",
     )
     mix_digits: int | None = Field(None, ge=1, description="length of the second component")
     mix_weight: float = Field(0.0, ge=0.0, le=1.0, description="share of the second component")
@@ -254,7 +255,7 @@ def exact_range(n: int) -> tuple[int, int]:
 def pair_space_size(n: int, sampling: str) -> int:
     """How many distinct pairs (a, b) the sampling rule of length n can produce."""
     lo, hi = exact_range(n)
-    if sampling == "below":
+    if sampling in ("below", "lengths"):  # lengths reaches every pair below 10^n
         return hi * hi
     if sampling == "ab":
         return (hi - lo) ** 2
