@@ -1,8 +1,12 @@
 """Calibration of the position schemes on CPU: addition trained up to n digits, exact
 match at longer lengths, per scheme and format, at a fixed step budget.
 
-    PYTHONPATH=. python bench/length_methods.py --steps 4000 --schemes learned coupled
+    PYTHONPATH=. python bench/length_methods.py --steps 3000 --eval-every 1500 --schemes learned coupled
     PYTHONPATH=. python bench/length_methods.py --quick
+
+Defaults: unpadded operands with '+' and '=' (the format position coupling was published
+with), 1 layer, 4 heads, d_model 128, max_position 16 (a wider id range slows coupled and
+Abacus learning).  Measured figures: tests/test_length_generalization.py.
 
 Prints one line per evaluation (scheme, format, step, seconds, exact match per length)
 and ends with ONE JSON line: {"<scheme>/<format>": {"<step>": {"<len>": em, ...}}}.
