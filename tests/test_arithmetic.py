@@ -196,6 +196,11 @@ def test_sampling_rules():
     assert ((ab >= 100) & (ab < 1000)).all()
     below = sample_pairs(3, "below", 20000, g)
     assert (below < 1000).all() and (below < 100).any()
+    lengths = sample_pairs(3, "lengths", 30000, g)  # digit count uniform in 1..3, then uniform
+    counts = torch.bincount(num_digits(lengths.flatten()), minlength=4)[1:] / lengths.numel()
+    assert torch.allclose(counts, torch.full((3,), 1 / 3), atol=0.01)
+    units = lengths.flatten()[num_digits(lengths.flatten()) == 1]
+    assert torch.bincount(units, minlength=10).min() > 0.08 * len(units)  # 0 is a one-digit number
 
 
 def first_operand(task: Arithmetic, inputs: torch.Tensor) -> torch.Tensor:
@@ -478,7 +483,7 @@ def test_probe_positions_and_every_follow_the_config():
         (dict(digits=1, train_fraction=0.6), "task.train_fraction"),
         (dict(pad=False, symbols=False), "task.symbols"),
         (dict(op="mul", width=10, digits=3, eval_max_len=10), "task.eval_max_len"),
-        (dict(width=20, eval_max_len=19), "task.eval_max_len"),
+        (dict(width=20, digits=19, eval_max_len=19), "task.digits"),  # evaluation may go beyond int64
         (dict(op="mul", modulus=2**40), "task.modulus"),
     ],
 )

@@ -28,8 +28,12 @@ else "ood".  Answers are decoded greedily and scored against the true answer and
 the *equivalence* answer f(a mod 10^n, b mod 10^n) [mod p] (Xu et al., arXiv 2308.08268
 and 2407.17963).
 
-Numbers are int64 tensors, so operands are limited to 18 digits (9 for mul without a
-modulus, where the product must fit); ``width`` itself may be up to 40 (padding zeros).
+Numbers are int64 tensors (Long [N]) up to 18 digits.  Evaluation operands beyond that
+(``task.width`` and the evaluated lengths go up to 40) are *digit rows*, Long [N, w] with
+the least significant digit first; their sums are computed digit by digit, their residues
+mod p by Horner's rule, and the equivalence answer reads only their low n digits.
+Training operands stay within 18 digits; multiplication without a modulus within 9 (the
+product must fit int64).
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from torch import nn
 
 from study.tasks.arithmetic_config import (
     HINTS,
+    INT64_DIGITS,
     INT64_MAX,
     ArithmeticTask,
     answer_digits,
@@ -102,6 +107,80 @@ def num_digits(x: torch.Tensor) -> torch.Tensor:
     return 1 + (x[..., None] >= powers).sum(-1)
 
 
+def as_digits(x: torch.Tensor, w: int) -> torch.Tensor:
+    """The w lowest digits, least significant first, of numbers Long [N] or of digit rows
+    Long [N, m]: Long [N, w] (zeros above the number)."""
+    if x.dim() == 1:
+        return to_digits(x, w)
+    return x[:, :w] if x.shape[1] >= w else F.pad(x, (0, w - x.shape[1]))
+
+
+def digit_count(x: torch.Tensor) -> torch.Tensor:
+    """Decimal digit count of numbers Long [N] or digit rows Long [N, m] (0 has one digit): Long [N]."""
+    if x.dim() == 1:
+        return num_digits(x)
+    nonzero = (x != 0).flip(1).to(torch.int8)  # most significant first
+    return torch.where(nonzero.any(1), x.shape[1] - nonzero.argmax(1), 1)
+
+
+def sample_exact_digits(len_a: int, len_b: int, size: int, generator: torch.Generator) -> torch.Tensor:
+    """Long [size, 2, max(len_a, len_b)]: digit rows of a with exactly len_a digits and b with
+    exactly len_b digits, uniform (the leading digit 1-9, the others 0-9; one digit: 0-9)."""
+    L, dev = max(len_a, len_b), generator.device
+    rows = []
+    for n in (len_a, len_b):
+        low = torch.randint(0, 10, (size, n - 1), generator=generator, device=dev)
+        top = torch.randint(0 if n == 1 else 1, 10, (size, 1), generator=generator, device=dev)
+        rows.append(F.pad(torch.cat([low, top], 1), (0, L - n)))
+    return torch.stack(rows, 1)
+
+
+def add_digits(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a + b of digit rows Long [N, m] (shorter rows are zero-extended): Long [N, m + 1]."""
+    w = max(a.shape[1], b.shape[1])
+    a, b = as_digits(a, w), as_digits(b, w)
+    out, carry = [], torch.zeros_like(a[:, 0])
+    for i in range(w):  # a loop over digit positions; every step is vectorized over N
+        total = a[:, i] + b[:, i] + carry
+        out.append(total % 10)
+        carry = total // 10
+    return torch.stack(out + [carry], 1)
+
+
+def residue(x: torch.Tensor, modulus: int) -> torch.Tensor:
+    """x mod p of digit rows Long [N, m], by Horner's rule: Long [N] (p <= 10^17 keeps 10 x in int64)."""
+    r = torch.zeros_like(x[:, 0])
+    for i in range(x.shape[1] - 1, -1, -1):
+        r = (r * 10 + x[:, i]) % modulus
+    return r
+
+
+def low_number(x: torch.Tensor, n: int) -> torch.Tensor:
+    """x mod 10^n of numbers Long [N] or digit rows Long [N, m] (n <= 18): Long [N]."""
+    if x.dim() == 1:
+        return x % 10**n
+    powers = torch.tensor([10**i for i in range(n)], device=x.device)
+    return (as_digits(x, n) * powers).sum(1)
+
+
+def answer_of(a: torch.Tensor, b: torch.Tensor, op: str, modulus: int | None = None) -> torch.Tensor:
+    """f(a, b) [mod p] of numbers (Long [N]), or of digit rows (Long [N, m]): the sum's digit
+    rows Long [N, m + 1], or with a modulus the residue Long [N].  Products of digit rows
+    are refused (the config keeps multiplication without a modulus within int64)."""
+    if a.dim() == 1:
+        return apply_op(a, b, op, modulus)
+    if modulus is not None:
+        return apply_op(residue(a, modulus), residue(b, modulus), op, modulus)
+    if op == "add":
+        return add_digits(a, b)
+    raise ValueError("products of operands beyond int64 need task.modulus")
+
+
+def equivalent_of(a: torch.Tensor, b: torch.Tensor, n: int, op: str, modulus: int | None = None) -> torch.Tensor:
+    """The equivalence answer f(a mod 10^n, b mod 10^n) [mod p] of numbers or digit rows: Long [N]."""
+    return apply_op(low_number(a, n), low_number(b, n), op, modulus)
+
+
 def carry_into(a: torch.Tensor, b: torch.Tensor, i: int, op: str) -> torch.Tensor:
     """The carry into answer digit i of f(a, b): floor(partial / 10^i), where partial is the sum of
     the terms of significance below i (add: a mod 10^i + b mod 10^i; mul: a_j b_k 10^(j+k) over
@@ -123,7 +202,9 @@ def sample_pairs(n: int, sampling: str, size: int, generator: torch.Generator) -
     """Long [size, 2] of operand pairs drawn with replacement, on the generator's device.
 
     below: a, b uniform in [0, 10^n); ab: both uniform with exactly n digits; D: one
-    operand (which one is a fair coin) with exactly n digits, the other in [0, 10^n).
+    operand (which one is a fair coin) with exactly n digits, the other in [0, 10^n);
+    lengths: each operand's digit count uniform in 1..n, then the operand uniform among
+    the numbers with that many digits (the training set of Cho et al., arXiv 2405.20671).
     """
     lo, hi = exact_range(n)
     dev = generator.device
@@ -138,9 +219,23 @@ def sample_pairs(n: int, sampling: str, size: int, generator: torch.Generator) -
         other = torch.randint(0, hi, (size,), generator=generator, device=dev)
         long_first = torch.rand(size, generator=generator, device=dev) < 0.5
         a, b = torch.where(long_first, long, other), torch.where(long_first, other, long)
+    elif sampling == "lengths":
+        a, b = (uniform_length_numbers(n, size, generator) for _ in range(2))
     else:
         raise ValueError(f"unknown sampling {sampling!r}")
     return torch.stack([a, b], dim=1)
+
+
+def uniform_length_numbers(n: int, size: int, generator: torch.Generator) -> torch.Tensor:
+    """Long [size]: a digit count uniform in 1..n, then a number uniform among those with
+    exactly that many digits (one digit: 0-9)."""
+    dev = generator.device
+    count = torch.randint(1, n + 1, (size, 1), generator=generator, device=dev)
+    digits = torch.randint(0, 10, (size, n), generator=generator, device=dev)  # least significant first
+    top = torch.randint(1, 10, (size, 1), generator=generator, device=dev)
+    i = torch.arange(n, device=dev)
+    digits = torch.where(i == count - 1, torch.where(count == 1, digits, top), torch.where(i < count, digits, 0))
+    return (digits * torch.tensor([10**k for k in range(n)], device=dev)).sum(1)
 
 
 def sample_exact(len_a: int, len_b: int, size: int, generator: torch.Generator) -> torch.Tensor:
@@ -242,13 +337,14 @@ def compact(tokens: torch.Tensor, keep: torch.Tensor, pad_id: int) -> tuple[torc
 
 
 def operand_field(x: torch.Tensor, w: int, pad: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """The w-digit field of operands x [N], most significant first, and which digits are written.
+    """The w-digit field of operands x (Long [N], or digit rows [N, m]), most significant
+    first, and which digits are written.
 
     Returns (tokens Long [N, w], keep Bool [N, w]); unpadded keeps no leading zeros.
     """
-    field = to_digits(x, w).flip(-1)
+    field = as_digits(x, w).flip(-1)
     significance = torch.arange(w - 1, -1, -1, device=x.device)
-    keep = significance < num_digits(x)[:, None] if not pad else torch.ones_like(field, dtype=torch.bool)
+    keep = significance < digit_count(x)[:, None] if not pad else torch.ones_like(field, dtype=torch.bool)
     return field, keep
 
 
@@ -272,24 +368,24 @@ def answer_significance(cfg: ArithmeticTask, k: int, device: torch.device | str 
 
 
 def encode_answer(c: torch.Tensor, cfg: ArithmeticTask, k: int) -> torch.Tensor:
-    """The k answer tokens for answers c [N]: Long [N, k].
+    """The k answer tokens for answers c (Long [N], or digit rows [N, m]): Long [N, k].
 
     Padded: the k-digit zero-padded answer.  Unpadded: its digits, the end token, then pad
     tokens up to k.  Reversed formats write the least significant digit first.
     """
     if cfg.pad:
-        digits = to_digits(c, k // hint_factor(cfg))
+        digits = as_digits(c, k // hint_factor(cfg))
         digits = digits if cfg.reverse else digits.flip(-1)
         if cfg.index_hints:
             significance = answer_significance(cfg, k, c.device)[1::2]
             return with_hints(digits, significance, cfg)
         return digits
     vocab = vocabulary(cfg)
-    digits = to_digits(c, k - 1)
-    keep = torch.arange(k - 1, device=c.device) < num_digits(c)[:, None]
+    digits = as_digits(c, k - 1)
+    keep = torch.arange(k - 1, device=c.device) < digit_count(c)[:, None]
     if not cfg.reverse:
         digits, keep = digits.flip(-1), keep.flip(-1)
-    end = torch.full_like(c[:, None], vocab.index(END))
+    end = torch.full_like(digits[:, :1], vocab.index(END))
     tokens, _, _ = compact(torch.cat([digits, end], 1), torch.cat([keep, torch.ones_like(keep[:, :1])], 1), vocab.index(PAD))
     return tokens
 
@@ -303,7 +399,7 @@ class Encoded:
     prompt_len:   Long [N]     tokens before the first answer token
     significance: Long [N, T]  the power of 10 of each token's digit (hints: their digit's);
                                every answer slot by :func:`answer_significance`; -1 at
-                               symbols and at prompt padding
+                               symbols (in the prompt) and at pads after the answer
     """
 
     tokens: torch.Tensor
@@ -315,14 +411,15 @@ class Encoded:
 def encode(a: torch.Tensor, b: torch.Tensor, cfg: ArithmeticTask, n: int) -> Encoded:
     """Token sequences for the pairs (a[i], b[i]); T = sequence_length(cfg, n).
 
-    a, b: Long [N] operands with at most n digits (padded formats always use cfg.width).
+    a, b: Long [N] operands, or digit rows Long [N, m], with at most n digits (padded
+    formats always use cfg.width).
     """
     vocab = vocabulary(cfg)
     N = a.shape[0]
     ones = torch.ones(N, 1, dtype=torch.bool, device=a.device)
     a_tok, a_keep, a_sig = operand_tokens(a, cfg, n)
     b_tok, b_keep, b_sig = operand_tokens(b, cfg, n)
-    ans = encode_answer(apply_op(a, b, cfg.op, cfg.modulus), cfg, answer_width(cfg, n))
+    ans = encode_answer(answer_of(a, b, cfg.op, cfg.modulus), cfg, answer_width(cfg, n))
     ans_keep = ans != vocab.index(PAD) if not cfg.pad else torch.ones_like(ans, dtype=torch.bool)
     ans_sig = torch.full_like(ans, -1)  # set by slot below, after unpadded fields are compacted
     if cfg.symbols:
@@ -352,23 +449,29 @@ def encode(a: torch.Tensor, b: torch.Tensor, cfg: ArithmeticTask, n: int) -> Enc
 
 def position_ids(significance: torch.Tensor, prompt_len: torch.Tensor | int, scheme: str) -> torch.Tensor:
     """Ids of the model inputs ``tokens[:, :-1]`` under ``scheme``: Long [N, L-1] from the
-    significance of the full sequence [N, L] (see :class:`Encoded`); 0 marks no digit.
+    significance of the full sequence [N, L] (see :class:`Encoded`); 0 marks a token that
+    gets no id of its own (no digit; the training offset leaves it at 0).
 
     - ``abacus`` (McLeish et al., arXiv 2405.17399): every digit, answer included, gets
-      1 + its offset within its number counted from the units digit.
-    - ``coupled`` (Cho et al., arXiv 2405.20671): operand digits of significance s get
-      1 + s, and the answer's ids are shifted by one so that the token *predicting*
-      answer digit s carries 1 + s, the id of the operand digits it is made of.
+      1 + its offset within its number counted from the units digit; symbols 0.
+    - ``coupled`` (Cho et al., arXiv 2405.20671, Sec. 4): every token gets the id of its
+      own significance, answer digits included, unshifted: 2 + s for a digit worth 10^s,
+      and the operator and '=' the id one below the units digit (1, "significance -1").
+      The token that predicts answer digit s is then '=' (s = 0) or answer digit s-1, with
+      id 1 + s: the operand digits it sums sit at the next id, 2 + s, where the causal mask
+      hides every answer token; the digits of the carry into s sit at its own id.  (Giving
+      that token the id of digit s instead would put the already written answer digits on
+      the ids of the operand digits, and a head reading an id could not tell them apart.)
+      Pad tokens after the answer get 0.
     """
-    L = significance.shape[1]
     own = torch.where(significance >= 0, 1 + significance, 0)
     if scheme == "abacus":
         return own[:, :-1]
     if scheme == "coupled":
+        L = significance.shape[1]
         slot = torch.arange(L, device=own.device) - torch.as_tensor(prompt_len, device=own.device).view(-1, 1)
-        predicts_answer = slot[:, 1:] >= 0  # input t predicts token t+1, an answer slot
-        operand = torch.where(slot[:, :-1] < 0, own[:, :-1], 0)
-        return torch.where(predicts_answer, own[:, 1:], operand)
+        symbol = (significance < 0) & (slot < 0)  # the prompt's -1 are its symbols; pads follow the answer
+        return torch.where(significance >= 0, 2 + significance, torch.where(symbol, 1, 0))[:, :-1]
     raise ValueError(f"position_ids: no significance rule for scheme {scheme!r}")
 
 
@@ -542,7 +645,8 @@ class Arithmetic:
     conditions:  list of (len_a, len_b, split) of the evaluation grid.
     eval_pairs:  {(len_a, len_b): Long [eval_examples, 2]}; the "id" ones exclude train_pairs
                  (when the training set covers a whole condition, the condition is kept as
-                 drawn).
+                 drawn).  Conditions beyond 18 digits hold digit rows, Long [eval_examples,
+                 2, max(len_a, len_b)] (least significant first).
     """
 
     def __init__(self, cfg: ArithmeticTask, seed: int, device: torch.device | str = "cpu",
@@ -610,13 +714,15 @@ class Arithmetic:
         conditions, drawn = [], []
         for len_a, len_b in self.cfg.evaluated_pairs:
             conditions.append((len_a, len_b, "id" if max(len_a, len_b) <= self.n else "ood"))
-            drawn.append(sample_exact(len_a, len_b, 2 * E + 64, g))
-        if train_pairs is not None:  # one membership test for the whole grid
-            seen = rows_in(torch.cat(drawn), train_pairs).split([len(d) for d in drawn])
+            drawn.append(sample_exact(len_a, len_b, 2 * E + 64, g) if max(len_a, len_b) <= INT64_DIGITS
+                         else sample_exact_digits(len_a, len_b, E, g))
+        id_drawn = [d for d, c in zip(drawn, conditions) if c[2] == "id"]  # all within int64
+        if train_pairs is not None and id_drawn:  # one membership test for the ID conditions
+            seen = iter(rows_in(torch.cat(id_drawn), train_pairs).split([len(d) for d in id_drawn]))
         pairs = {}
-        for (len_a, len_b, split), candidates, i in zip(conditions, drawn, range(len(drawn))):
+        for (len_a, len_b, split), candidates in zip(conditions, drawn):
             if split == "id" and train_pairs is not None:
-                unseen = candidates[~seen[i]]
+                unseen = candidates[~next(seen)]
                 if len(unseen) >= E:
                     candidates = unseen
                 elif len(unseen) > 0:  # a small condition: resample its unseen pairs
@@ -638,14 +744,14 @@ class Arithmetic:
                 len_a, len_b, _ = self.conditions[i]
                 a, b = self.eval_pairs[(len_a, len_b)].unbind(1)
                 enc = encode(a, b, cfg, max(len_a, len_b))
-                c = apply_op(a, b, cfg.op, cfg.modulus)
-                e = equivalent_answer(a, b, self.n, cfg.op, cfg.modulus)
+                c = answer_of(a, b, cfg.op, cfg.modulus)
+                e = equivalent_of(a, b, self.n, cfg.op, cfg.modulus)
                 prompts.append(enc.tokens[:, :prompt_len])
                 significance.append(enc.significance[:, :prompt_len])
                 target.append(encode_answer(c, cfg, k))
                 equivalent.append(encode_answer(e, cfg, k))
-                chance.append(c == e)
-                cond.append(torch.full_like(a, i))
+                chance.append((target[-1] == equivalent[-1]).all(1))  # the same tokens: the same answer
+                cond.append(torch.full((len(a),), i, dtype=torch.long, device=a.device))
             group = EvalGroup(*(torch.cat(t) for t in (prompts, target, equivalent, chance, cond)))
             group.positions = self.eval_positions(torch.cat(significance), prompt_len, k, g)
             groups.append(group)
@@ -685,8 +791,9 @@ class Arithmetic:
         """Pairs for the representation PCA: ID operands below 10^n, OOD ones with eval_max_len digits."""
         pairs = [sample_pairs(self.n, "below", REPR_POINTS, g)]
         splits = ["id"] * REPR_POINTS
-        if self.cfg.eval_max_len > self.n:
-            pairs.append(sample_exact(self.cfg.eval_max_len, self.cfg.eval_max_len, REPR_POINTS, g))
+        longest = min(self.cfg.eval_max_len, INT64_DIGITS)  # the probes read numbers within int64
+        if longest > self.n:
+            pairs.append(sample_exact(longest, longest, REPR_POINTS, g))
             splits += ["ood"] * REPR_POINTS
         return torch.cat(pairs).to(self.device), splits
 
@@ -698,7 +805,8 @@ class Arithmetic:
         points = self.cfg.probes.points
         id_pairs = self._sample_mixture(points, g)
         train, test = held_out_split(points, PROBE_TEST_SHARE, seed=self.seed)
-        ood = {L: sample_exact(L, L, max(points // 2, 1), g).to(self.device) for L in range(self.n + 1, self.eval_len + 1)}
+        longest = min(self.eval_len, INT64_DIGITS)  # the probes read numbers within int64
+        ood = {L: sample_exact(L, L, max(points // 2, 1), g).to(self.device) for L in range(self.n + 1, longest + 1)}
         return ProbeSet(id_pairs=id_pairs.to(self.device), train=train, test=test, ood_pairs=ood)
 
     def train_batch(self, batch_size: int, step: int, generator: torch.Generator) -> Batch:
