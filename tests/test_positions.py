@@ -93,6 +93,29 @@ def test_the_smallest_id_range_the_config_allows_holds_every_unpadded_sequence(s
     assert all(group.positions.max() <= largest for group in task.eval_groups)
 
 
+def test_random_zero_padding_writes_training_operands_with_leading_zeros_up_to_the_width():
+    cfg = ArithmeticTask(pad=False, symbols=True, width=9, digits=3, eval_max_len=6, train_set="fresh",
+                         eval_examples=8, random_zero_pad=True)
+    task = Arithmetic(cfg, seed=0, position_scheme="coupled", max_position=14)
+    batch = task.train_batch(512, 0, torch.Generator().manual_seed(2))
+    again = task.train_batch(512, 0, torch.Generator().manual_seed(2))
+    assert torch.equal(batch.inputs, again.inputs) and torch.equal(batch.positions, again.positions)
+    widths = set()
+    for row, ids in zip(torch.cat([batch.inputs, batch.targets[:, -1:]], 1), batch.positions):
+        a, rest = task.decode(row).split("+")
+        b, answer = rest.split("=")
+        widths.update((len(a), len(b)))
+        assert len(str(int(a))) <= 3 and len(str(int(b))) <= 3  # 3-digit numbers, written up to 9 digits
+        assert answer.rstrip("_") == str(int(a) + int(b))[::-1] + "$"  # the answer as always: no leading zero
+        # coupled ids still follow significance: the leading zeros take the ids above the digits
+        assert ids[0] - ids[len(a) - 1] == len(a) - 1 and ids[len(a) - 1] == ids[len(a) + len(b)]
+    assert widths == set(range(1, 10))  # every width up to task.width is drawn
+    assert batch.positions.max() < 14
+    for group in task.eval_groups:  # evaluation stays unpadded: no operand starts with a zero
+        sums = [task.decode(p) for p in group.prompts]
+        assert all(not (x.startswith("0") and x != "0") for s in sums for x in s.rstrip("=").split("+"))
+
+
 def test_randomized_ids_are_sorted_subsets_of_the_range_and_repeat_from_the_seed():
     cfg = ArithmeticTask(width=4, digits=3, eval_max_len=4, train_set="fresh", eval_examples=8)
     task = Arithmetic(cfg, seed=0, position_scheme="randomized", max_position=40)
@@ -160,6 +183,7 @@ def test_a_model_with_task_ids_refuses_to_run_without_them():
     (["model.pos_encoding=coupled", "task.symbols=false"], "set task.symbols=true"),
     (["model.pos_encoding=randomized", "model.max_position=10"], "set model.max_position to at least"),
     (["task.index_hints=true", "task.pad=false", "task.symbols=true"], "set task.pad=true"),
+    (["task.random_zero_pad=true", "task.pad=true"], "set task.pad=false"),
     (["task.eval_lengths=[3,8]", "task.eval_max_len=5", "task.width=8"], "drop task.eval_max_len"),
 ])
 def test_a_scheme_that_does_not_apply_is_one_clear_config_error(overrides, message):

@@ -63,6 +63,7 @@ from study.tasks.arithmetic_config import (
     sequence_length,
     split_by_weight,
     training_components,
+    training_field_digits,
 )
 from study.tasks.base import Batch, ModelIO
 
@@ -336,23 +337,26 @@ def compact(tokens: torch.Tensor, keep: torch.Tensor, pad_id: int) -> tuple[torc
     return torch.where(kept, tokens.gather(1, order), pad_id), kept, order
 
 
-def operand_field(x: torch.Tensor, w: int, pad: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def operand_field(x: torch.Tensor, w: int, pad: bool, written: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The w-digit field of operands x (Long [N], or digit rows [N, m]), most significant
     first, and which digits are written.
 
-    Returns (tokens Long [N, w], keep Bool [N, w]); unpadded keeps no leading zeros.
+    Returns (tokens Long [N, w], keep Bool [N, w]); unpadded keeps no leading zeros, or,
+    given ``written`` (Long [N], each >= the operand's digit count), its low written[i] digits.
     """
     field = as_digits(x, w).flip(-1)
     significance = torch.arange(w - 1, -1, -1, device=x.device)
-    keep = significance < digit_count(x)[:, None] if not pad else torch.ones_like(field, dtype=torch.bool)
-    return field, keep
+    if pad:
+        return field, torch.ones_like(field, dtype=torch.bool)
+    return field, significance < (digit_count(x) if written is None else written)[:, None]
 
 
-def operand_tokens(x: torch.Tensor, cfg: ArithmeticTask, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def operand_tokens(x: torch.Tensor, cfg: ArithmeticTask, n: int,
+                   written: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """An operand's field tokens, which are written, and each token's significance (the
     power of 10 of its digit; a hint token carries its digit's), all [N, field_width]."""
     w = cfg.width if cfg.pad else n
-    field, keep = operand_field(x, w, cfg.pad)
+    field, keep = operand_field(x, w, cfg.pad, written)
     significance = torch.arange(w - 1, -1, -1, device=x.device).expand_as(field)
     if cfg.index_hints:
         return with_hints(field, significance, cfg), keep.repeat_interleave(2, 1), significance.repeat_interleave(2, 1)
@@ -408,17 +412,19 @@ class Encoded:
     significance: torch.Tensor
 
 
-def encode(a: torch.Tensor, b: torch.Tensor, cfg: ArithmeticTask, n: int) -> Encoded:
+def encode(a: torch.Tensor, b: torch.Tensor, cfg: ArithmeticTask, n: int,
+           written: tuple[torch.Tensor, torch.Tensor] | None = None) -> Encoded:
     """Token sequences for the pairs (a[i], b[i]); T = sequence_length(cfg, n).
 
     a, b: Long [N] operands, or digit rows Long [N, m], with at most n digits (padded
-    formats always use cfg.width).
+    formats always use cfg.width).  written: unpadded only, the digits to write of each
+    operand (Long [N] each, between its digit count and n; leading zeros fill the rest).
     """
     vocab = vocabulary(cfg)
     N = a.shape[0]
     ones = torch.ones(N, 1, dtype=torch.bool, device=a.device)
-    a_tok, a_keep, a_sig = operand_tokens(a, cfg, n)
-    b_tok, b_keep, b_sig = operand_tokens(b, cfg, n)
+    a_tok, a_keep, a_sig = operand_tokens(a, cfg, n, written[0] if written else None)
+    b_tok, b_keep, b_sig = operand_tokens(b, cfg, n, written[1] if written else None)
     ans = encode_answer(answer_of(a, b, cfg.op, cfg.modulus), cfg, answer_width(cfg, n))
     ans_keep = ans != vocab.index(PAD) if not cfg.pad else torch.ones_like(ans, dtype=torch.bool)
     ans_sig = torch.full_like(ans, -1)  # set by slot below, after unpadded fields are compacted
@@ -661,7 +667,7 @@ class Arithmetic:
         self.end_id = self.vocab.index(END) if not cfg.pad else None
         self.pad_id = self.vocab.index(PAD) if not cfg.pad else None
         self.eval_len = max(cfg.eval_max_len, self.n)  # operand bound of eval and probe sequences
-        longest = max(sequence_length(cfg, self.n), sequence_length(cfg, self.eval_len))
+        longest = max(sequence_length(cfg, training_field_digits(cfg)), sequence_length(cfg, self.eval_len))
         self.io = ModelIO(n_in=len(self.vocab), n_out=len(self.vocab), tokens=True, max_seq_len=longest - 1)
         self.components = training_components(cfg)
         # sets are drawn on the CPU so that the data do not depend on the device
@@ -822,9 +828,26 @@ class Arithmetic:
             pairs = self.train_pairs[idx.to(self.device)]
         else:
             pairs = self._sample_mixture(batch_size, generator).to(self.device)
-        enc = encode(pairs[:, 0], pairs[:, 1], self.cfg, self.n)
+        if self.cfg.random_zero_pad:
+            enc = self.zero_padded(pairs, generator)
+        else:
+            enc = encode(pairs[:, 0], pairs[:, 1], self.cfg, self.n)
         return Batch(inputs=enc.tokens[:, :-1], targets=enc.tokens[:, 1:], mask=enc.answer[:, 1:],
                      positions=self.train_positions(enc, generator))
+
+    def zero_padded(self, pairs: torch.Tensor, generator: torch.Generator) -> Encoded:
+        """Training sequences of pairs [B, 2] under ``task.random_zero_pad``: each operand
+        written with leading zeros up to a width uniform in [its digit count, task.width],
+        drawn from the training generator, so that every id up to the width meets the answer
+        queries in training; the answer is written as usual.  Columns of pads only are cut."""
+        width = self.cfg.width
+        count = torch.stack([num_digits(pairs[:, 0]), num_digits(pairs[:, 1])], 1)  # [B, 2]
+        u = torch.rand(pairs.shape, generator=generator, device=generator.device).to(pairs.device)
+        written = count + (u * (width - count + 1)).long().clamp(max=width - count)
+        enc = encode(pairs[:, 0], pairs[:, 1], self.cfg, width, written=(written[:, 0], written[:, 1]))
+        used = int((enc.tokens != self.pad_id).any(0).nonzero().max()) + 1
+        return Encoded(tokens=enc.tokens[:, :used], answer=enc.answer[:, :used], prompt_len=enc.prompt_len,
+                       significance=enc.significance[:, :used])
 
     def loss(self, output: torch.Tensor, batch: Batch) -> torch.Tensor:
         """Mean cross-entropy over the answer tokens.  output: logits [B, T, V]."""

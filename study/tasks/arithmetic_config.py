@@ -75,6 +75,11 @@ class ArithmeticTask(Section):
     mix_digits: int | None = Field(None, ge=1, description="length of the second component")
     mix_weight: float = Field(0.0, ge=0.0, le=1.0, description="share of the second component")
     pad: bool = Field(True, description="zero-pad operands to `width` digits")
+    random_zero_pad: bool = Field(
+        False,
+        description="unpadded training only: write each training operand with leading zeros up to a width "
+        "drawn uniformly between its digit count and `width` (evaluation stays unpadded)",
+    )
     width: int = Field(5, ge=1, le=40, description="operand width when padded; longest operand")
     reverse: bool = Field(True, description="write the answer least significant digit first")
     symbols: bool = Field(False, description="use operator and '=' tokens between the fields")
@@ -205,9 +210,15 @@ def sequence_length(cfg: ArithmeticTask, n: int) -> int:
     return prompt_length(cfg, w, w) + answer_width(cfg, n)
 
 
+def training_field_digits(cfg: ArithmeticTask) -> int:
+    """Digits of the widest operand field in training: ``width`` under random zero padding, else the training length."""
+    return cfg.width if cfg.random_zero_pad else cfg.train_len
+
+
 def longest_input(cfg: ArithmeticTask) -> int:
     """Positions the model reads in the longest sequence of training or evaluation."""
-    return max(sequence_length(cfg, cfg.train_len), sequence_length(cfg, max(cfg.eval_max_len, cfg.train_len))) - 1
+    train_len = training_field_digits(cfg)
+    return max(sequence_length(cfg, train_len), sequence_length(cfg, max(cfg.eval_max_len, cfg.train_len))) - 1
 
 
 def largest_position_id(cfg: ArithmeticTask, scheme: str) -> int:
@@ -218,7 +229,7 @@ def largest_position_id(cfg: ArithmeticTask, scheme: str) -> int:
     if scheme == "randomized":
         return longest_input(cfg)
     n = max(cfg.eval_max_len, cfg.train_len)
-    operand_digits = cfg.width if cfg.pad else n
+    operand_digits = cfg.width if cfg.pad or cfg.random_zero_pad else n
     answer_slots = answer_width(cfg, n) // hint_factor(cfg)
     return (2 if scheme == "coupled" else 1) + max(operand_digits - 1, answer_slots - 1)
 
@@ -300,6 +311,11 @@ def fixed_set_size(cfg: ArithmeticTask) -> tuple[int, str]:
 
 def check_supported(cfg: ArithmeticTask) -> None:
     """Reject configs this module cannot run, naming the field (called by the config's validation)."""
+    if cfg.random_zero_pad and cfg.pad:
+        raise ValueError(
+            "task.random_zero_pad=true pads unpadded training operands with a random number of zeros; with "
+            "task.pad=true every operand is already padded to task.width; set task.pad=false"
+        )
     if cfg.index_hints and not cfg.pad:
         raise ValueError("task.index_hints=true is implemented for padded operands only; set task.pad=true")
     if cfg.index_hints and max(cfg.width, answer_width(cfg, cfg.width) // 2) > len(HINTS):
