@@ -27,16 +27,19 @@ from study.train import train
 FORMATS = {
     "padded": {"pad": True, "width": 12, "symbols": True},  # coupling gives '=' its id
     "unpadded": {"pad": False, "width": 12, "symbols": True},
+    # unpadded evaluation; each training operand written with leading zeros up to a random width <= 12
+    "zeropad": {"pad": False, "width": 12, "symbols": True, "random_zero_pad": True},
 }
 
 
 def run(scheme: str, fmt: str, steps: int, digits: int, lengths: list[int], seed: int, eval_every: int,
-        n_layer: int, d_model: int, max_position: int = 16, sampling: str = "below") -> dict[str, dict[str, float]]:
+        n_layer: int, d_model: int, max_position: int = 16, sampling: str = "below",
+        n_head: int = 4) -> dict[str, dict[str, float]]:
     cfg = trial_config({
         "task": {"op": "add", "digits": digits, "sampling": sampling, "train_set": "fresh", "reverse": True,
                  "eval_lengths": lengths, "eval_grid": "diagonal", "eval_examples": 200,
                  **FORMATS[fmt], "width": max(FORMATS[fmt]["width"], max(lengths))},
-        "model": {"n_layer": n_layer, "n_head": 4, "d_model": d_model, "dropout": 0.0,
+        "model": {"n_layer": n_layer, "n_head": n_head, "d_model": d_model, "dropout": 0.0,
                   "pos_encoding": scheme, "max_position": max_position},
         "train": {"steps": steps, "batch_size": 64, "lr": 1e-3, "warmup_steps": 200, "schedule": "cosine",
                   "eval_every": eval_every, "log_every": eval_every, "seed": seed, "device": "cpu"},
@@ -65,6 +68,7 @@ def main() -> None:
     parser.add_argument("--lengths", type=int, nargs="+", default=[5, 6, 8, 10])
     parser.add_argument("--n-layer", type=int, default=1)
     parser.add_argument("--d-model", type=int, default=128)
+    parser.add_argument("--n-head", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-position", type=int, default=16, help="coupled/abacus/randomized id range")
     parser.add_argument("--sampling", default="below", choices=["below", "D", "ab", "lengths"])
@@ -79,7 +83,7 @@ def main() -> None:
         for fmt in args.formats:
             figures[f"{scheme}/{fmt}"] = run(scheme, fmt, args.steps, args.digits, args.lengths, args.seed,
                                               args.eval_every, args.n_layer, args.d_model, args.max_position,
-                                              args.sampling)
+                                              args.sampling, args.n_head)
     print(json.dumps(figures))
 
 
