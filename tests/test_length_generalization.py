@@ -11,12 +11,22 @@ at 5 / 6 / 8 / 10 digits with coupled ids:
     2 layers, d_model 64                                         1.00 / 0.24 / 0.01 / 0.00
     max_position 32 (d_model 64)                                 0.00 / 0.00 / 0.00 / 0.00
     operands padded to 12 digits (d_model 64, max_position 16)   0.02 / 0.00 / 0.00 / 0.00
+    padded to 12, 2 layers, d_model 128, max_position 20, 2000 steps (283 s; loss 0.91)
+      (the issue's prototype with the paper's ids, 5 / 8 / 10 digits)  0.00 / 0.00 / 0.00
+    task.random_zero_pad (training operands zero-padded to a random width <= 12, evaluation
+      unpadded), 3000 steps (at 1000 / 2000 / 3000)   0.86 / 0.015 / 0 / 0, 0.97 / 0.015 / 0 / 0,
+                                                     1.00 / 0.02 / 0.00 / 0.00
+  Abacus, unpadded, the 1-layer budget, 3000 steps                0.00 / 0.00 / 0.00 / 0.00
+    (with task.sampling=below Abacus does not learn the ID sums; with lengths it does:
+    search_spaces/length_methods_cpu.yaml)
 No CPU budget measured keeps >= 90% exact match at 10 digits.  Where the errors sit says
 why: the id table never sees an answer query and a key more than 5-6 ids apart in 5-digit
 training (the offsets move the ids, not their span), and on longer operands those
 untrained pairs draw attention away: 8-digit sums go wrong at answer digits 1-2 (75% of
 them), whose queries sit 6-7 ids below the top operand digits, and are right at digits
-5-6 (0-3%); 10-digit sums at digits 1-4 and 8-10.
+5-6 (0-3%); 10-digit sums at digits 1-4 and 8-10.  Zero padding, which puts far-apart ids
+in every training sequence, does worse: the digits above the fifth are then always zeros in
+training, and the model learns that (6-digit sums 0.02 exact, where unpadded gets 0.90).
 """
 
 from __future__ import annotations
