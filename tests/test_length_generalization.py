@@ -6,6 +6,9 @@ at 5 / 6 / 8 / 10 digits with coupled ids:
   1 layer, d_model 128, 4 heads, max_position 16, 3000 steps   1.00 / 0.90 / 0.03 / 0.00
     the same, 6000 steps (at 2000 / 6000)        0.93 / 0.84 / 0.14 / 0.05, 1.00 / 0.67 / 0.02 / 0.00
     task.sampling=lengths                                        0.99 / 0.40 / 0.02 / 0.00
+    task.sampling=lengths, max_position 14, 2000 steps (the slow test's budget), seeds 0 / 1
+                                     0.99 / 0.395 / 0.02 / 0.00, 0.985 / 0.89 / 0.04 / 0.00
+    task.sampling=below, the same budget, seeds 0 / 1  0.99 / 0.36 / 0.00 / 0.00, 0.07 / 0.11 / 0 / 0
     2 heads                                                      0.99 / 0.62 / 0.00 / 0.00
     d_model 64                                                   1.00 / 0.13 / 0.01 / 0.00
     2 layers, d_model 64                                         1.00 / 0.24 / 0.01 / 0.00
@@ -67,7 +70,7 @@ def test_task_ids_reach_the_model_like_its_own_positions(monkeypatch):
 
 
 BUDGET = {  # the CPU budget the boundary is measured at (see the module docstring)
-    "task": {"op": "add", "digits": 5, "sampling": "below", "train_set": "fresh", "pad": False, "symbols": True,
+    "task": {"op": "add", "digits": 5, "sampling": "lengths", "train_set": "fresh", "pad": False, "symbols": True,
              "width": 10, "reverse": True, "eval_lengths": [5, 6, 8, 10], "eval_grid": "diagonal",
              "eval_examples": 200, "probes": {"enabled": False}},
     "model": {"n_layer": 1, "n_head": 4, "d_model": 128, "dropout": 0.0, "max_position": 14},
@@ -90,21 +93,22 @@ def scores_by_length(scheme: str) -> dict[str, dict[int, float]]:
 
 @pytest.mark.slow
 def test_coupled_ids_carry_addition_past_the_training_length_where_learned_positions_stop():
-    """Trained on up to 5 digits (2000 steps, ~3 min for both runs on 2 shared cores),
-    coupled ids (Cho et al., arXiv 2405.20671) keep some 6-digit sums exact and a third
-    or more of the digits of 8- and 10-digit sums right; learned absolute positions write
-    no right answer and almost no right digit beyond 5 digits.  Measured (seed 0):
-    coupled exact 0.99 / 0.36 / 0.00 / 0.00 at 5 / 6 / 8 / 10 digits, digit accuracy
-    1.00 / 0.87 / 0.49 / 0.33; learned exact 0.00 everywhere (it has not learned 5-digit
-    addition on this budget either: digit accuracy 0.44 at 5, 0.06 / 0.00 / 0.01 beyond).
-    The 3000-step spec run (search_spaces/length_methods_cpu.yaml, seeds 0 / 1): coupled
-    0.995 / 1.00 at 5, 0.20 / 0.43 at 6, 0.005 / 0.04 at 8, 0 at 10 and 12 (and 0.04 / 0.02
-    at 3 digits, rare in 'below' training); learned 0.07 / 1.00 at 5, 0 elsewhere.
-    Neither holds at 10 digits on any CPU budget measured (see the module docstring)."""
+    """Trained on up to 5 digits (2000 steps, each operand's digit count uniform in 1..5 as
+    Cho et al. train; 130 s for both runs on 2 shared cores), coupled ids (Cho et al.,
+    arXiv 2405.20671) keep 6-digit sums largely exact and two thirds of the digits of
+    8-digit sums (half of 10-digit ones) right; learned absolute positions write no right
+    answer and almost no right digit beyond 5 digits.  Measured, coupled, seeds 0 / 1:
+    exact 0.99 / 0.985 at 5 digits, 0.395 / 0.89 at 6, 0.02 / 0.04 at 8, 0 / 0 at 10;
+    digit accuracy 1.00 / 1.00, 0.91 / 0.98, 0.69 / 0.69, 0.53 / 0.48.  With
+    task.sampling=below (mostly 5-digit operands) the same budget is seed-fragile: seed 0
+    0.99 / 0.36 / 0.00 / 0.00 exact (digits 1.00 / 0.87 / 0.49 / 0.33), seed 1 0.07 / 0.11 /
+    0 / 0 (digits 0.81 / 0.81 / 0.57 / 0.42).  The 3000-step spec run
+    (search_spaces/length_methods_cpu.yaml) has both seeds' figures.  Neither scheme holds
+    at 10 digits on any CPU budget measured (see the module docstring)."""
     torch.set_num_threads(1)
     coupled, learned = scores_by_length("coupled"), scores_by_length("learned")
     em, digits = "exact_match", "digit_acc"
     assert coupled[em][5] >= 0.9, coupled
-    assert coupled[em][6] >= 0.1 and learned[em][6] == 0.0, (coupled, learned)
-    assert coupled[digits][8] >= 0.35 and coupled[digits][10] >= 0.25, coupled
+    assert coupled[em][6] >= 0.2 and learned[em][6] == 0.0, (coupled, learned)
+    assert coupled[digits][8] >= 0.5 and coupled[digits][10] >= 0.35, coupled
     assert max(learned[digits][length] for length in (6, 8, 10)) <= 0.1, learned
