@@ -250,8 +250,9 @@ TINY = ["task.digits=2", "task.width=4", "task.eval_max_len=4", "task.eval_examp
         "train.device=cpu"]
 
 
-def test_a_coupled_run_restored_from_a_checkpoint_ends_bit_for_bit_the_same():
-    cfg = trial_config(overrides=TINY)
+@pytest.mark.parametrize("extra", [[], ["task.random_zero_pad=true"]])
+def test_a_coupled_run_restored_from_a_checkpoint_ends_bit_for_bit_the_same(extra):
+    cfg = trial_config(overrides=TINY + extra)
     uninterrupted: list[Report] = []
     train(cfg, report=uninterrupted.append)
     checkpoint = uninterrupted[0].state
