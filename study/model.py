@@ -276,6 +276,10 @@ class Transformer(nn.Module):
         """Member k as a one-member model sharing this pack's weights (no copy)."""
         return Member(self, k)
 
+    def members(self, ks: list[int]) -> "Member":
+        """Members ks as a pack of len(ks) (their weights copied out): ``[len(ks), B, T] -> ...``."""
+        return Member(self, list(ks))
+
     def flops_per_example(self, seq_len: int) -> float:
         """Training FLOPs for one sequence of one member: 6 * params per token + attention (fwd+bwd)."""
         n_layer, d_model = len(self.blocks), self.ln_f.weight.shape[1]
@@ -287,17 +291,19 @@ class Transformer(nn.Module):
 
 
 class Member(nn.Module):
-    """One member of a pack, called like a plain model: ``[B, T] -> [B, T, n_out]``.
+    """One member of a pack, called like a plain model: ``[B, T] -> [B, T, n_out]``;
+    or, for a list ``k`` of members, those members as a pack of len(k).
 
     Every call runs the pack's module code on member k's slices of the weights, so
     tasks can evaluate a member without knowing about packs.
     """
 
-    def __init__(self, pack: Transformer, k: int):
+    def __init__(self, pack: Transformer, k: int | list[int]):
         super().__init__()
         self.pack, self.k = pack, k
 
     def forward(self, inputs: torch.Tensor, positions: torch.Tensor | None = None, return_hidden: bool = False):
-        weights = {name: p[self.k : self.k + 1] for name, p in self.pack.named_parameters()}
+        index = self.k if isinstance(self.k, list) else slice(self.k, self.k + 1)
+        weights = {name: p[index] for name, p in self.pack.named_parameters()}
         return functional_call(self.pack, weights, (inputs,), {"positions": positions, "return_hidden": return_hidden},
                                strict=False)

@@ -407,10 +407,14 @@ def train_pack(
     def autocast():
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16)
 
-    def evaluate(k: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    def evaluate(running: list[int]) -> tuple[list[list[dict[str, Any]]], list[list[dict[str, Any]]]]:
+        """Evaluation rows and representation rows of the running members: the evaluation in
+        batched forwards over all of them (``evaluate_pack``), the representations member by member."""
         # evaluation must not consume the training RNG streams
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.no_grad(), autocast():
-            return tasks[k].evaluate(model.member(k)), tasks[k].representations(model.member(k))
+            pack = model if running == list(range(K)) else model.members(running)
+            evals = type(tasks[0]).evaluate_pack([tasks[k] for k in running], pack)
+            return evals, [tasks[k].representations(model.member(k)) for k in running]
 
     def member_report(k: int, rows: dict[str, list[dict[str, Any]]], step: int) -> Report:
         return Report(step=step, metrics=state.metrics[k], rows=rows, status=state.status[k],
@@ -469,8 +473,8 @@ def train_pack(
         if eval_now:
             recent = state.recent_loss.tolist()
             model.eval()
-            for k in state.running():
-                evals, reps = evaluate(k)
+            running = state.running()
+            for k, evals, reps in zip(running, *evaluate(running)):
                 for row in evals + reps:
                     row["trial_id"], row["step"] = trial_ids[k], step
                 eval_rows[k] = evals

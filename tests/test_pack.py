@@ -182,3 +182,36 @@ def test_trial_cli_trains_a_pack_of_seeds_and_prints_every_member():
     assert [m["config"]["train"]["seed"] for m in result["members"]] == [0, 1]
     assert [m["status"] for m in result["members"]] == ["completed", "completed"]
     assert result["members"][0]["metrics"] != result["members"][1]["metrics"]
+
+
+EVAL_FORMATS = {
+    "padded": NO_DROPOUT,
+    "unpadded": NO_DROPOUT + ["task.pad=false", "task.symbols=true"],
+    "coupled": NO_DROPOUT + ["model.pos_encoding=coupled", "model.max_position=12"],
+    "icl": TINY_ICL,
+}
+
+
+@pytest.mark.parametrize("fmt", list(EVAL_FORMATS))
+def test_pack_evaluation_equals_member_by_member_evaluation(fmt):
+    from study.tasks import build_task
+    from study.config import TASK_POSITION_SCHEMES
+
+    members = [member(seed, base=EVAL_FORMATS[fmt]) for seed in (0, 1, 2)]
+    mc = members[0].model
+    scheme = mc.pos_encoding if mc.pos_encoding in TASK_POSITION_SCHEMES else None
+    tasks = [build_task(m.task, seed=m.train.seed, position_scheme=scheme, max_position=mc.max_position)
+             for m in members]
+    model = Transformer(mc, tasks[0].io, n_members=3, seeds=[0, 1, 2]).eval()
+    with torch.no_grad():  # decisive logits: an untrained model's near-ties would make argmax a coin toss
+        for name, p in model.named_parameters():
+            if name.endswith("weight") and p.dim() == 3:
+                p.mul_(20.0)
+    alone = [task.evaluate(model.member(k)) for k, task in enumerate(tasks)]
+    packed = type(tasks[0]).evaluate_pack(tasks, model)
+    assert len(packed) == 3
+    for k in range(3):
+        assert_same_values(packed[k], alone[k], atol=1e-6)
+    assert [r["value"] for r in packed[0]] != [r["value"] for r in packed[1]]  # members differ
+    some = type(tasks[0]).evaluate_pack([tasks[0], tasks[2]], model.members([0, 2]))  # a sub-pack: the running ones
+    assert_same_values(some[1], alone[2], atol=1e-6)
