@@ -9,7 +9,9 @@ parameter has a leading member dimension K (a linear map is ``weight [K, in, out
 applied with one batched matmul), and attention merges the members into the batch so
 one fused kernel serves them all.  K = 1 is a single model.  Nothing mixes members:
 output k depends only on member k's weights and inputs, so each member trains exactly
-as it would alone (up to float rounding).
+as it would alone (up to float rounding).  Dropout too: with per-member generators
+(``model.dropout_generators``) member k draws its masks from its own stream, the masks
+it would draw alone.
 
 The position encoding is a parameter:
 
@@ -74,6 +76,30 @@ def member_view(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return weight.view(weight.shape[0], *([1] * (x.dim() - 2)), weight.shape[1])
 
 
+class PackDropout(nn.Module):
+    """Dropout of pack activations [K, ...]: zero each entry with probability p, scale the rest
+    by 1 / (1 - p).  Member k's mask comes from ``generators[k]`` when the list (the model's
+    ``dropout_generators``, shared by every dropout of the model) is filled, else from the
+    global RNG; identity in eval mode."""
+
+    def __init__(self, p: float, generators: list[torch.Generator]):
+        super().__init__()
+        self.p, self.generators = p, generators
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = torch.empty_like(x)
+        if not self.generators:
+            keep.bernoulli_(1.0 - self.p)
+        elif len(self.generators) != x.shape[0]:
+            raise ValueError(f"{len(self.generators)} dropout generators for a pack of {x.shape[0]}")
+        else:
+            for k, generator in enumerate(self.generators):  # member k: its own stream
+                keep[k].bernoulli_(1.0 - self.p, generator=generator)
+        return x * keep.mul_(1.0 / (1.0 - self.p))
+
+
 class PackedLinear(nn.Module):
     """K independent linear maps: y[k] = x[k] @ weight[k] + bias[k]."""
 
@@ -116,13 +142,15 @@ class PackedLayerNorm(nn.Module):
 
 
 class CausalSelfAttention(nn.Module):
-    def __init__(self, n_members: int, d_model: int, n_head: int, dropout: float, pos_encoding: str, max_seq_len: int):
+    def __init__(self, n_members: int, d_model: int, n_head: int, dropout: float, pos_encoding: str, max_seq_len: int,
+                 generators: list[torch.Generator]):
         super().__init__()
         self.n_head, self.head_dim = n_head, d_model // n_head
         self.qkv = PackedLinear(n_members, d_model, 3 * d_model)
         self.proj = PackedLinear(n_members, d_model, d_model)
         self.dropout = dropout
-        self.resid_dropout = nn.Dropout(dropout)
+        self.attn_dropout = PackDropout(dropout, generators)
+        self.resid_dropout = PackDropout(dropout, generators)
         self.pos_encoding = pos_encoding
         if pos_encoding == "rope":
             cos, sin = rope_angles(max_seq_len, self.head_dim)
@@ -143,34 +171,42 @@ class CausalSelfAttention(nn.Module):
         if self.pos_encoding == "rope":
             cos, sin = self.rope_cos[:T], self.rope_sin[:T]
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        dropout = self.dropout if self.training else 0.0
-        if self.pos_encoding == "alibi":
+        if self.training and self.dropout > 0:  # explicit, so that each member drops from its own stream
+            if self.pos_encoding == "alibi":
+                bias = self.alibi_bias[:, :T, :T].to(q.dtype)  # the causal mask included
+            else:
+                bias = torch.full((T, T), float("-inf"), device=q.device, dtype=q.dtype).triu(1)
+            weights = (q @ k.transpose(-2, -1) / math.sqrt(self.head_dim) + bias).softmax(-1)  # [KB, H, T, T]
+            weights = self.attn_dropout(weights.view(K, B, self.n_head, T, T)).view(K * B, self.n_head, T, T)
+            y = weights.to(v.dtype) @ v
+        elif self.pos_encoding == "alibi":
             bias = self.alibi_bias[:, :T, :T].to(q.dtype)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
         else:
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout)
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         y = y.transpose(1, 2).reshape(K, B, T, C)
         return self.resid_dropout(self.proj(y))
 
 
 class MLP(nn.Module):
-    def __init__(self, n_members: int, d_model: int, dropout: float):
+    def __init__(self, n_members: int, d_model: int, dropout: float, generators: list[torch.Generator]):
         super().__init__()
         self.fc = PackedLinear(n_members, d_model, 4 * d_model)
         self.proj = PackedLinear(n_members, 4 * d_model, d_model)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = PackDropout(dropout, generators)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.dropout(self.proj(F.gelu(self.fc(x))))
 
 
 class Block(nn.Module):
-    def __init__(self, n_members: int, d_model: int, n_head: int, dropout: float, pos_encoding: str, max_seq_len: int):
+    def __init__(self, n_members: int, d_model: int, n_head: int, dropout: float, pos_encoding: str, max_seq_len: int,
+                 generators: list[torch.Generator]):
         super().__init__()
         self.ln_1 = PackedLayerNorm(n_members, d_model)
-        self.attn = CausalSelfAttention(n_members, d_model, n_head, dropout, pos_encoding, max_seq_len)
+        self.attn = CausalSelfAttention(n_members, d_model, n_head, dropout, pos_encoding, max_seq_len, generators)
         self.ln_2 = PackedLayerNorm(n_members, d_model)
-        self.mlp = MLP(n_members, d_model, dropout)
+        self.mlp = MLP(n_members, d_model, dropout, generators)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.ln_1(x))
@@ -189,6 +225,11 @@ class Transformer(nn.Module):
     ``seeds`` (one per member) make member k's initial weights a function of seeds[k]
     alone, drawn on the CPU, so a member starts the same in any pack and on any device;
     without seeds the global torch RNG is used.
+
+    ``dropout_generators``: empty, or one generator per member on the model's device
+    (fill it with ``model.dropout_generators[:] = [...]``); in training, member k's
+    dropout masks are drawn from the k-th (so a member drops what it would drop alone);
+    when empty, from the global RNG.
     """
 
     def __init__(self, cfg: ModelConfig, io: ModelIO, n_members: int = 1, seeds: list[int] | None = None):
@@ -208,9 +249,11 @@ class Transformer(nn.Module):
             self.register_buffer("pos_table", sinusoidal_table(io.max_seq_len, d_model)[None], persistent=False)
         else:
             self.pos_table = None
-        self.drop = nn.Dropout(cfg.dropout)
+        self.dropout_generators: list[torch.Generator] = []  # shared by every dropout below
+        self.drop = PackDropout(cfg.dropout, self.dropout_generators)
         self.blocks = nn.ModuleList(
-            Block(K, d_model, n_head, cfg.dropout, cfg.pos_encoding, io.max_seq_len) for _ in range(n_layer)
+            Block(K, d_model, n_head, cfg.dropout, cfg.pos_encoding, io.max_seq_len, self.dropout_generators)
+            for _ in range(n_layer)
         )
         self.ln_f = PackedLayerNorm(K, d_model)
         self.read_out = PackedLinear(K, d_model, io.n_out, bias=not io.tokens)

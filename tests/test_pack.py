@@ -18,7 +18,7 @@ TINY = [
     "task.digits=2", "task.width=3", "task.eval_max_len=3", "task.eval_examples=32", "task.train_fraction=0.2",
     "model.n_layer=2", "train.steps=30", "train.eval_every=10", "train.batch_size=16", "train.log_every=5",
 ]
-NO_DROPOUT = TINY + ["model.dropout=0.0"]  # dropout draws from one stream per pack, so compare without it
+NO_DROPOUT = TINY + ["model.dropout=0.0"]
 TINY_ICL = [
     "task.family=icl", "task.n_dims=3", "task.n_points=6", "task.eval_prompts=16", "task.baselines=[lstsq]",
     "model.n_layer=2", "model.dropout=0.0", "train.steps=30", "train.eval_every=10", "train.batch_size=16",
@@ -28,6 +28,8 @@ FORMATS = {
     "padded": NO_DROPOUT,
     "unpadded": NO_DROPOUT + ["task.pad=false", "task.symbols=true"],  # members' batches differ in length
     "icl": TINY_ICL,
+    "dropout": TINY,  # model.dropout=0.1: each member draws its masks from its own generator
+    "icl_dropout": TINY_ICL + ["model.dropout=0.1"],
 }
 
 
@@ -75,6 +77,9 @@ def test_a_packed_member_trains_as_the_same_seed_alone(fmt):
         torch.testing.assert_close(packed_weights[name], value[0], atol=1e-5, rtol=1e-4)
     # and the members are really different models
     assert not torch.allclose(final_weights(reports, 0)["read_out.weight"], packed_weights["read_out.weight"])
+    if "dropout" in fmt:  # and dropout really dropped
+        _, plain = run_pack([member(1, base=base + ["model.dropout=0.0"])])
+        assert not torch.allclose(final_weights(plain, 0)["read_out.weight"], packed_weights["read_out.weight"])
 
 
 def test_every_member_reports_its_own_rows_under_its_own_trial_id():
