@@ -99,7 +99,7 @@ def to_digits(x: torch.Tensor, n: int) -> torch.Tensor:
 
 def num_digits(x: torch.Tensor) -> torch.Tensor:
     """Decimal digit count of x >= 0 (0 has one digit).  Long [N] -> Long [N]."""
-    powers = torch.tensor([10**k for k in range(1, 19)], device=x.device)
+    powers = 10 ** torch.arange(1, 19, device=x.device)  # made on the device: no host copy (a CUDA sync) per call
     return 1 + (x[..., None] >= powers).sum(-1)
 
 
