@@ -118,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-every", type=int, default=250)
     parser.add_argument("--max-steps", type=int, default=8000)
     parser.add_argument("--eval-examples", type=int, default=32, help="evaluation examples per condition")
+    parser.add_argument("--only", choices=["alone", "pack"], help="run one of the two (default: both)")
     parser.add_argument("--max-minutes", type=float, default=0.0, help="wall-time cap per run (0: none)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (0: torch's default)")
@@ -132,12 +133,16 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.max_steps} steps; {torch.get_num_threads()} threads; load average {os.getloadavg()[0]:.2f}",
           flush=True)
 
-    alone = run(config(args, 1), args.max_minutes * 60)
-    print(f"alone (seed {args.seed}): {alone['seconds']:.1f} s, crossed at steps {alone['crossing_steps']}", flush=True)
-    pack = run(config(args, args.pack), args.max_minutes * 60)
-    print(f"pack of {args.pack}: {pack['seconds']:.1f} s in all, {pack['seconds_per_model']:.1f} s per model; "
-          f"{pack['crossed']}/{args.pack} crossed; crossing steps {pack['crossing_steps']}", flush=True)
-    steps = spread(pack["crossing_steps"])
+    alone = pack = None
+    if args.only != "pack":
+        alone = run(config(args, 1), args.max_minutes * 60)
+        print(f"alone (seed {args.seed}): {alone['seconds']:.1f} s, crossed at steps {alone['crossing_steps']}",
+              flush=True)
+    if args.only != "alone":
+        pack = run(config(args, args.pack), args.max_minutes * 60)
+        print(f"pack of {args.pack}: {pack['seconds']:.1f} s in all, {pack['seconds_per_model']:.1f} s per model; "
+              f"{pack['crossed']}/{args.pack} crossed; crossing steps {pack['crossing_steps']}", flush=True)
+    steps = spread(pack["crossing_steps"]) if pack else None
     if steps:
         print("crossing step over seeds: " + ", ".join(f"{k} {v:g}" for k, v in steps.items()), flush=True)
     figures = {
@@ -152,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         "pack": pack,
         "crossing_step_spread": steps,
         "per_model_speedup": round(alone["seconds"] / pack["seconds_per_model"], 3)
-        if alone["crossed"] and pack["crossed"] == args.pack else None,
+        if alone and pack and alone["crossed"] and pack["crossed"] == args.pack else None,
         "load_avg_1min_at_end": round(os.getloadavg()[0], 2),
     }
     print(json.dumps(figures))

@@ -89,15 +89,17 @@ class PackDropout(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0.0:
             return x
-        keep = torch.empty_like(x)
+        uniform = torch.empty(x.shape, device=x.device)  # float32 even under bf16 autocast: keep exactly 1 - p
         if not self.generators:
-            keep.bernoulli_(1.0 - self.p)
+            uniform.uniform_()
         elif len(self.generators) != x.shape[0]:
             raise ValueError(f"{len(self.generators)} dropout generators for a pack of {x.shape[0]}")
         else:
             for k, generator in enumerate(self.generators):  # member k: its own stream
-                keep[k].bernoulli_(1.0 - self.p, generator=generator)
-        return x * keep.mul_(1.0 / (1.0 - self.p))
+                torch.rand(x.shape[1:], generator=generator, out=uniform[k])
+        # in place: the uniforms become the scaled mask (1 / (1 - p) where kept, else 0); on a CPU
+        # rand + compare is about twice as fast as bernoulli_
+        return x * uniform.ge_(self.p).mul_(1.0 / (1.0 - self.p)).to(x.dtype)
 
 
 class PackedLinear(nn.Module):
@@ -138,7 +140,7 @@ class PackedLayerNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         normed = F.layer_norm(x, x.shape[-1:])
-        return normed * member_view(self.weight, x) + member_view(self.bias, x)
+        return torch.addcmul(member_view(self.bias, x), normed, member_view(self.weight, x))  # bias + normed * weight
 
 
 class CausalSelfAttention(nn.Module):
@@ -172,11 +174,13 @@ class CausalSelfAttention(nn.Module):
             cos, sin = self.rope_cos[:T], self.rope_sin[:T]
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if self.training and self.dropout > 0:  # explicit, so that each member drops from its own stream
-            if self.pos_encoding == "alibi":
-                bias = self.alibi_bias[:, :T, :T].to(q.dtype)  # the causal mask included
+            if self.pos_encoding == "alibi":  # [H, T, T] per head, the causal mask included; one per (sequence, head)
+                bias = self.alibi_bias[:, :T, :T].to(q.dtype).repeat(K * B, 1, 1)
             else:
                 bias = torch.full((T, T), float("-inf"), device=q.device, dtype=q.dtype).triu(1)
-            weights = (q @ k.transpose(-2, -1) / math.sqrt(self.head_dim) + bias).softmax(-1)  # [KB, H, T, T]
+            scores = torch.baddbmm(bias, q.flatten(0, 1), k.flatten(0, 1).transpose(1, 2),
+                                   alpha=1.0 / math.sqrt(self.head_dim))  # bias + q k^T / sqrt(hd) [KB * H, T, T]
+            weights = scores.view(K * B, self.n_head, T, T).softmax(-1)  # [KB, H, T, T]
             weights = self.attn_dropout(weights.view(K, B, self.n_head, T, T)).view(K * B, self.n_head, T, T)
             y = weights.to(v.dtype) @ v
         elif self.pos_encoding == "alibi":

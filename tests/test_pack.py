@@ -220,3 +220,17 @@ def test_pack_evaluation_equals_member_by_member_evaluation(fmt):
     assert [r["value"] for r in packed[0]] != [r["value"] for r in packed[1]]  # members differ
     some = type(tasks[0]).evaluate_pack([tasks[0], tasks[2]], model.members([0, 2]))  # a sub-pack: the running ones
     assert_same_values(some[1], alone[2], atol=1e-6)
+
+
+@pytest.mark.parametrize("pos_encoding", ["learned", "alibi", "rope"])
+def test_the_explicit_attention_of_dropout_training_equals_the_fused_kernel(pos_encoding):
+    from study.model import CausalSelfAttention
+
+    torch.manual_seed(0)
+    attention = CausalSelfAttention(2, 48, 3, 1e-9, pos_encoding, 16, [])  # dropout > 0: the explicit path
+    for p in attention.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    x = torch.randn(2, 5, 11, 48)
+    explicit = attention.train()(x)
+    fused = attention.eval()(x)  # scaled_dot_product_attention
+    torch.testing.assert_close(explicit, fused, atol=1e-5, rtol=1e-5)
