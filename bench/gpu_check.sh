@@ -41,12 +41,14 @@ EOF
 fi
 
 DEVICE=cuda
+PACK=16  # members of the pack trial
 TRIAL=()  # extra --set of the trials
 PACK_BENCH=(--ks 1,4,16,32,64,128 --ks-small 1,4,16 --steps 10 --solo-steps 20 --impl-k 32 --eval-ks 1,16,64
             --eval-examples 128)
 STEP_BENCH=(--steps 20)
 if [ "${GPU_CHECK_DRY:-0}" = 1 ]; then
     DEVICE=cpu
+    PACK=2
     TRIAL=(--set train.steps=20 --set train.eval_every=10 --set task.eval_examples=4)
     PACK_BENCH=(--ks 1,2 --ks-small 1 --presets nano --steps 1 --solo-steps 1 --impl-k 2 --impl-seconds 0.2
                 --eval-ks 1,2 --eval-examples 2)
@@ -68,10 +70,10 @@ print(sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.
 print(torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'NO CUDA DEVICE')
 assert torch.cuda.is_available() or '$DEVICE' == 'cpu'
 "
-# the default trial (probes off: they need scikit-learn), then a pack of 16 seeds
+# the default trial (probes off: they need scikit-learn), then a pack of $PACK seeds
 part trial 150 python -m study.cli trial --json --set train.device=$DEVICE --set task.probes.enabled=false "${TRIAL[@]}"
 part trial_pack 150 python -m study.cli trial --json --set train.device=$DEVICE --set task.probes.enabled=false \
-    --set pack.size=16 --set train.steps=2000 --set train.eval_every=1000 "${TRIAL[@]}"
+    --set pack.size=$PACK --set train.steps=2000 --set train.eval_every=1000 "${TRIAL[@]}"
 # host syncs inside a logging window: 90 steps logged every 30, evaluated only at the end.  Between the
 # log steps 30 and 60 the loop should sync only at step 60's two reads (diverged members, the logged values)
 [ "$DEVICE" = cuda ] && part syncs 90 python - <<'EOF'

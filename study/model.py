@@ -89,12 +89,13 @@ class PackDropout(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0.0:
             return x
-        uniform = torch.empty(x.shape, device=x.device)  # float32 even under bf16 autocast: keep exactly 1 - p
+        # float32 even under bf16 autocast, so that an entry is kept with probability 1 - p exactly
         if not self.generators:
-            uniform.uniform_()
+            uniform = torch.rand(x.shape, device=x.device)
         elif len(self.generators) != x.shape[0]:
             raise ValueError(f"{len(self.generators)} dropout generators for a pack of {x.shape[0]}")
         else:
+            uniform = torch.empty(x.shape, device=x.device)
             for k, generator in enumerate(self.generators):  # member k: its own stream
                 torch.rand(x.shape[1:], generator=generator, out=uniform[k])
         # in place: the uniforms become the scaled mask (1 / (1 - p) where kept, else 0); on a CPU
