@@ -105,7 +105,7 @@ def run(cfg: TrialConfig, max_seconds: float) -> dict[str, Any]:
 def spread(steps: list[int]) -> dict[str, float] | None:
     if not steps:
         return None
-    q = statistics.quantiles(steps, n=4) if len(steps) > 1 else [steps[0]] * 3
+    q = statistics.quantiles(steps, n=4, method="inclusive") if len(steps) > 1 else [steps[0]] * 3
     return {"min": min(steps), "q1": q[0], "median": statistics.median(steps), "q3": q[2], "max": max(steps)}
 
 
