@@ -281,7 +281,7 @@ def final_evals(
 # --------------------------------------------------------------------------- structure scores
 
 
-SCORE_COLUMNS = ["step", "kind", "split", "position", "layer", "length", "shift", "shift_value", "value"]
+SCORE_COLUMNS = ["step", "kind", "split", "position", "layer", "head", "length", "shift", "shift_value", "value"]
 
 
 def structure_scores(
@@ -297,7 +297,8 @@ def structure_scores(
     ``kinds`` (e.g. ``["probe_digit", "repr_equivalence"]``) is applied in the store's
     SQL; with ``final=True`` only each trial's last probed step is kept.  Columns:
     trial_id, grid_point, status, family, the grid axes, step, kind, split, position (answer
-    digit or in-context k), layer (-1: final state), length (arithmetic operand length),
+    digit or in-context k), layer (-1: final state), head (attention scores; null elsewhere),
+    length (arithmetic operand length),
     shift, shift_value (in-context condition), value.  Sorted by trial, kind, split,
     position, length, shift, shift_value, step.
     """
@@ -308,7 +309,7 @@ def structure_scores(
     rows = store.frame("representations", study=study, where=" AND ".join(where), columns=["trial_id"] + SCORE_COLUMNS)
     if final and len(rows):
         rows = rows[rows["step"] == rows.groupby("trial_id")["step"].transform("max")]
-    order = ["trial_id", "kind", "split", "position", "length", "shift", "shift_value", "step"]
+    order = ["trial_id", "kind", "split", "position", "layer", "head", "length", "shift", "shift_value", "step"]
     rows = rows.sort_values(order, kind="stable").reset_index(drop=True)
     return attach_trials(rows, trials_frame)
 

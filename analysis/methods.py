@@ -60,12 +60,14 @@ def method_table(final: pd.DataFrame, trials: pd.DataFrame, threshold: float = 0
     Columns: method, the other axes, cell (their label), n (usable trials), id_median,
     boundary_q25 / boundary_median / boundary_q75 (over trials, a curve that holds
     ranked above every length; NaN when that quantile holds), n_holds (trials that hold
-    to their last length), holds_to (that length), n_nonmonotone, equivalence_beyond
-    (median over trials of the equivalence rate from the boundary on).  Sorted by cell,
-    then by median boundary (methods that hold first).
+    to their last length), holds_to (that length), n_nonmonotone, n_unlearned (trials
+    whose ID score is at the metric's floor: they have no boundary, and the quantiles
+    leave them out; NaN quantiles with no learned trial), equivalence_beyond (median over
+    trials of the equivalence rate from the boundary on).  Sorted by cell, then by median
+    boundary (methods that hold first, methods with no learned trial last).
     """
     columns = ["method", "cell", "n", "id_median", "boundary_q25", "boundary_median", "boundary_q75", "n_holds",
-               "holds_to", "n_nonmonotone", "equivalence_beyond"]
+               "holds_to", "n_nonmonotone", "n_unlearned", "equivalence_beyond"]
     if final.empty or "len_a" not in final or final["len_a"].isna().all():
         return pd.DataFrame(columns=columns)
     rows = per_trial(final[final["len_a"].notna()], threshold)
@@ -75,19 +77,22 @@ def method_table(final: pd.DataFrame, trials: pd.DataFrame, threshold: float = 0
     out = []
     for key, g in rows.groupby(["method"] + others, dropna=False, sort=False):
         key = key if isinstance(key, tuple) else (key,)
-        ranked = g["boundary"].fillna(np.inf).to_numpy()
-        q = [np.nan if np.isinf(v) else float(v) for v in np.quantile(ranked, [0.25, 0.5, 0.75], method="inverted_cdf")]
+        learned = g["monotone"].notna()  # None: the ID score is at the floor, no boundary to rank
+        ranked = g.loc[learned, "boundary"].fillna(np.inf).to_numpy()
+        q = [np.nan if np.isinf(v) else float(v) for v in np.quantile(ranked, [0.25, 0.5, 0.75], method="inverted_cdf")] \
+            if len(ranked) else [np.nan] * 3
         out.append({
             "method": key[0], **dict(zip(others, key[1:])), "n": len(g), "id_median": g["id_score"].median(),
             "boundary_q25": q[0], "boundary_median": q[1], "boundary_q75": q[2],
             "n_holds": int(g["holds_to"].notna().sum()), "holds_to": g["holds_to"].max(),
             "n_nonmonotone": int((g["monotone"] == False).sum()),  # noqa: E712 (None is neither)
+            "n_unlearned": int((~learned).sum()),
             "equivalence_beyond": g["equivalence_beyond"].median(),
         })
     table = pd.DataFrame(out)
     table.insert(1 + len(others), "cell", [cell_label(r, others) for r in table[others].to_dict("records")]
                  if others else "")
-    rank = table["boundary_median"].fillna(np.inf)
+    rank = table["boundary_median"].fillna(np.inf).where(table["n"] > table["n_unlearned"], -np.inf)
     table = table.assign(_rank=-rank).sort_values(["cell", "_rank", "method"], kind="stable").drop(columns="_rank")
     return table[["method"] + others + columns[1:]].reset_index(drop=True)
 

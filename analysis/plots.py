@@ -598,3 +598,30 @@ def coefficient_curves(curves: pd.DataFrame, max_panels: int = 6) -> Figure:
     axes[0].set_ylabel("R^2 of the coefficients (dashed: OOD)")
     fig.suptitle("linear probe from the state at x_k to the prompt's coefficients")
     return fig
+
+
+def attention_heatmap(table: pd.DataFrame, title: str = "attention alignment") -> Figure:
+    """A heat map per (split, operand length): rows block x head, columns answer digit i,
+    colour the share of attention from the position that predicts digit i onto the operand
+    digits of place i (0..1).  ``table`` is an :func:`analysis.representations.attention_map`
+    frame of one trial."""
+    if table.empty:
+        return _empty("no attention scores")
+    panels = list(table.groupby(["split", "length"], sort=True))
+    fig, axes = _panels(len(panels), ncols=3, width=3.6, height=3.6, sharey=False)
+    image = None
+    for ax, ((split, length), part) in zip(axes, panels):
+        grid = part.pivot_table(index=["layer", "head"], columns="position", values="value", aggfunc="mean")
+        image = ax.imshow(grid.to_numpy(), vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto")
+        ax.set_xticks(range(grid.shape[1]), [str(int(p)) for p in grid.columns])
+        ax.set_yticks(range(grid.shape[0]), [f"L{int(l)} H{int(h)}" for l, h in grid.index], fontsize=7)
+        for (r, c), v in np.ndenumerate(grid.to_numpy()):
+            if np.isfinite(v):
+                ax.text(c, r, f"{v:.2f}", ha="center", va="center", fontsize=6,
+                        color="black" if v > 0.6 else "white")
+        ax.set_xlabel("answer digit i (0 = units)")
+        ax.set_title(f"{split.upper()}, operand length {int(length)}", fontsize=9)
+    if image is not None:
+        fig.colorbar(image, ax=axes, shrink=0.8, label="share of attention on the operand digits of place i")
+    _title(fig, title)
+    return fig

@@ -314,7 +314,31 @@ def _summary(page: Page, trials: pd.DataFrame, final: pd.DataFrame, metrics: set
         page.figure("summary_icl", plots.gap_bars(findings), "Model-selection gap per cell, ID and OOD k.")
 
 
-def _structure(page: Page, store: Any, study: str, trials: pd.DataFrame) -> None:
+def _attention(page: Page, scores: pd.DataFrame, final: pd.DataFrame) -> None:
+    """The attention alignment of one trial (the best by ID exact match among those probed) as a heat map."""
+    candidates = list(dict.fromkeys(scores.loc[scores["kind"] == "attention_alignment", "trial_id"]))
+    trial = candidates[0]
+    if "metric" in final and "exact_match" in set(final["metric"]):
+        ranked = bd.trial_scores(final, "exact_match")
+        ranked = ranked[ranked["trial_id"].isin(candidates)].drop_duplicates("trial_id")
+        if not ranked.empty:
+            trial = ranked.sort_values(["id_score", "trial_id"], ascending=[False, True])["trial_id"].iloc[0]
+    aligned = representations.attention_map(scores, trial)
+    page.text("Attention alignment: for each block (L) and head (H), the share of attention that the position "
+              "predicting answer digit i sends to the operand digits of place i (both operands; the carry's "
+              "source, place i - 1, does not count), on the probe inputs with the true answer fed in. Uniform "
+              "attention scores about 2 / (prompt length); a head that reads its own place scores 1.")
+    page.figure("attention_alignment", plots.attention_heatmap(aligned, f"attention alignment of trial {trial} "
+                                                                        f"(step {int(aligned['step'].max())})"),
+                f"Attention alignment of trial {trial}, ID inputs and each OOD operand length.")
+    argmax = representations.attention_map(scores, trial, "attention_argmax")
+    table = aligned.rename(columns={"value": "alignment"}).merge(
+        argmax.rename(columns={"value": "most_attended_place"}),
+        on=["trial_id", "step", "layer", "head", "position", "split", "length"], how="left")
+    page.table("attention_alignment", table, f"Attention alignment and the most attended operand place, trial {trial}")
+
+
+def _structure(page: Page, store: Any, study: str, trials: pd.DataFrame, final: pd.DataFrame) -> None:
     """Probe scores: structure vs step next to ID accuracy, vs operand length, over the grid."""
     scores = load.structure_scores(store, study, trials_frame=trials)
     if scores.empty:
@@ -325,7 +349,8 @@ def _structure(page: Page, store: Any, study: str, trials: pd.DataFrame) -> None
         page.text("Structure score: accuracy of a linear probe from the final hidden state at the position that "
                   "predicts the units digit to that digit, on held-out ID inputs (chance 0.1). Representation "
                   "equivalence: share of OOD inputs whose state is nearer the state of their ID equivalent "
-                  "(a mod 10^n, b mod 10^n) than to any other ID input's.")
+                  "(a mod 10^n, b mod 10^n) than that state is to any ID input's with another units digit "
+                  "(about 0 at initialization; its chance pairs each OOD input with another's equivalent).")
         evals = load.evals(store, study, metrics=["exact_match"], where="split = 'id'", trials_frame=trials)
         curves = representations.structure_vs_accuracy(scores, evals)
         page.figure("structure_vs_step", plots.structure_curves(curves, "units-digit probe"),
@@ -355,6 +380,13 @@ def _structure(page: Page, store: Any, study: str, trials: pd.DataFrame) -> None
         _phase(page, "phase_repr_equivalence", table, "structure",
                "Phase diagram: representation equivalence at the units digit, first OOD length.", limits=(0.0, 1.0))
         page.table("repr_equivalence_cells", table, "Representation equivalence per cell (first OOD length)")
+    probed_layers = set(scores.loc[scores["kind"] == "probe_digit", "layer"].dropna())
+    if len(probed_layers) > 1:
+        page.table("structure_by_layer", representations.structure_by_layer(scores),
+                   "Probe accuracy on held-out ID inputs per layer (-1: the final state; l: after block l) and "
+                   "answer digit")
+    if "attention_alignment" in kinds:
+        _attention(page, scores, final)
     if "probe_coefficients" in kinds:
         coefficients = representations.coefficient_curves(scores)
         page.figure("coefficient_r2", plots.coefficient_curves(coefficients),
@@ -393,7 +425,7 @@ def build_report(store_uri: Any, study: str, out_dir: str | Path, threshold: flo
     if "nmse" in metrics:
         _icl(page, trials, final, threshold)
     _representations(page, store, study, final)
-    _structure(page, store, study, trials)
+    _structure(page, store, study, trials, final)
     if not metrics:
         page.text("No evaluations in the store yet.")
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")

@@ -165,3 +165,37 @@ def coefficient_curves(scores: pd.DataFrame, by: list[str] | None = None) -> pd.
     out = _distribution(rows, ["family"] + by + ["shift", "shift_value", "split", "k"])
     out.insert(1 + len(by), "cell", [cell_label(r, by) for r in out.to_dict("records")])
     return out.sort_values(["cell", "shift", "shift_value", "k"], kind="stable").reset_index(drop=True)
+
+
+def attention_map(scores: pd.DataFrame, trial_id: str, kind: str = "attention_alignment") -> pd.DataFrame:
+    """One trial's attention scores at its last probed step, for a heat map: one row per
+    block ``layer``, ``head``, answer digit ``position``, ``split`` and ``length``, with
+    ``value`` (see ``Arithmetic.probe_scores``: the share of attention on the operand digits
+    of the digit's own place, or the most attended place).  Heads are not comparable across
+    trials (head 0 of one model is not head 0 of another), so this is per trial."""
+    rows = scores[(scores["kind"] == kind) & (scores["trial_id"] == trial_id)]
+    rows = rows[rows["step"] == rows["step"].max()] if len(rows) else rows
+    out = rows[["trial_id", "step", "layer", "head", "position", "split", "length", "value"]]
+    return out.sort_values(["split", "length", "layer", "head", "position"], kind="stable").reset_index(drop=True)
+
+
+def structure_by_layer(scores: pd.DataFrame, kind: str = "probe_digit", split: str = "id",
+                       by: list[str] | None = None) -> pd.DataFrame:
+    """A structure score per probed layer and answer digit, per cell, at each trial's final step
+    (median and quartiles over the cell's usable trials; OOD: the shortest OOD length).  Layer
+    -1 is the final state, l >= 0 the residual stream after block l.  Columns: family, the
+    ``by`` axes, cell, layer, position, n, median, q25, q75."""
+    keep = (scores["kind"] == kind) & (scores["split"] == split)
+    if "head" in scores:  # attention scores have a head; the probes do not
+        keep &= scores["head"].isna()
+    rows = scores[keep]
+    rows = _final(rows)
+    if split == "ood" and len(rows):
+        rows = rows[rows["length"] == rows.groupby("trial_id")["length"].transform("min")]
+    by = cell_axes(rows) if by is None else list(by)
+    out = _distribution(rows, ["family"] + by + ["layer", "position"])
+    out.insert(1 + len(by), "cell", [cell_label(r, by) for r in out.to_dict("records")])
+    # the final state (-1) after the blocks
+    order = out["layer"].where(out["layer"] >= 0, np.inf)
+    return out.assign(_order=order).sort_values(["cell", "_order", "position"], kind="stable").drop(
+        columns="_order").reset_index(drop=True)

@@ -8,12 +8,14 @@ one run, on one device and thread count:
    untimed ones, timed through train's ``progress`` hook (evaluation happens after
    the timed window);
 2. one evaluation (``task.evaluate``) and the representations with the probes
-   (``task.representations``) and without them (the same task with
-   ``task.probes.enabled=false``: only the units-digit PCA), on the model at
-   initialization and on the model after the timed steps; the median of
+   (``task.representations``: linear probes, cluster and equivalence scores, and the
+   attention summaries), without the attention summaries (``task.probes.attention=false``)
+   and without any probe (``task.probes.enabled=false``: only the units-digit PCA), on
+   the model at initialization and on the model after the timed steps; the median of
    ``--repeats`` calls each.
 
-The probe cost of an evaluation is the difference of the two representation times.  A
+The probe cost of an evaluation is the difference of the representation times with and
+without probes; the attention part, that with and without the attention summaries.  A
 trial of ``train.steps`` steps evaluates ``train.steps / train.eval_every`` times
 (probing at each one, or every ``task.probes.every`` steps), so its time is
 steps x step time + evaluations x (evaluation + representations), and the probe share
@@ -60,19 +62,30 @@ def median_seconds(fn, repeats: int) -> tuple[float, float]:
 
 def evaluation_costs(cfg: Any, model: torch.nn.Module, device: torch.device, repeats: int) -> dict[str, float]:
     """Seconds (wall and CPU) of one evaluation, and of the representations with and without probes."""
+    def variant(**probes: Any):
+        return build_task(cfg.task.model_copy(update={"probes": cfg.task.probes.model_copy(update=probes)}),
+                          seed=cfg.train.seed, device=device)
+
     task = build_task(cfg.task, seed=cfg.train.seed, device=device)
-    plain = build_task(cfg.task.model_copy(update={"probes": cfg.task.probes.model_copy(update={"enabled": False})}),
-                       seed=cfg.train.seed, device=device)
+    plain = variant(enabled=False)
+    has_attention = getattr(cfg.task.probes, "attention", None) is not None
+    no_attention = variant(attention=False) if has_attention else None
     model.eval()
     out = {}
+    timed = [("evaluate", lambda: task.evaluate(model)),
+             ("representations", lambda: task.representations(model)),
+             ("representations_without_probes", lambda: plain.representations(model))]
+    if no_attention is not None:
+        timed.append(("representations_without_attention", lambda: no_attention.representations(model)))
     with torch.no_grad():
         task.representations(model)  # warm the sklearn imports and caches
-        for name, fn in (("evaluate", lambda: task.evaluate(model)),
-                         ("representations", lambda: task.representations(model)),
-                         ("representations_without_probes", lambda: plain.representations(model))):
+        for name, fn in timed:
             out[f"{name}_s"], out[f"{name}_cpu_s"] = median_seconds(fn, repeats)
     for clock in ("s", "cpu_s"):
         out[f"probes_{clock}"] = max(out[f"representations_{clock}"] - out[f"representations_without_probes_{clock}"], 0.0)
+        if no_attention is not None:  # the attention summaries' part of the probes
+            out[f"attention_{clock}"] = max(
+                out[f"representations_{clock}"] - out[f"representations_without_attention_{clock}"], 0.0)
     return {k: round(v, 4) for k, v in out.items()}
 
 
@@ -142,6 +155,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"trial of {trial_steps} steps, {n_evals} evaluations ({n_probed} probed): ~{trial_s:.1f} s, "
           f"probes {probe_s:.1f} s = {100 * share:.1f}% of the wall time, {100 * share_cpu:.1f}% of the CPU time "
           "(target < 10%)")
+    attention = {}
+    if "attention_s" in at_init:
+        for clock in ("s", "cpu_s"):
+            worst = max(c[f"attention_{clock}"] for c in (at_init, after))
+            total = trial_s if clock == "s" else trial_cpu_s
+            attention[f"attention_{clock}_per_trial"] = round(n_probed * worst, 2)
+            attention[f"attention_share_of_trial{'' if clock == 's' else '_cpu'}"] = round(n_probed * worst / total, 4)
+        print(f"of which the attention summaries: {attention['attention_s_per_trial']:.1f} s = "
+              f"{100 * attention['attention_share_of_trial']:.1f}% of the wall time, "
+              f"{100 * attention['attention_share_of_trial_cpu']:.1f}% of the CPU time")
     figures = {
         "device": str(device),
         "threads": torch.get_num_threads(),
@@ -162,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
         "trial_cpu_s_estimate": round(trial_cpu_s, 2),
         "probe_cpu_s_per_trial": round(probe_cpu_s, 2),
         "probe_share_of_trial_cpu": round(share_cpu, 4),
+        **attention,
+        "probe_layers": getattr(cfg.task.probes, "layers", None),
         "target_share": 0.10,
         "load_avg_1min_at_start": load_start,
         "load_avg_1min_at_end": round(os.getloadavg()[0], 2),

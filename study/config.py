@@ -189,6 +189,15 @@ class TrialConfig(Section):
                 f"task.probes.every={probes.every} is not a multiple of train.eval_every={self.train.eval_every}; "
                 "probes run at evaluations, so make it a multiple"
             )
+        layers = getattr(probes, "layers", None)
+        if isinstance(layers, list):
+            n_layer = self.model.shape[0]
+            wrong = [layer for layer in layers if not -1 <= layer < n_layer]
+            if wrong or not layers:
+                raise ValueError(
+                    f"task.probes.layers: {wrong or layers} names no layer of this model; model.size="
+                    f"{self.model.size} has blocks 0..{n_layer - 1} (and -1 for the final state), so probe those"
+                )
         return self
 
     def to_dict(self) -> dict[str, Any]:

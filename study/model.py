@@ -32,6 +32,7 @@ Shapes: K members, B sequences each, T positions, C = d_model, H heads, hd = C /
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -74,6 +75,26 @@ def alibi_slopes(n_head: int) -> torch.Tensor:
 def member_view(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """A per-member vector weight [K, C] shaped to broadcast against x [K, ..., C]."""
     return weight.view(weight.shape[0], *([1] * (x.dim() - 2)), weight.shape[1])
+
+
+@dataclass
+class Internals:
+    """What an evaluation forward with ``return_internals=True`` exposes besides the output.
+
+    hidden:    [K, B, T, C]        the final hidden state (after the last LayerNorm)
+    layers:    n_layer x [K, B, T, C]        the residual stream after each block (before the final norm)
+    attention: n_layer x [K, B, H, T, T]     each block's attention weights (rows sum to 1, causal)
+    A one-member call without a member dimension has none here either.
+    """
+
+    hidden: torch.Tensor
+    layers: list[torch.Tensor]
+    attention: list[torch.Tensor]
+
+    def member(self, k: int) -> "Internals":
+        """Member k's internals, without the member dimension."""
+        return Internals(hidden=self.hidden[k], layers=[x[k] for x in self.layers],
+                         attention=[w[k] for w in self.attention])
 
 
 class PackDropout(nn.Module):
@@ -166,7 +187,12 @@ class CausalSelfAttention(nn.Module):
             bias = -alibi_slopes(n_head)[:, None, None] * distance.clamp(min=0) + causal
             self.register_buffer("alibi_bias", bias, persistent=False)  # [H, T, T]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, return_weights: bool = False):
+        """[K, B, T, C] -> [K, B, T, C]; with ``return_weights`` also the attention weights
+        [K, B, H, T, T] (row t: how query t spreads over keys 0..t), computed explicitly as
+        softmax(q k^T / sqrt(hd) + bias).  Training with dropout takes the explicit path too
+        (each member's attention dropout from its own generator); training without dropout
+        and plain evaluation use the fused kernel."""
         K, B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=-1)  # each [K, B, T, C]
         # members join the batch: one attention call over K * B sequences
@@ -174,7 +200,8 @@ class CausalSelfAttention(nn.Module):
         if self.pos_encoding == "rope":
             cos, sin = self.rope_cos[:T], self.rope_sin[:T]
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        if self.training and self.dropout > 0:  # explicit, so that each member drops from its own stream
+        weights = None
+        if return_weights or (self.training and self.dropout > 0):  # dropout: each member drops from its own stream
             if self.pos_encoding == "alibi":  # [H, T, T] per head, the causal mask included; one per (sequence, head)
                 bias = self.alibi_bias[:, :T, :T].to(q.dtype).repeat(K * B, 1, 1)
             else:
@@ -182,15 +209,16 @@ class CausalSelfAttention(nn.Module):
             scores = torch.baddbmm(bias, q.flatten(0, 1), k.flatten(0, 1).transpose(1, 2),
                                    alpha=1.0 / math.sqrt(self.head_dim))  # bias + q k^T / sqrt(hd) [KB * H, T, T]
             weights = scores.view(K * B, self.n_head, T, T).softmax(-1)  # [KB, H, T, T]
-            weights = self.attn_dropout(weights.view(K, B, self.n_head, T, T)).view(K * B, self.n_head, T, T)
-            y = weights.to(v.dtype) @ v
+            dropped = self.attn_dropout(weights.view(K, B, self.n_head, T, T)).view(K * B, self.n_head, T, T)
+            y = dropped.to(v.dtype) @ v
         elif self.pos_encoding == "alibi":
             bias = self.alibi_bias[:, :T, :T].to(q.dtype)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
         else:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         y = y.transpose(1, 2).reshape(K, B, T, C)
-        return self.resid_dropout(self.proj(y))
+        out = self.resid_dropout(self.proj(y))
+        return (out, weights.view(K, B, self.n_head, T, T)) if return_weights else out
 
 
 class MLP(nn.Module):
@@ -213,7 +241,11 @@ class Block(nn.Module):
         self.ln_2 = PackedLayerNorm(n_members, d_model)
         self.mlp = MLP(n_members, d_model, dropout, generators)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, return_attention: bool = False):
+        if return_attention:
+            mixed, weights = self.attn(self.ln_1(x), return_weights=True)
+            x = x + mixed
+            return x + self.mlp(self.ln_2(x)), weights
         x = x + self.attn(self.ln_1(x))
         return x + self.mlp(self.ln_2(x))
 
@@ -288,10 +320,15 @@ class Transformer(nn.Module):
         """Parameters of one member."""
         return sum(p.numel() for p in self.parameters()) // self.n_members
 
-    def forward(self, inputs: torch.Tensor, positions: torch.Tensor | None = None, return_hidden: bool = False):
+    def forward(self, inputs: torch.Tensor, positions: torch.Tensor | None = None, return_hidden: bool = False,
+                return_internals: bool = False):
         """``positions`` (Long ``[K, B, T]``, or ``[B, T]`` with inputs ``[B, T]``): the
         task's position ids, required by the coupled/abacus/randomized schemes and
-        ignored by the others."""
+        ignored by the others.
+
+        ``return_internals=True`` (evaluation only, for probes) returns ``(out, Internals)``
+        instead: the final hidden state, the residual stream after each block and each
+        block's attention weights, computed on the explicit-softmax attention path."""
         single = inputs.dim() == (2 if self.io.tokens else 3)  # [B, T] (or [B, T, n_in]): no member dim
         if single:
             if self.n_members != 1:
@@ -312,10 +349,19 @@ class Transformer(nn.Module):
         elif self.pos_table is not None:
             x = x + self.pos_table[:, None, :T]  # [K or 1, 1, T, C]
         x = self.drop(x)
+        layers, attention = [], []
         for block in self.blocks:
-            x = block(x)
+            if return_internals:
+                x, weights = block(x, return_attention=True)
+                layers.append(x)
+                attention.append(weights)
+            else:
+                x = block(x)
         hidden = self.ln_f(x)  # [K, B, T, C]
         out = self.read_out(hidden)  # [K, B, T, n_out]
+        if return_internals:
+            internals = Internals(hidden=hidden, layers=layers, attention=attention)
+            return (out[0], internals.member(0)) if single else (out, internals)
         if single:
             out, hidden = out[0], hidden[0]
         return (out, hidden) if return_hidden else out
@@ -350,8 +396,9 @@ class Member(nn.Module):
         super().__init__()
         self.pack, self.k = pack, k
 
-    def forward(self, inputs: torch.Tensor, positions: torch.Tensor | None = None, return_hidden: bool = False):
+    def forward(self, inputs: torch.Tensor, positions: torch.Tensor | None = None, return_hidden: bool = False,
+                return_internals: bool = False):
         index = self.k if isinstance(self.k, list) else slice(self.k, self.k + 1)
         weights = {name: p[index] for name, p in self.pack.named_parameters()}
-        return functional_call(self.pack, weights, (inputs,), {"positions": positions, "return_hidden": return_hidden},
-                               strict=False)
+        return functional_call(self.pack, weights, (inputs,), {"positions": positions, "return_hidden": return_hidden,
+                                                               "return_internals": return_internals}, strict=False)

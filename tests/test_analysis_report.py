@@ -18,12 +18,32 @@ from test_analysis import build_arith, build_icl, build_icl_scores, build_points
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
+def build_attention_scores(store: Store, study: str = "arith") -> None:
+    """Attention alignment of trials a0 and a1 (2 blocks x 2 heads x 3 digits, ID and OOD
+    length 4) and their units-digit probe after block 0, at their last step (200)."""
+    for trial_id in ("a0", "a1"):
+        rows = []
+        for layer in (0, 1):
+            for head in (0, 1):
+                for position in (0, 1, 2):
+                    for split, length in (("id", 3), ("ood", 4)):
+                        value = 0.9 if head == 0 and layer == 0 else 0.2
+                        for kind, v in (("attention_alignment", value), ("attention_argmax", float(position))):
+                            rows.append({"trial_id": trial_id, "step": 200, "kind": kind, "split": split,
+                                         "position": position, "layer": layer, "head": head, "length": length,
+                                         "value": v})
+        rows.append({"trial_id": trial_id, "step": 200, "kind": "probe_digit", "split": "id", "position": 0,
+                     "layer": 0, "length": 3, "value": 0.4})
+        store.append("representations", rows, study=study, cell=f"model.size=nano|task.digits=3|train.seed={trial_id[1]}")
+
+
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> Store:
     s = Store(str(tmp_path_factory.mktemp("store")), create=True)
     build_arith(s, "arith")
     build_points(s, "arith", "a2", "model.size=nano|task.digits=3|train.seed=2")
     build_scores(s, "arith")
+    build_attention_scores(s, "arith")
     build_icl(s, "icl")
     build_icl_scores(s, "icl")
     build_arith(s, "both")
@@ -64,12 +84,23 @@ def test_arithmetic_report(reports):
     names = check_images(out)
     assert {"phase_boundary.png", "phase_ood_score.png", "length_curves.png", "equivalence_bars.png",
             "separation.png", "pca_pca_units_digit.png", "structure_vs_step.png", "structure_vs_length.png",
-            "phase_structure.png", "repr_equivalence_vs_length.png", "phase_repr_equivalence.png"} <= set(names)
+            "phase_structure.png", "repr_equivalence_vs_length.png", "phase_repr_equivalence.png",
+            "attention_alignment.png"} <= set(names)
     images = embedded(index)
     assert len(images) == len(names) and all(i.startswith(PNG) for i in images)
     for csv in ("breakdown_exact_match", "curves_exact_match", "equivalence", "trials", "grid_points", "grid_axes",
-                "separation", "structure_first", "structure_by_length", "structure_cells", "repr_equivalence_cells"):
+                "separation", "structure_first", "structure_by_length", "structure_cells", "repr_equivalence_cells",
+                "structure_by_layer", "attention_alignment"):
         assert (out / f"{csv}.csv").stat().st_size > 50, csv
+    import pandas as pd
+
+    aligned = pd.read_csv(out / "attention_alignment.csv")
+    assert len(aligned) == 2 * 2 * 3 * 2 and aligned["trial_id"].nunique() == 1  # one trial: heads differ by trial
+    assert aligned.loc[(aligned["layer"] == 0) & (aligned["head"] == 0), "alignment"].eq(0.9).all()
+    assert (aligned["most_attended_place"] == aligned["position"]).all()
+    layers = pd.read_csv(out / "structure_by_layer.csv")
+    nano = layers[(layers["cell"] == "model.size=nano|task.digits=3") & (layers["position"] == 0)]
+    assert nano["layer"].tolist() == [0, -1] and nano["n"].tolist() == [2, 3]  # the final state: a0-a2
     assert not re.search(r'(src|href)="(https?:)?//', text)  # nothing fetched from elsewhere
 
 

@@ -196,6 +196,11 @@ def test_sampling_rules():
     assert ((ab >= 100) & (ab < 1000)).all()
     below = sample_pairs(3, "below", 20000, g)
     assert (below < 1000).all() and (below < 100).any()
+    lengths = sample_pairs(3, "lengths", 30000, g)  # digit count uniform in 1..3, then uniform
+    counts = torch.bincount(num_digits(lengths.flatten()), minlength=4)[1:] / lengths.numel()
+    assert torch.allclose(counts, torch.full((3,), 1 / 3), atol=0.01)
+    units = lengths.flatten()[num_digits(lengths.flatten()) == 1]
+    assert torch.bincount(units, minlength=10).min() > 0.08 * len(units)  # 0 is a one-digit number
 
 
 def first_operand(task: Arithmetic, inputs: torch.Tensor) -> torch.Tensor:
@@ -424,7 +429,7 @@ def test_probes_read_every_answer_digit_of_an_oracle(fields):
     """The oracle's state at each answer digit is the one-hot of that digit: every probe of the
     digit is exact on ID and OOD inputs, and its states cluster perfectly (so the states were read
     at the right positions in every format)."""
-    task = make(**fields, eval_max_len=4, probes={"points": 128})
+    task = make(**fields, eval_max_len=4, probes={"points": 128, "attention": False})
     rows = [r for r in task.representations(KeyedOracle(task, lambda a, b: a + b, residue=False)) if "value" in r]
     assert {r["layer"] for r in rows} == {-1} and {r["position"] for r in rows} == {0, 1, 2, 3}
     values = scores(rows)
@@ -433,19 +438,22 @@ def test_probes_read_every_answer_digit_of_an_oracle(fields):
         if i < 3:  # digit 3 of an ID answer is a carry (0 or 1; always 1 where it is written unpadded)
             assert values[("probe_digit", "ood", i, 4)] == 1.0 and values[("silhouette_digit", "id", i, 3)] > 0.5
     assert {k[2] for k in values if k[0] == "probe_carry"} == {1, 2, 3}  # nothing carries into the units
-    # every input has its own state: OOD states are no nearer their equivalent than chance
-    assert values[("repr_equivalence", "ood", 0, 4)] < 0.1
+    # the oracle's state at digit 3 is the true carry out of the hundreds, which the 4-digit inputs'
+    # equivalents often lack: their states are no nearer than the nearest other-digit ID state
+    # (NaN unpadded: a written ID digit 3 is always 1, so no ID state has another digit)
+    rate = values[("repr_equivalence", "ood", 3, 4)]
+    assert rate < 0.7 if fields.get("pad", True) else math.isnan(rate)
 
 
 def test_probes_of_an_equivalence_model():
     """A model that answers f(a mod 10^n, b mod 10^n) and whose OOD states equal those of the ID
     equivalents: equivalence rate 1 at every digit; the ID probe reads OOD states as the
     equivalent's digits, which differ from the true ones at digit n = 3."""
-    task = make(eval_max_len=5, probes={"points": 128})
+    task = make(eval_max_len=5, probes={"points": 128, "attention": False})
     rows = task.representations(KeyedOracle(task, lambda a, b: a % 1000 + b % 1000, residue=True))
     values = scores(rows)
     for L in (4, 5):
-        assert values[("repr_equivalence_chance", "ood", 0, L)] < 0.01
+        assert values[("repr_equivalence_chance", "ood", 0, L)] < 0.2  # another input's equivalent: its digit 1/10
         for i in range(4):
             assert values[("repr_equivalence", "ood", i, L)] == 1.0
             assert values[("repr_equivalence_digit", "ood", i, L)] == 1.0
@@ -454,7 +462,7 @@ def test_probes_of_an_equivalence_model():
 
 
 def test_probe_positions_and_every_follow_the_config():
-    task = make(probes={"points": 64, "positions": [1], "every": 1000})
+    task = make(probes={"points": 64, "positions": [1], "every": 1000, "attention": False})
     model = perfect(task)
     assert {r["position"] for r in task.representations(model) if "value" in r} == {1}  # before training: probed
     generator = torch.Generator().manual_seed(0)
@@ -475,7 +483,7 @@ def test_probe_positions_and_every_follow_the_config():
         (dict(digits=1, train_fraction=0.6), "task.train_fraction"),
         (dict(pad=False, symbols=False), "task.symbols"),
         (dict(op="mul", width=10, digits=3, eval_max_len=10), "task.eval_max_len"),
-        (dict(width=20, eval_max_len=19), "task.eval_max_len"),
+        (dict(width=20, digits=19, eval_max_len=19), "task.digits"),  # evaluation may go beyond int64
         (dict(op="mul", modulus=2**40), "task.modulus"),
     ],
 )

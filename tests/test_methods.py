@@ -22,7 +22,8 @@ CURVES = {  # exact match at the OOD lengths 5, 8, 10 (ID lengths score 1)
 }
 
 
-def write_trial(store: Store, trial_id: str, method: str, hints: bool, seed: int, curve: list[float]) -> None:
+def write_trial(store: Store, trial_id: str, method: str, hints: bool, seed: int, curve: list[float],
+                id_score: float = 1.0) -> None:
     grid = {"model.pos_encoding": method, "task.index_hints": hints, "train.seed": seed}
     cell = "|".join(f"{k}={v}" for k, v in grid.items())
     config = {"task": {"family": "arithmetic", "op": "add", "digits": 3, "index_hints": hints},
@@ -34,7 +35,7 @@ def write_trial(store: Store, trial_id: str, method: str, hints: bool, seed: int
     }], study="m", attempt=0, cell=cell)
     rows = []
     for length in LENGTHS:
-        em = 1.0 if length <= 3 else curve[[5, 8, 10].index(length)]
+        em = id_score if length <= 3 else curve[[5, 8, 10].index(length)]
         for metric, value in (("exact_match", em), ("equivalence", 1.0 - em)):
             rows.append({"trial_id": trial_id, "step": 100, "split": "id" if length <= 3 else "ood",
                          "metric": metric, "value": value, "len_a": length, "len_b": length})
@@ -49,6 +50,7 @@ def study(tmp_path_factory):
         write_trial(store, f"c{seed}", "coupled", False, seed, CURVES["coupled"])
         write_trial(store, f"h{seed}", "learned", True, seed, [1.0, 0.1 * seed, 0.0])  # both seeds break at 8
     write_trial(store, "a0", "abacus", False, 0, CURVES["abacus"])
+    write_trial(store, "n0", "none", False, 0, [0.0, 0.0, 0.0], id_score=0.0)  # never learned: no boundary
     trials = load.trials(store, "m")
     return trials, load.final_evals(store, "m", trials_frame=trials), store
 
@@ -68,7 +70,7 @@ def test_breakdown_says_holds_to_the_last_length_and_flags_the_non_monotone_curv
 def test_method_table_ranks_methods_by_median_boundary_with_seed_spread(study):
     trials, final, _ = study
     table = methods.method_table(final, trials).set_index("method")
-    assert list(table.index) == ["coupled", "abacus", "learned + index hints", "learned"]
+    assert list(table.index) == ["coupled", "abacus", "learned + index hints", "learned", "none"]
     assert table.loc["coupled", "n_holds"] == 2 and table.loc["coupled", "holds_to"] == 10
     assert math.isnan(table.loc["coupled", "boundary_median"])  # holds beyond every length evaluated
     assert table.loc["learned", "boundary_median"] == 5 and table.loc["learned", "n"] == 2
@@ -76,8 +78,11 @@ def test_method_table_ranks_methods_by_median_boundary_with_seed_spread(study):
     hints = table.loc["learned + index hints"]  # seed 0 keeps 1.0 at 5 and breaks at 8; seed 1 too (0.1 < 0.5)
     assert (hints["boundary_q25"], hints["boundary_median"]) == (8, 8)
     assert table.loc["abacus", "n_nonmonotone"] == 1
+    unlearned = table.loc["none"]  # ranked last, not as a curve that holds
+    assert unlearned["n_unlearned"] == 1 and unlearned["n_holds"] == 0 and math.isnan(unlearned["boundary_q75"])
+    assert (table.drop(index="none")["n_unlearned"] == 0).all()
     fig = methods.boundary_by_method(methods.per_trial(final).assign(cell=""))
-    assert len(fig.axes) == 1 and len(fig.axes[0].get_xticklabels()) == 4
+    assert len(fig.axes) == 1 and len(fig.axes[0].get_xticklabels()) == 5
 
 
 def test_the_report_has_the_method_table_and_plot(study, tmp_path):

@@ -24,22 +24,22 @@ def ids_of(cfg: ArithmeticTask, a: int, b: int, scheme: str) -> list[int]:
 
 
 def test_coupled_ids_of_a_padded_sum_give_equal_significance_equal_ids():
-    cfg = ArithmeticTask(width=4, digits=3, eval_max_len=3)  # 0349 0705 -> reversed answer 45010
-    #          a: 0 3 4 9   b: 0 7 0 5   answer inputs: 4 5 0 1 (the last answer token is never read)
-    assert ids_of(cfg, 349, 705, "coupled") == [4, 3, 2, 1, 4, 3, 2, 1, 2, 3, 4, 5]
-    # the token predicting answer digit s (the last b digit predicts the units) has id 1 + s
-    # like the operand digits of significance s
+    cfg = ArithmeticTask(width=4, digits=3, eval_max_len=3, symbols=True)  # 0349+0705= -> reversed answer 45010
+    #          a: 0 3 4 9 +   b: 0 7 0 5 =   answer inputs: 4 5 0 1 (the last answer token is never read)
+    assert ids_of(cfg, 349, 705, "coupled") == [5, 4, 3, 2, 1, 5, 4, 3, 2, 1, 2, 3, 4, 5]
+    # a digit worth 10^s has id 2 + s in both operands and in the answer; '+' and '=' sit one
+    # below the units (Cho et al., arXiv 2405.20671): '=' predicts the units digit from id 2
 
 
 def test_coupled_and_abacus_ids_of_an_unpadded_sum():
     cfg = ArithmeticTask(pad=False, symbols=True, width=4, digits=3, eval_max_len=3)  # 349+12=163$
     #                                   3  4  9  +  1  2  =  1  6  3
-    assert ids_of(cfg, 349, 12, "coupled")[:10] == [3, 2, 1, 0, 2, 1, 1, 2, 3, 4]
+    assert ids_of(cfg, 349, 12, "coupled")[:10] == [4, 3, 2, 1, 3, 2, 1, 2, 3, 4]
     assert ids_of(cfg, 349, 12, "abacus")[:10] == [3, 2, 1, 0, 2, 1, 0, 1, 2, 3]  # each digit: 1 + offset in its number
     # (the tail of the row is pad tokens after the end token, never read for an answer)
 
 
-def test_coupled_ids_align_every_answer_digit_with_its_operand_digits():
+def test_coupled_ids_put_the_digits_each_answer_token_sums_one_id_above_it():
     cfg = ArithmeticTask(pad=False, symbols=True, width=8, digits=8, eval_max_len=8, train_set="fresh")
     g = torch.Generator().manual_seed(0)
     a, b = torch.randint(0, 10**8, (64,), generator=g), torch.randint(0, 10**8, (64,), generator=g)
@@ -49,8 +49,11 @@ def test_coupled_ids_align_every_answer_digit_with_its_operand_digits():
         P = int(enc.prompt_len[i])
         la, lb = len(str(int(a[i]))), len(str(int(b[i])))
         for s in range(min(la, lb)):
-            predicting = P - 1 + s  # the input whose output is answer digit s (reversed answer)
-            assert ids[i, la - 1 - s] == ids[i, la + 1 + lb - 1 - s] == ids[i, predicting] == 1 + s
+            digit = P + s  # answer digit s (reversed answer); the input before it predicts it
+            assert ids[i, la - 1 - s] == ids[i, la + 1 + lb - 1 - s] == ids[i, digit] == 2 + s
+            assert ids[i, digit - 1] == 1 + s  # '=' for the units, else answer digit s-1
+        assert ids[i, la] == ids[i, P - 1] == 1  # '+' and '='
+        assert 1 not in ids[i, P:].tolist()  # no answer token on the symbols' id
 
 
 # --------------------------------------------------------------------------- random ids in training
@@ -58,7 +61,7 @@ def test_coupled_ids_align_every_answer_digit_with_its_operand_digits():
 
 @pytest.mark.parametrize("scheme", ["coupled", "abacus"])
 def test_training_offsets_stay_in_range_and_repeat_from_the_seed(scheme):
-    cfg = ArithmeticTask(width=6, digits=3, eval_max_len=6, train_set="fresh", eval_examples=8)
+    cfg = ArithmeticTask(width=6, digits=3, eval_max_len=6, train_set="fresh", eval_examples=8, symbols=True)
     task = Arithmetic(cfg, seed=0, position_scheme=scheme, max_position=20)
     batch = task.train_batch(256, 0, torch.Generator().manual_seed(5))
     again = task.train_batch(256, 0, torch.Generator().manual_seed(5))
@@ -66,26 +69,28 @@ def test_training_offsets_stay_in_range_and_repeat_from_the_seed(scheme):
     enc = encode(batch.inputs[:, 0], batch.inputs[:, 0], cfg, 3)  # any pair: padded ids do not depend on values
     base = position_ids(enc.significance, enc.prompt_len, scheme)[:1]
     offset = batch.positions - base
-    digit = base.expand_as(offset) > 0
-    assert (batch.positions[~digit] == 0).all()  # symbols keep id 0 (none here: padded, no symbols)
+    has_id = base.expand_as(offset) > 0
+    assert (batch.positions[~has_id] == 0).all()  # abacus symbols keep id 0; coupled ones shift
+    assert has_id[0].sum() == len(base[0]) - (2 if scheme == "abacus" else 0)
     per_row = offset[:, :1]
-    assert (offset == per_row).all(), "one offset per sequence"
+    assert (offset == per_row)[has_id].all(), "one offset per sequence"
     assert batch.positions.min() >= 0 and batch.positions.max() <= 19
     assert set(per_row.flatten().tolist()) == set(range(20 - int(base.max())))  # every offset drawn
 
 
-@pytest.mark.parametrize("scheme", ["coupled", "abacus"])
-def test_the_smallest_id_range_the_config_allows_holds_every_unpadded_sequence(scheme):
+@pytest.mark.parametrize("scheme, largest", [("coupled", 7), ("abacus", 6)])
+def test_the_smallest_id_range_the_config_allows_holds_every_unpadded_sequence(scheme, largest):
     """Pad tokens after a short answer carry no id, so short sequences do not need more."""
     cfg = ArithmeticTask(pad=False, symbols=True, width=4, digits=2, eval_max_len=4, train_set="fresh",
                          eval_examples=8)
-    # 4-digit sums have 5 digits and an end token: the slot after the last digit is id 6
-    with pytest.raises(ConfigError, match="at least 7"):
-        trial_config({"task": cfg.model_dump(), "model": {"pos_encoding": scheme, "max_position": 6}})
-    task = Arithmetic(cfg, seed=0, position_scheme=scheme, max_position=7)
+    # 4-digit sums have 5 digits and an end token: the slot after the last digit (significance 5)
+    # is id 6 with Abacus, 7 when coupled (whose symbols take id 1)
+    with pytest.raises(ConfigError, match=f"at least {largest + 1}"):
+        trial_config({"task": cfg.model_dump(), "model": {"pos_encoding": scheme, "max_position": largest}})
+    task = Arithmetic(cfg, seed=0, position_scheme=scheme, max_position=largest + 1)
     ids = task.train_batch(512, 0, torch.Generator().manual_seed(0)).positions
-    assert ids.max() == 6 and ids.min() == 0
-    assert all(group.positions.max() <= 6 for group in task.eval_groups)
+    assert ids.max() == largest and ids.min() == 0
+    assert all(group.positions.max() <= largest for group in task.eval_groups)
 
 
 def test_randomized_ids_are_sorted_subsets_of_the_range_and_repeat_from_the_seed():
@@ -103,11 +108,11 @@ def test_randomized_ids_are_sorted_subsets_of_the_range_and_repeat_from_the_seed
 
 
 def test_evaluation_ids_have_no_offset():
-    cfg = ArithmeticTask(width=4, digits=3, eval_max_len=3, eval_examples=8)
+    cfg = ArithmeticTask(width=4, digits=3, eval_max_len=3, eval_examples=8, symbols=True)
     task = Arithmetic(cfg, seed=0, position_scheme="coupled", max_position=32)
     group = task.eval_groups[0]
     assert group.positions.shape == (len(group.prompts), group.prompts.shape[1] + group.target.shape[1] - 1)
-    assert group.positions[0].tolist() == [4, 3, 2, 1, 4, 3, 2, 1, 2, 3, 4, 5]
+    assert group.positions[0].tolist() == [5, 4, 3, 2, 1, 5, 4, 3, 2, 1, 2, 3, 4, 5]
 
 
 # --------------------------------------------------------------------------- the model
@@ -150,8 +155,9 @@ def test_a_model_with_task_ids_refuses_to_run_without_them():
     (["task.family=icl", "model.pos_encoding=coupled"], "task.family=icl prompts have none"),
     (["task.family=icl", "model.pos_encoding=randomized"], "task.family=icl prompts have none"),
     (["model.pos_encoding=abacus", "task.reverse=false"], "set task.reverse=true"),
-    (["model.pos_encoding=coupled", "task.width=12", "task.eval_max_len=12", "model.max_position=12"],
-     "set model.max_position to at least 14"),
+    (["model.pos_encoding=coupled", "task.symbols=true", "task.width=12", "task.eval_max_len=12",
+      "model.max_position=12"], "set model.max_position to at least 15"),
+    (["model.pos_encoding=coupled", "task.symbols=false"], "set task.symbols=true"),
     (["model.pos_encoding=randomized", "model.max_position=10"], "set model.max_position to at least"),
     (["task.index_hints=true", "task.pad=false", "task.symbols=true"], "set task.pad=true"),
     (["task.eval_lengths=[3,8]", "task.eval_max_len=5", "task.width=8"], "drop task.eval_max_len"),
@@ -198,7 +204,7 @@ class Lookup(nn.Module):
 
 def test_a_perfect_model_scores_one_with_hints_and_coupled_ids_on_a_diagonal_grid():
     cfg = ArithmeticTask(width=12, digits=3, eval_lengths=[1, 2, 3, 8, 12], eval_grid="diagonal",
-                         index_hints=True, eval_examples=8)
+                         index_hints=True, symbols=True, eval_examples=8)
     task = Arithmetic(cfg, seed=0, position_scheme="coupled", max_position=32)
     assert task.conditions == [(1, 1, "id"), (2, 2, "id"), (3, 3, "id"), (8, 8, "ood"), (12, 12, "ood")]
     oracle = Lookup(task)

@@ -67,7 +67,10 @@ def test_every_cell_gets_its_quota_and_results_reach_the_cells_study(tmp_path, r
     units = store.frame("representations", study="quota",
                         where="kind = 'probe_digit' AND split = 'id' AND position = 0")
     assert units.groupby("trial_id")["step"].apply(sorted).tolist() == [[10, 20, 30, 40]] * 4
-    assert units["value"].between(0, 1).all() and (units["layer"] == -1).all()
+    assert units["value"].between(0, 1).all() and (units["layer"] == -1).all() and units["head"].isna().all()
+    aligned = store.frame("representations", study="quota", where="kind = 'attention_alignment' AND step = 40")
+    assert sorted(aligned["head"].unique()) == [0, 1, 2] and (aligned["layer"] == 0).all()  # 1 block, 3 heads
+    assert aligned["value"].between(0, 1).all() and aligned.groupby("trial_id").size().nunique() == 1
     status = study_status(spec)
     assert status["completed"].tolist() == [2, 2] and status["pending"].tolist() == [0, 0]
     # Tune's own per-trial logs keep the metrics but not the rows (those live in the store)

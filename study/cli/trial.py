@@ -23,6 +23,7 @@ def _trial(args: argparse.Namespace) -> int:
     except RuntimeError as err:
         raise ConfigError(str(err)) from None
     check_fits(cfg, *available_bytes(device.type))
+    store = _open_store(args, cfg)
     if cfg.pack.size > 1:
         return _trial_pack(cfg, args)
 
@@ -30,7 +31,16 @@ def _trial(args: argparse.Namespace) -> int:
         if not args.json:
             print(f"\rstep {step}/{cfg.train.steps}  loss {loss:.4f}", end="", file=sys.stderr, flush=True)
 
-    result = train(cfg, trial_id="local", progress=progress)
+    def record(report) -> None:  # every evaluation's rows, as a sweep's store callback writes them
+        for table, rows in report.rows.items():
+            if rows:
+                store.append(table, rows, study=args.study, cell="")
+
+    result = train(cfg, trial_id="local", progress=progress, report=record if store is not None else None)
+    if store is not None:
+        store.append("trials", [{"trial_id": "local", "grid": "{}", "config": json.dumps(cfg.to_dict()),
+                                 "status": result.status, "device": result.device, "n_params": result.n_params,
+                                 "steps": result.steps}], study=args.study, cell="")
     if not args.json:
         print(file=sys.stderr)
     if args.json:
@@ -50,6 +60,19 @@ def _trial(args: argparse.Namespace) -> int:
         print(eval_table(result.eval_rows))
         print("summary: " + "  ".join(f"{k}={v:.4f}" for k, v in result.metrics.items()))
     return 0 if result.status == "completed" else 1
+
+
+def _open_store(args: argparse.Namespace, cfg):
+    """The store ``--store`` names (created when missing), or None; refused before training."""
+    if not args.store:
+        return None
+    from study.store import Store
+
+    if cfg.pack.size > 1:
+        raise ConfigError("--store records one trial; drop pack.size (or run the pack as a sweep, whose store "
+                          "holds every member)")
+    Store.check_target(args.store)
+    return Store(args.store, create=True)
 
 
 def _trial_pack(cfg, args: argparse.Namespace) -> int:
@@ -102,4 +125,7 @@ def add_trial_command(sub) -> None:
     p.add_argument("spec", nargs="?", help="trial YAML (or a sweep spec: its base is used); defaults if omitted")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override, e.g. --set model.size=micro")
     p.add_argument("--json", action="store_true", help="print one JSON object with config, metrics and rows")
+    p.add_argument("--store", help="also write the trial's rows (evals, curves, representations) to this store, "
+                                   "trial_id 'local', as a sweep would (created when missing)")
+    p.add_argument("--study", default="trial", help="study name in --store (default: trial)")
     p.set_defaults(func=_trial)

@@ -104,6 +104,7 @@ TABLES: dict[str, pa.Schema] = {
             ("shift", pa.string()),  # icl: the shift axis of the scored prompts ("none" in distribution)
             ("shift_value", pa.float64()),
             ("value", pa.float64()),  # the score
+            ("head", pa.int64()),  # attention scores: the head of block ``layer``
         ]
     ),
 }
@@ -111,7 +112,7 @@ TABLES: dict[str, pa.Schema] = {
 # Columns added to a table after stores were first written: a fragment written before
 # may lack them, and readers see null there (so old stores stay readable as they are).
 ADDED_COLUMNS: dict[str, list[str]] = {
-    "representations": ["position", "layer", "length", "shift", "shift_value", "value"],
+    "representations": ["position", "layer", "length", "shift", "shift_value", "value", "head"],
 }
 
 # The columns that identify what a row measures (``attempt`` and ``written_at``
@@ -125,7 +126,7 @@ KEYS: dict[str, list[str]] = {
     ],
     "representations": [
         "study", "trial_id", "step", "kind", "split", "point",
-        "position", "layer", "length", "shift", "shift_value",
+        "position", "layer", "length", "shift", "shift_value", "head",
     ],
 }
 

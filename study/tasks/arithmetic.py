@@ -28,8 +28,12 @@ else "ood".  Answers are decoded greedily and scored against the true answer and
 the *equivalence* answer f(a mod 10^n, b mod 10^n) [mod p] (Xu et al., arXiv 2308.08268
 and 2407.17963).
 
-Numbers are int64 tensors, so operands are limited to 18 digits (9 for mul without a
-modulus, where the product must fit); ``width`` itself may be up to 40 (padding zeros).
+Numbers are int64 tensors (Long [N]) up to 18 digits.  Evaluation operands beyond that
+(``task.width`` and the evaluated lengths go up to 40) are *digit rows*, Long [N, w] with
+the least significant digit first; their sums are computed digit by digit, their residues
+mod p by Horner's rule, and the equivalence answer reads only their low n digits.
+Training operands stay within 18 digits; multiplication without a modulus within 9 (the
+product must fit int64).
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from torch import nn
 
 from study.tasks.arithmetic_config import (
     HINTS,
+    INT64_DIGITS,
     INT64_MAX,
     ArithmeticTask,
     answer_digits,
@@ -103,6 +108,80 @@ def num_digits(x: torch.Tensor) -> torch.Tensor:
     return 1 + (x[..., None] >= powers).sum(-1)
 
 
+def as_digits(x: torch.Tensor, w: int) -> torch.Tensor:
+    """The w lowest digits, least significant first, of numbers Long [N] or of digit rows
+    Long [N, m]: Long [N, w] (zeros above the number)."""
+    if x.dim() == 1:
+        return to_digits(x, w)
+    return x[:, :w] if x.shape[1] >= w else F.pad(x, (0, w - x.shape[1]))
+
+
+def digit_count(x: torch.Tensor) -> torch.Tensor:
+    """Decimal digit count of numbers Long [N] or digit rows Long [N, m] (0 has one digit): Long [N]."""
+    if x.dim() == 1:
+        return num_digits(x)
+    nonzero = (x != 0).flip(1).to(torch.int8)  # most significant first
+    return torch.where(nonzero.any(1), x.shape[1] - nonzero.argmax(1), 1)
+
+
+def sample_exact_digits(len_a: int, len_b: int, size: int, generator: torch.Generator) -> torch.Tensor:
+    """Long [size, 2, max(len_a, len_b)]: digit rows of a with exactly len_a digits and b with
+    exactly len_b digits, uniform (the leading digit 1-9, the others 0-9; one digit: 0-9)."""
+    L, dev = max(len_a, len_b), generator.device
+    rows = []
+    for n in (len_a, len_b):
+        low = torch.randint(0, 10, (size, n - 1), generator=generator, device=dev)
+        top = torch.randint(0 if n == 1 else 1, 10, (size, 1), generator=generator, device=dev)
+        rows.append(F.pad(torch.cat([low, top], 1), (0, L - n)))
+    return torch.stack(rows, 1)
+
+
+def add_digits(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a + b of digit rows Long [N, m] (shorter rows are zero-extended): Long [N, m + 1]."""
+    w = max(a.shape[1], b.shape[1])
+    a, b = as_digits(a, w), as_digits(b, w)
+    out, carry = [], torch.zeros_like(a[:, 0])
+    for i in range(w):  # a loop over digit positions; every step is vectorized over N
+        total = a[:, i] + b[:, i] + carry
+        out.append(total % 10)
+        carry = total // 10
+    return torch.stack(out + [carry], 1)
+
+
+def residue(x: torch.Tensor, modulus: int) -> torch.Tensor:
+    """x mod p of digit rows Long [N, m], by Horner's rule: Long [N] (p <= 10^17 keeps 10 x in int64)."""
+    r = torch.zeros_like(x[:, 0])
+    for i in range(x.shape[1] - 1, -1, -1):
+        r = (r * 10 + x[:, i]) % modulus
+    return r
+
+
+def low_number(x: torch.Tensor, n: int) -> torch.Tensor:
+    """x mod 10^n of numbers Long [N] or digit rows Long [N, m] (n <= 18): Long [N]."""
+    if x.dim() == 1:
+        return x % 10**n
+    powers = torch.tensor([10**i for i in range(n)], device=x.device)
+    return (as_digits(x, n) * powers).sum(1)
+
+
+def answer_of(a: torch.Tensor, b: torch.Tensor, op: str, modulus: int | None = None) -> torch.Tensor:
+    """f(a, b) [mod p] of numbers (Long [N]), or of digit rows (Long [N, m]): the sum's digit
+    rows Long [N, m + 1], or with a modulus the residue Long [N].  Products of digit rows
+    are refused (the config keeps multiplication without a modulus within int64)."""
+    if a.dim() == 1:
+        return apply_op(a, b, op, modulus)
+    if modulus is not None:
+        return apply_op(residue(a, modulus), residue(b, modulus), op, modulus)
+    if op == "add":
+        return add_digits(a, b)
+    raise ValueError("products of operands beyond int64 need task.modulus")
+
+
+def equivalent_of(a: torch.Tensor, b: torch.Tensor, n: int, op: str, modulus: int | None = None) -> torch.Tensor:
+    """The equivalence answer f(a mod 10^n, b mod 10^n) [mod p] of numbers or digit rows: Long [N]."""
+    return apply_op(low_number(a, n), low_number(b, n), op, modulus)
+
+
 def carry_into(a: torch.Tensor, b: torch.Tensor, i: int, op: str) -> torch.Tensor:
     """The carry into answer digit i of f(a, b): floor(partial / 10^i), where partial is the sum of
     the terms of significance below i (add: a mod 10^i + b mod 10^i; mul: a_j b_k 10^(j+k) over
@@ -124,7 +203,9 @@ def sample_pairs(n: int, sampling: str, size: int, generator: torch.Generator) -
     """Long [size, 2] of operand pairs drawn with replacement, on the generator's device.
 
     below: a, b uniform in [0, 10^n); ab: both uniform with exactly n digits; D: one
-    operand (which one is a fair coin) with exactly n digits, the other in [0, 10^n).
+    operand (which one is a fair coin) with exactly n digits, the other in [0, 10^n);
+    lengths: each operand's digit count uniform in 1..n, then the operand uniform among
+    the numbers with that many digits (the training set of Cho et al., arXiv 2405.20671).
     """
     lo, hi = exact_range(n)
     dev = generator.device
@@ -139,9 +220,23 @@ def sample_pairs(n: int, sampling: str, size: int, generator: torch.Generator) -
         other = torch.randint(0, hi, (size,), generator=generator, device=dev)
         long_first = torch.rand(size, generator=generator, device=dev) < 0.5
         a, b = torch.where(long_first, long, other), torch.where(long_first, other, long)
+    elif sampling == "lengths":
+        a, b = (uniform_length_numbers(n, size, generator) for _ in range(2))
     else:
         raise ValueError(f"unknown sampling {sampling!r}")
     return torch.stack([a, b], dim=1)
+
+
+def uniform_length_numbers(n: int, size: int, generator: torch.Generator) -> torch.Tensor:
+    """Long [size]: a digit count uniform in 1..n, then a number uniform among those with
+    exactly that many digits (one digit: 0-9)."""
+    dev = generator.device
+    count = torch.randint(1, n + 1, (size, 1), generator=generator, device=dev)
+    digits = torch.randint(0, 10, (size, n), generator=generator, device=dev)  # least significant first
+    top = torch.randint(1, 10, (size, 1), generator=generator, device=dev)
+    i = torch.arange(n, device=dev)
+    digits = torch.where(i == count - 1, torch.where(count == 1, digits, top), torch.where(i < count, digits, 0))
+    return (digits * torch.tensor([10**k for k in range(n)], device=dev)).sum(1)
 
 
 def sample_exact(len_a: int, len_b: int, size: int, generator: torch.Generator) -> torch.Tensor:
@@ -243,13 +338,14 @@ def compact(tokens: torch.Tensor, keep: torch.Tensor, pad_id: int) -> tuple[torc
 
 
 def operand_field(x: torch.Tensor, w: int, pad: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """The w-digit field of operands x [N], most significant first, and which digits are written.
+    """The w-digit field of operands x (Long [N], or digit rows [N, m]), most significant
+    first, and which digits are written.
 
     Returns (tokens Long [N, w], keep Bool [N, w]); unpadded keeps no leading zeros.
     """
-    field = to_digits(x, w).flip(-1)
+    field = as_digits(x, w).flip(-1)
     significance = torch.arange(w - 1, -1, -1, device=x.device)
-    keep = significance < num_digits(x)[:, None] if not pad else torch.ones_like(field, dtype=torch.bool)
+    keep = significance < digit_count(x)[:, None] if not pad else torch.ones_like(field, dtype=torch.bool)
     return field, keep
 
 
@@ -273,24 +369,24 @@ def answer_significance(cfg: ArithmeticTask, k: int, device: torch.device | str 
 
 
 def encode_answer(c: torch.Tensor, cfg: ArithmeticTask, k: int) -> torch.Tensor:
-    """The k answer tokens for answers c [N]: Long [N, k].
+    """The k answer tokens for answers c (Long [N], or digit rows [N, m]): Long [N, k].
 
     Padded: the k-digit zero-padded answer.  Unpadded: its digits, the end token, then pad
     tokens up to k.  Reversed formats write the least significant digit first.
     """
     if cfg.pad:
-        digits = to_digits(c, k // hint_factor(cfg))
+        digits = as_digits(c, k // hint_factor(cfg))
         digits = digits if cfg.reverse else digits.flip(-1)
         if cfg.index_hints:
             significance = answer_significance(cfg, k, c.device)[1::2]
             return with_hints(digits, significance, cfg)
         return digits
     vocab = vocabulary(cfg)
-    digits = to_digits(c, k - 1)
-    keep = torch.arange(k - 1, device=c.device) < num_digits(c)[:, None]
+    digits = as_digits(c, k - 1)
+    keep = torch.arange(k - 1, device=c.device) < digit_count(c)[:, None]
     if not cfg.reverse:
         digits, keep = digits.flip(-1), keep.flip(-1)
-    end = torch.full_like(c[:, None], vocab.index(END))
+    end = torch.full_like(digits[:, :1], vocab.index(END))
     tokens, _, _ = compact(torch.cat([digits, end], 1), torch.cat([keep, torch.ones_like(keep[:, :1])], 1), vocab.index(PAD))
     return tokens
 
@@ -304,7 +400,7 @@ class Encoded:
     prompt_len:   Long [N]     tokens before the first answer token
     significance: Long [N, T]  the power of 10 of each token's digit (hints: their digit's);
                                every answer slot by :func:`answer_significance`; -1 at
-                               symbols and at prompt padding
+                               symbols (in the prompt) and at pads after the answer
     """
 
     tokens: torch.Tensor
@@ -316,14 +412,15 @@ class Encoded:
 def encode(a: torch.Tensor, b: torch.Tensor, cfg: ArithmeticTask, n: int) -> Encoded:
     """Token sequences for the pairs (a[i], b[i]); T = sequence_length(cfg, n).
 
-    a, b: Long [N] operands with at most n digits (padded formats always use cfg.width).
+    a, b: Long [N] operands, or digit rows Long [N, m], with at most n digits (padded
+    formats always use cfg.width).
     """
     vocab = vocabulary(cfg)
     N = a.shape[0]
     ones = torch.ones(N, 1, dtype=torch.bool, device=a.device)
     a_tok, a_keep, a_sig = operand_tokens(a, cfg, n)
     b_tok, b_keep, b_sig = operand_tokens(b, cfg, n)
-    ans = encode_answer(apply_op(a, b, cfg.op, cfg.modulus), cfg, answer_width(cfg, n))
+    ans = encode_answer(answer_of(a, b, cfg.op, cfg.modulus), cfg, answer_width(cfg, n))
     ans_keep = ans != vocab.index(PAD) if not cfg.pad else torch.ones_like(ans, dtype=torch.bool)
     ans_sig = torch.full_like(ans, -1)  # set by slot below, after unpadded fields are compacted
     if cfg.symbols:
@@ -353,23 +450,29 @@ def encode(a: torch.Tensor, b: torch.Tensor, cfg: ArithmeticTask, n: int) -> Enc
 
 def position_ids(significance: torch.Tensor, prompt_len: torch.Tensor | int, scheme: str) -> torch.Tensor:
     """Ids of the model inputs ``tokens[:, :-1]`` under ``scheme``: Long [N, L-1] from the
-    significance of the full sequence [N, L] (see :class:`Encoded`); 0 marks no digit.
+    significance of the full sequence [N, L] (see :class:`Encoded`); 0 marks a token that
+    gets no id of its own (no digit; the training offset leaves it at 0).
 
     - ``abacus`` (McLeish et al., arXiv 2405.17399): every digit, answer included, gets
-      1 + its offset within its number counted from the units digit.
-    - ``coupled`` (Cho et al., arXiv 2405.20671): operand digits of significance s get
-      1 + s, and the answer's ids are shifted by one so that the token *predicting*
-      answer digit s carries 1 + s, the id of the operand digits it is made of.
+      1 + its offset within its number counted from the units digit; symbols 0.
+    - ``coupled`` (Cho et al., arXiv 2405.20671, Sec. 4): every token gets the id of its
+      own significance, answer digits included, unshifted: 2 + s for a digit worth 10^s,
+      and the operator and '=' the id one below the units digit (1, "significance -1").
+      The token that predicts answer digit s is then '=' (s = 0) or answer digit s-1, with
+      id 1 + s: the operand digits it sums sit at the next id, 2 + s, where the causal mask
+      hides every answer token; the digits of the carry into s sit at its own id.  (Giving
+      that token the id of digit s instead would put the already written answer digits on
+      the ids of the operand digits, and a head reading an id could not tell them apart.)
+      Pad tokens after the answer get 0.
     """
-    L = significance.shape[1]
     own = torch.where(significance >= 0, 1 + significance, 0)
     if scheme == "abacus":
         return own[:, :-1]
     if scheme == "coupled":
+        L = significance.shape[1]
         slot = torch.arange(L, device=own.device) - torch.as_tensor(prompt_len, device=own.device).view(-1, 1)
-        predicts_answer = slot[:, 1:] >= 0  # input t predicts token t+1, an answer slot
-        operand = torch.where(slot[:, :-1] < 0, own[:, :-1], 0)
-        return torch.where(predicts_answer, own[:, 1:], operand)
+        symbol = (significance < 0) & (slot < 0)  # the prompt's -1 are its symbols; pads follow the answer
+        return torch.where(significance >= 0, 2 + significance, torch.where(symbol, 1, 0))[:, :-1]
     raise ValueError(f"position_ids: no significance rule for scheme {scheme!r}")
 
 
@@ -544,6 +647,22 @@ class ProbeSet:
     ood_pairs: dict[int, torch.Tensor]
 
 
+@dataclass
+class AnswerStates:
+    """What :meth:`Arithmetic.answer_states` reads at the positions predicting the probed digits.
+
+    states:  {layer: Float [N, I, d]} on the CPU, zeros where the digit is absent
+    present: Bool [N, I]  False where the answer has no such digit (unpadded answers are as
+             long as they are)
+    shares:  None, or per block Float [N, H, I, S]: the attention each head sends from the
+             position predicting digit i onto the operand tokens of significance s
+    """
+
+    states: dict[int, torch.Tensor]
+    present: torch.Tensor
+    shares: list[np.ndarray] | None = None
+
+
 class Arithmetic:
     """The arithmetic task of ``cfg``: training sampler, fixed evaluation grid, metrics.
 
@@ -554,7 +673,8 @@ class Arithmetic:
     conditions:  list of (len_a, len_b, split) of the evaluation grid.
     eval_pairs:  {(len_a, len_b): Long [eval_examples, 2]}; the "id" ones exclude train_pairs
                  (when the training set covers a whole condition, the condition is kept as
-                 drawn).
+                 drawn).  Conditions beyond 18 digits hold digit rows, Long [eval_examples,
+                 2, max(len_a, len_b)] (least significant first).
     """
 
     def __init__(self, cfg: ArithmeticTask, seed: int, device: torch.device | str = "cpu",
@@ -622,13 +742,15 @@ class Arithmetic:
         conditions, drawn = [], []
         for len_a, len_b in self.cfg.evaluated_pairs:
             conditions.append((len_a, len_b, "id" if max(len_a, len_b) <= self.n else "ood"))
-            drawn.append(sample_exact(len_a, len_b, 2 * E + 64, g))
-        if train_pairs is not None:  # one membership test for the whole grid
-            seen = rows_in(torch.cat(drawn), train_pairs).split([len(d) for d in drawn])
+            drawn.append(sample_exact(len_a, len_b, 2 * E + 64, g) if max(len_a, len_b) <= INT64_DIGITS
+                         else sample_exact_digits(len_a, len_b, E, g))
+        id_drawn = [d for d, c in zip(drawn, conditions) if c[2] == "id"]  # all within int64
+        if train_pairs is not None and id_drawn:  # one membership test for the ID conditions
+            seen = iter(rows_in(torch.cat(id_drawn), train_pairs).split([len(d) for d in id_drawn]))
         pairs = {}
-        for (len_a, len_b, split), candidates, i in zip(conditions, drawn, range(len(drawn))):
+        for (len_a, len_b, split), candidates in zip(conditions, drawn):
             if split == "id" and train_pairs is not None:
-                unseen = candidates[~seen[i]]
+                unseen = candidates[~next(seen)]
                 if len(unseen) >= E:
                     candidates = unseen
                 elif len(unseen) > 0:  # a small condition: resample its unseen pairs
@@ -650,14 +772,14 @@ class Arithmetic:
                 len_a, len_b, _ = self.conditions[i]
                 a, b = self.eval_pairs[(len_a, len_b)].unbind(1)
                 enc = encode(a, b, cfg, max(len_a, len_b))
-                c = apply_op(a, b, cfg.op, cfg.modulus)
-                e = equivalent_answer(a, b, self.n, cfg.op, cfg.modulus)
+                c = answer_of(a, b, cfg.op, cfg.modulus)
+                e = equivalent_of(a, b, self.n, cfg.op, cfg.modulus)
                 prompts.append(enc.tokens[:, :prompt_len])
                 significance.append(enc.significance[:, :prompt_len])
                 target.append(encode_answer(c, cfg, k))
                 equivalent.append(encode_answer(e, cfg, k))
-                chance.append(c == e)
-                cond.append(torch.full_like(a, i))
+                chance.append((target[-1] == equivalent[-1]).all(1))  # the same tokens: the same answer
+                cond.append(torch.full((len(a),), i, dtype=torch.long, device=a.device))
             group = EvalGroup(*(torch.cat(t) for t in (prompts, target, equivalent, chance, cond)))
             group.positions = self.eval_positions(torch.cat(significance), prompt_len, k, g)
             groups.append(group)
@@ -697,8 +819,9 @@ class Arithmetic:
         """Pairs for the representation PCA: ID operands below 10^n, OOD ones with eval_max_len digits."""
         pairs = [sample_pairs(self.n, "below", REPR_POINTS, g)]
         splits = ["id"] * REPR_POINTS
-        if self.cfg.eval_max_len > self.n:
-            pairs.append(sample_exact(self.cfg.eval_max_len, self.cfg.eval_max_len, REPR_POINTS, g))
+        longest = min(self.cfg.eval_max_len, INT64_DIGITS)  # the probes read numbers within int64
+        if longest > self.n:
+            pairs.append(sample_exact(longest, longest, REPR_POINTS, g))
             splits += ["ood"] * REPR_POINTS
         return torch.cat(pairs).to(self.device), splits
 
@@ -710,7 +833,8 @@ class Arithmetic:
         points = self.cfg.probes.points
         id_pairs = self._sample_mixture(points, g)
         train, test = held_out_split(points, PROBE_TEST_SHARE, seed=self.seed)
-        ood = {L: sample_exact(L, L, max(points // 2, 1), g).to(self.device) for L in range(self.n + 1, self.eval_len + 1)}
+        longest = min(self.eval_len, INT64_DIGITS)  # the probes read numbers within int64
+        ood = {L: sample_exact(L, L, max(points // 2, 1), g).to(self.device) for L in range(self.n + 1, longest + 1)}
         return ProbeSet(id_pairs=id_pairs.to(self.device), train=train, test=test, ood_pairs=ood)
 
     def train_batch(self, batch_size: int, step: int, generator: torch.Generator) -> Batch:
@@ -816,9 +940,10 @@ class Arithmetic:
         a, b = self.probe_pairs.unbind(1)
         enc = encode(a, b, self.cfg, self.eval_len)
         c = apply_op(a, b, self.cfg.op, self.cfg.modulus)
-        units = enc.prompt_len.clone()  # index of the units digit in the sequence
-        if not self.cfg.reverse:
-            units += (answer_width(self.cfg, self.eval_len) if self.cfg.pad else num_digits(c)) - 1
+        hf = hint_factor(self.cfg)  # tokens per answer digit: (hint letter,) digit
+        digits = torch.full_like(c, answer_width(self.cfg, self.eval_len) // hf) if self.cfg.pad else num_digits(c)
+        slot = torch.zeros_like(c) if self.cfg.reverse else digits - 1  # the units digit's place in the answer
+        units = enc.prompt_len + slot * hf + hf - 1  # its index in the sequence (after its hint)
         ids = self.fixed_positions(enc.significance, enc.prompt_len, self._generator(4))
         _, hidden = model(enc.tokens[:, :-1], return_hidden=True) if ids is None else \
             model(enc.tokens[:, :-1], positions=ids, return_hidden=True)  # [N, T-1, d]
@@ -835,39 +960,94 @@ class Arithmetic:
             rows += self.probe_scores(model)
         return rows
 
-    def answer_states(self, model: nn.Module, pairs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Final hidden states at the positions that predict each probed answer digit.
+    @staticmethod
+    def probe_layers(layers: str | list[int], n_layer: int) -> list[int]:
+        """The layers a ``task.probes.layers`` value names for a model of ``n_layer`` blocks: -1
+        (the final state) for "last", every block's output 0..n_layer-1 and -1 for "all", else
+        the list (without repeats)."""
+        if layers == "last":
+            return [FINAL_LAYER]
+        if layers == "all":
+            return list(range(n_layer)) + [FINAL_LAYER]
+        return list(dict.fromkeys(layers))
 
-        pairs Long [N, 2] -> (states Float [N, I, d] on the CPU, present Bool [N, I]) for the
-        I = len(probe_positions) digits, the true answer fed as the model's input (teacher
-        forcing).  The state predicting the sequence's token s is the output at s - 1.
-        present is False where the answer has no such digit (unpadded answers are as long
-        as they are); those states are zeros.
+    def answer_states(self, model: nn.Module, pairs: torch.Tensor, layers: str | list[int] = "last",
+                      attention: bool = False) -> AnswerStates:
+        """Hidden states (and attention) at the positions that predict each probed answer digit.
+
+        pairs Long [N, 2] -> :class:`AnswerStates` for the I = len(probe_positions) digits, the
+        true answer fed as the model's input (teacher forcing), in batches of
+        ``task.eval_batch_size``.  The state predicting the sequence's token s is the output at
+        s - 1.  ``layers`` as ``task.probes.layers`` (see :meth:`probe_layers`): -1 is the final
+        hidden state, l >= 0 the residual stream after block l.  ``attention``: also each
+        block's attention shares from those positions onto the operand digits of each
+        significance (see :func:`study.tasks.probes.attention_shares`).
         """
+        size = self.cfg.eval_batch_size
+        parts = [self._answer_states(model, pairs[start:start + size], layers, attention)
+                 for start in range(0, len(pairs), size)]
+        shares = None
+        if attention:
+            width = max(p.shares[0].shape[-1] for p in parts)  # the operand places of the longest batch
+            pad = lambda x: np.pad(x, [(0, 0)] * 3 + [(0, width - x.shape[-1])], constant_values=np.nan)  # noqa: E731
+            shares = [np.concatenate([pad(p.shares[k]) for p in parts]) for k in range(len(parts[0].shares))]
+        return AnswerStates(states={layer: torch.cat([p.states[layer] for p in parts]) for layer in parts[0].states},
+                            present=torch.cat([p.present for p in parts]), shares=shares)
+
+    def _answer_states(self, model: nn.Module, pairs: torch.Tensor, layers: str | list[int],
+                       attention: bool) -> AnswerStates:
+        """:meth:`answer_states` of one batch."""
+        from study.tasks.probes import attention_shares
+
         cfg = self.cfg
         a, b = pairs.unbind(1)
         enc = encode(a, b, cfg, self.eval_len)
         c = apply_op(a, b, cfg.op, cfg.modulus)
         ids = self.fixed_positions(enc.significance, enc.prompt_len, self._generator(PROBE_ID_STREAM))
-        _, hidden = model(enc.tokens[:, :-1], return_hidden=True) if ids is None else \
-            model(enc.tokens[:, :-1], positions=ids, return_hidden=True)  # [N, T-1, d]
-        length = num_digits(c) if not cfg.pad else torch.full_like(c, answer_width(cfg, self.eval_len))
+        inputs = enc.tokens[:, :-1]
+        kwargs = {} if ids is None else {"positions": ids}
+        if attention or layers != "last":
+            _, trace = model(inputs, return_internals=True, **kwargs)
+            by_layer = {layer: trace.hidden if layer == FINAL_LAYER else trace.layers[layer]
+                        for layer in self.probe_layers(layers, len(trace.layers))}
+        else:
+            _, hidden = model(inputs, return_hidden=True, **kwargs)  # [N, T-1, d]
+            by_layer = {FINAL_LAYER: hidden}
+        hf = hint_factor(cfg)  # tokens per answer digit: (hint letter,) digit
+        length = num_digits(c) if not cfg.pad else torch.full_like(c, answer_width(cfg, self.eval_len) // hf)
         i = torch.tensor(self.probe_positions, device=pairs.device)[None, :]  # [1, I]
-        offset = i if cfg.reverse else length[:, None] - 1 - i  # answer token holding digit i
+        slot = i if cfg.reverse else length[:, None] - 1 - i  # digit i's place in the answer
+        offset = slot * hf + hf - 1  # the answer token holding digit i (after its hint)
         present = i < length[:, None]
-        index = (enc.prompt_len[:, None] + offset - 1).clamp(0, hidden.shape[1] - 1)  # [N, I]
-        states = hidden.gather(1, index[..., None].expand(-1, -1, hidden.shape[2]))  # [N, I, d]
-        states = torch.where(present[..., None], states, 0.0)
-        return states.float().cpu(), present.cpu()
+        index = (enc.prompt_len[:, None] + offset - 1).clamp(0, inputs.shape[1] - 1)  # [N, I]
+        states = {}
+        for layer, hidden in by_layer.items():
+            picked = hidden.gather(1, index[..., None].expand(-1, -1, hidden.shape[2]))  # [N, I, d]
+            states[layer] = torch.where(present[..., None], picked, 0.0).float().cpu()
+        shares = None
+        if attention:
+            significance = enc.significance[:, :-1]
+            column = torch.arange(inputs.shape[1], device=pairs.device)[None, :]
+            operand = (column < enc.prompt_len[:, None]) & (significance >= 0)
+            groups = torch.where(operand, significance, -1)
+            n_groups = int(groups.max()) + 1
+            shares = []
+            for weights in trace.attention:  # [N, H, T, T]: keep only the probed queries' rows
+                H, T = weights.shape[1], weights.shape[3]
+                rows = weights.gather(2, index[:, None, :, None].expand(-1, H, -1, T))  # [N, H, I, T]
+                shares.append(attention_shares(rows.float().cpu().numpy(), groups.cpu().numpy(), n_groups,
+                                               present.cpu().numpy()))
+        return AnswerStates(states=states, present=present.cpu(), shares=shares)
 
     @torch.no_grad()
     def probe_scores(self, model: nn.Module) -> list[dict[str, Any]]:
-        """Structure scores of the final hidden state at each probed answer digit i.
+        """Structure scores of the hidden states at each probed answer digit i, and where attention goes.
 
         Inputs (drawn at construction, see :class:`ProbeSet`): ID pairs of the training mixture,
         OOD pairs of each length L in n+1..eval_max_len, and the ID equivalents
-        (a mod 10^n, b mod 10^n) of the OOD pairs.  One row per score, ``layer`` -1 (the final
-        state), ``length`` the operand length of the scored inputs (n for ID):
+        (a mod 10^n, b mod 10^n) of the OOD pairs.  One row per score, ``layer`` as
+        ``task.probes.layers`` names them (-1: the final state; l: the residual stream after
+        block l), ``length`` the operand length of the scored inputs (n for ID):
 
         probe_digit         linear probe fitted on 3/4 of the ID states to the digit i of the true
                             answer: accuracy on the held-out ID states (split id) and on the OOD
@@ -877,12 +1057,24 @@ class Arithmetic:
                             below n without a modulus)
         probe_carry         as probe_digit, to the carry into digit i (no modulus; i >= 1)
         silhouette_digit    silhouette of the states grouped by digit i (ID, and OOD per length)
-        repr_equivalence    share of OOD states nearer the state of their own ID equivalent than to
-                            the state of any other ID input (the ID probe inputs and the equivalents)
-        repr_equivalence_chance   1 / the number of those ID states: the rate of unrelated states
+        repr_equivalence    share of OOD states nearer the state of their own ID equivalent than that
+                            state is to any ID state with another digit i (see
+                            :func:`study.tasks.probes.equivalence_rate`; ~0 at initialization)
+        repr_equivalence_chance   the same rate with each OOD state paired with another OOD input's
+                            equivalent (states unrelated to their equivalents)
         repr_equivalence_digit    share of OOD states whose nearest ID probe state has the equivalence
-                            answer's digit i (many ID inputs share a digit, so this asks of classes
-                            what repr_equivalence asks of inputs; about 0.1 for unrelated states)
+                            answer's digit i (about 0.1 for unrelated states)
+
+        With ``task.probes.attention``, per block ``layer`` l, ``head`` h and digit i, on the ID
+        probe inputs (split id) and the OOD ones of each length (split ood), from the position
+        that predicts digit i (teacher forcing):
+
+        attention_alignment the share of its attention on the operand tokens of significance i
+                            (both operands' digit worth 10^i; with index hints, the hint letter
+                            too).  The carry's source, significance i - 1, does not count: 1 means
+                            the head reads exactly the digits of its own place.  Uniform attention
+                            over the causal prefix scores (tokens of significance i) / (prefix length).
+        attention_argmax    the significance whose operand tokens get the largest mean share
         """
         from study.tasks import probes
 
@@ -891,10 +1083,14 @@ class Arithmetic:
         ood = [ps.ood_pairs[L] for L in lengths]
         equivalents = [p % 10**n for p in ood]
         everything = torch.cat([ps.id_pairs, *ood, *equivalents])
-        states, present = self.answer_states(model, everything)
+        read = self.answer_states(model, everything, layers=cfg.probes.layers, attention=cfg.probes.attention)
         sizes = [len(ps.id_pairs)] + [len(p) for p in ood] + [len(p) for p in equivalents]
-        parts = list(zip(states.split(sizes), present.split(sizes), everything.cpu().split(sizes)))
-        (id_states, id_present, id_pairs), ood_parts, eq_parts = parts[0], parts[1:1 + len(ood)], parts[1 + len(ood):]
+        def parts(x):  # (ID, [OOD of each length], [their equivalents])
+            split = x.split(sizes)
+            return split[0], split[1:1 + len(ood)], split[1 + len(ood):]
+
+        id_pairs, ood_pairs, _ = parts(everything.cpu())
+        id_present, ood_present, eq_present = parts(read.present)
 
         def digit(pairs: torch.Tensor, i: int, equivalent: bool = False) -> np.ndarray:
             a, b = pairs.unbind(1)
@@ -906,57 +1102,64 @@ class Arithmetic:
 
         rows: list[dict[str, Any]] = []
 
-        def add(kind: str, split: str, i: int, length: int, value: float) -> None:
-            rows.append({"kind": kind, "split": split, "position": i, "layer": FINAL_LAYER, "length": length,
-                         "value": value})
+        def add(kind: str, split: str, i: int, length: int, value: float, layer: int, head: int | None = None) -> None:
+            row = {"kind": kind, "split": split, "position": i, "layer": layer, "length": length, "value": value}
+            if head is not None:
+                row["head"] = head
+            rows.append(row)
 
-        for col, i in enumerate(self.probe_positions):
-            keep = id_present[:, col].numpy()
-            fit, held = ps.train[keep[ps.train]], ps.test[keep[ps.test]]
-            h = id_states[:, col].numpy()
-            ood_h = [s[:, col].numpy()[m[:, col].numpy()] for s, m, _ in ood_parts]
-            ood_p = [p[m[:, col]] for _, m, p in ood_parts]
-            targets = [("probe_digit", lambda p: digit(p, i))]
-            if cfg.modulus is None and i >= 1:
-                targets.append(("probe_carry", lambda p: carry(p, i)))
-            for kind, label in targets:
-                y = label(id_pairs)
-                tests = [(h[held], y[held])] + [(hs, label(p)) for hs, p in zip(ood_h, ood_p)]
-                if kind == "probe_digit":
-                    tests += [(hs, digit(p, i, equivalent=True)) for hs, p in zip(ood_h, ood_p)]
-                scores = probes.probe_accuracy(h[fit], y[fit], tests)
-                add(kind, "id", i, n, scores[0])
-                for L, value in zip(lengths, scores[1:1 + len(lengths)]):
-                    add(kind, "ood", i, L, value)
-                for L, value in zip(lengths, scores[1 + len(lengths):]):
-                    add("probe_digit_equiv", "ood", i, L, value)
-            add("silhouette_digit", "id", i, n, probes.cluster_score(h[keep], digit(id_pairs, i)[keep]))
-            for L, hs, p in zip(lengths, ood_h, ood_p):
-                add("silhouette_digit", "ood", i, L, probes.cluster_score(hs, digit(p, i)))
-            for L, (s, m, p), (es, em, ep) in zip(lengths, ood_parts, eq_parts):
-                both = (m[:, col] & em[:, col]).numpy()
-                reference, equivalent = self._reference_states(id_states[:, col], id_pairs, id_present[:, col],
-                                                               es[:, col][both], ep[both])
-                ood_states = s[:, col].numpy()[both]
-                add("repr_equivalence", "ood", i, L, probes.equivalence_rate(ood_states, reference, equivalent))
-                add("repr_equivalence_chance", "ood", i, L, 1.0 / max(len(reference), 1))
-                add("repr_equivalence_digit", "ood", i, L, probes.nearest_label_rate(
-                    ood_states, digit(p[both], i, equivalent=True), h[keep], digit(id_pairs, i)[keep]))
+        for layer, states in read.states.items():
+            id_states, ood_states, eq_states = parts(states)
+            for col, i in enumerate(self.probe_positions):
+                keep = id_present[:, col].numpy()
+                fit, held = ps.train[keep[ps.train]], ps.test[keep[ps.test]]
+                h = id_states[:, col].numpy()
+                ood_h = [s[:, col].numpy()[m[:, col].numpy()] for s, m in zip(ood_states, ood_present)]
+                ood_p = [p[m[:, col]] for p, m in zip(ood_pairs, ood_present)]
+                targets = [("probe_digit", lambda p: digit(p, i))]
+                if cfg.modulus is None and i >= 1:
+                    targets.append(("probe_carry", lambda p: carry(p, i)))
+                for kind, label in targets:
+                    y = label(id_pairs)
+                    tests = [(h[held], y[held])] + [(hs, label(p)) for hs, p in zip(ood_h, ood_p)]
+                    if kind == "probe_digit":
+                        tests += [(hs, digit(p, i, equivalent=True)) for hs, p in zip(ood_h, ood_p)]
+                    scores = probes.probe_accuracy(h[fit], y[fit], tests)
+                    add(kind, "id", i, n, scores[0], layer)
+                    for L, value in zip(lengths, scores[1:1 + len(lengths)]):
+                        add(kind, "ood", i, L, value, layer)
+                    for L, value in zip(lengths, scores[1 + len(lengths):]):
+                        add("probe_digit_equiv", "ood", i, L, value, layer)
+                id_digit = digit(id_pairs, i)
+                add("silhouette_digit", "id", i, n, probes.cluster_score(h[keep], id_digit[keep]), layer)
+                for L, hs, p in zip(lengths, ood_h, ood_p):
+                    add("silhouette_digit", "ood", i, L, probes.cluster_score(hs, digit(p, i)), layer)
+                for L, s, m, p, es, em in zip(lengths, ood_states, ood_present, ood_pairs, eq_states, eq_present):
+                    both = (m[:, col] & em[:, col]).numpy()
+                    x, e = s[:, col].numpy()[both], es[:, col].numpy()[both]
+                    e_digit = digit(p[both], i, equivalent=True)
+                    eq_keep = em[:, col].numpy()
+                    reference = np.concatenate([h[keep], es[:, col].numpy()[eq_keep]])
+                    reference_digit = np.concatenate([id_digit[keep], digit(p[eq_keep], i, equivalent=True)])
+                    add("repr_equivalence", "ood", i, L,
+                        probes.equivalence_rate(x, e, e_digit, reference, reference_digit), layer)
+                    shift = np.roll(np.arange(len(x)), 1)  # each OOD state against another input's equivalent
+                    add("repr_equivalence_chance", "ood", i, L,
+                        probes.equivalence_rate(x, e[shift], e_digit[shift], reference, reference_digit), layer)
+                    add("repr_equivalence_digit", "ood", i, L,
+                        probes.nearest_label_rate(x, e_digit, h[keep], id_digit[keep]), layer)
+        if read.shares is not None:
+            share_splits = [("id", n, 0)] + [("ood", L, 1 + k) for k, L in enumerate(lengths)]
+            for layer, shares in enumerate(read.shares):
+                pieces = np.split(shares, np.cumsum(sizes)[:-1])
+                for split, L, part in share_splits:
+                    aligned = probes.alignment_scores(pieces[part], self.probe_positions)  # [H, I]
+                    argmax = probes.most_attended(pieces[part])  # [H, I]
+                    for head in range(aligned.shape[0]):
+                        for col, i in enumerate(self.probe_positions):
+                            add("attention_alignment", split, i, L, float(aligned[head, col]), layer, head)
+                            add("attention_argmax", split, i, L, float(argmax[head, col]), layer, head)
         return rows
-
-    @staticmethod
-    def _reference_states(
-        id_states: torch.Tensor, id_pairs: torch.Tensor, id_present: torch.Tensor,
-        eq_states: torch.Tensor, eq_pairs: torch.Tensor,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """The states of distinct ID inputs (the equivalents first, then the ID probe inputs that
-        are none of them) [R, d], and the row of each equivalent [M] in it."""
-        unique, inverse = torch.unique(eq_pairs, dim=0, return_inverse=True)
-        first = torch.full((len(unique),), len(eq_pairs), dtype=torch.long)
-        first = first.scatter_reduce(0, inverse, torch.arange(len(eq_pairs)), reduce="amin")
-        others = id_present & ~rows_in(id_pairs, unique)
-        reference = torch.cat([eq_states[first], id_states[others]])
-        return reference.numpy(), inverse.numpy()
 
     # ---- rendering
 

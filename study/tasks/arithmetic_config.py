@@ -14,6 +14,7 @@ from study.section import Section
 
 FAMILY = "arithmetic"
 INT64_MAX = 2**63 - 1
+INT64_DIGITS = 18  # the most decimal digits every int64 number of that many digits fits in
 # Index hint tokens (Zhou et al., arXiv 2402.09371): the letter before a digit names its
 # significance, HINTS[s] for the digit worth 10^s.
 HINTS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -44,6 +45,14 @@ class ArithmeticProbes(Section):
     positions: list[int] | None = Field(
         None, description="answer digits to probe (0 = units); null: every digit an ID answer has"
     )
+    layers: Literal["last", "all"] | list[int] = Field(
+        "last",
+        description="hidden states to probe: last (the final state, layer -1), all (every block's output "
+        "0..n_layer-1 and the final state), or a list of those layer numbers",
+    )
+    attention: bool = Field(
+        True, description="attention alignment per layer, head and answer digit at the probed evaluations"
+    )
 
 
 class ArithmeticTask(Section):
@@ -57,10 +66,11 @@ class ArithmeticTask(Section):
     op: Literal["add", "mul"] = "add"
     modulus: int | None = Field(None, ge=2, description="answer is f(a, b) mod p when set")
     digits: int = Field(3, ge=1, description="training length n of the main component")
-    sampling: Literal["below", "D", "ab"] = Field(
+    sampling: Literal["below", "D", "ab", "lengths"] = Field(
         "below",
         description="below: both operands < 10^n; D: one operand exactly n digits, the other "
-        "< 10^n (D_n); ab: both exactly n digits (ab_n)",
+        "< 10^n (D_n); ab: both exactly n digits (ab_n); lengths: each operand's digit count "
+        "uniform in 1..n, then uniform among the numbers of that length",
     )
     mix_digits: int | None = Field(None, ge=1, description="length of the second component")
     mix_weight: float = Field(0.0, ge=0.0, le=1.0, description="share of the second component")
@@ -202,14 +212,15 @@ def longest_input(cfg: ArithmeticTask) -> int:
 
 def largest_position_id(cfg: ArithmeticTask, scheme: str) -> int:
     """The largest id ``scheme`` assigns before a training offset (coupled, abacus) or the
-    number of ids a sequence needs (randomized): 1 + the largest significance in a
-    sequence, the answer's slot for the end token included."""
+    number of ids a sequence needs (randomized).  Abacus: 1 + the largest significance
+    in a sequence (the answer's slot for the end token included); coupled: 2 + it (its
+    ids start at 1 for the symbols, see ``arithmetic.position_ids``)."""
     if scheme == "randomized":
         return longest_input(cfg)
     n = max(cfg.eval_max_len, cfg.train_len)
     operand_digits = cfg.width if cfg.pad else n
     answer_slots = answer_width(cfg, n) // hint_factor(cfg)
-    return 1 + max(operand_digits - 1, answer_slots - 1)
+    return (2 if scheme == "coupled" else 1) + max(operand_digits - 1, answer_slots - 1)
 
 
 def check_position_scheme(cfg: ArithmeticTask, scheme: str, max_position: int) -> None:
@@ -219,6 +230,12 @@ def check_position_scheme(cfg: ArithmeticTask, scheme: str, max_position: int) -
         raise ValueError(
             f"model.pos_encoding={scheme} numbers the answer digits by significance as they are written, "
             "which needs the answer least significant digit first; set task.reverse=true"
+        )
+    if scheme == "coupled" and not cfg.symbols:
+        raise ValueError(
+            "model.pos_encoding=coupled gives the '=' token, which predicts the answer's units digit, the id "
+            "below the units digits (Cho et al., arXiv 2405.20671); without it the last operand digit would "
+            "predict the units digit on the id of the digits it sums; set task.symbols=true"
         )
     largest = largest_position_id(cfg, scheme)
     if scheme == "randomized" and max_position < largest:
@@ -246,7 +263,7 @@ def exact_range(n: int) -> tuple[int, int]:
 def pair_space_size(n: int, sampling: str) -> int:
     """How many distinct pairs (a, b) the sampling rule of length n can produce."""
     lo, hi = exact_range(n)
-    if sampling == "below":
+    if sampling in ("below", "lengths"):  # lengths reaches every pair below 10^n
         return hi * hi
     if sampling == "ab":
         return (hi - lo) ** 2
@@ -301,10 +318,15 @@ def check_supported(cfg: ArithmeticTask) -> None:
             f"task.op=mul with operands of up to {longest} digits (task.digits / task.mix_digits / "
             "task.eval_max_len) gives products beyond int64; use at most 9 digits, or set task.modulus"
         )
-    if longest > 18:
+    if cfg.train_len > INT64_DIGITS:
         raise ValueError(
-            f"operands of up to {longest} digits (task.digits / task.mix_digits / task.eval_max_len) "
-            "do not fit int64; use at most 18 digits"
+            f"training operands of up to {cfg.train_len} digits (task.digits / task.mix_digits) do not fit "
+            f"int64; train on at most {INT64_DIGITS} digits (evaluation goes up to task.width <= 40)"
+        )
+    if longest > INT64_DIGITS and cfg.modulus is not None and cfg.modulus > 10**17:
+        raise ValueError(
+            f"task.modulus={cfg.modulus} with operands beyond {INT64_DIGITS} digits (task.eval_max_len) "
+            "is reduced digit by digit, which needs task.modulus <= 10^17; lower it or task.eval_max_len"
         )
     if cfg.modulus is not None and cfg.op == "mul" and (cfg.modulus - 1) ** 2 > INT64_MAX:
         raise ValueError(f"task.modulus={cfg.modulus} is too large for int64 products; use at most 3037000499")

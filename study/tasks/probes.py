@@ -13,11 +13,14 @@ tasks decide which states to read and which labels they should carry.
   not: it loses ~8 points on ten clustered classes).
 - :func:`cluster_score`: the silhouette of the states grouped by a label (Rousseeuw,
   1987): 1 for tight, well separated clusters, about 0 for unstructured states.
-- :func:`equivalence_rate`: the share of OOD states whose nearest reference state is
-  the state of their own ID equivalent, the representation-level version of the
-  equivalence of answers f(a mod 10^n, b mod 10^n) (Xu et al., arXiv 2308.08268);
+- :func:`equivalence_rate`: the share of OOD states nearer the state of their own ID
+  equivalent than that state is to any ID state with another answer digit, the
+  representation-level version of the equivalence of answers f(a mod 10^n, b mod 10^n)
+  (Xu et al., arXiv 2308.08268);
   :func:`nearest_label_rate`: the share whose nearest ID state carries their
   equivalent's label (the same question asked of classes instead of inputs).
+- :func:`attention_shares`, :func:`alignment_scores`, :func:`most_attended`: where attention
+  goes from a token of interest, by groups of keys (e.g. operand digits by significance).
 - :func:`coefficient_r2`: a ridge probe from states to the coefficients of a prompt's
   linear function, scored by R^2 (in-context regression, Garg et al. 2022).
 """
@@ -85,25 +88,38 @@ def cluster_score(states: np.ndarray, labels: np.ndarray) -> float:
     return float(silhouette_score(np.asarray(states, dtype=np.float64), labels))
 
 
-def equivalence_rate(ood_states: np.ndarray, reference_states: np.ndarray, equivalent: np.ndarray) -> float:
-    """Share of OOD states whose nearest reference state (Euclidean) is their equivalent's.
+def equivalence_rate(
+    ood_states: np.ndarray, equivalent_states: np.ndarray, equivalent_labels: np.ndarray,
+    reference_states: np.ndarray, reference_labels: np.ndarray,
+) -> float:
+    """Share of OOD states that lie nearer the state of their ID equivalent than that state
+    lies to any reference ID state with a different label (Euclidean, strictly).
 
-    ood_states [M, d]; reference_states [R, d], e.g. the states of R distinct ID inputs;
-    equivalent [M]: the row of reference_states holding each OOD input's ID equivalent.
-    The equivalent must be strictly nearest: a tie with another reference state is a
-    miss, so identical states cannot inflate the rate.  A state unrelated to its
-    equivalent scores 1/R on average.  NaN for M = 0.
+    ood_states [M, d] and equivalent_states [M, d]: each OOD input's state and its ID
+    equivalent's (row by row); equivalent_labels [M]: the equivalent's label (e.g. answer digit
+    i); reference_states [R, d], reference_labels [R]: states of ID inputs.  The radius around
+    an equivalent is its distance to the nearest reference with another label, so an OOD state
+    counts when the model would not tell it from its equivalent at the resolution that
+    separates answers.  Why not "nearest to its equivalent among all ID states": an OOD input
+    shares every token but its extra digits with its equivalent, so even a random network puts
+    the two close (measured at initialization: 0.2-0.45 of nano adders' OOD states pass that
+    test, against 1/770 chance), while a trained one legitimately puts other ID inputs with
+    the same answer digit as close.  This version is ~0 at initialization (a random map moves
+    a state by more for two changed tokens than the gaps between densely sampled ID states)
+    and ~0 for unrelated states.  NaN for M = 0 or when no reference has another label.
     """
     if len(ood_states) == 0:
         return float("nan")
     ood = np.asarray(ood_states, dtype=np.float64)
+    eq = np.asarray(equivalent_states, dtype=np.float64)
     ref = np.asarray(reference_states, dtype=np.float64)
-    # squared distances |o|^2 - 2 o.r + |r|^2, [M, R]
-    d2 = (ood**2).sum(1)[:, None] - 2.0 * ood @ ref.T + (ref**2).sum(1)[None, :]
-    own = d2[np.arange(len(ood)), np.asarray(equivalent)]
-    others = d2.copy()
-    others[np.arange(len(ood)), np.asarray(equivalent)] = np.inf
-    return float(np.mean(own < others.min(1)))
+    own = ((ood - eq) ** 2).sum(1)  # [M]
+    d2 = (eq**2).sum(1)[:, None] - 2.0 * eq @ ref.T + (ref**2).sum(1)[None, :]  # [M, R]
+    other = np.asarray(reference_labels)[None, :] != np.asarray(equivalent_labels)[:, None]
+    if not other.any():
+        return float("nan")
+    radius = np.where(other, d2, np.inf).min(1)
+    return float(np.mean(own < radius))
 
 
 def nearest_label_rate(
@@ -138,3 +154,45 @@ def coefficient_r2(
         predicted = probe.predict(np.asarray(states, dtype=np.float64))
         scores.append(float(r2_score(np.asarray(coefficients, dtype=np.float64), predicted)))
     return scores
+
+
+def attention_shares(query_weights: np.ndarray, key_groups: np.ndarray, n_groups: int,
+                     present: np.ndarray | None = None) -> np.ndarray:
+    """How each query spreads its attention over groups of keys: Float [N, H, I, S].
+
+    query_weights [N, H, I, T]: the attention rows of I queries of interest in each of N
+    sequences (e.g. from the token that predicts answer digit i), per head, over T keys;
+    key_groups [N, T]: the group of each key (e.g. an operand digit's significance s in
+    0..S-1), -1 for keys in no group; present [N, I]: whether sequence n has query i.
+    shares[n, h, i, s] is the attention that head h sends from query i to the keys of group s;
+    NaN where sequence n has no key of group s or no query i.
+    """
+    rows = np.asarray(query_weights, dtype=np.float64)
+    groups = np.asarray(key_groups)[..., None] == np.arange(n_groups)  # [N, T, S]
+    shares = np.einsum("nhit,nts->nhis", rows, groups.astype(np.float64))
+    missing = ~groups.any(1)[:, None, None, :]
+    if present is not None:
+        missing = missing | ~np.asarray(present, dtype=bool)[:, None, :, None]
+    return np.where(missing, np.nan, shares)
+
+
+def alignment_scores(shares: np.ndarray, targets: list[int]) -> np.ndarray:
+    """Float [H, I]: the mean over sequences of the share each head sends from query i to
+    group targets[i] (of :func:`attention_shares`), skipping NaN; NaN when none has it."""
+    picked = np.stack([shares[:, :, i, s] for i, s in enumerate(targets)], axis=-1)  # [N, H, I]
+    return _nanmean(picked, axis=0)
+
+
+def most_attended(shares: np.ndarray) -> np.ndarray:
+    """Float [H, I]: the group with the largest mean share (over sequences, skipping NaN) per
+    head and query; NaN where no group was ever present."""
+    mean = _nanmean(shares, axis=0)  # [H, I, S]
+    empty = np.isnan(mean).all(-1)
+    return np.where(empty, np.nan, np.nanargmax(np.where(np.isnan(mean), -np.inf, mean), axis=-1).astype(float))
+
+
+def _nanmean(x: np.ndarray, axis: int) -> np.ndarray:
+    counts = (~np.isnan(x)).sum(axis)
+    total = np.nansum(x, axis=axis)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, total / counts, np.nan)
