@@ -192,7 +192,7 @@ def test_trial_cli_trains_a_pack_of_seeds_and_prints_every_member():
 EVAL_FORMATS = {
     "padded": NO_DROPOUT,
     "unpadded": NO_DROPOUT + ["task.pad=false", "task.symbols=true"],
-    "coupled": NO_DROPOUT + ["model.pos_encoding=coupled", "model.max_position=12"],
+    "coupled": NO_DROPOUT + ["model.pos_encoding=coupled", "model.max_position=12", "task.symbols=true"],
     "icl": TINY_ICL,
 }
 
