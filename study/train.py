@@ -13,7 +13,9 @@ dropout masks come from its own generator (seeded from its seed, see
 :func:`dropout_generator`), so it matches its solo run within float rounding, with
 dropout or without.
 
-Every ``eval_every`` steps (and at the end) each running member is evaluated and the
+Every ``eval_every`` steps (and at the end) the running members are evaluated, all in
+one batched evaluation (the task's ``evaluate_pack``: one greedy decode or in-context
+forward for all of them; the representations member by member), and the
 ``report`` callback receives a :class:`PackReport`: one :class:`Report` per member
 with news (its metrics and rows for the store tables, its status) and, every
 ``checkpoint_every`` steps, the full training state of the pack.  Restoring that state
