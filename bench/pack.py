@@ -18,11 +18,16 @@ Two parts, both measured in one run on one device:
    measurement, and the ratio is taken between the two, so slow drifts of a shared
    machine cancel out.  A run is cut off at its last timed step, before the final
    evaluation (which is not part of the comparison and would dominate the bench's time).
+3. Evaluation: ``evaluate_pack`` of K ``nano`` members (one batched greedy decode for
+   the whole pack) against ``evaluate`` of each member on its own, on the default
+   arithmetic evaluation grid with ``--eval-examples`` examples per condition, for K in
+   ``--eval-ks``.  The members are untrained (their answers take the most Jacobi passes).
 
 The last line is one JSON object with every figure.
 
     python bench/pack.py [--ks 1,4,16,32,64] [--ks-small 1,4,8] [--steps 4] [--warmup 2]
         [--batch-size 64] [--threads 1] [--device auto|cpu|cuda] [--compile]
+        [--eval-ks 1,4,16] [--eval-examples 64]
 """
 
 from __future__ import annotations
@@ -208,6 +213,36 @@ def measure_trainer(preset: str, ks: list[int], args: argparse.Namespace, device
     return rows
 
 
+# --------------------------------------------------------------------------- part 3: evaluation
+
+
+def measure_evaluation(ks: list[int], examples: int, device: torch.device, bf16: bool) -> list[dict[str, Any]]:
+    """Seconds of one evaluation of K nano members: batched over the pack vs one member at a time."""
+    rows = []
+    for K in ks:
+        cfg = trial_config(overrides={"task.eval_examples": examples, "train.device": str(device)})
+        tasks = [build_task(cfg.task, seed=k, device=device) for k in range(K)]
+        model = Transformer(cfg.model, tasks[0].io, n_members=K, seeds=list(range(K))).to(device).eval()
+        autocast = lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16)  # noqa: E731
+
+        def timed(evaluate) -> float:
+            with torch.no_grad(), autocast():
+                synchronize(device)
+                started = time.perf_counter()
+                evaluate()
+                synchronize(device)
+            return time.perf_counter() - started
+
+        one_by_one = timed(lambda: [task.evaluate(model.member(k)) for k, task in enumerate(tasks)])
+        packed = timed(lambda: type(tasks[0]).evaluate_pack(tasks, model))
+        row = {"K": K, "examples_per_member": examples * len(tasks[0].conditions), "pack_s": round(packed, 3),
+               "one_by_one_s": round(one_by_one, 3), "ratio": round(one_by_one / packed, 3)}
+        rows.append(row)
+        print(f"  evaluation K={K:<3} pack {packed:7.2f} s   one by one {one_by_one:7.2f} s   ratio {row['ratio']:.2f}",
+              flush=True)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ks", default="1,4,16,32,64", help="pack sizes for nano")
@@ -220,6 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--impl-k", type=int, default=16, help="K for part 1 (0 skips part 1)")
     parser.add_argument("--impl-seconds", type=float, default=2.0, help="timed seconds per implementation")
     parser.add_argument("--compile", action="store_true", help="also time the batched model under torch.compile")
+    parser.add_argument("--eval-ks", default="1,4,16", help="pack sizes for the evaluation part (empty: skip)")
+    parser.add_argument("--eval-examples", type=int, default=64, help="evaluation examples per condition")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (0: torch's default)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     args = parser.parse_args(argv)
@@ -249,6 +286,13 @@ def main(argv: list[str] | None = None) -> int:
         ks = [int(k) for k in (args.ks if preset == "nano" else args.ks_small).split(",") if k]
         trainer += measure_trainer(preset, ks, args, device)
 
+    evaluation: list[dict[str, Any]] = []
+    eval_ks = [int(k) for k in args.eval_ks.split(",") if k]
+    if eval_ks:
+        print(f"3. evaluation of K nano members ({args.eval_examples} examples per condition): "
+              "evaluate_pack vs evaluate one member at a time", flush=True)
+        evaluation = measure_evaluation(eval_ks, args.eval_examples, device, bf16)
+
     timed = {name: row["examples_per_s"] for name, row in implementations.items() if "examples_per_s" in row}
     figures = {
         "device": str(device),
@@ -260,6 +304,7 @@ def main(argv: list[str] | None = None) -> int:
         "implementations": implementations,
         "fastest_implementation": max(timed, key=timed.get) if timed else None,
         "trainer": trainer,
+        "evaluation": evaluation,
         "seconds": round(time.perf_counter() - started, 1),
         "load_avg_1min_at_end": round(os.getloadavg()[0], 2),
     }

@@ -9,7 +9,9 @@ parameter has a leading member dimension K (a linear map is ``weight [K, in, out
 applied with one batched matmul), and attention merges the members into the batch so
 one fused kernel serves them all.  K = 1 is a single model.  Nothing mixes members:
 output k depends only on member k's weights and inputs, so each member trains exactly
-as it would alone (up to float rounding).
+as it would alone (up to float rounding).  Dropout too: with per-member generators
+(``model.dropout_generators``) member k draws its masks from its own stream, the masks
+it would draw alone.
 
 The position encoding is a parameter:
 
@@ -95,6 +97,33 @@ class Internals:
                          attention=[w[k] for w in self.attention])
 
 
+class PackDropout(nn.Module):
+    """Dropout of pack activations [K, ...]: zero each entry with probability p, scale the rest
+    by 1 / (1 - p).  Member k's mask comes from ``generators[k]`` when the list (the model's
+    ``dropout_generators``, shared by every dropout of the model) is filled, else from the
+    global RNG; identity in eval mode."""
+
+    def __init__(self, p: float, generators: list[torch.Generator]):
+        super().__init__()
+        self.p, self.generators = p, generators
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        # float32 even under bf16 autocast, so that an entry is kept with probability 1 - p exactly
+        if not self.generators:
+            uniform = torch.rand(x.shape, device=x.device)
+        elif len(self.generators) != x.shape[0]:
+            raise ValueError(f"{len(self.generators)} dropout generators for a pack of {x.shape[0]}")
+        else:
+            uniform = torch.empty(x.shape, device=x.device)
+            for k, generator in enumerate(self.generators):  # member k: its own stream
+                torch.rand(x.shape[1:], generator=generator, out=uniform[k])
+        # in place: the uniforms become the scaled mask (1 / (1 - p) where kept, else 0); on a CPU
+        # rand + compare is about twice as fast as bernoulli_
+        return x * uniform.ge_(self.p).mul_(1.0 / (1.0 - self.p)).to(x.dtype)
+
+
 class PackedLinear(nn.Module):
     """K independent linear maps: y[k] = x[k] @ weight[k] + bias[k]."""
 
@@ -133,17 +162,19 @@ class PackedLayerNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         normed = F.layer_norm(x, x.shape[-1:])
-        return normed * member_view(self.weight, x) + member_view(self.bias, x)
+        return torch.addcmul(member_view(self.bias, x), normed, member_view(self.weight, x))  # bias + normed * weight
 
 
 class CausalSelfAttention(nn.Module):
-    def __init__(self, n_members: int, d_model: int, n_head: int, dropout: float, pos_encoding: str, max_seq_len: int):
+    def __init__(self, n_members: int, d_model: int, n_head: int, dropout: float, pos_encoding: str, max_seq_len: int,
+                 generators: list[torch.Generator]):
         super().__init__()
         self.n_head, self.head_dim = n_head, d_model // n_head
         self.qkv = PackedLinear(n_members, d_model, 3 * d_model)
         self.proj = PackedLinear(n_members, d_model, d_model)
         self.dropout = dropout
-        self.resid_dropout = nn.Dropout(dropout)
+        self.attn_dropout = PackDropout(dropout, generators)
+        self.resid_dropout = PackDropout(dropout, generators)
         self.pos_encoding = pos_encoding
         if pos_encoding == "rope":
             cos, sin = rope_angles(max_seq_len, self.head_dim)
@@ -159,8 +190,9 @@ class CausalSelfAttention(nn.Module):
     def forward(self, x: torch.Tensor, return_weights: bool = False):
         """[K, B, T, C] -> [K, B, T, C]; with ``return_weights`` also the attention weights
         [K, B, H, T, T] (row t: how query t spreads over keys 0..t), computed explicitly as
-        softmax(q k^T / sqrt(hd) + bias) on that evaluation path only; training and plain
-        evaluation use the fused kernel."""
+        softmax(q k^T / sqrt(hd) + bias).  Training with dropout takes the explicit path too
+        (each member's attention dropout from its own generator); training without dropout
+        and plain evaluation use the fused kernel."""
         K, B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=-1)  # each [K, B, T, C]
         # members join the batch: one attention call over K * B sequences
@@ -168,44 +200,46 @@ class CausalSelfAttention(nn.Module):
         if self.pos_encoding == "rope":
             cos, sin = self.rope_cos[:T], self.rope_sin[:T]
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        dropout = self.dropout if self.training else 0.0
         weights = None
-        if return_weights:
-            if self.pos_encoding == "alibi":
-                bias = self.alibi_bias[:, :T, :T].to(q.dtype)  # the causal mask included
+        if return_weights or (self.training and self.dropout > 0):  # dropout: each member drops from its own stream
+            if self.pos_encoding == "alibi":  # [H, T, T] per head, the causal mask included; one per (sequence, head)
+                bias = self.alibi_bias[:, :T, :T].to(q.dtype).repeat(K * B, 1, 1)
             else:
                 bias = torch.full((T, T), float("-inf"), device=q.device, dtype=q.dtype).triu(1)
-            scores = q @ k.transpose(-2, -1) / math.sqrt(self.head_dim) + bias  # [KB, H, T, T]
-            weights = scores.softmax(-1)
-            y = F.dropout(weights, dropout, self.training) @ v
+            scores = torch.baddbmm(bias, q.flatten(0, 1), k.flatten(0, 1).transpose(1, 2),
+                                   alpha=1.0 / math.sqrt(self.head_dim))  # bias + q k^T / sqrt(hd) [KB * H, T, T]
+            weights = scores.view(K * B, self.n_head, T, T).softmax(-1)  # [KB, H, T, T]
+            dropped = self.attn_dropout(weights.view(K, B, self.n_head, T, T)).view(K * B, self.n_head, T, T)
+            y = dropped.to(v.dtype) @ v
         elif self.pos_encoding == "alibi":
             bias = self.alibi_bias[:, :T, :T].to(q.dtype)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
         else:
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout)
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         y = y.transpose(1, 2).reshape(K, B, T, C)
         out = self.resid_dropout(self.proj(y))
         return (out, weights.view(K, B, self.n_head, T, T)) if return_weights else out
 
 
 class MLP(nn.Module):
-    def __init__(self, n_members: int, d_model: int, dropout: float):
+    def __init__(self, n_members: int, d_model: int, dropout: float, generators: list[torch.Generator]):
         super().__init__()
         self.fc = PackedLinear(n_members, d_model, 4 * d_model)
         self.proj = PackedLinear(n_members, 4 * d_model, d_model)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = PackDropout(dropout, generators)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.dropout(self.proj(F.gelu(self.fc(x))))
 
 
 class Block(nn.Module):
-    def __init__(self, n_members: int, d_model: int, n_head: int, dropout: float, pos_encoding: str, max_seq_len: int):
+    def __init__(self, n_members: int, d_model: int, n_head: int, dropout: float, pos_encoding: str, max_seq_len: int,
+                 generators: list[torch.Generator]):
         super().__init__()
         self.ln_1 = PackedLayerNorm(n_members, d_model)
-        self.attn = CausalSelfAttention(n_members, d_model, n_head, dropout, pos_encoding, max_seq_len)
+        self.attn = CausalSelfAttention(n_members, d_model, n_head, dropout, pos_encoding, max_seq_len, generators)
         self.ln_2 = PackedLayerNorm(n_members, d_model)
-        self.mlp = MLP(n_members, d_model, dropout)
+        self.mlp = MLP(n_members, d_model, dropout, generators)
 
     def forward(self, x: torch.Tensor, return_attention: bool = False):
         if return_attention:
@@ -228,6 +262,11 @@ class Transformer(nn.Module):
     ``seeds`` (one per member) make member k's initial weights a function of seeds[k]
     alone, drawn on the CPU, so a member starts the same in any pack and on any device;
     without seeds the global torch RNG is used.
+
+    ``dropout_generators``: empty, or one generator per member on the model's device
+    (fill it with ``model.dropout_generators[:] = [...]``); in training, member k's
+    dropout masks are drawn from the k-th (so a member drops what it would drop alone);
+    when empty, from the global RNG.
     """
 
     def __init__(self, cfg: ModelConfig, io: ModelIO, n_members: int = 1, seeds: list[int] | None = None):
@@ -247,9 +286,11 @@ class Transformer(nn.Module):
             self.register_buffer("pos_table", sinusoidal_table(io.max_seq_len, d_model)[None], persistent=False)
         else:
             self.pos_table = None
-        self.drop = nn.Dropout(cfg.dropout)
+        self.dropout_generators: list[torch.Generator] = []  # shared by every dropout below
+        self.drop = PackDropout(cfg.dropout, self.dropout_generators)
         self.blocks = nn.ModuleList(
-            Block(K, d_model, n_head, cfg.dropout, cfg.pos_encoding, io.max_seq_len) for _ in range(n_layer)
+            Block(K, d_model, n_head, cfg.dropout, cfg.pos_encoding, io.max_seq_len, self.dropout_generators)
+            for _ in range(n_layer)
         )
         self.ln_f = PackedLayerNorm(K, d_model)
         self.read_out = PackedLinear(K, d_model, io.n_out, bias=not io.tokens)
@@ -329,6 +370,10 @@ class Transformer(nn.Module):
         """Member k as a one-member model sharing this pack's weights (no copy)."""
         return Member(self, k)
 
+    def members(self, ks: list[int]) -> "Member":
+        """Members ks as a pack of len(ks) (their weights copied out): ``[len(ks), B, T] -> ...``."""
+        return Member(self, list(ks))
+
     def flops_per_example(self, seq_len: int) -> float:
         """Training FLOPs for one sequence of one member: 6 * params per token + attention (fwd+bwd)."""
         n_layer, d_model = len(self.blocks), self.ln_f.weight.shape[1]
@@ -340,18 +385,20 @@ class Transformer(nn.Module):
 
 
 class Member(nn.Module):
-    """One member of a pack, called like a plain model: ``[B, T] -> [B, T, n_out]``.
+    """One member of a pack, called like a plain model: ``[B, T] -> [B, T, n_out]``;
+    or, for a list ``k`` of members, those members as a pack of len(k).
 
     Every call runs the pack's module code on member k's slices of the weights, so
     tasks can evaluate a member without knowing about packs.
     """
 
-    def __init__(self, pack: Transformer, k: int):
+    def __init__(self, pack: Transformer, k: int | list[int]):
         super().__init__()
         self.pack, self.k = pack, k
 
     def forward(self, inputs: torch.Tensor, positions: torch.Tensor | None = None, return_hidden: bool = False,
                 return_internals: bool = False):
-        weights = {name: p[self.k : self.k + 1] for name, p in self.pack.named_parameters()}
+        index = self.k if isinstance(self.k, list) else slice(self.k, self.k + 1)
+        weights = {name: p[index] for name, p in self.pack.named_parameters()}
         return functional_call(self.pack, weights, (inputs,), {"positions": positions, "return_hidden": return_hidden,
                                                                "return_internals": return_internals}, strict=False)

@@ -8,17 +8,19 @@ A pack shares the task and model configs and the step budget; its members differ
 ``train.seed`` (their own task data, data generator and initial weights) and may differ
 in ``train.lr``, ``train.weight_decay`` and ``train.warmup_steps`` (per-member tensors).
 Each member is what it would be alone: the batches it draws are the batches it would
-draw alone, its gradient is its own loss's, clipping and AdamW act per member.  The one
-thing members share is the dropout RNG stream (one draw over the whole pack), so with
-dropout a member matches its solo run in distribution, not bit for bit; with dropout 0
-it matches within float rounding.
+draw alone, its gradient is its own loss's, clipping and AdamW act per member, and its
+dropout masks come from its own generator (seeded from its seed, see
+:func:`dropout_generator`), so it matches its solo run within float rounding, with
+dropout or without.
 
-Every ``eval_every`` steps (and at the end) each running member is evaluated and the
+Every ``eval_every`` steps (and at the end) the running members are evaluated, all in
+one batched evaluation (the task's ``evaluate_pack``: one greedy decode or in-context
+forward for all of them; the representations member by member), and the
 ``report`` callback receives a :class:`PackReport`: one :class:`Report` per member
 with news (its metrics and rows for the store tables, its status) and, every
 ``checkpoint_every`` steps, the full training state of the pack.  Restoring that state
-(``restore=state``) continues bit for bit: the members' data generators, the dropout
-RNG, the optimizer moments, the loss window and the step counter are all in it, and
+(``restore=state``) continues bit for bit: the members' data and dropout generators,
+the optimizer moments, the loss window and the step counter are all in it, and
 the learning rate is a pure function of the step.
 
 A member whose loss goes non-finite is frozen (its updates are masked) and reported
@@ -208,6 +210,14 @@ def check_pack(members: list[TrialConfig]) -> None:
                 )
 
 
+DROPOUT_STREAM = 2**40  # a member's dropout generator is seeded with its seed + this (its data generator: the seed)
+
+
+def dropout_generator(seed: int, device: torch.device) -> torch.Generator:
+    """The generator a member of seed ``seed`` draws its dropout masks from, alone or in any pack."""
+    return torch.Generator(device=device).manual_seed(seed + DROPOUT_STREAM)
+
+
 def pack_members(cfg: TrialConfig) -> list[TrialConfig]:
     """The ``pack.size`` members of a trial config: seeds train.seed, train.seed + 1, ..."""
     return [
@@ -263,7 +273,7 @@ class TrainState:
 
     Host-side: the step, each member's status, the step it stopped at, its last summary
     metrics and its run of evaluations meeting ``train.stop_when``; the members' data
-    generators.  Device-side [K] tensors (read by the host only at log and evaluation
+    data generators and dropout generators.  Device-side [K] tensors (read by the host only at log and evaluation
     steps): which members still train, the step at which a member's loss went
     non-finite (-1: never), and the logging window (loss sums since the last log, and
     the last logged mean) so that a restored run logs exactly what an uninterrupted one does.
@@ -271,6 +281,7 @@ class TrainState:
 
     step: int
     generators: list[torch.Generator]
+    dropout_generators: list[torch.Generator]
     status: list[str]
     stopped_at: list[int | None]
     metrics: list[dict[str, float]]
@@ -287,6 +298,7 @@ class TrainState:
         return cls(
             step=0,
             generators=[torch.Generator(device=device).manual_seed(m.train.seed) for m in members],
+            dropout_generators=[dropout_generator(m.train.seed, device) for m in members],
             status=["running"] * K,
             stopped_at=[None] * K,
             metrics=[{} for _ in range(K)],
@@ -308,6 +320,7 @@ class TrainState:
             "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
             "optimizer": optimizer.state_dict(),
             "generators": [g.get_state().cpu() for g in self.generators],
+            "dropout_generators": [g.get_state().cpu() for g in self.dropout_generators],
             "cpu_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
             "status": list(self.status),
@@ -333,12 +346,16 @@ class TrainState:
         generators = [torch.Generator(device=device) for _ in members]
         for g, saved in zip(generators, state["generators"]):
             g.set_state(saved)
+        dropout_generators = [dropout_generator(m.train.seed, device) for m in members]
+        for g, saved in zip(dropout_generators, state.get("dropout_generators", [])):  # older checkpoints: fresh
+            g.set_state(saved)
         torch.set_rng_state(state["cpu_rng"])
         if device.type == "cuda" and state.get("cuda_rng") is not None:
             torch.cuda.set_rng_state(state["cuda_rng"], device)
         return cls(
             step=state["step"],
             generators=generators,
+            dropout_generators=dropout_generators,
             status=list(state["status"]),
             stopped_at=list(state["stopped_at"]),
             metrics=[dict(m) for m in state["metrics"]],
@@ -384,7 +401,7 @@ def train_pack(
     trial_ids = trial_ids or [f"local-{k}" for k in range(K)]
     device = pick_device(tc.device)
     bf16 = uses_bf16(tc, device)
-    torch.manual_seed(members[0].train.seed)  # the dropout stream
+    torch.manual_seed(members[0].train.seed)  # the global RNG, should anything draw from it
     mc = members[0].model
     scheme = mc.pos_encoding if mc.pos_encoding in TASK_POSITION_SCHEMES else None  # ids the tasks compute
     tasks = [build_task(m.task, seed=m.train.seed, device=device, position_scheme=scheme,
@@ -400,6 +417,7 @@ def train_pack(
         state = TrainState.from_checkpoint(restore, model, optimizer, members, device)
     else:
         state = TrainState.fresh(members, device)
+    model.dropout_generators[:] = state.dropout_generators  # member k drops from its own stream
     checkpoint_every = tc.checkpoint_every or tc.eval_every
     curve_rows: list[list[dict[str, Any]]] = [[] for _ in range(K)]  # since each member's last report
     eval_rows: list[list[dict[str, Any]]] = [[] for _ in range(K)]  # each member's last evaluation
@@ -407,10 +425,14 @@ def train_pack(
     def autocast():
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16)
 
-    def evaluate(k: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    def evaluate(running: list[int]) -> tuple[list[list[dict[str, Any]]], list[list[dict[str, Any]]]]:
+        """Evaluation rows and representation rows of the running members: the evaluation in
+        batched forwards over all of them (``evaluate_pack``), the representations member by member."""
         # evaluation must not consume the training RNG streams
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.no_grad(), autocast():
-            return tasks[k].evaluate(model.member(k)), tasks[k].representations(model.member(k))
+            pack = model if running == list(range(K)) else model.members(running)
+            evals = type(tasks[0]).evaluate_pack([tasks[k] for k in running], pack)
+            return evals, [tasks[k].representations(model.member(k)) for k in running]
 
     def member_report(k: int, rows: dict[str, list[dict[str, Any]]], step: int) -> Report:
         return Report(step=step, metrics=state.metrics[k], rows=rows, status=state.status[k],
@@ -469,8 +491,8 @@ def train_pack(
         if eval_now:
             recent = state.recent_loss.tolist()
             model.eval()
-            for k in state.running():
-                evals, reps = evaluate(k)
+            running = state.running()
+            for k, evals, reps in zip(running, *evaluate(running)):
                 for row in evals + reps:
                     row["trial_id"], row["step"] = trial_ids[k], step
                 eval_rows[k] = evals

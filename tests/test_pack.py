@@ -18,7 +18,7 @@ TINY = [
     "task.digits=2", "task.width=3", "task.eval_max_len=3", "task.eval_examples=32", "task.train_fraction=0.2",
     "model.n_layer=2", "train.steps=30", "train.eval_every=10", "train.batch_size=16", "train.log_every=5",
 ]
-NO_DROPOUT = TINY + ["model.dropout=0.0"]  # dropout draws from one stream per pack, so compare without it
+NO_DROPOUT = TINY + ["model.dropout=0.0"]
 TINY_ICL = [
     "task.family=icl", "task.n_dims=3", "task.n_points=6", "task.eval_prompts=16", "task.baselines=[lstsq]",
     "model.n_layer=2", "model.dropout=0.0", "train.steps=30", "train.eval_every=10", "train.batch_size=16",
@@ -28,6 +28,8 @@ FORMATS = {
     "padded": NO_DROPOUT,
     "unpadded": NO_DROPOUT + ["task.pad=false", "task.symbols=true"],  # members' batches differ in length
     "icl": TINY_ICL,
+    "dropout": TINY,  # model.dropout=0.1: each member draws its masks from its own generator
+    "icl_dropout": TINY_ICL + ["model.dropout=0.1"],
 }
 
 
@@ -75,6 +77,9 @@ def test_a_packed_member_trains_as_the_same_seed_alone(fmt):
         torch.testing.assert_close(packed_weights[name], value[0], atol=1e-5, rtol=1e-4)
     # and the members are really different models
     assert not torch.allclose(final_weights(reports, 0)["read_out.weight"], packed_weights["read_out.weight"])
+    if "dropout" in fmt:  # and dropout really dropped
+        _, plain = run_pack([member(1, base=base + ["model.dropout=0.0"])])
+        assert not torch.allclose(final_weights(plain, 0)["read_out.weight"], packed_weights["read_out.weight"])
 
 
 def test_every_member_reports_its_own_rows_under_its_own_trial_id():
@@ -182,3 +187,50 @@ def test_trial_cli_trains_a_pack_of_seeds_and_prints_every_member():
     assert [m["config"]["train"]["seed"] for m in result["members"]] == [0, 1]
     assert [m["status"] for m in result["members"]] == ["completed", "completed"]
     assert result["members"][0]["metrics"] != result["members"][1]["metrics"]
+
+
+EVAL_FORMATS = {
+    "padded": NO_DROPOUT,
+    "unpadded": NO_DROPOUT + ["task.pad=false", "task.symbols=true"],
+    "coupled": NO_DROPOUT + ["model.pos_encoding=coupled", "model.max_position=12", "task.symbols=true"],
+    "icl": TINY_ICL,
+}
+
+
+@pytest.mark.parametrize("fmt", list(EVAL_FORMATS))
+def test_pack_evaluation_equals_member_by_member_evaluation(fmt):
+    from study.tasks import build_task
+    from study.config import TASK_POSITION_SCHEMES
+
+    members = [member(seed, base=EVAL_FORMATS[fmt]) for seed in (0, 1, 2)]
+    mc = members[0].model
+    scheme = mc.pos_encoding if mc.pos_encoding in TASK_POSITION_SCHEMES else None
+    tasks = [build_task(m.task, seed=m.train.seed, position_scheme=scheme, max_position=mc.max_position)
+             for m in members]
+    model = Transformer(mc, tasks[0].io, n_members=3, seeds=[0, 1, 2]).eval()
+    with torch.no_grad():  # decisive logits: an untrained model's near-ties would make argmax a coin toss
+        for name, p in model.named_parameters():
+            if name.endswith("weight") and p.dim() == 3:
+                p.mul_(20.0)
+    alone = [task.evaluate(model.member(k)) for k, task in enumerate(tasks)]
+    packed = type(tasks[0]).evaluate_pack(tasks, model)
+    assert len(packed) == 3
+    for k in range(3):
+        assert_same_values(packed[k], alone[k], atol=1e-6)
+    assert [r["value"] for r in packed[0]] != [r["value"] for r in packed[1]]  # members differ
+    some = type(tasks[0]).evaluate_pack([tasks[0], tasks[2]], model.members([0, 2]))  # a sub-pack: the running ones
+    assert_same_values(some[1], alone[2], atol=1e-6)
+
+
+@pytest.mark.parametrize("pos_encoding", ["learned", "alibi", "rope"])
+def test_the_explicit_attention_of_dropout_training_equals_the_fused_kernel(pos_encoding):
+    from study.model import CausalSelfAttention
+
+    torch.manual_seed(0)
+    attention = CausalSelfAttention(2, 48, 3, 1e-9, pos_encoding, 16, [])  # dropout > 0: the explicit path
+    for p in attention.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    x = torch.randn(2, 5, 11, 48)
+    explicit = attention.train()(x)
+    fused = attention.eval()(x)  # scaled_dot_product_attention
+    torch.testing.assert_close(explicit, fused, atol=1e-5, rtol=1e-5)

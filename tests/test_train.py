@@ -138,3 +138,19 @@ def test_small_model_learns_dense_linear_regression_in_context():
         assert curve[("nmse", k)] < 0.5 * curve[("nmse_averaging", k)], k
         assert curve[("nmse", k)] < 0.15, k
     assert curve[("nmse", 1)] < curve[("nmse_averaging", 1)]
+
+
+def test_the_trial_command_imports_no_ray_optuna_or_duckdb():
+    """`oodstudy trial` runs where only torch, pydantic, pyyaml, pandas and pyarrow are installed (a GPU box)."""
+    code = (
+        "import sys\n"
+        "from study.cli import build_parser\n"
+        "build_parser().parse_args(['trial', '--set', 'pack.size=2'])\n"
+        "from study.config import load_trial_config\n"
+        "load_trial_config(None, ['pack.size=2'])\n"
+        "import study.memory, study.train, study.cli.trial\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'ray', 'optuna', 'duckdb'}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

@@ -8,13 +8,13 @@ query DuckDB refuses raise, and the CLI's one handler prints them (exit code 2).
 from __future__ import annotations
 
 import argparse
-from typing import Any
-
-import duckdb
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from study.errors import QueryError, StoreError
-from study.store import DEFAULT_URI, Store
+from study.store import DEFAULT_URI  # the store itself (duckdb, pandas) is imported when a command runs
+
+if TYPE_CHECKING:
+    from study.store import Store
 
 # Exit codes: 0 fine, 1 validate found errors (2, the store could not be used as asked,
 # comes from the CLI's error handler).
@@ -41,7 +41,9 @@ def add_store_commands(subparsers: Any) -> argparse.ArgumentParser:
     return store
 
 
-def _open(args: argparse.Namespace) -> Store:
+def _open(args: argparse.Namespace) -> "Store":
+    from study.store import Store
+
     return Store(args.store, create=False)
 
 
@@ -87,6 +89,9 @@ def run_compact(args: argparse.Namespace) -> int:
 
 def run_sql(args: argparse.Namespace) -> int:
     """Print the query's result as a table."""
+    import duckdb
+    import pandas as pd
+
     store = _open(args)
     try:
         result = store.sql(args.query)

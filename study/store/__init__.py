@@ -41,13 +41,33 @@ coercion, dedup), :mod:`~study.store.fragments` (what fragment names say),
 :mod:`~study.store.maintenance` (compact, validate).
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 from study.errors import StoreError
-from study.store.fragments import Fragment
-from study.store.maintenance import Problem
-from study.store.schema import MARKER
-from study.store.rows import coerce_rows
-from study.store.store import DEFAULT_URI, Store
-from study.store.uri import join_uri, open_filesystem
+
+# public name -> the module that defines it, imported on first use: importing a light
+# module of this package (``study.store.schema``, as the trial config does) must not
+# import duckdb or pandas, which a trial without a store never needs
+_LAZY = {
+    "Fragment": "study.store.fragments",
+    "Problem": "study.store.maintenance",
+    "MARKER": "study.store.schema",
+    "coerce_rows": "study.store.rows",
+    "DEFAULT_URI": "study.store.uri",
+    "Store": "study.store.store",
+    "join_uri": "study.store.uri",
+    "open_filesystem": "study.store.uri",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'study.store' has no attribute {name!r}")
+
 
 __all__ = ["DEFAULT_URI", "MARKER", "Fragment", "Problem", "Store", "StoreError", "coerce_rows", "join_uri",
            "open_filesystem"]

@@ -35,9 +35,7 @@ from study.store.sql import (
     sql_ident,
     tables_in,
 )
-from study.store.uri import OBJECT_STORES, open_filesystem
-
-DEFAULT_URI = "./results"
+from study.store.uri import DEFAULT_URI, OBJECT_STORES, open_filesystem
 
 
 def temp_name(name: str) -> str:

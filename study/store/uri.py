@@ -11,6 +11,8 @@ import pyarrow.fs as pafs
 
 from study.errors import StoreError
 
+DEFAULT_URI = "./results"  # the store commands use when given none
+
 # Filesystems without rename, where an upload becomes visible only once complete.
 OBJECT_STORES = {"s3", "gcs"}
 

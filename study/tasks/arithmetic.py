@@ -38,6 +38,7 @@ product must fit int64).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -104,7 +105,7 @@ def to_digits(x: torch.Tensor, n: int) -> torch.Tensor:
 
 def num_digits(x: torch.Tensor) -> torch.Tensor:
     """Decimal digit count of x >= 0 (0 has one digit).  Long [N] -> Long [N]."""
-    powers = torch.tensor([10**k for k in range(1, 19)], device=x.device)
+    powers = 10 ** torch.arange(1, 19, device=x.device)  # made on the device: no host copy (a CUDA sync) per call
     return 1 + (x[..., None] >= powers).sum(-1)
 
 
@@ -501,48 +502,75 @@ def random_ids(n: int, length: int, max_position: int, generator: torch.Generato
 
 
 def first_index(tokens: torch.Tensor, token_id: int | None) -> torch.Tensor:
-    """Long [N]: position of the first `token_id` in each row of tokens [N, K] (K when absent)."""
-    K = tokens.shape[1]
+    """Long [...]: position of the first `token_id` along the last dimension of tokens [..., K]
+    (K when absent)."""
+    K = tokens.shape[-1]
     if token_id is None:
-        return torch.full_like(tokens[:, 0], K)
+        return torch.full_like(tokens[..., 0], K)
     hit = tokens == token_id
-    return torch.where(hit.any(1), hit.to(torch.int8).argmax(1), K)
+    return torch.where(hit.any(-1), hit.to(torch.int8).argmax(-1), K)
+
+
+def as_pack(model: nn.Module) -> Callable[..., torch.Tensor]:
+    """A one-member model ``[n, T] -> [n, T, V]`` called as a pack of one: ``[1, n, T] -> [1, n, T, V]``
+    (``positions`` passed on only when given, so models without position ids work)."""
+    def pack(inputs: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
+        out = model(inputs[0]) if positions is None else model(inputs[0], positions=positions[0])
+        return out[None]
+    return pack
 
 
 @torch.no_grad()
 def greedy_decode(model: nn.Module, prompts: torch.Tensor, guess: torch.Tensor, end_id: int | None = None,
                   positions: torch.Tensor | None = None) -> torch.Tensor:
-    """Greedy continuation of prompts [N, P] by K tokens: Long [N, K], K = guess.shape[1].
+    """Greedy continuation of prompts [N, P] by A tokens: Long [N, A], A = guess.shape[-1].
 
-    Computed by fixed-point (Jacobi) iteration instead of K growing forward passes: feed
+    Computed by fixed-point (Jacobi) iteration instead of A growing forward passes: feed
     prompt + guess, replace the guess by the argmax at every answer position, repeat.
-    Because the model is causal, after pass k the first k tokens equal the greedy ones,
+    Because the model is causal, after pass j the first j tokens equal the greedy ones,
     and a row whose output reproduces its input guess (up to its first end token) *is*
-    the greedy decode.  So at most K passes, and one when the guess is what the model says.
-    The result never depends on the guess.  ``positions`` (Long [N, P+K-1]): the ids of
+    the greedy decode.  So at most A passes, and one when the guess is what the model says.
+    The result never depends on the guess.  ``positions`` (Long [N, P+A-1]): the ids of
     the model inputs, for the task-computed position schemes.
+
+    A pack (``model`` maps [K, n, T] -> [K, n, T, V]) decodes all its members at once:
+    prompts [K, N, P], guess [K, N, A], positions [K, N, P+A-1] -> Long [K, N, A].  Each
+    pass feeds every member the rows it still has to settle (members that have fewer
+    fill up with rows already settled, whose results are discarded), so one forward
+    serves the whole pack and every member's answers are the ones it decodes alone.
     """
-    P, K = prompts.shape[1], guess.shape[1]
+    if prompts.dim() == 2:
+        return greedy_decode(as_pack(model), prompts[None], guess[None], end_id,
+                             positions[None] if positions is not None else None)[0]
+    K, N, P = prompts.shape
+    A = guess.shape[2]
     out = guess.clone()
-    todo = torch.arange(len(prompts), device=prompts.device)
-    slots = torch.arange(K, device=prompts.device)
-    for _ in range(K):
-        fed = out[todo]
-        inputs = torch.cat([prompts[todo], fed[:, :-1]], 1)
-        logits = model(inputs) if positions is None else model(inputs, positions=positions[todo])  # [n, P+K-1, V]
-        new = logits[:, P - 1 :].argmax(-1)  # [n, K]: output P-1+j predicts answer token j
-        out[todo] = new
-        agree = (new == fed) | (slots > first_index(new, end_id)[:, None])
-        todo = todo[~agree.all(1)]
-        if todo.numel() == 0:
+    todo = torch.ones(K, N, dtype=torch.bool, device=prompts.device)  # rows not yet at their fixed point
+    slots = torch.arange(A, device=prompts.device)
+    for _ in range(A):
+        counts = todo.sum(1)  # [K]
+        M = int(counts.max())  # rows per member in this pass (one host read per pass)
+        if M == 0:
             break
+        rows = torch.argsort((~todo).to(torch.int8), dim=1, stable=True)[:, :M]  # [K, M]: todo rows first
+        real = torch.arange(M, device=prompts.device) < counts[:, None]  # [K, M]: False for the filler rows
+        fed = out.gather(1, rows[..., None].expand(K, M, A))  # [K, M, A]
+        inputs = torch.cat([prompts.gather(1, rows[..., None].expand(K, M, P)), fed[..., :-1]], 2)
+        if positions is None:
+            logits = model(inputs)  # [K, M, P+A-1, V]
+        else:
+            logits = model(inputs, positions=positions.gather(1, rows[..., None].expand(K, M, positions.shape[2])))
+        new = logits[:, :, P - 1 :].argmax(-1)  # [K, M, A]: output P-1+j predicts answer token j
+        agree = ((new == fed) | (slots > first_index(new, end_id)[..., None])).all(-1)  # [K, M]
+        out.scatter_(1, rows[..., None].expand(K, M, A), torch.where(real[..., None], new, fed))
+        todo.scatter_(1, rows, real & ~agree)
     return out
 
 
 def answer_matches(out: torch.Tensor, target: torch.Tensor, end_id: int | None = None) -> torch.Tensor:
     """Bool [N]: out [N, K] writes the same answer as target [N, K] (up to target's end token)."""
     positions = torch.arange(target.shape[1], device=target.device)
-    return ((out == target) | (positions > first_index(target, end_id)[:, None])).all(1)
+    return ((out == target) | (positions > first_index(target, end_id)[..., None])).all(-1)
 
 
 def significance_digits(tokens: torch.Tensor, reverse: bool, end_id: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -870,24 +898,42 @@ class Arithmetic:
         chance (with a modulus only): the share of examples whose true answer equals the
             equivalence answer, i.e. the exact match of a perfect equivalence model.
         """
-        C, dev = len(self.conditions), self.device
-        sums = {name: torch.zeros(C, device=dev) for name in ("n", "exact", "equiv", "wrong_equiv", "correct", "counted", "chance")}
-        for group in self.eval_groups:
-            for start in range(0, len(group.cond), self.cfg.eval_batch_size):
-                rows = slice(start, start + self.cfg.eval_batch_size)
-                target, equivalent = group.target[rows], group.equivalent[rows]
+        return Arithmetic.evaluate_pack([self], as_pack(model))[0]
+
+    @staticmethod
+    @torch.no_grad()
+    def evaluate_pack(tasks: list["Arithmetic"], model: Callable[..., torch.Tensor]) -> list[list[dict[str, Any]]]:
+        """:meth:`evaluate` of K tasks of one config (the members' own seeds, so their own
+        evaluation sets) on a pack of K members, ``model`` [K, n, T] -> [K, n, T, V]: every
+        greedy decode runs all K members in one batched forward.  One row list per member."""
+        first, K = tasks[0], len(tasks)
+        C, dev, cfg = len(first.conditions), first.device, first.cfg
+        per_member = max(1, cfg.eval_batch_size // K)  # rows of each member per decode: eval_batch_size in all
+        names = ("n", "exact", "equiv", "wrong_equiv", "correct", "counted", "chance")
+        sums = {name: torch.zeros(K * C, device=dev) for name in names}  # [member * C + condition]
+        for g, group in enumerate(first.eval_groups):
+            members = [task.eval_groups[g] for task in tasks]  # one config: equal shapes in every member
+            prompts, target, equivalent, chance, cond = (
+                torch.stack([getattr(m, name) for m in members])
+                for name in ("prompts", "target", "equivalent", "chance", "cond"))  # [K, N, ...]
+            positions = torch.stack([m.positions for m in members]) if group.positions is not None else None
+            cond = cond + C * torch.arange(K, device=dev)[:, None]
+            for start in range(0, prompts.shape[1], per_member):
+                rows = slice(start, start + per_member)
                 # start from the equivalence answer: 1 pass when the model answers it (ID and OOD)
-                positions = group.positions[rows] if group.positions is not None else None
-                out = greedy_decode(model, group.prompts[rows], equivalent, self.end_id, positions)
-                exact = answer_matches(out, target, self.end_id)
-                equiv = answer_matches(out, equivalent, self.end_id)
-                digits = slice(1, None, 2) if self.cfg.index_hints else slice(None)  # hints are not digits
-                correct, counted = digit_matches(out[:, digits], target[:, digits], self.cfg.reverse, self.end_id)
-                cond = group.cond[rows]
+                out = greedy_decode(model, prompts[:, rows], equivalent[:, rows], first.end_id,
+                                    positions[:, rows] if positions is not None else None)  # [K, n, A]
+                t, e = target[:, rows].flatten(0, 1), equivalent[:, rows].flatten(0, 1)
+                out = out.flatten(0, 1)  # [K * n, A]: the metrics are per row
+                exact = answer_matches(out, t, first.end_id)
+                equiv = answer_matches(out, e, first.end_id)
+                digits = slice(1, None, 2) if cfg.index_hints else slice(None)  # hints are not digits
+                correct, counted = digit_matches(out[:, digits], t[:, digits], cfg.reverse, first.end_id)
                 for name, value in (("n", torch.ones_like(exact)), ("exact", exact), ("equiv", equiv),
                                     ("wrong_equiv", equiv & ~exact), ("correct", correct),
-                                    ("counted", counted), ("chance", group.chance[rows])):
-                    sums[name].index_add_(0, cond, value.float())
+                                    ("counted", counted), ("chance", chance[:, rows].flatten())):
+                    sums[name].index_add_(0, cond[:, rows].flatten(), value.float())
+        sums = {name: value.view(K, C) for name, value in sums.items()}
         wrong = sums["n"] - sums["exact"]
         values = {
             "exact_match": sums["exact"] / sums["n"],
@@ -895,14 +941,17 @@ class Arithmetic:
             "equivalence": sums["equiv"] / sums["n"],
             "equivalence_of_wrong": torch.where(wrong > 0, sums["wrong_equiv"] / wrong, float("nan")),
         }
-        if self.cfg.modulus is not None:
+        if cfg.modulus is not None:
             values["chance"] = sums["chance"] / sums["n"]
-        table = torch.stack(list(values.values()), 1).tolist()  # [C, M], one transfer
-        rows = []
-        for (len_a, len_b, split), row in zip(self.conditions, table):
-            for metric, value in zip(values, row):
-                rows.append({"split": split, "metric": metric, "value": value, "len_a": len_a, "len_b": len_b})
-        return rows
+        table = torch.stack(list(values.values()), 2).tolist()  # [K, C, M], one transfer
+        out_rows = []
+        for member_table in table:
+            rows = []
+            for (len_a, len_b, split), row in zip(first.conditions, member_table):
+                for metric, value in zip(values, row):
+                    rows.append({"split": split, "metric": metric, "value": value, "len_a": len_a, "len_b": len_b})
+            out_rows.append(rows)
+        return out_rows
 
     @torch.no_grad()
     def representations(self, model: nn.Module) -> list[dict[str, Any]]:

@@ -302,6 +302,9 @@ class Condition:
     baseline_nmse: dict[str, list[float]]  # baseline name -> nmse at k = 0..n-1
 
 
+EVAL_SEQUENCES = 4096  # prompts per evaluation forward, all members of a pack together
+
+
 def nmse_curve(preds: torch.Tensor, ys: torch.Tensor, y2: float) -> torch.Tensor:
     """[n]: mean over prompts of (preds - ys)^2 at each k, divided by E[y^2]."""
     return ((preds.double() - ys.double()) ** 2).mean(dim=0) / y2
@@ -403,29 +406,45 @@ class InContextRegression:
     def loss(self, output: torch.Tensor, batch: Batch) -> torch.Tensor:
         """Mean squared error of output[..., 0] over the x positions; output [B, 2n, 1]."""
         error = (output[..., 0].float() - batch.targets) ** 2
-        return error[batch.mask].mean()
+        mask = batch.mask.float()
+        return (error * mask).sum() / mask.sum().clamp(min=1.0)  # a masked mean: no host sync, unlike error[mask]
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module) -> list[dict[str, Any]]:
         """One forward pass per condition predicts every k at once; baselines were scored at construction."""
-        rows: list[dict[str, Any]] = []
-        for cond in self.conditions:
-            preds = model(cond.inputs)[:, 0::2, 0].float()  # [P, n]: prediction at x_k after k pairs
-            curves = {"nmse": nmse_curve(preds, cond.ys, cond.y2).tolist()}
-            curves.update({f"nmse_{name}": curve for name, curve in cond.baseline_nmse.items()})
-            for metric, curve in curves.items():
-                for k, value in enumerate(curve):
-                    rows.append(
-                        {
-                            "split": cond.split,
-                            "metric": metric,
-                            "value": float(value),
-                            "n_context": k,
-                            "shift": cond.shift,
-                            "shift_value": cond.value,
-                        }
-                    )
-        return rows
+        return InContextRegression.evaluate_pack([self], lambda inputs: model(inputs[0])[None])[0]
+
+    @staticmethod
+    @torch.no_grad()
+    def evaluate_pack(tasks: list["InContextRegression"], model: Callable[..., torch.Tensor]) -> list[list[dict[str, Any]]]:
+        """:meth:`evaluate` of K tasks of one config (the members' own seeds, so their own
+        prompts) on a pack of K members, ``model`` [K, P, 2n, d] -> [K, P, 2n, 1]: each
+        condition's prompts of all members go through one batched forward (in chunks of at
+        most EVAL_SEQUENCES sequences in all).  One row list per member."""
+        K = len(tasks)
+        per_member = max(1, EVAL_SEQUENCES // K)
+        out_rows: list[list[dict[str, Any]]] = [[] for _ in range(K)]
+        for c, first in enumerate(tasks[0].conditions):
+            inputs = torch.stack([task.conditions[c].inputs for task in tasks])  # [K, P, 2n, d]
+            preds = torch.cat([model(inputs[:, start:start + per_member])[..., 0::2, 0].float()
+                               for start in range(0, inputs.shape[1], per_member)], 1)  # [K, P, n]: at x_k after k pairs
+            for k, task in enumerate(tasks):
+                cond = task.conditions[c]
+                curves = {"nmse": nmse_curve(preds[k], cond.ys, cond.y2).tolist()}
+                curves.update({f"nmse_{name}": curve for name, curve in cond.baseline_nmse.items()})
+                for metric, curve in curves.items():
+                    for n_context, value in enumerate(curve):
+                        out_rows[k].append(
+                            {
+                                "split": cond.split,
+                                "metric": metric,
+                                "value": float(value),
+                                "n_context": n_context,
+                                "shift": cond.shift,
+                                "shift_value": cond.value,
+                            }
+                        )
+        return out_rows
 
     @torch.no_grad()
     def representations(self, model: nn.Module) -> list[dict[str, Any]]:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from study.config import ConfigError, SweepSpec, TrialConfig
 from study.memory import available_bytes, check_fits
-from study.store import Store, join_uri, open_filesystem
+from study.store import join_uri, open_filesystem  # Store (duckdb, pandas): imported where a sweep runs
 from study.tune.trial import run_trial
 
 SPEC_FILE = "oodstudy_spec.json"
@@ -407,6 +407,8 @@ def run_sweep(
     raises KeyboardInterrupt (the store holds every row up to each trial's last
     checkpoint; ``resume=True`` continues).
     """
+    from study.store import Store  # not at module level: `oodstudy trial` imports this module, needs no store
+
     check_optuna_storage(spec)
     Store.check_target(spec.store)  # refuses a path that is not (and cannot become) a store, creating nothing
     if address is not None:

@@ -8,7 +8,7 @@ from typing import Any
 import pandas as pd
 
 from study.config import SweepSpec, grid_point_id
-from study.store import Store, StoreError
+from study.store import StoreError  # Store (duckdb): imported when a status is read
 
 
 def study_status(spec: SweepSpec, live: dict[str, Any] | None = None) -> pd.DataFrame:
@@ -18,6 +18,8 @@ def study_status(spec: SweepSpec, live: dict[str, Any] | None = None) -> pd.Data
     (:func:`study.tune.progress.read_progress`): its running counts replace the
     store's, which sees a trial only once its first rows are flushed.
     """
+    from study.store import Store  # not at module level: `oodstudy trial` imports this module
+
     planned = {grid_point_id(p): spec.tune.trials_per_cell for p in spec.grid_points()}
     try:
         trials = Store(spec.store, create=False).frame("trials", study=spec.name)
