@@ -155,19 +155,21 @@ def test_resume_of_a_finished_study_says_nothing_to_do_without_starting_ray(tmp_
 @pytest.mark.slow
 def test_status_during_a_real_run_shows_steps_between_evaluations(tmp_path, capsys):
     """A real sweep in a thread: while it trains, ``status`` shows each running trial's
-    grid point, step and loss, posted by the trial between its evaluations."""
+    grid point, step and loss, posted by the trial between its evaluations.  Trials of
+    4,000 steps (~25 s on a core) leave seconds to see them between evaluations."""
     import ray
 
     from study.tune.runner import run_sweep
 
     if not ray.is_initialized():
         ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    planned_steps = 4000
     spec = tiny_spec(tmp_path, "running", max_concurrent=2, tune={
         "metric": "id_exact_match", "mode": "max", "trials_per_cell": 1,
         "params": {"train.lr": {"type": "loguniform", "low": 1e-3, "high": 2e-3}}},
         base={"task": {"digits": 1, "width": 3, "eval_max_len": 3, "eval_examples": 32},
               "model": {"size": "nano", "n_layer": 1},
-              "train": {"steps": 800, "eval_every": 800, "batch_size": 16, "log_every": 10}})
+              "train": {"steps": planned_steps, "eval_every": planned_steps, "batch_size": 16, "log_every": 10}})
     errors: list[BaseException] = []
 
     def run() -> None:
@@ -183,7 +185,7 @@ def test_status_during_a_real_run_shows_steps_between_evaluations(tmp_path, caps
     while thread.is_alive() and time.monotonic() < deadline:
         state = read_progress(storage_path(spec), "running")
         steps = [t["step"] for t in state["trials"] if t["status"] == "running"] if state else []
-        if steps and 0 < max(steps) < 800:  # mid-training: no evaluation has reported yet
+        if steps and 0 < max(steps) < planned_steps:  # mid-training: no evaluation has reported yet
             seen = state
             break
         time.sleep(1.0)
@@ -191,7 +193,7 @@ def test_status_during_a_real_run_shows_steps_between_evaluations(tmp_path, caps
     capsys.readouterr()
     assert main(["status", "running", "--store", spec.store]) == 0
     out = capsys.readouterr().out
-    assert "running now" in out and "/800 loss" in out
+    assert "running now" in out and f"/{planned_steps} loss" in out
     running_points = {t["point"] for t in seen["trials"] if t["status"] == "running"}
     table = study_status(spec, live=seen).set_index("cell")
     assert all(table.loc[p, "running"] == 1 for p in running_points)

@@ -55,6 +55,14 @@ class Task(Protocol):
         """Eval rows: ``split`` ("id"/"ood"), ``metric``, ``value`` and condition columns."""
         ...
 
+    @staticmethod
+    @torch.no_grad()
+    def evaluate_pack(tasks: list["Task"], model: nn.Module) -> list[list[dict[str, Any]]]:
+        """:meth:`evaluate` of K tasks of one config on a pack of K members (inputs
+        [K, n, ...]) in batched forwards: one row list per member, equal to each member's
+        own :meth:`evaluate`."""
+        ...
+
     @torch.no_grad()
     def representations(self, model: nn.Module) -> list[dict[str, Any]]:
         """Rows for the ``representations`` table (may be empty)."""
