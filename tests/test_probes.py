@@ -148,7 +148,8 @@ def test_alignment_skips_missing_keys_and_queries():
     assert np.allclose(alignment_scores(shares, [0, 1]), [[1.0, 0.5]])  # sequence 0 only where 1 lacks it
     assert np.isnan(alignment_scores(shares[1:], [1, 1])).all()
     # the answer's top digit (a carry) has a place no operand digit has: NaN, not an error
-    assert np.isnan(alignment_scores(shares, [0, 2])[:, 1]).all()
+    carry = attention_shares(query_rows(weights, queries), groups, 3, present)  # group 2: no key has it
+    assert np.isnan(alignment_scores(carry, [0, 2])[:, 1]).all()
 
 
 def test_nearest_label_rate_is_one_inside_the_id_clusters_and_chance_outside():

@@ -1053,7 +1053,9 @@ class Arithmetic:
             column = torch.arange(inputs.shape[1], device=pairs.device)[None, :]
             operand = (column < enc.prompt_len[:, None]) & (significance >= 0)
             groups = torch.where(operand, significance, -1)
-            n_groups = int(groups.max()) + 1
+            # a group for every probed digit's place too: the answer's top digit (a carry) has a place
+            # no operand digit has, and its shares are then NaN (no key of that group)
+            n_groups = max(int(groups.max()) + 1, max(self.probe_positions) + 1)
             shares = []
             for weights in trace.attention:  # [N, H, T, T]: keep only the probed queries' rows
                 H, T = weights.shape[1], weights.shape[3]

@@ -178,11 +178,8 @@ def attention_shares(query_weights: np.ndarray, key_groups: np.ndarray, n_groups
 
 def alignment_scores(shares: np.ndarray, targets: list[int]) -> np.ndarray:
     """Float [H, I]: the mean over sequences of the share each head sends from query i to
-    group targets[i] (of :func:`attention_shares`), skipping NaN; NaN when none has it,
-    e.g. the answer's top digit (a carry), whose significance no operand digit has."""
-    N, H, _, S = shares.shape
-    none = np.full((N, H), np.nan)
-    picked = np.stack([shares[:, :, i, s] if s < S else none for i, s in enumerate(targets)], axis=-1)  # [N, H, I]
+    group targets[i] (of :func:`attention_shares`), skipping NaN; NaN when none has it."""
+    picked = np.stack([shares[:, :, i, s] for i, s in enumerate(targets)], axis=-1)  # [N, H, I]
     return _nanmean(picked, axis=0)
 
 
