@@ -10,6 +10,7 @@ at construction, from the trial seed (so every evaluation sees the same examples
 from __future__ import annotations
 
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import torch
@@ -67,3 +68,13 @@ class Task(Protocol):
     def representations(self, model: nn.Module) -> list[dict[str, Any]]:
         """Rows for the ``representations`` table (may be empty)."""
         ...
+
+
+def as_pack(model: nn.Module) -> Callable[..., torch.Tensor]:
+    """A one-member model ``[n, ...] -> [n, ...]`` called as a pack of one: ``[1, n, ...] -> [1, n, ...]``
+    (``positions`` passed on only when given, so models without position ids work), for the
+    tasks' ``evaluate`` through their ``evaluate_pack``."""
+    def pack(inputs: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
+        out = model(inputs[0]) if positions is None else model(inputs[0], positions=positions[0])
+        return out[None]
+    return pack

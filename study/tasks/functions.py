@@ -50,7 +50,7 @@ import torch
 from torch import nn
 
 from study.tasks import baselines
-from study.tasks.base import Batch, ModelIO
+from study.tasks.base import Batch, ModelIO, as_pack
 from study.tasks.functions_config import SHIFT_AXES, ICLTask, split_of  # noqa: F401  (split_of: part of this module's API)
 
 # --------------------------------------------------------------------------- prompt distributions
@@ -412,7 +412,7 @@ class InContextRegression:
     @torch.no_grad()
     def evaluate(self, model: nn.Module) -> list[dict[str, Any]]:
         """One forward pass per condition predicts every k at once; baselines were scored at construction."""
-        return InContextRegression.evaluate_pack([self], lambda inputs: model(inputs[0])[None])[0]
+        return InContextRegression.evaluate_pack([self], as_pack(model))[0]
 
     @staticmethod
     @torch.no_grad()
