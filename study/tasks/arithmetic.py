@@ -66,7 +66,7 @@ from study.tasks.arithmetic_config import (
     training_components,
     training_field_digits,
 )
-from study.tasks.base import Batch, ModelIO
+from study.tasks.base import Batch, ModelIO, as_pack
 
 OP_SYMBOL = {"add": "+", "mul": "*"}
 END, PAD = "$", "_"
@@ -161,8 +161,7 @@ def low_number(x: torch.Tensor, n: int) -> torch.Tensor:
     """x mod 10^n of numbers Long [N] or digit rows Long [N, m] (n <= 18): Long [N]."""
     if x.dim() == 1:
         return x % 10**n
-    powers = torch.tensor([10**i for i in range(n)], device=x.device)
-    return (as_digits(x, n) * powers).sum(1)
+    return (as_digits(x, n) * 10 ** torch.arange(n, device=x.device)).sum(1)
 
 
 def answer_of(a: torch.Tensor, b: torch.Tensor, op: str, modulus: int | None = None) -> torch.Tensor:
@@ -237,7 +236,7 @@ def uniform_length_numbers(n: int, size: int, generator: torch.Generator) -> tor
     top = torch.randint(1, 10, (size, 1), generator=generator, device=dev)
     i = torch.arange(n, device=dev)
     digits = torch.where(i == count - 1, torch.where(count == 1, digits, top), torch.where(i < count, digits, 0))
-    return (digits * torch.tensor([10**k for k in range(n)], device=dev)).sum(1)
+    return (digits * 10 ** torch.arange(n, device=dev)).sum(1)  # powers made on the device, as in num_digits
 
 
 def sample_exact(len_a: int, len_b: int, size: int, generator: torch.Generator) -> torch.Tensor:
@@ -509,15 +508,6 @@ def first_index(tokens: torch.Tensor, token_id: int | None) -> torch.Tensor:
         return torch.full_like(tokens[..., 0], K)
     hit = tokens == token_id
     return torch.where(hit.any(-1), hit.to(torch.int8).argmax(-1), K)
-
-
-def as_pack(model: nn.Module) -> Callable[..., torch.Tensor]:
-    """A one-member model ``[n, T] -> [n, T, V]`` called as a pack of one: ``[1, n, T] -> [1, n, T, V]``
-    (``positions`` passed on only when given, so models without position ids work)."""
-    def pack(inputs: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
-        out = model(inputs[0]) if positions is None else model(inputs[0], positions=positions[0])
-        return out[None]
-    return pack
 
 
 @torch.no_grad()
