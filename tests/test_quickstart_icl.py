@@ -5,7 +5,8 @@ on an embedded local Ray, then the numbers the README promises, at k = 2d in-con
 examples: a sparse-only model (w = 0) does not reach least squares on dense prompts,
 a dense-only one (w = 1) does; the mixture (w = 0.5) is as good as the better specialist
 on both dense and one-sparse prompts (Garg et al. 2022, arXiv 2208.01066; Yadlowsky et
-al. 2023, arXiv 2311.00871).
+al. 2023, arXiv 2311.00871).  A fast test beside it shows why the limit is hard to reach:
+a regressor blind to the input directions cannot tell a one-sparse prompt from a dense one.
 """
 
 from __future__ import annotations
@@ -24,6 +25,33 @@ from study.store import Store
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = ROOT / "search_spaces" / "quickstart_icl.yaml"
 SMALLER = ["grid.train.seed=[0]", "pack.size=1"]  # one model per mixture weight
+
+
+def test_a_direction_blind_regressor_cannot_tell_a_one_sparse_prompt_from_its_rotated_dense_copy():
+    """Why the limit needs an algorithm tied to the coordinate axes (README, "In-context: the
+    budget and the limit"): rotating a one-sparse prompt, x_i -> R x_i and w -> R w, keeps
+    every y and gives a prompt with a dense w of the same norm and inputs still N(0, I).
+    Least squares, ridge and averaging predict exactly the same on both, so their nmse is
+    the same on one-sparse and dense prompts; Lasso, which uses the axes, does not."""
+    import torch
+
+    from study.tasks import baselines, functions
+
+    g = torch.Generator().manual_seed(0)
+    d, n, P = 3, 2 * 3 + 1, 512
+    xs, ys, w = functions.linear_prompts(P, n, d, 1, 1.0, g)
+    rotations, _ = torch.linalg.qr(torch.randn(P, d, d, generator=g, dtype=torch.float64))
+    rotated = (xs.double() @ rotations.transpose(1, 2)).float()  # x_i -> R x_i
+    dense_w = (rotations @ w.double()[:, :, None])[..., 0]
+    assert torch.allclose(rotated.double() @ dense_w[:, :, None], ys.double()[:, :, None], atol=1e-4)
+    assert (dense_w.abs() > 1e-3).all(dim=1).float().mean() > 0.95  # the copy is dense
+    for name, predict in (("lstsq", baselines.least_squares), ("ridge", lambda a, b: baselines.ridge(a, b, 0.1)),
+                          ("averaging", baselines.averaging)):
+        assert torch.allclose(predict(rotated, ys), predict(xs, ys), atol=1e-3), name
+    assert torch.allclose(baselines.least_squares(rotated, ys)[:, d:], ys[:, d:], atol=1e-3)  # exact from k = d on
+    sparse_error = ((baselines.lasso(xs, ys, 0.01) - ys) ** 2).mean(0)
+    dense_error = ((baselines.lasso(rotated, ys, 0.01) - ys) ** 2).mean(0)
+    assert (sparse_error[2:] < 0.6 * dense_error[2:]).all(), (sparse_error, dense_error)  # k = 2 .. 2d
 
 
 def at(profile, w: float, nnz: int, k: int, metric: str = "nmse") -> float:
