@@ -65,7 +65,7 @@ def at(profile, w: float, nnz: int, k: int, metric: str = "nmse") -> float:
 @pytest.mark.skipif(not os.environ.get("OODSTUDY_ICL_PATTERN"), reason=(
     "the limit does not show yet (measured on CPU, full spec, k = 2d: all three cells learn and the mixture is "
     "within 0.05 of the better specialist, but the sparse-only model also solves dense prompts, nmse 0.09 "
-    "against the dense-only model's 0.04, where the check asks for 3x; nor at d = 4-5, nnz 1-2, 2-3 layers, up to "
+    "against the dense-only model's 0.04, where the check asks for 3x; nor at d = 4-5, nnz 1-2, 2-4 layers, up to "
     "3,200 steps on 2 seeds: a sparse specialist that learns its class learns a direction-blind regressor, as good on "
     "dense prompts); it costs ~9 CPU minutes on 2 cores, so it runs only with OODSTUDY_ICL_PATTERN=1 while the "
     "budget that shows the pattern is being found"))
