@@ -79,12 +79,16 @@ class RowSoftmax(torch.autograd.Function):
     (a few dozen keys), where torch's kernel is slow, so the explicit attention path
     (dropout, attention weights) uses it there."""
 
+    generate_vmap_rule = True  # usable under torch.func.vmap (bench/pack.py times the model that way)
+
     @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        shifted = (x - x.amax(-1, keepdim=True)).exp_()
-        y = shifted.div_(shifted.sum(-1, keepdim=True))
-        ctx.save_for_backward(y)
-        return y
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        shifted = (x - x.amax(-1, keepdim=True)).exp()
+        return shifted / shifted.sum(-1, keepdim=True)
+
+    @staticmethod
+    def setup_context(ctx, inputs: tuple[torch.Tensor], output: torch.Tensor) -> None:
+        ctx.save_for_backward(output)
 
     @staticmethod
     def backward(ctx, dy: torch.Tensor) -> torch.Tensor:

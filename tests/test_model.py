@@ -102,3 +102,14 @@ def test_row_softmax_is_softmax_with_its_gradient():
     assert torch.allclose(ours, reference, atol=1e-12) and torch.allclose(d_ours, d_reference, atol=1e-12)
     assert torch.all(ours[..., 0, 1:] == 0) and torch.allclose(ours.sum(-1), torch.ones(3, 2, 7, dtype=torch.float64))
     assert torch.autograd.gradcheck(RowSoftmax.apply, (scores[:1, :1, 2:5, :5].detach().clone().requires_grad_(),))
+
+
+def test_row_softmax_works_under_vmap():
+    """bench/pack.py runs the one-member model under torch.func.vmap: the written-out
+    softmax must batch there (values and gradient as without vmap)."""
+    scores = torch.randn(3, 2, 5, 5, requires_grad=True)
+    batched = torch.func.vmap(RowSoftmax.apply)(scores)
+    assert torch.allclose(batched, scores.softmax(-1), atol=1e-6)
+    (grad,) = torch.autograd.grad(batched.pow(2).sum(), scores)
+    (reference,) = torch.autograd.grad(scores.softmax(-1).pow(2).sum(), scores)
+    assert torch.allclose(grad, reference, atol=1e-6)
