@@ -49,6 +49,7 @@ from torch import nn
 
 from study.tasks.arithmetic_config import (
     HINTS,
+    ID_RULES,
     INT64_DIGITS,
     INT64_MAX,
     ArithmeticTask,
@@ -679,7 +680,9 @@ class Arithmetic:
         if position_scheme is not None:
             check_position_scheme(cfg, position_scheme, max_position)
         self.cfg, self.seed, self.device = cfg, seed, torch.device(device)
-        self.position_scheme, self.max_position = position_scheme, max_position
+        # the rule that numbers the tokens (coupled_alibi and coupled_rope take coupled ids)
+        self.position_scheme = ID_RULES[position_scheme] if position_scheme is not None else None
+        self.max_position = max_position
         self.n = cfg.train_len
         self.vocab = vocabulary(cfg)
         self.end_id = self.vocab.index(END) if not cfg.pad else None
