@@ -39,7 +39,7 @@ import torch
 
 from study.config import trial_config
 from study.tasks.arithmetic import Arithmetic
-from study.train import train
+from study.train import train, train_pack
 
 
 def sequential_ids(self, enc_or_significance, *_):
@@ -79,16 +79,19 @@ BUDGET = {  # the CPU budget the boundary is measured at (see the module docstri
 }
 
 
-def scores_by_length(scheme: str) -> dict[str, dict[int, float]]:
-    """{"exact_match": {length: value}, "digit_acc": {...}} at the last evaluation."""
-    cfg = trial_config({**BUDGET, "model": {**BUDGET["model"], "pos_encoding": scheme}})
-    result = train(cfg)
+def final_scores(result) -> dict[str, dict[int, float]]:
+    """{"exact_match": {length: value}, "digit_acc": {...}} at a run's last evaluation."""
     last = max(row["step"] for row in result.eval_rows)
     scores: dict[str, dict[int, float]] = {"exact_match": {}, "digit_acc": {}}
     for row in result.eval_rows:
         if row["step"] == last and row["metric"] in scores:
             scores[row["metric"]][row["len_a"]] = round(row["value"], 3)
     return scores
+
+
+def scores_by_length(scheme: str) -> dict[str, dict[int, float]]:
+    """:func:`final_scores` of one run of ``scheme`` at the BUDGET."""
+    return final_scores(train(trial_config({**BUDGET, "model": {**BUDGET["model"], "pos_encoding": scheme}})))
 
 
 @pytest.mark.slow
@@ -112,3 +115,21 @@ def test_coupled_ids_carry_addition_past_the_training_length_where_learned_posit
     assert coupled[em][6] >= 0.2 and learned[em][6] == 0.0, (coupled, learned)
     assert coupled[digits][8] >= 0.5 and coupled[digits][10] >= 0.35, coupled
     assert max(learned[digits][length] for length in (6, 8, 10)) <= 0.1, learned
+
+
+@pytest.mark.slow
+def test_alibi_over_coupled_ids_keeps_10_digit_sums_exact_after_5_digit_training():
+    """The issue's bar: >= 90% exact match at 10 digits, trained on up to 5 digits.  Coupled
+    ids whose attention also pays 2-4 per place of |id_q - id_k| (model.pos_encoding=
+    coupled_alibi), the model above at 3000 steps: 128 s on 2 shared cores.  Measured,
+    exact at 5 / 6 / 8 / 10 digits, seed 0: 0.955 / 0.965 / 0.975 / 0.945.  With
+    max_position 16, run alone: seed 0 0.965 / 0.97 / 0.985 / 0.98 (0.96 at 12 digits),
+    seed 1 0.98 / 0.98 / 0.98 / 0.95 (0.975); seeds 0 and 1 trained as one pack pass this
+    test's bars too (262 s).  Learned positions write no right answer beyond 5 digits
+    (the test above)."""
+    torch.set_num_threads(1)
+    cfg = trial_config({**BUDGET, "model": {**BUDGET["model"], "pos_encoding": "coupled_alibi"},
+                        "train": {**BUDGET["train"], "steps": 3000, "eval_every": 3000}})
+    exact = final_scores(train(cfg))["exact_match"]
+    assert exact[10] >= 0.9, exact
+    assert min(exact[length] for length in (5, 6, 8)) >= 0.9, exact
