@@ -182,6 +182,7 @@ class PackedLayerNorm(nn.Module):
 class CausalSelfAttention(nn.Module):
     def __init__(self, n_members: int, d_model: int, n_head: int, dropout: float, pos_encoding: str, max_seq_len: int,
                  generators: list[torch.Generator], max_position: int = 0):
+        """``max_position``: the task's id range, read by coupled_rope (a rotation per id)."""
         super().__init__()
         self.n_head, self.head_dim = n_head, d_model // n_head
         self.qkv = PackedLinear(n_members, d_model, 3 * d_model)
