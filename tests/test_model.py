@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from study.config import ModelConfig
-from study.model import Transformer, apply_rope, rope_angles
+from study.model import RowSoftmax, Transformer, apply_rope, rope_angles
 from study.tasks.base import ModelIO
 
 ENCODINGS = ["learned", "sinusoidal", "rope", "alibi", "none"]
@@ -86,3 +86,19 @@ def test_a_pack_refuses_inputs_without_a_member_dimension():
     pack = Transformer(ModelConfig(), ModelIO(12, 12, True, 16), n_members=2)
     with pytest.raises(ValueError, match="without a member dimension"):
         pack(torch.randint(0, 12, (2, 16)))
+
+
+def test_row_softmax_is_softmax_with_its_gradient():
+    """The written-out softmax of the explicit attention path: the values and the gradient of
+    torch's softmax on causally masked score rows (a fully -inf entry left of the diagonal)."""
+    torch.manual_seed(0)
+    mask = torch.full((7, 7), float("-inf")).triu(1)
+    scores = (torch.randn(3, 2, 7, 7, dtype=torch.float64) + mask).requires_grad_()
+    grad = torch.randn(3, 2, 7, 7, dtype=torch.float64)
+    ours = RowSoftmax.apply(scores)
+    (d_ours,) = torch.autograd.grad(ours, scores, grad)
+    reference = scores.softmax(-1)
+    (d_reference,) = torch.autograd.grad(reference, scores, grad)
+    assert torch.allclose(ours, reference, atol=1e-12) and torch.allclose(d_ours, d_reference, atol=1e-12)
+    assert torch.all(ours[..., 0, 1:] == 0) and torch.allclose(ours.sum(-1), torch.ones(3, 2, 7, dtype=torch.float64))
+    assert torch.autograd.gradcheck(RowSoftmax.apply, (scores[:1, :1, 2:5, :5].detach().clone().requires_grad_(),))
