@@ -57,6 +57,7 @@ loss, wall seconds on one thread (other work sharing the cores):
                                                  1.00 / 1.00 / 0.99 / 0.96 / 0.955     260 s
       the same, max_position 44, exact at 5 / 10 / 20 / 30 / 40 digits (a wide id range
       slows learning)                            0.965 / 0.845 / 0.805 / 0.635 / 0.505  277 s
+        4000 steps                               0.975 / 0.915 / 0.805 / 0.685 / 0.53   251 s
     4, 4, 2, 2 with heads 2 and 4 centred one place up, -m_h |id_k - id_q - 1| (the
       carry's two places as the two heads' centres)  0.67 / 0.655 / 0.445 / 0.47 / 0.355  0.080, 78 s
 The curves point at a flat head as the leak: early in training (1000 steps) the runs with a
