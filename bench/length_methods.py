@@ -2,6 +2,7 @@
 match at longer lengths, per scheme and format, at a fixed step budget.
 
     PYTHONPATH=. python bench/length_methods.py --steps 3000 --eval-every 1500 --schemes learned coupled
+    PYTHONPATH=. python bench/length_methods.py --steps 3000 --sampling lengths --schemes coupled coupled_alibi
     PYTHONPATH=. python bench/length_methods.py --quick
 
 Defaults: unpadded operands with '+' and '=' (the format position coupling was published
@@ -60,7 +61,7 @@ def run(scheme: str, fmt: str, steps: int, digits: int, lengths: list[int], seed
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--schemes", nargs="+", default=["learned", "coupled", "abacus"])
+    parser.add_argument("--schemes", nargs="+", default=["learned", "coupled", "abacus", "coupled_alibi"])
     parser.add_argument("--formats", nargs="+", default=["unpadded"])
     parser.add_argument("--steps", type=int, default=4000)
     parser.add_argument("--eval-every", type=int, default=1000)

@@ -20,7 +20,7 @@ from study.errors import ConfigError
 from study.section import BOOL_FOR_NUMBER, Section
 from study.store.schema import STUDY_NAME_PATTERN
 from study.tasks import FAMILIES, LOSS, METRICS, MISSING_METRIC_HINTS, SPLITS, metric_direction, summary_metrics
-from study.tasks.arithmetic_config import ArithmeticTask, check_position_scheme
+from study.tasks.arithmetic_config import ID_RULES, ArithmeticTask, check_position_scheme
 from study.tasks.functions_config import ICLTask
 
 
@@ -36,8 +36,12 @@ MODEL_PRESETS: dict[str, tuple[int, int, int]] = {
 }
 
 
-# Position schemes whose ids the task computes (the model adds a learned table row per id).
-TASK_POSITION_SCHEMES = ("coupled", "abacus", "randomized")
+# Position schemes whose ids the task computes (the model adds a learned table row per id);
+# those named here also make attention read the ids relatively (study.model): ``alibi``
+# subtracts a per-head slope times |id_q - id_k| from the scores, ``rope`` rotates queries
+# and keys by their token's id.
+TASK_POSITION_SCHEMES = tuple(ID_RULES)
+ID_ATTENTION: dict[str, str] = {"coupled_alibi": "alibi", "coupled_rope": "rope"}
 POSITION_ENCODINGS = ("learned", "sinusoidal", "rope", "alibi", "none") + TASK_POSITION_SCHEMES
 
 
@@ -48,7 +52,7 @@ class ModelConfig(Section):
     d_model: int | None = Field(None, ge=1, description="overrides the preset")
     pos_encoding: Literal[POSITION_ENCODINGS] = "learned"
     max_position: int = Field(
-        64, ge=1, description="position ids 0..max_position-1 (coupled, abacus, randomized)"
+        64, ge=1, description="position ids 0..max_position-1 (the schemes whose ids the task computes)"
     )
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
 
@@ -66,9 +70,9 @@ class ModelConfig(Section):
                 f"model.n_head={n_head} does not divide model.d_model={d_model}; "
                 "pick a head count that divides the width"
             )
-        if self.pos_encoding == "rope" and (d_model // n_head) % 2:
+        if self.pos_encoding in ("rope", "coupled_rope") and (d_model // n_head) % 2:
             raise ValueError(
-                f"model.pos_encoding=rope needs an even head size, got d_model/n_head="
+                f"model.pos_encoding={self.pos_encoding} needs an even head size, got d_model/n_head="
                 f"{d_model // n_head}; change model.d_model or model.n_head"
             )
         return self

@@ -25,6 +25,11 @@ The position encoding is a parameter:
   input.  The model does not know what the ids mean: the task assigns them (equal
   significance -> equal id for coupling, the digit's offset in its number for Abacus,
   a sorted random subset of the id range for randomized positions).
+- ``coupled_alibi``, ``coupled_rope``: coupled ids and their table, and attention reads the
+  ids relatively as well: ALiBi subtracts m_h * |id_q - id_k| from the scores (slopes
+  :func:`id_alibi_slopes`), RoPE rotates each query and key by its token's id instead of
+  its index.  Far-apart ids (pairs a short training sequence never holds) are then
+  suppressed (ALiBi) or seen only through their id difference (RoPE).
 
 Shapes: K members, B sequences each, T positions, C = d_model, H heads, hd = C / H.
 """
@@ -39,7 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from study.config import TASK_POSITION_SCHEMES, ModelConfig
+from study.config import ID_ATTENTION, TASK_POSITION_SCHEMES, ModelConfig
 from study.tasks.base import ModelIO
 
 
@@ -100,6 +105,15 @@ def attention_softmax(scores: torch.Tensor) -> torch.Tensor:
     """Attention weights from scores [..., T_keys]: :class:`RowSoftmax` on a CPU, torch's
     fused kernel elsewhere."""
     return scores.softmax(-1) if scores.is_cuda else RowSoftmax.apply(scores)
+
+
+def id_alibi_slopes(n_head: int) -> torch.Tensor:
+    """Per-head slopes over task ids: 4 for the first half of the heads, 2 for the rest.  An
+    id is a digit's place, so a key one place from the query costs 2-4 and five places 10-20:
+    steep on purpose.  Measured (tests/test_length_generalization.py): with a flatter head
+    (slope 1/2 or less) training finds answers through far-apart ids that fail beyond the
+    training length, as the id table alone does."""
+    return torch.tensor([4.0 if h < (n_head + 1) // 2 else 2.0 for h in range(n_head)])
 
 
 def member_view(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -197,7 +211,8 @@ class PackedLayerNorm(nn.Module):
 
 class CausalSelfAttention(nn.Module):
     def __init__(self, n_members: int, d_model: int, n_head: int, dropout: float, pos_encoding: str, max_seq_len: int,
-                 generators: list[torch.Generator]):
+                 generators: list[torch.Generator], max_position: int = 0):
+        """``max_position``: the task's id range, read by coupled_rope (a rotation per id)."""
         super().__init__()
         self.n_head, self.head_dim = n_head, d_model // n_head
         self.qkv = PackedLinear(n_members, d_model, 3 * d_model)
@@ -206,10 +221,17 @@ class CausalSelfAttention(nn.Module):
         self.attn_dropout = PackDropout(dropout, generators)
         self.resid_dropout = PackDropout(dropout, generators)
         self.pos_encoding = pos_encoding
+        self.id_attention = ID_ATTENTION.get(pos_encoding)  # None, "alibi" or "rope": over the task's ids
         if pos_encoding == "rope":
             cos, sin = rope_angles(max_seq_len, self.head_dim)
             self.register_buffer("rope_cos", cos, persistent=False)
             self.register_buffer("rope_sin", sin, persistent=False)
+        if self.id_attention == "rope":  # one row per id
+            cos, sin = rope_angles(max_position, self.head_dim)
+            self.register_buffer("id_rope_cos", cos, persistent=False)
+            self.register_buffer("id_rope_sin", sin, persistent=False)
+        if self.id_attention == "alibi":
+            self.register_buffer("id_slopes", id_alibi_slopes(n_head), persistent=False)
         if pos_encoding == "alibi":
             i = torch.arange(max_seq_len)
             distance = (i[:, None] - i[None, :]).float()  # i - j, >= 0 below the diagonal
@@ -217,33 +239,49 @@ class CausalSelfAttention(nn.Module):
             bias = -alibi_slopes(n_head)[:, None, None] * distance.clamp(min=0) + causal
             self.register_buffer("alibi_bias", bias, persistent=False)  # [H, T, T]
 
-    def forward(self, x: torch.Tensor, return_weights: bool = False):
-        """[K, B, T, C] -> [K, B, T, C]; with ``return_weights`` also the attention weights
-        [K, B, H, T, T] (row t: how query t spreads over keys 0..t), computed explicitly as
-        softmax(q k^T / sqrt(hd) + bias).  Training with dropout takes the explicit path too
-        (each member's attention dropout from its own generator); training without dropout
-        and plain evaluation use the fused kernel."""
+    def score_bias(self, T: int, ids: torch.Tensor | None, device: torch.device,
+                   dtype: torch.dtype) -> torch.Tensor:
+        """What is added to q k^T / sqrt(hd) before the softmax, the causal mask included:
+        [1, H, T, T] (alibi, shared by every sequence), [KB, H, T, T] (alibi over the task's
+        ids [KB, T], per sequence) or [T, T] (the mask alone)."""
+        causal = torch.full((T, T), float("-inf"), device=device, dtype=dtype).triu(1)
+        if self.pos_encoding == "alibi":
+            return self.alibi_bias[None, :, :T, :T].to(dtype)
+        if self.id_attention == "alibi":
+            distance = (ids[:, :, None] - ids[:, None, :]).abs().to(dtype)  # |id_q - id_k| [KB, T, T]
+            return causal - self.id_slopes.to(dtype).view(1, -1, 1, 1) * distance[:, None]
+        return causal
+
+    def forward(self, x: torch.Tensor, ids: torch.Tensor | None = None, return_weights: bool = False):
+        """[K, B, T, C] -> [K, B, T, C]; ``ids`` are the task's position ids [K, B, T] (read
+        by the coupled_alibi / coupled_rope attention).  With ``return_weights`` also the
+        attention weights [K, B, H, T, T] (row t: how query t spreads over keys 0..t),
+        computed explicitly as softmax(q k^T / sqrt(hd) + bias).  Training with dropout
+        takes the explicit path too (each member's attention dropout from its own
+        generator); training without dropout and plain evaluation use the fused kernel."""
         K, B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=-1)  # each [K, B, T, C]
         # members join the batch: one attention call over K * B sequences
         q, k, v = (t.reshape(K * B, T, self.n_head, self.head_dim).transpose(1, 2) for t in (q, k, v))  # [KB, H, T, hd]
+        ids = ids.reshape(K * B, T) if self.id_attention is not None else None
         if self.pos_encoding == "rope":
             cos, sin = self.rope_cos[:T], self.rope_sin[:T]
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if self.id_attention == "rope":  # the angles of each token's id: [KB, 1, T, hd/2], one per sequence
+            cos, sin = self.id_rope_cos[ids][:, None], self.id_rope_sin[ids][:, None]
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         weights = None
         if return_weights or (self.training and self.dropout > 0):  # dropout: each member drops from its own stream
-            if self.pos_encoding == "alibi":  # [H, T, T] per head, the causal mask included; one per (sequence, head)
-                bias = self.alibi_bias[:, :T, :T].to(q.dtype).repeat(K * B, 1, 1)
-            else:
-                bias = torch.full((T, T), float("-inf"), device=q.device, dtype=q.dtype).triu(1)
+            bias = self.score_bias(T, ids, q.device, q.dtype)
+            if bias.dim() == 4:  # one [T, T] per (sequence, head)
+                bias = bias.expand(K * B, self.n_head, T, T).reshape(K * B * self.n_head, T, T)
             scores = torch.baddbmm(bias, q.flatten(0, 1), k.flatten(0, 1).transpose(1, 2),
                                    alpha=1.0 / math.sqrt(self.head_dim))  # bias + q k^T / sqrt(hd) [KB * H, T, T]
             weights = attention_softmax(scores.view(K * B, self.n_head, T, T))  # [KB, H, T, T]
             dropped = self.attn_dropout(weights.view(K, B, self.n_head, T, T)).view(K * B, self.n_head, T, T)
             y = dropped.to(v.dtype) @ v
-        elif self.pos_encoding == "alibi":
-            bias = self.alibi_bias[:, :T, :T].to(q.dtype)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        elif self.pos_encoding == "alibi" or self.id_attention == "alibi":
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=self.score_bias(T, ids, q.device, q.dtype))
         else:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         y = y.transpose(1, 2).reshape(K, B, T, C)
@@ -264,19 +302,20 @@ class MLP(nn.Module):
 
 class Block(nn.Module):
     def __init__(self, n_members: int, d_model: int, n_head: int, dropout: float, pos_encoding: str, max_seq_len: int,
-                 generators: list[torch.Generator]):
+                 generators: list[torch.Generator], max_position: int = 0):
         super().__init__()
         self.ln_1 = PackedLayerNorm(n_members, d_model)
-        self.attn = CausalSelfAttention(n_members, d_model, n_head, dropout, pos_encoding, max_seq_len, generators)
+        self.attn = CausalSelfAttention(n_members, d_model, n_head, dropout, pos_encoding, max_seq_len, generators,
+                                        max_position)
         self.ln_2 = PackedLayerNorm(n_members, d_model)
         self.mlp = MLP(n_members, d_model, dropout, generators)
 
-    def forward(self, x: torch.Tensor, return_attention: bool = False):
+    def forward(self, x: torch.Tensor, ids: torch.Tensor | None = None, return_attention: bool = False):
         if return_attention:
-            mixed, weights = self.attn(self.ln_1(x), return_weights=True)
+            mixed, weights = self.attn(self.ln_1(x), ids, return_weights=True)
             x = x + mixed
             return x + self.mlp(self.ln_2(x)), weights
-        x = x + self.attn(self.ln_1(x))
+        x = x + self.attn(self.ln_1(x), ids)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -319,7 +358,8 @@ class Transformer(nn.Module):
         self.dropout_generators: list[torch.Generator] = []  # shared by every dropout below
         self.drop = PackDropout(cfg.dropout, self.dropout_generators)
         self.blocks = nn.ModuleList(
-            Block(K, d_model, n_head, cfg.dropout, cfg.pos_encoding, io.max_seq_len, self.dropout_generators)
+            Block(K, d_model, n_head, cfg.dropout, cfg.pos_encoding, io.max_seq_len, self.dropout_generators,
+                  cfg.max_position)
             for _ in range(n_layer)
         )
         self.ln_f = PackedLayerNorm(K, d_model)
@@ -353,8 +393,8 @@ class Transformer(nn.Module):
     def forward(self, inputs: torch.Tensor, positions: torch.Tensor | None = None, return_hidden: bool = False,
                 return_internals: bool = False):
         """``positions`` (Long ``[K, B, T]``, or ``[B, T]`` with inputs ``[B, T]``): the
-        task's position ids, required by the coupled/abacus/randomized schemes and
-        ignored by the others.
+        task's position ids, required by the schemes whose ids the task computes
+        (coupled, abacus, randomized, coupled_alibi, coupled_rope) and ignored by the others.
 
         ``return_internals=True`` (evaluation only, for probes) returns ``(out, Internals)``
         instead: the final hidden state, the residual stream after each block and each
@@ -380,13 +420,14 @@ class Transformer(nn.Module):
             x = x + self.pos_table[:, None, :T]  # [K or 1, 1, T, C]
         x = self.drop(x)
         layers, attention = [], []
+        ids = positions if self.takes_positions else None  # [K, B, T], for attention over ids
         for block in self.blocks:
             if return_internals:
-                x, weights = block(x, return_attention=True)
+                x, weights = block(x, ids, return_attention=True)
                 layers.append(x)
                 attention.append(weights)
             else:
-                x = block(x)
+                x = block(x, ids)
         hidden = self.ln_f(x)  # [K, B, T, C]
         out = self.read_out(hidden)  # [K, B, T, n_out]
         if return_internals:

@@ -143,12 +143,13 @@ def test_evaluation_ids_have_no_offset():
 
 def test_output_does_not_depend_on_the_scheme_when_all_ids_are_equal():
     """With every id equal, the position table adds one vector to every token: the same
-    model as NoPE with that vector folded into the token embedding, whatever the scheme."""
+    model as NoPE with that vector folded into the token embedding, whatever the scheme
+    (ALiBi over ids adds 0 to every score, RoPE over ids turns every query and key alike)."""
     io = ModelIO(12, 12, True, 10)
     tokens = torch.randint(0, 12, (3, 10), generator=torch.Generator().manual_seed(0))
     same = torch.full((3, 10), 4)
     outputs = []
-    for scheme in ("coupled", "abacus", "randomized"):
+    for scheme in ("coupled", "abacus", "randomized", "coupled_alibi", "coupled_rope"):
         model = Transformer(ModelConfig(n_layer=2, pos_encoding=scheme, max_position=8, dropout=0.0), io, seeds=[3]).eval()
         with torch.no_grad():
             model.pos_table.normal_(0.0, 0.5, generator=torch.Generator().manual_seed(9))
@@ -161,8 +162,75 @@ def test_output_does_not_depend_on_the_scheme_when_all_ids_are_equal():
         torch.testing.assert_close(outputs[-1], nope(tokens))
         shifted = model(tokens, positions=(torch.arange(10) % 8).expand(3, 10))
         assert not torch.allclose(shifted, outputs[-1])  # the ids do reach the output
-    torch.testing.assert_close(outputs[0], outputs[1])
-    torch.testing.assert_close(outputs[0], outputs[2])
+    for other in outputs[1:]:
+        torch.testing.assert_close(outputs[0], other)
+
+
+def test_alibi_over_coupled_ids_weighs_each_key_by_its_place_distance():
+    """349+12=: with queries and keys zeroed, the attention of each head is the softmax of
+    its bias alone, -m_h * |id_q - id_k| over the keys up to the query (slopes 4, 4, 2, 2)."""
+    cfg = ArithmeticTask(pad=False, symbols=True, width=4, digits=3, eval_max_len=3)
+    ids = ids_of(cfg, 349, 12, "coupled_alibi")
+    assert ids == ids_of(cfg, 349, 12, "coupled")  # the ids are coupled; only attention differs
+    task = Arithmetic(cfg, seed=0, position_scheme="coupled_alibi", max_position=8)
+    model = Transformer(ModelConfig(n_layer=1, n_head=4, d_model=32, pos_encoding="coupled_alibi", max_position=8,
+                                    dropout=0.0), task.io, seeds=[0]).eval()
+    with torch.no_grad():
+        model.blocks[0].attn.qkv.weight[:, :, :64].zero_()  # queries and keys: 0, values kept
+    tokens = torch.tensor([[task.vocab.index(c) for c in "349+12=16"]])
+    positions = torch.tensor([ids[:9]])  #   3  4  9  +  1  2  =  1  6
+    assert positions.tolist() == [[4, 3, 2, 1, 3, 2, 1, 2, 3]]
+    _, internals = model(tokens, positions=positions, return_internals=True)
+    weights = internals.attention[0][0]  # [H, T, T]
+    # the last query ('6', the tens digit, id 3) and keys 3 4 9 + 1 2 = 1 6: distances by hand
+    distance = torch.tensor([1.0, 0, 1, 2, 0, 1, 2, 1, 0])
+    for head, slope in enumerate([4.0, 4.0, 2.0, 2.0]):
+        torch.testing.assert_close(weights[head, 8], torch.softmax(-slope * distance, 0))
+    # '+' (query 3, id 1) sees 3 4 9 + at distances 3 2 1 0, and nothing after it
+    torch.testing.assert_close(weights[3, 3], torch.cat([torch.softmax(-2.0 * torch.tensor([3.0, 2, 1, 0]), 0),
+                                                         torch.zeros(5)]))
+
+
+@pytest.mark.parametrize("scheme", ["coupled_alibi", "coupled_rope"])
+def test_attention_over_ids_sees_only_their_differences(scheme):
+    """Without the id table (zeroed), shifting every id by one constant leaves the output,
+    and moving one id changes it: attention reads id_q - id_k and nothing absolute."""
+    io = ModelIO(12, 12, True, 10)
+    model = Transformer(ModelConfig(n_layer=2, pos_encoding=scheme, max_position=16, dropout=0.0), io,
+                        seeds=[2]).eval()
+    with torch.no_grad():
+        model.pos_table.zero_()
+    tokens = torch.randint(0, 12, (3, 10), generator=torch.Generator().manual_seed(0))
+    ids = torch.tensor([5, 4, 3, 2, 1, 4, 3, 2, 1, 2]).expand(3, 10)
+    out = model(tokens, positions=ids)
+    torch.testing.assert_close(model(tokens, positions=ids + 5), out)
+    moved = ids.clone()
+    moved[:, 1] = 9
+    assert not torch.allclose(model(tokens, positions=moved)[:, 1:], out[:, 1:])
+    explicit, _ = model(tokens, positions=ids, return_internals=True)  # softmax written out, not the fused kernel
+    torch.testing.assert_close(explicit, out)
+
+
+@pytest.mark.parametrize("scheme", ["coupled_alibi", "coupled_rope"])
+def test_a_packed_member_reads_its_own_ids(scheme):
+    """Member k of a pack, given its own ids among other members' different ones, computes
+    what the same seed computes alone (the attention over ids keeps members apart)."""
+    io = ModelIO(12, 12, True, 10)
+    cfg = ModelConfig(n_layer=2, pos_encoding=scheme, max_position=16, dropout=0.0)
+    g = torch.Generator().manual_seed(0)
+    tokens, ids = torch.randint(0, 12, (2, 3, 10), generator=g), torch.randint(0, 16, (2, 3, 10), generator=g)
+    pack = Transformer(cfg, io, n_members=2, seeds=[5, 6]).eval()
+    alone = Transformer(cfg, io, seeds=[6]).eval()
+    torch.testing.assert_close(pack(tokens, positions=ids)[1], alone(tokens[1], positions=ids[1]), atol=1e-5, rtol=1e-5)
+
+
+def test_coupled_alibi_and_rope_give_the_training_batch_coupled_ids():
+    cfg = ArithmeticTask(pad=False, symbols=True, width=6, digits=3, eval_max_len=6, train_set="fresh",
+                         eval_examples=8)
+    batches = [Arithmetic(cfg, seed=0, position_scheme=scheme, max_position=12).train_batch(
+        64, 0, torch.Generator().manual_seed(4)) for scheme in ("coupled", "coupled_alibi", "coupled_rope")]
+    for batch in batches[1:]:
+        assert torch.equal(batch.positions, batches[0].positions) and torch.equal(batch.inputs, batches[0].inputs)
 
 
 def test_a_model_with_task_ids_refuses_to_run_without_them():
@@ -177,6 +245,13 @@ def test_a_model_with_task_ids_refuses_to_run_without_them():
 @pytest.mark.parametrize("overrides, message", [
     (["task.family=icl", "model.pos_encoding=coupled"], "task.family=icl prompts have none"),
     (["task.family=icl", "model.pos_encoding=randomized"], "task.family=icl prompts have none"),
+    (["task.family=icl", "model.pos_encoding=coupled_alibi"], "task.family=icl prompts have none"),
+    (["task.family=icl", "model.pos_encoding=coupled_rope"], "task.family=icl prompts have none"),
+    (["model.pos_encoding=coupled_alibi", "task.symbols=false"], "coupled_alibi gives the '=' token.*set task.symbols=true"),
+    (["model.pos_encoding=coupled_rope", "task.reverse=false", "task.symbols=true"], "set task.reverse=true"),
+    (["model.pos_encoding=coupled_rope", "model.d_model=48", "model.n_head=16"], "coupled_rope needs an even head size"),
+    (["model.pos_encoding=coupled_alibi", "task.symbols=true", "task.width=12", "task.eval_max_len=12",
+      "model.max_position=12"], "set model.max_position to at least 15"),
     (["model.pos_encoding=abacus", "task.reverse=false"], "set task.reverse=true"),
     (["model.pos_encoding=coupled", "task.symbols=true", "task.width=12", "task.eval_max_len=12",
       "model.max_position=12"], "set model.max_position to at least 15"),

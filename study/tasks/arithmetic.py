@@ -49,6 +49,7 @@ from torch import nn
 
 from study.tasks.arithmetic_config import (
     HINTS,
+    ID_RULES,
     INT64_DIGITS,
     INT64_MAX,
     ArithmeticTask,
@@ -469,11 +470,14 @@ def position_ids(significance: torch.Tensor, prompt_len: torch.Tensor | int, sch
       that token the id of digit s instead would put the already written answer digits on
       the ids of the operand digits, and a head reading an id could not tell them apart.)
       Pad tokens after the answer get 0.
+
+    ``coupled_alibi`` and ``coupled_rope`` number their tokens as ``coupled`` (:data:`ID_RULES`).
     """
     own = torch.where(significance >= 0, 1 + significance, 0)
-    if scheme == "abacus":
+    rule = ID_RULES.get(scheme)
+    if rule == "abacus":
         return own[:, :-1]
-    if scheme == "coupled":
+    if rule == "coupled":
         L = significance.shape[1]
         slot = torch.arange(L, device=own.device) - torch.as_tensor(prompt_len, device=own.device).view(-1, 1)
         symbol = (significance < 0) & (slot < 0)  # the prompt's -1 are its symbols; pads follow the answer
@@ -679,7 +683,9 @@ class Arithmetic:
         if position_scheme is not None:
             check_position_scheme(cfg, position_scheme, max_position)
         self.cfg, self.seed, self.device = cfg, seed, torch.device(device)
-        self.position_scheme, self.max_position = position_scheme, max_position
+        # the rule that numbers the tokens (coupled_alibi and coupled_rope take coupled ids)
+        self.position_scheme = ID_RULES[position_scheme] if position_scheme is not None else None
+        self.max_position = max_position
         self.n = cfg.train_len
         self.vocab = vocabulary(cfg)
         self.end_id = self.vocab.index(END) if not cfg.pad else None

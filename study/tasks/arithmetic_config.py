@@ -18,6 +18,16 @@ INT64_DIGITS = 18  # the most decimal digits every int64 number of that many dig
 # Index hint tokens (Zhou et al., arXiv 2402.09371): the letter before a digit names its
 # significance, HINTS[s] for the digit worth 10^s.
 HINTS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+# The position schemes whose ids the task computes (model.pos_encoding) -> the rule that
+# numbers the tokens (study.tasks.arithmetic.position_ids).  The ``_alibi`` and ``_rope``
+# variants take coupled ids and differ only in how the model's attention reads them.
+ID_RULES: dict[str, str] = {
+    "coupled": "coupled",
+    "abacus": "abacus",
+    "randomized": "randomized",
+    "coupled_alibi": "coupled",
+    "coupled_rope": "coupled",
+}
 
 # The per-condition metrics the task reports, each with its direction ("max": higher
 # is better); a trial's summary metrics are "<split>_<metric>".  ``chance`` is the
@@ -226,36 +236,38 @@ def largest_position_id(cfg: ArithmeticTask, scheme: str) -> int:
     number of ids a sequence needs (randomized).  Abacus: 1 + the largest significance
     in a sequence (the answer's slot for the end token included); coupled: 2 + it (its
     ids start at 1 for the symbols, see ``arithmetic.position_ids``)."""
-    if scheme == "randomized":
+    rule = ID_RULES[scheme]
+    if rule == "randomized":
         return longest_input(cfg)
     n = max(cfg.eval_max_len, cfg.train_len)
     operand_digits = cfg.width if cfg.pad or cfg.random_zero_pad else n
     answer_slots = answer_width(cfg, n) // hint_factor(cfg)
-    return (2 if scheme == "coupled" else 1) + max(operand_digits - 1, answer_slots - 1)
+    return (2 if rule == "coupled" else 1) + max(operand_digits - 1, answer_slots - 1)
 
 
 def check_position_scheme(cfg: ArithmeticTask, scheme: str, max_position: int) -> None:
     """Reject a task-computed position scheme (coupled, abacus, randomized) this format
     cannot carry, naming the field (called by the trial config's validation)."""
-    if scheme in ("coupled", "abacus") and not cfg.reverse:
+    rule = ID_RULES[scheme]
+    if rule in ("coupled", "abacus") and not cfg.reverse:
         raise ValueError(
             f"model.pos_encoding={scheme} numbers the answer digits by significance as they are written, "
             "which needs the answer least significant digit first; set task.reverse=true"
         )
-    if scheme == "coupled" and not cfg.symbols:
+    if rule == "coupled" and not cfg.symbols:
         raise ValueError(
-            "model.pos_encoding=coupled gives the '=' token, which predicts the answer's units digit, the id "
+            f"model.pos_encoding={scheme} gives the '=' token, which predicts the answer's units digit, the id "
             "below the units digits (Cho et al., arXiv 2405.20671); without it the last operand digit would "
             "predict the units digit on the id of the digits it sums; set task.symbols=true"
         )
     largest = largest_position_id(cfg, scheme)
-    if scheme == "randomized" and max_position < largest:
+    if rule == "randomized" and max_position < largest:
         raise ValueError(
             f"model.pos_encoding=randomized draws {largest} distinct ids for the longest sequence, more than "
             f"model.max_position={max_position}; set model.max_position to at least {largest} (a few times "
             "more lets long sequences use ids seen in training)"
         )
-    if scheme in ("coupled", "abacus") and max_position <= largest:
+    if rule in ("coupled", "abacus") and max_position <= largest:
         raise ValueError(
             f"model.pos_encoding={scheme} gives ids up to {largest} for this task (task.width / "
             f"task.eval_max_len), beyond model.max_position={max_position}; set model.max_position to at "
