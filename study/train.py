@@ -376,7 +376,7 @@ def train(
     *,
     restore: dict[str, Any] | None = None,
     report: Callable[[Report], None] | None = None,
-    progress: Callable[[int, float], None] | None = None,
+    progress: Callable[[int, dict[str, float]], None] | None = None,
 ) -> TrialResult:
     """Train one model on one task (a pack of one); see the module docstring for the contract."""
 
@@ -395,7 +395,7 @@ def train_pack(
     *,
     restore: dict[str, Any] | None = None,
     report: Callable[[PackReport], None] | None = None,
-    progress: Callable[[int, float], None] | None = None,
+    progress: Callable[[int, dict[str, float]], None] | None = None,
 ) -> list[TrialResult]:
     """Train K members of one cell at once; see the module docstring for the contract."""
     check_pack(members)
@@ -492,7 +492,7 @@ def train_pack(
                                     ("examples_per_s", state.window_n * tc.batch_size / max(elapsed, 1e-9))):
                     curve_rows[k].append({"trial_id": trial_ids[k], "step": step, "metric": name, "value": value})
             if progress is not None and state.running():
-                progress(step, sum(recent[k] for k in state.running()) / len(state.running()))
+                progress(step, {trial_ids[k]: recent[k] for k in state.running()})
             state.window_loss, state.window_n, window_t = torch.zeros_like(state.window_loss), 0, time.perf_counter()
         if eval_now:
             recent = state.recent_loss.tolist()

@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -16,6 +17,7 @@ from study.cli import main
 from study.store import Store
 from study.tune.callbacks import ProgressLine
 from study.tune.progress import (
+    ProgressBoard,
     StepRate,
     TrialProgress,
     eta_seconds,
@@ -233,3 +235,22 @@ def test_status_finds_the_store_it_is_pointed_at_whatever_cwd_the_run_had(tmp_pa
     monkeypatch.chdir(elsewhere)
     assert main(["status", "rel", "--store", str(run_dir / "results")]) == 0
     assert "digits=1: step 7/40 loss 0.500" in capsys.readouterr().out
+
+
+def test_a_packs_members_each_show_their_own_step_and_loss(tmp_path):
+    """A pack is one Tune trial training several members: the progress rows give each
+    member its own loss (from its last evaluation, or from the board when that is newer),
+    not the pack's mean under every member's name."""
+    spec = tiny_spec(tmp_path, "packed")
+    config = {"trial": spec.base, "members": [
+        {"trial_id": "p_0", "cell": "task.digits=1", "grid": {}, "trial": spec.base},
+        {"trial_id": "p_1", "cell": "task.digits=1", "grid": {}, "trial": spec.base}]}
+    last = {"step": 20, "loss": 0.5, "members": {"p_0": {"step": 20, "loss": 0.5}, "p_1": {"step": 20, "loss": 2.5}}}
+    pack = SimpleNamespace(trial_id="p", config=config, status="RUNNING", last_result=last)
+    board = ProgressBoard()
+    board.post(30, {"p_0": 0.25})  # only p_0 posted since the evaluation at step 20
+    rows = {r.trial_id: (r.step, r.loss) for r in ProgressLine(spec).progress([pack], board.read())}
+    assert rows == {"p_0": (30, 0.25), "p_1": (20, 2.5)}
+    board.post(40, {"p_0": 0.125, "p_1": 2.0})
+    rows = {r.trial_id: (r.step, r.loss) for r in ProgressLine(spec).progress([pack], board.read())}
+    assert rows == {"p_0": (40, 0.125), "p_1": (40, 2.0)}

@@ -27,8 +27,9 @@ def _trial(args: argparse.Namespace) -> int:
     if cfg.pack.size > 1:
         return _trial_pack(cfg, args)
 
-    def progress(step: int, loss: float) -> None:
+    def progress(step: int, losses: dict[str, float]) -> None:
         if not args.json:
+            (loss,) = losses.values()
             print(f"\rstep {step}/{cfg.train.steps}  loss {loss:.4f}", end="", file=sys.stderr, flush=True)
 
     def record(report) -> None:  # every evaluation's rows, as a sweep's store callback writes them

@@ -259,12 +259,14 @@ class ProgressLine(Callback):
             if t.trial_id not in self.totals:
                 self.totals[t.trial_id] = TrialConfig.model_validate(t.config["trial"]).train.steps
             last = t.last_result or {}
-            step, loss = int(last.get("step") or 0), last.get("loss")
-            if posted and t.trial_id in posted and posted[t.trial_id][0] >= step:
-                step, loss = posted[t.trial_id]
             status = {"RUNNING": "running", "TERMINATED": "done", "ERROR": "done"}.get(t.status, "pending")
-            for member in trial_members(t):  # a pack: every member at the pack's step
-                rows.append(TrialProgress(member["trial_id"], member["cell"], status, step,
+            for member in trial_members(t):  # a pack: each member with its own loss, from its last
+                mid = member["trial_id"]     # evaluation or, when newer, from the board
+                reported = (last.get("members") or {}).get(mid, last)
+                step, loss = int(reported.get("step") or last.get("step") or 0), reported.get("loss")
+                if posted and mid in posted and posted[mid][0] >= step:
+                    step, loss = posted[mid]
+                rows.append(TrialProgress(mid, member["cell"], status, step,
                                           self.totals[t.trial_id], None if loss is None else float(loss)))
         return rows
 

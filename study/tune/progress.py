@@ -178,13 +178,15 @@ def board_name(study: str) -> str:
 
 
 class ProgressBoard:
-    """Ray actor (created by the driver, zero CPUs): the latest (step, loss) per trial."""
+    """Ray actor (created by the driver, zero CPUs): the latest (step, loss) per trial (a
+    pack's members each under their own trial id)."""
 
     def __init__(self) -> None:
         self.latest: dict[str, tuple[int, float]] = {}
 
-    def post(self, trial_id: str, step: int, loss: float) -> None:
-        self.latest[trial_id] = (step, loss)
+    def post(self, step: int, losses: dict[str, float]) -> None:
+        for trial_id, loss in losses.items():
+            self.latest[trial_id] = (step, loss)
 
     def read(self) -> dict[str, tuple[int, float]]:
         return dict(self.latest)

@@ -61,7 +61,7 @@ def run_trial(config: dict[str, Any], fail_once_at_step: int | None = None) -> N
     prefix = f"[{study} {point} trial {trial_id}]"  # every line of the trial's log says what it trains
     print(f"{prefix} {'resuming at step ' + str(restore['step']) if restore else 'starting'}, "
           f"{cfgs[0].train.steps} steps, {len(ids)} member(s)", flush=True)
-    progress = _progress_poster(study, trial_id)
+    progress = _progress_poster(study)
     latest: dict[str, dict[str, Any]] = {}  # member id -> its latest summary
     held: dict[str, dict[str, list]] = {}  # member id -> table -> rows not reported yet
 
@@ -105,9 +105,9 @@ def run_trial(config: dict[str, Any], fail_once_at_step: int | None = None) -> N
                      "members": {mid: dict(m) for mid, m in latest.items()}, "rows": {}})
 
 
-def _progress_poster(study: str, trial_id: str, every_s: float = 2.0):
-    """A ``progress(step, loss)`` hook posting to the study's progress board at most every
-    ``every_s`` seconds (None when the driver runs no board)."""
+def _progress_poster(study: str, every_s: float = 2.0):
+    """A ``progress(step, losses)`` hook posting each member's recent loss to the study's
+    progress board at most every ``every_s`` seconds (None when the driver runs no board)."""
     import time
 
     from study.tune.progress import find_board
@@ -117,10 +117,10 @@ def _progress_poster(study: str, trial_id: str, every_s: float = 2.0):
         return None
     last = [float("-inf")]
 
-    def progress(step: int, loss: float) -> None:
+    def progress(step: int, losses: dict[str, float]) -> None:
         now = time.monotonic()
         if now - last[0] >= every_s:
             last[0] = now
-            board.post.remote(trial_id, step, loss)
+            board.post.remote(step, losses)
 
     return progress
