@@ -297,15 +297,16 @@ def test_probes_read_the_digit_after_its_index_hint(fields):
     assert spread < 0.05 and np.ptp(centres, axis=0).max() > 0.5  # (a hint letter's state would be one place)
 
 
-TRAINED = ["train.steps=1500", "train.eval_every=1500", "task.eval_examples=64", "train.device=cpu",
+TRAINED = ["train.steps=3000", "train.eval_every=3000", "task.eval_examples=64", "train.device=cpu",
            "task.probes.layers=all"]
 
 
 @pytest.fixture(scope="module")
 def trained_adder(tmp_path_factory):
     """The default trial (nano model, 3-digit addition in the 2308.08268 format) trained by
-    ``oodstudy trial --store`` for 1500 steps: enough for the units digit (the whole ID answer
-    takes ~2.5K-6K steps).  Returns (the scores at initialization, the final scores as read
+    ``oodstudy trial --store`` for 3000 steps: enough for the units digit (the whole ID answer
+    takes ~2.5K-6K steps; at 1500 and 2000 steps the 4-digit probe read 0.80 and 0.74, so the
+    units digit's OOD reading is not monotone early on).  Returns (the scores at initialization, the final scores as read
     from the store), each keyed by (kind, split, position, layer, head, length)."""
     import torch
 
@@ -334,14 +335,15 @@ def trained_adder(tmp_path_factory):
             r["length"]
 
     final = load.structure_scores(uri, "probe", final=True)
-    assert set(final["status"]) == {"completed"} and set(final["step"]) == {1500}
+    assert set(final["status"]) == {"completed"} and set(final["step"]) == {3000}
     return {key(r): r["value"] for r in init if "value" in r}, {key(r): r["value"] for r in final.to_dict("records")}
 
 
 @pytest.mark.slow
 def test_a_trained_nano_adder_reads_its_units_digit_at_every_layer(trained_adder):
     """At initialization the units-digit probe reads the digit at about chance (0.1); trained, from
-    the store, it reads it (>= 0.95) on held-out ID inputs and on 4-digit ones."""
+    the store, it reads it on held-out ID inputs (>= 0.95; measured 1.00) and on 4-digit ones
+    (>= 0.8; measured 0.89)."""
     init, final = trained_adder
     assert init[("probe_digit", "id", 0, -1, None, 3)] < 0.25
     assert final[("probe_digit", "id", 0, -1, None, 3)] >= 0.95
@@ -354,7 +356,8 @@ def test_a_trained_nano_adder_reads_its_units_digit_at_every_layer(trained_adder
 @pytest.mark.slow
 def test_a_trained_nano_adder_keeps_ood_states_by_their_equivalents(trained_adder):
     """The representation equivalence rate at the units digit on 4-digit inputs: about 0 at
-    initialization (measured 0.004), near 1 trained (measured 0.98), far above its chance."""
+    initialization (measured 0.004), near 1 trained (measured 0.96, chance 0.13; by digit
+    0.86 where unrelated states score ~0.1-0.2), far above its chance."""
     init, final = trained_adder
     assert init[("repr_equivalence", "ood", 0, -1, None, 4)] < 0.1
     assert final[("repr_equivalence", "ood", 0, -1, None, 4)] >= 0.8
@@ -369,7 +372,7 @@ def test_a_trained_nano_adder_has_a_head_that_reads_the_units_digits(trained_add
     """At initialization attention is near uniform (2 of the ~10 prefix tokens are units digits:
     ~0.2); trained, a first-block head sends most of the units digit's attention to the operands'
     units digits, on ID and on 4-digit inputs (measured 0.90 and 0.90; 0.67 on ID after a change
-    of float rounding in the model's LayerNorm and attention scores: the share after 1,500 steps
+    of float rounding in the model's LayerNorm and attention scores: the share after a given step
     depends on the trajectory, so the bar is half, over twice the uniform share)."""
     init, final = trained_adder
 
