@@ -87,7 +87,7 @@ cfg = trial_config(overrides={"train.device": "cuda", "pack.size": 4, "train.ste
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
     marks = {}
-    def progress(step, loss):  # called after the log step's reads
+    def progress(step, losses):  # called after the log step's reads
         marks[step] = len([w for w in caught if "synchroniz" in str(w.message)])
     torch.cuda.set_sync_debug_mode("warn")
     train_pack(pack_members(cfg), progress=progress)

@@ -181,7 +181,7 @@ def examples_per_s(cfg: TrialConfig, warmup: int, device: torch.device) -> float
     """Examples per second (all members together) over the steps after ``warmup``."""
     marks: dict[int, float] = {}
 
-    def progress(step: int, loss: float) -> None:
+    def progress(step: int, losses: dict[str, float]) -> None:
         synchronize(device)
         marks[step] = time.perf_counter()
         if step == cfg.train.steps:

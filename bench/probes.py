@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     marks: dict[int, float] = {}
     states: list[dict[str, Any]] = []
 
-    def progress(step: int, loss: float) -> None:
+    def progress(step: int, losses: dict[str, float]) -> None:
         if device.type == "cuda":
             torch.cuda.synchronize()
         marks[step] = (time.perf_counter(), time.process_time())

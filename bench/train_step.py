@@ -117,7 +117,7 @@ def time_training(cfg: TrialConfig, warmup: int, device: torch.device) -> tuple[
     """Seconds for the steps after ``warmup`` of ``train(cfg)``, and the run's status."""
     marks: dict[int, float] = {}
 
-    def progress(step: int, loss: float) -> None:
+    def progress(step: int, losses: dict[str, float]) -> None:
         synchronize(device)
         marks[step] = time.perf_counter()
 

@@ -244,9 +244,9 @@ class CausalSelfAttention(nn.Module):
         """What is added to q k^T / sqrt(hd) before the softmax, the causal mask included:
         [1, H, T, T] (alibi, shared by every sequence), [KB, H, T, T] (alibi over the task's
         ids [KB, T], per sequence) or [T, T] (the mask alone)."""
-        causal = torch.full((T, T), float("-inf"), device=device, dtype=dtype).triu(1)
         if self.pos_encoding == "alibi":
             return self.alibi_bias[None, :, :T, :T].to(dtype)
+        causal = torch.full((T, T), float("-inf"), device=device, dtype=dtype).triu(1)
         if self.id_attention == "alibi":
             distance = (ids[:, :, None] - ids[:, None, :]).abs().to(dtype)  # |id_q - id_k| [KB, T, T]
             return causal - self.id_slopes.to(dtype).view(1, -1, 1, 1) * distance[:, None]
