@@ -148,6 +148,45 @@ def test_sparse_functions_have_exactly_nnz_non_zero_coefficients():
     assert ((ys != 0).float().mean(0) - nnz / d).abs().max() < 0.1  # every coordinate used alike
 
 
+def test_sign_valued_sparse_functions_have_coefficients_plus_or_minus_one_and_the_same_mean_square():
+    d, nnz = 12, 4
+    xs = torch.eye(d).expand(2000, d, d)  # x_i = e_i, so y_i = w_i
+    dist = PromptDistribution(("sparse_linear",), (1.0,), nnz=nnz, sparse_values="sign")
+    ys = function_values("sparse_linear", xs, dist, torch.Generator().manual_seed(3))
+    assert ((ys != 0).sum(1) == nnz).all()
+    assert set(ys[ys != 0].unique().tolist()) == {-1.0, 1.0}
+    assert abs(float((ys > 0).sum()) / float((ys != 0).sum()) - 0.5) < 0.02  # both signs alike
+    _, ys, _ = sample_prompts(dist, 3000, 8, d, torch.Generator().manual_seed(4))
+    assert within_sampling_error((ys**2).mean(1), expected_y2(dist, d))  # E[y^2] = nnz, as with N(0, 1) values
+    # the same draws as the normal law, signs kept: only the magnitudes change
+    normal = function_values("sparse_linear", torch.eye(d).expand(50, d, d),
+                             PromptDistribution(("sparse_linear",), (1.0,), nnz=nnz), torch.Generator().manual_seed(5))
+    sign = function_values("sparse_linear", torch.eye(d).expand(50, d, d), dist, torch.Generator().manual_seed(5))
+    assert torch.equal(normal.sign(), sign)
+
+
+def test_sign_values_reach_the_nnz_shift_and_the_coefficient_probe():
+    cfg = ICLTask(n_dims=4, n_points=9, eval_prompts=64, classes=["linear", "sparse_linear"], nnz=1,
+                  sparse_values="sign", shifts={"nnz": [1, 2, 4]}, probes={"enabled": True, "prompts": 64})
+    task = build_task(cfg, seed=0, device="cpu")
+    for condition in task.conditions:
+        if condition.shift == "nnz":
+            x, y = condition.inputs[:, 0::2][:, :4], condition.ys[:, :4]
+            w = torch.linalg.solve(x, y[..., None])[..., 0]  # 4 generic points pin w down
+            non_zero = w.abs() > 1e-3
+            assert (non_zero.sum(1) == int(condition.value)).all()
+            assert torch.allclose(w[non_zero].abs(), torch.ones(1), atol=1e-3)
+    for probe in task.probe_conditions:
+        if probe.shift == "nnz":
+            assert set(probe.coefficients[probe.coefficients != 0].abs().unique().tolist()) == {1.0}
+
+
+def test_sign_values_need_a_sparse_class_or_an_nnz_shift():
+    with pytest.raises(ValidationError, match="task.sparse_values"):
+        ICLTask(classes=["linear"], sparse_values="sign")
+    ICLTask(classes=["linear"], sparse_values="sign", shifts={"nnz": [1]})  # the shift draws sparse prompts
+
+
 def test_combo_at_alpha_one_is_class_a_on_the_same_draws():
     xs = torch.randn(32, 10, 5)
     dist = PromptDistribution(("combo",), (1.0,), combo=("linear", "sine"), alpha_range=(1.0, 1.0))

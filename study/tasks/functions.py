@@ -18,7 +18,8 @@ Function classes (each scaled so that E[y^2] is of order d, as in Garg et al.):
 
     linear         y = x . w,  w ~ N(0, I_d)                               E[y^2] = d
     sparse_linear  as linear, but only nnz coordinates of w (at random
-                   positions) are non-zero                                 E[y^2] = nnz
+                   positions) are non-zero; with sparse_values "sign" the
+                   non-zero ones are +1 or -1 instead of N(0, 1)           E[y^2] = nnz
     sine           y = sqrt(d) sin(freq * x . w / sqrt(d)),  w ~ N(0, I_d),
                    freq ~ U(freq_range).  x . w / sqrt(d) is about N(0, 1), so freq
                    is radians per standard deviation of the projection; for small
@@ -63,6 +64,7 @@ class PromptDistribution:
     classes: tuple[str, ...]  # one or two function classes
     weights: tuple[float, ...]  # probability that a prompt uses each class
     nnz: int = 3  # sparse_linear: non-zero coefficients
+    sparse_values: str = "normal"  # sparse_linear: law of the non-zero coefficients (normal | sign)
     freq_range: tuple[float, float] = (0.5, 2.0)  # sine: frequency ~ U(freq_range)
     relu_width: int = 100  # relu2nn: hidden units
     combo: tuple[str, str] = ("linear", "sine")  # combo: classes A and B
@@ -77,6 +79,7 @@ class PromptDistribution:
             classes=tuple(cfg.classes),
             weights=tuple(cfg.weights),
             nnz=cfg.nnz,
+            sparse_values=cfg.sparse_values,
             freq_range=tuple(cfg.freq_range),
             relu_width=cfg.relu_width,
             combo=tuple(cfg.combo),
@@ -100,12 +103,17 @@ def linear(xs: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     return (xs @ w[:, :, None])[..., 0]
 
 
-def sparse_linear(xs: torch.Tensor, nnz: int, g: torch.Generator, d_eff: int | None = None) -> torch.Tensor:
+def sparse_linear(
+    xs: torch.Tensor, nnz: int, g: torch.Generator, d_eff: int | None = None, values: str = "normal"
+) -> torch.Tensor:
     """As :func:`linear`, with w zero except on nnz random coordinates among the first d_eff
-    (min(nnz, d_eff) of them while a curriculum keeps d_eff small)."""
+    (min(nnz, d_eff) of them while a curriculum keeps d_eff small); ``values="sign"`` makes
+    the non-zero coefficients +1 or -1 (the sign of the same normal draw)."""
     B, _, d = xs.shape
     d_eff = d if d_eff is None else d_eff
     w = _normal((B, d), g)
+    if values == "sign":
+        w = w.sign()
     scores = torch.rand((B, d_eff), generator=g, device=g.device)
     support = scores.argsort(dim=1)[:, : min(nnz, d_eff)]  # a uniformly random subset per prompt
     mask = torch.zeros(B, d, device=w.device).scatter_(1, support, 1.0)
@@ -140,7 +148,7 @@ def function_values(
     if name == "linear":
         return linear(xs, g)
     if name == "sparse_linear":
-        return sparse_linear(xs, dist.nnz, g, d_eff)
+        return sparse_linear(xs, dist.nnz, g, d_eff, dist.sparse_values)
     if name == "sine":
         return sine(xs, dist.freq_range, g, d_eff)
     if name == "relu2nn":
@@ -183,12 +191,16 @@ def sample_prompts(
 
 
 def linear_prompts(
-    batch_size: int, n_points: int, n_dims: int, nnz: int | None, x_scale: float, g: torch.Generator
+    batch_size: int, n_points: int, n_dims: int, nnz: int | None, x_scale: float, g: torch.Generator,
+    sparse_values: str = "normal",
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Prompts of linear functions with their coefficients: xs [B, n, d] ~ N(0, x_scale^2 I),
-    w [B, d] ~ N(0, I) (zero outside nnz random coordinates when nnz is given), ys = xs . w [B, n]."""
+    w [B, d] ~ N(0, I) (zero outside nnz random coordinates when nnz is given, and then +1 or -1
+    inside them with ``sparse_values="sign"``), ys = xs . w [B, n]."""
     xs = _normal((batch_size, n_points, n_dims), g) * x_scale
     w = _normal((batch_size, n_dims), g)
+    if nnz is not None and sparse_values == "sign":
+        w = w.sign()
     if nnz is not None:
         support = torch.rand((batch_size, n_dims), generator=g, device=g.device).argsort(dim=1)[:, :nnz]
         w = w * torch.zeros_like(w).scatter_(1, support, 1.0)
@@ -366,7 +378,7 @@ class InContextRegression:
         out = []
         for shift, value, size, nnz, x_scale in conditions:
             g = torch.Generator().manual_seed(zlib.crc32(f"icl-probe|{seed}|{shift}|{value!r}".encode()))
-            xs, ys, w = linear_prompts(size, cfg.n_points, cfg.n_dims, nnz, x_scale, g)
+            xs, ys, w = linear_prompts(size, cfg.n_points, cfg.n_dims, nnz, x_scale, g, cfg.sparse_values)
             split = "id" if shift == "none" else split_of(cfg, shift, value)
             out.append(ProbeCondition(shift, value, split, to_sequence(xs, ys).to(self.device), w))
         return out

@@ -54,6 +54,11 @@ class ICLTask(Section):
         None, ge=0.0, le=1.0, description="weight of classes[0] in a two-class mixture"
     )
     nnz: int = Field(3, ge=1, description="non-zero coefficients of sparse_linear")
+    sparse_values: Literal["normal", "sign"] = Field(
+        "normal",
+        description="law of sparse_linear's non-zero coefficients: normal, N(0, 1) as Garg et al.; "
+        "sign, +1 or -1 (a finite class of 2^nnz C(d, nnz) functions, whose prior a small model learns)",
+    )
     freq_range: tuple[float, float] = Field((0.5, 2.0), description="sine frequency range")
     relu_width: int = Field(100, ge=1)
     combo: tuple[str, str] = Field(("linear", "sine"), description="classes combined by combo")
@@ -92,6 +97,11 @@ class ICLTask(Section):
             raise ValueError(
                 f"task.nnz={self.nnz} exceeds task.n_dims={self.n_dims}; "
                 "choose task.nnz <= task.n_dims"
+            )
+        if self.sparse_values != "normal" and "sparse_linear" not in self.classes and not self.shifts.get("nnz"):
+            raise ValueError(
+                f"task.sparse_values={self.sparse_values!r} sets sparse_linear's coefficients, but no sparse prompt "
+                "is drawn: add sparse_linear to task.classes or task.shifts.nnz, or drop task.sparse_values"
             )
         if len(self.classes) == 2 and self.classes[0] == self.classes[1]:
             raise ValueError("task.classes lists the same class twice; name two different classes")
