@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from analysis import breakdown as bd
+from analysis import icl
 from analysis.equivalence import equivalence_table
 from analysis.load import fmt
 
@@ -119,4 +120,36 @@ def summary_text(study: str, trials: pd.DataFrame, final: pd.DataFrame, metric: 
             text += ("\nequiv = share of answers equal to f(a mod 10^n, b mod 10^n) at the OOD lengths from the "
                      "boundary on (all OOD lengths when none), best trial.")
         blocks.append(text)
-    return f"study {study}\n" + "\n\n".join(blocks)
+        if name == "nmse":
+            blocks.append(nnz_block(final))
+    return f"study {study}\n" + "\n\n".join(b for b in blocks if b)
+
+
+def nnz_block(final: pd.DataFrame) -> str:
+    """In-context studies evaluated along nnz: the model's error at k = 2d per cell and nnz
+    (median over usable trials), with least squares and Lasso on the same prompts; "" when
+    the study has no nnz rows.  The k-averaged table above mixes k < d, where every
+    predictor errs, into one number; at k = 2d least squares is exact on every nnz, so a
+    model's error there is how far it is from solving the prompt."""
+    d = icl.dense_dim(final)
+    if d is None:
+        return ""
+    k = 2 * d
+    profile = icl.nnz_profile(final, ks=(k,))
+    if profile.empty:
+        return ""
+    values = sorted(profile["shift_value"].unique())
+    model = profile[profile["metric"] == icl.MODEL]
+    lines = [f"nmse at k = 2d = {k} examples along nnz (median over usable trials; nnz = {d} is dense):"]
+    cells = list(dict.fromkeys(model["cell"]))
+    width = max([len(c or "the study") for c in cells] + [len("least squares")])
+    lines.append(f"{'':<{width}}  " + "  ".join(f"nnz{fmt(v):<4}" for v in values))
+    for cell in cells:
+        mine = model[model["cell"] == cell].set_index("shift_value")["median"]
+        lines.append(f"{cell or 'the study':<{width}}  " + "  ".join(f"{mine.get(v, np.nan):<7.3f}" for v in values))
+    for metric, label in (("nmse_lstsq", "least squares"), ("nmse_lasso", "Lasso")):
+        rows = profile[profile["metric"] == metric]
+        if len(rows):
+            mine = rows.groupby("shift_value")["median"].median()
+            lines.append(f"{label:<{width}}  " + "  ".join(f"{mine.get(v, np.nan):<7.3f}" for v in values))
+    return "\n".join(line.rstrip() for line in lines)

@@ -450,6 +450,38 @@ def test_error_along_nnz_at_chosen_k_and_the_selection_phase(icl_study):
     assert icl.nnz_profile(final[final["shift"] != "nnz"]).empty
 
 
+def test_summary_of_an_nnz_study_gives_the_error_at_two_d_examples_beside_least_squares_and_lasso(tmp_path):
+    """A sparse specialist that fails on dense prompts must read as failing in the terminal
+    summary: the k-averaged table dilutes it with k < d, so a block at k = 2d follows.
+    d = 2: w = 0 scores 0.03 (nnz 1) / 0.50 (nnz 2) at k = 4, w = 1 0.04 / 0.02 (+ 0.01 * seed)."""
+    s = Store(str(tmp_path / "store"), create=True)
+    err = {(0.0, 1.0): 0.03, (0.0, 2.0): 0.50, (1.0, 1.0): 0.04, (1.0, 2.0): 0.02}
+    for mix in (0.0, 1.0):
+        for seed in (0, 1):
+            trial_id = f"{mix}-{seed}"
+            config = {"task": {"family": "icl", "classes": ["linear", "sparse_linear"], "mix_weight": mix,
+                               "n_dims": 2, "nnz": 1}, "train": {"seed": seed}}
+            cell = add_trial(s, "nz", trial_id, {"task.mix_weight": mix, "train.seed": seed}, config)
+            rows = [{"trial_id": trial_id, "step": 100, "split": "id", "metric": "nmse", "value": 0.5,
+                     "n_context": k, "shift": "none"} for k in range(5)]
+            for nnz in (1.0, 2.0):
+                split = "id" if (nnz == 1.0) == (mix == 0.0) else "ood"
+                for k in range(5):
+                    for metric, value in (("nmse", 1.0 if k < 4 else err[(mix, nnz)] + 0.01 * seed),
+                                          ("nmse_lstsq", 0.0 if k >= 2 else 0.5),
+                                          ("nmse_lasso", 0.001 * nnz if k >= 2 else 0.4)):
+                        rows.append({"trial_id": trial_id, "step": 100, "split": split, "metric": metric,
+                                     "value": value, "n_context": k, "shift": "nnz", "shift_value": nnz})
+            s.append("evals", rows, study="nz", cell=cell)
+    lines = summary.summary_text("nz", *load.study_frames(s, "nz")).splitlines()
+    head = lines.index("nmse at k = 2d = 4 examples along nnz (median over usable trials; nnz = 2 is dense):")
+    assert lines[head + 1].split() == ["nnz1", "nnz2"]
+    table = {line.rsplit(maxsplit=2)[0]: line.split()[-2:] for line in lines[head + 2:head + 6]}
+    assert table == {"task.mix_weight=0": ["0.035", "0.505"], "task.mix_weight=1": ["0.045", "0.025"],
+                     "least squares": ["0.000", "0.000"], "Lasso": ["0.001", "0.002"]}
+    assert summary.nnz_block(load.final_evals(s, "nz").query("shift != 'nnz'")) == ""
+
+
 # --------------------------------------------------------------------------- representations
 
 
