@@ -307,7 +307,10 @@ def test_a_study_with_its_run_directory_on_s3_stopped_midway_resumes_to_its_plan
     store = f"s3://bucket/resumable?endpoint_override={cluster.s3_endpoint}&region=us-east-1"
     study = {**TINY_STUDY, "name": "s3_resume",  # two trials, one at a time: stopped after the first
              "optuna_storage": f"sqlite:///{tmp_path}/optuna.db", "max_concurrent": 1}
-    study["base"] = {**TINY_STUDY["base"], "train": {**TINY_STUDY["base"]["train"], "steps": 150}}
+    # ~12 s a trial, so that the first trial's end is seen before the second's (150-step trials of about
+    # a second each both ended between two looks at the store on idle cores)
+    study["base"] = {**TINY_STUDY["base"], "train": {**TINY_STUDY["base"]["train"], "steps": 3000,
+                                                     "eval_every": 1000, "checkpoint_every": 1000}}
     spec_path = tmp_path / "s3_resume.yaml"
     spec_path.write_text(yaml.safe_dump(study))
     submitted = oodstudy(cluster, "submit", str(spec_path), "--address", cluster.dashboard, "--store", store)
@@ -339,7 +342,7 @@ def test_a_study_with_its_run_directory_on_s3_stopped_midway_resumes_to_its_plan
     assert set(trials["status"]) <= {"completed", "abandoned"}
     evals = Store(store, create=False).frame("evals", study="s3_resume")
     steps = evals[evals["trial_id"].isin(completed["trial_id"])].groupby("trial_id")["step"].apply(lambda s: sorted(set(s)))
-    assert all(s == [50, 100, 150] for s in steps)
+    assert all(s == [1000, 2000, 3000] for s in steps)
 
 
 CHROMIUM = "/usr/bin/chromium"
