@@ -67,6 +67,16 @@ def _empty(message: str) -> Figure:
 # --------------------------------------------------------------------------- arithmetic / breakdown
 
 
+def text_color(face: tuple[float, ...] | None) -> str:
+    """Black or white, whichever reads on a square of colour ``face`` (RGBA; None: the grey
+    of a missing square): by the square's luminance (ITU-R BT.601 weights), so that it
+    holds for any colour map, reversed ones included."""
+    if face is None:
+        return "black"
+    r, g, b = face[:3]
+    return "black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.5 else "white"
+
+
 def phase_diagram(cells: pd.DataFrame, x: str, y: str | None, value: str = "boundary", facet: str | None = None,
                   title: str | None = None, cmap: str = "viridis",
                   limits: tuple[float, float] | None = None) -> Figure:
@@ -120,9 +130,8 @@ def phase_diagram(cells: pd.DataFrame, x: str, y: str | None, value: str = "boun
         for i in range(len(ys)):
             for j in range(len(xs)):
                 if text[i][j]:
-                    bright = np.isfinite(grid[i, j]) and (grid[i, j] - vmin) / max(vmax - vmin, 1e-12) > 0.6
-                    ax.text(j, i, text[i][j], ha="center", va="center", fontsize=9,
-                            color="black" if bright or not np.isfinite(grid[i, j]) else "white")
+                    face = image.cmap(image.norm(grid[i, j])) if np.isfinite(grid[i, j]) else None
+                    ax.text(j, i, text[i][j], ha="center", va="center", fontsize=9, color=text_color(face))
         ax.set_xticks(range(len(xs)), [fmt(v) for v in xs])
         ax.set_yticks(range(len(ys)), [fmt(v) for v in ys])
         ax.set_xlabel(_label(x))
@@ -618,7 +627,7 @@ def attention_heatmap(table: pd.DataFrame, title: str = "attention alignment") -
         for (r, c), v in np.ndenumerate(grid.to_numpy()):
             if np.isfinite(v):
                 ax.text(c, r, f"{v:.2f}", ha="center", va="center", fontsize=6,
-                        color="black" if v > 0.6 else "white")
+                        color=text_color(image.cmap(image.norm(v))))
         ax.set_xlabel("answer digit i (0 = units)")
         ax.set_title(f"{split.upper()}, operand length {int(length)}", fontsize=9)
     if image is not None:

@@ -259,7 +259,9 @@ def _icl_selection(page: Page, final: pd.DataFrame, by: list[str]) -> None:
     if icl.MIX_AXIS in by and not phase.empty:
         cells = phase.rename(columns={"shift_value": "nnz"})
         page.figure("selection_phase", plots.phase_diagram(cells, x="nnz", y=icl.MIX_AXIS, value="gap_median",
-                                                            facet="n_context", cmap="magma_r"),
+                                                            facet="n_context", cmap="magma_r",
+                                                            title="selection gap (model minus the better "
+                                                                  "baseline) by nnz and mixture weight"),
                     "Selection gap (model error minus the better baseline's, median over seeds) by mixture weight "
                     "and nnz, at k = d and 2d: near 0 where the model selects the right algorithm.")
     page.table("selection_phase", phase, "Selection gap per cell, nnz and k")

@@ -128,3 +128,25 @@ def test_a_missing_study_is_a_clear_error(store, tmp_path, capsys):
     with pytest.raises(ConfigError, match="studies there: arith, both, icl"):
         build_report(store.uri, "nope", tmp_path / "y")
     assert not (tmp_path / "y").exists()
+
+
+def test_phase_diagram_labels_read_on_every_square_of_a_reversed_colour_map():
+    """The selection-phase map uses magma_r (light = small gap): a label's colour follows its
+    square's luminance, so the darkest square (the largest gap) gets white text, not black."""
+    import pandas as pd
+
+    from analysis import plots
+
+    cells = pd.DataFrame({"task.mix_weight": [0.0, 0.0, 1.0, 1.0], "shift_value": [1.0, 3.0, 1.0, 3.0],
+                          "gap_median": [0.04, 0.55, 0.04, 0.03]})
+    for cmap in ("magma_r", "viridis"):
+        fig = plots.phase_diagram(cells, "shift_value", "task.mix_weight", value="gap_median", cmap=cmap)
+        ax = fig.axes[0]
+        image = ax.images[0]
+        for text in ax.texts:
+            x, y = (round(v) for v in text.get_position())
+            face = image.cmap(image.norm(image.get_array()[y, x]))
+            luminance = 0.299 * face[0] + 0.587 * face[1] + 0.114 * face[2]
+            assert abs(luminance - (0.0 if text.get_color() == "black" else 1.0)) > 0.5, (cmap, text.get_text())
+        colours = {t.get_text(): t.get_color() for t in ax.texts}
+        assert colours["0.55"] == ("white" if cmap == "magma_r" else "black")
