@@ -81,6 +81,8 @@ def bad_inputs(p: dict[str, str]) -> list[tuple[str, list[str], str]]:
         ("combination", ["trial", "--set", "task.digits=6"], "task.digits=6 is longer than the operand width"),
         ("combination", ["trial", "--set", "task.mix_weight=0.5"], "task.mix_weight > 0 needs task.mix_digits"),
         ("combination", ["trial", "--set", "task.family=icl", "--set", "task.nnz=30"], "task.nnz=30 exceeds task.n_dims"),
+        ("combination", ["trial", "--set", "task.family=icl", "--set", "task.sparse_values=sign"],
+         "task.sparse_values='sign' sets sparse_linear's coefficients, but no sparse prompt is drawn"),
         ("combination", ["trial", "--set", "train.warmup_steps=10", "--set", "train.steps=5"], "train.warmup_steps=10"),
         ("combination", ["trial", "--set", "train.checkpoint_every=300"], "train.checkpoint_every=300"),
         ("combination", run + ["--set", "resources.cpus=1000"], "resources.cpus=1000"),
