@@ -103,21 +103,27 @@ def linear(xs: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     return (xs @ w[:, :, None])[..., 0]
 
 
+def sparse_coefficients(
+    batch_size: int, d: int, nnz: int, g: torch.Generator, d_eff: int | None = None, values: str = "normal"
+) -> torch.Tensor:
+    """w [B, d]: zero except on nnz random coordinates among the first d_eff (min(nnz, d_eff)
+    of them while a curriculum keeps d_eff small), N(0, 1) there, or +1 / -1 with
+    ``values="sign"`` (the sign of the same normal draw)."""
+    d_eff = d if d_eff is None else d_eff
+    w = _normal((batch_size, d), g)
+    if values == "sign":
+        w = w.sign()
+    scores = torch.rand((batch_size, d_eff), generator=g, device=g.device)
+    support = scores.argsort(dim=1)[:, : min(nnz, d_eff)]  # a uniformly random subset per prompt
+    return w * torch.zeros(batch_size, d, device=w.device).scatter_(1, support, 1.0)
+
+
 def sparse_linear(
     xs: torch.Tensor, nnz: int, g: torch.Generator, d_eff: int | None = None, values: str = "normal"
 ) -> torch.Tensor:
-    """As :func:`linear`, with w zero except on nnz random coordinates among the first d_eff
-    (min(nnz, d_eff) of them while a curriculum keeps d_eff small); ``values="sign"`` makes
-    the non-zero coefficients +1 or -1 (the sign of the same normal draw)."""
+    """As :func:`linear`, with w from :func:`sparse_coefficients`."""
     B, _, d = xs.shape
-    d_eff = d if d_eff is None else d_eff
-    w = _normal((B, d), g)
-    if values == "sign":
-        w = w.sign()
-    scores = torch.rand((B, d_eff), generator=g, device=g.device)
-    support = scores.argsort(dim=1)[:, : min(nnz, d_eff)]  # a uniformly random subset per prompt
-    mask = torch.zeros(B, d, device=w.device).scatter_(1, support, 1.0)
-    return (xs @ (w * mask)[:, :, None])[..., 0]
+    return (xs @ sparse_coefficients(B, d, nnz, g, d_eff, values)[:, :, None])[..., 0]
 
 
 def sine(
@@ -195,15 +201,12 @@ def linear_prompts(
     sparse_values: str = "normal",
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Prompts of linear functions with their coefficients: xs [B, n, d] ~ N(0, x_scale^2 I),
-    w [B, d] ~ N(0, I) (zero outside nnz random coordinates when nnz is given, and then +1 or -1
-    inside them with ``sparse_values="sign"``), ys = xs . w [B, n]."""
+    w [B, d] ~ N(0, I), or from :func:`sparse_coefficients` when nnz is given, ys = xs . w [B, n]."""
     xs = _normal((batch_size, n_points, n_dims), g) * x_scale
-    w = _normal((batch_size, n_dims), g)
-    if nnz is not None and sparse_values == "sign":
-        w = w.sign()
-    if nnz is not None:
-        support = torch.rand((batch_size, n_dims), generator=g, device=g.device).argsort(dim=1)[:, :nnz]
-        w = w * torch.zeros_like(w).scatter_(1, support, 1.0)
+    if nnz is None:
+        w = _normal((batch_size, n_dims), g)
+    else:
+        w = sparse_coefficients(batch_size, n_dims, nnz, g, values=sparse_values)
     return xs, (xs @ w[:, :, None])[..., 0], w
 
 
