@@ -60,6 +60,11 @@ _LAZY = {
     "Store": "study.store.store",
     "join_uri": "study.store.uri",
     "open_filesystem": "study.store.uri",
+    "Damage": "study.store.repair",
+    "RepairReport": "study.store.repair",
+    "check_intact": "study.store.repair",
+    "damage": "study.store.repair",
+    "repair_study": "study.store.repair",
 }
 
 
@@ -71,3 +76,4 @@ def __getattr__(name: str) -> Any:
 
 __all__ = ["DEFAULT_URI", "MARKER", "Fragment", "Problem", "Store", "StoreError", "coerce_rows", "join_uri",
            "open_filesystem"]
+__all__ += ["Damage", "RepairReport", "check_intact", "damage", "repair_study"]
