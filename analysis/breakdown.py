@@ -13,7 +13,7 @@ trials (:func:`analysis.load.trials`).  Vocabulary used by every table here:
   in-context rows on the ``"n_context"`` axis at x = k.
 - *ID score* of a trial: the mean of the metric over all its ID rows.  The *best
   trial* of a cell has the best ID score (highest for accuracies, lowest for nmse)
-  among its usable trials (status not failed/diverged).
+  among its usable trials (ended, not failed or diverged).
 - *retention* of a score: (score - floor) / (ID score - floor), where floor is what a
   model that learned nothing gets (0 for accuracies, 1 for nmse: predicting zero).
   It reads the same for both directions: 1 = as good as ID, 0 = nothing left.
@@ -31,7 +31,7 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
-from analysis.load import FAILED, axis_columns, axis_order, cell_axes, cell_label, expected_cells
+from analysis.load import FAILED, NOT_SCORED, axis_columns, axis_order, cell_axes, cell_label, expected_cells
 from study.tasks import PRIMARY_METRICS, metric_direction
 
 LENGTH_MODES = ("max", "min", "len_a", "len_b", "pair")
@@ -134,7 +134,7 @@ def best_trials(scores: pd.DataFrame, metric: str, by: list[str]) -> pd.DataFram
     m = metric_info(metric)
     keys = ["family"] + by
     trials = scores.drop_duplicates("trial_id")
-    trials = trials[~trials["status"].isin(FAILED) & trials["id_score"].notna()]
+    trials = trials[~trials["status"].isin(NOT_SCORED) & trials["id_score"].notna()]
     ranked = trials.assign(_rank=trials["id_score"] * (-1 if m.higher_is_better else 1))
     ranked = ranked.sort_values(["_rank", "trial_id"], kind="stable").drop_duplicates(keys)
     return ranked[keys + ["trial_id", "id_score"]].rename(columns={"trial_id": "best_trial"}).reset_index(drop=True)
@@ -222,7 +222,7 @@ def cell_distribution(per_trial: pd.DataFrame, by: list[str], cond: list[str], v
     best trial's value).
     """
     keys = ["family"] + by
-    usable = per_trial[~per_trial["status"].isin(FAILED)]
+    usable = per_trial[~per_trial["status"].isin(NOT_SCORED)]
     g = usable.groupby(keys + cond, dropna=False, sort=False, observed=True)[value]
     dist = pd.DataFrame({"n": g.count(), "median": g.median(), "q25": g.quantile(0.25), "q75": g.quantile(0.75)})
     dist = dist.reset_index()
@@ -289,7 +289,7 @@ def breakdown(
 
     per_trial = trial_boundaries(scores, metric, threshold, tol)
     info = scores.drop_duplicates("trial_id")[["trial_id", "status", "id_score"] + keys]
-    usable = info[~info["status"].isin(FAILED) & info["id_score"].notna()]
+    usable = info[~info["status"].isin(NOT_SCORED) & info["id_score"].notna()]
     per_trial = per_trial.merge(usable, on="trial_id")
 
     shifts = scores.loc[scores["split"] == "ood", ["family", "shift"]].drop_duplicates()

@@ -17,7 +17,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from analysis import breakdown as bd
-from analysis.load import FAILED, cell_axes, cell_label
+from analysis.load import NOT_SCORED, cell_axes, cell_label
 
 METHOD_AXES = ("model.pos_encoding", "task.index_hints")
 
@@ -41,7 +41,7 @@ def per_trial(final: pd.DataFrame, threshold: float = 0.5) -> pd.DataFrame:
     holds_to (x_max when it holds) and equivalence_beyond: the mean equivalence rate at
     the OOD lengths from the boundary on (NaN when the curve holds or nothing is there)."""
     scores = bd.trial_scores(final, "exact_match")
-    scores = scores[(scores["shift"] == "length") & ~scores["status"].isin(FAILED)]
+    scores = scores[(scores["shift"] == "length") & ~scores["status"].isin(NOT_SCORED)]
     bounds = bd.trial_boundaries(scores, "exact_match", threshold)
     info = scores.drop_duplicates("trial_id").drop(columns=["shift", "x", "split", "score"])
     out = info.merge(bounds[["trial_id", "boundary", "x_max", "monotone"]], on="trial_id")

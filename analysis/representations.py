@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from analysis.load import FAILED, axis_columns, cell_axes, cell_label, expected_cells
+from analysis.load import NOT_SCORED, axis_columns, cell_axes, cell_label, expected_cells
 
 
 def separation_score(pc: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
@@ -109,7 +109,7 @@ def first_crossings(curves: pd.DataFrame, threshold: float = 0.9) -> pd.DataFram
 
 def _final(rows: pd.DataFrame) -> pd.DataFrame:
     """Each trial's rows at its last step, usable trials only (not failed or diverged)."""
-    rows = rows[~rows["status"].isin(FAILED)]
+    rows = rows[~rows["status"].isin(NOT_SCORED)]
     return rows[rows["step"] == rows.groupby("trial_id")["step"].transform("max")]
 
 

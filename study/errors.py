@@ -32,6 +32,12 @@ class ClusterError(OodstudyError):
     refuses, a study of that name already running; the message says what to fix."""
 
 
+class TrialsFailed(Exception):
+    """A study that ran to its end with planned trials failed; the message counts them and
+    says where their errors are.  Not bad input: the CLI prints it as one line after the
+    summary and exits with code 1."""
+
+
 class Interrupted(Exception):
     """A run stopped by Ctrl-C; the message says what was done and how to continue.
     Not bad input: the CLI prints it as one line and exits with code 130."""

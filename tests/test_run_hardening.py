@@ -170,4 +170,4 @@ def test_ctrl_c_during_a_trial_exits_with_one_line_and_no_traceback(tmp_path):
     err = (first + rest).decode()
     assert proc.returncode == 130
     assert "Traceback" not in err
-    assert err.strip().splitlines()[-1].startswith("oodstudy: interrupted (Ctrl-C) during `trial`")
+    assert err.strip().splitlines()[-1].startswith("oodstudy: interrupted (Ctrl-C or SIGTERM) during `trial`")

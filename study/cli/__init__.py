@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from study.errors import Interrupted, OodstudyError
+from study.errors import Interrupted, OodstudyError, TrialsFailed
+from study.interrupt import leave_ray, stop_on_sigterm
 
+# Exit code of a study that ran to its end with planned trials failed.
+EXIT_TRIALS_FAILED = 1
 # Exit code of every command refused for bad input (a config, a store, a query).
 EXIT_ERROR = 2
 # Exit code after Ctrl-C (128 + SIGINT, as shells report it).
@@ -32,20 +35,31 @@ def main(argv: list[str] | None = None) -> int:
 
     The one error handler of the CLI: every :class:`~study.errors.OodstudyError`,
     whichever command raised it, is printed as one line ``oodstudy: <message>`` on
-    stderr and exits with code 2; Ctrl-C prints one line and exits with code 130.
+    stderr and exits with code 2; a study whose planned trials failed exits with code 1
+    after its summary; Ctrl-C, and SIGTERM alike, print one line and exit with code 130.
     """
     args = build_parser().parse_args(argv)
+    stop_on_sigterm()
+    ray = sys.modules.get("ray")
+    ray_before = ray is not None and ray.is_initialized()  # a caller's Ray is the caller's to shut down
     try:
         return int(args.func(args) or 0)
     except OodstudyError as err:
         print(f"oodstudy: {one_line(str(err))}", file=sys.stderr)
         return EXIT_ERROR
+    except TrialsFailed as err:
+        print(f"oodstudy: {one_line(str(err))}", file=sys.stderr)
+        return EXIT_TRIALS_FAILED
     except Interrupted as err:
         print(f"\noodstudy: {one_line(str(err))}", file=sys.stderr)
+        if not ray_before:
+            leave_ray(EXIT_INTERRUPTED)
         return EXIT_INTERRUPTED
     except KeyboardInterrupt:
-        print(f"\noodstudy: interrupted (Ctrl-C) during `{args.command}`; what was written before stays as "
+        print(f"\noodstudy: interrupted (Ctrl-C or SIGTERM) during `{args.command}`; what was written before stays as "
               "it was (the store only ever gains whole fragments)", file=sys.stderr)
+        if not ray_before:
+            leave_ray(EXIT_INTERRUPTED)
         return EXIT_INTERRUPTED
 
 

@@ -5,11 +5,13 @@ where the service's CLI calls the analysis package."""
 from __future__ import annotations
 
 import time
+from shlex import quote
 
 from study.config import SweepSpec, load_sweep_spec
-from study.errors import Interrupted
+from study.errors import ConfigError, Interrupted, TrialsFailed
+from study.store.lease import StudyLease
 from study.tune.progress import is_live, progress_lines, read_progress
-from study.tune.runner import read_spec_copy, run_sweep, storage_path
+from study.tune.runner import read_spec_copy, run_sweep, storage_path, with_absolute_paths
 from study.tune.status import cell_status, is_finished, study_status
 
 
@@ -21,7 +23,7 @@ def _print_summary(spec: SweepSpec) -> None:
     from study.store import Store
 
     print("trials per cell (seeds pooled):")
-    print(cell_status(study_status(spec), spec.tune.mode).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(cell_status(study_status(spec, stopped=True), spec.tune.mode).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print()
     trials, final = study_frames(Store(spec.store, create=False), spec.name)
     print(summary_text(spec.name, trials, final))
@@ -34,27 +36,50 @@ def _run_to_end(spec: SweepSpec, **kwargs) -> None:
     try:
         run_sweep(spec, **kwargs)
     except KeyboardInterrupt:
-        table = study_status(spec)
+        table = study_status(spec, stopped=True)
         planned, pending = int(table["planned"].sum()), int((table["pending"] + table["running"]).sum())
         raise Interrupted(
             f"interrupted: study {spec.name} has {planned - pending}/{planned} trials finished "
             f"({int(table['completed'].sum())} completed); the store {spec.store} holds every row written up "
-            f"to each trial's last checkpoint (check it with: oodstudy store validate --store {spec.store}); "
-            f"finish the study with: oodstudy resume {spec.name} --store {spec.store}"
+            f"to each trial's last checkpoint (check it with: oodstudy store validate --store {quote(spec.store)}); "
+            f"finish the study with: oodstudy resume {quote(spec.name)} --store {quote(spec.store)}"
         ) from None
+
+
+def check_no_failed_trials(spec: SweepSpec) -> None:
+    """A study that ended with planned trials failed (each after its retries) is not a
+    success: raise :class:`TrialsFailed`, counting them and saying where their errors are."""
+    table = study_status(spec)
+    failed, planned = int(table["failed"].sum()), int(table["planned"].sum())
+    if failed:
+        query = "SELECT trial_id, cell, error FROM trials WHERE status = 'failed'"
+        raise TrialsFailed(
+            f"{failed} of {planned} planned trials of study {spec.name} failed (after "
+            f"{spec.max_failures} retries each); read their errors with: oodstudy store sql \"{query}\" "
+            f"--store {quote(spec.store)}, or in Ray Tune's trial logs under {storage_path(spec)}/{spec.name}"
+        )
+
+
+def set_by_option(overrides: list[str], key: str, value: str | None, option: str) -> None:
+    """``--store X`` / ``--name X`` as ``--set key=X``; an empty value is refused, never ignored."""
+    if value is None:
+        return
+    if not value.strip():
+        raise ConfigError(f"{option} is empty; pass a {key} (e.g. {option} {'./results' if key == 'store' else 'my-study'}) "
+                          "or drop the option to use the spec's")
+    overrides.append(f"{key}={value}")
 
 
 def _cmd_run(args) -> int:
     overrides = list(args.set or [])
-    if args.store:
-        overrides.append(f"store={args.store}")
-    if args.name:
-        overrides.append(f"name={args.name}")
-    spec = load_sweep_spec(args.spec, overrides)
+    set_by_option(overrides, "store", args.store, "--store")
+    set_by_option(overrides, "name", args.name, "--name")
+    spec = with_absolute_paths(load_sweep_spec(args.spec, overrides))
     _run_to_end(spec, address=args.address, tune_table=args.tune_table)
     _print_summary(spec)
     print(f"\nresults in {spec.store} (study {spec.name}); analyse with: "
-          f"oodstudy report --store {spec.store} --study {spec.name} --out report/{spec.name}")
+          f"oodstudy report --store {quote(spec.store)} --study {quote(spec.name)} --out {quote('report/' + spec.name)}")
+    check_no_failed_trials(spec)
     return 0
 
 
@@ -65,18 +90,22 @@ def _cmd_resume(args) -> int:
         ended = ", ".join(f"{int(table[s].sum())} {s}" for s in ("completed", "failed", "diverged", "pruned")
                           if table[s].sum())
         print(f"study {spec.name} is finished ({ended}: every planned trial has ended); nothing to do. "
-              f"See it with: oodstudy report --store {spec.store} --study {spec.name}")
+              f"See it with: oodstudy report --store {quote(spec.store)} --study {quote(spec.name)}")
+        check_no_failed_trials(spec)
         return 0
     _run_to_end(spec, address=args.address, resume=True, tune_table=args.tune_table)
     _print_summary(spec)
+    check_no_failed_trials(spec)
     return 0
 
 
 def _cmd_status(args) -> int:
     spec = read_spec_copy(args.name, args.store, args.storage_path)
     state = read_progress(storage_path(spec), spec.name)
-    live = state if is_live(state) else None
-    table = study_status(spec, live=live)
+    owner = StudyLease(spec.store, spec.name).read()
+    # a progress file is live while it is fresh, unless its driver's lease shows that driver gone
+    live = state if is_live(state) and (owner is None or owner.is_alive()) else None
+    table = study_status(spec, live=live, stopped=live is None and not (owner is not None and owner.is_alive()))
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     done = int((table["planned"] - table["pending"] - table["running"]).sum())
     print(f"\n{done}/{int(table['planned'].sum())} trials finished")
@@ -84,10 +113,13 @@ def _cmd_status(args) -> int:
         age = time.time() - float(live["updated"])
         print(f"\nrunning now (progress of {age:.0f} s ago):")
         print("\n".join(progress_lines(live)))
+    elif owner is not None and owner.is_alive():
+        print(f"\nowned by a running driver, {owner.describe()}, which has not reported progress yet")
     elif state is not None and not state.get("finished") and not is_finished(table):
         age = (time.time() - float(state["updated"])) / 60
-        print(f"\nno driver has reported progress for {age:.0f} min: the run stopped; "
-              f"finish it with: oodstudy resume {spec.name} --store {spec.store}")
+        gone = f"its driver ({owner.describe()}) is gone" if owner is not None else \
+            f"no driver has reported progress for {age:.0f} min"
+        print(f"\n{gone}: the run stopped; finish it with: oodstudy resume {quote(spec.name)} --store {quote(spec.store)}")
     return 0
 
 

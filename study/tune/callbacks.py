@@ -58,6 +58,7 @@ class StoreCallback(Callback):
         self._store = None
         self.buffers: dict[str, dict[tuple[str, int], list[dict[str, Any]]]] = {}  # trial -> (table, attempt) -> rows
         self.trial_rows: dict[str, dict[str, Any]] = {}
+        self.replayed: set[str] = set()  # members whose end a resumed run only repeated: the store has it
         self.seen_trials = False
 
     def __getstate__(self) -> dict[str, Any]:
@@ -104,7 +105,7 @@ class StoreCallback(Callback):
                     self.store.append(table, rows, study=self.study, attempt=reported_attempt, cell=point_id)
                 del buffer[(table, reported_attempt)]
             row = self.trial_rows.get(mid)
-            if row is not None:
+            if row is not None and mid not in self.replayed:
                 self.store.append("trials", [row], study=self.study, attempt=attempt, cell=point_id)
 
     def on_step_begin(self, iteration, trials, **info) -> None:
@@ -133,6 +134,9 @@ class StoreCallback(Callback):
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         members = trial_members(trial)
         rows = result.pop("rows", None) or {}
+        if result.get("replayed"):  # see study.tune.trial.replay_ended
+            self.replayed.update(m["trial_id"] for m in members)
+            return
         reported = result.get("members")
         if reported is None:  # a one-model trainable's flat result
             reported, rows = {members[0]["trial_id"]: result}, {members[0]["trial_id"]: rows}

@@ -18,10 +18,16 @@ import re
 import socket
 import sys
 from pathlib import Path
+from shlex import quote
+
+import pyarrow.fs as pafs
 
 from study.config import ConfigError, SweepSpec, TrialConfig
+from study.errors import StoreError
+from study.interrupt import sigterm_blocked, stop_on_sigterm
 from study.memory import available_bytes, check_fits
 from study.store import join_uri, open_filesystem  # Store (duckdb, pandas): imported where a sweep runs
+from study.store.lease import StudyLease
 from study.tune.trial import run_trial
 
 SPEC_FILE = "oodstudy_spec.json"
@@ -230,9 +236,14 @@ def connect_ray(address: str | None, job_name: str | None = None) -> str | None:
 
     os.environ[ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR] = "0"  # for Ray processes started below
     ray_constants.ENABLE_RAY_CLUSTER = False  # read when ray.init picks the node IP
-    # address="local": always a new embedded Ray, even if `ray start` left a cluster on this machine
-    context = ray.init(address="local", _node_ip_address=LOOPBACK, include_dashboard=True,
-                       dashboard_host=LOOPBACK, log_to_driver=False, job_config=job_config)
+    # address="local": always a new embedded Ray, even if `ray start` left a cluster on this machine.
+    # Its processes start with SIGTERM blocked (a signal mask is inherited), as Ray blocks SIGINT
+    # for them: `timeout` or `kill -- -PGID` signal the whole process group, and the driver must
+    # outlive neither its GCS nor its raylet while it stops Tune gracefully (Ray's shutdown
+    # still ends them).
+    with sigterm_blocked():
+        context = ray.init(address="local", _node_ip_address=LOOPBACK, include_dashboard=True,
+                           dashboard_host=LOOPBACK, log_to_driver=False, job_config=job_config)
     dashboard = getattr(context, "dashboard_url", None) or None
     if dashboard:
         print(dashboard_hint(dashboard, job_name), file=sys.stderr)
@@ -306,6 +317,23 @@ def trial_dirname(trial) -> str:
     return re.sub(r"[^A-Za-z0-9._=,+-]", ",", trial_name(trial))
 
 
+ENDED = ("completed", "converged", "diverged", "pruned", "failed")  # a trial with one of these trains no more
+
+
+def ended_members(spec: SweepSpec) -> dict[str, dict]:
+    """Member trial id -> its trials row (status, steps, score, ...) for every member the
+    store records as ended: what a resumed run must not train again."""
+    import pandas as pd
+
+    from study.store import Store
+
+    trials = Store(spec.store, create=False).frame("trials", study=spec.name)
+    done = trials[trials["status"].isin(ENDED)]
+    columns = ["status", "steps", "score", "n_params", "device", "node"]
+    return {row["trial_id"]: {c: (None if pd.isna(row[c]) else row[c]) for c in columns}
+            for row in done[["trial_id", *columns]].to_dict("records")}
+
+
 def build_tuner(
     spec: SweepSpec,
     *,
@@ -322,8 +350,9 @@ def build_tuner(
 
     from study.tune.search import CellSearcher, PerCellScheduler
 
+    ended = ended_members(spec) if restore else None
     trainable = tune.with_resources(
-        trainable or tune.with_parameters(run_trial, fail_once_at_step=fail_once_at_step),
+        trainable or tune.with_parameters(run_trial, fail_once_at_step=fail_once_at_step, ended=ended),
         {"cpu": spec.resources.cpus, "gpu": spec.resources.gpus},
     )
     path = storage_path(spec)
@@ -390,6 +419,47 @@ def prepare_environment() -> None:
     os.environ.setdefault("TUNE_RESULT_BUFFER_LENGTH", "1")
 
 
+def with_absolute_paths(spec: SweepSpec) -> SweepSpec:
+    """The spec with its local ``store`` and ``storage_path`` made absolute (against the
+    current directory), so that the spec copy ``status`` and ``resume`` read names the
+    same places from any directory."""
+    update = {}
+    for field in ("store", "storage_path"):
+        value = getattr(spec, field)
+        if value and "://" not in value:
+            update[field] = str(Path(value).expanduser().resolve())
+    return spec.model_copy(update=update) if update else spec
+
+
+def check_new_study(spec: SweepSpec) -> None:
+    """``run`` starts a study: refuse one that already exists in the store (rows, or the
+    spec copy of an earlier run), pointing at ``resume`` and ``--name``."""
+    import pyarrow.fs as pafs
+
+    from study.store import Store
+
+    fs, root = run_filesystem(spec)
+    copy = fs.get_file_info(f"{root}/{spec.name}/{SPEC_FILE}").type != pafs.FileType.NotFound
+    try:
+        in_store = spec.name in Store(spec.store, create=False).studies()
+    except StoreError:  # no store yet
+        in_store = False
+    if copy or in_store:
+        where = "has rows in the store" if in_store else f"was started before (its spec copy is in {storage_path(spec)})"
+        raise StoreError(
+            f"study {spec.name} already exists: it {where}; continue it with: "
+            f"oodstudy resume {quote(spec.name)} --store {quote(spec.store)}, or pick a new --name for a new study"
+        )
+
+
+def check_resumable_store(spec: SweepSpec) -> None:
+    """``resume`` continues a study in its store: the store must be there (a resume never
+    makes a new, empty store somewhere else)."""
+    from study.store import Store
+
+    Store(spec.store, create=False)
+
+
 def run_sweep(
     spec: SweepSpec,
     *,
@@ -402,14 +472,19 @@ def run_sweep(
 
     Everything that can refuse the run does so before anything is written: the
     Optuna storage, the store URI (probed, not created), this machine's CPUs, GPUs and
-    memory (embedded Ray), the cluster's address and nodes.  Only then is the store
-    created.  After Ctrl-C, Tune stops the trials and saves the experiment, and this
+    memory (embedded Ray), the cluster's address and nodes.  Then the driver takes the
+    study's lease (:mod:`study.store.lease`): a second driver of the same study is
+    refused, and ``run`` of a study that exists is refused (``resume`` continues it).
+    After Ctrl-C or SIGTERM, Tune stops the trials and saves the experiment, and this
     raises KeyboardInterrupt (the store holds every row up to each trial's last
-    checkpoint; ``resume=True`` continues).
+    checkpoint; ``resume=True`` continues).  The lease is given back however the run ends.
     """
     from study.store import Store  # not at module level: `oodstudy trial` imports this module, needs no store
 
+    spec = with_absolute_paths(spec)
     check_optuna_storage(spec)
+    if resume:
+        check_resumable_store(spec)
     Store.check_target(spec.store)  # refuses a path that is not (and cannot become) a store, creating nothing
     if address is not None:
         check_address(address)
@@ -418,21 +493,48 @@ def run_sweep(
 
     if address is None and not os.environ.get("RAY_ADDRESS") and not ray.is_initialized():
         check_resources_locally(spec)
-    prepare_environment()
-    connect_ray(address, job_name=f"oodstudy {spec.name}")
-    check_resources_on_cluster(spec)
-    check_storage_on_cluster(spec, cluster_hosts(), filesystem_type(storage_path(spec)))
-    Store(spec.store)
-    if not resume:
-        write_spec_copy(spec)
-    tuner = build_tuner(spec, fail_once_at_step=fail_once_at_step, tune_table=tune_table, restore=resume)
-    watch, tune_log = InterruptWatch(), logging.getLogger("ray.tune.tune")
-    tune_log.addFilter(watch)
+    fs, root = open_filesystem(spec.store)
+    store_existed = fs.get_file_info(root).type != pafs.FileType.NotFound
+    lease = StudyLease(spec.store, spec.name)
+    lease.acquire("resume" if resume else "run")
+    started = False
     try:
-        results = tuner.fit()
+        if not resume:
+            check_new_study(spec)
+        prepare_environment()
+        connect_ray(address, job_name=f"oodstudy {spec.name}")
+        stop_on_sigterm()  # after ray.init, which sets its own SIGTERM handler
+        check_resources_on_cluster(spec)
+        check_storage_on_cluster(spec, cluster_hosts(), filesystem_type(storage_path(spec)))
+        Store(spec.store)
+        started = True
+        if not resume:
+            write_spec_copy(spec)
+        tuner = build_tuner(spec, fail_once_at_step=fail_once_at_step, tune_table=tune_table, restore=resume)
+        watch, tune_log = InterruptWatch(), logging.getLogger("ray.tune.tune")
+        tune_log.addFilter(watch)
+        try:
+            results = tuner.fit()
+        finally:
+            tune_log.removeFilter(watch)
+        if watch.interrupted:  # Tune stopped gracefully on Ctrl-C / SIGTERM: the run did not finish
+            raise KeyboardInterrupt
+        Store(spec.store).compact(spec.name)  # one fragment per partition keeps later reads fast
+        return results
     finally:
-        tune_log.removeFilter(watch)
-    if watch.interrupted:  # Tune stopped gracefully on Ctrl-C: the run did not finish
-        raise KeyboardInterrupt
-    Store(spec.store).compact(spec.name)  # one fragment per partition keeps later reads fast
-    return results
+        lease.release()
+        if not started and not store_existed:  # refused before the store was made: leave nothing behind
+            remove_empty_dirs(fs, [lease.directory, root])
+
+
+def remove_empty_dirs(fs, paths: list[str]) -> None:
+    """Remove each directory of ``paths`` (in order) that exists and is empty."""
+    import pyarrow.fs as pafs
+
+    for path in paths:
+        try:
+            if fs.get_file_info(path).type == pafs.FileType.Directory and not fs.get_file_info(
+                    pafs.FileSelector(path, recursive=False)):
+                fs.delete_dir(path)
+        except OSError:
+            return

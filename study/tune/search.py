@@ -160,12 +160,13 @@ class CellSearcher(Searcher):
                 mine = (result or {}) if len(members) == 1 else {}  # a one-model trainable reports flat
             value = mine.get(self.spec.tune.metric)
             study = self.study(pid)
+            # skip_if_finished: a resumed run may end again a trial told before the driver died
             if error or value is None or not math.isfinite(float(value)):
-                study.tell(number, state=optuna.trial.TrialState.FAIL)
+                study.tell(number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
             elif mine.get("status") == "running":  # stopped early by the scheduler
-                study.tell(number, state=optuna.trial.TrialState.PRUNED)
+                study.tell(number, state=optuna.trial.TrialState.PRUNED, skip_if_finished=True)
             else:
-                study.tell(number, float(value))
+                study.tell(number, float(value), skip_if_finished=True)
 
     def get_state(self) -> dict[str, Any]:
         return {k: v for k, v in self.__getstate__().items() if k != "spec"}

@@ -11,12 +11,14 @@ from study.config import SweepSpec, grid_point_id
 from study.store import StoreError  # Store (duckdb): imported when a status is read
 
 
-def study_status(spec: SweepSpec, live: dict[str, Any] | None = None) -> pd.DataFrame:
+def study_status(spec: SweepSpec, live: dict[str, Any] | None = None, stopped: bool = False) -> pd.DataFrame:
     """Per grid point: planned, completed, running, failed/diverged/pruned, best score (a DataFrame).
 
     ``live`` is the progress snapshot of a running driver
     (:func:`study.tune.progress.read_progress`): its running counts replace the
-    store's, which sees a trial only once its first rows are flushed.
+    store's, which sees a trial only once its first rows are flushed.  ``stopped``: no
+    driver runs the study now, so trials the store last saw running are not running
+    (they count as pending: ``resume`` runs them).
     """
     from study.store import Store  # not at module level: `oodstudy trial` imports this module
 
@@ -32,7 +34,7 @@ def study_status(spec: SweepSpec, live: dict[str, Any] | None = None) -> pd.Data
         best = (scores.max() if spec.tune.mode == "max" else scores.min()) if len(scores) else float("nan")
         counts = mine["status"].value_counts()
         finished = int(sum(counts.get(s, 0) for s in ("completed", "converged", "failed", "diverged", "pruned")))
-        running = int(counts.get("running", 0) + counts.get("retrying", 0))
+        running = 0 if stopped else int(counts.get("running", 0) + counts.get("retrying", 0))
         if live is not None and pid in live.get("points", {}):
             running = int(live["points"][pid]["running"])
         rows.append({

@@ -32,16 +32,61 @@ def best_member(latest: dict[str, dict[str, Any]], metric: str | None, mode: str
     return (max if mode == "max" else min)(scored, key=lambda m: m[metric])
 
 
-def run_trial(config: dict[str, Any], fail_once_at_step: int | None = None) -> None:
+def replay_ended(ids: list[str], ended: dict[str, dict[str, Any]], metric: str | None, mode: str) -> dict[str, Any]:
+    """The final report of a trial whose members all ended before a driver crash (as the
+    store recorded them), for a resumed run whose Tune state still had the trial running:
+    no step is trained again; ``replayed`` tells the store writer that nothing is new."""
+    latest = {mid: {metric: ended[mid].get("score"), "step": ended[mid].get("steps"), "status": ended[mid]["status"],
+                    "n_params": ended[mid].get("n_params"), "device": ended[mid].get("device"),
+                    "node": ended[mid].get("node")} for mid in ids}
+    summary = best_member(latest, metric, mode)
+    status = summary["status"] if len(ids) == 1 else "completed"
+    return {**summary, "step": max(int(m["step"] or 0) for m in latest.values()), "status": status,
+            "members": latest, "rows": {}, "replayed": True}
+
+
+def load_latest_state(checkpoint) -> dict[str, Any] | None:
+    """The training state in ``checkpoint``; when that checkpoint is gone (a driver killed
+    between saving newer checkpoints, which deleted it, and recording them), the newest
+    checkpoint of the same trial that is still there; None when none is left."""
+    import pyarrow.fs as pafs
+    from ray import tune
+
+    from study.train import load_state
+
+    def load(ckpt) -> dict[str, Any]:
+        with ckpt.as_directory() as directory:
+            return load_state(os.path.join(directory, "state.pt"))
+
+    try:
+        return load(checkpoint)
+    except FileNotFoundError:
+        pass
+    fs, parent = checkpoint.filesystem, checkpoint.path.rstrip("/").rsplit("/", 1)[0]
+    siblings = sorted((info.path for info in fs.get_file_info(pafs.FileSelector(parent, allow_not_found=True))
+                       if info.base_name.startswith("checkpoint_") and info.type == pafs.FileType.Directory),
+                      reverse=True)
+    for path in siblings:
+        try:
+            return load(tune.Checkpoint(path, filesystem=fs))
+        except (FileNotFoundError, OSError):
+            continue
+    return None
+
+
+def run_trial(config: dict[str, Any], fail_once_at_step: int | None = None,
+              ended: dict[str, dict[str, Any]] | None = None) -> None:
     """One Ray Tune trial: train the config's model (or pack), reporting metrics, rows and checkpoints.
 
     ``fail_once_at_step`` raises once, after the report at that step, in a trial's
-    first attempt: it exists to exercise retries from checkpoints.
+    first attempt: it exists to exercise retries from checkpoints.  ``ended``: on
+    resume, the store's record of every member that already ended (member id ->
+    status, steps, score, ...); a trial whose members all ended reports that and trains nothing.
     """
     import torch
     from ray import tune
 
-    from study.train import PackReport, load_state, save_state, train_pack
+    from study.train import PackReport, save_state, train_pack
 
     context = tune.get_context()
     trial_id = context.get_trial_id() or "local"
@@ -49,13 +94,13 @@ def run_trial(config: dict[str, Any], fail_once_at_step: int | None = None) -> N
     cfgs = [TrialConfig.model_validate(m["trial"]) for m in members]
     ids = [m["trial_id"] for m in members]
     metric, mode = config.get("metric"), config.get("mode", "max")
+    if ended and all(mid in ended for mid in ids):
+        tune.report(replay_ended(ids, ended, metric, mode))
+        return
     cpus = int(context.get_trial_resources().required_resources.get("CPU", 1)) if context.get_trial_resources() else 1
     torch.set_num_threads(max(1, cpus))
-    restore = None
     checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as directory:
-            restore = load_state(os.path.join(directory, "state.pt"))
+    restore = load_latest_state(checkpoint) if checkpoint is not None else None
     first_attempt = restore is None
     study, point = config.get("study") or context.get_experiment_name(), config.get("cell", "all")
     prefix = f"[{study} {point} trial {trial_id}]"  # every line of the trial's log says what it trains

@@ -1,0 +1,66 @@
+"""SIGTERM is Ctrl-C: ``timeout``, ``ray job stop``, Kubernetes and Slurm stop a process
+with SIGTERM, and every long command of oodstudy (``run``, ``resume``, ``trial``,
+``store compact``) then stops as it does on Ctrl-C: gracefully where a graceful stop is
+armed (Ray Tune's handler during a sweep saves the experiment), else by raising
+KeyboardInterrupt, which the CLI turns into one line and exit code 130."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+
+
+def on_sigterm(signum: int, frame) -> None:
+    """Do what SIGINT would do now: call its Python handler, else raise KeyboardInterrupt."""
+    handler = signal.getsignal(signal.SIGINT)
+    if callable(handler):
+        handler(signal.SIGINT, frame)
+        return
+    raise KeyboardInterrupt
+
+
+def stop_on_sigterm() -> None:
+    """Route SIGTERM to :func:`on_sigterm` (main thread only; called again after
+    ``ray.init``, which installs a SIGTERM handler of its own)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, on_sigterm)
+
+
+def leave_ray(exit_code: int, timeout_s: float = 5.0) -> None:
+    """After an interrupted command: disconnect from Ray, and when that does not return
+    within ``timeout_s`` (a SIGTERM sent to the whole process group has stopped the
+    embedded Ray's GCS too, and Ray's exit handler would wait a minute for it, then abort
+    the process with exit code 1), end the process now with ``exit_code``."""
+    import os
+    import sys
+
+    ray = sys.modules.get("ray")
+    if ray is None or not ray.is_initialized():
+        return
+    done = threading.Event()
+
+    def shutdown() -> None:
+        ray.shutdown()
+        done.set()
+
+    threading.Thread(target=shutdown, name="ray-shutdown", daemon=True).start()
+    if not done.wait(timeout_s):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(exit_code)
+
+
+@contextlib.contextmanager
+def sigterm_blocked():
+    """Block SIGTERM in this thread while the body runs: processes started meanwhile
+    inherit the blocked signal (the embedded Ray's, see ``study.tune.runner.connect_ray``);
+    one that arrives meanwhile is delivered when the body ends."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
