@@ -8,8 +8,9 @@ import time
 from shlex import quote
 
 from study.config import SweepSpec, load_sweep_spec
-from study.errors import ConfigError, Interrupted, TrialsFailed
+from study.errors import ConfigError, Interrupted, OodstudyError, StoreError, TrialsFailed
 from study.store.lease import StudyLease
+from study.tune.recovery import disk_full_at
 from study.tune.progress import is_live, progress_lines, read_progress
 from study.tune.runner import read_spec_copy, run_sweep, storage_path, with_absolute_paths
 from study.tune.status import cell_status, is_finished, study_status
@@ -35,6 +36,16 @@ def _run_to_end(spec: SweepSpec, **kwargs) -> None:
     the study got, what the store holds and how to finish."""
     try:
         run_sweep(spec, **kwargs)
+    except OodstudyError:
+        raise
+    except Exception as err:  # a full disk surfaces from Tune, Ray or pyarrow as many kinds of error
+        line = disk_full_at(err, [spec.store, storage_path(spec)])
+        if line is None:
+            raise
+        raise StoreError(
+            f"{line}; the store holds every row up to each trial's last checkpoint; free space there, then "
+            f"finish the study with: oodstudy resume {quote(spec.name)} --store {quote(spec.store)}"
+        ) from None
     except KeyboardInterrupt:
         table = study_status(spec, stopped=True)
         planned, pending = int(table["planned"].sum()), int((table["pending"] + table["running"]).sum())
@@ -83,8 +94,21 @@ def _cmd_run(args) -> int:
     return 0
 
 
+def check_store_intact(spec: SweepSpec) -> None:
+    """A study whose store lost a fragment would read as less done than it is: say so (one
+    line naming ``store validate`` and ``store repair``) before reading it as if whole."""
+    from study.store import Store, check_intact
+
+    try:
+        store = Store(spec.store, create=False)
+    except StoreError:
+        return  # no store yet: nothing was written
+    check_intact(store, spec.name)
+
+
 def _cmd_resume(args) -> int:
     spec = read_spec_copy(args.name, args.store, args.storage_path)
+    check_store_intact(spec)
     table = study_status(spec)
     if is_finished(table):
         ended = ", ".join(f"{int(table[s].sum())} {s}" for s in ("completed", "failed", "diverged", "pruned")
@@ -101,6 +125,7 @@ def _cmd_resume(args) -> int:
 
 def _cmd_status(args) -> int:
     spec = read_spec_copy(args.name, args.store, args.storage_path)
+    check_store_intact(spec)
     state = read_progress(storage_path(spec), spec.name)
     owner = StudyLease(spec.store, spec.name).read()
     # a progress file is live while it is fresh, unless its driver's lease shows that driver gone

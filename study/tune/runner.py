@@ -28,6 +28,7 @@ from study.interrupt import sigterm_blocked, stop_on_sigterm
 from study.memory import available_bytes, check_fits
 from study.store import join_uri, open_filesystem  # Store (duckdb, pandas): imported where a sweep runs
 from study.store.lease import StudyLease
+from study.tune.recovery import set_aside_damaged_run_state
 from study.tune.trial import run_trial
 
 SPEC_FILE = "oodstudy_spec.json"
@@ -334,6 +335,14 @@ def ended_members(spec: SweepSpec) -> dict[str, dict]:
             for row in done[["trial_id", *columns]].to_dict("records")}
 
 
+def ended_per_point(spec: SweepSpec) -> dict[str, int]:
+    """Grid point id -> how many of its trials the store records as ended."""
+    from study.store import Store
+
+    trials = Store(spec.store, create=False).frame("trials", study=spec.name)
+    return trials[trials["status"].isin(ENDED)].groupby("cell").size().to_dict()
+
+
 def build_tuner(
     spec: SweepSpec,
     *,
@@ -360,9 +369,18 @@ def build_tuner(
     filesystem, root = run_filesystem(spec) if "://" in path else (None, path)
     if restore:
         experiment = f"{root}/{spec.name}"
-        if not tune.Tuner.can_restore(experiment, storage_filesystem=filesystem):
-            raise ConfigError(f"{join_uri(path, spec.name)} holds no resumable run; start it with `oodstudy run`")
-        return tune.Tuner.restore(experiment, trainable=trainable, resume_errored=True, storage_filesystem=filesystem)
+        if filesystem is None:  # a local run directory: set aside what a cut-short write left unreadable
+            for source, target in set_aside_damaged_run_state(experiment):
+                print(f"oodstudy: {source} cannot be read (a write cut short, e.g. by a full disk); "
+                      f"set aside as {target}", file=sys.stderr)
+        if tune.Tuner.can_restore(experiment, storage_filesystem=filesystem):
+            return tune.Tuner.restore(experiment, trainable=trainable, resume_errored=True,
+                                      storage_filesystem=filesystem)
+        ended = ended_per_point(spec)
+        print(f"oodstudy: no readable Ray Tune state in {join_uri(path, spec.name)}; continuing study {spec.name} "
+              f"from the store: {sum(ended.values())} trials ended there and count, the others start over",
+              file=sys.stderr)
+        searcher = searcher or CellSearcher(spec, journal_path(spec), ended=ended)
     scheduler = None
     if spec.early_stopping.type == "asha":
         trains = [TrialConfig.model_validate(spec.trial_raw(point, {})).train for point in spec.grid_points()]

@@ -64,7 +64,9 @@ class CellSearcher(Searcher):
     seed): packs are compared with packs of the same cell.
     """
 
-    def __init__(self, spec: SweepSpec, journal_path: str):
+    def __init__(self, spec: SweepSpec, journal_path: str, ended: dict[str, int] | None = None):
+        """``ended``: grid point id -> trials the store records as ended, which count toward
+        its quota (a resume that has no readable Tune state continues from the store)."""
         super().__init__(metric=spec.tune.metric, mode=spec.tune.mode)
         self.spec = spec
         self.journal_path = journal_path
@@ -72,7 +74,9 @@ class CellSearcher(Searcher):
         self.point_ids = [grid_point_id(p) for p in self.points]
         self.groups = spec.pack_groups()  # the grid points (of one cell) a pack draws its members from
         self.group_ids = [grid_point_id({k: v for k, v in self.points[g[0]].items() if k != "train.seed"}) for g in self.groups]
-        self.suggested = {pid: 0 for pid in self.point_ids}  # members handed out per grid point
+        ended = ended or {}
+        quota = spec.tune.trials_per_cell
+        self.suggested = {pid: min(quota, ended.get(pid, 0)) for pid in self.point_ids}  # members handed out per grid point
         self.live: dict[str, list[tuple[str, int, str]]] = {}  # tune trial id -> (grid point id, optuna number, member id)
         self.next_group = 0  # round-robin cursor
         self._studies: dict[str, optuna.Study] = {}
