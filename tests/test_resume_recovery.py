@@ -70,3 +70,28 @@ def test_status_and_resume_of_a_damaged_store_say_so_and_name_the_repair(tmp_pat
         line = capsys.readouterr().err.strip()
         assert line.startswith("oodstudy: the store at") and "is damaged" in line
         assert "oodstudy store validate" in line and "oodstudy store repair" in line
+
+
+@pytest.mark.slow
+def test_relative_store_and_run_paths_are_found_from_any_directory(tmp_path, ray_local, monkeypatch, capsys):
+    """A spec with relative ``store`` and ``storage_path``: ``status`` and ``resume`` from
+    another directory find the finished study (not "0/2"), create no stray store there, and
+    every printed hint is shell-quoted (the run directory has a space in its name)."""
+    import yaml
+
+    here, elsewhere = tmp_path / "my work", tmp_path / "elsewhere"
+    here.mkdir(), elsewhere.mkdir()
+    data = tiny_spec(tmp_path, "rel").model_dump(mode="json", exclude_none=True)
+    data.update(store="./results", storage_path="./runs")
+    (here / "rel.yaml").write_text(yaml.safe_dump(data))
+    monkeypatch.chdir(here)
+    assert main(["run", "rel.yaml"]) == 0
+    out = capsys.readouterr().out
+    store, runs = here / "results", here / "runs"
+    assert f"oodstudy report --store '{store}' --study rel" in out  # quoted: the path has a space
+    monkeypatch.chdir(elsewhere)
+    assert main(["status", "rel", "--store", str(store), "--storage-path", str(runs)]) == 0
+    assert "2/2 trials finished" in capsys.readouterr().out
+    assert main(["resume", "rel", "--store", str(store), "--storage-path", str(runs)]) == 0
+    assert "nothing to do" in capsys.readouterr().out
+    assert list(elsewhere.iterdir()) == []  # no stray store
