@@ -163,6 +163,18 @@ def test_cells_are_done_when_their_quota_of_trials_finished():
     assert cell_progress(trials, n_cells=4, quota=2) == {"total": 4, "done": 1, "running": 1, "pending": 2}
 
 
+def test_a_pack_counts_each_member_toward_its_own_grid_point():
+    """Four seeds of one cell trained as one pack of 4, one trial per grid point: when the
+    pack ends all four grid points are done (not one of four, as when the pack counted once
+    under its seedless cell)."""
+    points = [f"task.digits=2|train.seed={s}" for s in range(4)]
+    pack = SimpleNamespace(config={"cell": "task.digits=2", "members": [{"cell": p} for p in points]},
+                           status="TERMINATED", metric_analysis={}, trial_id="p")
+    assert cell_progress([pack], n_cells=4, quota=1) == {"total": 4, "done": 4, "running": 0, "pending": 0}
+    pack.status = "RUNNING"
+    assert cell_progress([pack], n_cells=4, quota=1) == {"total": 4, "done": 0, "running": 4, "pending": 0}
+
+
 def test_best_score_per_cell_follows_the_mode_and_skips_unreported_trials():
     trials = [trial("a", best=0.2), trial("a", best=0.9), trial("b", best=float("nan")), trial("b"), trial("c", best=0.5)]
     assert best_scores(trials, "id_exact_match", "max") == {"a": 0.9, "c": 0.5}

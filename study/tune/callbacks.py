@@ -348,17 +348,24 @@ STUDY_GAUGES = {
 TRIAL_STATUSES = ("PENDING", "RUNNING", "PAUSED", "TERMINATED", "ERROR")
 
 
+def member_points(trial) -> list[str]:
+    """The grid point of each member a Tune trial trains (a pack: one per member; its own
+    ``cell`` key then holds the seedless cell, which is no grid point)."""
+    return [m["cell"] for m in trial.config.get("members") or []] or [trial.config.get("cell", "all")]
+
+
 def cell_progress(trials, n_cells: int, quota: int) -> dict[str, int]:
-    """Cells by state: done (quota of finished trials reached), running (a trial runs), pending."""
+    """Grid points by state: done (quota of finished members reached), running (a member
+    trains), pending; a pack's members count each toward their own grid point."""
     finished: dict[str, int] = {}
     running: set[str] = set()
     for t in trials:
-        cell = t.config.get("cell", "all")
-        if t.status in ("TERMINATED", "ERROR"):
-            finished[cell] = finished.get(cell, 0) + 1
-        elif t.status == "RUNNING":
-            running.add(cell)
-    done = {cell for cell, n in finished.items() if n >= quota}
+        for point in member_points(t):
+            if t.status in ("TERMINATED", "ERROR"):
+                finished[point] = finished.get(point, 0) + 1
+            elif t.status == "RUNNING":
+                running.add(point)
+    done = {point for point, n in finished.items() if n >= quota}
     n_running = len(running - done)
     return {"total": n_cells, "done": len(done), "running": n_running, "pending": n_cells - len(done) - n_running}
 
