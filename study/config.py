@@ -10,18 +10,83 @@ from __future__ import annotations
 
 import copy
 import difflib
+import math
+import reprlib
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from study.errors import ConfigError
 from study.section import BOOL_FOR_NUMBER, Section
-from study.store.schema import STUDY_NAME_PATTERN
+from study.store.schema import STUDY_NAME
 from study.tasks import FAMILIES, LOSS, METRICS, MISSING_METRIC_HINTS, SPLITS, metric_direction, summary_metrics
 from study.tasks.arithmetic_config import ID_RULES, ArithmeticTask, check_position_scheme
 from study.tasks.functions_config import ICLTask
+
+
+# --------------------------------------------------------------------------- limits
+# Every bound on a size or range that input could exceed, with where it comes from.
+
+# Ray Tune seeds a member's generators with train.seed (torch takes seeds below 2**64;
+# a member's dropout generator adds study.train.DROPOUT_STREAM = 2**40 and a pack adds
+# its member index), numpy's with the same seed (non-negative): seeds in [0, 2**63) fit all.
+SEED_LIMIT = 2**63
+# Optuna's samplers take seeds in [0, 2**32); grid point i's sampler is seeded tune.seed + i.
+TUNE_SEED_LIMIT = 2**32
+# More training steps than anyone runs on these models (years at the fastest step rate):
+# a larger number is a typo, and would overflow the store's step columns past 2**63.
+MAX_STEPS = 10**9
+# Ray schedules resources in units of 0.0001; a smaller positive share is refused inside Ray.
+RESOURCE_GRANULARITY = 0.0001
+# A file name holds at most 255 bytes (NAME_MAX, Linux and macOS).  A study name becomes the
+# directories ``study=<name>`` in the store and ``<name>`` in the run directory; a grid
+# point's id becomes Tune's trial directory ``<id>_<trial id>`` (study.tune.runner.trial_dirname).
+STUDY_NAME_MAX = 100
+GRID_POINT_ID_MAX = 200
+# Grid points a study may have (the product of the axis lengths), counted before any is built:
+# each is validated (about 0.1 ms) and becomes at least one trial.
+MAX_GRID_POINTS = 100_000
+# YAML aliases repeat what an anchor holds, so a few hundred bytes can stand for gigabytes
+# ("billion laughs"); aliases may repeat at most this many YAML nodes in one document.
+MAX_ALIAS_NODES = 10_000
+# Characters of a value echoed in an error message (see :func:`shown`), and of one clause of a
+# validator's message (the task configs echo their values in their own words; see :func:`explain`).
+SHOWN_CHARS = 80
+CLAUSE_CHARS = 400
+
+
+def shown(value: Any) -> str:
+    """``repr(value)`` for an error message, cut to :data:`SHOWN_CHARS` characters: an input
+    can be arbitrarily large, the message that echoes it must not be.  Nested containers are
+    abbreviated as they are walked (reprlib), so a huge value is never written out whole."""
+    try:
+        return clipped(_REPR.repr(value))
+    except ValueError:  # an int of more digits than Python writes out
+        return f"<a {type(value).__name__} too large to show>"
+
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxtuple, _REPR.maxdict, _REPR.maxset = 3, 8, 8, 6, 6
+_REPR.maxstring = _REPR.maxlong = _REPR.maxother = SHOWN_CHARS
+
+
+def clipped(text: str) -> str:
+    """A text from the input (a key, a --set argument) cut like :func:`shown`."""
+    return text if len(text) <= SHOWN_CHARS else f"{text[:SHOWN_CHARS - 3]}..."
+
+
+def check_study_name(name: Any) -> str:
+    """``name`` if it can name a study (a directory name in the store and the run
+    directory), else a ConfigError saying the rule (without echoing the name)."""
+    if not isinstance(name, str) or not STUDY_NAME.match(name):
+        raise ConfigError("not a study name: use letters, digits and . _ + -, starting with a letter or digit "
+                          "(it becomes a directory name)")
+    if len(name) > STUDY_NAME_MAX:
+        raise ConfigError(f"a study name of {len(name)} characters; use at most {STUDY_NAME_MAX} "
+                          "(it becomes a directory name, with room for what is added to it)")
+    return name
 
 
 # --------------------------------------------------------------------------- model
@@ -105,16 +170,16 @@ class StopWhen(Section):
 
 
 class TrainConfig(Section):
-    steps: int = Field(4000, ge=1)
+    steps: int = Field(4000, ge=1, le=MAX_STEPS)
     batch_size: int = Field(64, ge=1)
-    lr: float = Field(5e-4, gt=0.0)
+    lr: float = Field(5e-4, gt=0.0, allow_inf_nan=False)
     betas: tuple[float, float] = (0.9, 0.95)
-    weight_decay: float = Field(0.1, ge=0.0)
-    grad_clip: float | None = Field(1.0, gt=0.0, description="max grad norm; null disables")
+    weight_decay: float = Field(0.1, ge=0.0, allow_inf_nan=False)
+    grad_clip: float | None = Field(1.0, gt=0.0, allow_inf_nan=False, description="max grad norm; null disables")
     schedule: Literal["constant", "cosine"] = "constant"
     warmup_steps: int = Field(0, ge=0)
     min_lr_ratio: float = Field(0.1, ge=0.0, le=1.0, description="cosine floor as a share of lr")
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=SEED_LIMIT)
     eval_every: int = Field(500, ge=1)
     checkpoint_every: int | None = Field(None, ge=1, description="defaults to eval_every")
     log_every: int = Field(50, ge=1)
@@ -160,7 +225,7 @@ class TrialConfig(Section):
         stop = self.train.stop_when
         known = {LOSS} | {f"{split}_{m}" for split in SPLITS for m in METRICS[self.task.family]}
         if stop is not None and stop.metric not in known:
-            raise ValueError(f"train.stop_when.metric={stop.metric!r} is not a summary metric of this task; "
+            raise ValueError(f"train.stop_when.metric={shown(stop.metric)} is not a summary metric of this task; "
                              f"use one of {sorted(known)}")
         return self
 
@@ -199,7 +264,7 @@ class TrialConfig(Section):
             wrong = [layer for layer in layers if not -1 <= layer < n_layer]
             if wrong or not layers:
                 raise ValueError(
-                    f"task.probes.layers: {wrong or layers} names no layer of this model; model.size="
+                    f"task.probes.layers: {shown(wrong or layers)} names no layer of this model; model.size="
                     f"{self.model.size} has blocks 0..{n_layer - 1} (and -1 for the final state), so probe those"
                 )
         return self
@@ -237,7 +302,7 @@ class StrictLoader(yaml.SafeLoader):
             if key in seen:
                 raise yaml.constructor.ConstructorError(
                     None, None,
-                    f"duplicate key {key!r} (first on line {seen[key].start_mark.line + 1}); "
+                    f"duplicate key {shown(key)} (first on line {seen[key].start_mark.line + 1}); "
                     "keep one of them, YAML would silently use the last",
                     key_node.start_mark,
                 )
@@ -246,20 +311,64 @@ class StrictLoader(yaml.SafeLoader):
 
 
 def load_yaml_text(text: str, where: str) -> Any:
-    """Parse YAML text with :class:`StrictLoader`; a syntax error or a duplicate key is a
-    ConfigError on one line naming ``where`` and the line."""
+    """Parse YAML text with :class:`StrictLoader`; a syntax error, a duplicate key, aliases
+    that repeat more than :data:`MAX_ALIAS_NODES` nodes, nesting deeper than Python
+    recurses or a number Python cannot read is a ConfigError on one line naming ``where``."""
+    loader = StrictLoader(text)
     try:
-        return yaml.load(text, Loader=StrictLoader)
+        node = loader.get_single_node()  # the node graph: an alias is the anchor's node again, not a copy
+        if node is None:
+            return None
+        repeated = alias_repeated_nodes(node)
+        if repeated > MAX_ALIAS_NODES:
+            raise ConfigError(
+                f"{where}: its aliases (*name) repeat {repeated:,} YAML nodes, more than the {MAX_ALIAS_NODES:,} "
+                "allowed (a document that expands like this is an alias bomb); write the values out, or use fewer aliases"
+            )
+        return loader.construct_document(node)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         at = f" line {mark.line + 1}, column {mark.column + 1}:" if mark is not None else ""
-        problem = getattr(err, "problem", None) or str(err)
-        raise ConfigError(f"{where}: not valid YAML:{at} {' '.join(str(problem).split())}; fix the YAML there") from None
+        problem = clipped(" ".join(str(getattr(err, "problem", None) or err).split()))
+        raise ConfigError(f"{where}: not valid YAML:{at} {problem}; fix the YAML there") from None
+    except ConfigError:
+        raise
+    except RecursionError:
+        raise ConfigError(f"{where}: nested deeper than can be read; write it with fewer levels") from None
+    except ValueError as err:  # SafeConstructor's int(), float() and dates: e.g. an int of over 4300 digits
+        raise ConfigError(f"{where}: a value cannot be read ({clipped(str(err))}); write a shorter value") from None
+    finally:
+        loader.dispose()
+
+
+def alias_repeated_nodes(root: yaml.Node) -> int:
+    """How many YAML nodes the aliases of a document repeat: its size with every alias
+    expanded minus its distinct nodes.  Counted on the node graph (each node's expanded
+    size once, no recursion), so a bomb of a billion nodes costs its few dozen nodes;
+    an alias inside its own anchor is a yaml ComposerError."""
+    size: dict[int, int] = {}  # id(node) -> nodes of its subtree, aliases expanded
+    on_path: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        children = ([n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode)
+                    else node.value if isinstance(node, yaml.SequenceNode) else [])
+        if children_done:
+            on_path.discard(id(node))
+            size[id(node)] = 1 + sum(size[id(child)] for child in children)
+        elif id(node) not in size:
+            if id(node) in on_path:
+                raise yaml.composer.ComposerError(None, None, "an alias refers to its own anchor (a recursive "
+                                                  "value); write the value out", node.start_mark)
+            on_path.add(id(node))
+            stack.append((node, True))
+            stack.extend((child, False) for child in children if id(child) not in size)
+    return size[id(root)] - len(size)
 
 
 def parse_value(text: str) -> Any:
     """A ``--set`` value as YAML would read it: ``3`` -> 3, ``[a, b]`` -> list, ``x`` -> 'x'."""
-    return load_yaml_text(text, f"--set value {text!r}") if text.strip() else ""
+    return load_yaml_text(text, f"--set value {shown(text)}") if text.strip() else ""
 
 
 def set_dotted(nested: dict[str, Any], dotted: str, value: Any) -> None:
@@ -269,7 +378,8 @@ def set_dotted(nested: dict[str, Any], dotted: str, value: Any) -> None:
     for i, part in enumerate(parents):
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
-            raise ConfigError(f"{'.'.join(parents[: i + 1])} is a value, not a section; cannot set {dotted}")
+            raise ConfigError(f"{clipped('.'.join(parents[: i + 1]))} is a value, not a section; cannot set "
+                              f"{clipped(dotted)}; set the value itself, or remove the override")
         node = child
     node[leaf] = value
 
@@ -285,7 +395,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | dict[str, Any]) 
 
 def _split_override(text: str) -> tuple[str, Any]:
     if "=" not in text:
-        raise ConfigError(f"--set {text!r}: expected dotted.key=value, e.g. --set model.size=micro")
+        raise ConfigError(f"--set {shown(text)}: expected dotted.key=value, e.g. --set model.size=micro")
     key, value = text.split("=", 1)
     return key.strip(), parse_value(value)
 
@@ -332,7 +442,7 @@ def explain(err: ValidationError, model: type[BaseModel], root: str = "") -> str
     known = _known_keys(model)
     lines = []
     for problem in err.errors():
-        loc = [str(p) for p in problem["loc"]]
+        loc = [clipped(str(p)) for p in problem["loc"]]
         # drop the discriminator tag pydantic inserts for unions ("task.arithmetic.digits")
         loc = [p for i, p in enumerate(loc) if not (i > 0 and loc[i - 1] == "task" and p in FAMILIES)]
         field = root + ".".join(loc)
@@ -342,20 +452,22 @@ def explain(err: ValidationError, model: type[BaseModel], root: str = "") -> str
             hint = f"; did you mean {root}{guess[0]}?" if guess else "; remove it"
             lines.append(f"{field}: unknown key{hint}")
         elif kind == BOOL_FOR_NUMBER:
-            key = problem["ctx"]["key"]
-            lines.append(f"{field + '.' if field else ''}{key}: {problem['msg']}")
+            key, value = problem["ctx"]["key"], problem["ctx"]["value"]  # value: the input's repr
+            lines.append(f"{field + '.' if field else ''}{clipped(key)}: {problem['msg'].replace(value, clipped(value))}")
         elif kind == "union_tag_invalid":
             lines.append(f"{field}: unknown task family; use {' or '.join(repr(f) for f in FAMILIES)}")
-        elif kind == "value_error":
+        elif kind == "value_error":  # a validator's own words: its start (what) and end (the fix) are kept
             msg = problem["msg"].removeprefix("Value error, ")
+            if len(msg) > CLAUSE_CHARS:
+                msg = f"{msg[:CLAUSE_CHARS // 2]}...{msg[-CLAUSE_CHARS // 2:]}"
             given = problem.get("input")
-            shown = "" if isinstance(given, dict) else f" (got {given!r})"
-            lines.append(f"{field}: {msg}{shown}" if field else f"{msg}")
+            got = "" if isinstance(given, dict) else f" (got {shown(given)})"
+            lines.append(f"{field}: {msg}{got}" if field else f"{msg}")
         else:  # pydantic's own rules: "Input should be ..." plus the fix for the kind of rule
             msg = problem["msg"].replace("Input should be", "must be")
             given = problem.get("input")
-            shown = "" if isinstance(given, dict) else f" (got {given!r})"
-            lines.append(f"{field}: {msg}{shown}; {_FIXES.get(kind, 'change the value')}")
+            got = "" if isinstance(given, dict) else f" (got {shown(given)})"
+            lines.append(f"{field}: {msg}{got}; {_FIXES.get(kind, 'change the value')}")
     return "; ".join(lines)
 
 
@@ -369,6 +481,7 @@ _FIXES = {
     "int_type": "write a whole number",
     "float_parsing": "write a number",
     "float_type": "write a number",
+    "finite_number": "write a finite number",
     "bool_parsing": "write true or false",
     "bool_type": "write true or false",
     "string_type": "write a string",
@@ -461,18 +574,25 @@ class TuneSection(Section):
     trials_per_cell: int = Field(1, ge=1, description="trials per grid point (the key keeps its first name)")
     params: dict[str, Distribution] = Field(default_factory=dict, description="tuned axes")
     sampler: Literal["tpe", "random"] = "tpe"
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=TUNE_SEED_LIMIT, description="grid point i's sampler is seeded tune.seed + i")
 
 
 class EarlyStopping(Section):
     type: Literal["none", "asha"] = "none"
     grace_period: int = Field(1, ge=1, description="evaluations before a trial may be stopped")
-    reduction_factor: float = Field(3.0, gt=1.0)
+    reduction_factor: float = Field(3.0, gt=1.0, allow_inf_nan=False)
 
 
 class Resources(Section):
-    cpus: float = Field(1.0, gt=0.0)
-    gpus: float = Field(0.0, ge=0.0, description="fractions allowed, e.g. 0.25")
+    cpus: float = Field(1.0, ge=RESOURCE_GRANULARITY, allow_inf_nan=False)
+    gpus: float = Field(0.0, ge=0.0, allow_inf_nan=False, description="fractions allowed, e.g. 0.25")
+
+    @field_validator("gpus")
+    @classmethod
+    def _gpus_granularity(cls, gpus: float) -> float:
+        if 0 < gpus < RESOURCE_GRANULARITY:
+            raise ValueError(f"Ray schedules GPUs in units of {RESOURCE_GRANULARITY}; use 0 or at least that")
+        return gpus
 
 
 class SweepSpec(Section):
@@ -484,7 +604,7 @@ class SweepSpec(Section):
     reads as a distribution over seeds and tuned values.
     """
 
-    name: str = Field(..., pattern=STUDY_NAME_PATTERN, description="study name in the store (a directory name)")
+    name: str = Field(..., description="study name in the store (a directory name, see check_study_name)")
     description: str = ""
     base: dict[str, Any] = Field(default_factory=dict, description="the trial config every grid point starts from")
     grid: dict[str, list[Any]] = Field(default_factory=dict, description="dotted key -> values; grid points = product")
@@ -498,14 +618,41 @@ class SweepSpec(Section):
     optuna_storage: str | None = Field(None, description="Optuna storage URL; default a journal file")
     pack: PackConfig = Field(default_factory=PackConfig, description="members trained together per Tune trial")
 
+    @field_validator("name")
+    @classmethod
+    def _name(cls, name: str) -> str:
+        return check_study_name(name)
+
+    @field_validator("optuna_storage")
+    @classmethod
+    def _sqlite_directory(cls, url: str | None) -> str | None:
+        """A SQLite URL (``sqlite:///relative.db``, ``sqlite:////absolute.db``) names a file
+        that SQLite creates, but not its directory."""
+        path = (url or "").removeprefix("sqlite:///").split("?")[0]
+        if url and url.startswith("sqlite:///") and path not in ("", ":memory:"):
+            directory = Path(path).expanduser().parent
+            if not directory.is_dir():
+                raise ValueError(f"the SQLite file's directory {clipped(str(directory))} does not exist; make it "
+                                 "(mkdir -p) or set optuna_storage to a file in an existing directory")
+        return url
+
     @model_validator(mode="after")
     def _check(self) -> "SweepSpec":
         for axis, values in self.grid.items():
             if not isinstance(values, list) or not values:
-                raise ValueError(f"grid.{axis} is empty; give it at least one value or remove the axis")
+                raise ValueError(f"grid.{clipped(axis)} is empty; give it at least one value or remove the axis")
+        n_points = math.prod(len(values) for values in self.grid.values())
+        if n_points > MAX_GRID_POINTS:
+            lengths = " x ".join(f"{clipped(axis)} ({len(values):,})" for axis, values in self.grid.items())
+            raise ValueError(f"the grid has {n_points:,} points ({clipped(lengths)}), more than the "
+                             f"{MAX_GRID_POINTS:,} allowed; use fewer values per axis, or tune an axis (tune.params)")
+        if self.tune.seed + n_points > TUNE_SEED_LIMIT:
+            raise ValueError(f"tune.seed={self.tune.seed}: grid point i's Optuna sampler is seeded tune.seed + i, "
+                             f"and Optuna takes seeds below 2**32; lower tune.seed to at most "
+                             f"{TUNE_SEED_LIMIT - n_points}")
         overlap = set(self.grid) & set(self.tune.params)
         if overlap:
-            raise ValueError(f"{sorted(overlap)} are both grid and tuned axes; keep each axis in one place")
+            raise ValueError(f"{shown(sorted(overlap))} are both grid and tuned axes; keep each axis in one place")
         return self
 
     def grid_points(self) -> list[dict[str, Any]]:
@@ -567,34 +714,42 @@ class SweepSpec(Section):
         self.check_pack()
         corner_sets = [
             dict(zip(self.tune.params, combo))
-            for combo in itertools.product(*(d.corners() for d in self.tune.params.values()))
+            for combo in itertools.islice(itertools.product(*(d.corners() for d in self.tune.params.values())), 16)
         ] or [{}]
         unmet: list[tuple[dict[str, Any], TrialConfig]] = []  # grid points whose trials never report tune.metric
         families = set()
         for point in self.grid_points():
-            for i, params in enumerate(corner_sets[:16]):
+            cell = grid_point_id(point)
+            if len(cell) > GRID_POINT_ID_MAX:
+                raise ConfigError(
+                    f"grid point {clipped(cell)} has an id of {len(cell)} characters, more than the "
+                    f"{GRID_POINT_ID_MAX} a trial directory name leaves room for; use shorter axis values"
+                )
+            for i, params in enumerate(corner_sets):
                 try:
                     cfg = TrialConfig.model_validate(self.trial_raw(point, params))
                 except ValidationError as err:
-                    where = ", ".join(f"{k}={v}" for k, v in {**point, **params}.items()) or "the base config"
-                    raise ConfigError(f"invalid trial config for {where}: " + explain(err, TrialConfig)) from None
+                    where = ", ".join(f"{clipped(k)}={shown(v)}" for k, v in {**point, **params}.items())
+                    raise ConfigError(f"invalid trial config for {where or 'the base config'}: "
+                                      + explain(err, TrialConfig)) from None
                 except ConfigError as err:
                     raise ConfigError(f"grid/tuned axis: {err}") from None
                 families.add(cfg.task.family)
                 if i == 0 and self.tune.metric not in summary_metrics(cfg.task):
                     unmet.append((point, cfg))
+        self.check_distinct_values(corner_sets[0])
         known = {LOSS} | {f"{split}_{m}" for split in SPLITS for f in families for m in METRICS[f]}
         if self.tune.metric not in known:
             raise ConfigError(
-                f"tune.metric={self.tune.metric!r} is not a summary metric of this study; "
+                f"tune.metric={shown(self.tune.metric)} is not a summary metric of this study; "
                 f"use one of {sorted(known)}"
             )
         if unmet:
             point, cfg = unmet[0]
-            where = f"grid point {grid_point_id(point)}" if point else "the base config"
+            where = f"grid point {clipped(grid_point_id(point))}" if point else "the base config"
             hint = MISSING_METRIC_HINTS[cfg.task.family](cfg.task, self.tune.metric)
             raise ConfigError(
-                f"tune.metric={self.tune.metric!r} is never reported by {where} ({len(unmet)} of "
+                f"tune.metric={shown(self.tune.metric)} is never reported by {where} ({len(unmet)} of "
                 f"{len(self.grid_points())} grid points): {hint}; or tune another metric, one of "
                 f"{sorted(summary_metrics(cfg.task))}"
             )
@@ -604,6 +759,24 @@ class SweepSpec(Section):
                 f"tune.mode={self.tune.mode} optimizes {self.tune.metric} the wrong way; "
                 f"use tune.mode={'min' if lower_is_better else 'max'}"
             )
+
+
+    def check_distinct_values(self, params: dict[str, Any]) -> None:
+        """Refuse a grid axis two of whose values validate to one value (``[1, '1', 1.0]``
+        are all 1): their grid points would train one trial config as several cells.
+        Each value is validated in the first grid point (after :meth:`check_trials` has
+        validated every point)."""
+        first = {axis: values[0] for axis, values in self.grid.items()}
+        for axis, values in self.grid.items():
+            given: dict[str, list[Any]] = {}  # validated config (JSON) -> the values of the axis giving it
+            for value in values:
+                cfg = TrialConfig.model_validate(self.trial_raw({**first, axis: value}, params))
+                given.setdefault(cfg.model_dump_json(), []).append(value)
+            repeated = [same for same in given.values() if len(same) > 1]
+            if repeated:
+                sets = "; ".join(" and ".join(shown(v) for v in same) for same in repeated)
+                raise ConfigError(f"grid.{clipped(axis)}: the values {clipped(sets)} are one value once validated, "
+                                  "so their grid points would train the same config; keep one of them")
 
 
 def grid_point_id(point: dict[str, Any]) -> str:

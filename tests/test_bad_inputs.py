@@ -8,7 +8,9 @@ sizes that cannot fit, spec files, store paths, store queries, reports, cluster 
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -26,6 +28,33 @@ FIX = re.compile(
     r"choose|tune|change|delete|try|make|fix)\b",
     re.IGNORECASE,
 )
+
+
+# YAML's "billion laughs" in 348 bytes: each level repeats the one above 9 times (9**7 leaves).
+ALIAS_BOMB = "name: bomb\n" + "".join(
+    f"{level}: &{level} [{', '.join([f'*{above}' if above else 'lol'] * 9)}]\n"
+    for above, level in zip(["", "a", "b", "c", "d", "e", "f"], "abcdefg")
+) + "base: {task: {digits: *g}}\n"
+
+
+def make_read_only(path: Path) -> bool:
+    """Make the directory ``path`` refuse new entries: chmod, and for root (whom modes do not
+    stop) the immutable attribute; whether it worked (undo with :func:`make_writable`)."""
+    path.chmod(0o555)
+    if os.geteuid() == 0:
+        subprocess.run(["chattr", "+i", str(path)], capture_output=True)
+    try:
+        (path / ".probe").mkdir()
+    except OSError:
+        return True
+    (path / ".probe").rmdir()
+    return False
+
+
+def make_writable(path: Path) -> None:
+    if os.geteuid() == 0:
+        subprocess.run(["chattr", "-i", str(path)], capture_output=True)
+    path.chmod(0o755)
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +76,12 @@ def places(tmp_path_factory) -> dict[str, str]:
     (root / "spec_dir").mkdir()
     (root / "not_a_store").mkdir()
     (root / "not_a_store" / "notes.txt").write_text("mine\n")
-    return {"root": str(root), "store": str(root / "store"), "file": str(root / "a_file")}
+    (root / "bomb.yaml").write_text(ALIAS_BOMB)
+    Store(str(root / "read_only_store"))
+    read_only = make_read_only(root / "read_only_store")
+    yield {"root": str(root), "store": str(root / "store"), "file": str(root / "a_file"),
+           "read_only_store": str(root / "read_only_store") if read_only else ""}
+    make_writable(root / "read_only_store")
 
 
 def bad_inputs(p: dict[str, str]) -> list[tuple[str, list[str], str]]:
@@ -55,6 +89,8 @@ def bad_inputs(p: dict[str, str]) -> list[tuple[str, list[str], str]]:
     path per row that a refused run must not create."""
     root, store, file = p["root"], p["store"], p["file"]
     run = ["run", QUICKSTART, "--store", "{new}"]
+    short = ["--set", "train.steps=2", "--set", "train.eval_every=1"]  # should a refused trial train after all
+    read_only = p["read_only_store"]  # "" where this machine cannot make a directory read-only
     return [
         # ---- types and keys
         ("type", ["trial", "--set", "model.n_heads=4"], "model.n_heads: unknown key; did you mean model.n_head"),
@@ -76,6 +112,18 @@ def bad_inputs(p: dict[str, str]) -> list[tuple[str, list[str], str]]:
         ("type", run + ["--set", "grid.train.steps=[true]"], "train.steps: a number is needed"),
         ("type", run + ["--set", "max_failures=-1"], "max_failures"),
         ("type", run + ["--set", "name=a b"], "name"),
+        ("type", ["trial", "--set", f"train.seed={10**30}"], "train.seed: must be less than 9223372036854775808"),
+        ("type", run + ["--set", f"grid.train.seed=[{10**30}]"], "train.seed: must be less than"),
+        ("type", run + ["--set", f"tune.seed={2**64}"], "tune.seed: must be less than 4294967296"),
+        ("type", run + ["--set", f"tune.seed={2**32 - 1}"], "tune.seed=4294967295: grid point i's Optuna sampler"),
+        ("type", run + ["--set", "resources.cpus=1e-300"], "resources.cpus: must be greater than or equal to 0.0001"),
+        ("type", run + ["--set", "resources.gpus=0.00001"], "resources.gpus: Ray schedules GPUs in units of 0.0001"),
+        ("type", ["trial", "--set", "train.lr=.inf"], "train.lr: must be a finite number"),
+        ("type", ["trial", "--set", "train.weight_decay=inf"], "train.weight_decay: must be a finite number"),
+        ("type", ["trial", "--set", "train.weight_decay=.nan"], "train.weight_decay: must be a finite number"),
+        ("type", ["trial", "--set", f"train.steps={10**30}"], "train.steps: must be less than or equal to 1000000000"),
+        ("type", run + ["--set", "early_stopping={type: asha, reduction_factor: .inf}"],
+         "early_stopping.reduction_factor: must be a finite number"),
         # ---- impossible combinations
         ("combination", ["trial", "--set", "model.n_head=5"], "model.n_head=5 does not divide model.d_model=48"),
         ("combination", ["trial", "--set", "task.digits=6"], "task.digits=6 is longer than the operand width"),
@@ -88,6 +136,8 @@ def bad_inputs(p: dict[str, str]) -> list[tuple[str, list[str], str]]:
         ("combination", run + ["--set", "resources.cpus=1000"], "resources.cpus=1000"),
         ("combination", run + ["--set", "resources.gpus=8"], "resources.gpus=8"),
         ("combination", run + ["--set", "grid.task.digits=[]"], "grid.task.digits is empty"),
+        ("combination", run + ["--set", "grid.task.digits=[1, '1', 1.0]"],
+         "grid.task.digits: the values 1 and '1' and 1.0 are one value once validated"),
         ("combination", run + ["--set", "tune.params={train.lr: {type: loguniform, low: 0.1, high: 0.01}}"],
          "low=0.1 is greater than high=0.01"),
         ("combination", run + ["--set", "tune.params={train.lr: {type: loguniform, low: 0, high: 0.01}}"],
@@ -122,6 +172,11 @@ def bad_inputs(p: dict[str, str]) -> list[tuple[str, list[str], str]]:
          "task.eval_prompts=1000000000 drives it"),
         ("size", run + ["--set", "task.eval_examples=10000000000"], "task.eval_examples=10000000000 drives it"),
         ("size", run + ["--set", "train.batch_size=1000000000"], "train.batch_size=1000000000 drives it"),
+        ("size", run + ["--set", f"grid.train.seed={list(range(1000))}", "--set", f"grid.train.steps={list(range(1, 1001))}"],
+         "the grid has 2,000,000 points (task.digits (2) x train.seed (1,000) x train.steps (1,000)), more than the 100,000"),
+        ("size", ["run", str(Path(root) / "bomb.yaml"), "--store", "{new}"], "its aliases (*name) repeat 11,434,267 YAML nodes"),
+        ("size", ["trial", "--set", "task=" + ALIAS_BOMB.split("\n", 1)[1].replace("\n", ", ").join("{}")],
+         "its aliases (*name) repeat"),
         # ---- spec files
         ("spec file", ["run", str(Path(root) / "spec_dir")], "spec_dir: is a directory, not a YAML file"),
         ("spec file", ["run", str(Path(root) / "binary.yaml")], "binary.yaml: not a text file"),
@@ -147,6 +202,14 @@ def bad_inputs(p: dict[str, str]) -> list[tuple[str, list[str], str]]:
         ("store path", ["store", "ls", "--store", UNREACHABLE_S3], "cannot open a store at s3://bucket/results"),
         ("store path", ["run", QUICKSTART, "--store", UNREACHABLE_S3], "run directory"),
         ("store path", ["store", "ls", "--store", "nosuchscheme://x/y"], "nosuchscheme://x/y"),
+        ("store path", run + ["--set", f"optuna_storage=sqlite:///{root}/nosuchdir/optuna.db"],
+         "optuna_storage: the SQLite file's directory"),
+        ("store path", run + ["--set", "name=" + "a" * 250], "name: a study name of 250 characters; use at most 100"),
+        ("store path", run + ["--set", "name=" + "a" * 300], "name: a study name of 300 characters; use at most 100"),
+        ("store path", ["trial", "--store", "{new}", "--study", "../evil"] + short, "--study '../evil': not a study name"),
+        ("store path", ["trial", "--store", "{new}", "--study", "a" * 250] + short, "use at most 100"),
+        *([("store path", ["run", QUICKSTART, "--store", read_only], "cannot write to the store at"),
+           ("store path", ["trial", "--store", read_only] + short, "cannot write to the store at")] if read_only else []),
         # ---- store queries
         ("query", ["store", "sql", "", "--store", store], "the query is empty"),
         ("query", ["store", "sql", "   -- only a comment", "--store", store], "the query is empty"),
@@ -168,6 +231,9 @@ def bad_inputs(p: dict[str, str]) -> list[tuple[str, list[str], str]]:
         ("report", ["report", "--store", store, "--study", "q", "--out", file + "/report"], "a_file/report: cannot write"),
         ("report", ["report", "--store", store, "--study", "nosuch"], "study 'nosuch' is not in the store"),
         ("report", ["report", "--store", str(Path(root) / "missing")], "no store at"),
+        *[("report", ["report", "--store", store, "--study", "q", "--out", f"{root}/report_{i}", "--threshold", value],
+           f"--threshold {value}: the boundary is a share of the ID score, in (0, 1]")
+          for i, value in enumerate(["nan", "-5", "inf", "50"])],
         # ---- cluster addresses and studies
         ("cluster", run + ["--address", "127.0.0.1:1"], "--address 127.0.0.1:1: no Ray cluster answers there"),
         ("cluster", run + ["--address", "ray://127.0.0.1:1"], "--address ray://127.0.0.1:1: no Ray cluster"),

@@ -15,6 +15,9 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from analysis import load
     from analysis.report import build_report
 
+    if not 0 < args.threshold <= 1:  # false for nan too
+        raise ConfigError(f"--threshold {args.threshold:g}: the boundary is a share of the ID score, in (0, 1]; "
+                          "pass a fraction such as 0.5")
     store = load.open_store(args.store)
     study = args.study
     if study is None:
@@ -49,5 +52,5 @@ def add_report_command(subparsers: Any) -> None:
     p.add_argument("--study", default=None, help="study name (default: the store's only study)")
     p.add_argument("--out", default=None, help="output directory (default reports/<study>)")
     p.add_argument("--threshold", type=float, default=0.5,
-                   help="boundary: score below this share of the ID score (default 0.5)")
+                   help="boundary: score below this share of the ID score, in (0, 1] (default 0.5)")
     p.set_defaults(func=_cmd_report)

@@ -64,15 +64,21 @@ def _trial(args: argparse.Namespace) -> int:
 
 
 def _open_store(args: argparse.Namespace, cfg):
-    """The store ``--store`` names (created when missing), or None; refused before training."""
+    """The store ``--store`` names (created when missing), or None; refused before training,
+    as is a ``--study`` that cannot name a study (the rule of a spec's ``name``)."""
     if not args.store:
         return None
+    from study.config import check_study_name, shown
     from study.store import Store
 
     if cfg.pack.size > 1:
         raise ConfigError("--store records one trial; drop pack.size (or run the pack as a sweep, whose store "
                           "holds every member)")
-    Store.check_target(args.store)
+    try:
+        check_study_name(args.study)
+    except ConfigError as err:
+        raise ConfigError(f"--study {shown(args.study)}: {err}") from None
+    Store.check_target(args.store)  # a store this process cannot write is refused here, not after training
     return Store(args.store, create=True)
 
 
