@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -42,6 +43,19 @@ def test_quickstart_sweep_leaves_a_store_the_cli_and_the_analysis_read(tmp_path)
     assert (final["step"] == 4000).all()
     assert (final.loc[(final["split"] == "id") & (final["metric"] == "exact_match"), "value"].mean()) > 0.9
     assert (final.loc[(final["split"] == "ood") & (final["metric"] == "exact_match"), "value"].max()) < 0.1
+
+    # every Python snippet of the README runs as printed, each on its own, beside ./results
+    snippets = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.DOTALL)
+    assert len(snippets) >= 3
+    for snippet in snippets:
+        ran = subprocess.run([sys.executable, "-c", snippet], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert ran.returncode == 0, f"README snippet failed:\n{snippet}\n{ran.stderr[-2000:]}"
+
+    # the README's first command again, into the same ./results: refused, nothing doubled
+    again = oodstudy("run", str(ROOT / "search_spaces" / "quickstart.yaml"), cwd=tmp_path, timeout=300)
+    assert again.returncode == 2 and "study quickstart already exists" in again.stderr
+    assert "oodstudy resume quickstart --store" in again.stderr
+    assert len(Store(str(store_dir), create=False).frame("trials", study="quickstart")) == 4
 
     report = oodstudy("report", "--store", str(store_dir), "--study", "quickstart", "--out", str(tmp_path / "rep"),
                       cwd=tmp_path)

@@ -149,7 +149,8 @@ def test_ctrl_c_on_a_sweep_says_what_is_stored_and_how_to_resume(tmp_path):
     assert len(Store(str(store), create=False).frame("curves", study="interrupted")) > 0
 
 
-def test_ctrl_c_during_a_trial_exits_with_one_line_and_no_traceback(tmp_path):
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_or_sigterm_during_a_trial_exits_with_one_line_and_no_traceback(tmp_path, stop):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "study.cli", "trial", "--set", "train.steps=1000000", "--set", "train.log_every=1"],
@@ -161,7 +162,7 @@ def test_ctrl_c_during_a_trial_exits_with_one_line_and_no_traceback(tmp_path):
             chunk = proc.stderr.read1(256)
             assert chunk, proc.communicate()
             first += chunk
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(stop)
         out, rest = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
