@@ -254,3 +254,30 @@ def test_a_packs_members_each_show_their_own_step_and_loss(tmp_path):
     board.post(40, {"p_0": 0.125, "p_1": 2.0})
     rows = {r.trial_id: (r.step, r.loss) for r in ProgressLine(spec).progress([pack], board.read())}
     assert rows == {"p_0": (40, 0.125), "p_1": (40, 2.0)}
+
+
+def test_a_ray_log_line_never_lands_on_the_redrawn_progress_line(capsys):
+    """On a terminal the progress line is redrawn in place (no newline); a log record of
+    Ray's then starts on a line of its own, and a line wider than the terminal ends in an
+    ellipsis instead of being cut mid-word without a sign."""
+    import logging
+
+    from study.tune.callbacks import LineBreak, fit_line
+
+    breaker = LineBreak()
+    handler = logging.StreamHandler()  # writes to the stderr pytest captures
+    handler.addFilter(breaker)
+    log = logging.getLogger("ray.tune.test_line_break")
+    log.addHandler(handler)
+    try:
+        print("\r[study] trials 1 done", end="", file=sys.stderr)
+        breaker.open = True
+        log.warning("Wrote the experiment state")
+        print("\r[study] trials 2 done", end="", file=sys.stderr)
+        log.warning("no progress line open: no extra newline")
+    finally:
+        log.removeHandler(handler)
+    err = capsys.readouterr().err
+    assert "[study] trials 1 done\nWrote the experiment state\n" in err
+    assert "trials 2 doneno progress line open" in err  # the filter only breaks a line it knows is open
+    assert fit_line("x" * 200, 80) == "x" * 79 + "\u2026" and fit_line("short", 8) == "short   "

@@ -20,7 +20,12 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``oodstudy`` parser: one sub-command group per module of this package."""
     from study.cli import jobs, report, store, sweep, trial
 
-    parser = argparse.ArgumentParser(prog="oodstudy", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="oodstudy",
+        description="Map where transformers' out-of-distribution generalization breaks down: run one trial, "
+                    "run a sweep on Ray Tune (embedded local Ray or a cluster), watch it, and read its store.",
+        epilog="Start with: oodstudy run search_spaces/quickstart.yaml   (then: oodstudy report --store ./results)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     trial.add_trial_command(sub)
     sweep.add_sweep_commands(sub)

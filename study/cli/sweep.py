@@ -123,8 +123,21 @@ def _cmd_resume(args) -> int:
     return 0
 
 
+def only_study(store_uri: str) -> str:
+    """The name of the store's one study (``status`` without a name); else a ConfigError listing them."""
+    from study.store import Store
+
+    studies = Store(store_uri, create=False).studies()
+    if len(studies) != 1:
+        listed = ", ".join(studies[:10]) or "none"
+        raise ConfigError(f"the store {store_uri} holds {len(studies)} studies ({listed}); "
+                          f"name one: oodstudy status NAME --store {quote(store_uri)}")
+    return studies[0]
+
+
 def _cmd_status(args) -> int:
-    spec = read_spec_copy(args.name, args.store, args.storage_path)
+    name = args.name if args.name is not None else only_study(args.store)
+    spec = read_spec_copy(name, args.store, args.storage_path)
     check_store_intact(spec)
     state = read_progress(storage_path(spec), spec.name)
     owner = StudyLease(spec.store, spec.name).read()
@@ -162,10 +175,11 @@ def add_sweep_commands(sub) -> None:
     for name, func, text in (("resume", _cmd_resume, "finish an interrupted study"),
                              ("status", _cmd_status, "cells done/running/pending and best score per cell")):
         p = sub.add_parser(name, help=text)
-        p.add_argument("name", help="study name")
+        p.add_argument("name", nargs="?" if name == "status" else None,
+                       help="study name" + (" (default: the store's only study)" if name == "status" else ""))
         p.add_argument("--store", default="./results", help="results store URI")
         p.add_argument("--storage-path", help="Ray Tune run directory if not <store>/_runs")
         if name == "resume":
-            p.add_argument("--address", help="Ray cluster address")
-            p.add_argument("--tune-table", action="store_true")
+            p.add_argument("--address", help="Ray cluster address: auto, host:6379 or ray://host:10001")
+            p.add_argument("--tune-table", action="store_true", help="also print Ray Tune's status table")
         p.set_defaults(func=func)

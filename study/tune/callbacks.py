@@ -10,6 +10,7 @@ of each row key.  :class:`ProgressLine` prints the live progress and writes it w
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import sys
@@ -242,10 +243,11 @@ class ProgressLine(Callback):
         self.most_running = 0
         self.last_print = self.last_write = self.last_sample = float("-inf")
         self.interactive = sys.stderr.isatty()
+        self.line_break = LineBreak()
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        for live in ("board", "pending_read", "posted", "rate", "started", "totals"):
+        for live in ("board", "pending_read", "posted", "rate", "started", "totals", "line_break"):
             state.pop(live, None)
         return state
 
@@ -255,6 +257,9 @@ class ProgressLine(Callback):
 
     def setup(self, **info) -> None:
         self.board = start_board(self.study_name)
+        if self.interactive:  # a log line of Ray's starts on a line of its own, not after the progress line
+            for handler in logging.getLogger("ray").handlers:
+                handler.addFilter(self.line_break)
 
     def progress(self, trials, posted: dict[str, tuple[int, float]] | None = None) -> list[TrialProgress]:
         """Tune's trials as :class:`TrialProgress` rows (posted: trial id -> (step, loss) from the board)."""
@@ -317,7 +322,8 @@ class ProgressLine(Callback):
             self.last_print = now
             if self.interactive:
                 width = shutil.get_terminal_size((160, 20)).columns
-                print("\r" + one_line(state)[: width - 1].ljust(width - 1), end="", file=sys.stderr, flush=True)
+                print("\r" + fit_line(one_line(state), width - 1), end="", file=sys.stderr, flush=True)
+                self.line_break.open = True
             else:
                 print("\n".join(progress_lines(state)), file=sys.stderr, flush=True)
 
@@ -333,7 +339,30 @@ class ProgressLine(Callback):
     def on_experiment_end(self, trials, **info) -> None:
         state = self.state(self.progress(trials), self.clock(), finished=True)
         self._write(state)
-        print(("\n" if self.interactive else "") + headline(state), file=sys.stderr, flush=True)
+        print(("\n" if self.line_break.open else "") + headline(state), file=sys.stderr, flush=True)
+        self.line_break.open = False
+        for handler in logging.getLogger("ray").handlers:
+            handler.removeFilter(self.line_break)
+
+
+class LineBreak(logging.Filter):
+    """Ends the progress line (redrawn in place, no newline) before a log record is printed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.open = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.open:
+            sys.stderr.write("\n")
+            self.open = False
+        return True
+
+
+def fit_line(text: str, width: int) -> str:
+    """``text`` in ``width`` columns: cut with an ellipsis when longer, padded when shorter
+    (so that a redraw covers the previous line)."""
+    return text if len(text) == width else (text[: width - 1] + "\u2026" if len(text) > width else text.ljust(width))
 
 
 # Prometheus names of the study gauges (Ray exports them with a "ray_" prefix) and their tags.
