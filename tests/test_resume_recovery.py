@@ -65,8 +65,8 @@ def test_status_and_resume_of_a_damaged_store_say_so_and_name_the_repair(tmp_pat
     fragment = store.fragments("trials", "hurt")[0]
     data = Path(fragment.path).read_bytes()
     Path(fragment.path).write_bytes(data[: len(data) // 2])  # truncated
-    for command in ("status", "resume"):
-        assert main([command, "hurt", "--store", spec.store]) == 2
+    for argv in (["status", "hurt"], ["resume", "hurt"], ["report", "--study", "hurt", "--out", str(tmp_path / "r")]):
+        assert main([*argv, "--store", spec.store]) == 2
         line = capsys.readouterr().err.strip()
         assert line.startswith("oodstudy: the store at") and "is damaged" in line
         assert "oodstudy store validate" in line and "oodstudy store repair" in line

@@ -28,7 +28,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
     if study not in store.studies():  # before --out is made
         raise ConfigError(f"study {study!r} is not in the store {args.store}; studies there: "
                           f"{', '.join(store.studies()) or 'none'}; name one with --study")
-    out = Path(args.out or Path("reports") / study)
+    from study.store import check_intact
+
+    check_intact(store, study)  # a study that lost a fragment would be reported as less than it is
+    out = Path(args.out or Path("report") / study)
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / f".oodstudy-probe-{os.getpid()}"
@@ -50,7 +53,7 @@ def add_report_command(subparsers: Any) -> None:
     p = subparsers.add_parser("report", help="write an HTML report (figures, tables, CSVs) of a study")
     p.add_argument("--store", default="./results", help="store directory or URI (default ./results)")
     p.add_argument("--study", default=None, help="study name (default: the store's only study)")
-    p.add_argument("--out", default=None, help="output directory (default reports/<study>)")
+    p.add_argument("--out", default=None, help="output directory (default report/<study>, as the end of `run` prints)")
     p.add_argument("--threshold", type=float, default=0.5,
                    help="boundary: score below this share of the ID score, in (0, 1] (default 0.5)")
     p.set_defaults(func=_cmd_report)

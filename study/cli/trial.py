@@ -37,11 +37,22 @@ def _trial(args: argparse.Namespace) -> int:
             if rows:
                 store.append(table, rows, study=args.study, cell="")
 
-    result = train(cfg, trial_id="local", progress=progress, report=record if store is not None else None)
+    trial_id = local_trial_id() if store is not None else "local"
+    lease = None
     if store is not None:
-        store.append("trials", [{"trial_id": "local", "grid": "{}", "config": json.dumps(cfg.to_dict()),
-                                 "status": result.status, "device": result.device, "n_params": result.n_params,
-                                 "steps": result.steps}], study=args.study, cell="")
+        from study.store.lease import StudyLease
+
+        lease = StudyLease(args.store, args.study)
+        lease.acquire("trial")  # one writer per study: a sweep's driver, or this trial
+    try:
+        result = train(cfg, trial_id=trial_id, progress=progress, report=record if store is not None else None)
+        if store is not None:
+            store.append("trials", [{"trial_id": trial_id, "grid": "{}", "config": json.dumps(cfg.to_dict()),
+                                     "status": result.status, "device": result.device, "n_params": result.n_params,
+                                     "steps": result.steps}], study=args.study, cell="")
+    finally:
+        if lease is not None:
+            lease.release()
     if not args.json:
         print(file=sys.stderr)
     if args.json:
@@ -79,7 +90,32 @@ def _open_store(args: argparse.Namespace, cfg):
     except ConfigError as err:
         raise ConfigError(f"--study {shown(args.study)}: {err}") from None
     Store.check_target(args.store)  # a store this process cannot write is refused here, not after training
-    return Store(args.store, create=True)
+    store = Store(args.store, create=True)
+    check_not_a_sweep(args.store, args.study)
+    return store
+
+
+def check_not_a_sweep(store_uri: str, study: str) -> None:
+    """``trial --store`` adds a trial to a study of its own: never to a sweep's study (whose
+    driver owns it, and whose analysis would read a stray trial as one of its grid)."""
+    import pyarrow.fs as pafs
+
+    from study.config import SweepSpec
+    from study.tune.runner import SPEC_FILE, run_filesystem
+
+    fs, root = run_filesystem(SweepSpec(name=study, store=store_uri))
+    if fs.get_file_info(f"{root}/{study}/{SPEC_FILE}").type != pafs.FileType.NotFound:
+        raise ConfigError(f"--study {study}: that study in {store_uri} is a sweep's; a single trial goes to a study "
+                          "of its own: pass another --study (e.g. --study one)")
+
+
+def local_trial_id() -> str:
+    """A trial's id in the store: ``local-<UTC time>-<random>``, new for every run, so that a
+    second ``trial --store`` into the same study adds a trial instead of replacing the first."""
+    import datetime as dt
+    import uuid
+
+    return f"local-{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
 
 
 def _trial_pack(cfg, args: argparse.Namespace) -> int:
