@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import copy
 import difflib
+import functools
 import math
+import re
 import reprlib
+import types
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -72,16 +76,31 @@ _REPR.maxlevel, _REPR.maxlist, _REPR.maxtuple, _REPR.maxdict, _REPR.maxset = 3, 
 _REPR.maxstring = _REPR.maxlong = _REPR.maxother = SHOWN_CHARS
 
 
+def flow(value: Any) -> str:
+    """``value`` as YAML writes it on one line (``{type: loguniform, low: 0.01}``, ``[1, 2]``),
+    cut like :func:`shown`; for an example of what to write in a spec."""
+    try:
+        return clipped(yaml.safe_dump(value, default_flow_style=True, sort_keys=False, width=math.inf).strip())
+    except (yaml.YAMLError, ValueError, RecursionError):
+        return shown(value)
+
+
 def clipped(text: str) -> str:
     """A text from the input (a key, a --set argument) cut like :func:`shown`."""
     return text if len(text) <= SHOWN_CHARS else f"{text[:SHOWN_CHARS - 3]}..."
 
 
-def check_study_name(name: Any) -> str:
+def check_study_name(name: Any, option: str = "") -> str:
     """``name`` if it can name a study (a directory name in the store and the run
-    directory), else a ConfigError saying the rule (without echoing the name)."""
+    directory), else a ConfigError saying the rule in words, without echoing the name, and
+    an example: the name with the characters it may not hold made ``-`` (``my study`` ->
+    ``my-study``) when that is short, written as ``option`` takes it (``--name my-study``)."""
     if not isinstance(name, str) or not STUDY_NAME.match(name):
-        raise ConfigError("not a study name: use letters, digits and . _ + -, starting with a letter or digit "
+        example = re.sub(r"[^A-Za-z0-9._+-]+", "-", name).strip("._+-") if isinstance(name, str) else ""
+        if not example or len(example) > 40 or not STUDY_NAME.match(example):
+            example = "my-study"
+        raise ConfigError("not a study name: use only letters, digits and . _ + - (no spaces), starting with a "
+                          f"letter or digit, e.g. {option + ' ' if option else ''}{example} "
                           "(it becomes a directory name)")
     if len(name) > STUDY_NAME_MAX:
         raise ConfigError(f"a study name of {len(name)} characters; use at most {STUDY_NAME_MAX} "
@@ -397,7 +416,20 @@ def _split_override(text: str) -> tuple[str, Any]:
     if "=" not in text:
         raise ConfigError(f"--set {shown(text)}: expected dotted.key=value, e.g. --set model.size=micro")
     key, value = text.split("=", 1)
-    return key.strip(), parse_value(value)
+    key = key.strip()
+    parts = key.split(".")
+    if not key:
+        raise ConfigError(f"--set {shown(text)}: the key is empty; write --set dotted.key=value, "
+                          "e.g. --set model.size=micro")
+    if not parts[-1].strip() and all(p.strip() for p in parts[:-1]):
+        example = {"grid": "grid.task.digits=[2, 3]", "tune.params": "tune.params.train.lr.low=0.001"}.get(
+            ".".join(parts[:-1]), "model.size=micro")
+        raise ConfigError(f"--set {shown(text)}: the key is empty after {clipped(key)!r}; write --set "
+                          f"dotted.key=value, e.g. --set {example}")
+    if not all(p.strip() for p in parts):
+        raise ConfigError(f"--set {shown(text)}: the key {clipped(key)!r} has an empty part (nothing between or "
+                          "around a dot); write --set dotted.key=value, e.g. --set model.size=micro")
+    return key, parse_value(value)
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
@@ -430,11 +462,69 @@ def _known_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
     keys = []
     for name, field in model.model_fields.items():
         keys.append(prefix + name)
-        annotation = field.annotation
-        for sub in getattr(annotation, "__args__", (annotation,)):
-            if isinstance(sub, type) and issubclass(sub, BaseModel):
-                keys.extend(_known_keys(sub, f"{prefix}{name}."))
+        for sub in _sections_of(field.annotation):
+            keys.extend(_known_keys(sub, f"{prefix}{name}."))
     return keys
+
+
+def _sections_of(annotation: Any) -> list[type[BaseModel]]:
+    """The config sections (models) a field holds: ``ModelConfig``, ``StopWhen | None``,
+    ``ArithmeticTask | ICLTask`` (never the values of a ``dict[str, Model]``)."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _sections_of(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        return [m for arg in typing.get_args(annotation) for m in _sections_of(arg)]
+    return [annotation] if isinstance(annotation, type) and issubclass(annotation, BaseModel) else []
+
+
+@functools.cache
+def trial_keys() -> frozenset[str]:
+    """Every dotted key of a trial config, sections included (``task``, ``task.digits``, ...)."""
+    return frozenset(_known_keys(TrialConfig))
+
+
+@functools.cache
+def trial_value_keys() -> frozenset[str]:
+    """The dotted keys of a trial config that hold values, not sections (``task.digits``,
+    not ``task`` or ``train.stop_when``): what a grid axis or a tuned axis sets."""
+    keys = trial_keys()
+    return frozenset(k for k in keys if not any(other.startswith(k + ".") for other in keys))
+
+
+def unknown_trial_key(key: str) -> str | None:
+    """The part of the dotted ``key`` that names no field of a trial config (``task.digit``
+    of ``task.digit``), or None: a known key, or one that goes on inside a value whose
+    keys are its own (a mapping such as ``task.shifts``), which validation judges."""
+    models: list[type[BaseModel]] = [TrialConfig]
+    parts = key.split(".")
+    for i, part in enumerate(parts):
+        fields = [m.model_fields[part] for m in models if part in m.model_fields]
+        if not fields:
+            return ".".join(parts[: i + 1])
+        models = [sub for field in fields for sub in _sections_of(field.annotation)]
+        if not models:
+            return None
+    return None
+
+
+def config_key_hint(key: str) -> str:
+    """``did you mean task.digits?`` for a dotted trial key that names no field, else a fix."""
+    guess = difflib.get_close_matches(key, sorted(trial_keys()), n=1)
+    return f"did you mean {guess[0]}?" if guess else "check the spelling against the trial config's keys"
+
+
+def _tuned_key(rest: str) -> tuple[str, str]:
+    """``train.lr.low`` -> (``train.lr``, ``low``): a tuned axis is a dotted trial key, so the
+    longest known key that starts ``rest`` is the axis and what follows it a field of its
+    distribution; with no known key, a last part naming a distribution field is the field."""
+    parts = rest.split(".")
+    for n in range(len(parts), 0, -1):
+        if ".".join(parts[:n]) in trial_value_keys():
+            return ".".join(parts[:n]), ".".join(parts[n:])
+    if len(parts) > 1 and parts[-1] in Distribution.model_fields:
+        return ".".join(parts[:-1]), parts[-1]
+    return rest, ""
 
 
 def explain(err: ValidationError, model: type[BaseModel], root: str = "") -> str:
@@ -447,7 +537,15 @@ def explain(err: ValidationError, model: type[BaseModel], root: str = "") -> str
         loc = [p for i, p in enumerate(loc) if not (i > 0 and loc[i - 1] == "task" and p in FAMILIES)]
         field = root + ".".join(loc)
         kind = problem["type"]
-        if kind == "extra_forbidden":
+        if kind == "extra_forbidden" and loc and not loc[-1]:
+            lines.append(f"{root + '.'.join(loc[:-1]) or 'the top level'}: holds an empty key ''; write the "
+                         "key's name, or remove it")
+        elif kind == "extra_forbidden" and loc[:2] == ["tune", "params"] and len(loc) == 4:  # a distribution's field
+            guess = difflib.get_close_matches(loc[3], list(Distribution.model_fields), n=1)
+            hint = f"did you mean {root}tune.params.{loc[2]}.{guess[0]}?" if guess else \
+                f"use {', '.join(Distribution.model_fields)}"
+            lines.append(f"{field}: unknown key of a distribution; {hint}")
+        elif kind == "extra_forbidden":
             guess = difflib.get_close_matches(".".join(loc), known, n=1)
             hint = f"; did you mean {root}{guess[0]}?" if guess else "; remove it"
             lines.append(f"{field}: unknown key{hint}")
@@ -455,14 +553,28 @@ def explain(err: ValidationError, model: type[BaseModel], root: str = "") -> str
             key, value = problem["ctx"]["key"], problem["ctx"]["value"]  # value: the input's repr
             lines.append(f"{field + '.' if field else ''}{clipped(key)}: {problem['msg'].replace(value, clipped(value))}")
         elif kind == "union_tag_invalid":
-            lines.append(f"{field}: unknown task family; use {' or '.join(repr(f) for f in FAMILIES)}")
+            tag = str(problem.get("ctx", {}).get("tag", ""))
+            case = [f for f in FAMILIES if f.lower() == tag.lower()]
+            hint = f"did you mean {case[0]!r}? (names are lower case)" if case and tag else \
+                f"use {' or '.join(repr(f) for f in FAMILIES)}"
+            lines.append(f"{field}: unknown task family; {hint}")
         elif kind == "value_error":  # a validator's own words: its start (what) and end (the fix) are kept
             msg = problem["msg"].removeprefix("Value error, ")
             if len(msg) > CLAUSE_CHARS:
                 msg = f"{msg[:CLAUSE_CHARS // 2]}...{msg[-CLAUSE_CHARS // 2:]}"
             given = problem.get("input")
             got = "" if isinstance(given, dict) else f" (got {shown(given)})"
-            lines.append(f"{field}: {msg}{got}" if field else f"{msg}")
+            names_it = msg.startswith(field) and msg[len(field):len(field) + 1] in (".", "=", ":", " ")
+            lines.append(f"{field}: {msg}{got}" if field and not names_it else f"{msg}{got}")
+        elif kind == "literal_error" and isinstance(problem.get("input"), str):
+            msg = problem["msg"].replace("Input should be", "must be")
+            given = problem["input"]
+            choices = re.findall(r"'((?:[^'\\]|\\.)*)'", str(problem.get("ctx", {}).get("expected", "")))
+            case = [c for c in choices if c.lower() == given.strip().lower()]
+            close = case or difflib.get_close_matches(given, choices, n=1)
+            hint = (f"did you mean {close[0]!r}? (values are case-sensitive)" if case
+                    else f"did you mean {close[0]!r}?" if close else _FIXES["literal_error"])
+            lines.append(f"{field}: {msg} (got {shown(given)}); {hint}")
         else:  # pydantic's own rules: "Input should be ..." plus the fix for the kind of rule
             msg = problem["msg"].replace("Input should be", "must be")
             given = problem.get("input")
@@ -622,6 +734,53 @@ class SweepSpec(Section):
     @classmethod
     def _name(cls, name: str) -> str:
         return check_study_name(name)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _dotted_axes(cls, data: Any) -> Any:
+        """Grid axes and tuned axes are dotted keys of the trial config (``task.digits``):
+        refuse a nested section (``grid: {task: {digits: [...]}}``) or a key that names no
+        trial field, with the dotted form or the closest key."""
+        if not isinstance(data, dict):
+            return data
+        grid = data.get("grid")
+        tune = data.get("tune")
+        params = tune.get("params") if isinstance(tune, dict) else None
+        for where, axes in (("grid", grid), ("tune.params", params)):
+            if not isinstance(axes, dict):
+                continue
+            for axis, values in axes.items():
+                if isinstance(axis, str) and not axis.strip():
+                    raise ValueError(f"{where} has an empty key {axis!r}; write a dotted config key, e.g. "
+                                     + ("grid: {task.digits: [2, 3]}" if where == "grid" else
+                                        "tune.params: {train.lr: {type: loguniform, low: 1.0e-4, high: 1.0e-2}}"))
+                if not isinstance(axis, str):
+                    continue  # the field's own validation names these
+                nested = (where == "grid" and isinstance(values, dict)
+                          or where == "tune.params" and isinstance(values, dict) and values
+                          and not set(values) & set(Distribution.model_fields))
+                if nested:
+                    inner, value = next(iter(values.items()))
+                    dotted = f"{axis}.{inner}"
+                    if where == "tune.params" and isinstance(value, dict) and value and not set(value) & set(
+                            Distribution.model_fields):
+                        dotted, value = f"{dotted}.{next(iter(value))}", "{type: ..., low: ..., high: ...}"
+                    example = f"{clipped(dotted)}: {value if isinstance(value, str) else flow(value)}"
+                    if where == "grid":
+                        raise ValueError(f"grid.{clipped(axis)}: grid keys are dotted config keys, not nested "
+                                         f"sections; write grid: {{{example}}}")
+                    raise ValueError(f"tune.params.{clipped(axis)}: tuned axes are dotted config keys, not nested "
+                                     f"sections; write tune: {{params: {{{example}}}}}")
+                if unknown_trial_key(axis):
+                    kind = "grid keys" if where == "grid" else "tuned axes"
+                    example = "grid: {task.digits: [2, 3]}" if where == "grid" else \
+                        "tune.params: {train.lr: {type: loguniform, low: 1.0e-4, high: 1.0e-2}}"
+                    hint = config_key_hint(axis)
+                    if hint.startswith("did you mean "):
+                        hint = f"did you mean {where}.{hint.removeprefix('did you mean ')}"
+                    raise ValueError(f"{where}.{clipped(axis)}: unknown key; {kind} are dotted keys of the trial "
+                                     f"config, e.g. {example}; {hint}")
+        return data
 
     @field_validator("optuna_storage")
     @classmethod
@@ -797,6 +956,25 @@ def load_sweep_spec(path: str | Path, overrides: list[str] = ()) -> SweepSpec:
             key = "base." + key
         if key.startswith("grid."):
             data.setdefault("grid", {})[key.removeprefix("grid.")] = value
+        elif key.startswith("tune.params."):  # a tuned axis is a dotted key: tune.params.train.lr.low
+            axis, field = _tuned_key(key.removeprefix("tune.params."))
+            tune = data.setdefault("tune", {})
+            if not isinstance(tune, dict):
+                raise ConfigError(f"tune is a value, not a section; cannot set {clipped(key)}; write tune as a "
+                                  "mapping (tune: {metric: ..., params: ...})")
+            if tune.get("params") is None:
+                tune["params"] = {}
+            params = tune["params"]
+            if not isinstance(params, dict):
+                raise ConfigError(f"tune.params is {shown(params)}, not a mapping; cannot set {clipped(key)}; "
+                                  "write tune.params as a mapping of tuned axes")
+            if not field:
+                params[axis] = value
+            elif not isinstance(params.setdefault(axis, {}), dict):
+                raise ConfigError(f"tune.params.{clipped(axis)} is a value, not a distribution; cannot set "
+                                  f"{clipped(key)}; set tune.params.{clipped(axis)}={{type: ..., low: ..., high: ...}}")
+            else:
+                set_dotted(params[axis], field, value)
         else:
             set_dotted(data, key, value)
     try:

@@ -77,6 +77,12 @@ def places(tmp_path_factory) -> dict[str, str]:
     (root / "not_a_store").mkdir()
     (root / "not_a_store" / "notes.txt").write_text("mine\n")
     (root / "bomb.yaml").write_text(ALIAS_BOMB)
+    quickstart = Path(QUICKSTART).read_text()
+    (root / "nested_grid.yaml").write_text(quickstart.replace("  task.digits: [2, 3]\n  train.seed: [0, 1]\n",
+                                                              "  task: {digits: [1, 2]}\n"))
+    (root / "nested_params.yaml").write_text(quickstart.replace("    train.lr: {type: loguniform,",
+                                                                "    train: {lr: {type: loguniform,").replace(
+        "high: 3.0e-3}\n", "high: 3.0e-3}}\n"))
     Store(str(root / "read_only_store"))
     read_only = make_read_only(root / "read_only_store")
     yield {"root": str(root), "store": str(root / "store"), "file": str(root / "a_file"),
@@ -127,6 +133,39 @@ def bad_inputs(p: dict[str, str]) -> list[tuple[str, list[str], str]]:
         ("type", ["trial", "--set", f"train.steps={10**30}"], "train.steps: must be less than or equal to 1000000000"),
         ("type", run + ["--set", "early_stopping={type: asha, reduction_factor: .inf}"],
          "early_stopping.reduction_factor: must be a finite number"),
+        # ---- command lines: argparse's errors through the one handler; an option that names a config key
+        ("type", run + ["--max-concurrent", "4"],
+         "--max-concurrent is not an option of run; set spec keys with --set, e.g. --set max_concurrent=4"),
+        ("type", ["trial", "--steps", "10"],
+         "--steps is not an option of trial; set config keys with --set, e.g. --set train.steps=10"),
+        ("type", ["resume", "q", "--store", store, "--max-concurrent", "3"],
+         "--max-concurrent is not an option of resume: a study resumes with the spec it ran with"),
+        ("type", ["run"], "run: the following arguments are required: spec; check the usage with: oodstudy run --help"),
+        ("type", ["rn", QUICKSTART], "'rn' is not a command; did you mean 'run'?"),
+        ("type", run + ["--name", "my study"],
+         "--name 'my study': not a study name: use only letters, digits and . _ + - (no spaces), starting with a "
+         "letter or digit, e.g. --name my-study"),
+        # ---- keys: tuned and grid axes are dotted config keys; empty keys; case
+        ("type", run + ["--set", "tune.params.train.lr.low=0.01"],
+         "tune.params.train.lr: low=0.01 is greater than high=0.003; swap them"),
+        ("type", run + ["--set", "tune.params.train.lr={type: loguniform, low: 0.01, high: 0.001}"],
+         "tune.params.train.lr: low=0.01 is greater than high=0.001"),
+        ("type", run + ["--set", "tune.params.train.lrr.low=0.01"],
+         "tune.params.train.lrr: unknown key; tuned axes are dotted keys of the trial config, e.g. tune.params: "
+         "{train.lr: {type: loguniform, low: 1.0e-4, high: 1.0e-2}}; did you mean tune.params.train.lr?"),
+        ("type", run + ["--set", "tune.params.train.lr.lo=0.01"],
+         "tune.params.train.lr.lo: unknown key of a distribution; did you mean tune.params.train.lr.low?"),
+        ("type", run + ["--set", "grid.task.digit=[1,2]"],
+         "grid.task.digit: unknown key; grid keys are dotted keys of the trial config, e.g. grid: "
+         "{task.digits: [2, 3]}; did you mean grid.task.digits?"),
+        ("type", ["trial", "--set", "model.size=Nano"], "model.size: must be 'nano', 'micro', 'mini', 'small' or "
+                                                        "'standard' (got 'Nano'); did you mean 'nano'?"),
+        ("type", ["trial", "--set", "task.family=ICL"], "task: unknown task family; did you mean 'icl'?"),
+        ("type", ["trial", "--set", "task.eval_lengths=[0,3]"],
+         "invalid trial config: task.eval_lengths=[0, 3] holds a length below 1"),
+        ("type", ["trial", "--set", "=5"], "--set '=5': the key is empty; write --set dotted.key=value"),
+        ("type", run + ["--set", "grid.=[1]"], "--set 'grid.=[1]': the key is empty after 'grid.'; write --set "
+                                               "dotted.key=value"),
         # ---- impossible combinations
         ("combination", ["trial", "--set", "model.n_head=5"], "model.n_head=5 does not divide model.d_model=48"),
         ("combination", ["trial", "--set", "task.digits=6"], "task.digits=6 is longer than the operand width"),
@@ -193,6 +232,11 @@ def bad_inputs(p: dict[str, str]) -> list[tuple[str, list[str], str]]:
         ("spec file", ["run", str(Path(root) / "bad_syntax.yaml")], "bad_syntax.yaml: not valid YAML: line"),
         ("spec file", ["run", str(Path(root) / "nothing.yaml")], "nothing.yaml: no such file"),
         ("spec file", ["run", file + "/spec.yaml"], "a_file/spec.yaml: no such file"),
+        ("spec file", ["run", str(Path(root) / "nested_grid.yaml"), "--store", "{new}"],
+         "grid.task: grid keys are dotted config keys, not nested sections; write grid: {task.digits: [1, 2]}"),
+        ("spec file", ["run", str(Path(root) / "nested_params.yaml"), "--store", "{new}"],
+         "tune.params.train: tuned axes are dotted config keys, not nested sections; write tune: {params: "
+         "{train.lr: {type: loguniform, low: 0.001, high: 0.003}}}"),
         # ---- store paths
         ("store path", ["run", QUICKSTART, "--store", file + "/results"], "a_file is a file, not a directory"),
         ("store path", ["run", QUICKSTART, "--store", "/proc/oodstudy-results"], "cannot create a store at /proc/oodstudy"),
@@ -245,6 +289,7 @@ def bad_inputs(p: dict[str, str]) -> list[tuple[str, list[str], str]]:
         ("cluster", ["resume", "nope", "--store", store], "no study named 'nope'"),
         ("cluster", ["status", "nope", "--store", store], "no study named 'nope'"),
         ("cluster", ["status", "bad name!", "--store", store], "cannot be a study name"),
+        ("cluster", ["status", "tiny", "--store", file], "a_file: is a file, not a store; pass the directory"),
     ]
 
 
@@ -273,3 +318,12 @@ def test_every_bad_input_gets_one_line_naming_the_field_and_the_fix(places, caps
         if problem:
             failures.append(f"[{kind}] {argv}: {problem}: {err.strip()}")
     assert not failures, "\n".join(failures)
+
+
+def test_help_still_prints_and_exits_0(capsys):
+    """Refusing a command line through the handler leaves argparse's --help as it was."""
+    for argv in (["--help"], ["run", "--help"], ["store", "ls", "--help"]):
+        with pytest.raises(SystemExit) as exit_:
+            main(argv)
+        assert exit_.value.code == 0, argv
+        assert "usage: oodstudy" in capsys.readouterr().out, argv

@@ -90,3 +90,33 @@ def test_each_metric_direction_comes_from_its_task_family():
     assert metric_direction("id_nmse_knn") == metric_direction("nmse") == "min"
     assert metric_direction("ood_exact_match") == metric_direction("equivalence") == "max"
     assert metric_direction("id_bogus") is None
+
+
+def test_tuned_axes_are_dotted_keys_in_set_overrides():
+    """``--set tune.params.train.lr...``: the axis is the longest trial key the override
+    starts with (``train.lr``), what follows it a field of its distribution."""
+    from pathlib import Path
+
+    from study.config import _tuned_key, load_sweep_spec
+
+    quickstart = Path(__file__).resolve().parents[1] / "search_spaces" / "quickstart.yaml"
+    assert _tuned_key("train.lr") == ("train.lr", "")
+    assert _tuned_key("train.lr.low") == ("train.lr", "low")
+    assert _tuned_key("train.lrr.low") == ("train.lrr", "low")  # no known key: the distribution field still splits
+    assert _tuned_key("model.n_head.choices") == ("model.n_head", "choices")
+    spec = load_sweep_spec(quickstart, ["tune.params.train.lr={type: loguniform, low: 0.01, high: 0.1}"])
+    assert list(spec.tune.params) == ["train.lr"] and spec.tune.params["train.lr"].low == 0.01
+    spec = load_sweep_spec(quickstart, ["tune.params.train.lr.high=0.01", "tune.params.train.weight_decay="
+                                        "{type: uniform, low: 0.0, high: 0.2}"])
+    assert spec.tune.params["train.lr"].high == 0.01 and spec.tune.params["train.lr"].low == 1e-3  # the file's low kept
+    assert set(spec.tune.params) == {"train.lr", "train.weight_decay"}
+
+
+def test_messages_name_a_field_once_and_hint_at_case():
+    assert "invalid trial config: task.eval_lengths=[0, 3] holds" in error_for("task.eval_lengths=[0, 3]")
+    assert "did you mean 'micro'? (values are case-sensitive)" in error_for("model.size=MICRO")
+    assert "did you mean 'micro'?" in error_for("model.size=mikro")
+    with pytest.raises(ConfigError, match="the key is empty; write --set dotted.key=value"):
+        trial_config(overrides=[" =5"])
+    with pytest.raises(ConfigError, match="has an empty part"):
+        trial_config(overrides=["train..steps=5"])

@@ -291,6 +291,13 @@ def read_spec_copy(name: str, store: str, storage: str | None = None) -> SweepSp
     fs, root = run_filesystem(probe)
     path = f"{root}/{name}/{SPEC_FILE}"
     if fs.get_file_info(path).type == pafs.FileType.NotFound:
+        # a path that is a file holds no study: say so rather than "no study named"
+        option, given = ("--storage-path", storage) if storage is not None else ("--store", store)
+        given_fs, given_root = open_filesystem(given)
+        if given_fs.get_file_info(given_root).type == pafs.FileType.File:
+            what = "a run directory" if storage is not None else "a store"
+            raise ConfigError(f"{option} {given}: is a file, not {what}; pass the directory the run wrote "
+                              f"(e.g. {option} ./results{'/_runs' if storage is not None else ''})")
         raise ConfigError(f"no study named {name!r} under {storage_path(probe)}; "
                           "check the name and --store (or --storage-path) of the run")
     with fs.open_input_stream(path) as f:
