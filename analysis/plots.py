@@ -13,8 +13,10 @@ from typing import Any, Iterable
 
 import numpy as np
 import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator, ScalarFormatter
 
 from analysis.load import axis_order, cell_axes, cell_label, fmt
 
@@ -25,7 +27,8 @@ LABELS = {
     "equivalence_of_wrong": "equivalence share of wrong", "chance": "chance (mod p)", "nmse": "normalized error",
     "model.size": "model size", "task.digits": "training digits", "task.mix_weight": "mixture weight",
     "n_context": "in-context examples k", "length": "operand length", "boundary": "boundary",
-    "ood_score": "mean OOD score", "id_score": "ID score",
+    "ood_score": "mean OOD score", "id_score": "ID score", "structure": "units-digit probe accuracy",
+    "repr_equivalence": "representation equivalence",
 }
 
 
@@ -58,6 +61,52 @@ def _groups(frame: pd.DataFrame, column: str | None) -> list[tuple[Any, pd.DataF
     return [(v, frame[frame[column] == v]) for v in axis_order(column, frame[column])]
 
 
+def drawn_texts(fig: Figure, dpi: float = 110.0) -> list[tuple[str, Any]]:
+    """Every text drawn when ``fig`` is saved at ``dpi`` (as ``savefig`` draws it, layout engine
+    included): (text, its extent in pixels).  Recorded from the renderer, so only what is
+    drawn counts (tick labels outside the view limits, empty and hidden texts do not)."""
+    old = fig.dpi
+    try:
+        fig.set_dpi(dpi)
+        renderer = FigureCanvasAgg(fig).get_renderer()
+        seen: dict[int, Any] = {}
+        draw_text = renderer.draw_text
+
+        def record(gc, x, y, s, prop, angle, ismath=False, mtext=None):  # noqa: ANN001
+            if mtext is not None and s.strip():
+                seen.setdefault(id(mtext), mtext)
+            return draw_text(gc, x, y, s, prop, angle, ismath=ismath, mtext=mtext)
+
+        renderer.draw_text = record
+        fig.draw(renderer)
+        return [(t.get_text(), t.get_window_extent(renderer)) for t in seen.values()]
+    finally:
+        fig.set_dpi(old)
+
+
+def clipped_texts(fig: Figure, dpi: float = 110.0, tolerance: float = 1.0,
+                  texts: list[tuple[str, Any]] | None = None) -> list[str]:
+    """The texts of ``fig`` that reach outside the figure when it is saved at ``dpi``
+    (cut off in the PNG), each as ``'text' (x0..x1, y0..y1 px of W x H)``; [] when all fit.
+    ``tolerance``: pixels a text may overhang (antialiasing); ``texts``: what
+    :func:`drawn_texts` returned for ``fig`` at ``dpi`` (drawn again when None)."""
+    width, height = fig.get_figwidth() * dpi, fig.get_figheight() * dpi
+    out = []
+    for text, box in drawn_texts(fig, dpi) if texts is None else texts:
+        if box.x0 < -tolerance or box.y0 < -tolerance or box.x1 > width + tolerance or box.y1 > height + tolerance:
+            out.append(f"{text!r} ({box.x0:.0f}..{box.x1:.0f}, {box.y0:.0f}..{box.y1:.0f} px of "
+                       f"{width:.0f} x {height:.0f})")
+    return out
+
+
+def _step_axis(ax: Any) -> None:
+    """Training steps on the x axis: integer ticks, written out (4000, not 4e3 or an offset)."""
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    plain = ScalarFormatter(useOffset=False)
+    plain.set_scientific(False)
+    ax.xaxis.set_major_formatter(plain)
+
+
 def _empty(message: str) -> Figure:
     fig = Figure(figsize=(5, 2))
     fig.text(0.5, 0.5, message, ha="center", va="center")
@@ -79,7 +128,8 @@ def text_color(face: tuple[float, ...] | None) -> str:
 
 def phase_diagram(cells: pd.DataFrame, x: str, y: str | None, value: str = "boundary", facet: str | None = None,
                   title: str | None = None, cmap: str = "viridis",
-                  limits: tuple[float, float] | None = None) -> Figure:
+                  limits: tuple[float, float] | None = None, name: str | None = None,
+                  bar_label: str | None = None) -> Figure:
     """A heat map of ``value`` over two grid axes (one row when ``y`` is None), one
     panel per value of ``facet``.
 
@@ -88,13 +138,18 @@ def phase_diagram(cells: pd.DataFrame, x: str, y: str | None, value: str = "boun
     OOD point evaluated (labelled ">x"), cells without a trial or without ID skill are
     grey.  Several rows per square (other axes varying) are combined by their median,
     and the title says so.  ``limits``: the colour range (default: the data's).
+    ``name``: the value's name in the title (default: its label); ``bar_label``: what the
+    colour encodes (default: the value's label; for the boundary, with the shift axis it is
+    measured along).
     """
     if cells.empty:
         return _empty("no cells")
     if "shift" in cells and cells["shift"].nunique() > 1:
         raise ValueError(f"one shift axis at a time; filter cells['shift'] to one of {sorted(cells['shift'].unique())}")
     frame = cells.copy()
-    title = title or f"{_label(value)} by {_label(x)}" + (f" and {_label(y)}" if y else "")
+    shift = cells["shift"].iloc[0] if "shift" in cells else ""
+    along = f" along {_label(shift)}" if value == "boundary" and shift else ""
+    title = title or f"{name or _label(value)}{along} by {_label(x)}" + (f" and {_label(y)}" if y else "")
     if y is None:
         frame["_row"] = ""
         y = "_row"
@@ -139,9 +194,9 @@ def phase_diagram(cells: pd.DataFrame, x: str, y: str | None, value: str = "boun
             ax.set_ylabel(_label(y))
         if facet:
             ax.set_title(f"{_label(facet)} = {fmt(fv)}")
-    shift = cells["shift"].iloc[0] if "shift" in cells else ""
-    bar = fig.colorbar(image, ax=axes, label=f"{_label(value)} ({_label(shift)})" if shift else _label(value),
-                       shrink=0.9)
+    if bar_label is None:  # the boundary is a point on the shift axis; any other value is its own unit
+        bar_label = f"{_label(value)} ({_label(shift)})" if value == "boundary" and shift else _label(value)
+    bar = fig.colorbar(image, ax=axes, label=bar_label, shrink=0.9)
     if value == "boundary":
         bar.locator = MaxNLocator(integer=True)
         bar.update_ticks()
@@ -502,7 +557,7 @@ def pca_scatter(points: pd.DataFrame, steps: Iterable[int] | None = None, max_pa
             idp, oodp = mine[mine["split"] != "ood"], mine[mine["split"] == "ood"]
             ax.scatter(idp["pc1"], idp["pc2"], s=12, color=colour[label], label=str(label))
             ax.scatter(oodp["pc1"], oodp["pc2"], s=14, color=colour[label], marker="x", linewidths=0.9)
-        ax.set_title(f"step {step}")
+        ax.set_title(f"step {int(step)}")
         ax.set_xlabel("PC1")
         ax.set_ylabel("PC2")
     axes[-1].legend(fontsize=6, title="label", title_fontsize=7, loc="center left", bbox_to_anchor=(1, 0.5))
@@ -525,6 +580,7 @@ def separation_curves(sep: pd.DataFrame, split: str = "all", max_lines: int = 10
         ax.plot(line["step"], line["r2"], "-o", ms=3, color=f"C{i % 10}", label=str(trial))
     ax.set_ylim(0, 1.02)
     ax.set_xlabel("training step")
+    _step_axis(ax)
     ax.set_ylabel("between-label share of variance")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
@@ -535,7 +591,8 @@ def separation_curves(sep: pd.DataFrame, split: str = "all", max_lines: int = 10
 def structure_curves(curves: pd.DataFrame, score: str = "structure score", max_panels: int = 6,
                      max_lines: int = 8) -> Figure:
     """The ID structure score (solid) next to the ID accuracy (dashed) over training, one
-    panel per cell, one colour per trial.  ``curves`` is an
+    panel per cell, one colour per trial (the line styles in a legend under the panels).
+    ``curves`` is an
     :func:`analysis.representations.structure_vs_accuracy` frame."""
     if curves.empty or curves["structure"].isna().all():
         return _empty("no structure scores")
@@ -553,30 +610,36 @@ def structure_curves(curves: pd.DataFrame, score: str = "structure score", max_p
         ax.set_ylim(-0.02, 1.02)
         ax.set_title(cell or "all trials", fontsize=9)
         ax.set_xlabel("training step")
+        _step_axis(ax)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=6)
-    axes[0].set_ylabel(f"{score} (solid), ID exact match (dashed)")
-    fig.suptitle(f"does structure come first? {score} vs ID accuracy over training")
+        ax.legend(fontsize=6, title="trial", title_fontsize=6)
+    axes[0].set_ylabel("accuracy")
+    styles = [Line2D([], [], color="grey", ls="-", marker="o", ms=3, label=f"{score} (held-out ID inputs)"),
+              Line2D([], [], color="grey", ls="--", label="ID exact match")]
+    fig.legend(handles=styles, loc="outside lower center", ncols=2, fontsize=8)
+    _title(fig, f"does structure come first? {score} vs ID accuracy over training")
     return fig
 
 
 def structure_lengths(table: pd.DataFrame, score: str = "structure score", max_lines: int = 10) -> Figure:
     """A structure score against the operand length at the end of training: median over each
-    cell's trials with the interquartile band.  ``table`` is an
-    :func:`analysis.representations.structure_by_length` frame."""
+    cell's trials with the interquartile band, the ID points (the training length) circled.
+    ``table`` is an :func:`analysis.representations.structure_by_length` frame."""
     if table.empty:
         return _empty("no structure scores")
     fig, axes = _panels(1, width=6.0, height=3.8)
     ax = axes[0]
+    circled = False  # the x label explains the circles only where some are drawn
     for i, (cell, line) in enumerate(list(table.groupby("cell", sort=False))[:max_lines]):
         line = line.sort_values("length")
         ax.plot(line["length"], line["median"], "-o", ms=4, color=f"C{i % 10}", label=str(cell) or "all")
         ax.fill_between(line["length"], line["q25"], line["q75"], color=f"C{i % 10}", alpha=0.15)
         ids = line[line["split"] == "id"]
         ax.scatter(ids["length"], ids["median"], s=60, facecolors="none", edgecolors=f"C{i % 10}")
+        circled = circled or len(ids) > 0
     ax.set_ylim(-0.02, 1.02)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("operand length (circled: the training length)")
+    ax.set_xlabel("operand length" + (" (circled: the training length)" if circled else ""))
     ax.set_ylabel(score)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)

@@ -15,9 +15,11 @@ import base64
 import datetime as dt
 import html
 import io
+import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
@@ -33,6 +35,7 @@ BREAKDOWN_FIRST = ("cell", "shift", "id_score", "boundary", "verdict", "ood_scor
 SPREAD = ("id_median", "id_q25", "id_q75", "ood_median", "n_break", "boundary_q25", "boundary_q50", "boundary_q75",
           "n_nonmonotone")  # the breakdown's columns over a cell's trials, shown in a table of their own
 TRIALS_FIRST = ("trial_id", "cell", "status", "score", "steps", "n_params", "device")
+STEP_COLUMN = re.compile(r"(^|_)steps?$")  # training steps: integers in the CSV and the page
 
 STYLE = """
 body { font-family: system-ui, -apple-system, Segoe UI, Helvetica, Arial, sans-serif; margin: 2rem auto;
@@ -75,7 +78,10 @@ class Page:
               first: tuple[str, ...] = (), hide: tuple[str, ...] = (), inline: bool = True) -> None:
         """A table as CSV (every column) and, when ``inline``, as HTML with the ``first``
         columns leading (the first one stays in view while the table scrolls), without
-        the ``hide`` columns (the CSV has them) and with long texts shortened."""
+        the ``hide`` columns and the columns empty in every row (the CSV has them), with
+        long texts shortened and numbers never in scientific notation from 1000 on (steps
+        are integers in both)."""
+        frame = _integer_steps(frame)
         path = self.out / f"{name}.csv"
         frame.to_csv(path, index=False)
         self.files.append(path)
@@ -83,15 +89,17 @@ class Page:
         if not inline:
             self.parts.append(f"<p><b>{html.escape(caption)}</b> ({len(frame)} rows): {link}</p>")
             return
-        lead = [c for c in first if c in frame]
-        rest = [c for c in frame.columns if c not in lead and c not in hide]
+        empty = {c for c in frame.columns if _is_empty(frame[c])}
+        lead = [c for c in first if c in frame and c not in empty]
+        rest = [c for c in frame.columns if c not in lead and c not in hide and c not in empty]
         shown = frame[lead + rest].head(max_rows)
         hidden = len(frame.columns) - len(shown.columns)
-        link += f" (with {hidden} more columns)" if hidden else ""
+        blank = ", ".join(str(c) for c in frame.columns if c in empty)
+        link += (f" (with {hidden} more columns" + (f"; empty here: {blank}" if blank else "") + ")") if hidden else ""
         shown = shown.apply(_html_column)
         shown.columns = [str(c).replace("_", "_\u200b").replace(".", ".\u200b") for c in shown.columns]  # headers may wrap
         more = f" (first {max_rows} of {len(frame)} rows)" if len(frame) > max_rows else ""
-        body = shown.to_html(index=False, na_rep="", float_format=lambda v: f"{v:.3g}", border=0)
+        body = shown.to_html(index=False, na_rep="", float_format=_number, border=0)
         self.parts.append(f"<p><b>{html.escape(caption)}</b>{more} &middot; {link}</p>"
                           f'<div class="table">{body}</div>')
 
@@ -118,6 +126,35 @@ class Page:
         path = self.out / "index.html"
         path.write_text(doc, encoding="utf-8")
         return path
+
+
+def _integer_steps(frame: pd.DataFrame) -> pd.DataFrame:
+    """Step columns (step, steps, *_step) that hold whole numbers as nullable integers, so that
+    4000 reads 4000 (not 4e+03 or 4000.0) in the page and in the CSV."""
+    columns = {}
+    for c in frame.columns:
+        column = frame[c]
+        if STEP_COLUMN.search(str(c)) and pd.api.types.is_float_dtype(column):
+            values = column.dropna().to_numpy(float)
+            if np.isfinite(values).all() and (values == np.round(values)).all():
+                columns[c] = "Int64"
+    return frame.astype(columns) if columns else frame
+
+
+def _is_empty(column: pd.Series) -> bool:
+    """No value in any row: missing, or blank text (e.g. chance for addition without a modulus)."""
+    values = column.dropna()
+    return values.empty or bool(values.map(lambda v: isinstance(v, str) and not v.strip()).all())
+
+
+def _number(value: float) -> str:
+    """A float for the HTML table: 3 significant digits, whole numbers and numbers from 1000 on
+    written out (4000, not 4e+03)."""
+    if not np.isfinite(value):
+        return str(value)
+    if float(value).is_integer() or abs(value) >= 1000:
+        return f"{value:.0f}"
+    return f"{value:.3g}"
 
 
 def _html_column(column: pd.Series) -> pd.Series:
@@ -170,11 +207,14 @@ def _breakdown_tables(page: Page, name: str, table: pd.DataFrame, by: list[str],
 
 
 def _phase(page: Page, name: str, table: pd.DataFrame, value: str, caption: str,
-           limits: tuple[float, float] | None = None) -> None:
+           limits: tuple[float, float] | None = None, what: str | None = None, bar_label: str | None = None) -> None:
+    """A phase diagram of ``value``; ``what`` names it in the title (default: the value's label),
+    ``bar_label`` says what the colour encodes."""
     x, y, facet = choose_axes(table, _by(table))
     if x is None:
         return
-    page.figure(name, plots.phase_diagram(table, x, y, value=value, facet=facet, limits=limits), caption)
+    page.figure(name, plots.phase_diagram(table, x, y, value=value, facet=facet, limits=limits, name=what,
+                                          bar_label=bar_label), caption)
 
 
 def _arithmetic(page: Page, trials: pd.DataFrame, final: pd.DataFrame, threshold: float) -> None:
@@ -188,10 +228,12 @@ def _arithmetic(page: Page, trials: pd.DataFrame, final: pd.DataFrame, threshold
     _breakdown_tables(page, "breakdown_exact_match", table, by, "Breakdown per cell (exact match)")
     _phase(page, "phase_boundary", table, "boundary", "Phase diagram: OOD boundary of the best trial per cell.")
     _phase(page, "phase_ood_score", table, "ood_score", "Phase diagram: mean OOD exact match of the best trial.",
-           limits=(0.0, 1.0))
+           limits=(0.0, 1.0), what="mean OOD exact match",
+           bar_label="mean OOD exact match")
     x, y, facet = choose_axes(table, by)
+    crosses = "; crosses mark boundaries" if table["boundary"].notna().any() else ""
     page.figure("length_curves", plots.length_curves(curve, hue=x if y else None, facet=y or None, cells=table),
-                "Exact match against operand length; crosses mark boundaries, the shaded range is ID.")
+                f"Exact match against operand length{crosses}; the shaded range is ID.")
     page.table("curves_exact_match", curve, "Exact match per cell and length", first=("cell", "x", "split", "best"),
                hide=("family", *by))
     if "digit_acc" in set(final["metric"]):
@@ -199,8 +241,9 @@ def _arithmetic(page: Page, trials: pd.DataFrame, final: pd.DataFrame, threshold
                    first=("cell", "x", "split", "best"), hide=("family", *by))
     if "equivalence" in set(final["metric"]):
         eq = equivalence.equivalence_table(final, by=by)
+        chance = " vs chance" if eq["chance"].notna().any() else ""  # chance exists under a modulus only
         page.figure("equivalence_bars", plots.equivalence_bars(eq),
-                    "Exact match vs equivalence rate (answer = f(a mod 10^n, b mod 10^n)) vs chance, OOD lengths.")
+                    f"Exact match vs equivalence rate (answer = f(a mod 10^n, b mod 10^n)){chance}, OOD lengths.")
         page.table("equivalence", eq, "Equivalence per cell and OOD length",
                    first=("cell", "x", "exact_match", "equivalence", "chance", "equivalence_of_wrong", "n"),
                    hide=("family", "shift", "split", *by))
@@ -337,7 +380,8 @@ def _attention(page: Page, scores: pd.DataFrame, final: pd.DataFrame) -> None:
     table = aligned.rename(columns={"value": "alignment"}).merge(
         argmax.rename(columns={"value": "most_attended_place"}),
         on=["trial_id", "step", "layer", "head", "position", "split", "length"], how="left")
-    page.table("attention_alignment", table, f"Attention alignment and the most attended operand place, trial {trial}")
+    page.table("attention_alignment", table, f"Attention alignment and the most attended operand place, trial {trial}",
+               inline=False)  # one row per block, head, digit and length: the figure shows it, the CSV holds it
 
 
 def _structure(page: Page, store: Any, study: str, trials: pd.DataFrame, final: pd.DataFrame) -> None:
@@ -357,9 +401,13 @@ def _structure(page: Page, store: Any, study: str, trials: pd.DataFrame, final: 
         curves = representations.structure_vs_accuracy(scores, evals)
         page.figure("structure_vs_step", plots.structure_curves(curves, "units-digit probe"),
                     "Units-digit probe accuracy (solid) and ID exact match (dashed) over training.")
-        page.table("structure_first", representations.first_crossings(curves),
-                   "First step at which the units-digit probe and the ID exact match reach 0.9 (lead > 0: "
-                   "structure first)")
+        first = representations.first_crossings(curves)
+        first = first.astype({c: "Int64" for c in ("structure_step", "accuracy_step", "lead")})
+        reached = first[["structure_step", "accuracy_step"]].notna().any(axis=None)
+        if not reached:
+            page.text("Neither the units-digit probe nor the ID exact match of any trial reached 0.9.")
+        page.table("structure_first", first, "First step at which the units-digit probe and the ID exact match "
+                   "reach 0.9 (lead > 0: structure first)", inline=bool(reached))
         by_length = representations.structure_by_length(scores, "probe_digit_equiv" if "probe_digit_equiv" in kinds
                                                          else "probe_digit")
         ids = representations.structure_by_length(scores, "probe_digit")
@@ -372,15 +420,19 @@ def _structure(page: Page, store: Any, study: str, trials: pd.DataFrame, final: 
         table = representations.structure_cells(scores, trials)
         _phase(page, "phase_structure", table, "structure",
                "Phase diagram: units-digit probe accuracy on ID inputs (median over each cell's trials).",
-               limits=(0.0, 1.0))
+               limits=(0.0, 1.0), what="units-digit probe accuracy (ID)",
+               bar_label="ID probe accuracy (median)")
         page.table("structure_cells", table, "Units-digit probe accuracy per cell")
     if "repr_equivalence" in kinds:
         eq = representations.structure_by_length(scores, "repr_equivalence")
         page.figure("repr_equivalence_vs_length", plots.structure_lengths(eq, "representation equivalence"),
                     "Representation equivalence at the units digit against the OOD operand length.")
-        table = representations.structure_cells(scores, trials, "repr_equivalence", split="ood")
-        _phase(page, "phase_repr_equivalence", table, "structure",
-               "Phase diagram: representation equivalence at the units digit, first OOD length.", limits=(0.0, 1.0))
+        table = representations.structure_cells(scores, trials, "repr_equivalence", split="ood").rename(
+            columns={"structure": "repr_equivalence"})
+        _phase(page, "phase_repr_equivalence", table, "repr_equivalence",
+               "Phase diagram: representation equivalence at the units digit, first OOD length.", limits=(0.0, 1.0),
+               what="representation equivalence (first OOD length)",
+               bar_label="representation equivalence")
         page.table("repr_equivalence_cells", table, "Representation equivalence per cell (first OOD length)")
     probed_layers = set(scores.loc[scores["kind"] == "probe_digit", "layer"].dropna())
     if len(probed_layers) > 1:

@@ -102,6 +102,13 @@ def test_arithmetic_report(reports):
     nano = layers[(layers["cell"] == "model.size=nano|task.digits=3") & (layers["position"] == 0)]
     assert nano["layer"].tolist() == [0, -1] and nano["n"].tolist() == [2, 3]  # the final state: a0-a2
     assert not re.search(r'(src|href)="(https?:)?//', text)  # nothing fetched from elsewhere
+    # the representation-equivalence diagram draws its own column, not the probe's
+    assert list(pd.read_csv(out / "repr_equivalence_cells.csv").columns[3:5]) == ["cell", "repr_equivalence"]
+    assert (out / "phase_structure.png").read_bytes() != (out / "phase_repr_equivalence.png").read_bytes()
+    # the attention scores (a row per block, head, digit and length): the figure and a link, no inline table
+    attention = text[text.index("<b>Attention alignment and the most attended"):]
+    assert re.match(r'<b>[^<]*</b> \(24 rows\): <a href="attention_alignment.csv">', attention)
+    assert not attention.split("</p>", 1)[1].lstrip().startswith('<div class="table">')
 
 
 def test_icl_report(reports):
@@ -128,6 +135,29 @@ def test_a_missing_study_is_a_clear_error(store, tmp_path, capsys):
     with pytest.raises(ConfigError, match="studies there: arith, both, icl"):
         build_report(store.uri, "nope", tmp_path / "y")
     assert not (tmp_path / "y").exists()
+
+
+def test_a_table_writes_steps_as_integers_and_leaves_out_empty_columns(tmp_path):
+    """Steps read 1000, not 1e+03 (in the page and the CSV), no number from 1000 on is in
+    scientific notation, and a column without a value in any row is left out of the page
+    (the CSV keeps it; the link says which)."""
+    import pandas as pd
+
+    from analysis.report import Page
+
+    frame = pd.DataFrame({"trial_id": ["t0", "t1"], "structure_step": [1000.0, None], "steps": [4000.0, 12000.0],
+                          "chance": [None, None], "note": ["", None], "loss": [12345.6, 0.25]})
+    page = Page(tmp_path)
+    page.table("t", frame, "T")
+    markup = page.parts[-1]
+    assert not re.search(r"\d(\.\d+)?e[+-]\d+", markup), markup
+    cells = re.findall(r"<td>([^<]*)</td>", markup)
+    assert cells == ["t0", "1000", "4000", "12346", "t1", "", "12000", "0.25"], cells
+    assert "<th>chance</th>" not in markup and "<th>note</th>" not in markup
+    assert "empty here: chance, note" in markup
+    csv = pd.read_csv(tmp_path / "t.csv")
+    assert list(csv.columns) == list(frame.columns)
+    assert (tmp_path / "t.csv").read_text().splitlines()[1].startswith("t0,1000,4000,")
 
 
 def test_phase_diagram_labels_read_on_every_square_of_a_reversed_colour_map():
