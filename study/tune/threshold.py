@@ -1,0 +1,646 @@
+"""Threshold search: per cell, where along one ordered training axis does success begin?
+
+A *threshold search* replaces one grid axis (the *search axis*, e.g. ``task.mix_weight``)
+by an adaptive search, once per cell of the remaining grid.  At each proposed axis value
+it trains ``seeds_per_point`` seeds; each seed's outcome is a success or a failure of a
+criterion (``ood_exact_match >= 0.9``).  Outcomes are random over seeds (often bimodal),
+so the answer is a threshold with a credible interval: the axis value at which the
+probability of success is ``target``.  (Not to be confused with the *boundary* of the
+breakdown tables: the OOD length where one trial's score falls.)
+
+The model: the psi method (Kontsevich & Tyler 1999, "Bayesian adaptive estimation of
+psychometric slope and threshold", Vision Research 39:2729), on a grid over threshold x
+log-slope, choosing the next point by the minimum expected entropy of the *threshold's
+marginal* posterior, the slope being a nuisance parameter (the psi-marginal method, Prins
+2013, "The psi-marginal adaptive method", Journal of Vision 13(7):3).  Why this one:
+
+- it answers the question asked: the posterior over the threshold gives the credible
+  interval directly, and the stop rule is on that interval;
+- it is sequential and cheap (a grid of ~25 x ~600 numbers per cell, recomputed from the
+  outcomes each time: no fitting, no state but the outcomes, so save/restore and resume
+  from the store are exact);
+- it has decades of use where each observation is one noisy yes/no (psychophysics), and
+  the lapse rate absorbs the odd seed that fails deep inside the working phase;
+- a probit/logistic psychometric curve is the shape the issue asks for; a GP classifier
+  (AEPsych) is more flexible but heavier (torch/botorch/gpytorch) and its interval on a
+  level set is not available in closed form.  The maintained PyPI implementations
+  (``questplus`` 2023.1, ``psignifit`` 4.3, ``aepsych`` 0.8) were considered: the psi
+  method is ~60 lines of numpy here, with the binomial update for k seeds per point and
+  the marginal entropy that ``questplus`` does not expose, so no dependency is added.
+
+Units: the model works in *normalized* axis units u in [0, 1] (``low`` -> 0, ``high`` -> 1;
+for an ordered list of ``values``, index i -> i / (n - 1)).  The spec's ``tolerance`` and
+every interval reported are in *axis units*: the axis's own for ``low``/``high``, the
+index for ``values`` (a tolerance of 1 = "between two neighbouring values").
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Literal, NamedTuple, Protocol
+
+import numpy as np
+from pydantic import Field, ValidationError, field_validator, model_validator
+from ray.tune.search import Searcher
+
+from study.errors import ConfigError
+from study.section import Section
+
+SECTION = "threshold"  # the spec's key of this section: messages name fields as threshold.<field>
+MARGIN = 0.1  # the threshold's prior reaches this share of the range beyond each end
+LAPSE = 0.02  # chance of the "wrong" outcome far from the threshold (at most; see lapse_rate)
+SLOPES = np.geomspace(2.0, 500.0, 25)  # (S,) slopes in 1/u: 10%-90% widths from ~1.1 down to ~0.009 of the range
+MAX_THRESHOLDS = 1201  # points of the threshold grid at most
+MAX_CANDIDATES = 401  # axis values the next point is chosen from, at most
+
+
+# ----------------------------------------------------------------------------------------------
+# The spec section
+
+
+class SuccessCriterion(Section):
+    """One trial's success: a summary metric (as trials report it) compared to a value."""
+
+    metric: str = Field(..., description="a summary metric, e.g. id_exact_match, ood_exact_match, id_nmse")
+    op: Literal[">=", "<="] = Field(..., description=">= for higher-is-better metrics, <= for errors")
+    value: float
+
+    @field_validator("value")
+    @classmethod
+    def _finite(cls, value: float) -> float:
+        if not math.isfinite(value):
+            raise ValueError(f"{SECTION}.success.value must be a finite number; write e.g. 0.9")
+        return value
+
+    def met(self, value: float) -> bool:
+        return value >= self.value if self.op == ">=" else value <= self.value
+
+    def __str__(self) -> str:
+        return f"{self.metric} {self.op} {self.value:g}"
+
+
+class ThresholdSearch(Section):
+    """The spec's ``threshold`` section: which axis, what success is, when to stop."""
+
+    axis: str = Field(..., description="a dotted trial config key, e.g. task.mix_weight, train.steps, model.size")
+    low: float | None = Field(None, description="lower end of a continuous axis")
+    high: float | None = Field(None, description="upper end of a continuous axis")
+    integer: bool = Field(False, description="propose whole numbers only (train.steps, model.d_model)")
+    values: list[Any] | None = Field(None, description="an ordered axis: its values in order (task.digits, model.size)")
+    direction: Literal["increasing", "decreasing"] = Field(
+        "increasing", description="increasing: success becomes likelier along the axis; decreasing: rarer")
+    success: SuccessCriterion
+    target: float = Field(0.5, description="probability of success at the threshold")
+    seeds_per_point: int = Field(4, ge=1,
+                                 description="seeds trained at every proposed point (one pack where packs apply)")
+    tolerance: float = Field(..., description="stop a cell once the threshold's interval is narrower (axis units; "
+                                              "index units for values)")
+    budget: int = Field(..., ge=1, description="most trials (seeds) per cell")
+    interval: float = Field(0.9, description="credible level of the threshold's interval")
+
+    @field_validator("axis")
+    @classmethod
+    def _axis(cls, axis: str) -> str:
+        parts = axis.split(".")
+        if len(parts) < 2 or not all(parts):
+            raise ValueError(f"{SECTION}.axis={axis!r} is not a dotted config key; write e.g. task.mix_weight "
+                             "or model.d_model")
+        if axis == "train.seed":
+            raise ValueError(f"{SECTION}.axis=train.seed: seeds are the replicates of every point, not an ordered "
+                             "axis; search another axis and set seeds_per_point")
+        return axis
+
+    @field_validator("target", "interval")
+    @classmethod
+    def _probability(cls, p: float, info) -> float:
+        if not 0.0 < p < 1.0:
+            hint = "e.g. 0.5" if info.field_name == "target" else "e.g. 0.9"
+            raise ValueError(f"{SECTION}.{info.field_name}={p} is not a probability strictly between 0 and 1; "
+                             f"write {hint}")
+        return p
+
+    @model_validator(mode="after")
+    def _check(self) -> "ThresholdSearch":
+        t = SECTION
+        bounds = self.low is not None or self.high is not None
+        if bounds == (self.values is not None):
+            raise ValueError(f"{t}: give either low and high (a continuous axis) or values (an ordered list), "
+                             "not both and not neither")
+        if self.values is not None:
+            if len(self.values) < 2:
+                raise ValueError(f"{t}.values has {len(self.values)} value; give at least two, in order")
+            if any(isinstance(v, (dict, list)) for v in self.values):
+                raise ValueError(f"{t}.values must be plain values (numbers or names); write e.g. [nano, micro, mini]")
+            if len({repr(v) for v in self.values}) < len(self.values):
+                raise ValueError(f"{t}.values repeats a value; list each value once, in order")
+            numbers = [v for v in self.values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+            if len(numbers) == len(self.values) and numbers != sorted(numbers):
+                raise ValueError(f"{t}.values {self.values} are numbers out of order; list them ascending")
+            if self.integer:
+                raise ValueError(f"{t}.integer applies to low/high only; remove it (values are proposed as given)")
+            if self.tolerance < 1:
+                raise ValueError(f"{t}.tolerance={self.tolerance} is below one step of the values (tolerance is in "
+                                 "index units for values, and no interval is narrower than one step); use at least 1")
+        else:
+            if self.low is None or self.high is None:
+                raise ValueError(f"{t}: a continuous axis needs both low and high; add the missing one")
+            if not (math.isfinite(self.low) and math.isfinite(self.high)) or self.low >= self.high:
+                raise ValueError(f"{t}.low={self.low} must be below {t}.high={self.high}; swap or fix them")
+            if self.integer and (self.low != int(self.low) or self.high != int(self.high)):
+                raise ValueError(f"{t}.integer: low={self.low} and high={self.high} must be whole numbers; round them")
+            if self.integer and self.high - self.low < 2:
+                raise ValueError(f"{t}: an integer axis from {self.low:g} to {self.high:g} has no point between its "
+                                 "ends; widen it or use values")
+        if not (math.isfinite(self.tolerance) and self.tolerance > 0):
+            raise ValueError(f"{t}.tolerance={self.tolerance} must be a positive width; "
+                             "write e.g. a tenth of the range")
+        if self.tolerance >= self.span:
+            raise ValueError(f"{t}.tolerance={self.tolerance:g} is not narrower than the axis ({self.span:g} "
+                             f"{'steps' if self.values is not None else 'wide'}), so nothing would be searched; "
+                             "lower it")
+        if self.budget < self.seeds_per_point:
+            raise ValueError(f"{t}.budget={self.budget} is below {t}.seeds_per_point={self.seeds_per_point}: not "
+                             f"one point could be trained; raise budget to at least {self.seeds_per_point} "
+                             "(a few times it, to let the interval narrow)")
+        return self
+
+    # -- the axis, in the three units: value (what a trial gets), t (axis units), u (normalized)
+
+    @property
+    def span(self) -> float:
+        """The axis's width in axis units (index units for values)."""
+        return float(len(self.values) - 1) if self.values is not None else float(self.high - self.low)
+
+    @property
+    def start(self) -> float:
+        return 0.0 if self.values is not None else float(self.low)
+
+    def to_u(self, t: float) -> float:
+        return (t - self.start) / self.span
+
+    def to_t(self, u: float) -> float:
+        return self.start + u * self.span
+
+    def position(self, value: Any) -> float:
+        """A trial's axis value -> axis units (its index for values)."""
+        if self.values is not None:
+            for i, v in enumerate(self.values):
+                if v == value or repr(v) == repr(value):
+                    return float(i)
+            raise KeyError(f"{value!r} is not one of {SECTION}.values")
+        return position_key(float(value))
+
+    def value_at(self, t: float) -> Any:
+        """Axis units -> the value a trial is given (a list entry, an int or a float)."""
+        if self.values is not None:
+            return self.values[int(round(t))]
+        return int(round(t)) if self.integer else position_key(t)
+
+    def candidates(self) -> np.ndarray:
+        """(C,) the axis positions (axis units) the next point is chosen from."""
+        if self.values is not None:
+            return np.arange(len(self.values), dtype=float)
+        n = int(min(MAX_CANDIDATES, max(101, math.ceil(4 * self.span / self.tolerance) + 1)))
+        t = np.linspace(self.start, self.start + self.span, n)
+        if self.integer:
+            t = np.unique(np.round(t))
+        return np.array([position_key(x) for x in t])
+
+
+def position_key(t: float) -> float:
+    """An axis position rounded to 12 significant digits: the same key whether it comes
+    from a proposal or back from a stored trial config."""
+    return float(f"{t:.12g}")
+
+
+def load_threshold_search(data: Any) -> ThresholdSearch:
+    """The spec's ``threshold`` section, validated; every problem is one ConfigError line."""
+    try:
+        return ThresholdSearch.model_validate(data)
+    except ValidationError as err:
+        from study.config import explain
+
+        clauses = explain(err, ThresholdSearch, root=f"{SECTION}.")
+        # the section-wide rules have no field of their own: their words already name the fields
+        clauses = clauses.replace(f"{SECTION}.: ", "").replace(f"{SECTION}..", f"{SECTION}.")
+        raise ConfigError(f"invalid {SECTION} section: {clauses}") from None
+
+
+# ----------------------------------------------------------------------------------------------
+# The model (pure functions; normalized units u)
+
+
+@dataclass(frozen=True)
+class Model:
+    """The psychometric model's fixed parts: its grid and its shape."""
+
+    theta: np.ndarray  # (T,) candidate thresholds in u, from -MARGIN to 1 + MARGIN
+    slope: np.ndarray  # (S,) candidate slopes in 1/u (log-spaced: a flat prior on log-slope)
+    target: float  # P(success) at the threshold
+    lapse: float  # P(wrong outcome) far from the threshold, both sides
+    sign: float  # +1: success likelier as u grows; -1: rarer
+
+
+def lapse_rate(target: float) -> float:
+    """The lapse: LAPSE, smaller where the target is near 0 or 1 (the curve must reach it)."""
+    return min(LAPSE, target / 2, (1 - target) / 2)
+
+
+def make_model(search: ThresholdSearch) -> Model:
+    tolerance_u = search.tolerance / search.span
+    step = min((1 + 2 * MARGIN) / 200, tolerance_u / 10)  # the grid resolves a tenth of the tolerance
+    n = int(min(MAX_THRESHOLDS, math.ceil((1 + 2 * MARGIN) / step) + 1))
+    return Model(theta=np.linspace(-MARGIN, 1 + MARGIN, n), slope=SLOPES, target=search.target,
+                 lapse=lapse_rate(search.target), sign=1.0 if search.direction == "increasing" else -1.0)
+
+
+def p_success(model: Model, u: np.ndarray) -> np.ndarray:
+    """P(success | u, theta, slope) = lapse + (1 - 2 lapse) * sigmoid(logit(q) + sign * slope * (u - theta)),
+    with q chosen so that P = target exactly at u = theta.  u: (...,) -> (..., S, T)."""
+    q = (model.target - model.lapse) / (1 - 2 * model.lapse)
+    z = math.log(q / (1 - q)) + model.sign * model.slope[:, None] * (u[..., None, None] - model.theta[None, :])
+    return model.lapse + (1 - 2 * model.lapse) / (1 + np.exp(-z))  # (..., S, T)
+
+
+def log_posterior(model: Model, outcomes: list[tuple[float, bool]]) -> np.ndarray:
+    """log P(theta, slope | outcomes) up to a constant, (S, T); flat prior on the grid.
+    outcomes: (u, success) for every seed so far, grouped by point for speed."""
+    logp = np.zeros((len(model.slope), len(model.theta)))  # (S, T)
+    if not outcomes:
+        return logp
+    points: dict[float, list[int]] = {}
+    for u, success in outcomes:
+        points.setdefault(u, [0, 0])[0 if success else 1] += 1
+    u = np.array(list(points))  # (P,)
+    wins, losses = np.array(list(points.values()), dtype=float).T  # (P,), (P,)
+    p = p_success(model, u)  # (P, S, T)
+    logp += np.einsum("p,pst->st", wins, np.log(p)) + np.einsum("p,pst->st", losses, np.log1p(-p))
+    return logp
+
+
+def normalize(logp: np.ndarray) -> np.ndarray:
+    w = np.exp(logp - logp.max())
+    return w / w.sum()
+
+
+def threshold_marginal(posterior: np.ndarray) -> np.ndarray:
+    """(S, T) joint -> (T,) the threshold's marginal (the slope summed out)."""
+    return posterior.sum(axis=0)
+
+
+def quantile(theta: np.ndarray, marginal: np.ndarray, p: float) -> float:
+    """The p-quantile of a distribution on the grid theta, linear between grid points."""
+    cdf = np.cumsum(marginal)
+    return float(np.interp(p, cdf, theta))
+
+
+def credible_interval(model: Model, posterior: np.ndarray, level: float) -> tuple[float, float, float]:
+    """(median, low, high) of the threshold in u: the equal-tailed interval at ``level``."""
+    m = threshold_marginal(posterior)
+    tail = (1 - level) / 2
+    return quantile(model.theta, m, 0.5), quantile(model.theta, m, tail), quantile(model.theta, m, 1 - tail)
+
+
+def entropy(p: np.ndarray, axis: int = -1) -> np.ndarray:
+    return -np.sum(np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0), axis=axis)
+
+
+def expected_entropy(model: Model, posterior: np.ndarray, u: np.ndarray, n: int) -> np.ndarray:
+    """E[H(threshold marginal after n seeds at u)] for every candidate u: (C,) -> (C,).
+
+    The n seeds' outcomes are binomial given (theta, slope): for k = 0..n successes,
+    P(k | u) = sum_st posterior * C(n,k) p^k (1-p)^(n-k) and the updated marginal is
+    sum_s posterior * C(n,k) p^k (1-p)^(n-k) / P(k | u)."""
+    p = p_success(model, u)  # (C, S, T)
+    out = np.zeros(len(u))
+    for k in range(n + 1):
+        like = math.comb(n, k) * p**k * (1 - p) ** (n - k)  # (C, S, T)
+        joint = (posterior[None] * like).sum(axis=1)  # (C, T): the threshold's marginal, unnormalized
+        pk = joint.sum(axis=1)  # (C,) P(k successes | u)
+        out += pk * entropy(joint / np.maximum(pk[:, None], 1e-300))
+    return out
+
+
+def next_point(model: Model, posterior: np.ndarray, candidates_u: np.ndarray, n: int) -> int:
+    """Index into candidates_u of the point whose n seeds leave the threshold least uncertain
+    (ties: the first, i.e. the lowest)."""
+    return int(np.argmin(expected_entropy(model, posterior, candidates_u, n)))
+
+
+# ----------------------------------------------------------------------------------------------
+# One cell's state and the stop rule (plain data: pickles, and rebuilds from the store)
+
+
+class Record(NamedTuple):
+    """One finished seed of a threshold search, as the store can give it back for ``resume``:
+    its cell id, its axis value (as the trial got it), its seed and its outcome
+    (None: the trial failed and says nothing about the axis; see :func:`outcome`)."""
+
+    cell: str
+    value: Any
+    seed: int | None
+    success: bool | None
+
+
+@dataclass
+class CellState:
+    """One cell's search: its outcomes so far, the point in flight, whether it stopped."""
+
+    id: str
+    point: dict[str, Any]  # the grid values of the other axes
+    outcomes: list[tuple[float, bool]] = field(default_factory=list)  # (t in axis units, success), one per seed
+    seeds_at: dict[float, int] = field(default_factory=dict)  # t -> seeds handed out there (the next seed's number)
+    trials: int = 0  # seeds handed out (the budget counts these), failed ones included
+    errors: int = 0  # seeds that failed without an outcome
+    points: list[float] = field(default_factory=list)  # distinct positions trained, in order
+    pending: dict[str, Any] | None = None  # {"t", "seeds" (to hand out), "open" (handed, not back)}
+    stopped: str | None = None  # None (searching), "converged" or "budget"
+
+
+def cell_summary(search: ThresholdSearch, model: Model, cell: CellState) -> dict[str, float]:
+    """The threshold's estimate and interval in axis units."""
+    post = normalize(log_posterior(model, [(search.to_u(t), s) for t, s in cell.outcomes]))
+    mid, lo, hi = credible_interval(model, post, search.interval)
+    return {"estimate": search.to_t(mid), "low": search.to_t(lo), "high": search.to_t(hi),
+            "width": (hi - lo) * search.span}
+
+
+def stop_reason(search: ThresholdSearch, model: Model, cell: CellState) -> str | None:
+    """Stop rule, checked when no point is in flight: "converged" once the threshold's interval
+    is narrower than the tolerance, "budget" once another point would exceed the budget."""
+    if cell.pending is not None:
+        return None
+    if cell.outcomes and cell_summary(search, model, cell)["width"] < search.tolerance:
+        return "converged"
+    if cell.trials + search.seeds_per_point > search.budget:
+        return "budget"
+    return None
+
+
+def propose(search: ThresholdSearch, model: Model, cell: CellState) -> float:
+    """The next axis position (axis units) of a cell: minimum expected threshold entropy."""
+    candidates = search.candidates()  # (C,) axis units
+    post = normalize(log_posterior(model, [(search.to_u(t), s) for t, s in cell.outcomes]))
+    best = next_point(model, post, np.array([search.to_u(t) for t in candidates]), search.seeds_per_point)
+    return float(candidates[best])
+
+
+def outcome(criterion: SuccessCriterion, status: str | None, value: Any) -> bool | None:
+    """One seed's outcome from its final report (the searcher and a resume from the store
+    both use this rule):
+
+    - a member that *diverged*, or ended with a NaN metric, is a failure: the config does
+      not train at that axis value, which is what the search measures;
+    - a trial that errored (an exception, a lost node, after Tune's retries), a member the
+      scheduler *pruned* or one still *running* has no outcome (None): it says nothing about
+      the axis.  It still counts toward the cell's budget; the point may be proposed again.
+    - otherwise the criterion decides.
+    """
+    if status == "diverged":
+        return False
+    if status in ("failed", "pruned", "running"):
+        return None
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return False if math.isnan(number) else criterion.met(number)
+
+
+def rebuild_cells(
+    search: ThresholdSearch, cells: list[dict[str, Any]], records: Iterable[Record] = ()
+) -> dict[str, CellState]:
+    """Every cell's state from the finished seeds the store holds (nothing retrained)."""
+    from study.config import grid_point_id
+
+    states = {grid_point_id(point): CellState(id=grid_point_id(point), point=dict(point)) for point in cells}
+    for record in records:
+        cell = states.get(record.cell)
+        if cell is None:
+            continue  # a cell no longer in the spec
+        t = search.position(record.value)
+        seed = record.seed if record.seed is not None else cell.seeds_at.get(t, 0)
+        cell.seeds_at[t] = max(cell.seeds_at.get(t, 0), seed + 1)
+        if t not in cell.points:
+            cell.points.append(t)
+        cell.trials += 1
+        if record.success is None:
+            cell.errors += 1
+        else:
+            cell.outcomes.append((t, bool(record.success)))
+    return states
+
+
+def threshold_rows(search: ThresholdSearch, cells: Iterable[CellState]) -> list[dict[str, Any]]:
+    """One row per cell for the store's threshold table: the threshold's estimate (posterior
+    median) and credible interval in axis units (index units for values, with the values
+    that bracket the interval), the target, and what it cost."""
+    model = make_model(search)
+    rows = []
+    for cell in cells:
+        s = cell_summary(search, model, cell)
+        lo_i, hi_i = math.floor(s["low"] + 1e-9), math.ceil(s["high"] - 1e-9)
+        on_axis = lambda i: search.values[min(max(i, 0), len(search.values) - 1)]  # noqa: E731
+        rows.append({
+            "cell": cell.id,
+            "axis": search.axis,
+            "criterion": str(search.success),
+            "target": search.target,
+            "estimate": s["estimate"],
+            "low": s["low"],
+            "high": s["high"],
+            "level": search.interval,
+            "width": s["width"],
+            "tolerance": search.tolerance,
+            "low_value": str(on_axis(lo_i)) if search.values is not None else f"{s['low']:g}",
+            "high_value": str(on_axis(hi_i)) if search.values is not None else f"{s['high']:g}",
+            "in_range": bool(s["high"] >= search.start and s["low"] <= search.start + search.span),
+            "trials": cell.trials,
+            "outcomes": len(cell.outcomes),
+            "successes": sum(1 for _, ok in cell.outcomes if ok),
+            "errors": cell.errors,
+            "points": len(cell.points),
+            "seeds_per_point": search.seeds_per_point,
+            "budget": search.budget,
+            "stopped": cell.stopped or "searching",  # converged | budget | searching
+        })
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------
+# The Tune searcher
+
+
+class TrialBuilder(Protocol):
+    """The raw trial config of one seed: ``build(cell_point, axis_value, seed) -> dict``
+    (e.g. ``spec.trial_raw({**cell_point, axis: value, "train.seed": seed}, {})``).
+    Module-level (picklable): Tune pickles the searcher with the Tuner."""
+
+    def __call__(self, point: dict[str, Any], value: Any, seed: int) -> dict[str, Any]: ...
+
+
+def _member_result(result: dict[str, Any], member_id: str) -> dict[str, Any] | None:
+    from study.tune.search import member_result
+
+    return member_result(result, member_id)
+
+
+class ThresholdSearcher(Searcher):
+    """Suggests trial configs like :class:`~study.tune.search.CellSearcher`:
+    ``{"study", "cell", "grid", "params": {}, "trial", "members": [...], "metric", "mode",
+    "threshold": {"cell", "axis", "value", "position"}}``.
+
+    Per cell, one point is in flight at a time: its ``seeds_per_point`` seeds go out as
+    one Tune trial each (``pack_size`` 1) or as packs of up to ``pack_size`` members; when
+    all are back, the posterior is refitted, the stop rule checked and the next point
+    proposed.  Cells are served round-robin, so with several cells the workers stay busy;
+    a cell waiting for its point is skipped (``suggest`` returns None when every open cell
+    waits, FINISHED when every cell stopped).  A member's ``grid`` is its cell's point plus
+    the axis value and ``train.seed``; its ``cell`` is that grid point's id.  Seeds at a
+    position are numbered from 0 and continue where the last visit there ended, so no
+    config is trained twice.
+
+    ``records`` (finished seeds from the store, see :class:`Record`) rebuild the cells'
+    outcomes for ``resume``: finished points are not proposed again.
+    """
+
+    def __init__(
+        self,
+        search: ThresholdSearch,
+        cells: list[dict[str, Any]],
+        build: TrialBuilder,
+        *,
+        pack_size: int = 1,
+        study: str = "",
+        records: Iterable[Record] = (),
+    ):
+        super().__init__(metric=search.success.metric, mode="max" if search.success.op == ">=" else "min")
+        if not cells:
+            raise ConfigError("a threshold search needs at least one cell (an empty grid is one cell: [{}])")
+        self.search = search
+        self.build = build
+        self.pack_size = pack_size
+        self.study = study
+        self.model = make_model(search)
+        self.cells = rebuild_cells(search, cells, records)  # cell id -> state
+        self.order = list(self.cells)  # round-robin order
+        self.next_cell = 0
+        self.live: dict[str, list[tuple[str, float, int, str]]] = {}  # tune trial id -> (cell, t, seed, member id)
+        for cell in self.cells.values():
+            cell.stopped = stop_reason(search, self.model, cell)
+
+    def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec) -> bool:
+        return True  # the threshold section fixes everything
+
+    # -- proposing
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        for offset in range(len(self.order)):
+            cell = self.cells[self.order[(self.next_cell + offset) % len(self.order)]]
+            if cell.stopped:
+                continue
+            if cell.pending is None:
+                t = propose(self.search, self.model, cell)
+                first = cell.seeds_at.get(t, 0)
+                cell.pending = {"t": t, "seeds": list(range(first, first + self.search.seeds_per_point)), "open": 0}
+                cell.seeds_at[t] = first + self.search.seeds_per_point
+                if t not in cell.points:
+                    cell.points.append(t)
+            if not cell.pending["seeds"]:
+                continue  # its point is out; wait for its outcomes
+            self.next_cell = (self.next_cell + offset + 1) % len(self.order)
+            return self._trial(trial_id, cell)
+        if all(c.stopped for c in self.cells.values()):
+            return Searcher.FINISHED
+        return None
+
+    def _trial(self, trial_id: str, cell: CellState) -> dict[str, Any]:
+        from study.config import grid_point_id
+        from study.tune.search import member_trial_id
+
+        pending, axis = cell.pending, self.search.axis
+        value = self.search.value_at(pending["t"])
+        take = pending["seeds"][: self.pack_size]
+        pending["seeds"] = pending["seeds"][len(take):]
+        pending["open"] += len(take)
+        cell.trials += len(take)
+        members, live = [], []
+        for k, seed in enumerate(take):
+            grid = {**cell.point, axis: value, "train.seed": seed}
+            member_id = member_trial_id(trial_id, k, self.pack_size)
+            members.append({"trial_id": member_id, "cell": grid_point_id(grid), "grid": grid, "params": {},
+                            "trial": self.build(dict(cell.point), value, seed)})
+            live.append((cell.id, pending["t"], seed, member_id))
+        self.live[trial_id] = live
+        first = members[0]
+        return {
+            "study": self.study,
+            # what the scheduler compares: the member's grid point, or for a pack its point without the seed
+            "cell": first["cell"] if self.pack_size == 1 else grid_point_id({**cell.point, axis: value}),
+            "grid": first["grid"],
+            "params": {},
+            "trial": first["trial"],
+            "members": members,
+            "metric": self.search.success.metric,
+            "mode": self.mode,
+            "threshold": {"cell": cell.id, "axis": axis, "value": value, "position": pending["t"]},
+        }
+
+    # -- outcomes
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        pass
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        """Each member's outcome (see :func:`outcome`) joins its cell; when the cell's point
+        is all back, the stop rule is checked."""
+        if trial_id not in self.live:
+            return
+        members = self.live.pop(trial_id)
+        for cell_id, t, seed, member_id in members:
+            cell = self.cells[cell_id]
+            mine = _member_result(result or {}, member_id)
+            if mine is None:
+                mine = (result or {}) if len(members) == 1 else {}  # a one-model trainable reports flat
+            value = mine.get(self.search.success.metric)
+            ok = None if error else outcome(self.search.success, mine.get("status"), value)
+            self._record(cell, t, ok)
+
+    def _record(self, cell: CellState, t: float, ok: bool | None) -> None:
+        if ok is None:
+            cell.errors += 1
+        else:
+            cell.outcomes.append((t, ok))
+        if cell.pending is not None and cell.pending["t"] == t:
+            cell.pending["open"] -= 1
+            if cell.pending["open"] <= 0 and not cell.pending["seeds"]:
+                cell.pending = None
+                cell.stopped = stop_reason(self.search, self.model, cell)
+
+    # -- results and state
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The store's threshold table rows, one per cell (see :func:`threshold_rows`)."""
+        return threshold_rows(self.search, self.cells.values())
+
+    def get_state(self) -> dict[str, Any]:
+        """Plain data only (the builder and the model are rebuilt by the constructor)."""
+        return {"cells": self.cells, "order": self.order, "next_cell": self.next_cell, "live": self.live}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+    def save(self, checkpoint_path: str) -> None:
+        import pickle
+
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(self.get_state(), f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        import pickle
+
+        with open(checkpoint_path, "rb") as f:
+            self.set_state(pickle.load(f))
