@@ -27,17 +27,20 @@ def stop_on_sigterm() -> None:
         signal.signal(signal.SIGTERM, on_sigterm)
 
 
-def leave_ray(exit_code: int, timeout_s: float = 5.0) -> None:
-    """After an interrupted command: disconnect from Ray, and when that does not return
-    within ``timeout_s`` (a SIGTERM sent to the whole process group has stopped the
-    embedded Ray's GCS too, and Ray's exit handler would wait a minute for it, then abort
-    the process with exit code 1), end the process now with ``exit_code``."""
+def leave_ray(timeout_s: float = 5.0) -> bool:
+    """At the end of a command that failed or was interrupted: stop the Ray this process
+    started, without printing the errors of trials nobody collected (the command's last
+    line sums them up).  False when stopping does not return within ``timeout_s`` (a
+    SIGTERM sent to the whole process group stopped a Ray's GCS too, and Ray's exit handler
+    would wait a minute for it, then abort the process with exit code 1): the caller then
+    ends the process itself."""
     import os
     import sys
 
     ray = sys.modules.get("ray")
     if ray is None or not ray.is_initialized():
-        return
+        return True
+    os.environ["RAY_IGNORE_UNHANDLED_ERRORS"] = "1"  # read by Ray each time it would print one
     done = threading.Event()
 
     def shutdown() -> None:
@@ -45,10 +48,7 @@ def leave_ray(exit_code: int, timeout_s: float = 5.0) -> None:
         done.set()
 
     threading.Thread(target=shutdown, name="ray-shutdown", daemon=True).start()
-    if not done.wait(timeout_s):
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(exit_code)
+    return done.wait(timeout_s)
 
 
 @contextlib.contextmanager

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import os
 import re
 import shlex
 import sys
@@ -138,22 +139,26 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except OodstudyError as err:
-        print(f"oodstudy: {one_line(str(err))}", file=sys.stderr)
-        return EXIT_ERROR
+        return last_line(f"oodstudy: {one_line(str(err))}", EXIT_ERROR, ray_before)
     except TrialsFailed as err:
-        print(f"oodstudy: {one_line(str(err))}", file=sys.stderr)
-        return EXIT_TRIALS_FAILED
+        return last_line(f"oodstudy: {one_line(str(err))}", EXIT_TRIALS_FAILED, ray_before)
     except Interrupted as err:
-        print(f"\noodstudy: {one_line(str(err))}", file=sys.stderr)
-        if not ray_before:
-            leave_ray(EXIT_INTERRUPTED)
-        return EXIT_INTERRUPTED
+        return last_line(f"\noodstudy: {one_line(str(err))}", EXIT_INTERRUPTED, ray_before)
     except KeyboardInterrupt:
-        print(f"\noodstudy: interrupted (Ctrl-C or SIGTERM) during `{command}`; what was written before stays as "
-              "it was (the store only ever gains whole fragments)", file=sys.stderr)
-        if not ray_before:
-            leave_ray(EXIT_INTERRUPTED)
-        return EXIT_INTERRUPTED
+        return last_line(f"\noodstudy: interrupted (Ctrl-C or SIGTERM) during `{command}`; what was written before "
+                         "stays as it was (the store only ever gains whole fragments)", EXIT_INTERRUPTED, ray_before)
+
+
+def last_line(line: str, code: int, ray_before: bool) -> int:
+    """Print the command's closing line last: a Ray this command started is stopped first
+    (its trials' uncollected errors, already summed up in the line, are not printed again at
+    exit); when stopping it hangs (its GCS gone), the process ends right after the line."""
+    stopped = ray_before or leave_ray()
+    print(line, file=sys.stderr, flush=True)
+    if not stopped:
+        sys.stdout.flush()
+        os._exit(code)
+    return code
 
 
 def check_options(args) -> None:
