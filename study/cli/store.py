@@ -8,17 +8,29 @@ query DuckDB refuses raise, and the CLI's one handler prints them (exit code 2).
 from __future__ import annotations
 
 import argparse
+import math
+import os
+import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from study.errors import QueryError, StoreError
 from study.store import DEFAULT_URI  # the store itself (duckdb, pandas) is imported when a command runs
+from study.store.limits import MAX_ROWS, MEMORY_LIMIT, THREADS, TIMEOUT_S, QueryLimits
 
 if TYPE_CHECKING:
+    import duckdb
+    import pyarrow as pa
+
     from study.store import Store
 
 # Exit codes: 0 fine, 1 validate found errors (2, the store could not be used as asked,
 # comes from the CLI's error handler).
 EXIT_OK, EXIT_PROBLEMS = 0, 1
+# The formats `store sql --out FILE` writes, by FILE's suffix.
+OUT_FORMATS = (".csv", ".parquet")
+# Rows per batch read from DuckDB (what `store sql` holds of a result beyond the rows it prints).
+BATCH_ROWS = 65536
 
 
 def add_store_commands(subparsers: Any) -> argparse.ArgumentParser:
@@ -38,6 +50,12 @@ def add_store_commands(subparsers: Any) -> argparse.ArgumentParser:
     compact.add_argument("--study", help="compact only this study")
     sql = command("sql", "run a DuckDB query over the tables trials, curves, evals, representations", run_sql)
     sql.add_argument("query", help='e.g. "SELECT study, count(*) FROM evals GROUP BY study"')
+    sql.add_argument("--memory-limit", default=MEMORY_LIMIT, metavar="SIZE", help=f"DuckDB's memory limit (default {MEMORY_LIMIT})")
+    sql.add_argument("--threads", type=int, default=THREADS, metavar="N", help=f"DuckDB's threads (default {THREADS})")
+    sql.add_argument("--timeout", type=float, default=TIMEOUT_S, metavar="SECONDS",
+                     help=f"stop the query after this many seconds (default {TIMEOUT_S:g})")
+    sql.add_argument("--max-rows", type=int, default=MAX_ROWS, metavar="N", help=f"rows printed at most (default {MAX_ROWS})")
+    sql.add_argument("--out", metavar="FILE", help="write all rows to FILE (.csv or .parquet) instead of printing them")
     return store
 
 
@@ -88,17 +106,96 @@ def run_compact(args: argparse.Namespace) -> int:
 
 
 def run_sql(args: argparse.Namespace) -> int:
-    """Print the query's result as a table."""
+    """Print the query's result as a table, at most ``--max-rows`` rows (a line on stderr
+    counts the rest), or write all its rows to ``--out FILE``."""
     import duckdb
-    import pandas as pd
 
+    from study.store.rows import to_pandas
+
+    limits = QueryLimits(args.memory_limit, args.threads, args.timeout)
+    _check_sql_flags(args, limits)
     store = _open(args)
+    out = Path(args.out) if args.out else None
     try:
-        result = store.sql(args.query)
+        head, total = store.sql_arrow(args.query, limits=limits, fetch=lambda rel: _take_rows(rel, args.max_rows, out))
     except duckdb.Error as err:  # a mistake in the query itself
         raise QueryError(f"{' '.join(str(err).split())}; check the names against the tables trials, curves, "
                          "evals, representations (and <table>_raw): `oodstudy store sql \"DESCRIBE trials\"` "
                          "lists a table's columns") from None
-    with pd.option_context("display.max_rows", 500, "display.width", 200):
-        print(result.to_string(index=False))
+    if out is not None:
+        print(f"wrote {total:,} rows to {out}")
+        return EXIT_OK
+    import pandas as pd
+
+    with pd.option_context("display.max_rows", None, "display.width", 200):
+        print(to_pandas(head).to_string(index=False))
+    if total > head.num_rows:
+        print(f"oodstudy: {total - head.num_rows:,} more rows left out (--max-rows {args.max_rows:,}); write all "
+              f"{total:,} with --out FILE.csv or --out FILE.parquet, or narrow the query (WHERE, LIMIT)",
+              file=sys.stderr)
     return EXIT_OK
+
+
+def _check_sql_flags(args: argparse.Namespace, limits: QueryLimits) -> None:
+    """Refuse (QueryError) a limit or --out that cannot work; --memory-limit is read by DuckDB
+    itself (see study.store.sql.lock_down)."""
+    if not (math.isfinite(limits.timeout_s) and limits.timeout_s > 0):
+        raise QueryError(f"--timeout {limits.timeout_s:g}: give the seconds a query may run, a number > 0 "
+                         f"(default {TIMEOUT_S:g})")
+    cpus = os.cpu_count() or 1
+    if not 1 <= limits.threads <= cpus:
+        raise QueryError(f"--threads {limits.threads}: give 1 to {cpus} (this machine's CPUs; default {THREADS})")
+    if args.max_rows < 0:
+        raise QueryError(f"--max-rows {args.max_rows}: give the rows to print, 0 or more (default {MAX_ROWS}); "
+                         "--out FILE writes them all")
+    if args.out is not None:
+        out = Path(args.out)
+        if out.suffix.lower() not in OUT_FORMATS:
+            raise QueryError(f"--out {args.out}: name a .csv or .parquet file (its suffix picks the format)")
+        if not out.parent.is_dir():
+            raise QueryError(f"--out {args.out}: no directory {out.parent}; give a file in an existing directory")
+
+
+def _take_rows(relation: "duckdb.DuckDBPyRelation", max_rows: int, out: Path | None) -> "tuple[pa.Table, int]":
+    """Read a query's rows in batches: the first ``max_rows`` of them and the count of all, or,
+    with ``out``, all of them written to that file (csv or parquet by its suffix; a file left
+    half-written by a failure is removed)."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    reader = relation.to_arrow_reader(BATCH_ROWS)
+    head: list[pa.RecordBatch] = []
+    kept = total = 0
+    writer: Any = None
+    try:
+        if out is not None:
+            make = pacsv.CSVWriter if out.suffix.lower() == ".csv" else pq.ParquetWriter
+            writer = _writing(out, lambda: make(str(out), reader.schema))
+        for batch in reader:
+            total += batch.num_rows
+            if writer is not None:
+                _writing(out, lambda: writer.write_batch(batch))
+            elif kept < max_rows:
+                head.append(batch.slice(0, max_rows - kept))
+                kept += head[-1].num_rows
+        if writer is not None:
+            _writing(out, writer.close)
+    except BaseException:
+        if out is not None:
+            if writer is not None:
+                writer.close()
+            out.unlink(missing_ok=True)
+        raise
+    return pa.Table.from_batches(head, schema=reader.schema), total
+
+
+def _writing(out: Path | None, step: Any) -> Any:
+    """``step()``, a step of writing ``--out``; its failure is one QueryError line."""
+    import pyarrow as pa
+
+    try:
+        return step()
+    except (OSError, pa.ArrowException) as err:
+        raise QueryError(f"--out {out}: cannot write it ({' '.join(str(err).split())}); give a file you can "
+                         "write, .parquet for columns CSV cannot hold (lists, structs)") from None

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 
 from study.store.fragments import OWN_NAME, Fragment, merged_name
 from study.store.schema import KEYS, MARKER, STUDY_NAME, TABLES, check_study, file_schema
-from study.store.sql import connect, sql_ident
+from study.store.sql import connect, ctrl_c_as_keyboard_interrupt, sql_ident
 
 if TYPE_CHECKING:
     from study.store.store import Store
@@ -55,18 +55,28 @@ def compact(store: Store, study: str | None = None, *, max_bytes: int = COMPACT_
     merged fragment says it replaces), then writes one deduplicated fragment whose
     footer records the fragments it replaces, then deletes them.  Unreadable
     fragments are left alone.  Safe to run again, or concurrently, at any time.
+
+    Ctrl-C raises KeyboardInterrupt (never DuckDB's own error for it) and leaves each
+    partition either as it was (the merged fragment appears whole or not at all) or
+    compacted: once the merged fragment is written, the fragments it replaces are
+    deleted before the interrupt goes on.
     """
     written = []
     names = [study] if study is not None else store.studies()
-    for name in names:
-        check_study(name)
-        for table in TABLES:
-            _finish_compaction(store, table, name)
-            merged = _merge_partition(store, table, name, max_bytes)
-            if merged is not None:
-                path, replaced = merged
-                _delete_replaced(store, table, name, replaced)
-                written.append(path)
+    with ctrl_c_as_keyboard_interrupt():  # whichever DuckDB call it lands in
+        for name in names:
+            check_study(name)
+            for table in TABLES:
+                _finish_compaction(store, table, name)
+                merged = _merge_partition(store, table, name, max_bytes)
+                if merged is not None:
+                    path, replaced = merged
+                    try:
+                        _delete_replaced(store, table, name, replaced)
+                    except KeyboardInterrupt:
+                        _delete_replaced(store, table, name, replaced)  # a file already gone is fine
+                        raise
+                    written.append(path)
     return written
 
 

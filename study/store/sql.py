@@ -7,8 +7,10 @@ only the key groups that really span several fragments (``dedup_plan``).
 
 from __future__ import annotations
 
+import contextlib
 import re
-from typing import Any
+import threading
+from typing import Any, Callable, Iterator, TypeVar
 
 import duckdb
 import numpy as np
@@ -18,6 +20,7 @@ import pyarrow.fs as pafs
 
 from study.errors import QueryError
 from study.store.fragments import Fragment, maybe_overlapping
+from study.store.limits import MEMORY_LIMIT, QueryLimits
 from study.store.schema import ADDED_COLUMNS, GROUP_COLUMNS, KEYS, TABLES, file_schema
 
 # Query errors that are the query's own fault and never a sign of a bad fragment.
@@ -29,11 +32,14 @@ READ_ONLY_RULE = (
     "(or <table>_raw), e.g. \"SELECT study, count(*) FROM trials GROUP BY study\""
 )
 READ_ERRORS = (duckdb.Error, pa.ArrowException, OSError)
+
+T = TypeVar("T")
 DICT_STRING = pa.dictionary(pa.int32(), pa.string())
 DUCKDB_TYPES = {
     pa.string(): "VARCHAR",
     pa.int64(): "BIGINT",
     pa.float64(): "DOUBLE",
+    pa.bool_(): "BOOLEAN",
     pa.timestamp("us", tz="UTC"): "TIMESTAMPTZ",
 }
 
@@ -76,15 +82,105 @@ def check_read_only(query: str) -> None:
         raise QueryError(f"{kind.name} statements are refused; {READ_ONLY_RULE}")
 
 
-def lock_down(con: duckdb.DuckDBPyConnection, readable: list[str]) -> None:
-    """Make a connection read-only over the store with DuckDB's own settings: no file or
-    network access except reading the ``readable`` fragment paths (allowed_paths), no
-    extension loading, and the configuration locked so that a query cannot undo it."""
+def lock_down(con: duckdb.DuckDBPyConnection, readable: list[str], limits: QueryLimits = QueryLimits()) -> None:
+    """Make a connection read-only over the store with DuckDB's own settings: the memory
+    and thread ``limits`` (with no spilling to disk), no file or network access except
+    reading the ``readable`` fragment paths (allowed_paths), no extension loading, and the
+    configuration locked so that a query cannot undo it."""
+    try:
+        con.execute("SET memory_limit = ?", [limits.memory_limit])
+    except duckdb.Error as err:
+        raise QueryError(f"--memory-limit {limits.memory_limit!r}: not a size DuckDB reads "
+                         f"({' '.join(str(err).split())}); give one such as {MEMORY_LIMIT} or 500MB") from None
+    con.execute("SET threads = ?", [limits.threads])
+    con.execute("SET temp_directory = ''")  # a query over the limit is refused, never spilled to disk
     con.execute("SET allowed_paths = ?", [readable])
     con.execute("SET enable_external_access = false")
     con.execute("SET autoinstall_known_extensions = false")
     con.execute("SET autoload_known_extensions = false")
     con.execute("SET lock_configuration = true")
+
+
+def run_limited(
+    con: duckdb.DuckDBPyConnection,
+    query: str,
+    limits: QueryLimits,
+    fetch: Callable[[duckdb.DuckDBPyRelation], T],
+) -> T:
+    """``fetch(con.sql(query))`` on a locked-down connection, interrupted after
+    ``limits.timeout_s``; a query that reaches its time or memory limit is refused
+    (QueryError naming the limit and the flag that changes it).
+
+    The query runs in a worker thread while this one waits: DuckDB has no statement
+    timeout, and it notices a Ctrl-C only when its query ends (then as its own error), so
+    the waiting thread interrupts the connection on either and raises the limit as a
+    QueryError, the Ctrl-C as KeyboardInterrupt.
+    """
+    outcome: dict[str, Any] = {}
+    done = threading.Event()  # not Thread.join: a join cut short by Ctrl-C may call the thread ended
+
+    def work() -> None:
+        try:
+            outcome["rows"] = fetch(con.sql(query))
+        except BaseException as err:  # handed to the waiting thread
+            outcome["error"] = err
+        finally:
+            done.set()
+
+    threading.Thread(target=work, name="oodstudy-query", daemon=True).start()
+    try:
+        timed_out = not done.wait(limits.timeout_s)
+    except KeyboardInterrupt:
+        stop(con, done)
+        raise
+    if timed_out:
+        stop(con, done)
+    if "rows" in outcome:
+        return outcome["rows"]
+    err = outcome["error"]
+    if timed_out and is_interrupt(err):
+        raise QueryError(f"the query ran past its time limit of {limits.timeout_s:g} s and was stopped; "
+                         "give it longer with --timeout SECONDS, or narrow it (WHERE, LIMIT)") from None
+    if isinstance(err, duckdb.OutOfMemoryException) or "Out of Memory Error" in str(err):
+        raise QueryError(f"the query needs more than its memory limit of {limits.memory_limit} and was "
+                         "stopped; raise it with --memory-limit (e.g. --memory-limit 8GB), or narrow the "
+                         "query (WHERE, LIMIT, fewer columns)") from None
+    raise err
+
+
+def stop(con: duckdb.DuckDBPyConnection, done: threading.Event) -> None:
+    """Interrupt the query running on ``con`` until ``done`` says it ended: again every tenth
+    of a second, as DuckDB refuses an interrupt while the query is still being bound
+    ("connection is busy") and an interrupt between two calls is lost."""
+    while not done.is_set():
+        with contextlib.suppress(duckdb.Error):
+            con.interrupt()
+        done.wait(0.1)
+
+
+def arrow_table(relation: duckdb.DuckDBPyRelation) -> pa.Table:
+    """All of a relation's rows as one Arrow table."""
+    return relation.to_arrow_table()
+
+
+@contextlib.contextmanager
+def ctrl_c_as_keyboard_interrupt() -> Iterator[None]:
+    """Raise a Ctrl-C during a DuckDB query, which DuckDB reports as its own error (see
+    ``is_interrupt``), as the KeyboardInterrupt it was."""
+    try:
+        yield
+    except (duckdb.Error, pa.ArrowException, OSError, RuntimeError) as err:
+        if is_interrupt(err):
+            raise KeyboardInterrupt from None
+        raise
+
+
+def is_interrupt(err: BaseException) -> bool:
+    """Whether an error is DuckDB's report of an interrupted query: ``connection.interrupt()``
+    or a Ctrl-C, which DuckDB turns into its own error (InterruptException, a RuntimeError
+    "Query interrupted", or, while Arrow reads the result, an error holding DuckDB's message)."""
+    text = str(err)
+    return isinstance(err, duckdb.InterruptException) or "Query interrupted" in text or "INTERRUPT Error" in text
 
 
 def tables_in(query: str) -> tuple[list[str], list[str]]:

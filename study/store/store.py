@@ -23,15 +23,18 @@ from study.store import maintenance
 from study.store.fragments import Fragment, fragment_name, fragment_summary, summary_problem
 from study.store.maintenance import COMPACT_MAX_BYTES, Problem
 from study.store.rows import coerce_rows, schema_problem, to_pandas
+from study.store.limits import QueryLimits
 from study.store.schema import MARKER, SCHEMA_VERSION, TABLES, check_study, table_schema
 from study.store.sql import (
     QUERY_ERRORS,
     READ_ERRORS,
     READ_ONLY_RULE,
     Planner,
+    arrow_table,
     check_read_only,
     connect,
     lock_down,
+    run_limited,
     sql_ident,
     tables_in,
 )
@@ -332,7 +335,7 @@ class Store:
 
         return to_pandas(self.read([table], run, study=study))
 
-    def sql(self, query: str, *, trusted: bool = False) -> pd.DataFrame:
+    def sql(self, query: str, *, trusted: bool = False, limits: QueryLimits = QueryLimits()) -> pd.DataFrame:
         """Run one DuckDB ``SELECT`` over the store and return the result as a DataFrame.
 
         The tables are views named ``trials``, ``curves``, ``evals`` and
@@ -342,19 +345,29 @@ class Store:
         ``SELECT`` (or ``EXPLAIN``) statement, on a connection whose external access
         DuckDB limits to the store's own fragments and whose configuration is locked,
         so it can neither write files, nor read files outside the store, nor attach
-        databases; a refused query raises QueryError.  ``trusted=True`` (for code you
-        trust, never for a query from outside) runs any DuckDB SQL on a plain connection.
+        databases; ``limits`` bound its memory, threads and time (see
+        :class:`study.store.limits.QueryLimits`); a refused query raises QueryError.
+        ``trusted=True`` (for code you trust, never for a query from outside) runs any
+        DuckDB SQL on a plain connection, without limits.
         """
-        return to_pandas(self.sql_arrow(query, trusted=trusted))
+        return to_pandas(self.sql_arrow(query, trusted=trusted, limits=limits))
 
-    def sql_arrow(self, query: str, *, trusted: bool = False) -> pa.Table:
-        """``sql`` returning the Arrow table (no conversion to pandas)."""
+    def sql_arrow(
+        self,
+        query: str,
+        *,
+        trusted: bool = False,
+        limits: QueryLimits = QueryLimits(),
+        fetch: Callable[[duckdb.DuckDBPyRelation], Any] = arrow_table,
+    ) -> Any:
+        """``sql`` returning the Arrow table (no conversion to pandas), or what ``fetch``
+        makes of the query's DuckDB relation (e.g. rows read in batches)."""
         if not trusted:
             check_read_only(query)
         dedup, raw = tables_in(query)
         mentioned = [t for t in TABLES if t in dedup or t in raw]
 
-        def run(con: duckdb.DuckDBPyConnection, frags: dict[str, list[Fragment]]) -> pa.Table:
+        def run(con: duckdb.DuckDBPyConnection, frags: dict[str, list[Fragment]]) -> Any:
             for table in raw:
                 cols = ", ".join(sql_ident(c) for c in TABLES[table].names)
                 source = self.planner.source_sql(con, table, frags[table], "raw")
@@ -363,9 +376,9 @@ class Store:
                 con.execute(f"CREATE TEMP VIEW {table} AS {self.planner.dedup_sql(con, table, frags[table])}")
             if not trusted:
                 readable = [f.path for t in mentioned for f in frags[t]] if self.reader == "duckdb" else []
-                lock_down(con, readable)
+                lock_down(con, readable, limits)
             try:
-                return con.sql(query).to_arrow_table()
+                return fetch(con.sql(query)) if trusted else run_limited(con, query, limits, fetch)
             except duckdb.PermissionException as err:
                 raise QueryError(f"refused: {' '.join(str(err).split())}; {READ_ONLY_RULE}") from None
 
