@@ -153,3 +153,28 @@ def nnz_block(final: pd.DataFrame) -> str:
             mine = rows.groupby("shift_value")["median"].median()
             lines.append(f"{label:<{width}}  " + "  ".join(f"{mine.get(v, np.nan):<7.3f}" for v in values))
     return "\n".join(line.rstrip() for line in lines)
+
+
+def threshold_sentences(rows: pd.DataFrame) -> list[str]:
+    """One line per cell of a threshold search (the store's ``thresholds`` rows), e.g.
+    ``task.digits=2: threshold of train.steps where P(id_exact_match >= 0.5) = 0.5: 310
+    [240, 370] (90% interval), 24 trials, 4 seeds per point, converged``.  For an ordered
+    list of values the interval is given by the values that bracket it."""
+    lines = []
+    for r in rows.to_dict("records"):
+        head = "" if r["cell"] in ("all", "", None) else f"{r['cell']}: "
+        where = f"threshold of {r['axis']} where P({r['criterion']}) = {r['target']:g}"
+        if r["low_value"] != f"{r['low']:g}":  # an ordered list: name the values around the threshold
+            found = (f"between {r['low_value']} and {r['high_value']}" if r["low_value"] != r["high_value"]
+                     else f"at {r['low_value']}")
+        else:
+            found = f"{fmt_number(r['estimate'])} [{fmt_number(r['low'])}, {fmt_number(r['high'])}]"
+        outside = "" if r["in_range"] else " (the interval lies outside the axis: widen it)"
+        lines.append(f"{head}{where}: {found} ({100 * r['level']:.0f}% interval){outside}, {int(r['trials'])} trials, "
+                     f"{int(r['seeds_per_point'])} seeds per point, {r['stopped']}")
+    return lines
+
+
+def fmt_number(value: float) -> str:
+    """A threshold or an interval end: 3 significant digits, whole numbers from 1000 on."""
+    return f"{value:.0f}" if abs(value) >= 1000 else f"{value:.3g}"

@@ -28,6 +28,7 @@ from study.store.schema import STUDY_NAME
 from study.tasks import FAMILIES, LOSS, METRICS, MISSING_METRIC_HINTS, SPLITS, metric_direction, summary_metrics
 from study.tasks.arithmetic_config import ID_RULES, ArithmeticTask, check_position_scheme
 from study.tasks.functions_config import ICLTask
+from study.tune.threshold import ThresholdSearch
 
 
 # --------------------------------------------------------------------------- limits
@@ -729,6 +730,8 @@ class SweepSpec(Section):
     storage_path: str | None = Field(None, description="Ray Tune's run directory; default <store>/_runs")
     optuna_storage: str | None = Field(None, description="Optuna storage URL; default a journal file")
     pack: PackConfig = Field(default_factory=PackConfig, description="members trained together per Tune trial")
+    threshold: ThresholdSearch | None = Field(
+        None, description="search one ordered axis per cell for where success begins (study.tune.threshold)")
 
     @field_validator("name")
     @classmethod
@@ -782,6 +785,26 @@ class SweepSpec(Section):
                                      f"config, e.g. {example}; {hint}")
         return data
 
+    @model_validator(mode="before")
+    @classmethod
+    def _threshold_metric(cls, data: Any) -> Any:
+        """A threshold study scores its trials by the success metric: ``tune.metric`` (what the
+        store's ``trials.score`` holds, what ``resume`` reads outcomes from) becomes
+        ``threshold.success.metric``, and ``tune.mode`` that metric's direction."""
+        if not isinstance(data, dict) or not isinstance(data.get("threshold"), dict):
+            return data
+        success = data["threshold"].get("success")
+        metric = success.get("metric") if isinstance(success, dict) else None
+        tune = data.get("tune") if data.get("tune") is not None else {}
+        if not isinstance(metric, str) or not isinstance(tune, dict):
+            return data
+        given = tune.get("metric")
+        if given is not None and given != metric:
+            raise ValueError(f"tune.metric={shown(given)} differs from threshold.success.metric={shown(metric)}: a "
+                             "threshold study scores every trial by its success metric; drop tune.metric (or set "
+                             "it to the success metric)")
+        return {**data, "tune": {**tune, "metric": metric, "mode": tune.get("mode", metric_direction(metric) or "max")}}
+
     @field_validator("optuna_storage")
     @classmethod
     def _sqlite_directory(cls, url: str | None) -> str | None:
@@ -812,7 +835,34 @@ class SweepSpec(Section):
         overlap = set(self.grid) & set(self.tune.params)
         if overlap:
             raise ValueError(f"{shown(sorted(overlap))} are both grid and tuned axes; keep each axis in one place")
+        if self.threshold is not None:
+            self._check_threshold()
         return self
+
+    def _check_threshold(self) -> None:
+        """What a threshold search needs of the rest of the spec (its own section is checked
+        by :class:`~study.tune.threshold.ThresholdSearch`)."""
+        axis = self.threshold.axis
+        if unknown_trial_key(axis) or axis not in trial_value_keys():
+            hint = config_key_hint(axis)
+            raise ValueError(f"threshold.axis={clipped(axis)} is not a value of the trial config; search a dotted "
+                             f"key that holds a value, e.g. task.mix_weight, train.steps or model.size; {hint}")
+        if axis in self.grid:
+            raise ValueError(f"threshold.axis={clipped(axis)} is also a grid axis; the search proposes its values, "
+                             f"so remove grid.{clipped(axis)} (the other grid axes stay a grid: one search per cell)")
+        if "train.seed" in self.grid:
+            raise ValueError("grid.train.seed with a threshold search: the search trains seeds 0, 1, ... at every "
+                             "point it proposes; remove grid.train.seed and set threshold.seeds_per_point")
+        if self.tune.params:
+            raise ValueError("tune.params with a threshold search: Optuna per point is not supported with a threshold "
+                             "search; drop tune.params (or make the tuned axes grid axes)")
+        if self.tune.trials_per_cell != 1:
+            raise ValueError(f"tune.trials_per_cell={self.tune.trials_per_cell} with a threshold search: the search "
+                             "decides how many trials each cell gets; drop tune.trials_per_cell and set "
+                             "threshold.seeds_per_point and threshold.budget")
+        if self.early_stopping.type != "none":
+            raise ValueError(f"early_stopping.type={self.early_stopping.type} with a threshold search: a seed stopped "
+                             "early has no outcome, so the search could not use it; set early_stopping.type=none")
 
     def grid_points(self) -> list[dict[str, Any]]:
         """Every combination of the grid axes (seeds included), in a stable order."""
@@ -858,6 +908,14 @@ class SweepSpec(Section):
                 f"architecture and everything else but {', '.join(sorted(packable))}; make {differing} grid "
                 "axes or set pack.size=1"
             )
+        if self.threshold is not None:
+            if self.pack.size > self.threshold.seeds_per_point:
+                raise ConfigError(
+                    f"pack.size={self.pack.size} is larger than threshold.seeds_per_point="
+                    f"{self.threshold.seeds_per_point} (a pack trains the seeds of one proposed point); lower "
+                    f"pack.size to at most {self.threshold.seeds_per_point}"
+                )
+            return
         quota = min(len(group) for group in self.pack_groups()) * self.tune.trials_per_cell
         if self.pack.size > quota:
             raise ConfigError(
@@ -875,6 +933,10 @@ class SweepSpec(Section):
             dict(zip(self.tune.params, combo))
             for combo in itertools.islice(itertools.product(*(d.corners() for d in self.tune.params.values())), 16)
         ] or [{}]
+        search = self.threshold
+        if search is not None:  # the axis's ends (every listed value): each must make a valid trial
+            corner_sets = [{search.axis: value} for value in search.axis_ends()]
+        metric_field = "threshold.success.metric" if search is not None else "tune.metric"
         unmet: list[tuple[dict[str, Any], TrialConfig]] = []  # grid points whose trials never report tune.metric
         families = set()
         for point in self.grid_points():
@@ -894,23 +956,27 @@ class SweepSpec(Section):
                 except ConfigError as err:
                     raise ConfigError(f"grid/tuned axis: {err}") from None
                 families.add(cfg.task.family)
-                if i == 0 and self.tune.metric not in summary_metrics(cfg.task):
-                    unmet.append((point, cfg))
+                if (i == 0 or search is not None) and self.tune.metric not in summary_metrics(cfg.task):
+                    unmet.append(({**point, **params} if search is not None else point, cfg))
+        if search is not None:
+            self.check_threshold_values()
         self.check_distinct_values(corner_sets[0])
         known = {LOSS} | {f"{split}_{m}" for split in SPLITS for f in families for m in METRICS[f]}
         if self.tune.metric not in known:
             raise ConfigError(
-                f"tune.metric={shown(self.tune.metric)} is not a summary metric of this study; "
+                f"{metric_field}={shown(self.tune.metric)} is not a summary metric of this study; "
                 f"use one of {sorted(known)}"
             )
         if unmet:
             point, cfg = unmet[0]
             where = f"grid point {clipped(grid_point_id(point))}" if point else "the base config"
             hint = MISSING_METRIC_HINTS[cfg.task.family](cfg.task, self.tune.metric)
+            total = len(self.grid_points()) * (len(corner_sets) if search is not None else 1)
+            what = "cells x axis ends" if search is not None else "grid points"
+            instead = "or choose another success metric" if search is not None else "or tune another metric"
             raise ConfigError(
-                f"tune.metric={shown(self.tune.metric)} is never reported by {where} ({len(unmet)} of "
-                f"{len(self.grid_points())} grid points): {hint}; or tune another metric, one of "
-                f"{sorted(summary_metrics(cfg.task))}"
+                f"{metric_field}={shown(self.tune.metric)} is never reported by {where} ({len(unmet)} of "
+                f"{total} {what}): {hint}; {instead}, one of {sorted(summary_metrics(cfg.task))}"
             )
         lower_is_better = metric_direction(self.tune.metric) == "min"
         if (self.tune.mode == "max") == lower_is_better:
@@ -919,6 +985,23 @@ class SweepSpec(Section):
                 f"use tune.mode={'min' if lower_is_better else 'max'}"
             )
 
+
+    def check_threshold_values(self) -> None:
+        """A continuous axis is proposed anywhere between its ends: refuse one whose field takes
+        only whole numbers unless ``threshold.integer`` rounds the proposals."""
+        search = self.threshold
+        if search.values is not None or search.integer:
+            return
+        inner = search.value_at(search.start + search.span / 3)
+        for point in self.grid_points()[:1]:
+            try:
+                TrialConfig.model_validate(self.trial_raw({**point, search.axis: inner}, {}))
+            except ValidationError as err:
+                raise ConfigError(
+                    f"threshold.axis={clipped(search.axis)}: a proposal between the ends, e.g. {inner:g}, is not a "
+                    f"valid value ({explain(err, TrialConfig)}); set threshold.integer: true for a whole-number "
+                    "axis, or list its values"
+                ) from None
 
     def check_distinct_values(self, params: dict[str, Any]) -> None:
         """Refuse a grid axis two of whose values validate to one value (``[1, '1', 1.0]``

@@ -20,6 +20,7 @@ from study.store import Store
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = str(REPO / "search_spaces" / "quickstart.yaml")
+THRESHOLD = str(REPO / "search_spaces" / "threshold_quickstart.yaml")
 LINEAR_SINE = str(REPO / "search_spaces" / "linear_sine.yaml")
 UNREACHABLE_S3 = "s3://bucket/results?endpoint_override=http://127.0.0.1:1"
 # Every message proposes a fix: one of these words says what to do.
@@ -95,6 +96,7 @@ def bad_inputs(p: dict[str, str]) -> list[tuple[str, list[str], str]]:
     path per row that a refused run must not create."""
     root, store, file = p["root"], p["store"], p["file"]
     run = ["run", QUICKSTART, "--store", "{new}"]
+    threshold = ["run", THRESHOLD, "--store", "{new}"]
     short = ["--set", "train.steps=2", "--set", "train.eval_every=1"]  # should a refused trial train after all
     read_only = p["read_only_store"]  # "" where this machine cannot make a directory read-only
     return [
@@ -199,6 +201,28 @@ def bad_inputs(p: dict[str, str]) -> list[tuple[str, list[str], str]]:
         ("question", ["run", LINEAR_SINE, "--store", "{new}", "--set", "task.shifts={x_scale: [1.0]}",
                       "--set", "tune.metric=ood_nmse"], "no task.shifts value is outside the pretraining mixture"),
         ("question", run + ["--set", "tune.trials_per_cell=0"], "tune.trials_per_cell"),
+        # ---- threshold searches
+        ("question", threshold + ["--set", "threshold.axis=train.stepz"],
+         "threshold.axis=train.stepz is not a value of the trial config; search a dotted key that holds a value"),
+        ("question", threshold + ["--set", "threshold.axis=train.stop_when"], "threshold.axis=train.stop_when is not a value"),
+        ("question", threshold + ["--set", "grid.train.steps=[10, 20]"],
+         "threshold.axis=train.steps is also a grid axis; the search proposes its values, so remove grid.train.steps"),
+        ("question", threshold + ["--set", "threshold.success.metric=ood_nmse"],
+         "threshold.success.metric='ood_nmse' is not a summary metric of this study"),
+        ("question", threshold + ["--set", "threshold.success.metric=ood_exact_match", "--set", "task.eval_max_len=1"],
+         "threshold.success.metric='ood_exact_match' is never reported"),
+        ("question", threshold + ["--set", "threshold.budget=2"],
+         "threshold.budget=2 is below threshold.seeds_per_point=3"),
+        ("question", threshold + ["--set", "grid.train.seed=[0, 1]"],
+         "grid.train.seed with a threshold search"),
+        ("question", threshold + ["--set", "tune.params={train.lr: {type: loguniform, low: 0.001, high: 0.01}}"],
+         "Optuna per point is not supported with a threshold search; drop tune.params"),
+        ("question", threshold + ["--set", "early_stopping.type=asha"], "early_stopping.type=asha with a threshold"),
+        ("question", threshold + ["--set", "tune.metric=id_exact_match"],
+         "tune.metric='id_exact_match' differs from threshold.success.metric='loss'"),
+        ("question", threshold + ["--set", "threshold.integer=false"],
+         "threshold.axis=train.steps: a proposal between the ends, e.g. 41.3333, is not a valid value"),
+        ("question", threshold + ["--set", "threshold.low=0"], "train.steps: must be greater than or equal to 1"),
         ("question", ["store", "compact", "--study", "nosuch", "--store", store], "--study nosuch: no such study"),
         ("question", ["store", "compact", "--study", "bad name!", "--store", store], "--study bad name!: no such study"),
         # ---- sizes that cannot fit

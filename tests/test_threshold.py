@@ -318,3 +318,69 @@ def test_a_real_tuner_runs_the_threshold_search(ray_local, tmp_path):
     assert row["low"] <= TRUE <= row["high"]
     assert len(results) == row["trials"] == row["outcomes"] <= search.budget
     assert row["stopped"] in ("converged", "budget")
+
+
+# -- through `oodstudy run`: spec, searcher, store table, summary, status and resume
+
+
+QUICKSTART = __import__("pathlib").Path(__file__).resolve().parents[1] / "search_spaces" / "threshold_quickstart.yaml"
+
+
+@pytest.mark.slow
+def test_oodstudy_run_finds_a_threshold_and_stores_it(ray_local, tmp_path, capsys):
+    """The shipped threshold quickstart, cut to 9 trials: a real threshold along train.steps
+    (the loss of a 1-layer model on 1-digit addition falls below 1.0 at ~50 steps)."""
+    from study.cli import main
+    from study.store import Store
+
+    store = str(tmp_path / "store")
+    argv = ["run", str(QUICKSTART), "--store", store, "--name", "th", "--set", "threshold.budget=9",
+            "--set", "threshold.tolerance=40"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    rows = Store(store, create=False).sql("SELECT * FROM thresholds WHERE study = 'th'")
+    assert len(rows) == 1  # one row per cell: rewritten rows replaced
+    [row] = rows.to_dict("records")
+    assert row["cell"] == "all" and row["axis"] == "train.steps" and row["criterion"] == "loss <= 1"
+    assert row["low"] <= row["estimate"] <= row["high"]
+    assert row["trials"] <= 9 and row["trials"] % 3 == 0 and row["stopped"] in ("converged", "budget")
+    assert 2 <= row["estimate"] <= 120
+    trials = Store(store, create=False).frame("trials", study="th")
+    assert len(trials) == row["trials"] and set(trials["status"]) <= {"completed", "converged"}
+    assert "threshold of train.steps where P(loss <= 1) = 0.5: " in out and "(90% interval)" in out
+    assert f"{row['trials']} trials, 3 seeds per point, {row['stopped']}" in out
+
+    assert main(["status", "th", "--store", store]) == 0
+    status = capsys.readouterr().out
+    assert f"threshold search: {row['trials']} trials so far, budget 9 per cell; 1/1 cells stopped" in status
+    assert main(["resume", "th", "--store", store]) == 0  # finished: nothing retrained
+    assert "every cell's threshold search stopped" in capsys.readouterr().out
+    assert len(Store(store, create=False).frame("trials", study="th")) == row["trials"]
+
+
+def test_resume_records_come_from_the_trials_rows(tmp_path):
+    """Without Tune state, a resume rebuilds the search from the store's trials rows: each
+    ended trial's grid (cell, axis value, seed) and its outcome from status and score."""
+    import json
+
+    from study.config import load_sweep_spec
+    from study.store import Store
+    from study.tune.runner import threshold_records, threshold_searcher
+
+    spec = load_sweep_spec(QUICKSTART, [f"store={tmp_path / 's'}", "grid.model.d_model=[48, 96]"])
+    rows = [("a", {"model.d_model": 48, "train.steps": 61, "train.seed": 0}, "completed", 0.8),
+            ("b", {"model.d_model": 48, "train.steps": 61, "train.seed": 1}, "completed", 1.3),
+            ("c", {"model.d_model": 96, "train.steps": 61, "train.seed": 0}, "failed", None),
+            ("d", {"model.d_model": 96, "train.steps": 61, "train.seed": 1}, "running", 0.5)]
+    store = Store(spec.store)
+    for trial_id, grid, status, score in rows:
+        store.append("trials", [{"trial_id": trial_id, "grid": json.dumps(grid), "config": "{}", "status": status,
+                                 "score": score}], study=spec.name, cell="x")
+    records = sorted(threshold_records(spec))
+    assert records == [Record("model.d_model=48", 61, 0, True), Record("model.d_model=48", 61, 1, False),
+                       Record("model.d_model=96", 61, 0, None)]
+    searcher = threshold_searcher(spec, records)
+    by_cell = {r["cell"]: r for r in searcher.rows()}
+    assert (by_cell["model.d_model=48"]["outcomes"], by_cell["model.d_model=96"]["errors"]) == (2, 1)
+    member = searcher.suggest("t0")["members"][0]
+    assert member["trial"]["model"]["d_model"] in (48, 96) and "train" in member["trial"]

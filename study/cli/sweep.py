@@ -23,11 +23,29 @@ def _print_summary(spec: SweepSpec) -> None:
     from analysis.load import study_frames
     from study.store import Store
 
+    if spec.threshold is not None:
+        print_threshold_summary(spec)
+        return
     print("trials per cell (seeds pooled):")
     print(cell_status(study_status(spec, stopped=True), spec.tune.mode).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print()
     trials, final = study_frames(Store(spec.store, create=False), spec.name)
     print(summary_text(spec.name, trials, final))
+
+
+def print_threshold_summary(spec: SweepSpec) -> None:
+    """A threshold study's end: trials per cell by status, then one line per cell with the
+    threshold, its interval, the trials used and why the search stopped."""
+    from analysis.summary import threshold_sentences
+    from study.store import Store
+
+    table = study_status(spec, stopped=True)
+    print("trials per cell of the threshold search:")
+    print(table.drop(columns=["estimate", "low", "high"]).to_string(index=False))
+    print()
+    rows = Store(spec.store, create=False).frame("thresholds", study=spec.name).sort_values("cell")
+    print(f"study {spec.name}")
+    print("\n".join(threshold_sentences(rows)) or "no threshold rows yet")
 
 
 def _run_to_end(spec: SweepSpec, **kwargs) -> None:
@@ -48,6 +66,14 @@ def _run_to_end(spec: SweepSpec, **kwargs) -> None:
         ) from None
     except KeyboardInterrupt:
         table = study_status(spec, stopped=True)
+        if spec.threshold is not None:
+            stopped = int((table["search"] != "searching").sum())
+            raise Interrupted(
+                f"interrupted: threshold study {spec.name} has {int(table['trials'].sum())} trials so far "
+                f"({int(table['completed'].sum())} completed), {stopped}/{len(table)} cells' searches stopped; the "
+                f"store {spec.store} holds every row written up to each trial's last checkpoint; finish the study "
+                f"with: oodstudy resume {quote(spec.name)} --store {quote(spec.store)}"
+            ) from None
         planned, pending = int(table["planned"].sum()), int((table["pending"] + table["running"]).sum())
         raise Interrupted(
             f"interrupted: study {spec.name} has {planned - pending}/{planned} trials finished "
@@ -61,11 +87,13 @@ def check_no_failed_trials(spec: SweepSpec) -> None:
     """A study that ended with planned trials failed (each after its retries) is not a
     success: raise :class:`TrialsFailed`, counting them and saying where their errors are."""
     table = study_status(spec)
-    failed, planned = int(table["failed"].sum()), int(table["planned"].sum())
+    failed = int(table["failed"].sum())
+    planned = f"{int(table['trials'].sum())} trials" if spec.threshold is not None else \
+        f"{int(table['planned'].sum())} planned trials"
     if failed:
         query = "SELECT trial_id, cell, error FROM trials WHERE status = 'failed'"
         raise TrialsFailed(
-            f"{failed} of {planned} planned trials of study {spec.name} failed (after "
+            f"{failed} of {planned} of study {spec.name} failed (after "
             f"{spec.max_failures} retries each); read their errors with: oodstudy store sql \"{query}\" "
             f"--store {quote(spec.store)}, or in Ray Tune's trial logs under {storage_path(spec)}/{spec.name}"
         )
@@ -113,7 +141,8 @@ def _cmd_resume(args) -> int:
     if is_finished(table):
         ended = ", ".join(f"{int(table[s].sum())} {s}" for s in ("completed", "failed", "diverged", "pruned")
                           if table[s].sum())
-        print(f"study {spec.name} is finished ({ended}: every planned trial has ended); nothing to do. "
+        what = "every cell's threshold search stopped" if spec.threshold is not None else "every planned trial has ended"
+        print(f"study {spec.name} is finished ({ended}: {what}); nothing to do. "
               f"See it with: oodstudy report --store {quote(spec.store)} --study {quote(spec.name)}")
         check_no_failed_trials(spec)
         return 0
@@ -145,8 +174,13 @@ def _cmd_status(args) -> int:
     live = state if is_live(state) and (owner is None or owner.is_alive()) else None
     table = study_status(spec, live=live, stopped=live is None and not (owner is not None and owner.is_alive()))
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    done = int((table["planned"] - table["pending"] - table["running"]).sum())
-    print(f"\n{done}/{int(table['planned'].sum())} trials finished")
+    if spec.threshold is not None:
+        stopped = int((table["search"] != "searching").sum())
+        print(f"\nthreshold search: {int(table['trials'].sum()) - int(table['running'].sum())} trials so far, budget "
+              f"{spec.threshold.budget} per cell; {stopped}/{len(table)} cells stopped")
+    else:
+        done = int((table["planned"] - table["pending"] - table["running"]).sum())
+        print(f"\n{done}/{int(table['planned'].sum())} trials finished")
     if live is not None:
         age = time.time() - float(live["updated"])
         print(f"\nrunning now (progress of {age:.0f} s ago):")

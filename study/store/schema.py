@@ -107,6 +107,35 @@ TABLES: dict[str, pa.Schema] = {
             ("head", pa.int64()),  # attention scores: the head of block ``layer``
         ]
     ),
+    # One row per cell of a threshold search (study.tune.threshold): where along the search
+    # axis P(success) reaches the target, with its credible interval, rewritten whenever the
+    # cell's search changes (the newest row of a cell wins: ``attempt`` counts the seeds
+    # returned, then ``written_at``).  ``cell`` is the grid point of the other axes; no trial_id.
+    "thresholds": pa.schema(
+        _COMMON
+        + [
+            ("axis", pa.string()),  # the searched trial config key, e.g. task.mix_weight
+            ("criterion", pa.string()),  # one seed's success, e.g. "id_exact_match >= 0.9"
+            ("target", pa.float64()),  # P(success) at the threshold
+            ("estimate", pa.float64()),  # posterior median of the threshold (axis units; index for values)
+            ("low", pa.float64()),  # credible interval, axis units
+            ("high", pa.float64()),
+            ("level", pa.float64()),  # the interval's credible level, e.g. 0.9
+            ("width", pa.float64()),
+            ("tolerance", pa.float64()),
+            ("low_value", pa.string()),  # the interval's ends as axis values (for values: the bracketing entries)
+            ("high_value", pa.string()),
+            ("in_range", pa.bool_()),  # does the interval reach into the axis's range
+            ("trials", pa.int64()),  # seeds handed out (the budget counts these)
+            ("outcomes", pa.int64()),  # seeds with an outcome
+            ("successes", pa.int64()),
+            ("errors", pa.int64()),  # seeds that failed without an outcome
+            ("points", pa.int64()),  # distinct axis values trained
+            ("seeds_per_point", pa.int64()),
+            ("budget", pa.int64()),
+            ("stopped", pa.string()),  # converged | budget | searching
+        ]
+    ),
 }
 
 # Columns added to a table after stores were first written: a fragment written before
@@ -128,10 +157,12 @@ KEYS: dict[str, list[str]] = {
         "study", "trial_id", "step", "kind", "split", "point",
         "position", "layer", "length", "shift", "shift_value", "head",
     ],
+    "thresholds": ["study", "cell"],
 }
 
 # Columns that group a table's keys into what one report writes at once.
-GROUP_COLUMNS: dict[str, list[str]] = {t: [c for c in ("study", "trial_id", "step") if c in KEYS[t]] for t in TABLES}
+GROUP_COLUMNS: dict[str, list[str]] = {t: [c for c in ("study", "trial_id", "cell", "step") if c in KEYS[t]]
+                                        for t in TABLES}
 
 
 def table_schema(table: str) -> pa.Schema:

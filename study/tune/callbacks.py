@@ -193,6 +193,55 @@ class StoreCallback(Callback):
                 self._flush(trial)
 
 
+class ThresholdTable(Callback):
+    """Driver side: the ``thresholds`` rows of a threshold search, one per cell, read off the
+    searcher (:class:`~study.tune.threshold.ThresholdSearcher`) and written to the store at
+    the start, whenever a seed's outcome changes a cell, and at the end.  A cell's newest row
+    replaces its older ones (key: study, cell; ``attempt`` = the cell's seeds returned).
+
+    It holds the searcher itself: Tune pickles the Tuner's search algorithm and callbacks
+    together, so a restored run's callback reads the restored searcher."""
+
+    def __init__(self, store_uri: str, study: str, searcher) -> None:
+        self.store_uri, self.study, self.searcher = store_uri, study, searcher
+        self._reset()
+
+    def _reset(self) -> None:
+        self._store = None
+        self.written: dict[str, tuple] = {}  # cell -> what its last row said
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"store_uri": self.store_uri, "study": self.study, "searcher": self.searcher}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._reset()
+
+    def write(self) -> None:
+        """Append the rows of the cells whose search changed since the last write."""
+        from study.tune.threshold import threshold_rows
+
+        def state(cell) -> tuple:
+            return (cell.trials, len(cell.outcomes), cell.errors, cell.stopped or "searching")
+
+        changed = [c for c in self.searcher.cells.values() if self.written.get(c.id) != state(c)]
+        for row in threshold_rows(self.searcher.search, changed):
+            if self._store is None:
+                self._store = Store(self.store_uri)
+            self._store.append("thresholds", [row], study=self.study, attempt=row["outcomes"] + row["errors"],
+                               cell=row["cell"])
+            self.written[row["cell"]] = (row["trials"], row["outcomes"], row["errors"], row["stopped"])
+
+    def setup(self, **info) -> None:
+        self.write()
+
+    def on_step_end(self, iteration, trials, **info) -> None:
+        self.write()  # after the searcher has heard of a trial's end (cheap when nothing changed)
+
+    def on_experiment_end(self, trials, **info) -> None:
+        self.write()
+
+
 def trial_members(trial) -> list[dict[str, Any]]:
     """The members a Tune trial trains (one, for a trial without ``members`` in its config):
     each with its store ``trial_id``, ``cell``, ``grid`` and raw ``trial`` config."""
@@ -225,7 +274,10 @@ class ProgressLine(Callback):
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.study_name = spec.name
         self.run_dir = run_dir
-        self.planned = {
+        # a threshold search plans no trials in advance: it says its trials so far and its budget
+        self.threshold = None if spec.threshold is None else {
+            "budget": spec.threshold.budget, "cells": len(spec.grid_points())}
+        self.planned = {} if spec.threshold is not None else {
             grid_point_id(p): (spec.tune.trials_per_cell, TrialConfig.model_validate(spec.trial_raw(p, {})).train.steps)
             for p in spec.grid_points()
         }
@@ -288,8 +340,11 @@ class ProgressLine(Callback):
         self.rate.add(now, rows)
         slots = self.max_concurrent or self.most_running or 1
         eta = eta_seconds(remaining_steps(rows, self.planned), slots, self.rate.per_trial())
-        return snapshot(self.study_name, rows, self.planned, elapsed_s=now - self.started,
-                        eta_s=0.0 if finished else eta, finished=finished)
+        state = snapshot(self.study_name, rows, self.planned, elapsed_s=now - self.started,
+                         eta_s=0.0 if finished else eta, finished=finished)
+        if getattr(self, "threshold", None):
+            state["threshold"] = self.threshold
+        return state
 
     def _posted(self) -> dict[str, tuple[int, float]]:
         """The board's latest (step, loss) per trial, without ever blocking Tune's loop:

@@ -144,6 +144,13 @@ def _minutes(seconds: float | None) -> str:
 
 def headline(state: dict[str, Any]) -> str:
     """``[quickstart] trials 1 done, 2 running, 1 pending of 4 | grid points 0/4 done | 2.0 min elapsed, ETA 1.5 min``."""
+    search = state.get("threshold")
+    if search:  # the number of trials is not known in advance
+        done = sum(t["status"] == "done" for t in state["trials"])
+        running = sum(t["status"] == "running" for t in state["trials"])
+        return (f"[{state['study']}] threshold search: {done} trials so far, {running} running, budget "
+                f"{search['budget']} per cell ({search['cells']} cell{'s' * (search['cells'] != 1)}) | "
+                f"{_minutes(state['elapsed_s'])} elapsed")
     points = state["points"].values()
     done, running, pending = (sum(c[k] for c in points) for k in ("done", "running", "pending"))
     planned = sum(c["planned"] for c in points)

@@ -307,12 +307,17 @@ def read_spec_copy(name: str, store: str, storage: str | None = None) -> SweepSp
     return spec
 
 
-def default_callbacks(spec: SweepSpec) -> list:
+def default_callbacks(spec: SweepSpec, searcher=None) -> list:
     """The driver callbacks of every study: the gauges (first: they read the rows the store
-    writer takes out of each result), the store writer and the progress line."""
-    from study.tune.callbacks import ProgressLine, StoreCallback, StudyGauges
+    writer takes out of each result), the store writer and the progress line; with a
+    threshold search, the writer of its ``thresholds`` rows (it reads them off ``searcher``)."""
+    from study.tune.callbacks import ProgressLine, StoreCallback, StudyGauges, ThresholdTable
 
-    return [StudyGauges(spec), StoreCallback(spec.store, spec.name, spec.tune.metric), ProgressLine(spec, storage_path(spec))]
+    callbacks = [StudyGauges(spec), StoreCallback(spec.store, spec.name, spec.tune.metric),
+                 ProgressLine(spec, storage_path(spec))]
+    if spec.threshold is not None and searcher is not None and hasattr(searcher, "rows"):
+        callbacks.append(ThresholdTable(spec.store, spec.name, searcher))
+    return callbacks
 
 
 def trial_name(trial) -> str:
@@ -348,6 +353,52 @@ def ended_per_point(spec: SweepSpec) -> dict[str, int]:
 
     trials = Store(spec.store, create=False).frame("trials", study=spec.name)
     return trials[trials["status"].isin(ENDED)].groupby("cell").size().to_dict()
+
+
+def threshold_trial(spec: SweepSpec, point: dict, value, seed: int) -> dict:
+    """The raw trial config of one seed of a threshold search: the cell's grid point, the
+    axis value and the seed (a module-level function: Tune pickles the searcher)."""
+    return spec.trial_raw({**point, spec.threshold.axis: value, "train.seed": seed}, {})
+
+
+def threshold_records(spec: SweepSpec) -> list:
+    """The finished seeds of a threshold study as the store records them, for a resume
+    without readable Tune state (:class:`~study.tune.threshold.Record`): each ended trial's
+    cell (its grid point less the axis and the seed), axis value and seed from its ``grid``
+    column, its outcome by :func:`~study.tune.threshold.outcome` from its status and
+    ``trials.score``, which in a threshold study holds the success metric (``tune.metric``
+    is set to it).  Trials that did not end are left out: the search proposes again."""
+    import json
+
+    import pandas as pd
+
+    from study.config import grid_point_id
+    from study.store import Store
+    from study.tune.threshold import Record, outcome
+
+    search = spec.threshold
+    trials = Store(spec.store, create=False).frame("trials", study=spec.name)
+    records = []
+    for row in trials[trials["status"].isin(ENDED)].sort_values("start_time").to_dict("records"):
+        grid = json.loads(row["grid"] or "{}")
+        if search.axis not in grid:
+            continue
+        cell = grid_point_id({k: v for k, v in grid.items() if k not in (search.axis, "train.seed")})
+        score = None if pd.isna(row["score"]) else row["score"]
+        records.append(Record(cell, grid[search.axis], grid.get("train.seed"),
+                              outcome(search.success, row["status"], score)))
+    return records
+
+
+def threshold_searcher(spec: SweepSpec, records=()):
+    """The study's :class:`~study.tune.threshold.ThresholdSearcher`: one search per grid
+    point of the other axes (the cells), seeds as trials or packs."""
+    import functools
+
+    from study.tune.threshold import ThresholdSearcher
+
+    return ThresholdSearcher(spec.threshold, spec.grid_points(), functools.partial(threshold_trial, spec),
+                             pack_size=spec.pack.size, study=spec.name, records=records)
 
 
 def build_tuner(
@@ -387,7 +438,13 @@ def build_tuner(
         print(f"oodstudy: no readable Ray Tune state in {join_uri(path, spec.name)}; continuing study {spec.name} "
               f"from the store: {sum(ended.values())} trials ended there and count, the others start over",
               file=sys.stderr)
+        if searcher is None and spec.threshold is not None:
+            searcher = threshold_searcher(spec, threshold_records(spec))
         searcher = searcher or CellSearcher(spec, journal_path(spec), ended=ended)
+    if searcher is None and spec.threshold is not None:
+        searcher = threshold_searcher(spec)
+    if callbacks is None:
+        callbacks = default_callbacks(spec, searcher)
     scheduler = None
     if spec.early_stopping.type == "asha":
         trains = [TrialConfig.model_validate(spec.trial_raw(point, {})).train for point in spec.grid_points()]
@@ -411,7 +468,7 @@ def build_tuner(
             name=spec.name,
             storage_path=root,
             storage_filesystem=filesystem,
-            callbacks=default_callbacks(spec) if callbacks is None else callbacks,
+            callbacks=callbacks,
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             verbose=1 if tune_table else 0,

@@ -22,6 +22,8 @@ def study_status(spec: SweepSpec, live: dict[str, Any] | None = None, stopped: b
     """
     from study.store import Store  # not at module level: `oodstudy trial` imports this module
 
+    if spec.threshold is not None:
+        return threshold_status(spec, live, stopped)
     planned = {grid_point_id(p): spec.tune.trials_per_cell for p in spec.grid_points()}
     try:
         trials = Store(spec.store, create=False).frame("trials", study=spec.name)
@@ -52,8 +54,67 @@ def study_status(spec: SweepSpec, live: dict[str, Any] | None = None, stopped: b
     return pd.DataFrame(rows)
 
 
+THRESHOLD_COLUMNS = ["cell", "trials", "completed", "converged", "running", "failed", "diverged", "pruned",
+                     "budget", "search", "estimate", "low", "high"]
+
+
+def threshold_cell(spec: SweepSpec, grid: dict[str, Any]) -> str:
+    """The cell of a threshold search a member belongs to: its grid point less the axis and the seed."""
+    return grid_point_id({k: v for k, v in grid.items() if k not in (spec.threshold.axis, "train.seed")})
+
+
+def threshold_status(spec: SweepSpec, live: dict[str, Any] | None = None, stopped: bool = False) -> pd.DataFrame:
+    """Per cell of a threshold search (the number of trials is not known in advance): trials
+    so far by status, the budget, the search's state (``searching``, ``converged``,
+    ``budget``) and its latest threshold estimate and interval (the ``thresholds`` table)."""
+    import json
+
+    from study.store import Store
+
+    try:
+        store = Store(spec.store, create=False)
+        trials = store.frame("trials", study=spec.name)
+        found = store.frame("thresholds", study=spec.name)
+    except StoreError:
+        trials = pd.DataFrame(columns=["cell", "grid", "status", "score"])
+        found = pd.DataFrame(columns=THRESHOLD_COLUMNS)
+    cells = trials["grid"].map(lambda g: threshold_cell(spec, json.loads(g or "{}"))) if len(trials) else trials["cell"]
+    running_live: dict[str, int] = {}
+    if live is not None:  # the live trials carry their grid point id: strip the axis and the seed
+        drop = (spec.threshold.axis, "train.seed")
+        for t in live.get("trials", []):
+            if t.get("status") == "running":
+                parts = [p for p in t["point"].split("|") if p.split("=", 1)[0] not in drop]
+                running_live["|".join(parts) or "all"] = running_live.get("|".join(parts) or "all", 0) + 1
+    rows = []
+    for pid in (grid_point_id(p) for p in spec.grid_points()):
+        counts = trials[cells == pid]["status"].value_counts() if len(trials) else pd.Series(dtype=int)
+        mine = found[found["cell"] == pid]
+        row = mine.iloc[0] if len(mine) else None
+        running = 0 if stopped else int(counts.get("running", 0) + counts.get("retrying", 0))
+        if live is not None:
+            running = running_live.get(pid, 0)
+        rows.append({
+            "cell": pid,
+            "trials": int(sum(counts.get(s, 0) for s in ("completed", "converged", "failed", "diverged", "pruned")))
+            + running,
+            **{s: int(counts.get(s, 0)) for s in ("completed", "converged")},
+            "running": running,
+            **{s: int(counts.get(s, 0)) for s in ("failed", "diverged", "pruned")},
+            "budget": spec.threshold.budget,
+            "search": row["stopped"] if row is not None else "searching",
+            "estimate": float(row["estimate"]) if row is not None else float("nan"),
+            "low": float(row["low"]) if row is not None else float("nan"),
+            "high": float(row["high"]) if row is not None else float("nan"),
+        })
+    return pd.DataFrame(rows, columns=THRESHOLD_COLUMNS)
+
+
 def is_finished(table: pd.DataFrame) -> bool:
-    """Has every grid point its planned trials finished (nothing running or pending)?"""
+    """Has every grid point its planned trials finished (nothing running or pending)?  For a
+    threshold search (a :func:`threshold_status` table): has every cell's search stopped?"""
+    if "search" in table.columns:
+        return bool(len(table)) and bool((table["search"] != "searching").all()) and int(table["running"].sum()) == 0
     return bool(len(table)) and int((table["pending"] + table["running"]).sum()) == 0
 
 
