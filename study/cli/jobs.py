@@ -7,11 +7,13 @@ RAY_AUTH_MODE=token, as for every Ray client.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from datetime import datetime, timezone
 
 from study.errors import ClusterError
+from study.tune.jobs import HTTP_TIMEOUT_S  # no Ray: the client is imported when a command runs
 
 # exit code of `submit --wait` when the job ran but did not succeed
 EXIT_JOB_FAILED = 1
@@ -25,13 +27,21 @@ def _address(args) -> str:
     return address
 
 
+def _timeout(args) -> float:
+    if not (math.isfinite(args.timeout) and args.timeout > 0):
+        raise ClusterError(f"--timeout {args.timeout:g}: give the seconds the dashboard has to answer each "
+                           f"request, a number > 0 (default {HTTP_TIMEOUT_S:g})")
+    return args.timeout
+
+
 def _cmd_submit(args) -> int:
     from study.tune.jobs import build_submission, connect, follow, submit
 
     address = _address(args)
+    timeout_s = _timeout(args)
     submission = build_submission(args.spec, list(args.set or []), address, datetime.now(timezone.utc),
                                   name=args.name, store=args.store)
-    client = connect(address)
+    client = connect(address, timeout_s)
     job_id = submit(client, submission, address)
     print(f"submitted study {submission.spec.name} as job {job_id} to {address} "
           f"(results in {submission.spec.store})", file=sys.stderr)
@@ -51,7 +61,7 @@ def _cmd_submit(args) -> int:
 def _cmd_jobs(args) -> int:
     from study.tune.jobs import connect, jobs_table, study_jobs
 
-    print(jobs_table(study_jobs(connect(_address(args)))))
+    print(jobs_table(study_jobs(connect(_address(args), _timeout(args)))))
     return 0
 
 
@@ -65,8 +75,12 @@ def add_jobs_commands(sub) -> None:
                    help="override, e.g. --set train.steps=500 or --set grid.model.size=[nano]")
     p.add_argument("--wait", action="store_true",
                    help="stream the job's log and exit with its outcome (0 if it succeeded)")
+    p.add_argument("--timeout", type=float, default=HTTP_TIMEOUT_S, metavar="SECONDS",
+                   help=f"seconds the dashboard has to answer each request (default {HTTP_TIMEOUT_S:g})")
     p.set_defaults(func=_cmd_submit)
 
     p = sub.add_parser("jobs", help="the studies' jobs on a Ray cluster with their status")
     p.add_argument("--address", help="the dashboard's URL, http://HOST:8265 (default: RAY_ADDRESS)")
+    p.add_argument("--timeout", type=float, default=HTTP_TIMEOUT_S, metavar="SECONDS",
+                   help=f"seconds the dashboard has to answer each request (default {HTTP_TIMEOUT_S:g})")
     p.set_defaults(func=_cmd_jobs)

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, TextIO
+from typing import TYPE_CHECKING, Any, Callable, Iterator, TextIO, TypeVar
 from urllib.parse import urlparse
 
 from study.config import SweepSpec, load_sweep_spec
@@ -35,6 +35,12 @@ ACTIVE = ("PENDING", "RUNNING")
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 HEREDOC_END = "OODSTUDY_SPEC"
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+# Seconds the dashboard has to answer each HTTP request (Ray's client sets no timeout): to
+# accept the connection, then between the bytes of its answer; `--timeout` changes it.
+HTTP_TIMEOUT_S = 10.0
+# Characters of an answer that is not the Jobs API's quoted in the error.
+QUOTED_CHARS = 80
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -116,20 +122,62 @@ def token_source() -> str | None:
     return path if Path(path).expanduser().is_file() else None
 
 
-def connect(address: str) -> "JobSubmissionClient":
+def connect(address: str, timeout_s: float = HTTP_TIMEOUT_S) -> "JobSubmissionClient":
     """A Jobs API client of the dashboard at ``address`` that has answered one authenticated
-    request; every way this fails is one ClusterError line."""
-    import requests
-    from ray.exceptions import AuthenticationError
-    from ray.job_submission import JobSubmissionClient
-
+    request; each of its requests times out after ``timeout_s``, and every way one fails is
+    one ClusterError line (see ``ask``)."""
     if urlparse(address).scheme not in ("http", "https") or not urlparse(address).hostname:
         raise ClusterError(f"--address {address!r} is not the dashboard's URL; give http://HOST:8265 "
                            "(through a tunnel: http://127.0.0.1:8265)")
-    try:
+    answers: list[str] = []
+
+    def make() -> "JobSubmissionClient":
         with _address_wins():
-            client = JobSubmissionClient(address)
-        client.list_jobs()  # the version check above needs no token; this request does
+            client = _timed_client_class()(address, timeout_s, answers)
+        client.list_jobs()  # the version check in the constructor needs no token; this request does
+        return client
+
+    return _asking(address, timeout_s, answers, make)
+
+
+def _timed_client_class() -> type:
+    """Ray's Jobs API client with a timeout on every HTTP request, each noted (what the last
+    one answered names a failure)."""
+    from ray.job_submission import JobSubmissionClient
+
+    class TimedJobClient(JobSubmissionClient):
+        def __init__(self, address: str, timeout_s: float, answers: list[str]) -> None:
+            self.given_address, self.timeout_s, self.answers = address, timeout_s, answers
+            super().__init__(address)
+
+        def _do_request(self, method: str, endpoint: str, **kwargs: Any) -> Any:
+            self.answers.append(f"{method} {endpoint}")
+            kwargs.setdefault("timeout", self.timeout_s)
+            response = super()._do_request(method, endpoint, **kwargs)
+            self.answers[-1] = (f"{method} {endpoint} answered HTTP {response.status_code} "
+                                f"{response.text[:QUOTED_CHARS]!r}")
+            if method == "GET" and endpoint == "/api/jobs/" and response.ok and not isinstance(response.json(), list):
+                raise TypeError("a list of jobs is a JSON list")  # Ray's client would read {} as no jobs
+            return response
+
+    return TimedJobClient
+
+
+def ask(client: "JobSubmissionClient", call: Callable[[], T]) -> T:
+    """``call()``, a request through a client from ``connect``; every way it fails is one
+    ClusterError line."""
+    return _asking(client.given_address, client.timeout_s, client.answers, call)
+
+
+def _asking(address: str, timeout_s: float, answers: list[str], call: Callable[[], T]) -> T:
+    """``call()``, requests to the dashboard at ``address``; each way they fail (no answer,
+    silence, a refused token, an answer that is not the Jobs API's) is one ClusterError
+    naming what answered (the last of ``answers``) and the fix."""
+    import requests
+    from ray.exceptions import AuthenticationError
+
+    try:
+        return call()
     except AuthenticationError as err:
         source = token_source()
         if "Authentication required" in str(err) or source is None:
@@ -139,18 +187,23 @@ def connect(address: str) -> "JobSubmissionClient":
             ) from None
         raise ClusterError(f"the cluster at {address} refused the token from {source}; "
                            "use the token the cluster was started with") from None
+    except requests.ReadTimeout:
+        raise ClusterError(f"{address} accepted the connection but sent nothing within {timeout_s:g} s "
+                           f"(to {(answers or ['its first request'])[-1]}); "
+                           "check that --address is the Ray dashboard's URL (port 8265 by default) and that the "
+                           "cluster is up, or give it longer with --timeout SECONDS") from None
     except (ConnectionError, requests.ConnectionError, requests.Timeout):
         raise ClusterError(f"no Ray dashboard answers at {address}; check --address "
                            "(http://HOST:8265) and that the cluster and your tunnel are up") from None
-    except (RuntimeError, requests.RequestException, ValueError) as err:  # an answer, but not the Jobs API's
-        raise ClusterError(f"{address} answers but not as a Ray dashboard with the Jobs API "
-                           f"({type(err).__name__}); check the port (the dashboard's, 8265 by default)") from None
-    return client
+    except (RuntimeError, requests.RequestException, ValueError, KeyError, TypeError) as err:
+        detail = " ".join(f"{type(err).__name__}: {err}".split())[:200]
+        raise ClusterError(f"{address} answers but not as a Ray dashboard with the Jobs API ({(answers or ['?'])[-1]}, "
+                           f"not a Ray answer: {detail}); check the port (the dashboard's, 8265 by default)") from None
 
 
 def study_jobs(client: "JobSubmissionClient") -> list:
     """The jobs of studies (those submitted by ``oodstudy submit``), oldest first."""
-    jobs = [job for job in client.list_jobs() if (job.metadata or {}).get(STUDY_KEY)]
+    jobs = [job for job in ask(client, client.list_jobs) if (job.metadata or {}).get(STUDY_KEY)]
     return sorted(jobs, key=lambda job: job.start_time or 0)
 
 
@@ -163,11 +216,11 @@ def submit(client: "JobSubmissionClient", submission: Submission, address: str) 
             f"study {name!r} is already running on {address} as job {running[0].submission_id}; "
             f"wait for it, stop it (ray job stop {running[0].submission_id}), or submit with another --name"
         )
-    return client.submit_job(
+    return ask(client, lambda: client.submit_job(
         entrypoint=submission.entrypoint,
         submission_id=submission.submission_id,
         metadata=submission.metadata,
-    )
+    ))
 
 
 def follow(client: "JobSubmissionClient", job_id: str, out: TextIO = sys.stdout, poll_s: float = 1.0) -> str:
@@ -179,7 +232,7 @@ def follow(client: "JobSubmissionClient", job_id: str, out: TextIO = sys.stdout,
             out.flush()
 
     asyncio.run(tail())
-    while (status := str(client.get_job_status(job_id))) not in TERMINAL:
+    while (status := str(ask(client, lambda: client.get_job_status(job_id)))) not in TERMINAL:
         time.sleep(poll_s)
     return status
 
