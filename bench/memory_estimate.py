@@ -25,6 +25,9 @@ CONFIGS = {
     "batch 2048": ["train.batch_size=2048"],
     "micro, width 8": ["model.size=micro", "task.width=8", "task.eval_max_len=8", "task.train_set=fresh"],
     "eval batch 32768": ["task.eval_examples=4096", "task.eval_batch_size=32768"],
+    "micro, width 40, index hints": ["model.size=micro", "task.width=40", "task.index_hints=true", "task.pad=true",
+                                     "task.digits=10", "task.train_set=fresh", "task.eval_lengths=[10,40]",
+                                     "task.eval_grid=diagonal", "task.eval_examples=64", "task.eval_batch_size=512"],
     "icl defaults": ["task.family=icl"],
     "icl batch 1024, n_dims 40": ["task.family=icl", "train.batch_size=1024", "task.n_dims=40"],
 }
@@ -62,7 +65,10 @@ def main() -> None:
 
     figures = {}
     print(f"{'config':28s} {'estimate MiB':>13s} {'measured MiB':>13s} {'ratio':>6s}")
+    only = sys.argv[1:]  # names of configs to measure (default: all)
     for name, overrides in CONFIGS.items():
+        if only and name not in only:
+            continue
         estimate = estimate_trial_memory(trial_config({}, overrides + SHORT)).total
         measured = measure(overrides)
         ratio = estimate / max(measured, 1)

@@ -14,7 +14,10 @@ bytes, in fp32 (bf16 autocast only lowers it), from the quantities that grow:
 - evaluation activations: one forward at the evaluation batch (arithmetic
   ``task.eval_batch_size`` rows, in-context regression one condition's
   ``task.eval_prompts`` prompts), one layer alive at a time;
-- evaluation sets built at construction (arithmetic: ``eval_max_len^2`` conditions of
+- probes (arithmetic, ``task.probes``): a probed forward of one member over one batch
+  of probe inputs (up to ``eval_batch_size`` rows) keeps the hidden states
+  it reads and, with attention probes, every block's attention weights (``L H T^2``);
+- evaluation sets built at construction (arithmetic: every evaluated (len_a, len_b) condition, of
   ``eval_examples`` encoded examples and the candidates they are drawn from; icl: every
   condition's prompts) and a fixed training set;
 - a pack of K models (``pack.size`` when the config has it) multiplies the model,
@@ -33,11 +36,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from study.errors import ConfigError
-from study.tasks.arithmetic_config import fixed_set_size
+from study.tasks.arithmetic_config import fixed_set_size, longest_input, vocabulary
 
 FLOAT = 4  # bytes of an fp32 value
 LONG = 8  # bytes of an int64 value
-ARITH_VOCAB = 14  # ten digits, '+'/'*', '=', end and pad tokens at most
 RUNTIME = 256 * 2**20  # what a process that trains takes beyond its tensors (kernels, allocator pools)
 
 
@@ -65,9 +67,9 @@ def estimate_trial_memory(cfg: Any) -> MemoryEstimate:
     task, (n_layer, n_head, d), batch = cfg.task, cfg.model.shape, cfg.train.batch_size
     k = pack_size(cfg)
     if task.family == "arithmetic":
-        seq = 4 * task.width + 3  # two padded operands, two symbols, the longest answer, end
-        n_in = n_out = ARITH_VOCAB
-        conditions = task.eval_max_len**2
+        seq = longest_input(task) + 1  # the longest full sequence of training or evaluation (index hints included)
+        n_in = n_out = len(vocabulary(task))
+        conditions = len(task.evaluated_pairs)  # the square of the evaluated lengths, or its diagonal
         eval_rows = min(task.eval_batch_size, conditions * task.eval_examples)
         # candidates drawn per condition (2E + 64 pairs), their membership test, the encoded grid
         eval_sets = conditions * (2 * task.eval_examples + 64) * 2 * LONG * 2
@@ -76,6 +78,15 @@ def estimate_trial_memory(cfg: Any) -> MemoryEstimate:
         if task.train_set == "fixed":
             train_set = 3 * fixed_set_size(task)[0] * 2 * LONG  # the set, and the draws that exclude it
         batch_data = batch * seq * LONG * 3
+        probes = task.probes
+        # probe inputs: the ID points, and half as many per longer length (batched by eval_batch_size)
+        probe_pairs = probes.points + probes.points // 2 * max(task.evaluated_lengths)
+        probe_rows = min(task.eval_batch_size, probe_pairs) if probes.enabled else 0
+        # a probed forward keeps every block's attention weights (with attention probes) and the
+        # hidden states it probes, for one member and one batch of probe inputs at a time
+        kept_layers = n_layer + 1 if probes.layers == "all" else (len(probes.layers) if isinstance(probes.layers, list) else 1)
+        probe_values = kept_layers * seq * d + (n_layer * n_head * seq * seq * 2 if probes.attention else 0)
+        probe_activations = probe_rows * probe_values * FLOAT
     else:
         seq = 2 * task.n_points
         n_in, n_out = task.n_dims, 1
@@ -88,6 +99,7 @@ def estimate_trial_memory(cfg: Any) -> MemoryEstimate:
         eval_sets += task.eval_prompts * (task.n_points * (task.n_dims**2 + 4 * task.n_dims) * FLOAT + relu)
         train_set = 0
         batch_data = batch * (prompt * 3 + relu)
+        probe_activations = 0
     read_in = n_in * d + (d if task.family != "arithmetic" else 0)  # an embedding table, or a linear layer
     params = n_layer * (12 * d * d + 13 * d) + read_in + seq * d + d * n_out + n_out + 2 * d
     per_token_train = n_layer * (16 * d + 7 * n_head * seq) + 2 * d + 3 * n_out
@@ -97,6 +109,7 @@ def estimate_trial_memory(cfg: Any) -> MemoryEstimate:
             "weights, gradients and AdamW state": k * 16 * params,
             "training activations": k * batch * seq * per_token_train * FLOAT + k * batch_data,
             "evaluation activations": k * eval_rows * seq * per_token_eval * FLOAT,
+            "probe activations": probe_activations,
             "evaluation sets": eval_sets,
             "training set": train_set,
             "runtime (torch, allocator)": RUNTIME,

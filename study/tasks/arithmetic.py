@@ -48,10 +48,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from study.tasks.arithmetic_config import (
+    END,
     HINTS,
     ID_RULES,
     INT64_DIGITS,
     INT64_MAX,
+    OP_SYMBOL,
+    PAD,
     ArithmeticTask,
     answer_digits,
     answer_width,
@@ -66,11 +69,10 @@ from study.tasks.arithmetic_config import (
     split_by_weight,
     training_components,
     training_field_digits,
+    vocabulary,
 )
 from study.tasks.base import Batch, ModelIO, as_pack
 
-OP_SYMBOL = {"add": "+", "mul": "*"}
-END, PAD = "$", "_"
 REPR_POINTS = 256  # probe pairs per split for the units-digit PCA
 PROBE_TEST_SHARE = 0.25  # of the ID probe inputs, held out to score the probes
 FINAL_LAYER = -1  # the ``layer`` of the final hidden state (after the last block and norm)
@@ -304,19 +306,6 @@ def draw_distinct(
 
 
 # --------------------------------------------------------------------------- format
-
-
-def vocabulary(cfg: ArithmeticTask) -> list[str]:
-    """Token strings by id: the digits 0-9 (id = digit), then only the symbols the format
-    uses, then (with index hints) one hint letter per significance the format writes."""
-    vocab = [str(d) for d in range(10)]
-    if cfg.symbols:
-        vocab += [OP_SYMBOL[cfg.op], "="]
-    if not cfg.pad:
-        vocab += [END, PAD]
-    if cfg.index_hints:
-        vocab += list(HINTS[: max(cfg.width, answer_width(cfg, cfg.width) // 2)])
-    return vocab
 
 
 def with_hints(digits: torch.Tensor, significance: torch.Tensor, cfg: ArithmeticTask) -> torch.Tensor:

@@ -18,6 +18,8 @@ INT64_DIGITS = 18  # the most decimal digits every int64 number of that many dig
 # Index hint tokens (Zhou et al., arXiv 2402.09371): the letter before a digit names its
 # significance, HINTS[s] for the digit worth 10^s.
 HINTS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+OP_SYMBOL = {"add": "+", "mul": "*"}
+END, PAD = "$", "_"
 # The position schemes whose ids the task computes (model.pos_encoding) -> the rule that
 # numbers the tokens (study.tasks.arithmetic.position_ids).  The ``_alibi`` and ``_rope``
 # variants take coupled ids and differ only in how the model's attention reads them.
@@ -200,6 +202,19 @@ def answer_width(cfg: ArithmeticTask, n: int) -> int:
             return len(str(cfg.modulus - 1)) * hint_factor(cfg)
         return (cfg.width + 1 if cfg.op == "add" else 2 * cfg.width) * hint_factor(cfg)
     return answer_digits(cfg, n) + 1
+
+
+def vocabulary(cfg: ArithmeticTask) -> list[str]:
+    """Token strings by id: the digits 0-9 (id = digit), then only the symbols the format
+    uses, then (with index hints) one hint letter per significance the format writes."""
+    vocab = [str(d) for d in range(10)]
+    if cfg.symbols:
+        vocab += [OP_SYMBOL[cfg.op], "="]
+    if not cfg.pad:
+        vocab += [END, PAD]
+    if cfg.index_hints:
+        vocab += list(HINTS[: max(cfg.width, answer_width(cfg, cfg.width) // 2)])
+    return vocab
 
 
 def field_width(cfg: ArithmeticTask, n: int) -> int:
