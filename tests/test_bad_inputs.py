@@ -297,6 +297,19 @@ def bad_inputs(p: dict[str, str]) -> list[tuple[str, list[str], str]]:
         ("query", ["store", "sql", "INSTALL httpfs", "--store", store], "statements are refused"),
         ("query", ["store", "sql", "SELEKT 1", "--store", store], "syntax error"),
         ("query", ["store", "sql", "SELECT nosuch FROM trials", "--store", store], "nosuch"),
+        ("query", ["store", "sql", "SELECT 1", "--store", store, "--memory-limit", "lots"],
+         "--memory-limit 'lots': not a size DuckDB reads"),
+        ("query", ["store", "sql", "SELECT 1", "--store", store, "--timeout", "0"], "--timeout 0: give the seconds"),
+        ("query", ["store", "sql", "SELECT 1", "--store", store, "--timeout", "nan"], "--timeout nan: give the seconds"),
+        ("query", ["store", "sql", "SELECT 1", "--store", store, "--threads", "0"], "--threads 0: give 1 to"),
+        ("query", ["store", "sql", "SELECT 1", "--store", store, "--max-rows", "-1"], "--max-rows -1: give the rows to print"),
+        ("query", ["store", "sql", "SELECT 1", "--store", store, "--out", f"{root}/rows.txt"], "name a .csv or .parquet file"),
+        ("query", ["store", "sql", "SELECT 1", "--store", store, "--out", f"{root}/nosuchdir/rows.csv"], "no directory"),
+        ("query", ["store", "sql", "SELECT [1, 2] AS l", "--store", store, "--out", f"{root}/l.csv"], "cannot write it"),
+        ("query", ["store", "sql", "SELECT length(list(i)) FROM range(3000000000) t(i)", "--store", store,
+                   "--memory-limit", "300MB"], "memory limit of 300MB"),
+        ("query", ["store", "sql", "SELECT sum(i % 7) FROM range(1000000000000) t(i)", "--store", store,
+                   "--timeout", "1"], "time limit of 1 s"),
         # ---- reports
         ("report", ["report", "--store", store, "--study", "q", "--out", "/proc/oodstudy-report"], "--out /proc/oodstudy-report"),
         ("report", ["report", "--store", store, "--study", "q", "--out", file + "/report"], "a_file/report: cannot write"),
@@ -313,6 +326,7 @@ def bad_inputs(p: dict[str, str]) -> list[tuple[str, list[str], str]]:
         ("cluster", ["resume", "nope", "--store", store], "no study named 'nope'"),
         ("cluster", ["status", "nope", "--store", store], "no study named 'nope'"),
         ("cluster", ["status", "bad name!", "--store", store], "cannot be a study name"),
+        ("cluster", ["jobs", "--address", "http://127.0.0.1:9", "--timeout", "0"], "--timeout 0: give the seconds"),
         ("cluster", ["status", "tiny", "--store", file], "a_file: is a file, not a store; pass the directory"),
     ]
 
