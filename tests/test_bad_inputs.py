@@ -269,6 +269,7 @@ def bad_inputs(p: dict[str, str]) -> list[tuple[str, list[str], str]]:
         ("store path", ["run", QUICKSTART, "--store", str(Path(root) / "not_a_store")], "is not an oodstudy store"),
         ("store path", ["store", "ls", "--store", str(Path(root) / "missing")], "no store at"),
         ("store path", ["store", "ls", "--store", file], "a_file is a file, not a store"),
+        ("store path", ["store", "ls", "--store", "/dev/null"], "pass the --store a run wrote"),
         ("store path", ["store", "validate", "--store", "/proc/oodstudy-results"], "no store at /proc/oodstudy-results"),
         ("store path", ["store", "ls", "--store", UNREACHABLE_S3], "cannot open a store at s3://bucket/results"),
         ("store path", ["run", QUICKSTART, "--store", UNREACHABLE_S3], "run directory"),

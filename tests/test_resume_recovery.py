@@ -70,6 +70,10 @@ def test_status_and_resume_of_a_damaged_store_say_so_and_name_the_repair(tmp_pat
         line = capsys.readouterr().err.strip()
         assert line.startswith("oodstudy: the store at") and "is damaged" in line
         assert "oodstudy store validate" in line and "oodstudy store repair" in line
+    assert main(["store", "repair", "--store", spec.store, "--study", "hurt"]) == 0  # the repair it names
+    assert "_damaged" in capsys.readouterr().out
+    assert main(["status", "hurt", "--store", spec.store]) == 0  # whole again: readable, no longer refused
+    assert main(["store", "validate", "--store", spec.store]) == 0
 
 
 @pytest.mark.slow

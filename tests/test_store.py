@@ -505,3 +505,16 @@ def test_cli_runs_as_a_module(tmp_path):
         cwd=REPO, capture_output=True, text=True, timeout=60,
     )
     assert done.returncode == 0 and "standalone" in done.stdout
+
+
+def test_validate_leaves_tool_private_entries_alone(tmp_path):
+    """Ray Tune's own marker in <store>/_runs/<study>/ (a dot file it leaves after every run)
+    is not a temp file of the store's: validate reports nothing for it."""
+    import os
+
+    store = Store(str(tmp_path / "store"))
+    marker = tmp_path / "store" / "_runs" / "s" / ".validate_storage_marker"
+    marker.parent.mkdir(parents=True)
+    marker.write_text("")
+    os.utime(marker, (0, 0))  # decades old
+    assert store.validate() == []

@@ -36,7 +36,7 @@ BATCH_ROWS = 65536
 def add_store_commands(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``store`` command and its sub-commands to an argparse subparsers object."""
     store = subparsers.add_parser("store", help="inspect, check, compact or query a results store")
-    commands = store.add_subparsers(dest="store_command", metavar="{ls,validate,compact,sql}", required=True)
+    commands = store.add_subparsers(dest="store_command", metavar="{ls,validate,repair,compact,sql}", required=True)
 
     def command(name: str, help_text: str, func: Any) -> argparse.ArgumentParser:
         parser = commands.add_parser(name, help=help_text, description=help_text)
@@ -46,6 +46,10 @@ def add_store_commands(subparsers: Any) -> argparse.ArgumentParser:
 
     command("ls", "list the studies and their row counts per table", run_ls)
     command("validate", "report unreadable or foreign files; exit 1 if there are errors", run_validate)
+    repair = command("repair", "move a study's unreadable fragments aside and rebuild the trials rows they lost",
+                     run_repair)
+    repair.add_argument("--study", required=True, help="the study to repair")
+    repair.add_argument("--storage-path", help="Ray Tune run directory if not <store>/_runs (for the study's spec)")
     compact = command("compact", "merge each partition's small fragments into one", run_compact)
     compact.add_argument("--study", help="compact only this study")
     sql = command("sql", "run a DuckDB query over the tables trials, curves, evals, representations", run_sql)
@@ -63,6 +67,25 @@ def _open(args: argparse.Namespace) -> "Store":
     from study.store import Store
 
     return Store(args.store, create=False)
+
+
+def run_repair(args: argparse.Namespace) -> int:
+    """Move the study's unreadable fragments to ``_damaged/`` and rebuild its trials rows
+    from the rows that remain (see :mod:`study.store.repair`); print what was done."""
+    from study.config import ConfigError
+    from study.store import repair_study
+    from study.tune.runner import read_spec_copy
+
+    store = _open(args)
+    if args.study not in store.studies():
+        raise StoreError(f"--study {args.study}: no such study in {store.uri}; pass one of its studies: "
+                         f"{', '.join(store.studies()) or 'none'} (see `oodstudy store ls`)")
+    try:
+        spec = read_spec_copy(args.study, args.store, args.storage_path)
+    except ConfigError:
+        spec = None  # a study without its spec (e.g. `trial --store`): statuses are rebuilt conservatively
+    print(repair_study(store, args.study, spec))
+    return EXIT_OK
 
 
 def run_ls(args: argparse.Namespace) -> int:

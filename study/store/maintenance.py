@@ -178,6 +178,8 @@ def _classify(store: Store, info: pafs.FileInfo, now: dt.datetime) -> Problem | 
     parts = info.path[len(store.root) + 1 :].split("/")
     name, depth = parts[-1], len(parts)
     is_file = info.type == pafs.FileType.File
+    if parts[0].startswith("_"):
+        return None  # tool-private entries (a sweep's _runs, _leases, _damaged) are not the store's to judge
     if name.startswith("."):
         age = (now - info.mtime).total_seconds() if info.mtime else 0.0
         if is_file and age > STALE_TEMP_SECONDS:

@@ -173,7 +173,8 @@ class Store:
                     f'{{"schema_version": {SCHEMA_VERSION}}} to {marker}'
                 )
         if not create:
-            raise StoreError(f"no store at {self.uri}; write results there first (or open with create=True)")
+            raise StoreError(f"no store at {self.uri}; pass the --store a run wrote (e.g. --store ./results), "
+                             "or run a study there first")
         if not self._object_store:
             self.fs.create_dir(self.root, recursive=True)
         self.created = dt.datetime.now(dt.timezone.utc).isoformat()
