@@ -298,6 +298,7 @@ def bad_inputs(p: dict[str, str]) -> list[tuple[str, list[str], str]]:
         ("query", ["store", "sql", "INSTALL httpfs", "--store", store], "statements are refused"),
         ("query", ["store", "sql", "SELEKT 1", "--store", store], "syntax error"),
         ("query", ["store", "sql", "SELECT nosuch FROM trials", "--store", store], "nosuch"),
+        ("query", ["store", "sql", "SELECT * FROM trial", "--store", store], "no table trial in the store; did you mean trials?"),
         ("query", ["store", "sql", "SELECT 1", "--store", store, "--memory-limit", "lots"],
          "--memory-limit 'lots': not a size DuckDB reads"),
         ("query", ["store", "sql", "SELECT 1", "--store", store, "--timeout", "0"], "--timeout 0: give the seconds"),

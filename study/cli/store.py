@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -142,9 +143,7 @@ def run_sql(args: argparse.Namespace) -> int:
     try:
         head, total = store.sql_arrow(args.query, limits=limits, fetch=lambda rel: _take_rows(rel, args.max_rows, out))
     except duckdb.Error as err:  # a mistake in the query itself
-        raise QueryError(f"{' '.join(str(err).split())}; check the names against the tables trials, curves, "
-                         "evals, representations (and <table>_raw): `oodstudy store sql \"DESCRIBE trials\"` "
-                         "lists a table's columns") from None
+        raise QueryError(query_mistake(str(err))) from None
     if out is not None:
         print(f"wrote {total:,} rows to {out}")
         return EXIT_OK
@@ -222,3 +221,23 @@ def _writing(out: Path | None, step: Any) -> Any:
     except (OSError, pa.ArrowException) as err:
         raise QueryError(f"--out {out}: cannot write it ({' '.join(str(err).split())}); give a file you can "
                          "write, .parquet for columns CSV cannot hold (lists, structs)") from None
+
+
+def query_mistake(message: str) -> str:
+    """DuckDB's complaint about a query, with the store's own tables named: a table that does
+    not exist gets the closest table of the store (not DuckDB's guess among its catalog, e.g.
+    "pg_tables" for "trial")."""
+    import difflib
+
+    from study.store.schema import TABLES
+
+    tables = [*TABLES, *(f"{t}_raw" for t in TABLES)]
+    text = " ".join(message.split())
+    missing = re.search(r"Table with name (\S+) does not exist!", text)
+    if missing:
+        close = difflib.get_close_matches(missing.group(1).lower(), tables, n=1, cutoff=0.5)
+        hint = f"did you mean {close[0]}? " if close else ""
+        return (f"no table {missing.group(1)} in the store; {hint}its tables are {', '.join(TABLES)} "
+                "(and <table>_raw, every attempt of each row)")
+    return (f"{text}; check the names against the tables {', '.join(TABLES)} (and <table>_raw): "
+            "`oodstudy store sql \"DESCRIBE trials\"` lists a table's columns")
