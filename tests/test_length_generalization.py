@@ -75,7 +75,7 @@ import torch
 
 from study.config import trial_config
 from study.tasks.arithmetic import Arithmetic
-from study.train import train, train_pack
+from study.train import train
 
 
 def sequential_ids(self, enc_or_significance, *_):

@@ -21,7 +21,7 @@ from study.cli import main
 from study.errors import StoreError
 from study.store import Store
 from study.store import lease as lease_module
-from study.store.lease import Owner, StudyLease, boot_id, process_start
+from study.store.lease import StudyLease, boot_id, process_start
 
 BASE = {
     "task": {"digits": 1, "width": 3, "eval_max_len": 3, "eval_examples": 32, "train_fraction": 0.3},
