@@ -29,3 +29,17 @@ def test_a_trial_is_refused_in_a_sweeps_study(tmp_path, capsys):
     assert main(["trial", *SHORT, "--store", spec.store, "--study", "sweep"]) == 2
     err = capsys.readouterr().err
     assert "--study sweep: that study in" in err and "is a sweep's" in err and "pass another --study" in err
+
+
+def test_the_trial_progress_line_gives_the_step_rate_and_the_time_left():
+    from study.cli.trial import ProgressLine
+
+    line = ProgressLine(4000)
+    assert line.text(100, 1.5, now=10.0) == "step 100/4000  loss 1.5000"
+    assert line.text(1100, 0.25, now=30.0) == "step 1100/4000  loss 0.2500  50 steps/s  ETA 58 s"
+    assert line.text(1300, 0.2, now=34.0).endswith("50 steps/s  ETA 54 s")
+
+
+def test_trial_threads_are_checked_before_training(capsys):
+    assert main(["trial", *SHORT, "--threads", "0"]) == 2
+    assert "--threads 0: give 1 to" in capsys.readouterr().err
