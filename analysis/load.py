@@ -20,7 +20,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
-from typing import Any, Iterable
+from typing import Any, Iterable, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -358,3 +358,45 @@ def points(store: Any, study: str, trial_id: str | None = None, step: int | None
                                      (("trial_id", trial_id), ("step", step), ("kind", kind)) if value is not None]
     rows = store.frame("representations", study=study, where=" AND ".join(where), columns=POINT_COLUMNS)
     return rows[POINT_COLUMNS].sort_values(["trial_id", "step", "split", "point"]).reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------- threshold search
+
+
+class Thresholds(NamedTuple):
+    """A threshold study's results (issue 25) as :func:`thresholds` reads them."""
+
+    table: pd.DataFrame  # the ``thresholds`` table: one row per cell (the newest), sorted by cell
+    search: Any  # the study's ``threshold`` section (a study.tune.threshold.ThresholdSearch) from its spec copy,
+    # or None where the copy is not found (a run directory outside the store) or searched another axis
+    trials: pd.DataFrame  # the raw ``trials`` rows the outcomes are rebuilt from: grid (JSON), status, score, start_time
+
+
+THRESHOLD_BOOKKEEPING = ["study", "trial_id", "attempt", "written_at"]  # columns every table has, none of them results
+
+
+def thresholds(store: Any, study: str) -> Thresholds | None:
+    """The threshold search of ``study``, or None when it has no ``thresholds`` rows (a grid
+    study).  The curves need the search's axis range and direction, which the table does
+    not hold: they come from the spec copy a run keeps in its run directory
+    (``<store>/_runs/<study>/``, as ``oodstudy resume`` reads it)."""
+    store = open_store(store)
+    table = store.frame("thresholds", study=study)
+    if table.empty:
+        return None
+    table = (table.drop(columns=[c for c in THRESHOLD_BOOKKEEPING if c in table])
+             .sort_values("cell", kind="stable").reset_index(drop=True))
+    search = None
+    uri = getattr(store, "uri", None)
+    if uri is not None:
+        from study.errors import OodstudyError
+        from study.tune.runner import read_spec_copy
+
+        try:
+            search = read_spec_copy(study, str(uri)).threshold
+        except (OodstudyError, ValueError, OSError):
+            search = None
+        if search is not None and set(table["axis"]) != {search.axis}:
+            search = None  # the spec copy is of another search
+    trials = store.frame("trials", study=study, columns=["grid", "status", "score", "start_time"])
+    return Thresholds(table, search, trials)

@@ -697,3 +697,115 @@ def attention_heatmap(table: pd.DataFrame, title: str = "attention alignment") -
         fig.colorbar(image, ax=axes, shrink=0.8, label="share of attention on the operand digits of place i")
     _title(fig, title)
     return fig
+
+
+# --------------------------------------------------------------------------- threshold search
+
+
+def _axis_units(ax: Any, which: str, values: list[str] | None) -> None:
+    """An axis in the search's units: the values of an ordered list at their indices, else
+    numbers written out (4000, not 4e3 or an offset)."""
+    axis = ax.xaxis if which == "x" else ax.yaxis
+    if values is not None:
+        (ax.set_xticks if which == "x" else ax.set_yticks)(range(len(values)), values)
+        if which == "x" and max(len(v) for v in values) * len(values) > 24:
+            ax.tick_params(axis="x", labelrotation=30)
+        return
+    plain = ScalarFormatter(useOffset=False)
+    plain.set_scientific(False)
+    axis.set_major_formatter(plain)
+
+
+def threshold_curves(curves: pd.DataFrame, seeds: pd.DataFrame, table: pd.DataFrame,
+                     values: list[str] | None = None, ncols: int = 3, title: str | None = None) -> Figure:
+    """P(success) along the search axis, one panel per cell of a threshold search: the fitted
+    curve (``curves``: cell, position, p_success, :func:`analysis.thresholds.curves`), each
+    seed's outcome as a dot at 1 (success) or 0 (failure), jittered so that a point's seeds
+    do not hide each other (``seeds``: cell, position, success), the threshold estimate as a
+    line and its credible interval as a band, and the target probability dotted (``table``:
+    the ``thresholds`` rows: cell, axis, criterion, target, estimate, low, high, level,
+    stopped).  ``values``: the tick labels of an ordered list axis (positions are indices)."""
+    if table.empty:
+        return _empty("no threshold search")
+    first = table.iloc[0]
+    cells = list(table["cell"])
+    fig, axes = _panels(len(cells), ncols=ncols, width=4.4 if len(cells) > 1 else 6.4, height=3.2, sharey=True)
+    jitter = np.random.default_rng(0)
+    for ax, row in zip(axes, table.to_dict("records")):
+        line = curves[curves["cell"] == row["cell"]] if len(curves) else curves
+        dots = seeds[seeds["cell"] == row["cell"]] if len(seeds) else seeds
+        ax.axvspan(row["low"], row["high"], color="C1", alpha=0.18, lw=0)
+        ax.axvline(row["estimate"], color="C1", lw=1.6)
+        ax.axhline(row["target"], color="0.45", ls=":", lw=1)
+        if len(line):
+            ax.plot(line["position"], line["p_success"], color="C0", lw=1.8)
+        if len(dots):
+            ok = dots["success"].to_numpy(bool)
+            y = np.where(ok, 1.0 - jitter.uniform(0, 0.06, len(dots)), jitter.uniform(0, 0.06, len(dots)))
+            ax.scatter(dots["position"], y, s=14, c=np.where(ok, "C2", "C3"), alpha=0.75, lw=0, zorder=3)
+        ends = [*line["position"], *dots["position"], row["low"], row["high"]]
+        pad = 0.02 * ((max(ends) - min(ends)) or 1.0)
+        ax.set_xlim(min(ends) - pad, max(ends) + pad)
+        ax.set_ylim(-0.08, 1.08)
+        _axis_units(ax, "x", values)
+        ax.set_xlabel(_label(str(row["axis"])))
+        ax.grid(alpha=0.3)
+        if row["cell"] not in ("all", ""):
+            ax.set_title(textwrap.fill(str(row["cell"]).replace("|", " | "), 48), fontsize=8)
+    for ax in axes[::min(ncols, len(cells))]:
+        ax.set_ylabel(f"P({first['criterion']})")
+    handles = [Line2D([], [], color="C0", lw=1.8, label="fitted P(success)"),
+               Line2D([], [], ls="", marker="o", color="C2", label="seed succeeded"),
+               Line2D([], [], ls="", marker="o", color="C3", label="seed failed"),
+               Line2D([], [], color="C1", lw=1.6, label="threshold"),
+               Line2D([], [], color="C1", lw=6, alpha=0.3, label=f"{100 * first['level']:.0f}% interval"),
+               Line2D([], [], color="0.45", ls=":", label=f"target P = {first['target']:g}")]
+    fig.legend(handles=handles, loc="outside lower center", ncol=3, fontsize=8, frameon=False)
+    _title(fig, title or f"P({first['criterion']}) along {first['axis']} per cell: the searcher's fit, each "
+                         f"seed's outcome, the threshold where P = {first['target']:g} and its interval")
+    return fig
+
+
+def threshold_phase(cells: pd.DataFrame, x: str, hue: str | None = None, facet: str | None = None,
+                    values: list[str] | None = None) -> Figure:
+    """The threshold against the other grid axes: the estimate per cell along ``x`` with its
+    credible interval as an error bar, one line per value of ``hue``, one panel per value of
+    ``facet``; hollow markers where the search stopped short of its tolerance (budget) or
+    is still searching.  ``cells``: :func:`analysis.thresholds.cell_axes`'s frame.
+    ``values``: the tick labels of an ordered list axis (the threshold in index units)."""
+    if cells.empty:
+        return _empty("no cells")
+    first = cells.iloc[0]
+    numeric = pd.api.types.is_numeric_dtype(cells[x])
+    order = axis_order(x, cells[x])
+    panels = _groups(cells, facet)
+    fig, axes = _panels(len(panels), ncols=3, width=4.6 if len(panels) > 1 else 6.4, height=3.6, sharey=True)
+    for ax, (fv, part) in zip(axes, panels):
+        lines = _groups(part, hue)
+        for i, (hv, line) in enumerate(lines):
+            line = line.assign(_x=line[x].map(lambda v: v if numeric else order.index(v))).sort_values("_x")
+            color = f"C{i % 10}"
+            ax.errorbar(line["_x"], line["estimate"], yerr=[line["estimate"] - line["low"],
+                                                           line["high"] - line["estimate"]],
+                        color=color, lw=1.4, capsize=3, label=None if hv is None else f"{_label(hue)} = {fmt(hv)}")
+            done = (line["stopped"] == "converged").to_numpy()
+            ax.scatter(line["_x"], line["estimate"], s=36, zorder=3, color=color,
+                       facecolors=np.where(done, color, "white").tolist(), edgecolors=color)
+        if not numeric:
+            ax.set_xticks(range(len(order)), [fmt(v) for v in order])
+        else:
+            _axis_units(ax, "x", None)
+            if len(order) <= 10:  # few cells: each at its own tick
+                ax.set_xticks([float(v) for v in order], [fmt(v) for v in order])
+        _axis_units(ax, "y", values)
+        ax.set_xlabel(_label(x))
+        ax.grid(alpha=0.3)
+        if facet:
+            ax.set_title(f"{_label(facet)} = {fmt(fv)}", fontsize=9)
+        if hue:
+            ax.legend(fontsize=7)
+    axes[0].set_ylabel(f"threshold of {_label(str(first['axis']))}")
+    _title(fig, f"threshold of {first['axis']} where P({first['criterion']}) = {first['target']:g}, by {_label(x)}"
+                + (f" and {_label(hue)}" if hue else "")
+                + f" ({100 * first['level']:.0f}% intervals; hollow: not converged)")
+    return fig

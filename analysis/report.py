@@ -6,7 +6,9 @@ table as a CSV.  Sections appear only for what the study holds: arithmetic
 (breakdown, phase diagrams, length curves, equivalence), in-context learning (error
 over k with baselines, model-selection gap, shifts, mixture weight) and
 representations (PCA over training, cluster separation).  It opens with a summary:
-the finding per cell in numbers (:mod:`analysis.summary`) and one figure.
+the finding per cell in numbers (:mod:`analysis.summary`) and one figure; a threshold
+study then has its threshold search (:mod:`analysis.thresholds`): one line per cell,
+P(success) along the axis per cell and the threshold against the other grid axes.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from matplotlib.figure import Figure
 
 from analysis import breakdown as bd
 from analysis import equivalence, icl, load, methods, plots, representations, summary
+from analysis import thresholds as th
 
 # Preferred roles of grid axes in the phase diagrams: x, y, then panels.
 X_AXES = ("model.size", "model.n_layer", "model.d_model", "model.pos_encoding")
@@ -34,6 +37,9 @@ MAX_HTML_ROWS = 80
 BREAKDOWN_FIRST = ("cell", "shift", "id_score", "boundary", "verdict", "ood_score", "x_max", "n_usable", "n_trials")
 SPREAD = ("id_median", "id_q25", "id_q75", "ood_median", "n_break", "boundary_q25", "boundary_q50", "boundary_q75",
           "n_nonmonotone")  # the breakdown's columns over a cell's trials, shown in a table of their own
+THRESHOLDS_FIRST = ("cell", "estimate", "low", "high", "level", "stopped", "trials", "seeds_per_point", "budget")
+CURVE_PANELS = 12  # cells per figure of P(success) along the threshold axis
+CURVE_FIGURES = 4  # figures of them at most; the CSVs hold every cell
 TRIALS_FIRST = ("trial_id", "cell", "status", "score", "steps", "n_params", "device")
 STEP_COLUMN = re.compile(r"(^|_)steps?$")  # training steps: integers in the CSV and the page
 
@@ -448,6 +454,55 @@ def _structure(page: Page, store: Any, study: str, trials: pd.DataFrame, final: 
         page.table("coefficient_r2", coefficients, "Coefficient probe R^2 per cell, condition and k")
 
 
+def _threshold_search(page: Page, found: load.Thresholds) -> None:
+    """A threshold study (issue 25): one line per cell as the terminal prints it, P(success)
+    along the axis per cell (the searcher's fit, each seed's outcome, the threshold and its
+    interval), the threshold against the other grid axes, and the table."""
+    table, search = found.table, found.search
+    page.section("Threshold search")
+    page.html('<ul class="summary">' + "".join(f"<li>{html.escape(t)}</li>"
+                                               for t in summary.threshold_sentences(table)) + "</ul>")
+    values = th.axis_ticks(search)
+    if search is None:
+        page.text("The study's spec copy (in its run directory, <store>/_runs/<study>) is not found here, so the "
+                  "fitted P(success) along the axis is not drawn: it needs the search's axis range and direction. "
+                  "Report from the store the run wrote, or with the run directory beside it.")
+    else:
+        states = th.cell_states(search, table, found.trials)
+        curves = th.curves(search, states)
+        seeds = th.outcomes(search, found.trials, cells=list(table["cell"]))
+        unit = " (positions are indices into threshold.values)" if values is not None else ""
+        chunks = [table.iloc[i:i + CURVE_PANELS] for i in range(0, len(table), CURVE_PANELS)][:CURVE_FIGURES]
+        for i, chunk in enumerate(chunks):
+            part = f" (cells {i * CURVE_PANELS + 1}-{i * CURVE_PANELS + len(chunk)} of {len(table)})" \
+                if len(chunks) > 1 or len(table) > len(chunk) else ""
+            title = (f"P({chunk['criterion'].iloc[0]}) along {chunk['axis'].iloc[0]} per cell: the searcher's fit, "
+                     f"each seed's outcome, the threshold where P = {chunk['target'].iloc[0]:g} and its interval{part}")
+            page.figure("threshold_curves" + (f"_{i + 1}" if i else ""),
+                        plots.threshold_curves(curves, seeds, chunk, values=values, title=title),
+                        f"P(success) along {search.axis}{unit} per cell{part}: the posterior mean of the searcher's "
+                        f"psychometric curve (psi method) given every seed's outcome, each seed as a dot at 1 "
+                        f"(success) or 0 (failure), jittered; the threshold (posterior median) as a line and its "
+                        f"{100 * search.interval:.0f}% credible interval as a band.")
+        if len(table) > CURVE_PANELS * CURVE_FIGURES:
+            page.text(f"The figures show the first {CURVE_PANELS * CURVE_FIGURES} of {len(table)} cells; the CSVs "
+                      "below hold every cell.")
+    cells, axes = th.cell_axes(table)
+    x, y, facet = choose_axes(cells, axes)
+    if x is not None:
+        page.figure("threshold_phase", plots.threshold_phase(cells, x, hue=y, facet=facet, values=values),
+                    f"The threshold of {table['axis'].iloc[0]} per cell against {x}"
+                    + (f" (one line per {y})" if y else "") + (f", one panel per {facet}" if facet else "")
+                    + ": the estimate with its credible interval; hollow markers where the search did not converge.")
+    same = (table["low_value"] == table["low"].map(lambda v: f"{v:g}")).all()  # a continuous axis: no bracketing values
+    page.table("thresholds", table, "Threshold per cell (the store's thresholds table; the lines above say the axis, "
+               "criterion and target)", first=THRESHOLDS_FIRST,
+               hide=("axis", "criterion", "target", *(("low_value", "high_value") if same else ())))
+    if search is not None:
+        page.table("threshold_outcomes", seeds, "Each seed's outcome", inline=False)
+        page.table("threshold_curves", curves, "Fitted P(success) per cell along the axis", inline=False)
+
+
 def build_report(store_uri: Any, study: str, out_dir: str | Path, threshold: float = 0.5) -> Path:
     """Write the report of ``study`` into ``out_dir``; return the path of index.html.
 
@@ -465,6 +520,9 @@ def build_report(store_uri: Any, study: str, out_dir: str | Path, threshold: flo
 
     if metrics:
         _summary(page, trials, final, metrics, threshold)
+    found = load.thresholds(store, study)
+    if found is not None:
+        _threshold_search(page, found)
     page.section("Overview")
     status = trials["status"].value_counts().rename_axis("status").reset_index(name="trials")
     page.table("status", status, "Trials by status")

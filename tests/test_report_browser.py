@@ -19,11 +19,12 @@ from analysis.report import build_report
 from study.store import Store
 from test_analysis import add_trial, arith_rows, build_arith, build_icl, build_points, build_scores
 from test_analysis_report import build_attention_scores
+from test_analysis_thresholds import build_threshold
 
 CHROMIUM = os.environ.get("OODSTUDY_CHROMIUM", "/usr/bin/chromium")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-STUDIES = ("arith", "icl", "plain")
+STUDIES = ("arith", "icl", "plain", "threshold")
 SCIENTIFIC = re.compile(r"\d(\.\d+)?e[+-]?\d+")  # 1e+03, 4.0e3
 
 
@@ -81,6 +82,7 @@ def reports(tmp_path_factory, drawn) -> dict:
     build_attention_scores(store, "arith")
     build_icl(store, "icl")
     build_plain(store, "plain")
+    build_threshold(store, "threshold", evals=True)  # a threshold search over train.steps, per model.d_model
     out = tmp_path_factory.mktemp("reports")
     figure = report.Page.figure
 
@@ -213,6 +215,53 @@ def test_no_duplicate_figures_empty_columns_or_scientific_steps_in_the_browser(r
                     assert 'href="attention_alignment.csv"' in index.read_text(), name
         finally:
             browser.close()
+
+
+@pytest.mark.slow
+def test_the_threshold_search_section_in_a_browser(reports, drawn):
+    """A threshold study (issue 25): near the top, one line per cell as the terminal prints
+    it, P(success) along the axis per cell and the threshold against d_model as figures that
+    load and cut off no text, the table with its CSV; the other studies have no such section."""
+    playwright = pytest.importorskip("playwright.sync_api")
+    if not shutil.which(CHROMIUM) and not os.path.exists(CHROMIUM):
+        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install -y chromium)")
+    for name in ("threshold_curves", "threshold_phase"):
+        assert drawn[("threshold", name)]["clipped"] == [], drawn[("threshold", name)]["clipped"]
+    curves = drawn[("threshold", "threshold_curves")]["figure"]
+    panels = [ax for ax in curves.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in panels] == ["model.d_model=48", "model.d_model=96"]
+    assert all(ax.lines and ax.collections and ax.patches for ax in panels)  # curve, seeds, interval band
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 800, "height": 900})
+            page.goto(reports["threshold"].as_uri(), wait_until="load")
+            headings = page.evaluate("Array.from(document.querySelectorAll('h2')).map(h => h.id)")
+            assert headings[:3] == ["summary", "threshold-search", "overview"], headings
+            section = page.evaluate("""() => {
+              const out = {lines: [], images: [], links: []};
+              for (let e = document.getElementById('threshold-search').nextElementSibling; e && e.tagName !== 'H2';
+                   e = e.nextElementSibling) {
+                e.querySelectorAll('li').forEach(l => out.lines.push(l.innerText));
+                e.querySelectorAll('img').forEach(i => out.images.push([i.alt, i.complete, i.naturalWidth,
+                                                                        i.getBoundingClientRect().right]));
+                e.querySelectorAll('a').forEach(a => out.links.push(a.getAttribute('href')));
+              }
+              return out;
+            }""")
+            page.close()
+        finally:
+            browser.close()
+    assert len(section["lines"]) == 2, section["lines"]
+    for line in section["lines"]:
+        assert re.match(r"model\.d_model=(48|96): threshold of train\.steps where P\(loss <= 1\) = 0\.5: [\d.]+ "
+                        r"\[[\d.]+, [\d.]+\] \(90% interval\), \d+ trials, 3 seeds per point, converged$", line), line
+    assert [alt for alt, *_ in section["images"]] == ["threshold_curves", "threshold_phase"]
+    for alt, complete, natural, right in section["images"]:
+        assert complete and natural > 300 and right <= 800, (alt, natural, right)
+    assert "thresholds.csv" in section["links"] and "threshold_outcomes.csv" in section["links"]
+    for name in ("arith", "icl", "plain"):
+        assert 'id="threshold-search"' not in reports[name].read_text(), name
 
 
 def test_the_plain_addition_report_reads_as_drawn(reports):
