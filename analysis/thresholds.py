@@ -13,16 +13,14 @@ continuous axis (``low``/``high``), the index into ``values`` for an ordered lis
 
 from __future__ import annotations
 
-import json
 import re
 
 import numpy as np
 import pandas as pd
 
-from study.config import grid_point_id
-from study.tune.runner import ENDED
+from study.tune.runner import records_from_trials
 from study.tune.threshold import (
-    CellState, Record, ThresholdSearch, log_posterior, make_model, normalize, outcome, p_success, rebuild_cells,
+    CellState, Record, ThresholdSearch, log_posterior, make_model, normalize, p_success, rebuild_cells
 )
 
 SEED_AXIS = "train.seed"  # the search assigns the seeds: every trial's grid has it
@@ -32,28 +30,9 @@ INTEGER = re.compile(r"^[+-]?\d+$")
 
 
 def records(trials: pd.DataFrame, search: ThresholdSearch) -> list[Record]:
-    """Every ended seed of a threshold study as a :class:`~study.tune.threshold.Record`,
-    from the store's raw ``trials`` rows (columns ``grid`` (JSON), ``status``, ``score``,
-    ``start_time``), in the order the seeds started: its cell (the grid point less the
-    axis and the seed), axis value and seed from ``grid``, its outcome by
-    :func:`~study.tune.threshold.outcome` from the status and the score (``trials.score``
-    holds the success metric in a threshold study).  The rule of
-    :func:`study.tune.runner.threshold_records` (a resume without Tune state), on a frame.
-    Trials that did not end, and trials without the axis in their grid, are left out."""
-    if trials.empty:
-        return []
-    ended = trials[trials["status"].isin(ENDED)]
-    if "start_time" in ended:
-        ended = ended.sort_values("start_time", kind="stable")
-    out = []
-    for row in ended.to_dict("records"):
-        grid = json.loads(row["grid"] or "{}") if isinstance(row.get("grid"), str) else {}
-        if search.axis not in grid:
-            continue
-        cell = grid_point_id({k: v for k, v in grid.items() if k not in (search.axis, SEED_AXIS)})
-        score = None if pd.isna(row.get("score")) else row["score"]
-        out.append(Record(cell, grid[search.axis], grid.get(SEED_AXIS), outcome(search.success, row["status"], score)))
-    return out
+    """Every ended seed of a threshold study, as a resume rebuilds them
+    (:func:`study.tune.runner.records_from_trials`)."""
+    return records_from_trials(trials, search)
 
 
 def cell_point(cell: str) -> dict[str, str]:

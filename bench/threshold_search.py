@@ -42,9 +42,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from study.tune.threshold import (  # noqa: E402
-    CellState, Searcher, ThresholdSearch, ThresholdSearcher, cell_summary, make_model,
-)
+from study.tune.threshold import CellState, ThresholdSearch, cell_summary, make_model  # noqa: E402
+from study.tune.threshold_searcher import Searcher, ThresholdSearcher  # noqa: E402
 
 AXIS = "task.mix_weight"
 

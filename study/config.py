@@ -23,12 +23,13 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from study.errors import ConfigError
+from study.naming import grid_point_id  # noqa: F401  (re-exported: study.config.grid_point_id)
 from study.section import BOOL_FOR_NUMBER, Section
 from study.store.schema import STUDY_NAME
 from study.tasks import FAMILIES, LOSS, METRICS, MISSING_METRIC_HINTS, SPLITS, metric_direction, summary_metrics
 from study.tasks.arithmetic_config import ID_RULES, ArithmeticTask, check_position_scheme
 from study.tasks.functions_config import ICLTask
-from study.tune.threshold import ThresholdSearch
+from study.threshold_config import SECTION, ThresholdSearch
 
 
 # --------------------------------------------------------------------------- limits
@@ -1021,11 +1022,6 @@ class SweepSpec(Section):
                                   "so their grid points would train the same config; keep one of them")
 
 
-def grid_point_id(point: dict[str, Any]) -> str:
-    """A short stable name for a grid point: ``model.size=nano|train.seed=0`` (``all`` for no grid)."""
-    return "|".join(f"{k}={v}" for k, v in point.items()) or "all"
-
-
 def load_sweep_spec(path: str | Path, overrides: list[str] = ()) -> SweepSpec:
     """Read, override and validate a sweep spec.
 
@@ -1066,3 +1062,14 @@ def load_sweep_spec(path: str | Path, overrides: list[str] = ()) -> SweepSpec:
         raise ConfigError(f"{path}: invalid sweep spec: " + explain(err, SweepSpec)) from None
     spec.check_trials()
     return spec
+
+
+def load_threshold_search(data: Any) -> ThresholdSearch:
+    """The spec's ``threshold`` section, validated; every problem is one ConfigError line."""
+    try:
+        return ThresholdSearch.model_validate(data)
+    except ValidationError as err:
+        clauses = explain(err, ThresholdSearch, root=f"{SECTION}.")
+        # the section-wide rules have no field of their own: their words already name the fields
+        clauses = clauses.replace(f"{SECTION}.: ", "").replace(f"{SECTION}..", f"{SECTION}.")
+        raise ConfigError(f"invalid {SECTION} section: {clauses}") from None

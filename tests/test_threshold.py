@@ -8,11 +8,13 @@ import math
 import numpy as np
 import pytest
 
+from study.config import load_threshold_search
+
 from study.errors import ConfigError
 from study.tune.threshold import (
-    Record, Searcher, ThresholdSearch, ThresholdSearcher, credible_interval, load_threshold_search, log_posterior,
-    make_model, normalize, outcome, threshold_rows,
+    Record, ThresholdSearch, credible_interval, log_posterior, make_model, normalize, outcome, threshold_rows,
 )
+from study.tune.threshold_searcher import Searcher, ThresholdSearcher
 
 CRITERION = {"metric": "id_exact_match", "op": ">=", "value": 0.9}
 TRUE, SLOPE = 0.37, 60.0  # the synthetic curve: P(success | x) = sigmoid(SLOPE * (x - TRUE))

@@ -15,6 +15,9 @@ import pyarrow as pa
 from study.errors import StoreError
 
 SCHEMA_VERSION = 1
+# Trial statuses after which a trial trains no more (trials.status; see the trials schema).
+ENDED = ("completed", "converged", "diverged", "pruned", "failed")
+
 # The file at a store's root that says it is a store: {"schema_version": 1, "created": ...}
 MARKER = "_oodstudy.json"
 

@@ -22,12 +22,13 @@ from shlex import quote
 
 import pyarrow.fs as pafs
 
-from study.config import ConfigError, SweepSpec, TrialConfig
+from study.config import ConfigError, SweepSpec, TrialConfig, grid_point_id
 from study.errors import StoreError
 from study.interrupt import sigterm_blocked, stop_on_sigterm
 from study.memory import available_bytes, check_fits
 from study.store import join_uri, open_filesystem  # Store (duckdb, pandas): imported where a sweep runs
 from study.store.lease import StudyLease
+from study.store.schema import ENDED
 from study.tune.recovery import set_aside_damaged_run_state
 from study.tune.trial import run_trial
 
@@ -330,7 +331,6 @@ def trial_dirname(trial) -> str:
     return re.sub(r"[^A-Za-z0-9._=,+-]", ",", trial_name(trial))
 
 
-ENDED = ("completed", "converged", "diverged", "pruned", "failed")  # a trial with one of these trains no more
 
 
 def ended_members(spec: SweepSpec) -> dict[str, dict]:
@@ -363,31 +363,40 @@ def threshold_trial(spec: SweepSpec, point: dict, value, seed: int) -> dict:
 
 def threshold_records(spec: SweepSpec) -> list:
     """The finished seeds of a threshold study as the store records them, for a resume
-    without readable Tune state (:class:`~study.tune.threshold.Record`): each ended trial's
-    cell (its grid point less the axis and the seed), axis value and seed from its ``grid``
-    column, its outcome by :func:`~study.tune.threshold.outcome` from its status and
-    ``trials.score``, which in a threshold study holds the success metric (``tune.metric``
-    is set to it).  Trials that did not end are left out: the search proposes again."""
+    without readable Tune state (see :func:`records_from_trials`)."""
+    from study.store import Store
+
+    return records_from_trials(Store(spec.store, create=False).frame("trials", study=spec.name), spec.threshold)
+
+
+def records_from_trials(trials, search) -> list:
+    """Every ended seed of a threshold study as a :class:`~study.tune.threshold.Record`, from the store's
+    ``trials`` rows (a pandas frame with ``grid`` (JSON), ``status``, ``score`` and, when
+    present, ``start_time``), in the order the seeds started: its cell (the grid point less
+    the axis and the seed), axis value and seed from ``grid``, its outcome by
+    :func:`~study.tune.threshold.outcome` from the status and ``score`` (which holds the success metric in a
+    threshold study).  Trials that did not end, or without the axis in their grid, are left
+    out.  A resume without Tune state and the report both read the search this way."""
     import json
 
     import pandas as pd
 
-    from study.config import grid_point_id
-    from study.store import Store
     from study.tune.threshold import Record, outcome
 
-    search = spec.threshold
-    trials = Store(spec.store, create=False).frame("trials", study=spec.name)
-    records = []
-    for row in trials[trials["status"].isin(ENDED)].sort_values("start_time").to_dict("records"):
-        grid = json.loads(row["grid"] or "{}")
+    if trials.empty:
+        return []
+    ended = trials[trials["status"].isin(ENDED)]
+    if "start_time" in ended:
+        ended = ended.sort_values("start_time", kind="stable")
+    out = []
+    for row in ended.to_dict("records"):
+        grid = json.loads(row["grid"] or "{}") if isinstance(row.get("grid"), str) else {}
         if search.axis not in grid:
             continue
         cell = grid_point_id({k: v for k, v in grid.items() if k not in (search.axis, "train.seed")})
-        score = None if pd.isna(row["score"]) else row["score"]
-        records.append(Record(cell, grid[search.axis], grid.get("train.seed"),
-                              outcome(search.success, row["status"], score)))
-    return records
+        score = None if pd.isna(row.get("score")) else row["score"]
+        out.append(Record(cell, grid[search.axis], grid.get("train.seed"), outcome(search.success, row["status"], score)))
+    return out
 
 
 def threshold_searcher(spec: SweepSpec, records=()):
@@ -395,7 +404,7 @@ def threshold_searcher(spec: SweepSpec, records=()):
     point of the other axes (the cells), seeds as trials or packs."""
     import functools
 
-    from study.tune.threshold import ThresholdSearcher
+    from study.tune.threshold_searcher import ThresholdSearcher
 
     return ThresholdSearcher(spec.threshold, spec.grid_points(), functools.partial(threshold_trial, spec),
                              pack_size=spec.pack.size, study=spec.name, records=records)

@@ -91,7 +91,7 @@ class ThresholdSearcher(Searcher):
         return None
 
     def _trial(self, trial_id: str, cell: CellState) -> dict[str, Any]:
-        from study.config import grid_point_id
+        from study.naming import grid_point_id
         from study.tune.search import member_trial_id
 
         pending, axis = cell.pending, self.search.axis
