@@ -98,7 +98,7 @@ def unknown_arguments(prog: str, extras: list[str], given: list[str]) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``oodstudy`` parser: one sub-command group per module of this package."""
-    from study.cli import jobs, report, store, sweep, trial
+    from study.cli import jobs, plan, report, store, sweep, trial
 
     parser = Parser(
         prog="oodstudy",
@@ -109,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     trial.add_trial_command(sub)
     sweep.add_sweep_commands(sub)
+    plan.add_plan_command(sub)
     jobs.add_jobs_commands(sub)
     store.add_store_commands(sub)
     report.add_report_command(sub)
