@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 from collections import Counter
 
 from study.config import load_sweep_spec
@@ -158,6 +159,12 @@ def _cmd_plan(args) -> int:
         out(f"\ncalibration: one pack per shape, {warmup} warm-up + {timed} timed steps and one timed evaluation, "
             f"{threads} torch thread{'s' * (threads != 1)}, on {device}, at niceness {plan.ray_worker_niceness()} as Ray "
             f"runs trials (load average {load}, {plan.local_machine().cpus:g} CPUs here)")
+        busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+        here = plan.local_machine().cpus
+        if device == "cpu" and busy > here - 0.5:
+            notes.append(f"this machine was busy during the calibration (load average {busy:.1f} on {here:g} CPUs): "
+                         "the rates are what one trial got then; trials running side by side with that other work "
+                         "get less, so expect longer (measured: 2-2.5x on a load of 5-20, README)")
         for shape in ordered:
             cfg = shape.cfg
             dev = cfg.train.device if cfg.train.device != "auto" else device
