@@ -51,7 +51,19 @@ def member_result(result: dict[str, Any], member_id: str) -> dict[str, Any] | No
     return found or None
 
 
-class CellSearcher(Searcher):
+class PickledState:
+    """``save``/``restore`` of a Tune searcher as one pickle of its ``get_state()``."""
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(self.get_state(), f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as f:
+            self.set_state(pickle.load(f))
+
+
+class CellSearcher(PickledState, Searcher):
     """Suggests trial configs: ``{"trial": <raw trial config>, "cell": id, "grid": {...}, "params": {...},
     "members": [...]}``.
 
@@ -179,13 +191,6 @@ class CellSearcher(Searcher):
         self.__dict__.update(state)
         self._studies = {}
 
-    def save(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "wb") as f:
-            pickle.dump(self.get_state(), f)
-
-    def restore(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "rb") as f:
-            self.set_state(pickle.load(f))
 
 
 def _plain(value: Any) -> Any:

@@ -9,6 +9,7 @@ from typing import Any, Iterable
 from ray.tune.search import Searcher
 
 from study.errors import ConfigError
+from study.tune.search import PickledState
 from study.tune.threshold import (
     CellState, Record, ThresholdSearch, TrialBuilder, make_model, outcome, propose, rebuild_cells, stop_reason,
     threshold_rows,
@@ -21,7 +22,7 @@ def _member_result(result: dict[str, Any], member_id: str) -> dict[str, Any] | N
     return member_result(result, member_id)
 
 
-class ThresholdSearcher(Searcher):
+class ThresholdSearcher(PickledState, Searcher):
     """Suggests trial configs like :class:`~study.tune.search.CellSearcher`:
     ``{"study", "cell", "grid", "params": {}, "trial", "members": [...], "metric", "mode",
     "threshold": {"cell", "axis", "value", "position"}}``.
@@ -166,14 +167,3 @@ class ThresholdSearcher(Searcher):
     def set_state(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
 
-    def save(self, checkpoint_path: str) -> None:
-        import pickle
-
-        with open(checkpoint_path, "wb") as f:
-            pickle.dump(self.get_state(), f)
-
-    def restore(self, checkpoint_path: str) -> None:
-        import pickle
-
-        with open(checkpoint_path, "rb") as f:
-            self.set_state(pickle.load(f))
