@@ -27,6 +27,14 @@ def stop_on_sigterm() -> None:
         signal.signal(signal.SIGTERM, on_sigterm)
 
 
+def reset_ctrl_c() -> None:
+    """Ctrl-C raises KeyboardInterrupt again (main thread only): Ray Tune's graceful-stop
+    handler stays installed after a ``fit`` that ended without a signal, and would swallow
+    the next Ctrl-C of the process (a later command run in the same process)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def leave_ray(timeout_s: float = 5.0) -> bool:
     """At the end of a command that failed or was interrupted: stop the Ray this process
     started, without printing the errors of trials nobody collected (the command's last

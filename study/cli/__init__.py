@@ -10,7 +10,7 @@ import shlex
 import sys
 
 from study.errors import ConfigError, Interrupted, OodstudyError, TrialsFailed
-from study.interrupt import leave_ray, stop_on_sigterm
+from study.interrupt import leave_ray, reset_ctrl_c, stop_on_sigterm
 
 # Exit code of a study that ran to its end with planned trials failed.
 EXIT_TRIALS_FAILED = 1
@@ -134,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"oodstudy: {one_line(str(err))}", file=sys.stderr)
         return EXIT_ERROR
     command = args.command
+    reset_ctrl_c()
     stop_on_sigterm()
     ray = sys.modules.get("ray")
     ray_before = ray is not None and ray.is_initialized()  # a caller's Ray is the caller's to shut down

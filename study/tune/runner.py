@@ -24,7 +24,7 @@ import pyarrow.fs as pafs
 
 from study.config import ConfigError, SweepSpec, TrialConfig, grid_point_id
 from study.errors import StoreError
-from study.interrupt import sigterm_blocked, stop_on_sigterm
+from study.interrupt import reset_ctrl_c, sigterm_blocked, stop_on_sigterm
 from study.memory import available_bytes, check_fits
 from study.store import join_uri, open_filesystem  # Store (duckdb, pandas): imported where a sweep runs
 from study.store.lease import StudyLease
@@ -608,6 +608,7 @@ def run_sweep(
             results = tuner.fit()
         finally:
             tune_log.removeFilter(watch)
+            reset_ctrl_c()  # Tune leaves its graceful-stop handler installed after a fit
         if watch.interrupted:  # Tune stopped gracefully on Ctrl-C / SIGTERM: the run did not finish
             raise KeyboardInterrupt
         Store(spec.store).compact(spec.name)  # one fragment per partition keeps later reads fast
