@@ -51,6 +51,18 @@ def temp_name(name: str) -> str:
     return f".{name}.{uuid.uuid4().hex[:8]}.tmp"
 
 
+def entry_refused(directory: str) -> OSError | None:
+    """Whether this process can create an entry in a local ``directory``: None if it can,
+    else the error (a hidden probe directory is made and removed)."""
+    probe = os.path.join(directory, f".oodstudy-probe-{uuid.uuid4().hex[:8]}")
+    try:
+        os.mkdir(probe)
+        os.rmdir(probe)
+    except OSError as err:
+        return err
+    return None
+
+
 # What to check when a store's filesystem refuses or does not answer.
 REACH_HINT = "check the path (or bucket and endpoint), its permissions, the network and the credentials"
 
@@ -115,14 +127,10 @@ class Store:
             info = fs.get_file_info(root)
             if info.type == pafs.FileType.File or fs.get_file_info(f"{root}/{MARKER}").type == pafs.FileType.File:
                 Store(uri, create=False, storage_options=storage_options)
-                if isinstance(fs, pafs.LocalFileSystem):  # an existing store must take new entries
-                    probe = os.path.join(root, f".oodstudy-probe-{uuid.uuid4().hex[:8]}")
-                    try:
-                        os.mkdir(probe)
-                        os.rmdir(probe)
-                    except OSError as err:
-                        raise StoreError(f"cannot write to the store at {uri} ({io_cause(err)}); pass a store "
-                                         "you can write to, or make this one writable") from None
+                refused = entry_refused(root) if isinstance(fs, pafs.LocalFileSystem) else None
+                if refused is not None:  # an existing store must take new entries
+                    raise StoreError(f"cannot write to the store at {uri} ({io_cause(refused)}); pass a store "
+                                     "you can write to, or make this one writable")
                 return
             if info.type == pafs.FileType.Directory:
                 entries = fs.get_file_info(pafs.FileSelector(root, recursive=False))
@@ -136,13 +144,10 @@ class Store:
             if not os.path.isdir(parent):
                 raise StoreError(f"cannot create a store at {uri}: {parent} is a file, not a directory; "
                                  "pass a path under a directory")
-            probe = os.path.join(parent, f".oodstudy-probe-{uuid.uuid4().hex[:8]}")
-            try:
-                os.mkdir(probe)
-                os.rmdir(probe)
-            except OSError as err:
+            refused = entry_refused(parent)
+            if refused is not None:
                 raise StoreError(f"cannot create a store at {uri}: {parent} refuses new entries "
-                                 f"({io_cause(err)}); pass a path you can write to") from None
+                                 f"({io_cause(refused)}); pass a path you can write to")
         except (OSError, pa.ArrowException) as err:
             raise StoreError(f"cannot reach the store at {uri}: {io_cause(err)}; {REACH_HINT}") from None
 

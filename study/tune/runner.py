@@ -525,8 +525,6 @@ def with_absolute_paths(spec: SweepSpec) -> SweepSpec:
 def check_new_study(spec: SweepSpec) -> None:
     """``run`` starts a study: refuse one that already exists in the store (rows, or the
     spec copy of an earlier run), pointing at ``resume`` and ``--name``."""
-    import pyarrow.fs as pafs
-
     from study.store import Store
 
     fs, root = run_filesystem(spec)
@@ -621,8 +619,6 @@ def run_sweep(
 
 def remove_empty_dirs(fs, paths: list[str]) -> None:
     """Remove each directory of ``paths`` (in order) that exists and is empty."""
-    import pyarrow.fs as pafs
-
     for path in paths:
         try:
             if fs.get_file_info(path).type == pafs.FileType.Directory and not fs.get_file_info(
