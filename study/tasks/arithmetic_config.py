@@ -132,6 +132,12 @@ class ArithmeticTask(Section):
             return [(n, n) for n in lengths]
         return [(a, b) for a in lengths for b in lengths]
 
+    def evaluated_conditions(self) -> list[dict[str, object]]:
+        """The eval-row columns of every evaluation condition (what a claim's ``at`` may name):
+        split ("id" when max(len_a, len_b) <= train_len), len_a, len_b."""
+        return [{"split": "id" if max(a, b) <= self.train_len else "ood", "len_a": a, "len_b": b}
+                for a, b in self.evaluated_pairs]
+
     @model_validator(mode="before")
     @classmethod
     def _eval_max_len_from_lengths(cls, data: Any) -> Any:

@@ -84,6 +84,14 @@ class ICLTask(Section):
         """The trained class whose prompts the coefficient probe reads (linear first), or None."""
         return next((c for c in ("linear", "sparse_linear") if c in self.classes), None)
 
+    def evaluated_conditions(self) -> list[dict[str, object]]:
+        """The eval-row columns of every evaluation condition (what a claim's ``at`` may name):
+        shift "none" (value 0, the pretraining mixture) and each shift value, every k of
+        0 .. n_points - 1 in-context examples, and the split the shift's support gives."""
+        shifts = [("none", 0.0)] + [(shift, float(v)) for shift, values in self.shifts.items() for v in values]
+        return [{"split": split_of(self, shift, value), "shift": shift, "shift_value": value, "n_context": k}
+                for shift, value in shifts for k in range(self.n_points)]
+
     @property
     def weights(self) -> list[float]:
         if len(self.classes) == 1:
