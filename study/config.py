@@ -22,8 +22,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
+from study.claims_config import Claim, check_claims_against
 from study.errors import ConfigError
-from study.naming import grid_point_id  # noqa: F401  (re-exported: study.config.grid_point_id)
+from study.naming import grid_point_id, is_seed_axis  # noqa: F401  (grid_point_id re-exported: study.config.grid_point_id)
 from study.section import BOOL_FOR_NUMBER, Section
 from study.store.schema import STUDY_NAME
 from study.tasks import FAMILIES, LOSS, METRICS, MISSING_METRIC_HINTS, SPLITS, metric_direction, summary_metrics
@@ -733,6 +734,9 @@ class SweepSpec(Section):
     pack: PackConfig = Field(default_factory=PackConfig, description="members trained together per Tune trial")
     threshold: ThresholdSearch | None = Field(
         None, description="search one ordered axis per cell for where success begins (study.tune.threshold)")
+    expect: list[Claim] = Field(
+        default_factory=list, description="published findings this study checks (study.claims_config; checked "
+                                          "at the end of run and resume, by report and by oodstudy check)")
 
     @field_validator("name")
     @classmethod
@@ -985,6 +989,19 @@ class SweepSpec(Section):
                 f"tune.mode={self.tune.mode} optimizes {self.tune.metric} the wrong way; "
                 f"use tune.mode={'min' if lower_is_better else 'max'}"
             )
+        if self.expect:
+            self.check_claims(corner_sets[0])
+
+    def check_claims(self, params: dict[str, Any]) -> None:
+        """Refuse a claim of ``expect`` that no grid point can measure (a cell the grid does not
+        hold, a metric the family does not report, a condition nobody evaluates)."""
+        points = [(point, TrialConfig.model_validate(self.trial_raw(point, params)).task)
+                  for point in self.grid_points()]
+        seeds = {axis for axis in self.grid if is_seed_axis(axis)}
+        try:
+            check_claims_against(self.expect, self.grid, seeds, points)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
 
 
     def check_threshold_values(self) -> None:
