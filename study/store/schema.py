@@ -139,6 +139,31 @@ TABLES: dict[str, pa.Schema] = {
             ("stopped", pa.string()),  # converged | budget | searching
         ]
     ),
+    # One row per claim of the spec's ``expect`` list and cell it applies to (analysis.claims):
+    # the verdict and the seed distribution measured, rewritten at the end of every run and
+    # resume and by ``oodstudy check`` (the newest row of a key wins).  ``cell`` is the seedless
+    # cell; no trial_id.
+    "claims": pa.schema(
+        _COMMON
+        + [
+            ("claim", pa.int64()),  # the claim's index in expect
+            ("finding", pa.string()),
+            ("source", pa.string()),  # paper, table or figure
+            ("metric", pa.string()),  # the per-condition metric read
+            ("condition", pa.string()),  # e.g. "split=ood, len_a=6"
+            ("verdict", pa.string()),  # reproduced | not reproduced | not measurable yet
+            ("n", pa.int64()),  # seeds with a value
+            ("median", pa.float64()),
+            ("q25", pa.float64()),
+            ("q75", pa.float64()),
+            ("min", pa.float64()),
+            ("max", pa.float64()),
+            ("held", pa.int64()),  # seeds that satisfy the comparison
+            ("published", pa.string()),  # e.g. ">= 0.9 (tolerance 0.05)" or ">= 3x task.mix_weight=1"
+            ("reference", pa.float64()),  # the other cell's median (claims with than)
+            ("unfinished", pa.int64()),  # trials of the cell still to end
+        ]
+    ),
 }
 
 # Columns added to a table after stores were first written: a fragment written before
@@ -161,6 +186,7 @@ KEYS: dict[str, list[str]] = {
         "position", "layer", "length", "shift", "shift_value", "head",
     ],
     "thresholds": ["study", "cell"],
+    "claims": ["study", "claim", "cell"],
 }
 
 # Columns that group a table's keys into what one report writes at once.
