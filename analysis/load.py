@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from study.config import MODEL_PRESETS, flatten
+from study.naming import is_seed_axis
 from study.store.sql import sql_literal
 
 FAILED = ("failed", "diverged")  # trials that ended without a score (counted as failed)
@@ -132,11 +133,6 @@ def _scalars(row: dict[str, Any]) -> dict[str, Any]:
 def axis_columns(frame: pd.DataFrame) -> list[str]:
     """The grid-axis columns of a frame: dotted names that are not ``config.*``."""
     return [c for c in frame.columns if "." in str(c) and not str(c).startswith("config.")]
-
-
-def is_seed_axis(axis: str) -> bool:
-    """Seed axes (``train.seed``, ``task.seed``, ...) make replicates, not cells."""
-    return axis.rsplit(".", 1)[-1] in ("seed", "seeds")
 
 
 def cell_axes(frame: pd.DataFrame) -> list[str]:
