@@ -1,4 +1,4 @@
-"""``oodstudy run | resume | status | submit | jobs | trial | report | store ...``"""
+"""``oodstudy run | resume | status | submit | jobs | trial | plan | report | check | store ...``"""
 
 from __future__ import annotations
 
@@ -98,7 +98,7 @@ def unknown_arguments(prog: str, extras: list[str], given: list[str]) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``oodstudy`` parser: one sub-command group per module of this package."""
-    from study.cli import jobs, plan, report, store, sweep, trial
+    from study.cli import check, jobs, plan, report, store, sweep, trial
 
     parser = Parser(
         prog="oodstudy",
@@ -113,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     jobs.add_jobs_commands(sub)
     store.add_store_commands(sub)
     report.add_report_command(sub)
+    check.add_check_command(sub)
     return parser
 
 

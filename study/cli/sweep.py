@@ -18,9 +18,10 @@ from study.tune.status import cell_status, is_finished, study_status
 
 def _print_summary(spec: SweepSpec) -> None:
     """The end-of-run tables, both one row per cell (seeds pooled): trials per status,
-    then the study's breakdown."""
-    from analysis.summary import summary_text
+    then the study's breakdown; then the spec's claims, checked."""
     from analysis.load import study_frames
+    from analysis.summary import summary_text
+    from study.cli.check import print_claims
     from study.store import Store
 
     if spec.threshold is not None:
@@ -31,6 +32,7 @@ def _print_summary(spec: SweepSpec) -> None:
     print()
     trials, final = study_frames(Store(spec.store, create=False), spec.name)
     print(summary_text(spec.name, trials, final))
+    print_claims(spec)
 
 
 def print_threshold_summary(spec: SweepSpec) -> None:
