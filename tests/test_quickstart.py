@@ -29,6 +29,8 @@ def test_quickstart_sweep_leaves_a_store_the_cli_and_the_analysis_read(tmp_path)
     # the end-of-run tables: one row per cell (seeds pooled), the boundary and the equivalence rate
     assert "trials per cell (seeds pooled)" in run.stdout and "task.digits=2 " in run.stdout
     assert "train.seed=0" not in run.stdout and "equiv" in run.stdout and "n = usable/all trials" in run.stdout
+    # the spec's claims, each a median over the cell's seeds beside the published value
+    assert "claims: " in run.stdout and "[Xu et al. 2024 (arXiv 2407.17963), D_4 addition]" in run.stdout
     store_dir = tmp_path / "results"
     store = Store(str(store_dir), create=False)
     trials = store.frame("trials", study="quickstart")

@@ -94,6 +94,12 @@ def test_the_mixture_selects_least_squares_or_lasso_and_the_sparse_specialist_fa
     # selection: the mixture is within a small margin of the better specialist on both
     assert dense[0.5] < min(dense[0.0], dense[1.0]) + 0.05, report
     assert sparse[0.5] < min(sparse[0.0], sparse[1.0]) + 0.05, report
+    # the spec's claims, checked as `oodstudy check` checks them: the dense specialist and the limit hold
+    from analysis.claims import REPRODUCED, check_claims
+    from analysis.load import study_frames
+
+    claims = check_claims(spec.expect, *study_frames(store, spec.name), spec.tune.mode)
+    assert list(claims["verdict"][:2]) == [REPRODUCED] * 2, claims.to_string()
     # the split labels follow the support: dense prompts are OOD for w = 0, one-sparse for w = 1
     splits = final[final["shift"] == "nnz"].groupby(["task.mix_weight", "shift_value"])["split"].first()
     assert splits[(0.0, float(d))] == "ood" and splits[(1.0, 1.0)] == "ood" and splits[(0.5, 1.0)] == "id"
