@@ -121,6 +121,7 @@ def test_status_while_running_reads_the_drivers_progress_file(tmp_path, capsys):
     out = capsys.readouterr().out
     table = study_status(spec, live=read_progress(storage_path(spec), "live"))
     assert table["running"].tolist() == [1, 1] and table["pending"].tolist() == [1, 1]
+    assert out.split()[0] == "grid_point"  # status lists grid points (seeds included), not cells
     assert "digits=1: step 120/400 loss 0.731" in out and "digits=2: step 80/400 loss 1.020" in out
     assert "ETA 10.0 min" in out
     # a progress file nobody updated for minutes is a stopped run, not a running one
@@ -197,7 +198,7 @@ def test_status_during_a_real_run_shows_steps_between_evaluations(tmp_path, caps
     out = capsys.readouterr().out
     assert "running now" in out and f"/{planned_steps} loss" in out
     running_points = {t["point"] for t in seen["trials"] if t["status"] == "running"}
-    table = study_status(spec, live=seen).set_index("cell")
+    table = study_status(spec, live=seen).set_index("grid_point")
     assert all(table.loc[p, "running"] == 1 for p in running_points)
     thread.join(timeout=300)
     assert not errors, errors
@@ -213,7 +214,7 @@ def test_the_end_of_run_table_pools_seeds_into_cells():
     from study.tune.status import cell_status
 
     points = pd.DataFrame({
-        "cell": ["task.digits=2|train.seed=0", "task.digits=2|train.seed=1", "task.digits=3|train.seed=0"],
+        "grid_point": ["task.digits=2|train.seed=0", "task.digits=2|train.seed=1", "task.digits=3|train.seed=0"],
         "planned": [1, 1, 1], "completed": [1, 0, 1], "running": [0, 0, 0], "failed": [0, 1, 0],
         "diverged": [0, 0, 0], "pruned": [0, 0, 0], "pending": [0, 0, 0], "best_id_exact_match": [0.9, None, 0.4]})
     cells = cell_status(points, "max")

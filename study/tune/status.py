@@ -7,12 +7,14 @@ from typing import Any
 
 import pandas as pd
 
-from study.config import SweepSpec, grid_point_id
+from study.config import SweepSpec
+from study.naming import cell_id, cell_of_point_id, grid_point_id
 from study.store import StoreError  # Store (duckdb): imported when a status is read
 
 
 def study_status(spec: SweepSpec, live: dict[str, Any] | None = None, stopped: bool = False) -> pd.DataFrame:
-    """Per grid point: planned, completed, running, failed/diverged/pruned, best score (a DataFrame).
+    """Per grid point (column ``grid_point``, its id): planned, completed, running,
+    failed/diverged/pruned, pending, best score (a DataFrame).
 
     ``live`` is the progress snapshot of a running driver
     (:func:`study.tune.progress.read_progress`): its running counts replace the
@@ -31,7 +33,7 @@ def study_status(spec: SweepSpec, live: dict[str, Any] | None = None, stopped: b
         trials = pd.DataFrame(columns=["cell", "status", "score"])
     rows = []
     for pid, n in planned.items():
-        mine = trials[trials["cell"] == pid]
+        mine = trials[trials["cell"] == pid]  # the store's cell column holds the grid point id
         scores = mine.loc[mine["status"].isin(["completed", "converged"]), "score"].dropna()
         best = (scores.max() if spec.tune.mode == "max" else scores.min()) if len(scores) else float("nan")
         counts = mine["status"].value_counts()
@@ -40,7 +42,7 @@ def study_status(spec: SweepSpec, live: dict[str, Any] | None = None, stopped: b
         if live is not None and pid in live.get("points", {}):
             running = int(live["points"][pid]["running"])
         rows.append({
-            "cell": pid,
+            "grid_point": pid,
             "planned": n,
             "completed": int(counts.get("completed", 0)),
             "converged": int(counts.get("converged", 0)),
@@ -60,7 +62,7 @@ THRESHOLD_COLUMNS = ["cell", "trials", "completed", "converged", "running", "fai
 
 def threshold_cell(spec: SweepSpec, grid: dict[str, Any]) -> str:
     """The cell of a threshold search a member belongs to: its grid point less the axis and the seed."""
-    return grid_point_id({k: v for k, v in grid.items() if k not in (spec.threshold.axis, "train.seed")})
+    return cell_id({k: v for k, v in grid.items() if k != spec.threshold.axis})
 
 
 def threshold_status(spec: SweepSpec, live: dict[str, Any] | None = None, stopped: bool = False) -> pd.DataFrame:
@@ -81,11 +83,10 @@ def threshold_status(spec: SweepSpec, live: dict[str, Any] | None = None, stoppe
     cells = trials["grid"].map(lambda g: threshold_cell(spec, json.loads(g or "{}"))) if len(trials) else trials["cell"]
     running_live: dict[str, int] = {}
     if live is not None:  # the live trials carry their grid point id: strip the axis and the seed
-        drop = (spec.threshold.axis, "train.seed")
         for t in live.get("trials", []):
             if t.get("status") == "running":
-                parts = [p for p in t["point"].split("|") if p.split("=", 1)[0] not in drop]
-                running_live["|".join(parts) or "all"] = running_live.get("|".join(parts) or "all", 0) + 1
+                cell = cell_of_point_id(t["point"], without=(spec.threshold.axis,))
+                running_live[cell] = running_live.get(cell, 0) + 1
     rows = []
     for pid in (grid_point_id(p) for p in spec.grid_points()):
         counts = trials[cells == pid]["status"].value_counts() if len(trials) else pd.Series(dtype=int)
@@ -119,15 +120,12 @@ def is_finished(table: pd.DataFrame) -> bool:
 
 
 def cell_status(table: pd.DataFrame, mode: str = "max") -> pd.DataFrame:
-    """A :func:`study_status` table summed over seeds: one row per cell (the grid point
-    id without its seed axes), the best score the best (``mode``) over its grid points."""
-    def cell_of(point: str) -> str:
-        parts = [p for p in point.split("|") if p.split("=", 1)[0].rsplit(".", 1)[-1] not in ("seed", "seeds")]
-        return "|".join(parts) or "all"
-
+    """A :func:`study_status` table summed over seeds: one row per cell (column ``cell``: the
+    grid point id without its seed axes), the best score the best (``mode``) over its grid points."""
     best = [c for c in table.columns if c.startswith("best_")]
-    counts = [c for c in table.columns if c not in ("cell", *best)]
-    grouped = table.assign(cell=table["cell"].map(cell_of)).groupby("cell", sort=False)
+    counts = [c for c in table.columns if c not in ("grid_point", *best)]
+    cells = table["grid_point"].map(cell_of_point_id).rename("cell")
+    grouped = table.drop(columns="grid_point").groupby(cells, sort=False)
     out = grouped[counts].sum()
     for column in best:
         out[column] = grouped[column].max() if mode == "max" else grouped[column].min()
