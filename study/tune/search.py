@@ -20,7 +20,8 @@ import optuna
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
-from study.config import SweepSpec, grid_point_id
+from study.config import SweepSpec
+from study.naming import cell_id, grid_point_id
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -85,7 +86,7 @@ class CellSearcher(PickledState, Searcher):
         self.points = spec.grid_points()
         self.point_ids = [grid_point_id(p) for p in self.points]
         self.groups = spec.pack_groups()  # the grid points (of one cell) a pack draws its members from
-        self.group_ids = [grid_point_id({k: v for k, v in self.points[g[0]].items() if k != "train.seed"}) for g in self.groups]
+        self.group_ids = [cell_id(self.points[g[0]]) for g in self.groups]
         ended = ended or {}
         quota = spec.tune.trials_per_cell
         self.suggested = {pid: min(quota, ended.get(pid, 0)) for pid in self.point_ids}  # members handed out per grid point
