@@ -42,6 +42,10 @@ METRICS: dict[str, str] = {
     "chance": "max",
 }
 PRIMARY_METRIC = "exact_match"  # the headline of the breakdown table
+# The structure scores of the hidden states (``representations`` kinds) its probes write.
+STRUCTURE_KINDS = ("probe_digit", "probe_digit_equiv", "probe_carry", "silhouette_digit", "repr_equivalence",
+                   "repr_equivalence_chance", "repr_equivalence_digit")
+ATTENTION_KINDS = ("attention_alignment", "attention_argmax")  # with task.probes.attention
 
 
 class ArithmeticProbes(Section):
@@ -137,6 +141,12 @@ class ArithmeticTask(Section):
         split ("id" when max(len_a, len_b) <= train_len), len_a, len_b."""
         return [{"split": "id" if max(a, b) <= self.train_len else "ood", "len_a": a, "len_b": b}
                 for a, b in self.evaluated_pairs]
+
+    def structure_kinds(self) -> tuple[str, ...]:
+        """The ``representations`` kinds its probes score (README, "Structure probes")."""
+        if not self.probes.enabled:
+            return ()
+        return STRUCTURE_KINDS + (ATTENTION_KINDS if self.probes.attention else ())
 
     @model_validator(mode="before")
     @classmethod

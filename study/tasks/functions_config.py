@@ -92,6 +92,11 @@ class ICLTask(Section):
         return [{"split": split_of(self, shift, value), "shift": shift, "shift_value": value, "n_context": k}
                 for shift, value in shifts for k in range(self.n_points)]
 
+    def structure_kinds(self) -> tuple[str, ...]:
+        """The ``representations`` kinds its probes score: the coefficient probe's R^2."""
+        on = self.probes.enabled if self.probes.enabled is not None else self.linear_class is not None
+        return ("probe_coefficients",) if on else ()
+
     @property
     def weights(self) -> list[float]:
         if len(self.classes) == 1:
