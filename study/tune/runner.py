@@ -10,7 +10,6 @@ searcher is :class:`~study.tune.search.CellSearcher` and whose driver callbacks 
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
 import os
@@ -22,10 +21,11 @@ from shlex import quote
 
 import pyarrow.fs as pafs
 
-from study.config import ConfigError, SweepSpec, TrialConfig, grid_point_id
+from study.config import ConfigError, SweepSpec, TrialConfig
 from study.errors import StoreError
 from study.interrupt import reset_ctrl_c, sigterm_blocked, stop_on_sigterm
 from study.memory import available_bytes, check_fits
+from study.naming import cell_id, corner_sets
 from study.store import join_uri, open_filesystem  # Store (duckdb, pandas): imported where a sweep runs
 from study.store.lease import StudyLease
 from study.store.schema import ENDED
@@ -63,10 +63,7 @@ def check_optuna_storage(spec: SweepSpec) -> None:
 
 def trial_configs(spec: SweepSpec) -> list[tuple[str, TrialConfig]]:
     """(where, config) of every grid point at the corners of the tuned axes (as ``check_trials``)."""
-    corners = [
-        dict(zip(spec.tune.params, combo))
-        for combo in itertools.product(*(d.corners() for d in spec.tune.params.values()))
-    ][:16] or [{}]
+    corners = corner_sets(spec.tune.params)
     out = []
     for point in spec.grid_points():
         for params in corners:
@@ -393,7 +390,7 @@ def records_from_trials(trials, search) -> list:
         grid = json.loads(row["grid"] or "{}") if isinstance(row.get("grid"), str) else {}
         if search.axis not in grid:
             continue
-        cell = grid_point_id({k: v for k, v in grid.items() if k not in (search.axis, "train.seed")})
+        cell = cell_id({k: v for k, v in grid.items() if k != search.axis})
         score = None if pd.isna(row.get("score")) else row["score"]
         out.append(Record(cell, grid[search.axis], grid.get("train.seed"), outcome(search.success, row["status"], score)))
     return out
