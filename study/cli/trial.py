@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 from study.errors import ConfigError
+from study.naming import trials_row
 
 
 def _trial(args: argparse.Namespace) -> int:
@@ -52,9 +53,9 @@ def _trial(args: argparse.Namespace) -> int:
     try:
         result = train(cfg, trial_id=trial_id, progress=progress, report=record if store is not None else None)
         if store is not None:
-            store.append("trials", [{"trial_id": trial_id, "grid": "{}", "config": json.dumps(cfg.to_dict()),
-                                     "status": result.status, "device": result.device, "n_params": result.n_params,
-                                     "steps": result.steps}], study=args.study, cell="")
+            row = trials_row(trial_id=trial_id, grid=json.dumps({}), config=json.dumps(cfg.to_dict()),
+                             status=result.status, device=result.device, n_params=result.n_params, steps=result.steps)
+            store.append("trials", [row], study=args.study, cell="")
     finally:
         if lease is not None:
             lease.release()
