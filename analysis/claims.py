@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.load import NOT_SCORED, UNFINISHED, cell_axes, cell_label
-from study.claims_config import Claim, matches
+from study.claims_config import CONDITION_COLUMNS, Claim, matches
 
 REPRODUCED = "reproduced"
 NOT_REPRODUCED = "not reproduced"
@@ -37,32 +37,38 @@ def best_per_seed(trials: pd.DataFrame, mode: str) -> pd.DataFrame:
     return usable.drop_duplicates("grid_point").drop(columns="_rank")
 
 
-def seed_values(claim: Claim, final: pd.DataFrame, best: pd.DataFrame) -> pd.DataFrame:
+def seed_values(claim: Claim, tables: dict[str, pd.DataFrame], best: pd.DataFrame) -> pd.DataFrame:
     """One row per seed (grid point) of the claim's cells with rows at its condition:
-    cell, grid_point, trial_id, value (the metric's mean over the matching rows)."""
+    cell, grid_point, trial_id, value (the metric's mean over the matching rows of the
+    claim's table: ``tables["evals"]``, final evaluations with a ``metric`` column, or
+    ``tables["representations"]``, final probe scores with a ``kind`` column)."""
     by = cell_axes(best)
-    rows = final[(final["metric"] == claim.metric) & final["trial_id"].isin(best["trial_id"])]
-    rows = rows[[matches(r, claim.at) for r in rows[list(claim.at)].to_dict("records")]] if claim.at else rows
+    final = tables[claim.table]
+    name = "metric" if claim.table == "evals" else "kind"
+    rows = final[(final[name] == claim.metric) & final["trial_id"].isin(best["trial_id"])]
+    if claim.at:
+        rows = rows[np.array([matches(r, claim.at) for r in rows[list(claim.at)].to_dict("records")], dtype=bool)]
     value = rows.groupby("trial_id")["value"].mean().dropna()  # NaN: undefined there (no wrong answer to compare)
     seeds = best[best["trial_id"].isin(value.index)]
     if claim.cells:
-        seeds = seeds[[matches(r, claim.cells) for r in seeds[by].to_dict("records")]]
+        seeds = seeds[np.array([matches(r, claim.cells) for r in seeds[by].to_dict("records")], dtype=bool)]
     return pd.DataFrame({"cell": [cell_label(r, by) for _, r in seeds.iterrows()],
                          "grid_point": seeds["grid_point"].to_numpy(),
                          "trial_id": seeds["trial_id"].to_numpy(),
                          "value": seeds["trial_id"].map(value).to_numpy(dtype=float)})
 
 
-def check_claim(i: int, claim: Claim, trials: pd.DataFrame, final: pd.DataFrame, mode: str) -> list[dict[str, Any]]:
+def check_claim(i: int, claim: Claim, trials: pd.DataFrame, tables: dict[str, pd.DataFrame],
+                mode: str) -> list[dict[str, Any]]:
     """The rows of one claim: one per cell it applies to (one row with cell "" when no cell
     of the study has a value yet)."""
     best = best_per_seed(trials, mode)
     by = cell_axes(trials)
-    seeds = seed_values(claim, final, best)
+    seeds = seed_values(claim, tables, best)
     unfinished = trials[trials["status"].isin(UNFINISHED)]
     reference = math.nan
     if claim.than is not None:
-        other = seed_values(claim.model_copy(update={"cells": claim.than}), final, best)
+        other = seed_values(claim.model_copy(update={"cells": claim.than}), tables, best)
         reference = float(other["value"].median()) if len(other) else math.nan
     base = {"claim": i, "finding": claim.finding, "source": claim.source, "metric": claim.metric,
             "condition": claim.condition(), "published": claim.published(), "reference": reference}
@@ -95,9 +101,15 @@ def verdict(claim: Claim, values: np.ndarray, reference: float, unfinished: int)
     return {"verdict": REPRODUCED if ok else NOT_REPRODUCED, "held": held}
 
 
-def check_claims(claims: list[Claim], trials: pd.DataFrame, final: pd.DataFrame, mode: str) -> pd.DataFrame:
-    """Every claim checked: :data:`COLUMNS`, one row per claim and cell, in claim order."""
-    rows = [row for i, claim in enumerate(claims) for row in check_claim(i, claim, trials, final, mode)]
+def check_claims(claims: list[Claim], trials: pd.DataFrame, final: pd.DataFrame, mode: str,
+                 structure: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Every claim checked: :data:`COLUMNS`, one row per claim and cell, in claim order.
+    ``final``: the final eval rows (:func:`analysis.load.final_evals`); ``structure``: the
+    final probe scores (:func:`analysis.load.structure_scores` with ``final=True``), needed
+    only by claims on the representations table."""
+    empty = pd.DataFrame(columns=["trial_id", "kind", "value", *CONDITION_COLUMNS["representations"]])
+    tables = {"evals": final, "representations": structure if structure is not None else empty}
+    rows = [row for i, claim in enumerate(claims) for row in check_claim(i, claim, trials, tables, mode)]
     return pd.DataFrame(rows, columns=COLUMNS)
 
 

@@ -31,8 +31,12 @@ from pydantic import Field, field_validator, model_validator
 from study.section import Section
 
 SECTION = "expect"  # the spec's key of this section: messages name fields as expect[i].<field>
-# The eval-row columns a claim's condition may name (the store's ``evals`` columns).
-CONDITION_KEYS = ("split", "len_a", "len_b", "n_context", "shift", "shift_value")
+# The table a claim reads -> the columns its condition may name: final evaluations
+# (``evals``) or the structure probes of the hidden states (``representations``).
+CONDITION_COLUMNS = {
+    "evals": ("split", "len_a", "len_b", "n_context", "shift", "shift_value"),
+    "representations": ("split", "position", "layer", "head", "length", "shift", "shift_value"),
+}
 Scalar = str | int | float
 
 
@@ -41,7 +45,11 @@ class Claim(Section):
 
     finding: str = Field(..., min_length=1, description="what the finding says, in a few words")
     source: str = Field(..., min_length=1, description="where it is published: paper, table or figure")
-    metric: str = Field(..., description="a per-condition metric, e.g. exact_match, equivalence_of_wrong, nmse")
+    table: Literal["evals", "representations"] = Field(
+        "evals", description="evals: the final evaluations (metric: exact_match, nmse, ...); representations: "
+                             "the final structure probes (metric: a probe kind, e.g. probe_digit)")
+    metric: str = Field(..., description="a per-condition metric (evals) or a probe kind (representations), e.g. "
+                                         "exact_match, equivalence_of_wrong, nmse, probe_digit")
     at: dict[str, Scalar | list[Scalar]] = Field(
         default_factory=dict, description="the condition: eval columns -> a value or a list of values; "
                                           "a seed's value is the metric's mean over the matching rows")
@@ -66,19 +74,15 @@ class Claim(Section):
             raise ValueError(f"{info.field_name} must be a finite number")
         return number
 
-    @field_validator("at")
-    @classmethod
-    def _condition_keys(cls, at: dict[str, Any]) -> dict[str, Any]:
-        for key, wanted in at.items():
-            if key not in CONDITION_KEYS:
-                raise ValueError(f"at.{key}: not a condition; a condition names eval columns, one of "
-                                 f"{', '.join(CONDITION_KEYS)}")
-            if isinstance(wanted, list) and not wanted:
-                raise ValueError(f"at.{key} is an empty list; give a value or remove it")
-        return at
-
     @model_validator(mode="after")
     def _check(self) -> "Claim":
+        columns = CONDITION_COLUMNS[self.table]
+        for key, wanted in self.at.items():
+            if key not in columns:
+                raise ValueError(f"at.{key}: not a condition of table {self.table}; a condition names its columns, "
+                                 f"one of {', '.join(columns)}")
+            if isinstance(wanted, list) and not wanted:
+                raise ValueError(f"at.{key} is an empty list; give a value or remove it")
         if (self.value is None) == (self.than is None):
             raise ValueError("give either value (a published value) or than (another cell, with factor), "
                              "not both and not neither")
@@ -139,7 +143,8 @@ def check_claims_against(claims: list[Claim], grid: dict[str, list[Any]], seed_a
     cell) the grid does not hold, a metric the study's family does not report, a
     condition no grid point of its cells evaluates.  ``points``: (grid point, its task
     config) for every grid point; a task config lists its evaluation conditions
-    (``evaluated_conditions()``: dicts of :data:`CONDITION_KEYS`).  Raises ValueError
+    (``evaluated_conditions()``: dicts of the ``evals`` columns of :data:`CONDITION_COLUMNS`)
+    and the structure probes it scores (``structure_kinds()``).  Raises ValueError
     naming ``expect[i].<field>`` and the fix."""
     from study.tasks import METRICS
 
@@ -158,6 +163,12 @@ def check_claims_against(claims: list[Claim], grid: dict[str, list[Any]], seed_a
                                      f"{grid[axis]}; use one of them")
         mine = [(point, task) for point, task in points if matches(point, claim.cells)]
         families = {task.family for _, task in mine}
+        if claim.table == "representations":
+            kinds = set().union(*(task.structure_kinds() for _, task in mine))
+            if claim.metric not in kinds:
+                raise ValueError(f"{where}.metric={claim.metric!r} is not a structure probe of the trials of its "
+                                 f"cells; use one of {sorted(kinds) or 'none: their probes are off'}")
+            continue  # probe conditions (layer, position, length) are read as stored
         reported = set().union(*(METRICS[f] for f in families)) if families else set()
         if claim.metric not in reported:
             split, _, base = claim.metric.partition("_")

@@ -120,6 +120,21 @@ def test_condition_values_may_be_lists():
     assert row["median"] == pytest.approx(0.475)
 
 
+def test_a_claim_on_the_structure_probes_reads_the_representations_table():
+    trials, final = frames({3: [(0, "completed", 0.95), (1, "completed", 0.95)]})
+    structure = pd.DataFrame([
+        {"trial_id": f"d3s{seed}t{seed}", "kind": "probe_digit", "split": split, "position": position, "layer": -1,
+         "length": 5, "value": value}
+        for seed, (ood_units, ood_tens) in enumerate([(1.0, 0.3), (0.9, 0.2)])
+        for split, position, value in (("id", 0, 1.0), ("ood", 0, ood_units), ("ood", 1, ood_tens))])
+    units = claim(table="representations", metric="probe_digit", at={"split": "ood", "position": 0}, value=0.9)
+    tens = claim(table="representations", metric="probe_digit", at={"split": "ood", "position": 1}, value=0.9)
+    table = check_claims([units, tens], trials, final, "max", structure)
+    assert list(table["verdict"]) == [REPRODUCED, NOT_REPRODUCED]
+    assert list(table["median"]) == [pytest.approx(0.95), pytest.approx(0.25)]
+    assert check_claims([units], trials, final, "max").iloc[0]["verdict"] == NOT_MEASURABLE  # no probe rows
+
+
 def spec_file(tmp_path, expect: list[dict], **fields) -> Path:
     data = yaml.safe_load((ROOT / "search_spaces" / "quickstart.yaml").read_text())
     data.update(store=str(tmp_path / "store"), expect=expect, **fields)
@@ -145,6 +160,9 @@ GOOD = {"finding": "OOD answers equal the ID equivalent", "source": "arXiv 2407.
     ({"pool": "mean"}, "pool"),
     ({"share": 0.5}, "share applies to pool: share only"),
     ({"source": ""}, "source"),
+    ({"table": "representations", "metric": "probe_coefficients"},
+     "expect[0].metric='probe_coefficients' is not a structure probe of the trials of its cells; use one of"),
+    ({"table": "representations", "at": {"len_a": 4}}, "at.len_a: not a condition of table representations"),
 ])
 def test_a_claim_no_grid_point_can_measure_is_refused_before_ray(tmp_path, capsys, change, words):
     path = spec_file(tmp_path, [{**GOOD, **change}])

@@ -24,12 +24,14 @@ def study_claims(spec: SweepSpec):
     """The claims table of ``spec``'s study as its store holds it now, written to the store's
     ``claims`` table (:data:`analysis.claims.COLUMNS`)."""
     from analysis.claims import check_claims
-    from analysis.load import study_frames
+    from analysis.load import structure_scores, study_frames
     from study.store import Store
 
     store = Store(spec.store, create=False)
     trials, final = study_frames(store, spec.name)
-    table = check_claims(spec.expect, trials, final, spec.tune.mode)
+    probed = any(claim.table == "representations" for claim in spec.expect)
+    structure = structure_scores(store, spec.name, final=True, trials_frame=trials) if probed else None
+    table = check_claims(spec.expect, trials, final, spec.tune.mode, structure)
     store.append("claims", table, study=spec.name, attempt=0)
     return table
 
