@@ -27,6 +27,7 @@ from matplotlib.figure import Figure
 
 from analysis import breakdown as bd
 from analysis import equivalence, icl, load, methods, plots, representations, summary
+from analysis import claims
 from analysis import thresholds as th
 
 # Preferred roles of grid axes in the phase diagrams: x, y, then panels.
@@ -454,6 +455,21 @@ def _structure(page: Page, store: Any, study: str, trials: pd.DataFrame, final: 
         page.table("coefficient_r2", coefficients, "Coefficient probe R^2 per cell, condition and k")
 
 
+def _claims(page: Page, table: pd.DataFrame) -> None:
+    """The spec's claims (its expect list): one line per claim and cell as the terminal
+    prints it, the seed distribution beside the published value; the table as CSV."""
+    if not len(table):
+        return
+    table = table.sort_values(["claim", "cell"], kind="stable")[[c for c in claims.COLUMNS if c in table]]
+    page.section("Claims")
+    page.text(f"{claims.tally(table)}: each a median over the cell's seeds (each seed read at its best trial), "
+              "with the interquartile range and range, the number of seeds and how many hold, beside the "
+              "published value.", kind="summary")
+    page.html('<ul class="summary">' + "".join(f"<li>{html.escape(line)}</li>" for line in claims.claim_lines(table))
+              + "</ul>")
+    page.table("claims", table, "Claims per cell", inline=False)
+
+
 def _threshold_search(page: Page, found: load.Thresholds) -> None:
     """A threshold study (issue 25): one line per cell as the terminal prints it, P(success)
     along the axis per cell (the searcher's fit, each seed's outcome, the threshold and its
@@ -503,9 +519,12 @@ def _threshold_search(page: Page, found: load.Thresholds) -> None:
         page.table("threshold_curves", curves, "Fitted P(success) per cell along the axis", inline=False)
 
 
-def build_report(store_uri: Any, study: str, out_dir: str | Path, threshold: float = 0.5) -> Path:
+def build_report(store_uri: Any, study: str, out_dir: str | Path, threshold: float = 0.5,
+                 claim_table: pd.DataFrame | None = None) -> Path:
     """Write the report of ``study`` into ``out_dir``; return the path of index.html.
 
+    ``claim_table``: the study's claims checked now (:func:`analysis.claims.check_claims`);
+    None: the store's ``claims`` table as the last run, resume or check wrote it.
     Raises ``study.config.ConfigError`` listing the store's studies when ``study`` is
     not one of them.
     """
@@ -520,6 +539,7 @@ def build_report(store_uri: Any, study: str, out_dir: str | Path, threshold: flo
 
     if metrics:
         _summary(page, trials, final, metrics, threshold)
+    _claims(page, claim_table if claim_table is not None else store.frame("claims", study=study))
     found = load.thresholds(store, study)
     if found is not None:
         _threshold_search(page, found)

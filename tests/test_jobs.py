@@ -14,7 +14,7 @@ import yaml
 from study.cli import main
 from study.config import SweepSpec
 from study.errors import ClusterError, ConfigError
-from study.tune.callbacks import best_scores, cell_progress
+from study.tune.callbacks import best_scores, grid_point_progress
 from study.tune.jobs import build_submission, cluster_store, connect, submission_id
 from study.tune.runner import check_storage_on_cluster, filesystem_type, trial_dirname, trial_name
 
@@ -157,10 +157,10 @@ def test_a_trial_is_named_after_its_cell_and_its_dirname_is_safe():
     assert trial_dirname(trial("task.op=a/b c")) == "task.op=a,b,c_a1b2"
 
 
-def test_cells_are_done_when_their_quota_of_trials_finished():
+def test_grid_points_are_done_when_their_quota_of_trials_finished():
     trials = [trial("a", "TERMINATED"), trial("a", "ERROR"), trial("b", "TERMINATED"), trial("b", "RUNNING"),
               trial("c", "PENDING")]
-    assert cell_progress(trials, n_cells=4, quota=2) == {"total": 4, "done": 1, "running": 1, "pending": 2}
+    assert grid_point_progress(trials, n_points=4, quota=2) == {"total": 4, "done": 1, "running": 1, "pending": 2}
 
 
 def test_a_pack_counts_each_member_toward_its_own_grid_point():
@@ -168,14 +168,15 @@ def test_a_pack_counts_each_member_toward_its_own_grid_point():
     pack ends all four grid points are done (not one of four, as when the pack counted once
     under its seedless cell)."""
     points = [f"task.digits=2|train.seed={s}" for s in range(4)]
-    pack = SimpleNamespace(config={"cell": "task.digits=2", "members": [{"cell": p} for p in points]},
+    pack = SimpleNamespace(config={"cell": "task.digits=2",
+                                   "members": [{"trial_id": f"p_{k}", "cell": p} for k, p in enumerate(points)]},
                            status="TERMINATED", metric_analysis={}, trial_id="p")
-    assert cell_progress([pack], n_cells=4, quota=1) == {"total": 4, "done": 4, "running": 0, "pending": 0}
+    assert grid_point_progress([pack], n_points=4, quota=1) == {"total": 4, "done": 4, "running": 0, "pending": 0}
     pack.status = "RUNNING"
-    assert cell_progress([pack], n_cells=4, quota=1) == {"total": 4, "done": 0, "running": 4, "pending": 0}
+    assert grid_point_progress([pack], n_points=4, quota=1) == {"total": 4, "done": 0, "running": 4, "pending": 0}
 
 
-def test_best_score_per_cell_follows_the_mode_and_skips_unreported_trials():
+def test_best_score_per_grid_point_follows_the_mode_and_skips_unreported_trials():
     trials = [trial("a", best=0.2), trial("a", best=0.9), trial("b", best=float("nan")), trial("b"), trial("c", best=0.5)]
     assert best_scores(trials, "id_exact_match", "max") == {"a": 0.9, "c": 0.5}
     assert best_scores(trials, "id_exact_match", "min") == {"a": 0.2, "c": 0.5}

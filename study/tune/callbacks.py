@@ -5,6 +5,10 @@ store, flushing a trial's rows before Tune acknowledges that trial's checkpoint,
 every row at or before a trial's latest checkpoint is durable.  A retried or restored
 trial re-reports the steps after its checkpoint; the store keeps the latest attempt
 of each row key.  :class:`ProgressLine` prints the live progress and writes it where ``status`` reads it.
+
+Every callback reads Tune's result without changing it, so their order does not matter,
+with one exception that is the last callback on purpose: :class:`ForgetRows` takes the
+rows out of each result once every other callback has read them.
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ from typing import Any, Callable
 import pandas as pd
 from ray.tune import Callback
 
-from study.config import SweepSpec, TrialConfig, grid_point_id
+from study.config import SweepSpec, TrialConfig
+from study.naming import TRIALS_FIELDS, grid_point_id, trials_row
 from study.store import Store
 from study.tune.progress import (
     StepRate,
@@ -78,20 +83,14 @@ class StoreCallback(Callback):
     def _trial_row(self, trial, member: dict[str, Any]) -> dict[str, Any]:
         mid = member["trial_id"]
         if mid not in self.trial_rows:
-            self.trial_rows[mid] = {
-                "trial_id": mid,
-                "grid": json.dumps(member.get("grid", {})),
-                "config": json.dumps(TrialConfig.model_validate(member["trial"]).to_dict()),
-                "status": "pending",
-                "start_time": _now(),
-                "end_time": None,
-                "node": None,
-                "device": None,
-                "n_params": None,
-                "steps": 0,
-                "score": None,
-                "error": None,
-            }
+            self.trial_rows[mid] = trials_row(
+                trial_id=mid,
+                grid=json.dumps(member.get("grid", {})),
+                config=json.dumps(TrialConfig.model_validate(member["trial"]).to_dict()),
+                status="pending",
+                start_time=_now(),
+                steps=0,
+            )
         return self.trial_rows[mid]
 
     def _flush(self, trial) -> None:
@@ -120,9 +119,9 @@ class StoreCallback(Callback):
         frame = self.store.frame("trials", study=self.study)
         orphans = frame[(frame["status"].isin(["pending", "running"])) & ~frame["trial_id"].isin(known)]
         for _, row in orphans.iterrows():
-            record = {k: row[k] for k in ("trial_id", "grid", "config", "start_time", "node", "device", "n_params", "steps", "score")}
-            record = {k: (None if pd.isna(v) else v) for k, v in record.items()}
-            record.update(status="abandoned", end_time=_now(), error="driver stopped before the trial was recorded")
+            stored = {k: (None if pd.isna(row[k]) else row[k]) for k in TRIALS_FIELDS}
+            record = trials_row(**{**stored, "status": "abandoned", "end_time": _now(),
+                                   "error": "driver stopped before the trial was recorded"})
             self.store.append("trials", [record], study=self.study, attempt=int(row["attempt"]) + 1, cell=row["cell"])
 
     def _rows(self, trial) -> list[dict[str, Any]]:
@@ -134,7 +133,7 @@ class StoreCallback(Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         members = trial_members(trial)
-        rows = result.pop("rows", None) or {}
+        rows = result.get("rows") or {}
         if result.get("replayed"):  # see study.tune.trial.replay_ended
             self.replayed.update(m["trial_id"] for m in members)
             return
@@ -421,49 +420,58 @@ def fit_line(text: str, width: int) -> str:
 
 
 # Prometheus names of the study gauges (Ray exports them with a "ray_" prefix) and their tags.
-# Their "cells" are the grid points of the study (every grid axis, seeds included), named as
-# in the store's ``cell`` column.
+# ``oodstudy_cells`` counts grid points (every grid axis, seeds included) and the ``cell`` tag
+# of ``oodstudy_best_score`` holds a grid point id, as the store's ``cell`` column does: names
+# and tags keep their first spelling, which dashboards query (cluster/grafana/oodstudy.json).
 STUDY_GAUGES = {
-    "oodstudy_cells": ("cells of the study by state (total, done, running, pending)", ("study", "state")),
+    "oodstudy_cells": ("grid points of the study by state (total, done, running, pending)", ("study", "state")),
     "oodstudy_trials": ("Tune trials of the study by status", ("study", "status")),
-    "oodstudy_best_score": ("best ID score reported in a cell so far (tune.metric)", ("study", "cell", "metric")),
-    "oodstudy_examples_per_second": ("training examples per second of a running trial", ("study", "cell", "trial")),
+    "oodstudy_best_score": ("best ID score reported at a grid point so far (tune.metric)", ("study", "cell", "metric")),
+    "oodstudy_examples_per_second": ("training examples per second of a running Tune trial (a pack: its cell)",
+                                     ("study", "cell", "trial")),
 }
 TRIAL_STATUSES = ("PENDING", "RUNNING", "PAUSED", "TERMINATED", "ERROR")
 
 
-def member_points(trial) -> list[str]:
-    """The grid point of each member a Tune trial trains (a pack: one per member; its own
-    ``cell`` key then holds the seedless cell, which is no grid point)."""
-    return [m["cell"] for m in trial.config.get("members") or []] or [trial.config.get("cell", "all")]
+def member_points(trial) -> list[tuple[str, str]]:
+    """(member trial id, grid point id) of each member a Tune trial trains: a pack has one
+    per member (the trial's own ``cell`` key then holds the pack's cell, which is no grid
+    point); a trial without ``members`` trains its own grid point."""
+    return [(m["trial_id"], m["cell"]) for m in trial.config.get("members") or []] or [
+        (trial.trial_id, trial.config.get("cell", "all"))]
 
 
-def cell_progress(trials, n_cells: int, quota: int) -> dict[str, int]:
+def grid_point_progress(trials, n_points: int, quota: int) -> dict[str, int]:
     """Grid points by state: done (quota of finished members reached), running (a member
     trains), pending; a pack's members count each toward their own grid point."""
     finished: dict[str, int] = {}
     running: set[str] = set()
     for t in trials:
-        for point in member_points(t):
+        for _, point in member_points(t):
             if t.status in ("TERMINATED", "ERROR"):
                 finished[point] = finished.get(point, 0) + 1
             elif t.status == "RUNNING":
                 running.add(point)
     done = {point for point, n in finished.items() if n >= quota}
     n_running = len(running - done)
-    return {"total": n_cells, "done": len(done), "running": n_running, "pending": n_cells - len(done) - n_running}
+    return {"total": n_points, "done": len(done), "running": n_running, "pending": n_points - len(done) - n_running}
 
 
 def best_scores(trials, metric: str, mode: str) -> dict[str, float]:
-    """Per cell: the best value of ``metric`` any of its trials has reported."""
+    """Per grid point: the best value of ``metric`` any of its members has reported.  A
+    member's values are Tune's record of ``members/<id>/<metric>`` (a pack's own ``metric``
+    is its best member's, whichever grid point that was); a trial that reports no
+    ``members`` is read by its top-level ``metric``."""
     best: dict[str, float] = {}
     pick = max if mode == "max" else min
     for t in trials:
-        value = (t.metric_analysis.get(metric) or {}).get(mode)
-        if value is None or value != value:  # not reported yet, or NaN
-            continue
-        cell = t.config.get("cell", "all")
-        best[cell] = pick(best[cell], value) if cell in best else value
+        packed = bool(t.config.get("members"))
+        for member_id, point in member_points(t):
+            reported = t.metric_analysis.get(f"members/{member_id}/{metric}" if packed else metric) or {}
+            value = reported.get(mode)
+            if value is None or value != value:  # not reported yet, or NaN
+                continue
+            best[point] = pick(best[point], value) if point in best else value
     return best
 
 
@@ -483,13 +491,12 @@ class StudyGauges(Callback):
 
     Ray has no Tune view in its dashboard; these gauges reach the head's Prometheus
     endpoint and so Grafana (``cluster/grafana/oodstudy.json``).  Examples/s comes from the
-    trial's own curve rows, so this callback must run before :class:`StoreCallback`, which
-    takes the rows out of the result.
+    trial's own curve rows, read from the result as :class:`StoreCallback` reads them.
     """
 
     def __init__(self, spec: SweepSpec, every_s: float = 1.0) -> None:
         self.study, self.metric, self.mode = spec.name, spec.tune.metric, spec.tune.mode
-        self.n_cells, self.quota = len(spec.grid_points()), spec.tune.trials_per_cell
+        self.n_points, self.quota = len(spec.grid_points()), spec.tune.trials_per_cell
         self.every_s = every_s
         self._reset()
 
@@ -513,13 +520,13 @@ class StudyGauges(Callback):
         return self._gauges
 
     def publish(self, trials) -> None:
-        for state, n in cell_progress(trials, self.n_cells, self.quota).items():
+        for state, n in grid_point_progress(trials, self.n_points, self.quota).items():
             self.gauges["oodstudy_cells"].set(n, tags={"study": self.study, "state": state})
         for status in TRIAL_STATUSES:
             n = sum(t.status == status for t in trials)
             self.gauges["oodstudy_trials"].set(n, tags={"study": self.study, "status": status})
-        for cell, score in best_scores(trials, self.metric, self.mode).items():
-            self.gauges["oodstudy_best_score"].set(score, tags={"study": self.study, "cell": cell, "metric": self.metric})
+        for point, score in best_scores(trials, self.metric, self.mode).items():
+            self.gauges["oodstudy_best_score"].set(score, tags={"study": self.study, "cell": point, "metric": self.metric})
 
     def on_step_end(self, iteration, trials, **info) -> None:
         if time.monotonic() - self.last_publish >= self.every_s:
@@ -543,3 +550,18 @@ class StudyGauges(Callback):
 
     def on_experiment_end(self, trials, **info) -> None:
         self.publish(trials)
+
+
+class ForgetRows(Callback):
+    """Driver side, the last of a study's callbacks: takes ``rows`` out of each result once
+    every other callback has read them.
+
+    Tune keeps each result after its callbacks ran (a trial's last result and the results of
+    its checkpoints, in the experiment state it saves every few seconds) and its loggers
+    write it (``result.json``, ``progress.csv``, TensorBoard); the rows belong in the store,
+    which :class:`StoreCallback` has written them to.  The one callback that changes a result:
+    every other one reads it, in any order, before this one runs.
+    """
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        result.pop("rows", None)

@@ -306,16 +306,17 @@ def read_spec_copy(name: str, store: str, storage: str | None = None) -> SweepSp
 
 
 def default_callbacks(spec: SweepSpec, searcher=None) -> list:
-    """The driver callbacks of every study: the gauges (first: they read the rows the store
-    writer takes out of each result), the store writer and the progress line; with a
-    threshold search, the writer of its ``thresholds`` rows (it reads them off ``searcher``)."""
-    from study.tune.callbacks import ProgressLine, StoreCallback, StudyGauges, ThresholdTable
+    """The driver callbacks of every study: the gauges, the store writer and the progress
+    line (each reads Tune's results, in any order); with a threshold search, the writer of
+    its ``thresholds`` rows (it reads them off ``searcher``); last, :class:`ForgetRows`,
+    which takes the rows out of each result once the others have read them."""
+    from study.tune.callbacks import ForgetRows, ProgressLine, StoreCallback, StudyGauges, ThresholdTable
 
     callbacks = [StudyGauges(spec), StoreCallback(spec.store, spec.name, spec.tune.metric),
                  ProgressLine(spec, storage_path(spec))]
     if spec.threshold is not None and searcher is not None and hasattr(searcher, "rows"):
         callbacks.append(ThresholdTable(spec.store, spec.name, searcher))
-    return callbacks
+    return callbacks + [ForgetRows()]
 
 
 def trial_name(trial) -> str:
