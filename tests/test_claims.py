@@ -197,3 +197,9 @@ def test_run_prints_the_claims_and_check_rereads_them_from_the_store(tmp_path, r
     out = capsys.readouterr().out
     assert out.startswith("study claimed: claims: 1 reproduced, 1 not reproduced")
     assert len(Store(str(tmp_path / "store"), create=False).frame("claims", study="claimed")) == 2  # newest wins
+    # the report opens with them (checked again on the store, as check does)
+    assert main(["report", "--store", str(tmp_path / "store"), "--study", "claimed", "--out", str(tmp_path / "r")]) == 0
+    html = (tmp_path / "r" / "index.html").read_text()
+    assert '<h2 id="claims">Claims</h2>' in html and "claims: 1 reproduced, 1 not reproduced" in html
+    assert html.index('id="claims"') < html.index('id="overview"')
+    assert len(pd.read_csv(tmp_path / "r" / "claims.csv")) == 2

@@ -20,9 +20,10 @@ def add_check_command(sub) -> None:
     p.set_defaults(func=_cmd_check)
 
 
-def study_claims(spec: SweepSpec):
-    """The claims table of ``spec``'s study as its store holds it now, written to the store's
-    ``claims`` table (:data:`analysis.claims.COLUMNS`)."""
+def study_claims(spec: SweepSpec, write: bool = True):
+    """The claims table of ``spec``'s study as its store holds it now
+    (:data:`analysis.claims.COLUMNS`), written to the store's ``claims`` table unless
+    ``write`` is false (a report may read a store it cannot write)."""
     from analysis.claims import check_claims
     from analysis.load import structure_scores, study_frames
     from study.store import Store
@@ -32,7 +33,8 @@ def study_claims(spec: SweepSpec):
     probed = any(claim.table == "representations" for claim in spec.expect)
     structure = structure_scores(store, spec.name, final=True, trials_frame=trials) if probed else None
     table = check_claims(spec.expect, trials, final, spec.tune.mode, structure)
-    store.append("claims", table, study=spec.name, attempt=0)
+    if write:
+        store.append("claims", table, study=spec.name, attempt=0)
     return table
 
 

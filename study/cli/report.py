@@ -40,12 +40,25 @@ def _cmd_report(args: argparse.Namespace) -> int:
     except OSError as err:
         raise ConfigError(f"--out {out}: cannot write there ({err.strerror or err}); pass a directory you can write to") from None
     try:
-        path = build_report(store, study, out, threshold=args.threshold)
+        path = build_report(store, study, out, threshold=args.threshold, claim_table=claims_now(store, study, args.store))
     except OSError as err:
         raise ConfigError(f"--out {out}: writing the report failed ({err.strerror or err}) at "
                           f"{err.filename or out}; check the free space and permissions there") from None
     print(path)
     return 0
+
+
+def claims_now(store: Any, study: str, uri: str):
+    """The study's claims checked on the store as it is now (without writing), or None when
+    the study's spec copy is unreadable there (the report then shows the stored ones)."""
+    from study.cli.check import study_claims
+    from study.tune.runner import read_spec_copy
+
+    try:
+        spec = read_spec_copy(study, uri)
+    except (ConfigError, OSError, ValueError):  # no spec copy under <store>/_runs: a store written elsewhere
+        return None
+    return study_claims(spec, write=False) if spec.expect else None
 
 
 def add_report_command(subparsers: Any) -> None:
