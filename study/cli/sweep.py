@@ -209,7 +209,9 @@ def add_sweep_commands(sub) -> None:
     p.set_defaults(func=_cmd_run)
 
     for name, func, text in (("resume", _cmd_resume, "finish an interrupted study"),
-                             ("status", _cmd_status, "cells done/running/pending and best score per cell")):
+                             ("status", _cmd_status,
+                              "trials done/running/pending and the best score per grid point (per cell of a "
+                              "threshold search)")):
         p = sub.add_parser(name, help=text)
         p.add_argument("name", nargs="?" if name == "status" else None,
                        help="study name" + (" (default: the store's only study)" if name == "status" else ""))
