@@ -31,10 +31,12 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
-from analysis.load import FAILED, NOT_SCORED, axis_columns, axis_order, cell_axes, cell_label, expected_cells
-from study.tasks import PRIMARY_METRICS, metric_direction
+from analysis.load import (FAILED, NOT_SCORED, axis_columns, axis_order, cell_axes, cell_label, expected_cells,
+                           row_families)
+from study.tasks import FAMILIES, metric_direction
 
 LENGTH_MODES = ("max", "min", "len_a", "len_b", "pair")
+LENGTH_AXIS = "length"  # the shift axis of a family whose conditions are operand lengths (len_a, len_b)
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,7 @@ class Metric:
 
 
 def metric_info(name: str) -> Metric:
-    """A metric's direction as its task family declares it (``study.tasks.METRICS``):
+    """A metric's direction as its task family declares it (``study.tasks.FAMILIES``):
     lower-is-better metrics (the ``nmse*`` errors) have floor 1.0 (predicting zero);
     the others (exact_match, digit_acc, equivalence, ..., and names no family
     declares) are higher-is-better with floor 0.0."""
@@ -59,7 +61,7 @@ def metric_info(name: str) -> Metric:
 def primary_metrics(final: pd.DataFrame) -> list[str]:
     """The headline metric of each task family present: exact_match (arithmetic), nmse (icl)."""
     present = set(final["metric"].unique()) if len(final) else set()
-    return [m for m in PRIMARY_METRICS.values() if m in present] or sorted(present)[:1]
+    return [f.primary_metric for f in FAMILIES.values() if f.primary_metric in present] or sorted(present)[:1]
 
 
 # --------------------------------------------------------------------------- per trial
@@ -68,20 +70,25 @@ def primary_metrics(final: pd.DataFrame) -> list[str]:
 def condition_axis(rows: pd.DataFrame, length: str = "max") -> pd.DataFrame:
     """``rows`` plus the columns ``shift`` (the axis name) and ``x`` (position on it).
 
-    Arithmetic rows: shift "length", x from (len_a, len_b) by ``length`` ("max",
-    "min", "len_a", "len_b"; "pair" uses max and keeps len_a/len_b as keys).
-    In-context rows: shift as stored with x = shift_value; unshifted rows (shift
-    "none" or null) go on the "n_context" axis with x = n_context.
+    Each row's family (its ``family`` column, else the family that declares its
+    ``metric``) says its shift axis (``study.tasks.Family.shift_axis``).  Rows of a
+    family on the "length" axis (arithmetic): shift "length", x from (len_a, len_b) by
+    ``length`` ("max", "min", "len_a", "len_b"; "pair" uses max and keeps len_a/len_b
+    as keys).  Rows of a family whose rows name their shift (in-context): shift as
+    stored with x = shift_value; unshifted rows (shift "none" or null) go on the
+    "n_context" axis with x = n_context.
     """
     if length not in LENGTH_MODES:
         raise ValueError(f"length={length!r}: choose one of {', '.join(LENGTH_MODES)}")
     rows = rows.copy()
-    arith = rows["len_a"].notna().to_numpy()
+    families = rows["family"] if "family" in rows else row_families(rows)
+    axes = {name: record.shift_axis for name, record in FAMILIES.items()}
+    arith = (families.map(axes) == LENGTH_AXIS).to_numpy()
     a, b = _floats(rows["len_a"]), _floats(rows["len_b"])
     along = {"max": np.fmax(a, b), "pair": np.fmax(a, b), "min": np.fmin(a, b), "len_a": a, "len_b": b}[length]
     shift = rows["shift"].astype(object).to_numpy()
     unshifted = pd.isna(shift) | (shift == "none")
-    rows["shift"] = np.where(arith, "length", np.where(unshifted, "n_context", shift)).astype(str)
+    rows["shift"] = np.where(arith, LENGTH_AXIS, np.where(unshifted, "n_context", shift)).astype(str)
     icl_x = np.where(unshifted, _floats(rows["n_context"]), _floats(rows["shift_value"]))
     rows["x"] = np.where(arith, along, icl_x)
     return rows
@@ -115,8 +122,8 @@ def trial_scores(final: pd.DataFrame, metric: str, length: str = "max") -> pd.Da
     if rows.empty:
         return info.assign(shift=pd.Series(dtype=str), x=pd.Series(dtype=float), split=pd.Series(dtype=str),
                            score=pd.Series(dtype=float), id_score=pd.Series(dtype=float))
-    rows = condition_axis(rows[["trial_id", "split", "value", "len_a", "len_b", "n_context", "shift", "shift_value"]],
-                          length)
+    rows = condition_axis(rows[["trial_id", "split", "metric", "value", "len_a", "len_b", "n_context", "shift",
+                                "shift_value"]], length)
     keys = ["trial_id"] + condition_keys(length)
     scores = rows.groupby(keys, dropna=False, sort=False, observed=True)["value"].mean().rename("score").reset_index()
     id_score = rows[rows["split"] == "id"].groupby("trial_id", observed=True)["value"].mean().rename("id_score")

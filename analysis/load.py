@@ -28,6 +28,7 @@ import pandas as pd
 from study.config import MODEL_PRESETS, flatten
 from study.naming import is_seed_axis
 from study.store.sql import sql_literal
+from study.tasks import DEFAULT_FAMILY, family_of_metric
 
 FAILED = ("failed", "diverged")  # trials that ended without a score (counted as failed)
 UNFINISHED = ("pending", "running", "retrying", "abandoned")  # trials whose training has not ended
@@ -106,8 +107,8 @@ def expand_trials(raw: pd.DataFrame, config: str = "varying") -> pd.DataFrame:
     flat = pd.DataFrame([_scalars(c) for c in configs], index=raw.index)
     out = raw.drop(columns=[c for c in ("grid", "config", "study", "written_at") if c in raw])
     out = out.rename(columns={"cell": "grid_point"})
-    out["family"] = flat["task.family"] if "task.family" in flat else "arithmetic"
-    out["family"] = out["family"].fillna("arithmetic").astype(str)
+    out["family"] = flat["task.family"] if "task.family" in flat else DEFAULT_FAMILY
+    out["family"] = out["family"].fillna(DEFAULT_FAMILY).astype(str)
     if "start_time" in out and "end_time" in out:
         out["seconds"] = (pd.to_datetime(out["end_time"]) - pd.to_datetime(out["start_time"])).dt.total_seconds()
     if config != "none" and not flat.empty:
@@ -315,7 +316,7 @@ def structure_scores(
 def attach_trials(rows: pd.DataFrame, trials_frame: pd.DataFrame) -> pd.DataFrame:
     """Eval-like ``rows`` (with trial_id) joined with the trial columns grid_point, status,
     family and the grid axes, which come first.  Rows of unknown trials are kept with
-    status "unknown"."""
+    status "unknown" and the family that declares their metric (see :func:`row_families`)."""
     info = trials_frame[TRIAL_KEYS + axis_columns(trials_frame)].set_index("trial_id")
     rows = rows.reset_index(drop=True)
     codes = info.index.get_indexer(rows["trial_id"])
@@ -326,11 +327,19 @@ def attach_trials(rows: pd.DataFrame, trials_frame: pd.DataFrame) -> pd.DataFram
         out[column] = pd.Series(values, index=rows.index).where(known)
     joined = pd.DataFrame(out)
     joined["status"] = joined["status"].fillna("unknown")
-    joined["family"] = joined["family"].fillna(
-        pd.Series(np.where(rows["len_a"].notna(), "arithmetic", "icl"), index=rows.index)
-        if "len_a" in rows else "arithmetic")
+    joined["family"] = joined["family"].fillna(row_families(rows))
     rest = rows.drop(columns=["trial_id"] + [c for c in info.columns if c in rows])
     return pd.concat([joined, rest], axis=1)
+
+
+def row_families(rows: pd.DataFrame) -> pd.Series:
+    """The task family of each eval-like row, from its own words: the family whose record
+    declares the row's ``metric`` (``study.tasks.FAMILIES``); rows that name no declared
+    metric (representation rows) get the default family, as a trial config without
+    ``task.family`` does."""
+    metrics = rows["metric"] if "metric" in rows else pd.Series(None, index=rows.index, dtype=object)
+    names = {name: record.name for name in metrics.dropna().unique() if (record := family_of_metric(name))}
+    return metrics.map(names).fillna(DEFAULT_FAMILY).astype(str)
 
 
 def study_frames(store: Any, study: str, config: str = "none") -> tuple[pd.DataFrame, pd.DataFrame]:

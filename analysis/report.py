@@ -29,6 +29,7 @@ from analysis import breakdown as bd
 from analysis import equivalence, icl, load, methods, plots, representations, summary
 from analysis import claims
 from analysis import thresholds as th
+from study.tasks import FAMILIES
 
 # Preferred roles of grid axes in the phase diagrams: x, y, then panels.
 X_AXES = ("model.size", "model.n_layer", "model.d_model", "model.pos_encoding")
@@ -225,6 +226,12 @@ def _phase(page: Page, name: str, table: pd.DataFrame, value: str, caption: str,
 
 
 def _arithmetic(page: Page, trials: pd.DataFrame, final: pd.DataFrame, threshold: float) -> None:
+    """The arithmetic section, then the methods section (index hints, position schemes)."""
+    _arithmetic_tables(page, trials, final, threshold)
+    methods.report_section(page, trials, final, threshold)
+
+
+def _arithmetic_tables(page: Page, trials: pd.DataFrame, final: pd.DataFrame, threshold: float) -> None:
     page.section("Arithmetic")
     table = bd.breakdown(final, trials, metric="exact_match", threshold=threshold)
     by = _by(table)
@@ -346,24 +353,32 @@ def _summary(page: Page, trials: pd.DataFrame, final: pd.DataFrame, metrics: set
     counts = trials["status"].value_counts()
     done = ", ".join(f"{n} {status}" for status, n in counts.items())
     page.text(f"{len(trials)} trials: {done}.", kind="summary")
-    if "exact_match" in metrics:
-        table = bd.breakdown(final, trials, metric="exact_match", threshold=threshold)
-        eq = equivalence.equivalence_table(final, by=_by(table)) if "equivalence" in set(final["metric"]) else None
-        findings = summary.arithmetic_findings(table, eq)
-        page.text(f"Arithmetic, best trial per cell; the boundary is the first OOD operand length where exact match "
-                  f"falls below {threshold:g} x the cell's ID exact match.", kind="summary")
-        page.html('<ul class="summary">' + "".join(
-            f"<li>{html.escape(t)}</li>" for t in summary.arithmetic_sentences(findings, threshold)) + "</ul>")
-        page.figure("summary_arithmetic", plots.finding_bars(findings),
-                    "ID exact match, exact match from the boundary on, and the equivalence rate there, per cell.")
-    if "nmse" in metrics:
-        findings = summary.icl_findings(icl.selection_gap(final, by=None))
-        page.text("In-context regression, best trial per cell: the model-selection gap (the model's normalized "
-                  "error minus the best baseline's on the same prompts; negative is better than every baseline).",
-                  kind="summary")
-        page.html('<ul class="summary">' + "".join(
-            f"<li>{html.escape(t)}</li>" for t in summary.icl_sentences(findings)) + "</ul>")
-        page.figure("summary_icl", plots.gap_bars(findings), "Model-selection gap per cell, ID and OOD k.")
+    for name in families_present(metrics):
+        FAMILY_SECTIONS[name][0](page, trials, final, threshold)
+
+
+def _arithmetic_summary(page: Page, trials: pd.DataFrame, final: pd.DataFrame, threshold: float) -> None:
+    """Arithmetic's summary: the finding per cell in sentences and one figure."""
+    table = bd.breakdown(final, trials, metric="exact_match", threshold=threshold)
+    eq = equivalence.equivalence_table(final, by=_by(table)) if "equivalence" in set(final["metric"]) else None
+    findings = summary.arithmetic_findings(table, eq)
+    page.text(f"Arithmetic, best trial per cell; the boundary is the first OOD operand length where exact match "
+              f"falls below {threshold:g} x the cell's ID exact match.", kind="summary")
+    page.html('<ul class="summary">' + "".join(
+        f"<li>{html.escape(t)}</li>" for t in summary.arithmetic_sentences(findings, threshold)) + "</ul>")
+    page.figure("summary_arithmetic", plots.finding_bars(findings),
+                "ID exact match, exact match from the boundary on, and the equivalence rate there, per cell.")
+
+
+def _icl_summary(page: Page, trials: pd.DataFrame, final: pd.DataFrame, threshold: float) -> None:
+    """In-context regression's summary: the model-selection gap per cell in sentences and one figure."""
+    findings = summary.icl_findings(icl.selection_gap(final, by=None))
+    page.text("In-context regression, best trial per cell: the model-selection gap (the model's normalized "
+              "error minus the best baseline's on the same prompts; negative is better than every baseline).",
+              kind="summary")
+    page.html('<ul class="summary">' + "".join(
+        f"<li>{html.escape(t)}</li>" for t in summary.icl_sentences(findings)) + "</ul>")
+    page.figure("summary_icl", plots.gap_bars(findings), "Model-selection gap per cell, ID and OOD k.")
 
 
 def _attention(page: Page, scores: pd.DataFrame, final: pd.DataFrame) -> None:
@@ -519,6 +534,18 @@ def _threshold_search(page: Page, found: load.Thresholds) -> None:
         page.table("threshold_curves", curves, "Fitted P(success) per cell along the axis", inline=False)
 
 
+# task family (study.tasks.FAMILIES) -> (its summary paragraph, its sections)
+FAMILY_SECTIONS = {
+    "arithmetic": (_arithmetic_summary, _arithmetic),
+    "icl": (_icl_summary, _icl),
+}
+
+
+def families_present(metrics: set[str]) -> list[str]:
+    """The families whose primary metric (their record's) the study's evaluations hold, in registry order."""
+    return [record.name for record in FAMILIES.values() if record.primary_metric in metrics]
+
+
 def build_report(store_uri: Any, study: str, out_dir: str | Path, threshold: float = 0.5,
                  claim_table: pd.DataFrame | None = None) -> Path:
     """Write the report of ``study`` into ``out_dir``; return the path of index.html.
@@ -551,11 +578,8 @@ def build_report(store_uri: Any, study: str, out_dir: str | Path, threshold: flo
     page.table("grid_points", load.grid_points(trials), "Grid points (cells with their seeds, as swept)")
     page.table("trials", trials, "Trials", first=TRIALS_FIRST,
                hide=("family", "start_time", "end_time", "node", *load.axis_columns(trials)))
-    if "exact_match" in metrics:
-        _arithmetic(page, trials, final, threshold)
-        methods.report_section(page, trials, final, threshold)
-    if "nmse" in metrics:
-        _icl(page, trials, final, threshold)
+    for name in families_present(metrics):
+        FAMILY_SECTIONS[name][1](page, trials, final, threshold)
     _representations(page, store, study, final)
     _structure(page, store, study, trials, final)
     if not metrics:

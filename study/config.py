@@ -27,9 +27,9 @@ from study.errors import ConfigError
 from study.naming import grid_point_id, is_seed_axis  # noqa: F401  (grid_point_id re-exported: study.config.grid_point_id)
 from study.section import BOOL_FOR_NUMBER, Section
 from study.store.schema import STUDY_NAME
-from study.tasks import FAMILIES, LOSS, METRICS, MISSING_METRIC_HINTS, SPLITS, metric_direction, summary_metrics
-from study.tasks.arithmetic_config import ID_RULES, ArithmeticTask, check_position_scheme
-from study.tasks.functions_config import ICLTask
+from study.tasks import DEFAULT_FAMILY, FAMILIES, LOSS, SPLITS, family, metric_direction, summary_metrics
+from study.tasks.arithmetic_config import ID_RULES, ArithmeticTask  # noqa: F401  (re-exported: study.config.ArithmeticTask)
+from study.tasks.functions_config import ICLTask  # noqa: F401  (re-exported: study.config.ICLTask)
 from study.threshold_config import SECTION, ThresholdSearch
 
 
@@ -236,8 +236,12 @@ class PackConfig(Section):
     size: int = Field(1, ge=1, description="members per pack; 1 trains a single model")
 
 
+# The task section: the config class of every registered family, told apart by task.family.
+TaskConfig = typing.Union[tuple(record.config for record in FAMILIES.values())]  # type: ignore[valid-type]
+
+
 class TrialConfig(Section):
-    task: ArithmeticTask | ICLTask = Field(default_factory=ArithmeticTask, discriminator="family")
+    task: TaskConfig = Field(default_factory=FAMILIES[DEFAULT_FAMILY].config, discriminator="family")
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     pack: PackConfig = Field(default_factory=PackConfig)
@@ -245,7 +249,7 @@ class TrialConfig(Section):
     @model_validator(mode="after")
     def _check_stop_when(self) -> "TrialConfig":
         stop = self.train.stop_when
-        known = {LOSS} | {f"{split}_{m}" for split in SPLITS for m in METRICS[self.task.family]}
+        known = {LOSS} | {f"{split}_{m}" for split in SPLITS for m in family(self.task.family).metrics}
         if stop is not None and stop.metric not in known:
             raise ValueError(f"train.stop_when.metric={shown(stop.metric)} is not a summary metric of this task; "
                              f"use one of {sorted(known)}")
@@ -256,12 +260,14 @@ class TrialConfig(Section):
         scheme = self.model.pos_encoding
         if scheme not in TASK_POSITION_SCHEMES:
             return self
-        if self.task.family != "arithmetic":
+        check = family(self.task.family).check_position_scheme
+        if check is None:
+            formats = " or ".join(f.name for f in FAMILIES.values() if f.check_position_scheme is not None)
             raise ValueError(
-                f"model.pos_encoding={scheme} takes position ids from an arithmetic format; task.family="
+                f"model.pos_encoding={scheme} takes position ids from an {formats} format; task.family="
                 f"{self.task.family} prompts have none: use learned, sinusoidal, rope, alibi or none"
             )
-        check_position_scheme(self.task, scheme, self.model.max_position)
+        check(self.task, scheme, self.model.max_position)
         return self
 
     @model_validator(mode="before")
@@ -269,7 +275,7 @@ class TrialConfig(Section):
     def _default_family(cls, data: Any) -> Any:
         task = data.get("task") if isinstance(data, dict) else None
         if isinstance(task, dict) and "family" not in task:
-            data = {**data, "task": {**task, "family": "arithmetic"}}
+            data = {**data, "task": {**task, "family": DEFAULT_FAMILY}}
         return data
 
     @model_validator(mode="after")
@@ -966,7 +972,7 @@ class SweepSpec(Section):
         if search is not None:
             self.check_threshold_values()
         self.check_distinct_values(corner_sets[0])
-        known = {LOSS} | {f"{split}_{m}" for split in SPLITS for f in families for m in METRICS[f]}
+        known = {LOSS} | {f"{split}_{m}" for split in SPLITS for f in families for m in family(f).metrics}
         if self.tune.metric not in known:
             raise ConfigError(
                 f"{metric_field}={shown(self.tune.metric)} is not a summary metric of this study; "
@@ -975,7 +981,7 @@ class SweepSpec(Section):
         if unmet:
             point, cfg = unmet[0]
             where = f"grid point {clipped(grid_point_id(point))}" if point else "the base config"
-            hint = MISSING_METRIC_HINTS[cfg.task.family](cfg.task, self.tune.metric)
+            hint = family(cfg.task.family).missing_metric_hint(cfg.task, self.tune.metric)
             total = len(self.grid_points()) * (len(corner_sets) if search is not None else 1)
             what = "cells x axis ends" if search is not None else "grid points"
             instead = "or choose another success metric" if search is not None else "or tune another metric"

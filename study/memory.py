@@ -13,13 +13,19 @@ bytes, in fp32 (bf16 autocast only lowers it), from the quantities that grow:
   gradients (the math attention kernel materializes them), and the logits three times;
 - evaluation activations: one forward at the evaluation batch (arithmetic
   ``task.eval_batch_size`` rows, in-context regression one condition's
-  ``task.eval_prompts`` prompts), one layer alive at a time;
-- probes (arithmetic, ``task.probes``): a probed forward of one member over one batch
-  of probe inputs (up to ``eval_batch_size`` rows) keeps the hidden states
-  it reads and, with attention probes, every block's attention weights (``L H T^2``);
+  ``task.eval_prompts`` prompts) or of the largest probed forward, whichever is larger,
+  one layer alive at a time;
+- probes (``task.probes``): a probed forward keeps the hidden states it reads and, with
+  attention probes, every block's attention weights (``L H T^2``); arithmetic probes one
+  member over one batch of probe inputs (up to ``eval_batch_size`` rows), the in-context
+  coefficient probe keeps the final state of every probe prompt;
 - evaluation sets built at construction (arithmetic: every evaluated (len_a, len_b) condition, of
   ``eval_examples`` encoded examples and the candidates they are drawn from; icl: every
-  condition's prompts) and a fixed training set;
+  condition's prompts, and the probe's) and a fixed training set;
+
+The task's own sizes (vocabulary, sequence length, evaluated conditions, the sets it
+builds) come from its family's record (``study.tasks.FAMILIES``), computed by the
+family's config module from the config's own functions.
 - a pack of K models (``pack.size`` when the config has it) multiplies the model,
   optimizer and activation terms by K;
 - a fixed 256 MiB for the runtime itself.
@@ -36,10 +42,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from study.errors import ConfigError
-from study.tasks.arithmetic_config import fixed_set_size, longest_input, vocabulary
+from study.tasks import family
 
 FLOAT = 4  # bytes of an fp32 value
-LONG = 8  # bytes of an int64 value
 RUNTIME = 256 * 2**20  # what a process that trains takes beyond its tensors (kernels, allocator pools)
 
 
@@ -63,55 +68,27 @@ def pack_size(cfg: Any) -> int:
 
 
 def estimate_trial_memory(cfg: Any) -> MemoryEstimate:
-    """The memory estimate of one trial of a :class:`~study.config.TrialConfig`."""
-    task, (n_layer, n_head, d), batch = cfg.task, cfg.model.shape, cfg.train.batch_size
+    """The memory estimate of one trial of a :class:`~study.config.TrialConfig`; the task's
+    sizes come from its family's record (:class:`study.tasks.TaskSizes`)."""
+    (n_layer, n_head, d), batch = cfg.model.shape, cfg.train.batch_size
     k = pack_size(cfg)
-    if task.family == "arithmetic":
-        seq = longest_input(task) + 1  # the longest full sequence of training or evaluation (index hints included)
-        n_in = n_out = len(vocabulary(task))
-        conditions = len(task.evaluated_pairs)  # the square of the evaluated lengths, or its diagonal
-        eval_rows = min(task.eval_batch_size, conditions * task.eval_examples)
-        # candidates drawn per condition (2E + 64 pairs), their membership test, the encoded grid
-        eval_sets = conditions * (2 * task.eval_examples + 64) * 2 * LONG * 2
-        eval_sets += conditions * task.eval_examples * (seq + 2) * LONG
-        train_set = 0
-        if task.train_set == "fixed":
-            train_set = 3 * fixed_set_size(task)[0] * 2 * LONG  # the set, and the draws that exclude it
-        batch_data = batch * seq * LONG * 3
-        probes = task.probes
-        # probe inputs: the ID points, and half as many per longer length (batched by eval_batch_size)
-        probe_pairs = probes.points + probes.points // 2 * max(task.evaluated_lengths)
-        probe_rows = min(task.eval_batch_size, probe_pairs) if probes.enabled else 0
-        # a probed forward keeps every block's attention weights (with attention probes) and the
-        # hidden states it probes, for one member and one batch of probe inputs at a time
-        kept_layers = n_layer + 1 if probes.layers == "all" else (len(probes.layers) if isinstance(probes.layers, list) else 1)
-        probe_values = kept_layers * seq * d + (n_layer * n_head * seq * seq * 2 if probes.attention else 0)
-        probe_activations = probe_rows * probe_values * FLOAT
-    else:
-        seq = 2 * task.n_points
-        n_in, n_out = task.n_dims, 1
-        conditions = 1 + sum(len(values) for values in task.shifts.values())
-        eval_rows = task.eval_prompts
-        prompt = seq * task.n_dims * FLOAT
-        relu = task.relu_width * (task.n_dims + 2) * FLOAT if "relu2nn" in task.classes or "relu2nn" in task.combo else 0
-        # each condition's prompts (kept), and the baselines' least squares over every prefix
-        eval_sets = conditions * task.eval_prompts * (prompt + task.n_points * FLOAT * 2)
-        eval_sets += task.eval_prompts * (task.n_points * (task.n_dims**2 + 4 * task.n_dims) * FLOAT + relu)
-        train_set = 0
-        batch_data = batch * (prompt * 3 + relu)
-        probe_activations = 0
-    read_in = n_in * d + (d if task.family != "arithmetic" else 0)  # an embedding table, or a linear layer
+    task = family(cfg.task.family).sizes(cfg.task, n_layer)
+    seq, n_in, n_out = task.sequence, task.n_in, task.n_out
+    read_in = n_in * d + (0 if task.tokens else d)  # an embedding table, or a linear layer
     params = n_layer * (12 * d * d + 13 * d) + read_in + seq * d + d * n_out + n_out + 2 * d
     per_token_train = n_layer * (16 * d + 7 * n_head * seq) + 2 * d + 3 * n_out
     per_token_eval = 8 * d + 2 * n_head * seq + 2 * n_out
+    eval_rows = max(task.eval_rows, task.probe_forward_rows)  # a probed forward is an evaluation forward too
+    # a probed forward keeps the hidden states it probes and (attention probes) every block's attention weights
+    probe_values = task.probe_layers * seq * d + (n_layer * n_head * seq * seq * 2 if task.probe_attention else 0)
     return MemoryEstimate(
         {
             "weights, gradients and AdamW state": k * 16 * params,
-            "training activations": k * batch * seq * per_token_train * FLOAT + k * batch_data,
+            "training activations": k * batch * seq * per_token_train * FLOAT + k * batch * task.example_bytes,
             "evaluation activations": k * eval_rows * seq * per_token_eval * FLOAT,
-            "probe activations": probe_activations,
-            "evaluation sets": eval_sets,
-            "training set": train_set,
+            "probe activations": task.probe_rows * probe_values * FLOAT,
+            "evaluation sets": task.eval_set_bytes,
+            "training set": task.train_set_bytes,
             "runtime (torch, allocator)": RUNTIME,
         }
     )

@@ -83,9 +83,9 @@ def test_yaml_file_and_sweep_base(tmp_path):
 
 
 def test_each_metric_direction_comes_from_its_task_family():
-    from study.tasks import METRICS, metric_direction
+    from study.tasks import FAMILIES, metric_direction
 
-    assert set(METRICS) == {"arithmetic", "icl"}
+    assert set(FAMILIES) == {"arithmetic", "icl"}
     assert metric_direction("loss") == "min"
     assert metric_direction("id_nmse_knn") == metric_direction("nmse") == "min"
     assert metric_direction("ood_exact_match") == metric_direction("equivalence") == "max"

@@ -1,58 +1,113 @@
-"""Task families: a name -> class table, and each family's metrics.  ``build_task(cfg,
-seed, device)`` makes one task.
+"""Task families: one :class:`~study.tasks.family.Family` record each, registered once in
+:data:`FAMILIES` (a name -> record table) and read everywhere.  ``build_task(cfg, seed,
+device)`` makes one task.
 
 Each family has two modules: ``<family>_config`` (torch-free: its config class, the
-names it accepts, its metrics and their directions, its limits) and the task itself
-(torch).  This package imports only the config modules, so a config is checked
+names it accepts, its metrics and their directions, its limits and sizes) and the task
+itself (torch).  This package imports only the config modules, so a config is checked
 before torch is imported; the task class is imported on first use.
+
+Adding a family: its two modules, and its record in :data:`FAMILIES`.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from study.errors import ConfigError
 from study.tasks import arithmetic_config, functions_config
+from study.tasks.family import Family, TaskSizes
 
 if TYPE_CHECKING:
     import torch
 
     from study.tasks.base import Task
 
-# family name (the config's task.family) -> "module:class"; imported on first use
-FAMILIES: dict[str, str] = {
-    arithmetic_config.FAMILY: "study.tasks.arithmetic:Arithmetic",
-    functions_config.FAMILY: "study.tasks.functions:InContextRegression",
-}
-
-# family -> its per-condition metrics -> direction ("max": higher is better, "min": lower).
-# A trial's summary metrics are "<split>_<metric>" (mean over the split's conditions)
-# plus the training "loss".
-METRICS: dict[str, dict[str, str]] = {
-    arithmetic_config.FAMILY: arithmetic_config.METRICS,
-    functions_config.FAMILY: functions_config.METRICS,
-}
-# family -> the metric its breakdown table leads with
-PRIMARY_METRICS: dict[str, str] = {
-    arithmetic_config.FAMILY: arithmetic_config.PRIMARY_METRIC,
-    functions_config.FAMILY: functions_config.PRIMARY_METRIC,
-}
-# family -> (config -> the summary metrics its trials report, (config, metric) -> why not)
-SUMMARY_METRICS = {
-    arithmetic_config.FAMILY: arithmetic_config.summary_metrics,
-    functions_config.FAMILY: functions_config.summary_metrics,
-}
-MISSING_METRIC_HINTS = {
-    arithmetic_config.FAMILY: arithmetic_config.missing_metric_hint,
-    functions_config.FAMILY: functions_config.missing_metric_hint,
-}
 SPLITS = ("id", "ood")
 LOSS = "loss"
+LONG = 8  # bytes of an int64 value
 
 
-def summary_metrics(cfg: arithmetic_config.ArithmeticTask | functions_config.ICLTask) -> set[str]:
+def arithmetic_sizes(cfg: arithmetic_config.ArithmeticTask, n_layer: int) -> TaskSizes:
+    """What the memory estimate reads of an arithmetic config (see :mod:`study.memory`), from
+    its own vocabulary, longest sequence (index hints included) and evaluated (len_a, len_b)
+    conditions: each condition's candidates (2E + 64 pairs drawn, their membership test) and
+    encoded examples; a fixed training set and the draws that exclude it; a probed forward
+    over one batch of probe inputs (the ID points, and half as many per longer length)
+    keeping the hidden states it probes and, with attention probes, every block's weights."""
+    seq = arithmetic_config.longest_input(cfg) + 1
+    vocab = len(arithmetic_config.vocabulary(cfg))
+    conditions = len(cfg.evaluated_pairs)  # the square of the evaluated lengths, or its diagonal
+    eval_sets = conditions * (2 * cfg.eval_examples + 64) * 2 * LONG * 2
+    eval_sets += conditions * cfg.eval_examples * (seq + 2) * LONG
+    train_set = 3 * arithmetic_config.fixed_set_size(cfg)[0] * 2 * LONG if cfg.train_set == "fixed" else 0
+    probes = cfg.probes
+    probe_pairs = probes.points + probes.points // 2 * max(cfg.evaluated_lengths)
+    probe_rows = min(cfg.eval_batch_size, probe_pairs) if probes.enabled else 0
+    layers = n_layer + 1 if probes.layers == "all" else len(probes.layers) if isinstance(probes.layers, list) else 1
+    return TaskSizes(
+        n_in=vocab, n_out=vocab, tokens=True, sequence=seq, conditions=conditions,
+        eval_rows=min(cfg.eval_batch_size, conditions * cfg.eval_examples), eval_set_bytes=eval_sets,
+        train_set_bytes=train_set, example_bytes=seq * LONG * 3,
+        probe_rows=probe_rows, probe_forward_rows=probe_rows, probe_layers=layers, probe_attention=probes.attention,
+    )
+
+
+def _register(*families: Family) -> dict[str, Family]:
+    """name -> record; a name given twice is a bug."""
+    table = {record.name: record for record in families}
+    assert len(table) == len(families), "two task families of one name"
+    return table
+
+
+FAMILIES: dict[str, Family] = _register(
+    Family(
+        name=arithmetic_config.FAMILY,
+        config=arithmetic_config.ArithmeticTask,
+        task="study.tasks.arithmetic:Arithmetic",
+        metrics=arithmetic_config.METRICS,
+        primary_metric=arithmetic_config.PRIMARY_METRIC,
+        summary_metrics=arithmetic_config.summary_metrics,
+        missing_metric_hint=arithmetic_config.missing_metric_hint,
+        conditions=("len_a", "len_b"),
+        shift_axis="length",
+        sizes=arithmetic_sizes,
+        check_position_scheme=arithmetic_config.check_position_scheme,
+    ),
+    Family(
+        name=functions_config.FAMILY,
+        config=functions_config.ICLTask,
+        task="study.tasks.functions:InContextRegression",
+        metrics=functions_config.METRICS,
+        primary_metric=functions_config.PRIMARY_METRIC,
+        summary_metrics=functions_config.summary_metrics,
+        missing_metric_hint=functions_config.missing_metric_hint,
+        conditions=("shift", "shift_value", "n_context"),
+        shift_axis=None,
+        sizes=functions_config.task_sizes,
+    ),
+)
+DEFAULT_FAMILY = arithmetic_config.FAMILY  # a task config without task.family (and a trials row without one)
+# family -> its metrics and their directions: a view of the records, for study.claims_config
+METRICS: dict[str, dict[str, str]] = {name: record.metrics for name, record in FAMILIES.items()}
+
+
+def family(name: str) -> Family:
+    """The record of family ``name``; a ConfigError naming the known families for any other name."""
+    if name not in FAMILIES:
+        raise ConfigError(f"unknown task family {name!r}; use one of {', '.join(FAMILIES)}")
+    return FAMILIES[name]
+
+
+def family_of_metric(metric: str) -> Family | None:
+    """The family that declares per-condition ``metric`` (``exact_match``, ``nmse_lstsq``), or None."""
+    return next((f for f in FAMILIES.values() if metric in f.metrics), None)
+
+
+def summary_metrics(cfg: Any) -> set[str]:
     """The summary metrics a trial of this task config reports, the training ``loss`` included."""
-    return {LOSS} | SUMMARY_METRICS[cfg.family](cfg)
+    return {LOSS} | family(cfg.family).summary_metrics(cfg)
 
 
 def metric_direction(name: str) -> str | None:
@@ -60,20 +115,21 @@ def metric_direction(name: str) -> str | None:
     (``id_nmse``) or the training ``loss``; None for a name no family reports."""
     if name == LOSS:
         return "min"
-    for metrics in METRICS.values():
-        for metric, direction in metrics.items():
+    for record in FAMILIES.values():
+        for metric, direction in record.metrics.items():
             if name == metric or name in (f"{split}_{metric}" for split in SPLITS):
                 return direction
     return None
 
 
-def task_class(family: str) -> type:
-    module, name = FAMILIES[family].split(":")
-    return getattr(importlib.import_module(module), name)
+def task_class(name: str) -> type:
+    """The task class of family ``name``, imported on first use."""
+    module, attribute = family(name).task.split(":")
+    return getattr(importlib.import_module(module), attribute)
 
 
 def build_task(
-    cfg: arithmetic_config.ArithmeticTask | functions_config.ICLTask,
+    cfg: Any,
     seed: int,
     device: torch.device | str = "cpu",
     position_scheme: str | None = None,
@@ -89,4 +145,5 @@ def build_task(
                                   position_scheme=position_scheme, max_position=max_position)
 
 
-__all__ = ["FAMILIES", "METRICS", "PRIMARY_METRICS", "build_task", "metric_direction", "summary_metrics", "task_class"]
+__all__ = ["DEFAULT_FAMILY", "FAMILIES", "LOSS", "METRICS", "SPLITS", "Family", "TaskSizes", "build_task", "family",
+           "family_of_metric", "metric_direction", "summary_metrics", "task_class"]

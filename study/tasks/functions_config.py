@@ -7,16 +7,38 @@ itself is :mod:`study.tasks.functions`, the baselines :mod:`study.tasks.baseline
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import Field, model_validator
 
 from study.section import Section
+from study.tasks.family import TaskSizes
 
 FAMILY = "icl"
+FLOAT = 4  # bytes of an fp32 value
+
+
+@dataclass(frozen=True)
+class FunctionClass:
+    """A function class prompts are drawn from (its sampler: ``study.tasks.functions.function_values``)."""
+
+    base: bool  # combo may combine it
+    # values one drawn function holds per prompt besides the prompt itself (memory estimate)
+    values: Callable[["ICLTask"], int]
+
+
 # Function classes drawn per prompt; ``combo`` mixes two of the base classes.
-BASE_CLASSES = ("linear", "sparse_linear", "sine", "relu2nn")
-CLASSES = BASE_CLASSES + ("combo",)
+FUNCTION_CLASSES: dict[str, FunctionClass] = {
+    "linear": FunctionClass(base=True, values=lambda cfg: 0),
+    "sparse_linear": FunctionClass(base=True, values=lambda cfg: 0),
+    "sine": FunctionClass(base=True, values=lambda cfg: 0),
+    "relu2nn": FunctionClass(base=True, values=lambda cfg: cfg.relu_width * (cfg.n_dims + 2)),  # W, a and a hidden row
+    "combo": FunctionClass(base=False, values=lambda cfg: 0),  # its two classes count as drawn
+}
+BASE_CLASSES = tuple(name for name, cls in FUNCTION_CLASSES.items() if cls.base)
+CLASSES = tuple(FUNCTION_CLASSES)
 # OOD shift axes (evaluated at the values ``task.shifts`` lists).
 SHIFT_AXES = ("nnz", "freq_scale", "alpha", "x_scale")
 # Classical predictors evaluated on the same prompts (see study.tasks.baselines).
@@ -94,8 +116,7 @@ class ICLTask(Section):
 
     def structure_kinds(self) -> tuple[str, ...]:
         """The ``representations`` kinds its probes score: the coefficient probe's R^2."""
-        on = self.probes.enabled if self.probes.enabled is not None else self.linear_class is not None
-        return ("probe_coefficients",) if on else ()
+        return ("probe_coefficients",) if probes_on(self) else ()
 
     @property
     def weights(self) -> list[float]:
@@ -210,3 +231,51 @@ def missing_metric_hint(cfg: ICLTask, metric: str) -> str:
     if metric.startswith("ood_"):
         return "no task.shifts value is outside the pretraining mixture; add OOD values to task.shifts"
     return "the icl family does not report it"
+
+
+# --------------------------------------------------------------------------- sizes
+
+
+def sequence_length(cfg: ICLTask) -> int:
+    """Positions of a full prompt: an x token and a y token per point."""
+    return 2 * cfg.n_points
+
+
+def condition_values(cfg: ICLTask) -> list[tuple[str, float]]:
+    """(shift, value) of every evaluation condition the task builds: the pretraining mixture
+    ("none", 0.0), then each distinct value of each axis of ``task.shifts``."""
+    return [("none", 0.0)] + [(shift, float(v)) for shift, values in cfg.shifts.items() for v in dict.fromkeys(values)]
+
+
+def probes_on(cfg: ICLTask) -> bool:
+    """Does the coefficient probe run: ``task.probes.enabled``, or (null) whether a linear class is trained."""
+    return cfg.probes.enabled if cfg.probes.enabled is not None else cfg.linear_class is not None
+
+
+def probe_prompts(cfg: ICLTask) -> list[int]:
+    """Prompts of each probe condition: ``task.probes.prompts`` ID ones, half as many per
+    distinct ``nnz`` and ``x_scale`` shift value (none when the probe is off)."""
+    if not probes_on(cfg):
+        return []
+    shifted = sum(len(dict.fromkeys(cfg.shifts.get(axis, []))) for axis in ("nnz", "x_scale"))
+    return [cfg.probes.prompts] + [cfg.probes.prompts // 2] * shifted
+
+
+def task_sizes(cfg: ICLTask, n_layer: int) -> TaskSizes:
+    """What the memory estimate reads (see :mod:`study.memory`): each condition's prompts
+    (kept) and the baselines' least squares over every prefix; each probe condition's
+    prompts and coefficients (kept) and the final state at every x its probe reads."""
+    seq, d, n = sequence_length(cfg), cfg.n_dims, cfg.n_points
+    prompt = seq * d * FLOAT
+    drawn = set(cfg.classes) | set(cfg.combo)
+    function = sum(FUNCTION_CLASSES[name].values(cfg) for name in drawn) * FLOAT
+    conditions = len(condition_values(cfg))
+    eval_sets = conditions * cfg.eval_prompts * (prompt + n * FLOAT * 2)
+    eval_sets += cfg.eval_prompts * (n * (d**2 + 4 * d) * FLOAT + function)
+    probed = probe_prompts(cfg)
+    eval_sets += sum(probed) * (prompt + d * FLOAT)
+    return TaskSizes(
+        n_in=d, n_out=1, tokens=False, sequence=seq, conditions=conditions, eval_rows=cfg.eval_prompts,
+        eval_set_bytes=eval_sets, train_set_bytes=0, example_bytes=prompt * 3 + function,
+        probe_rows=sum(probed), probe_forward_rows=max(probed, default=0), probe_layers=1 if probed else 0,
+    )
