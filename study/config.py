@@ -14,6 +14,7 @@ import functools
 import math
 import re
 import reprlib
+import sys
 import types
 import typing
 from pathlib import Path
@@ -24,7 +25,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 
 from study.claims_config import Claim, check_claims_against
 from study.errors import ConfigError
-from study.naming import grid_point_id, is_seed_axis  # noqa: F401  (grid_point_id re-exported: study.config.grid_point_id)
+from study.naming import cell_id, grid_point_id, is_seed_axis  # noqa: F401  (grid_point_id re-exported: study.config.grid_point_id)
 from study.section import BOOL_FOR_NUMBER, Section
 from study.store.schema import STUDY_NAME
 from study.tasks import DEFAULT_FAMILY, FAMILIES, LOSS, SPLITS, family, metric_direction, summary_metrics
@@ -689,13 +690,40 @@ class Distribution(Section):
         return [self.low, self.high]
 
 
+@functools.cache
+def say_renamed(old: str, new: str, meaning: str) -> None:
+    """One line on stderr, once per process, for a spec key read under its old name."""
+    print(f"oodstudy: {old} is now called {new} ({meaning}); the old name still works: rename it in the spec",
+          file=sys.stderr)
+
+
 class TuneSection(Section):
     metric: str = Field("id_exact_match", description="summary metric Optuna optimizes within a grid point")
     mode: Literal["max", "min"] = "max"
-    trials_per_cell: int = Field(1, ge=1, description="trials per grid point (the key keeps its first name)")
+    trials_per_grid_point: int = Field(1, ge=1, description="trials per grid point (seeds included); "
+                                                            "old name: trials_per_cell")
     params: dict[str, Distribution] = Field(default_factory=dict, description="tuned axes")
     sampler: Literal["tpe", "random"] = "tpe"
     seed: int = Field(0, ge=0, lt=TUNE_SEED_LIMIT, description="grid point i's sampler is seeded tune.seed + i")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_trials_key(cls, data: Any) -> Any:
+        """``trials_per_cell`` (the key's first name, from when "cell" meant a grid point) is
+        read as ``trials_per_grid_point``, with one line on stderr naming the new key."""
+        if not isinstance(data, dict) or "trials_per_cell" not in data:
+            return data
+        if "trials_per_grid_point" in data:
+            raise ValueError("tune.trials_per_cell and tune.trials_per_grid_point are one key (trials_per_cell is "
+                             "its old name); keep tune.trials_per_grid_point")
+        say_renamed("tune.trials_per_cell", "tune.trials_per_grid_point", "the trials of each grid point, seeds included")
+        rest = {k: v for k, v in data.items() if k != "trials_per_cell"}
+        return {**rest, "trials_per_grid_point": data["trials_per_cell"]}
+
+    @property
+    def trials_per_cell(self) -> int:
+        """The old name of :attr:`trials_per_grid_point`, for code not yet moved to the new one."""
+        return self.trials_per_grid_point
 
 
 class EarlyStopping(Section):
@@ -867,9 +895,9 @@ class SweepSpec(Section):
         if self.tune.params:
             raise ValueError("tune.params with a threshold search: Optuna per point is not supported with a threshold "
                              "search; drop tune.params (or make the tuned axes grid axes)")
-        if self.tune.trials_per_cell != 1:
-            raise ValueError(f"tune.trials_per_cell={self.tune.trials_per_cell} with a threshold search: the search "
-                             "decides how many trials each cell gets; drop tune.trials_per_cell and set "
+        if self.tune.trials_per_grid_point != 1:
+            raise ValueError(f"tune.trials_per_grid_point={self.tune.trials_per_grid_point} with a threshold search: "
+                             "the search decides how many trials each cell gets; drop tune.trials_per_grid_point and set "
                              "threshold.seeds_per_point and threshold.budget")
         if self.early_stopping.type != "none":
             raise ValueError(f"early_stopping.type={self.early_stopping.type} with a threshold search: a seed stopped "
@@ -901,7 +929,7 @@ class SweepSpec(Section):
             return [[i] for i in range(len(points))]
         groups: dict[str, list[int]] = {}
         for i, point in enumerate(points):
-            groups.setdefault(grid_point_id({k: v for k, v in point.items() if k != "train.seed"}), []).append(i)
+            groups.setdefault(cell_id(point), []).append(i)
         return list(groups.values())
 
     def check_pack(self) -> None:
@@ -927,11 +955,11 @@ class SweepSpec(Section):
                     f"pack.size to at most {self.threshold.seeds_per_point}"
                 )
             return
-        quota = min(len(group) for group in self.pack_groups()) * self.tune.trials_per_cell
+        quota = min(len(group) for group in self.pack_groups()) * self.tune.trials_per_grid_point
         if self.pack.size > quota:
             raise ConfigError(
                 f"pack.size={self.pack.size} is larger than the {quota} members a cell holds "
-                f"(tune.trials_per_cell={self.tune.trials_per_cell} x the train.seed values); "
+                f"(tune.trials_per_grid_point={self.tune.trials_per_grid_point} x the train.seed values); "
                 f"lower pack.size to at most {quota}"
             )
 

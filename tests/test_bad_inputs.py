@@ -200,7 +200,7 @@ def bad_inputs(p: dict[str, str]) -> list[tuple[str, list[str], str]]:
          "its baseline is not in task.baselines"),
         ("question", ["run", LINEAR_SINE, "--store", "{new}", "--set", "task.shifts={x_scale: [1.0]}",
                       "--set", "tune.metric=ood_nmse"], "no task.shifts value is outside the pretraining mixture"),
-        ("question", run + ["--set", "tune.trials_per_cell=0"], "tune.trials_per_cell"),
+        ("question", run + ["--set", "tune.trials_per_grid_point=0"], "tune.trials_per_grid_point"),
         # ---- threshold searches
         ("question", threshold + ["--set", "threshold.axis=train.stepz"],
          "threshold.axis=train.stepz is not a value of the trial config; search a dotted key that holds a value"),
