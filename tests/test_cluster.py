@@ -188,7 +188,7 @@ TINY_STUDY = {
         "train": {"steps": 300, "eval_every": 50, "checkpoint_every": 150, "batch_size": 16, "log_every": 30},
     },
     "grid": {"task.digits": [1, 2]},
-    "tune": {"metric": "id_exact_match", "mode": "max", "trials_per_cell": 1,
+    "tune": {"metric": "id_exact_match", "mode": "max", "trials_per_grid_point": 1,
              "params": {"train.lr": {"type": "loguniform", "low": 1e-3, "high": 3e-3}}},
     "resources": {"cpus": 1},
     "max_concurrent": 2,
@@ -248,7 +248,7 @@ def test_submit_wait_runs_a_study_to_success_with_its_gauges_on_the_metrics_endp
     # every planned trial reached the store, completed, in its cell
     spec = load_sweep_spec(spec_path)
     trials = Store(str(store), create=False).frame("trials", study="cluster_e2e")
-    assert sorted(trials["cell"]) == sorted(grid_point_id(p) for p in spec.grid_points() for _ in range(spec.tune.trials_per_cell))
+    assert sorted(trials["cell"]) == sorted(grid_point_id(p) for p in spec.grid_points() for _ in range(spec.tune.trials_per_grid_point))
     assert set(trials["status"]) == {"completed"}
     # Tune's trial directories carry the cell
     run_dirs = sorted(p.name for p in (store / "_runs" / "cluster_e2e").iterdir() if p.is_dir())

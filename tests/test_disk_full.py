@@ -143,7 +143,7 @@ def test_a_disk_filled_mid_run_is_one_line_and_resume_finishes_the_study(tmp_pat
         "name": name,
         "base": FULL_DISK_BASE,
         "grid": {"task.digits": [1, 2]},
-        "tune": {"trials_per_cell": 2, "params": {"train.lr": {"type": "loguniform", "low": 1e-4, "high": 1e-2}}},
+        "tune": {"trials_per_grid_point": 2, "params": {"train.lr": {"type": "loguniform", "low": 1e-4, "high": 1e-2}}},
         "resources": {"cpus": 1},
         "max_concurrent": 2,
         "max_failures": 3,

@@ -28,7 +28,7 @@ def pack_spec(tmp_path, name: str, **fields) -> SweepSpec:
         "name": name,
         "base": TINY_BASE,
         "grid": {"task.digits": [1, 2], "train.seed": [0, 1]},
-        "tune": {"metric": "id_exact_match", "mode": "max", "trials_per_cell": 2, "params": LR},
+        "tune": {"metric": "id_exact_match", "mode": "max", "trials_per_grid_point": 2, "params": LR},
         "pack": {"size": 3},
         "resources": {"cpus": 1},
         "store": str(tmp_path / "store"),
@@ -76,7 +76,7 @@ def test_early_stopping_stops_a_pack_only_with_all_its_running_members(tmp_path,
     spec = pack_spec(
         tmp_path, "packstops",
         grid={"train.seed": [0, 1, 2, 3]},
-        tune={"metric": "loss", "mode": "min", "trials_per_cell": 1, "seed": 0,
+        tune={"metric": "loss", "mode": "min", "trials_per_grid_point": 1, "seed": 0,
               "params": {"train.lr": {"type": "categorical", "choices": [1e-5, 1e-3, 3e-3]}}},
         pack={"size": 2},
         early_stopping={"type": "asha", "grace_period": 1, "reduction_factor": 2},
@@ -119,7 +119,7 @@ def test_bad_packs_are_refused_before_ray_starts(tmp_path):
 
     def error(data: dict, overrides: list[str] = ()) -> str:
         spec = {"name": "x", "base": TINY_BASE, "grid": {"train.seed": [0, 1]},
-                "tune": {"trials_per_cell": 2, "params": LR}, **data}
+                "tune": {"trials_per_grid_point": 2, "params": LR}, **data}
         path.write_text(yaml.safe_dump(spec))
         with pytest.raises(ConfigError) as info:
             load_sweep_spec(path, list(overrides))
@@ -129,7 +129,7 @@ def test_bad_packs_are_refused_before_ray_starts(tmp_path):
     assert "pack.size=5 is larger than the 4 members a cell holds" in error({"pack": {"size": 5}})
     dropout = {"model.dropout": {"type": "uniform", "low": 0.0, "high": 0.2}}
     assert "tuned axes ['model.dropout']: members of a pack share the architecture" in error(
-        {"pack": {"size": 2}, "tune": {"trials_per_cell": 2, "params": dropout}})
+        {"pack": {"size": 2}, "tune": {"trials_per_grid_point": 2, "params": dropout}})
     assert "base.pack: set the pack size at the top level" in error(
         {"pack": {"size": 2}, "base": {**TINY_BASE, "pack": {"size": 2}}})
     error({"pack": {"size": 5}})  # writes a spec whose only fault is the pack size

@@ -41,7 +41,7 @@ def tiny_spec(tmp_path, name: str, **fields) -> SweepSpec:
                  "model": {"size": "nano", "n_layer": 1},
                  "train": {"steps": 40, "eval_every": 10, "batch_size": 16, "log_every": 10}},
         "grid": {"task.digits": [1, 2]},
-        "tune": {"metric": "id_exact_match", "mode": "max", "trials_per_cell": 2,
+        "tune": {"metric": "id_exact_match", "mode": "max", "trials_per_grid_point": 2,
                  "params": {"train.lr": {"type": "loguniform", "low": 1e-4, "high": 1e-2}}},
         "resources": {"cpus": 1},
         "store": str(tmp_path / "store"),
@@ -168,7 +168,7 @@ def test_status_during_a_real_run_shows_steps_between_evaluations(tmp_path, caps
         ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     planned_steps = 4000
     spec = tiny_spec(tmp_path, "running", max_concurrent=2, tune={
-        "metric": "id_exact_match", "mode": "max", "trials_per_cell": 1,
+        "metric": "id_exact_match", "mode": "max", "trials_per_grid_point": 1,
         "params": {"train.lr": {"type": "loguniform", "low": 1e-3, "high": 2e-3}}},
         base={"task": {"digits": 1, "width": 3, "eval_max_len": 3, "eval_examples": 32},
               "model": {"size": "nano", "n_layer": 1},

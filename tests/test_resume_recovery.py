@@ -23,7 +23,7 @@ def tiny_spec(tmp_path, name: str) -> SweepSpec:
                  "model": {"size": "nano", "n_layer": 1},
                  "train": {"steps": 40, "eval_every": 20, "batch_size": 16, "log_every": 10}},
         "grid": {"task.digits": [1, 2]},
-        "tune": {"trials_per_cell": 1},
+        "tune": {"trials_per_grid_point": 1},
         "resources": {"cpus": 1},
         "store": str(tmp_path / "store"),
     })

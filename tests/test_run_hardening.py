@@ -108,7 +108,7 @@ def sweep_spec(tmp_path: Path) -> Path:
             "train": {"steps": 3000, "eval_every": 20, "checkpoint_every": 20, "batch_size": 16, "log_every": 20},
         },
         "grid": {"task.digits": [1, 2]},
-        "tune": {"metric": "id_exact_match", "mode": "max", "trials_per_cell": 2},
+        "tune": {"metric": "id_exact_match", "mode": "max", "trials_per_grid_point": 2},
         "resources": {"cpus": 1},
         "max_concurrent": 1,
         "store": str(tmp_path / "results"),

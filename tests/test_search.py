@@ -15,7 +15,7 @@ def spec(**tune) -> SweepSpec:
     return SweepSpec.model_validate({
         "name": "s",
         "grid": {"task.digits": [1, 2, 3]},
-        "tune": {"trials_per_cell": 2, "params": {"train.lr": {"type": "loguniform", "low": 1e-4, "high": 1e-2}}, **tune},
+        "tune": {"trials_per_grid_point": 2, "params": {"train.lr": {"type": "loguniform", "low": 1e-4, "high": 1e-2}}, **tune},
     })
 
 

@@ -20,7 +20,7 @@ SPEC = {
     "base": {"task": {"digits": 1, "width": 3, "eval_max_len": 3}, "model": {"size": "nano", "n_layer": 1},
              "train": {"steps": STEPS, "eval_every": 10}},
     "grid": {"task.digits": [1, 2]},
-    "tune": {"metric": "id_exact_match", "mode": "max", "trials_per_cell": 2},
+    "tune": {"metric": "id_exact_match", "mode": "max", "trials_per_grid_point": 2},
 }
 
 

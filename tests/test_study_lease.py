@@ -35,7 +35,7 @@ def spec_file(tmp_path: Path, name: str, steps: int = 60, **fields) -> Path:
     base = json.loads(json.dumps(BASE))
     base["train"]["steps"] = steps
     data = {"name": name, "base": base, "grid": {"task.digits": [1, 2]},
-            "tune": {"trials_per_cell": 1}, "resources": {"cpus": 1}, "max_concurrent": 2,
+            "tune": {"trials_per_grid_point": 1}, "resources": {"cpus": 1}, "max_concurrent": 2,
             "store": str(tmp_path / "store"), **fields}
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(data))

@@ -28,7 +28,7 @@ def tiny_spec(tmp_path, name: str, **fields) -> SweepSpec:
         "name": name,
         "base": TINY_BASE,
         "grid": {"task.digits": [1, 2]},
-        "tune": {"metric": "id_exact_match", "mode": "max", "trials_per_cell": 2,
+        "tune": {"metric": "id_exact_match", "mode": "max", "trials_per_grid_point": 2,
                  "params": {"train.lr": {"type": "loguniform", "low": 1e-4, "high": 1e-2}}},
         "resources": {"cpus": 1},
         "max_failures": 2,
@@ -83,7 +83,7 @@ def test_every_cell_gets_its_quota_and_results_reach_the_cells_study(tmp_path, r
 
 
 def test_a_failing_trial_is_retried_from_its_checkpoint_and_rows_are_stored_once(tmp_path, ray_local):
-    spec = tiny_spec(tmp_path, "retry", grid={"task.digits": [1]}, tune={"trials_per_cell": 1})
+    spec = tiny_spec(tmp_path, "retry", grid={"task.digits": [1]}, tune={"trials_per_grid_point": 1})
     # checkpoints at steps 20 and 40; the first attempt dies right after reporting step 30
     run_sweep(spec, fail_once_at_step=30)
     store = Store(spec.store, create=False)
@@ -152,7 +152,7 @@ def test_diverged_and_pruned_trials_land_in_the_store_and_in_optuna(tmp_path, ra
         tmp_path, "stops",
         grid={"train.grad_clip": [None]},
         # TPE seed 0 asks lr 1e-3, 1e9, 1e-5, ...: the 1e9 trial diverges, the 1e-5 one trails the 1e-3 one
-        tune={"metric": "loss", "mode": "min", "trials_per_cell": 5, "seed": 0,
+        tune={"metric": "loss", "mode": "min", "trials_per_grid_point": 5, "seed": 0,
               "params": {"train.lr": {"type": "categorical", "choices": [1e-5, 1e-3, 3e-3, 1e9]}}},
         early_stopping={"type": "asha", "grace_period": 1, "reduction_factor": 2},
         max_concurrent=1,

@@ -29,7 +29,7 @@ def spec_data(tmp_path, name: str) -> dict:
         "name": name,
         "base": BASE,
         "grid": {"task.digits": [1, 2]},
-        "tune": {"trials_per_cell": 2, "params": {"train.lr": {"type": "loguniform", "low": 1e-4, "high": 1e-2}}},
+        "tune": {"trials_per_grid_point": 2, "params": {"train.lr": {"type": "loguniform", "low": 1e-4, "high": 1e-2}}},
         "resources": {"cpus": 1},
         "max_concurrent": 2,
         "max_failures": 3,

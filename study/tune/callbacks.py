@@ -277,7 +277,7 @@ class ProgressLine(Callback):
         self.threshold = None if spec.threshold is None else {
             "budget": spec.threshold.budget, "cells": len(spec.grid_points())}
         self.planned = {} if spec.threshold is not None else {
-            grid_point_id(p): (spec.tune.trials_per_cell, TrialConfig.model_validate(spec.trial_raw(p, {})).train.steps)
+            grid_point_id(p): (spec.tune.trials_per_grid_point, TrialConfig.model_validate(spec.trial_raw(p, {})).train.steps)
             for p in spec.grid_points()
         }
         self.max_concurrent = spec.max_concurrent or 0
@@ -496,7 +496,7 @@ class StudyGauges(Callback):
 
     def __init__(self, spec: SweepSpec, every_s: float = 1.0) -> None:
         self.study, self.metric, self.mode = spec.name, spec.tune.metric, spec.tune.mode
-        self.n_points, self.quota = len(spec.grid_points()), spec.tune.trials_per_cell
+        self.n_points, self.quota = len(spec.grid_points()), spec.tune.trials_per_grid_point
         self.every_s = every_s
         self._reset()
 

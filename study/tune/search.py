@@ -4,7 +4,7 @@ a grid point.  (A grid point is every grid axis, seeds included: see ``SweepSpec
 Ray Tune cannot mix ``grid_search`` with Optuna, so the searcher owns both: it keeps one
 Optuna study per grid point, hands out trials round-robin over the grid points that still
 have quota (the map fills evenly), routes each finished trial's score back to its
-grid point's study, and says FINISHED once every grid point has had its ``trials_per_cell``.
+grid point's study, and says FINISHED once every grid point has had its ``tune.trials_per_grid_point``.
 Optuna studies live in an Optuna storage (a journal file by default) so that
 ``optuna-dashboard <journal>`` shows them while the sweep runs.
 """
@@ -88,7 +88,7 @@ class CellSearcher(PickledState, Searcher):
         self.groups = spec.pack_groups()  # the grid points (of one cell) a pack draws its members from
         self.group_ids = [cell_id(self.points[g[0]]) for g in self.groups]
         ended = ended or {}
-        quota = spec.tune.trials_per_cell
+        quota = spec.tune.trials_per_grid_point
         self.suggested = {pid: min(quota, ended.get(pid, 0)) for pid in self.point_ids}  # members handed out per grid point
         self.live: dict[str, list[tuple[str, int, str]]] = {}  # tune trial id -> (grid point id, optuna number, member id)
         self.next_group = 0  # round-robin cursor
@@ -127,7 +127,7 @@ class CellSearcher(PickledState, Searcher):
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         """The next Tune trial: a pack of up to ``pack.size`` members of one cell's grid points
         (one member when packs are off), each asked of its own grid point's Optuna study."""
-        quota = self.spec.tune.trials_per_cell
+        quota = self.spec.tune.trials_per_grid_point
         for offset in range(len(self.groups)):
             g = (self.next_group + offset) % len(self.groups)
             if any(self.suggested[self.point_ids[i]] < quota for i in self.groups[g]):

@@ -26,7 +26,7 @@ def study_status(spec: SweepSpec, live: dict[str, Any] | None = None, stopped: b
 
     if spec.threshold is not None:
         return threshold_status(spec, live, stopped)
-    planned = {grid_point_id(p): spec.tune.trials_per_cell for p in spec.grid_points()}
+    planned = {grid_point_id(p): spec.tune.trials_per_grid_point for p in spec.grid_points()}
     try:
         trials = Store(spec.store, create=False).frame("trials", study=spec.name)
     except StoreError:  # no store yet: nothing has run
