@@ -48,3 +48,9 @@ def test_the_old_and_the_new_key_together_are_refused():
 def test_a_study_copy_holds_the_new_key_only():
     dumped = spec({"trials_per_cell": 2}).model_dump()
     assert dumped["tune"]["trials_per_grid_point"] == 2 and "trials_per_cell" not in dumped["tune"]
+
+
+def test_a_study_copy_written_under_the_old_key_is_still_read():
+    """``resume`` and ``status`` read the spec copy a run wrote, perhaps by an older version."""
+    old_copy = '{"name": "s", "grid": {"task.digits": [1]}, "tune": {"trials_per_cell": 3}}'
+    assert SweepSpec.model_validate_json(old_copy).tune.trials_per_grid_point == 3
