@@ -103,7 +103,7 @@ def make_spec(workdir: str, name: str, trials: int, cells: int) -> SweepSpec:
         "tune": {
             "metric": METRIC,
             "mode": "max",
-            "trials_per_cell": math.ceil(trials / cells),
+            "trials_per_grid_point": math.ceil(trials / cells),
             "params": {"train.lr": {"type": "loguniform", "low": 1e-4, "high": 1e-2}},
             "sampler": "tpe",
         },
@@ -166,10 +166,13 @@ def service_tuner(spec: SweepSpec, args: argparse.Namespace, hook_seconds: dict[
     from ray import tune
 
     trainable = tune.with_parameters(trivial_trainable, reports=args.reports, rows=args.rows, checkpoint=args.checkpoint)
-    store_callback, progress = runner.default_callbacks(spec)
-    time_hooks(store_callback, STORE_HOOKS, hook_seconds)
+    from study.tune.callbacks import StoreCallback
+
+    callbacks = runner.default_callbacks(spec)  # gauges, store writer, progress line, ..., ForgetRows last
+    time_hooks(next(c for c in callbacks if isinstance(c, StoreCallback)), STORE_HOOKS, hook_seconds)
     searcher = timed_cell_searcher(spec, runner.journal_path(spec), hook_seconds)
-    return runner.build_tuner(spec, trainable=trainable, searcher=searcher, callbacks=[store_callback, progress, timeline])
+    return runner.build_tuner(spec, trainable=trainable, searcher=searcher,
+                              callbacks=[*callbacks[:-1], timeline, callbacks[-1]])
 
 
 def bare_tuner(workdir: str, name: str, trials: int, args: argparse.Namespace, timeline):
