@@ -147,6 +147,19 @@ def best_trials(scores: pd.DataFrame, metric: str, by: list[str]) -> pd.DataFram
     return ranked[keys + ["trial_id", "id_score"]].rename(columns={"trial_id": "best_trial"}).reset_index(drop=True)
 
 
+def seed_best(final: pd.DataFrame, trials: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(final, trials)`` cut to one trial per grid point (a seed of a cell): its best usable
+    trial by ID score of ``metric`` (ties: smallest trial_id), or, when none is usable, its
+    first trial (so the seed still counts as failed or unfinished).  With one trial per grid
+    point (no Optuna) nothing changes.  The seeds of a cell are then its distribution."""
+    scores = trial_scores(final, metric)
+    best = best_trials(scores, metric, ["grid_point"])["best_trial"]
+    chosen = set(best)
+    rest = trials[~trials["grid_point"].isin(set(trials.loc[trials["trial_id"].isin(chosen), "grid_point"]))]
+    chosen |= set(rest.sort_values("trial_id", kind="stable").drop_duplicates("grid_point")["trial_id"])
+    return final[final["trial_id"].isin(chosen)], trials[trials["trial_id"].isin(chosen)]
+
+
 def find_boundary(
     x: np.ndarray, score: np.ndarray, id_score: float, metric: Metric, threshold: float = 0.5, tol: float = 0.05
 ) -> tuple[float, Any, list[float]]:
@@ -280,11 +293,17 @@ def breakdown(
       "no_id" (the ID score is at the floor: nothing to break), "no_trial";
       holds_to: the last OOD x evaluated when the verdict is "holds" (the boundary lies
       beyond it: "holds to L"), NaN otherwise;
-    - id_median, id_q25, id_q75, ood_median: over the usable trials;
+    - id_median, id_q25, id_q75, id_min, id_max, ood_median: over the usable trials;
     - n_break (usable trials whose own curve breaks), boundary_q25, boundary_q50,
       boundary_q75: quantiles of the per-trial boundaries, taken among observed
       values with "never breaks" ranked above every length (NaN when that quantile
-      never breaks); n_nonmonotone: usable trials whose curve is not monotone.
+      never breaks); n_nonmonotone: usable trials whose curve is not monotone;
+    - n_learned (usable trials with ID skill: a boundary is defined), break_median,
+      break_min, break_max (over the learned trials that break), holds_to_max (the last
+      OOD x evaluated by the learned trials that hold).
+
+    Cut to one trial per grid point first (:func:`seed_best`), the usable trials are
+    the cell's seeds and these columns its seed distribution.
     """
     if length == "pair":
         raise ValueError("a boundary needs one axis: use length='max', 'min', 'len_a' or 'len_b'")
@@ -305,8 +324,8 @@ def breakdown(
     counts = trials.assign(_failed=trials["status"].isin(FAILED)).groupby(keys, dropna=False, observed=True).agg(
         n_trials=("trial_id", "size"), n_failed=("_failed", "sum"))
     ids = usable.groupby(keys, dropna=False, observed=True)["id_score"]
-    id_dist = pd.DataFrame({"n_usable": ids.count(), "id_median": ids.median(),
-                            "id_q25": ids.quantile(0.25), "id_q75": ids.quantile(0.75)})
+    id_dist = pd.DataFrame({"n_usable": ids.count(), "id_median": ids.median(), "id_q25": ids.quantile(0.25),
+                            "id_q75": ids.quantile(0.75), "id_min": ids.min(), "id_max": ids.max()})
     best = best_trials(scores, metric, by).merge(per_trial.drop(columns=keys + ["status", "id_score"]),
                                                  left_on="best_trial", right_on="trial_id", how="left")
     if len(per_trial):
@@ -318,7 +337,7 @@ def breakdown(
               .merge(id_dist.reset_index(), on=keys, how="left")
               .merge(best.drop(columns=["trial_id", "n_ood"]), on=keys + ["shift"], how="left")
               .merge(spread, on=keys + ["shift"], how="left"))
-    for column in ("n_trials", "n_failed", "n_usable", "n_break", "n_nonmonotone"):
+    for column in ("n_trials", "n_failed", "n_usable", "n_break", "n_nonmonotone", "n_learned"):
         out[column] = out[column].fillna(0).astype(int)
     out["monotone"] = out["monotone"].astype("boolean")
     out["recovers_at"] = [r if isinstance(r, list) else [] for r in out["recovers_at"]]
@@ -329,22 +348,31 @@ def breakdown(
     out["cell"] = [cell_label(r, by) for r in out[by].to_dict("records")] if by else ""
     columns = keys + ["cell", "shift", "n_trials", "n_failed", "n_usable", "best_trial", "id_score", "ood_score",
                       "x_max", "boundary", "verdict", "holds_to", "monotone", "recovers_at", "id_median", "id_q25", "id_q75",
-                      "ood_median", "n_break", "boundary_q25", "boundary_q50", "boundary_q75", "n_nonmonotone"]
+                      "id_min", "id_max", "ood_median", "n_break", "boundary_q25", "boundary_q50", "boundary_q75",
+                      "n_nonmonotone", "n_learned", "break_median", "break_min", "break_max", "holds_to_max"]
     return sort_cells(out[columns], by, ["shift"])
 
 
-SPREAD_COLUMNS = ["ood_median", "n_break", "boundary_q25", "boundary_q50", "boundary_q75", "n_nonmonotone"]
+SPREAD_COLUMNS = ["ood_median", "n_break", "boundary_q25", "boundary_q50", "boundary_q75", "n_nonmonotone",
+                  "n_learned", "break_median", "break_min", "break_max", "holds_to_max"]
 
 
 def _boundary_spread(g: pd.DataFrame) -> pd.Series:
     ranked = g["boundary"].fillna(np.inf).to_numpy()
     q = np.quantile(ranked, [0.25, 0.5, 0.75], method="inverted_cdf") if len(ranked) else [np.nan] * 3
     q = [np.nan if np.isinf(v) else float(v) for v in q]
+    learned = g[g["monotone"].notna()]  # a trial without ID skill has nothing to break
+    broken = learned["boundary"].dropna()
     return pd.Series({
         "ood_median": g["ood_score"].median(),
         "n_break": int(g["boundary"].notna().sum()),
         "boundary_q25": q[0], "boundary_q50": q[1], "boundary_q75": q[2],
         "n_nonmonotone": int((g["monotone"] == False).sum()),  # noqa: E712 (None is neither)
+        "n_learned": len(learned),
+        "break_median": float(broken.median()) if len(broken) else np.nan,
+        "break_min": float(broken.min()) if len(broken) else np.nan,
+        "break_max": float(broken.max()) if len(broken) else np.nan,
+        "holds_to_max": float(learned.loc[learned["boundary"].isna(), "x_max"].max()) if len(learned) else np.nan,
     })
 
 
@@ -367,39 +395,74 @@ def sort_cells(frame: pd.DataFrame, by: list[str], then: Iterable[str] = ()) -> 
 
 def format_summary(table: pd.DataFrame, curve: pd.DataFrame, metric: str, threshold: float = 0.5,
                    extra: tuple[str, dict[str, str]] | None = None) -> str:
-    """A compact text table from :func:`breakdown` and :func:`curves` frames: per shift
-    axis, one line per cell with n (usable/all trials), the best trial's ID score,
-    its score at each OOD x ("id" where x is in distribution for that cell, "-"
-    without a value), and the boundary ("holds to L" when the curve never breaks up to
-    the last evaluated x = L, "n/a" without a usable trial or without ID skill;
-    recoveries and non-monotone curves noted).  ``extra`` = (header, cell -> text) adds
-    a last column; a legend ends the text."""
+    """A compact text table from :func:`breakdown` and :func:`curves` frames of one trial
+    per seed (:func:`seed_best`): per shift axis, one line per cell headlining the seed
+    distribution, never the best seed: seeds (usable/all), the median ID score with its
+    range over seeds, the median score at each OOD x ("id" where x is in distribution for
+    that cell, "-" without a value), the boundary as the seeds have it ("5 [4-6] in 3 of
+    4 seeds", "holds to 12 in 2 of 2 seeds", both when the seeds split) and, last, the
+    best seed's boundary ("n/a" without a usable seed or without ID skill; recoveries and
+    non-monotone curves noted).  ``extra`` = (header, cell -> text) adds a column before
+    the best seed's; a legend ends the text."""
     m = metric_info(metric)
     rule = (f"below {threshold:g} x the ID score" if m.higher_is_better and m.floor == 0 else
             f"keeping less than {threshold:g} of the ID score's margin over {m.floor:g}")
-    lines = [f"{metric} of the best trial per cell; boundary = first OOD point {rule}"]
+    lines = [f"{metric} per cell: the median over its seeds [min-max]; boundary = first OOD point {rule}, per seed"]
     if table.empty:
         lines.append("(no OOD conditions evaluated)")
     for (family, shift), rows in table.groupby(["family", "shift"], sort=False):
         mine = curve[(curve["family"] == family) & (curve["shift"] == shift)]
         ood = mine[mine["split"] == "ood"]
         xs = sorted(ood["x"].dropna().unique())
-        head = ["cell", "n", "id"] + [f"{_short(shift)}{_fmt_x(x)}" for x in xs] + ["boundary"]
-        head += [extra[0]] if extra else []
+        head = ["cell", "seeds", "id"] + [f"{_short(shift)}{_fmt_x(x)}" for x in xs] + ["boundary"]
+        head += ([extra[0]] if extra else []) + ["best seed"]
         body = [head]
         for row in rows.to_dict("records"):
-            at = ood[ood["cell"] == row["cell"]].groupby("x")["best"].mean()
+            at = ood[ood["cell"] == row["cell"]].groupby("x")["median"].mean()
             in_dist = set(mine.loc[(mine["cell"] == row["cell"]) & (mine["split"] == "id"), "x"])
             values = ["id" if x in in_dist else format_value(at.get(x, np.nan)) for x in xs]
-            body.append([row["cell"] or family, f"{row['n_usable']}/{row['n_trials']}", format_value(row["id_score"])]
-                        + values + [_boundary_text(row)] + ([extra[1].get(row["cell"], "-")] if extra else []))
+            body.append([row["cell"] or family, f"{row['n_usable']}/{row['n_trials']}", _spread_text(row)]
+                        + values + [seed_boundary_text(row)] + ([extra[1].get(row["cell"], "-")] if extra else [])
+                        + [_boundary_text(row)])
         widths = [max(len(r[i]) for r in body) for i in range(len(head))]
         lines += ["", f"along {shift}:"]
-        lines += ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
-                  for r in body]
-    lines += ["", "n = usable/all trials of the cell (usable: finished with a score; failed and diverged trials "
-                  "have none); 'id' = in distribution for that cell (within its training lengths); '-' = no value."]
+        lines += ["  ".join(c.ljust(w) if i == 0 or i == len(head) - 1 else c.rjust(w)
+                            for i, (c, w) in enumerate(zip(r, widths))).rstrip() for r in body]
+    lines += ["", "seeds = usable/all seeds of the cell (usable: ended with a score; failed and diverged ones have "
+                  "none); each seed is read at its best trial by ID score; a cell with one seed has no spread; "
+                  "'id' = in distribution for that cell (within its training lengths); '-' = no value; "
+                  "best seed = the boundary of the cell's best seed by ID score."]
     return "\n".join(lines)
+
+
+def _spread_text(row: dict[str, Any]) -> str:
+    """The median ID score, with its range over seeds when they differ: ``0.98 [0.95-1.00]``."""
+    if not row["n_usable"]:
+        return "-"
+    text = format_value(row["id_median"])
+    low, high = format_value(row["id_min"]), format_value(row["id_max"])
+    return text if low == high else f"{text} [{low}-{high}]"
+
+
+def seed_boundary_text(row: dict[str, Any]) -> str:
+    """Where the cell's seeds break: ``5 in 3 of 3 seeds``, ``5 [4-6] in 3 of 4 seeds, holds
+    to 12 in 1``, ``holds to 12 in 2 of 2 seeds``; seeds without ID skill are counted apart
+    (``n/a`` when no seed has any)."""
+    n, learned, broken = int(row["n_usable"]), int(row["n_learned"]), int(row["n_break"])
+    if not n:
+        return "n/a"
+    if not learned:
+        return f"n/a (ID not learned in {n} of {n})"
+    seeds = f"of {n} seed{'s' if n > 1 else ''}"
+    parts = []
+    if broken:
+        span = "" if row["break_min"] == row["break_max"] else f" [{_fmt_x(row['break_min'])}-{_fmt_x(row['break_max'])}]"
+        parts.append(f"{_fmt_x(row['break_median'])}{span} in {broken}")
+    if learned - broken:
+        parts.append(f"holds to {_fmt_x(row['holds_to_max'])} in {learned - broken}")
+    if n - learned:
+        parts.append(f"ID not learned in {n - learned}")
+    return f"{parts[0]} {seeds}" + "".join(f", {part}" for part in parts[1:])
 
 
 def _boundary_text(row: dict[str, Any]) -> str:

@@ -314,7 +314,7 @@ def _bar_text(value: float) -> str:
 def finding_bars(findings: pd.DataFrame) -> Figure:
     """The finding of an arithmetic study at a glance: per cell the ID exact match, the
     exact match from the boundary on and the equivalence rate there, as labelled bars;
-    the boundary under each cell's name.  ``findings`` is an
+    medians over the cell's seeds, where its seeds break under its name.  ``findings`` is an
     :func:`analysis.summary.arithmetic_findings` frame."""
     findings = findings[findings["verdict"] != "no_trial"]
     if findings.empty:
@@ -332,15 +332,14 @@ def finding_bars(findings: pd.DataFrame) -> Figure:
         ax.bar_label(drawn, labels=[_bar_text(v) for v in values], fontsize=8, padding=1)
     names = []
     for row in findings.to_dict("records"):
-        where = {"breaks": f"boundary {fmt(row['boundary'])}", "holds": f"holds to {fmt(row['x_max'])}"}
-        names.append(f"{_short_cell(row['cell'])}\n{where.get(row['verdict'], 'no ID skill')}")
+        names.append(f"{_short_cell(row['cell'])}\n{row['seeds'] if row['verdict'] in ('breaks', 'holds') else 'no ID skill'}")
     ax.set_xticks(pos, names, fontsize=8)
     ax.set_ylim(0, 1.15)
     ax.set_yticks([0, 0.25, 0.5, 0.75, 1.0], ["0%", "25%", "50%", "75%", "100%"])
     ax.grid(axis="y", alpha=0.3)
     fig.legend(loc="outside lower center", ncols=len(bars), fontsize=8)
     _title(fig, "per cell: learned in distribution, lost beyond the boundary, and what the answers are there "
-                "(best trial, bars in %)")
+                "(medians over seeds, bars in %)")
     return fig
 
 

@@ -36,9 +36,11 @@ X_AXES = ("model.size", "model.n_layer", "model.d_model", "model.pos_encoding")
 Y_AXES = ("task.digits", "task.n_points", "task.n_dims", "task.mix_digits", "task.nnz")
 FACET_AXES = ("task.mix_weight", "task.op", "model.pos_encoding", "task.sampling")
 MAX_HTML_ROWS = 80
-BREAKDOWN_FIRST = ("cell", "shift", "id_score", "boundary", "verdict", "ood_score", "x_max", "n_usable", "n_trials")
-SPREAD = ("id_median", "id_q25", "id_q75", "ood_median", "n_break", "boundary_q25", "boundary_q50", "boundary_q75",
-          "n_nonmonotone")  # the breakdown's columns over a cell's trials, shown in a table of their own
+# the breakdown's columns over a cell's seeds (the headline table), then its best seed's (a table of its own)
+SEED_COLUMNS = ("cell", "shift", "n_usable", "n_trials", "id_median", "id_min", "id_max", "n_learned", "n_break",
+                "break_median", "break_min", "break_max", "holds_to_max", "ood_median", "n_nonmonotone")
+BEST_COLUMNS = ("cell", "shift", "best_trial", "id_score", "boundary", "verdict", "ood_score", "x_max", "holds_to",
+                "monotone", "recovers_at")
 THRESHOLDS_FIRST = ("cell", "estimate", "low", "high", "level", "stopped", "trials", "seeds_per_point", "budget")
 CURVE_PANELS = 12  # cells per figure of P(success) along the threshold axis
 CURVE_FIGURES = 4  # figures of them at most; the CSVs hold every cell
@@ -207,11 +209,13 @@ def _by(table: pd.DataFrame) -> list[str]:
 
 
 def _breakdown_tables(page: Page, name: str, table: pd.DataFrame, by: list[str], caption: str) -> None:
-    """The breakdown as two tables that fit a page: the best trial per cell, then the
-    spread over each cell's trials (the CSV of the first holds every column)."""
-    page.table(name, table, caption + ", best trial", first=BREAKDOWN_FIRST, hide=("family", *by, *SPREAD))
-    spread = table[["cell", "shift", "n_usable", *SPREAD]]
-    page.table(name + "_spread", spread, caption + ", over each cell's trials")
+    """The breakdown of one trial per seed as two tables that fit a page: first the seed
+    distribution per cell (medians, ranges, how many seeds break or hold), then the best
+    seed per cell (the CSV of the first holds every column)."""
+    page.table(name, table, caption + ": the seeds of each cell (each read at its best trial)", first=SEED_COLUMNS,
+               hide=tuple(c for c in table.columns if c not in SEED_COLUMNS))
+    page.table(name + "_best_seed", table[[c for c in BEST_COLUMNS if c in table]],
+               caption + ": the best seed of each cell by ID score")
 
 
 def _phase(page: Page, name: str, table: pd.DataFrame, value: str, caption: str,
@@ -233,15 +237,16 @@ def _arithmetic(page: Page, trials: pd.DataFrame, final: pd.DataFrame, threshold
 
 def _arithmetic_tables(page: Page, trials: pd.DataFrame, final: pd.DataFrame, threshold: float) -> None:
     page.section("Arithmetic")
+    final, trials = bd.seed_best(final, trials, "exact_match")  # one trial per seed: the cell's distribution
     table = bd.breakdown(final, trials, metric="exact_match", threshold=threshold)
     by = _by(table)
     curve = bd.curves(final, "exact_match", by=by)
-    page.text(f"Boundary: the first OOD length (max operand length) where the exact match of a cell's best trial "
-              f"falls below {threshold:g} x its ID exact match; quantiles over the cell's trials; 'holds' = never "
-              f"within the lengths evaluated.")
+    page.text(f"Boundary: the first OOD length (max operand length) where a seed's exact match falls below "
+              f"{threshold:g} x its ID exact match; medians and ranges over the cell's seeds, each read at its best "
+              f"trial; 'holds' = never within the lengths evaluated.")
     _breakdown_tables(page, "breakdown_exact_match", table, by, "Breakdown per cell (exact match)")
-    _phase(page, "phase_boundary", table, "boundary", "Phase diagram: OOD boundary of the best trial per cell.")
-    _phase(page, "phase_ood_score", table, "ood_score", "Phase diagram: mean OOD exact match of the best trial.",
+    _phase(page, "phase_boundary", table, "boundary", "Phase diagram: OOD boundary of the best seed per cell.")
+    _phase(page, "phase_ood_score", table, "ood_score", "Phase diagram: mean OOD exact match of the best seed.",
            limits=(0.0, 1.0), what="mean OOD exact match",
            bar_label="mean OOD exact match")
     x, y, facet = choose_axes(table, by)
@@ -265,6 +270,7 @@ def _arithmetic_tables(page: Page, trials: pd.DataFrame, final: pd.DataFrame, th
 
 def _icl(page: Page, trials: pd.DataFrame, final: pd.DataFrame, threshold: float) -> None:
     page.section("In-context learning")
+    final, trials = bd.seed_best(final, trials, "nmse")  # one trial per seed: the cell's distribution
     table = bd.breakdown(final, trials, metric="nmse", threshold=threshold)
     by = _by(table)
     page.text(f"Boundary: the first OOD shift value where the best trial keeps less than {threshold:g} of its ID "
@@ -358,24 +364,27 @@ def _summary(page: Page, trials: pd.DataFrame, final: pd.DataFrame, metrics: set
 
 
 def _arithmetic_summary(page: Page, trials: pd.DataFrame, final: pd.DataFrame, threshold: float) -> None:
-    """Arithmetic's summary: the finding per cell in sentences and one figure."""
-    table = bd.breakdown(final, trials, metric="exact_match", threshold=threshold)
-    eq = equivalence.equivalence_table(final, by=_by(table)) if "equivalence" in set(final["metric"]) else None
-    findings = summary.arithmetic_findings(table, eq)
-    page.text(f"Arithmetic, best trial per cell; the boundary is the first OOD operand length where exact match "
-              f"falls below {threshold:g} x the cell's ID exact match.", kind="summary")
+    """Arithmetic's summary: the finding per cell in sentences and one figure, seeds first."""
+    seed_final, seed_trials = bd.seed_best(final, trials, "exact_match")
+    table = bd.breakdown(seed_final, seed_trials, metric="exact_match", threshold=threshold)
+    findings = summary.arithmetic_findings(table, summary.seed_beyond(seed_final, threshold), seed_final)
+    page.text(f"Arithmetic, the seeds of each cell (each read at its best trial): medians over seeds with their "
+              f"range, and where each seed breaks; a seed's boundary is the first OOD operand length where its "
+              f"exact match falls below {threshold:g} x its ID exact match. The best seed comes last.",
+              kind="summary")
     page.html('<ul class="summary">' + "".join(
         f"<li>{html.escape(t)}</li>" for t in summary.arithmetic_sentences(findings, threshold)) + "</ul>")
     page.figure("summary_arithmetic", plots.finding_bars(findings),
-                "ID exact match, exact match from the boundary on, and the equivalence rate there, per cell.")
+                "ID exact match, exact match from the boundary on, and the equivalence rate there, per cell "
+                "(medians over seeds).")
 
 
 def _icl_summary(page: Page, trials: pd.DataFrame, final: pd.DataFrame, threshold: float) -> None:
-    """In-context regression's summary: the model-selection gap per cell in sentences and one figure."""
-    findings = summary.icl_findings(icl.selection_gap(final, by=None))
-    page.text("In-context regression, best trial per cell: the model-selection gap (the model's normalized "
-              "error minus the best baseline's on the same prompts; negative is better than every baseline).",
-              kind="summary")
+    """In-context regression's summary: the model-selection gap per cell in sentences and one figure, seeds first."""
+    findings = summary.icl_findings(icl.selection_gap(bd.seed_best(final, trials, "nmse")[0], by=None))
+    page.text("In-context regression, the seeds of each cell (each read at its best trial): the model-selection "
+              "gap (the model's normalized error minus the best baseline's on the same prompts; negative is "
+              "better than every baseline), median over seeds.", kind="summary")
     page.html('<ul class="summary">' + "".join(
         f"<li>{html.escape(t)}</li>" for t in summary.icl_sentences(findings)) + "</ul>")
     page.figure("summary_icl", plots.gap_bars(findings), "Model-selection gap per cell, ID and OOD k.")

@@ -17,31 +17,57 @@ import pandas as pd
 
 from analysis import breakdown as bd
 from analysis import icl
-from analysis.equivalence import equivalence_table
-from analysis.load import fmt
+from analysis.load import NOT_SCORED, cell_label, fmt
 
-FINDING_COLUMNS = ["cell", "n_usable", "n_trials", "id_score", "boundary", "x_max", "verdict",
-                   "exact_match_beyond", "equivalence_beyond"]
+FINDING_COLUMNS = ["cell", "n_usable", "n_trials", "n_learned", "n_break", "id_score", "id_min", "id_max", "boundary",
+                   "x_max", "verdict", "seeds", "best_seed", "exact_match_beyond", "equivalence_beyond"]
 
 
-def arithmetic_findings(table: pd.DataFrame, equivalence: pd.DataFrame | None) -> pd.DataFrame:
-    """Per cell of a :func:`analysis.breakdown.breakdown` table (length shift only):
-    n_usable, n_trials, id_score, boundary, x_max, verdict, and over the OOD lengths from
-    the boundary on (all OOD lengths when the cell holds) the best trial's mean
-    exact_match_beyond and equivalence_beyond (from an
-    :func:`analysis.equivalence.equivalence_table` frame; NaN without one)."""
+def seed_beyond(seed_final: pd.DataFrame, threshold: float = 0.5) -> pd.DataFrame:
+    """Per usable seed with ID skill (one trial per grid point, :func:`analysis.breakdown.seed_best`)
+    along operand length: trial_id, boundary (NaN: holds), and the mean exact match and
+    equivalence rate at the OOD lengths from its boundary on (every OOD length when it
+    holds)."""
+    em = bd.trial_scores(seed_final, "exact_match")
+    em = em[(em["shift"] == "length") & ~em["status"].isin(NOT_SCORED)]
+    bounds = bd.trial_boundaries(em, "exact_match", threshold)
+    bounds = bounds[(bounds["shift"] == "length") & bounds["monotone"].notna()][["trial_id", "boundary"]]
+    eq = bd.trial_scores(seed_final, "equivalence")
+    rows = em[em["split"] == "ood"][["trial_id", "x", "score"]].merge(
+        eq[(eq["shift"] == "length") & (eq["split"] == "ood")][["trial_id", "x", "score"]].rename(
+            columns={"score": "equivalence"}), on=["trial_id", "x"], how="left").merge(bounds, on="trial_id")
+    rows = rows[rows["boundary"].isna() | (rows["x"] >= rows["boundary"])]
+    beyond = rows.groupby("trial_id").agg(exact_match_beyond=("score", "mean"),
+                                          equivalence_beyond=("equivalence", "mean")).reset_index()
+    return bounds.merge(beyond, on="trial_id", how="left")
+
+
+def arithmetic_findings(table: pd.DataFrame, beyond: pd.DataFrame, seed_final: pd.DataFrame) -> pd.DataFrame:
+    """Per cell of a :func:`analysis.breakdown.breakdown` table of one trial per seed (length
+    shift only), the seed distribution: n_usable / n_trials (seeds), n_learned (seeds with ID
+    skill), n_break, id_score (median over seeds) with id_min / id_max, boundary (median over
+    the seeds that break), x_max (the last length the holding seeds reach), verdict (breaks:
+    some seed breaks; holds: every learned seed holds; no_id; no_trial), seeds (where the
+    seeds break, as the terminal says it), best_seed (the best seed's boundary), and the
+    medians over seeds of ``beyond`` (:func:`seed_beyond`): exact_match_beyond,
+    equivalence_beyond."""
     rows = table[table["shift"] == "length"] if "shift" in table else table
+    by = [c for c in table.columns[1:table.columns.get_loc("cell")]]
+    cells = seed_final.drop_duplicates("trial_id")
+    cells = cells.assign(cell=[cell_label(r, by) for r in cells.to_dict("records")])[["trial_id", "cell"]]
+    per_cell = beyond.merge(cells, on="trial_id").groupby("cell")[["exact_match_beyond", "equivalence_beyond"]].median()
     out = []
     for row in rows.to_dict("records"):
-        beyond = {"exact_match_beyond": np.nan, "equivalence_beyond": np.nan}
-        if equivalence is not None and len(equivalence) and row["verdict"] in ("breaks", "holds"):
-            mine = equivalence[(equivalence["cell"] == row["cell"]) & (equivalence["shift"] == "length")]
-            if row["verdict"] == "breaks":
-                mine = mine[mine["x"] >= row["boundary"]]
-            if len(mine):
-                beyond = {"exact_match_beyond": float(mine["exact_match"].mean()),
-                          "equivalence_beyond": float(mine["equivalence"].mean())}
-        out.append({**{k: row[k] for k in FINDING_COLUMNS[:7]}, **beyond})
+        verdict = ("no_trial" if not row["n_usable"] else "no_id" if not row["n_learned"] else
+                   "breaks" if row["n_break"] else "holds")
+        medians = per_cell.loc[row["cell"]] if row["cell"] in per_cell.index else {}
+        out.append({"cell": row["cell"], "n_usable": row["n_usable"], "n_trials": row["n_trials"],
+                    "n_learned": row["n_learned"], "n_break": row["n_break"], "id_score": row["id_median"],
+                    "id_min": row["id_min"], "id_max": row["id_max"], "boundary": row["break_median"],
+                    "x_max": row["holds_to_max"], "verdict": verdict, "seeds": bd.seed_boundary_text(row),
+                    "best_seed": bd._boundary_text(row),
+                    "exact_match_beyond": medians.get("exact_match_beyond", np.nan),
+                    "equivalence_beyond": medians.get("equivalence_beyond", np.nan)})
     return pd.DataFrame(out, columns=FINDING_COLUMNS)
 
 
@@ -50,52 +76,54 @@ def _pct(value: float) -> str:
 
 
 def arithmetic_sentences(findings: pd.DataFrame, threshold: float = 0.5) -> list[str]:
-    """One sentence per cell, e.g. ``task.digits=2: ID exact match 100% (best of 2
-    trials); breaks at length 3 (exact match 0% from there on), where 98% of answers
-    equal f(a mod 10^n, b mod 10^n).``"""
+    """One sentence per cell, medians over its seeds first, e.g. ``task.digits=2: ID exact
+    match 100% (median of 2 seeds, range 98-100%); boundary 3 in 2 of 2 seeds, exact match 0%
+    from there on, where 98% of answers equal f(a mod 10^n, b mod 10^n) (medians); best seed:
+    3.``"""
     sentences = []
     for row in findings.to_dict("records"):
         name = row["cell"] or "the study"
-        head = f"{name}: ID exact match {_pct(row['id_score'])} (best of {row['n_usable']} usable trials)"
         if row["verdict"] == "no_trial":
-            ran = f"its {row['n_trials']} trial(s) failed" if row["n_trials"] else "no trial ran"
-            sentences.append(f"{name}: no usable trial ({ran}).")
+            ran = f"its {row['n_trials']} seed(s) failed" if row["n_trials"] else "no trial ran"
+            sentences.append(f"{name}: no usable seed ({ran}).")
             continue
+        n = int(row["n_usable"])
+        spread = (f"median of {n} seeds, range {_pct(row['id_min'])}-{_pct(row['id_max'])}" if n > 1
+                  else "one seed: no spread")
+        head = f"{name}: ID exact match {_pct(row['id_score'])} ({spread})"
         if row["verdict"] == "no_id":
-            sentences.append(f"{head}; it never learned the task in distribution, so there is nothing to break.")
+            sentences.append(f"{head}; no seed learned the task in distribution, so there is nothing to break.")
             continue
-        if row["verdict"] == "holds":
-            text = f"{head}; holds up to length {fmt(row['x_max'])} (OOD exact match {_pct(row['exact_match_beyond'])})"
-        else:
-            text = (f"{head}; breaks at length {fmt(row['boundary'])} "
-                    f"(exact match {_pct(row['exact_match_beyond'])} from there on)")
+        text = f"{head}; boundary {row['seeds']}, exact match {_pct(row['exact_match_beyond'])} from there on"
         if not pd.isna(row["equivalence_beyond"]):
             text += f", where {_pct(row['equivalence_beyond'])} of answers equal f(a mod 10^n, b mod 10^n)"
-        sentences.append(text + ".")
+        sentences.append(text + (" (medians)" if n > 1 else "") + f"; best seed: {row['best_seed']}.")
     return sentences
 
 
 def icl_findings(gap: pd.DataFrame) -> pd.DataFrame:
-    """Per cell of an :func:`analysis.icl.selection_gap` frame (unshifted prompts):
-    the best trial's mean gap over the ID and over the OOD numbers of examples, and
-    the baseline that is most often best."""
+    """Per cell of an :func:`analysis.icl.selection_gap` frame of one trial per seed
+    (unshifted prompts): n (seeds), the seeds' median gap averaged over the ID and over
+    the OOD numbers of examples, and the baseline that is most often best."""
     rows = gap[gap["shift"] == "none"]
     out = []
     for cell, part in rows.groupby("cell", sort=False):
         out.append({
             "cell": cell,
-            "gap_id": float(part.loc[part["split"] == "id", "gap"].mean()),
-            "gap_ood": float(part.loc[part["split"] == "ood", "gap"].mean()),
+            "n": int(part["n"].max()),
+            "gap_id": float(part.loc[part["split"] == "id", "gap_median"].mean()),
+            "gap_ood": float(part.loc[part["split"] == "ood", "gap_median"].mean()),
             "best_baseline": part["best_baseline"].mode().iloc[0] if part["best_baseline"].notna().any() else None,
         })
-    return pd.DataFrame(out, columns=["cell", "gap_id", "gap_ood", "best_baseline"])
+    return pd.DataFrame(out, columns=["cell", "n", "gap_id", "gap_ood", "best_baseline"])
 
 
 def icl_sentences(findings: pd.DataFrame) -> list[str]:
-    """One sentence per cell: the model's excess error over the best baseline."""
+    """One sentence per cell: the model's excess error over the best baseline, median over seeds."""
     return [f"{r['cell'] or 'the study'}: normalized error {r['gap_id']:+.3f} vs the best baseline "
             f"({(r['best_baseline'] or 'none').removeprefix('nmse_')}) with ID numbers of examples, "
-            f"{r['gap_ood']:+.3f} beyond them."
+            f"{r['gap_ood']:+.3f} beyond them ("
+            + (f"medians over {r['n']} seeds)." if r["n"] > 1 else "one seed: no spread).")
             for r in findings.to_dict("records")]
 
 
@@ -109,16 +137,17 @@ def summary_text(study: str, trials: pd.DataFrame, final: pd.DataFrame, metric: 
         return f"study {study}: no evaluations yet ({len(trials)} trials)"
     blocks = []
     for name in [metric] if metric else bd.primary_metrics(final):
-        table = bd.breakdown(final, trials, metric=name, threshold=threshold)
+        seed_final, seed_trials = bd.seed_best(final, trials, name)  # one trial per seed: the distribution
+        table = bd.breakdown(seed_final, seed_trials, metric=name, threshold=threshold)
         by = [c for c in table.columns[1:table.columns.get_loc("cell")]]
         extra = None
         if name == "exact_match" and "equivalence" in set(final["metric"]):
-            found = arithmetic_findings(table, equivalence_table(final, by=by)).set_index("cell")
+            found = arithmetic_findings(table, seed_beyond(seed_final, threshold), seed_final).set_index("cell")
             extra = ("equiv", {c: bd.format_value(v) for c, v in found["equivalence_beyond"].items()})
-        text = bd.format_summary(table, bd.curves(final, name, by=by), name, threshold, extra=extra)
+        text = bd.format_summary(table, bd.curves(seed_final, name, by=by), name, threshold, extra=extra)
         if extra:
-            text += ("\nequiv = share of answers equal to f(a mod 10^n, b mod 10^n) at the OOD lengths from the "
-                     "boundary on (all OOD lengths when none), best trial.")
+            text += ("\nequiv = share of answers equal to f(a mod 10^n, b mod 10^n) at the OOD lengths from each "
+                     "seed's boundary on (every OOD length for a seed that holds), median over the seeds.")
         blocks.append(text)
         if name == "nmse":
             blocks.append(nnz_block(final))

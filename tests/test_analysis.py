@@ -354,18 +354,48 @@ def test_summary_table_prints_one_line_per_cell(store):
     text = summary.summary_text("arith", *load.study_frames(store, "arith"))
     lines = text.splitlines()
     assert lines[0] == "study arith" and "along length:" in lines
-    assert lines[lines.index("along length:") + 1].split() == ["cell", "n", "id", "len4", "len5", "len6", "len7",
-                                                               "boundary", "equiv"]
+    # distributions first: the seeds' median and range lead, the best seed's boundary is the last column
+    assert lines[1].startswith("exact_match per cell: the median over its seeds [min-max]")
+    assert lines[lines.index("along length:") + 1].split() == ["cell", "seeds", "id", "len4", "len5", "len6", "len7",
+                                                               "boundary", "equiv", "best", "seed"]
     row = next(line for line in lines if line.startswith("model.size=nano|task.digits=4"))
-    # len4 is in distribution for a 4-digit cell: "id", not a missing value
-    assert row.split() == ["model.size=nano|task.digits=4", "2/2", "1.00", "id", "0.10", "0.10", "0.90",
-                           "5", "(recovers", "at", "7)", "1.00"]
+    # len4 is in distribution for a 4-digit cell: "id", not a missing value; seeds c0 (ID 1.0) and c1 (pruned, 0.5)
+    assert row.split() == ["model.size=nano|task.digits=4", "2/2", "0.75", "[0.50-1.00]", "id", "0.08", "0.08",
+                           "0.68", "5", "in", "2", "of", "2", "seeds", "1.00", "5", "(recovers", "at", "7)"]
+    # three usable seeds of five (a3 failed, a4 diverged); the micro seeds break at 6, 7 and 7
+    row = next(line for line in lines if line.startswith("model.size=nano|task.digits=3"))
+    assert row.split()[1:4] == ["3/5", "0.95", "[0.90-0.99]"] and "5 in 3 of 3 seeds" in row
+    assert "7 [6-7] in 3 of 3 seeds" in next(line for line in lines if line.startswith("model.size=micro|task.digits=3"))
     assert any(line.startswith("model.size=micro|task.digits=4") and "0/0" in line for line in lines)
     assert next(line for line in lines if line.startswith("model.size=nano|task.digits=5")).split()[1:3] == [
         "0/1", "-"]
-    # a legend for n, "id" and equiv (the equivalence rate beyond the boundary)
-    assert any(line.startswith("n = usable/all trials") for line in lines)
+    # a legend for seeds, "id", the best seed and equiv (the equivalence rate beyond the boundary)
+    assert any(line.startswith("seeds = usable/all seeds of the cell") for line in lines)
     assert any(line.startswith("equiv = share of answers") for line in lines)
+
+
+def test_the_seed_boundary_text_counts_seeds_that_break_hold_or_never_learned():
+    row = {"n_usable": 4, "n_learned": 4, "n_break": 3, "break_median": 5.0, "break_min": 4.0, "break_max": 6.0,
+           "holds_to_max": 12.0}
+    assert bd.seed_boundary_text(row) == "5 [4-6] in 3 of 4 seeds, holds to 12 in 1"
+    assert bd.seed_boundary_text({**row, "n_break": 0}) == "holds to 12 in 4 of 4 seeds"
+    assert bd.seed_boundary_text({**row, "n_usable": 1, "n_learned": 1, "n_break": 1, "break_min": 5.0,
+                                  "break_max": 5.0}) == "5 in 1 of 1 seed"
+    assert bd.seed_boundary_text({**row, "n_learned": 3}) == "5 [4-6] in 3 of 4 seeds, ID not learned in 1"
+    assert bd.seed_boundary_text({**row, "n_learned": 0, "n_break": 0}) == "n/a (ID not learned in 4 of 4)"
+
+
+def test_seed_best_keeps_each_grid_points_best_trial(arith):
+    trials, final = arith
+    # two trials of one grid point: the better by ID score stays, the other goes
+    twin = final[final["trial_id"] == "a1"].assign(trial_id="a1x")
+    twin.loc[twin["split"] == "id", "value"] = 0.0
+    both = pd.concat([final, twin])
+    more = pd.concat([trials, trials[trials["trial_id"] == "a1"].assign(trial_id="a1x")])
+    cut_final, cut_trials = bd.seed_best(both, more, "exact_match")
+    assert "a1x" not in set(cut_final["trial_id"]) and "a1" in set(cut_final["trial_id"])
+    assert len(cut_trials) == len(trials) and cut_trials["grid_point"].is_unique
+    assert "e0" in set(cut_trials["trial_id"])  # a grid point without a usable trial still counts (failed)
 
 
 # --------------------------------------------------------------------------- equivalence

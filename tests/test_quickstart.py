@@ -28,7 +28,11 @@ def test_quickstart_sweep_leaves_a_store_the_cli_and_the_analysis_read(tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
     # the end-of-run tables: one row per cell (seeds pooled), the boundary and the equivalence rate
     assert "trials per cell (seeds pooled)" in run.stdout and "task.digits=2 " in run.stdout
-    assert "train.seed=0" not in run.stdout and "equiv" in run.stdout and "n = usable/all trials" in run.stdout
+    assert "train.seed=0" not in run.stdout and "equiv" in run.stdout and "seeds = usable/all seeds" in run.stdout
+    # distributions first: the summary headlines the seeds' median and range; the best seed is the last column
+    assert "exact_match per cell: the median over its seeds [min-max]" in run.stdout
+    header = next(line for line in run.stdout.splitlines() if line.startswith("cell ") and "seeds" in line)
+    assert header.split()[:3] == ["cell", "seeds", "id"] and header.endswith("best seed")
     # the spec's claims, each a median over the cell's seeds beside the published value
     assert "claims: " in run.stdout and "[Xu et al. 2024 (arXiv 2407.17963), D_4 addition]" in run.stdout
     store_dir = tmp_path / "results"
