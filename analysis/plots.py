@@ -196,6 +196,7 @@ def phase_diagram(cells: pd.DataFrame, x: str, y: str | None, value: str = "boun
             ax.set_title(f"{_label(facet)} = {fmt(fv)}")
     if bar_label is None:  # the boundary is a point on the shift axis; any other value is its own unit
         bar_label = f"{_label(value)} ({_label(shift)})" if value == "boundary" and shift else _label(value)
+    assert image is not None  # cells is not empty, so every panel drew its squares
     bar = fig.colorbar(image, ax=axes, label=bar_label, shrink=0.9)
     if value == "boundary":
         bar.locator = MaxNLocator(integer=True)
@@ -232,7 +233,7 @@ def length_curves(curve: pd.DataFrame, metric: str = "exact_match", hue: str | N
         for i, (hv, line) in enumerate(lines):
             line = line.sort_values("x")
             colour = f"C{i % 10}"
-            name = f"{_label(hue)} = {fmt(hv)}" if hue else (str(hv) or "all trials")
+            name: str | None = f"{_label(hue)} = {fmt(hv)}" if hue else (str(hv) or "all trials")
             for cell, one in line.groupby("cell", sort=False):
                 ax.fill_between(one["x"], one["q25"], one["q75"], color=colour, alpha=0.18, linewidth=0)
                 ax.plot(one["x"], one["best"], "-o", color=colour, ms=3.5, label=name)
@@ -786,7 +787,7 @@ def threshold_phase(cells: pd.DataFrame, x: str, hue: str | None = None, facet: 
             color = f"C{i % 10}"
             ax.errorbar(line["_x"], line["estimate"], yerr=[line["estimate"] - line["low"],
                                                            line["high"] - line["estimate"]],
-                        color=color, lw=1.4, capsize=3, label=None if hv is None else f"{_label(hue)} = {fmt(hv)}")
+                        color=color, lw=1.4, capsize=3, label=None if hv is None or hue is None else f"{_label(hue)} = {fmt(hv)}")
             done = (line["stopped"] == "converged").to_numpy()
             ax.scatter(line["_x"], line["estimate"], s=36, zorder=3, color=color,
                        facecolors=np.where(done, color, "white").tolist(), edgecolors=color)

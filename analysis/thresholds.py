@@ -41,7 +41,7 @@ def cell_point(cell: str) -> dict[str, str]:
     ``grid_point_id`` of the result is ``cell`` again."""
     if cell in ("all", ""):
         return {}
-    return dict(part.split("=", 1) if "=" in part else (part, "") for part in cell.split("|"))
+    return dict(part.partition("=")[::2] for part in cell.split("|"))
 
 
 def cell_states(search: ThresholdSearch, table: pd.DataFrame, trials: pd.DataFrame) -> dict[str, CellState]:

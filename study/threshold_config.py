@@ -129,14 +129,22 @@ class ThresholdSearch(Section):
 
     # -- the axis, in the three units: value (what a trial gets), t (axis units), u (normalized)
 
+    def _ends(self) -> tuple[float, float]:
+        """low and high of a continuous axis (the validator has made sure both are given)."""
+        assert self.low is not None and self.high is not None, "a continuous axis without low or high"
+        return float(self.low), float(self.high)
+
     @property
     def span(self) -> float:
         """The axis's width in axis units (index units for values)."""
-        return float(len(self.values) - 1) if self.values is not None else float(self.high - self.low)
+        if self.values is not None:
+            return float(len(self.values) - 1)
+        low, high = self._ends()
+        return high - low
 
     @property
     def start(self) -> float:
-        return 0.0 if self.values is not None else float(self.low)
+        return 0.0 if self.values is not None else self._ends()[0]
 
     def to_u(self, t: float) -> float:
         return (t - self.start) / self.span

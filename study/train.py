@@ -107,6 +107,13 @@ def per_member(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return values.view(-1, *([1] * (like.dim() - 1)))
 
 
+def grad_of(p: torch.nn.Parameter) -> torch.Tensor:
+    """A pack parameter's gradient after the backward pass (every parameter takes part in the loss)."""
+    if p.grad is None:
+        raise RuntimeError(f"a parameter of shape {tuple(p.shape)} has no gradient: it took no part in the loss")
+    return p.grad
+
+
 class PackAdamW:
     """AdamW (Loshchilov & Hutter, 2019) over pack parameters [K, ...].
 
@@ -132,8 +139,9 @@ class PackAdamW:
             lr_p = per_member(lr, p)
             if decays:
                 p.mul_(1.0 - lr_p * per_member(weight_decay, p))
-            m.lerp_(p.grad, 1.0 - beta1)
-            v.mul_(beta2).addcmul_(p.grad, p.grad, value=1.0 - beta2)
+            grad = grad_of(p)
+            m.lerp_(grad, 1.0 - beta1)
+            v.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
             denom = (v.sqrt() / bias_correction2_sqrt).add_(self.eps)
             p.sub_(lr_p / bias_correction1 * m / denom)
 
@@ -151,17 +159,18 @@ def make_optimizer(model: Transformer, cfg: TrainConfig) -> PackAdamW:
     """AdamW with weight decay on matrices only (not on biases, norms or position tables)."""
     named = list(model.named_parameters())
     decays = [n.endswith("weight") and p.dim() == 3 for n, p in named]
-    return PackAdamW([p for _, p in named], decays, betas=tuple(cfg.betas))
+    return PackAdamW([p for _, p in named], decays, betas=cfg.betas)
 
 
 @torch.no_grad()
 def clip_and_mask(params: list[torch.nn.Parameter], active: torch.Tensor, max_norm: float | None) -> torch.Tensor:
     """Per member: clip the gradient to ``max_norm`` (as ``clip_grad_norm_`` does for one
     model) and zero it for inactive members.  Returns each member's norm before clipping [K]."""
-    norms = torch.stack([p.grad.float().flatten(1).pow(2).sum(1) for p in params]).sum(0).sqrt()  # [K]
+    norms = torch.stack([grad_of(p).float().flatten(1).pow(2).sum(1) for p in params]).sum(0).sqrt()  # [K]
     scale = torch.ones_like(norms) if max_norm is None else (max_norm / (norms + 1e-6)).clamp(max=1.0)
     for p in params:
-        p.grad = torch.where(per_member(active, p.grad), p.grad * per_member(scale, p.grad).to(p.grad.dtype), 0.0)
+        grad = grad_of(p)
+        p.grad = torch.where(per_member(active, grad), grad * per_member(scale, grad).to(grad.dtype), 0.0)
     return norms
 
 
@@ -183,10 +192,11 @@ def stack_inputs(batches: list[Batch]) -> torch.Tensor:
 def stack_positions(batches: list[Batch]) -> torch.Tensor | None:
     """The members' position ids as one [K, B, T] tensor, right-padded with id 0 like
     :func:`stack_inputs`; None when the task computes none."""
-    if batches[0].positions is None:
+    ids = [b.positions for b in batches if b.positions is not None]
+    if len(ids) < len(batches):  # the members share one task, so: none of them has ids
         return None
-    T = max(b.positions.shape[1] for b in batches)
-    return torch.stack([F.pad(b.positions, (0, T - b.positions.shape[1])) for b in batches])
+    T = max(i.shape[1] for i in ids)
+    return torch.stack([F.pad(i, (0, T - i.shape[1])) for i in ids])
 
 
 def member_losses(tasks: list[Any], output: torch.Tensor, batches: list[Batch]) -> torch.Tensor:
@@ -312,6 +322,11 @@ class TrainState:
             recent_loss=torch.full((K,), float("nan"), device=device),
         )
 
+    def last_step(self, k: int) -> int:
+        """Member k's last step: where it stopped, or the pack's step while it runs."""
+        stopped = self.stopped_at[k]
+        return stopped if stopped is not None else self.step
+
     def running(self) -> list[int]:
         return [k for k, s in enumerate(self.status) if s == "running"]
 
@@ -380,13 +395,21 @@ def train(
 ) -> TrialResult:
     """Train one model on one task (a pack of one); see the module docstring for the contract."""
 
+    results = train_pack([cfg], [trial_id], restore=restore, report=member_reports(report) if report else None,
+                         progress=progress)
+    return results[0]
+
+
+def member_reports(report: Callable[[Report], None]) -> Callable[[PackReport], None]:
+    """A pack's report handed on as one report per member; a member still running (or
+    just completed) carries the pack's checkpoint."""
+
     def report_one(pack: PackReport) -> None:
         for member in pack.members:
             member.state = pack.state if member.status in ("running", "completed") else None
             report(member)
 
-    results = train_pack([cfg], [trial_id], restore=restore, report=report_one if report else None, progress=progress)
-    return results[0]
+    return report_one
 
 
 def train_pack(
@@ -520,7 +543,7 @@ def train_pack(
             report(PackReport(step=step, members=[news[k] for k in sorted(news)], state=state_dict))
     seconds = time.perf_counter() - started
     return [
-        TrialResult(status=state.status[k], steps=state.stopped_at[k] if state.stopped_at[k] is not None else state.step,
+        TrialResult(status=state.status[k], steps=state.last_step(k),
                     metrics=state.metrics[k], eval_rows=eval_rows[k], n_params=n_params, device=device_name,
                     seconds=seconds, trial_id=trial_ids[k])
         for k in range(K)

@@ -177,11 +177,11 @@ def _cmd_plan(args) -> int:
     for label, shape in zip(labels, ordered):
         steps = sorted({t.cfg.train.steps for t in shape.trials})
         evals = sorted({plan.evaluations(t.cfg) for t in shape.trials})
-        seconds = [shape.seconds(t) for t in shape.trials]
         c = shape.calibration
         if c is None:
             rate = ev = per = "-"
         else:
+            seconds = [shape.seconds(t) for t in shape.trials]
             rate, ev = f"{c.step_s:.4f}", f"{c.eval_s:.2f}"
             lo, hi = min(seconds), max(seconds)
             per = _minutes(lo) if hi - lo < 0.5 else f"{_minutes(lo)} - {_minutes(hi)}"
@@ -217,9 +217,9 @@ def _cmd_plan(args) -> int:
             seconds = [shape_of[id(t)].seconds(t) for t in all_trials]
             total = plan.schedule_seconds(seconds, n_slots)
             bound = "about "
-        train_s = sum(shape_of[id(t)].calibration.step_s * t.cfg.train.steps for t in all_trials
+        train_s = sum(shape_of[id(t)].calibrated().step_s * t.cfg.train.steps for t in all_trials
                       if spec.threshold is None)
-        eval_s = sum(shape_of[id(t)].calibration.eval_s * plan.evaluations(t.cfg) for t in all_trials
+        eval_s = sum(shape_of[id(t)].calibrated().eval_s * plan.evaluations(t.cfg) for t in all_trials
                      if spec.threshold is None)
         extra = f"; of the trials' time {train_s / max(sum(seconds), 1e-9):.0%} training steps, " \
                 f"{eval_s / max(sum(seconds), 1e-9):.0%} evaluation" if spec.threshold is None else \

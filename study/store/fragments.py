@@ -133,7 +133,8 @@ def summary_problem(frag: Fragment, meta: pq.FileMetaData) -> str | None:
     if summary is None or meta.num_rows == 0:
         return None
     named_hash, low, high = summary
-    trials, steps = set(), []
+    trials: set[str] = set()
+    steps: list[int] = []
     for i in range(meta.num_row_groups):
         group = meta.row_group(i)
         stats = {group.column(j).path_in_schema: group.column(j).statistics for j in range(group.num_columns)}

@@ -245,7 +245,7 @@ def _points(spec: SweepSpec | None) -> dict[str, tuple[dict, int, str]]:
         return {}
     from study.config import TrialConfig, grid_point_id
 
-    out = {}
+    out: dict[str, tuple[dict, int, str]] = {}
     for point in spec.grid_points():
         cfg = TrialConfig.model_validate(spec.trial_raw(point, {}))
         out[grid_point_id(point)] = (point, cfg.train.steps, cfg.task.family)

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, TextIO, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol, TextIO, TypeVar, cast
 from urllib.parse import urlparse
 
 from study.config import SweepSpec, load_sweep_spec
@@ -163,10 +163,20 @@ def _timed_client_class() -> type:
     return TimedJobClient
 
 
+class RequestNotes(Protocol):
+    """What a client from ``connect`` notes beside Ray's client: the address it was given,
+    its requests' timeout and what each request answered."""
+
+    given_address: str
+    timeout_s: float
+    answers: list[str]
+
+
 def ask(client: "JobSubmissionClient", call: Callable[[], T]) -> T:
     """``call()``, a request through a client from ``connect``; every way it fails is one
     ClusterError line."""
-    return _asking(client.given_address, client.timeout_s, client.answers, call)
+    notes = cast(RequestNotes, client)  # connect's TimedJobClient (a class made when Ray is imported)
+    return _asking(notes.given_address, notes.timeout_s, notes.answers, call)
 
 
 def _asking(address: str, timeout_s: float, answers: list[str], call: Callable[[], T]) -> T:

@@ -127,14 +127,16 @@ def planned_trials(spec: SweepSpec) -> list[PlannedTrial]:
     return out
 
 
-def threshold_trials(spec: SweepSpec) -> list[list[PlannedTrial]]:
+def threshold_trials(spec: SweepSpec) -> list[list[list[PlannedTrial]]]:
     """A threshold study's upper bound: per cell, the trials of its budget (each point's
     seeds in packs of ``pack.size``), one list per axis end (every listed value)."""
     search = spec.threshold
+    if search is None:
+        raise ValueError(f"study {spec.name} has no threshold section: its trials are planned_trials(spec)")
     K = spec.pack.size
     per_point = [min(K, search.seeds_per_point - i) for i in range(0, search.seeds_per_point, K)]
     points_per_cell = search.budget // search.seeds_per_point
-    out = []
+    out: list[list[list[PlannedTrial]]] = []
     for point in spec.grid_points():
         ends = []
         for value in search.axis_ends():
@@ -177,10 +179,15 @@ class Shape:
         """Tune trials of this shape (a threshold study's axis ends of one slot count once)."""
         return len(self.trials) if self.trials[0].slot is None else len({(t.cell, t.slot) for t in self.trials})
 
-    def seconds(self, trial: PlannedTrial) -> float | None:
-        c = self.calibration
-        if c is None:
-            return None
+    def calibrated(self) -> "Calibration":
+        """The shape's calibration (see :func:`calibrate`); an error before it is measured."""
+        if self.calibration is None:
+            raise ValueError(f"the shape of {self.cfg.task.family} {self.cfg.model.size} has no calibration yet")
+        return self.calibration
+
+    def seconds(self, trial: PlannedTrial) -> float:
+        """A trial's estimate: setup + steps x s/step + evaluations x eval s (a calibrated shape)."""
+        c = self.calibrated()
         return c.setup_s + trial.cfg.train.steps * c.step_s + evaluations(trial.cfg) * c.eval_s
 
 
@@ -280,11 +287,13 @@ def slots(spec: SweepSpec, machine: Machine) -> int:
     return min(total, spec.max_concurrent) if spec.max_concurrent else total
 
 
-def schedule_seconds(trial_seconds: list[float], n_slots: int) -> float | None:
+def schedule_seconds(trial_seconds: list[float], n_slots: int) -> float:
     """Seconds for the trials run ``n_slots`` at a time, a freed slot taking the next one."""
     if n_slots < 1:
-        return None
-    return eta_seconds(trial_seconds, n_slots, 1.0)
+        raise ValueError(f"{n_slots} trials at a time: no trial fits, so there is no schedule")
+    seconds = eta_seconds(trial_seconds, n_slots, 1.0)
+    assert seconds is not None  # known at a rate of one "step" (second) per second
+    return seconds
 
 
 def asha_rungs(spec: SweepSpec, n_evals: int) -> list[int]:

@@ -94,8 +94,8 @@ def log_posterior(model: Model, outcomes: list[tuple[float, bool]]) -> np.ndarra
     if not outcomes:
         return logp
     points: dict[float, list[int]] = {}
-    for u, success in outcomes:
-        points.setdefault(u, [0, 0])[0 if success else 1] += 1
+    for at, success in outcomes:
+        points.setdefault(at, [0, 0])[0 if success else 1] += 1
     u = np.array(list(points))  # (P,)
     wins, losses = np.array(list(points.values()), dtype=float).T  # (P,), (P,)
     p = p_success(model, u)  # (P, S, T)
@@ -256,6 +256,17 @@ def rebuild_cells(
     return states
 
 
+def bracketing_values(search: ThresholdSearch, low: float, high: float) -> tuple[str, str]:
+    """An interval's ends as the store writes them: for an ordered list, the values at or
+    just outside the interval (clipped to the list); for a continuous axis, the ends."""
+    if search.values is None:
+        return f"{low:g}", f"{high:g}"
+    last = len(search.values) - 1
+    low_i = min(max(math.floor(low + 1e-9), 0), last)
+    high_i = min(max(math.ceil(high - 1e-9), 0), last)
+    return str(search.values[low_i]), str(search.values[high_i])
+
+
 def threshold_rows(search: ThresholdSearch, cells: Iterable[CellState]) -> list[dict[str, Any]]:
     """One row per cell for the store's threshold table: the threshold's estimate (posterior
     median) and credible interval in axis units (index units for values, with the values
@@ -264,8 +275,7 @@ def threshold_rows(search: ThresholdSearch, cells: Iterable[CellState]) -> list[
     rows = []
     for cell in cells:
         s = cell_summary(search, model, cell)
-        lo_i, hi_i = math.floor(s["low"] + 1e-9), math.ceil(s["high"] - 1e-9)
-        on_axis = lambda i: search.values[min(max(i, 0), len(search.values) - 1)]  # noqa: E731
+        low_value, high_value = bracketing_values(search, s["low"], s["high"])
         rows.append({
             "cell": cell.id,
             "axis": search.axis,
@@ -277,8 +287,8 @@ def threshold_rows(search: ThresholdSearch, cells: Iterable[CellState]) -> list[
             "level": search.interval,
             "width": s["width"],
             "tolerance": search.tolerance,
-            "low_value": str(on_axis(lo_i)) if search.values is not None else f"{s['low']:g}",
-            "high_value": str(on_axis(hi_i)) if search.values is not None else f"{s['high']:g}",
+            "low_value": low_value,
+            "high_value": high_value,
             "in_range": bool(s["high"] >= search.start and s["low"] <= search.start + search.span),
             "trials": cell.trials,
             "outcomes": len(cell.outcomes),

@@ -86,16 +86,18 @@ class ThresholdSearcher(PickledState, Searcher):
             if not cell.pending["seeds"]:
                 continue  # its point is out; wait for its outcomes
             self.next_cell = (self.next_cell + offset + 1) % len(self.order)
-            return self._trial(trial_id, cell)
+            return self._trial(trial_id, cell, cell.pending)
         if all(c.stopped for c in self.cells.values()):
-            return Searcher.FINISHED
+            # Ray annotates suggest as Optional[Dict] while its docstring and Tune take FINISHED
+            return Searcher.FINISHED  # type: ignore[return-value]
         return None
 
-    def _trial(self, trial_id: str, cell: CellState) -> dict[str, Any]:
+    def _trial(self, trial_id: str, cell: CellState, pending: dict[str, Any]) -> dict[str, Any]:
+        """The next pack (or one member) of the cell's pending point."""
         from study.naming import grid_point_id
         from study.tune.search import member_trial_id
 
-        pending, axis = cell.pending, self.search.axis
+        axis = self.search.axis
         value = self.search.value_at(pending["t"])
         take = pending["seeds"][: self.pack_size]
         pending["seeds"] = pending["seeds"][len(take):]

@@ -26,6 +26,8 @@ from study.config import TrialConfig
 
 def best_member(latest: dict[str, dict[str, Any]], metric: str | None, mode: str) -> dict[str, Any]:
     """The summary of the member with the best finite ``metric`` (the first member if none has one)."""
+    if metric is None:
+        return next(iter(latest.values()))
     scored = [m for m in latest.values() if isinstance(m.get(metric), (int, float)) and math.isfinite(m[metric])]
     if not scored:
         return next(iter(latest.values()))
@@ -36,7 +38,8 @@ def replay_ended(ids: list[str], ended: dict[str, dict[str, Any]], metric: str |
     """The final report of a trial whose members all ended before a driver crash (as the
     store recorded them), for a resumed run whose Tune state still had the trial running:
     no step is trained again; ``replayed`` tells the store writer that nothing is new."""
-    latest = {mid: {metric: ended[mid].get("score"), "step": ended[mid].get("steps"), "status": ended[mid]["status"],
+    latest = {mid: {**({metric: ended[mid].get("score")} if metric is not None else {}),
+                    "step": ended[mid].get("steps"), "status": ended[mid]["status"],
                     "n_params": ended[mid].get("n_params"), "device": ended[mid].get("device"),
                     "node": ended[mid].get("node")} for mid in ids}
     summary = best_member(latest, metric, mode)
