@@ -75,5 +75,13 @@ def test_quickstart_sweep_leaves_a_store_the_cli_and_the_analysis_read(tmp_path)
     assert report.returncode == 0, report.stderr[-3000:]
     html = (tmp_path / "rep" / "index.html").read_text()
     assert html.count("data:image/png;base64,") >= 3
+    # the report opens with the seed distribution and the spec's claims; the best seed is never the headline
+    summary = html[html.index('id="summary"'):html.index('id="overview"')]
+    assert "(median of 2 seeds, range" in summary and "best of" not in summary
+    assert '<h2 id="claims">Claims</h2>' in summary and "[Xu et al. 2024 (arXiv 2407.17963), D_4 addition]" in summary
+    # oodstudy check re-reads the same store: one line per claim and cell
+    check = oodstudy("check", "quickstart", "--store", str(store_dir), cwd=tmp_path)
+    assert check.returncode in (0, 1) and check.stdout.startswith("study quickstart: claims: "), check.stderr[-2000:]
+    assert len(check.stdout.strip().splitlines()) == 1 + 4 * 2  # the tally, then 4 claims x 2 cells
     pngs = list((tmp_path / "rep").glob("*.png"))
     assert pngs and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 5000 for p in pngs)
