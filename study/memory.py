@@ -94,10 +94,9 @@ def estimate_trial_memory(cfg: Any) -> MemoryEstimate:
     )
 
 
-# The config fields that size a trial, by section (the ones :func:`driving_field` tries).
+# The config fields that size a trial, by section (the ones :func:`driving_field` tries), besides
+# the task's own (its family record's ``size_fields``).
 SIZE_FIELDS = {
-    "task": ("eval_examples", "eval_batch_size", "eval_max_len", "width", "train_size", "train_fraction",
-             "n_dims", "n_points", "eval_prompts", "relu_width", "shifts"),
     "model": ("d_model", "n_layer", "n_head", "size"),
     "train": ("batch_size",),
     "pack": ("size",),
@@ -121,7 +120,7 @@ def driving_field(cfg: Any) -> tuple[str, Any, Any, int] | None:
     estimate with the default)``, the one whose default lowers the estimate most; None
     when every size field is at its default."""
     best = None
-    for section, names in SIZE_FIELDS.items():
+    for section, names in {"task": family(cfg.task.family).size_fields, **SIZE_FIELDS}.items():
         for name in names:
             lowered = _with_default(cfg, section, name)
             if lowered is None:

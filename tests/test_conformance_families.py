@@ -92,6 +92,8 @@ def test_the_record_is_consistent(name):
     assert reported and reported <= {f"{split}_{m}" for split in SPLITS for m in record.metrics}
     assert summary_metrics(cfg) == {"loss"} | reported
     assert "the" in record.missing_metric_hint(cfg, "ood_bogus")  # a sentence, whatever the metric
+    assert set(record.size_fields) <= set(record.config.model_fields)  # driving_field can name each
+    assert set(record.conditions) <= {key for c in cfg.evaluated_conditions() for key in c}
 
 
 def test_the_report_has_sections_for_every_family():

@@ -73,6 +73,7 @@ FAMILIES: dict[str, Family] = _register(
         conditions=("len_a", "len_b"),
         shift_axis="length",
         sizes=arithmetic_sizes,
+        size_fields=("eval_examples", "eval_batch_size", "eval_max_len", "width", "train_size", "train_fraction"),
         check_position_scheme=arithmetic_config.check_position_scheme,
     ),
     Family(
@@ -86,6 +87,7 @@ FAMILIES: dict[str, Family] = _register(
         conditions=("shift", "shift_value", "n_context"),
         shift_axis=None,
         sizes=functions_config.task_sizes,
+        size_fields=("n_dims", "n_points", "eval_prompts", "relu_width", "shifts"),
     ),
 )
 DEFAULT_FAMILY = arithmetic_config.FAMILY  # a task config without task.family (and a trials row without one)

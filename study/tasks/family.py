@@ -49,6 +49,7 @@ class Family:
     conditions: tuple[str, ...]  # the eval-row columns that name a condition (what analysis groups by)
     shift_axis: str | None  # the one shift axis its conditions lie on ("length"); None: rows name theirs in `shift`
     sizes: Callable[[Any, int], TaskSizes]  # (config, model n_layer) -> what the memory estimate reads
+    size_fields: tuple[str, ...]  # its config fields that drive the estimate (study.memory.driving_field tries them)
     # (config, scheme, model.max_position) -> None, or ValueError naming the field: a position scheme whose
     # ids the task computes; None: its sequences have no position ids to compute
     check_position_scheme: Callable[[Any, str, int], None] | None = None
