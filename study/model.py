@@ -13,7 +13,9 @@ as it would alone (up to float rounding).  Dropout too: with per-member generato
 (``model.dropout_generators``) member k draws its masks from its own stream, the masks
 it would draw alone.
 
-The position encoding is a parameter:
+The position encoding is a parameter, a scheme whose record
+(:mod:`study.tasks.position_schemes`) says which ids the tokens have (their index, or ids
+the task computes), which table embeds them and what attention does with them:
 
 - ``learned``:    a trained table of absolute position vectors added to the input;
 - ``sinusoidal``: the fixed sin/cos table of "Attention is all you need", added;
@@ -44,8 +46,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from study.config import ID_ATTENTION, TASK_POSITION_SCHEMES, ModelConfig
+from study.config import ModelConfig
 from study.tasks.base import ModelIO
+from study.tasks.position_schemes import position_scheme
 
 
 def sinusoidal_table(n_pos: int, dim: int) -> torch.Tensor:
@@ -212,7 +215,8 @@ class PackedLayerNorm(nn.Module):
 class CausalSelfAttention(nn.Module):
     def __init__(self, n_members: int, d_model: int, n_head: int, dropout: float, pos_encoding: str, max_seq_len: int,
                  generators: list[torch.Generator], max_position: int = 0):
-        """``max_position``: the task's id range, read by coupled_rope (a rotation per id)."""
+        """``max_position``: the task's id range, read by attention over the task's ids (coupled_rope:
+        a rotation per id)."""
         super().__init__()
         self.n_head, self.head_dim = n_head, d_model // n_head
         self.qkv = PackedLinear(n_members, d_model, 3 * d_model)
@@ -220,19 +224,16 @@ class CausalSelfAttention(nn.Module):
         self.dropout = dropout
         self.attn_dropout = PackDropout(dropout, generators)
         self.resid_dropout = PackDropout(dropout, generators)
-        self.pos_encoding = pos_encoding
-        self.id_attention = ID_ATTENTION.get(pos_encoding)  # None, "alibi" or "rope": over the task's ids
-        if pos_encoding == "rope":
-            cos, sin = rope_angles(max_seq_len, self.head_dim)
+        scheme = position_scheme(pos_encoding)
+        self.attention = scheme.attention  # None, "alibi" or "rope"
+        self.over_ids = scheme.task_ids  # the attention reads the task's ids, else the token indices
+        if self.attention == "rope":  # one row per token index, or per task id
+            cos, sin = rope_angles(max_position if self.over_ids else max_seq_len, self.head_dim)
             self.register_buffer("rope_cos", cos, persistent=False)
             self.register_buffer("rope_sin", sin, persistent=False)
-        if self.id_attention == "rope":  # one row per id
-            cos, sin = rope_angles(max_position, self.head_dim)
-            self.register_buffer("id_rope_cos", cos, persistent=False)
-            self.register_buffer("id_rope_sin", sin, persistent=False)
-        if self.id_attention == "alibi":
+        if self.attention == "alibi" and self.over_ids:
             self.register_buffer("id_slopes", id_alibi_slopes(n_head), persistent=False)
-        if pos_encoding == "alibi":
+        if self.attention == "alibi" and not self.over_ids:
             i = torch.arange(max_seq_len)
             distance = (i[:, None] - i[None, :]).float()  # i - j, >= 0 below the diagonal
             causal = torch.where(distance >= 0, 0.0, float("-inf"))
@@ -244,10 +245,10 @@ class CausalSelfAttention(nn.Module):
         """What is added to q k^T / sqrt(hd) before the softmax, the causal mask included:
         [1, H, T, T] (alibi, shared by every sequence), [KB, H, T, T] (alibi over the task's
         ids [KB, T], per sequence) or [T, T] (the mask alone)."""
-        if self.pos_encoding == "alibi":
+        if self.attention == "alibi" and not self.over_ids:
             return self.alibi_bias[None, :, :T, :T].to(dtype)
         causal = torch.full((T, T), float("-inf"), device=device, dtype=dtype).triu(1)
-        if self.id_attention == "alibi":
+        if self.attention == "alibi":
             distance = (ids[:, :, None] - ids[:, None, :]).abs().to(dtype)  # |id_q - id_k| [KB, T, T]
             return causal - self.id_slopes.to(dtype).view(1, -1, 1, 1) * distance[:, None]
         return causal
@@ -263,12 +264,12 @@ class CausalSelfAttention(nn.Module):
         q, k, v = self.qkv(x).split(C, dim=-1)  # each [K, B, T, C]
         # members join the batch: one attention call over K * B sequences
         q, k, v = (t.reshape(K * B, T, self.n_head, self.head_dim).transpose(1, 2) for t in (q, k, v))  # [KB, H, T, hd]
-        ids = ids.reshape(K * B, T) if self.id_attention is not None else None
-        if self.pos_encoding == "rope":
+        ids = ids.reshape(K * B, T) if self.over_ids and self.attention is not None else None
+        if self.attention == "rope" and not self.over_ids:  # the angles of each index: [T, hd/2]
             cos, sin = self.rope_cos[:T], self.rope_sin[:T]
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        if self.id_attention == "rope":  # the angles of each token's id: [KB, 1, T, hd/2], one per sequence
-            cos, sin = self.id_rope_cos[ids][:, None], self.id_rope_sin[ids][:, None]
+        if self.attention == "rope" and self.over_ids:  # the angles of each token's id: [KB, 1, T, hd/2]
+            cos, sin = self.rope_cos[ids][:, None], self.rope_sin[ids][:, None]
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         weights = None
         if return_weights or (self.training and self.dropout > 0):  # dropout: each member drops from its own stream
@@ -280,7 +281,7 @@ class CausalSelfAttention(nn.Module):
             weights = attention_softmax(scores.view(K * B, self.n_head, T, T))  # [KB, H, T, T]
             dropped = self.attn_dropout(weights.view(K, B, self.n_head, T, T)).view(K * B, self.n_head, T, T)
             y = dropped.to(v.dtype) @ v
-        elif self.pos_encoding == "alibi" or self.id_attention == "alibi":
+        elif self.attention == "alibi":
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=self.score_bias(T, ids, q.device, q.dtype))
         else:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
@@ -346,13 +347,13 @@ class Transformer(nn.Module):
         K = n_members
         self.cfg, self.io, self.pos_encoding, self.max_seq_len = cfg, io, cfg.pos_encoding, io.max_seq_len
         self.read_in = PackedEmbedding(K, io.n_in, d_model) if io.tokens else PackedLinear(K, io.n_in, d_model)
-        self.takes_positions = cfg.pos_encoding in TASK_POSITION_SCHEMES
-        if cfg.pos_encoding == "learned":
-            self.pos_table = nn.Parameter(torch.zeros(K, io.max_seq_len, d_model))
-        elif self.takes_positions:
-            self.pos_table = nn.Parameter(torch.zeros(K, cfg.max_position, d_model))  # row = position id
-        elif cfg.pos_encoding == "sinusoidal":
-            self.register_buffer("pos_table", sinusoidal_table(io.max_seq_len, d_model)[None], persistent=False)
+        scheme = position_scheme(cfg.pos_encoding)
+        self.takes_positions = scheme.task_ids
+        n_ids = cfg.max_position if scheme.task_ids else io.max_seq_len  # rows: one per id
+        if scheme.table == "learned":
+            self.pos_table = nn.Parameter(torch.zeros(K, n_ids, d_model))
+        elif scheme.table == "sinusoidal":
+            self.register_buffer("pos_table", sinusoidal_table(n_ids, d_model)[None], persistent=False)
         else:
             self.pos_table = None
         self.dropout_generators: list[torch.Generator] = []  # shared by every dropout below
@@ -410,14 +411,14 @@ class Transformer(nn.Module):
         if T > self.max_seq_len:
             raise ValueError(f"sequence of {T} positions is longer than the model's {self.max_seq_len}")
         x = self.read_in(inputs)  # [K, B, T, C]
-        if self.takes_positions:
-            if positions is None:
-                raise ValueError(f"pos_encoding={self.pos_encoding} needs the task's position ids; pass positions")
+        if self.takes_positions and positions is None:
+            raise ValueError(f"pos_encoding={self.pos_encoding} needs the task's position ids; pass positions")
+        if self.takes_positions and self.pos_table is not None:
             K, V, C = self.pos_table.shape  # ids lie in [0, V): the config checks the task's range
             offset = torch.arange(K, device=positions.device).view(K, 1, 1) * V  # member k reads its own rows
             x = x + F.embedding(positions + offset, self.pos_table.reshape(K * V, C))  # [K, B, T, C]
         elif self.pos_table is not None:
-            x = x + self.pos_table[:, None, :T]  # [K or 1, 1, T, C]
+            x = x + self.pos_table[:, None, :T]  # [K or 1, 1, T, C]: the rows of the token indices
         x = self.drop(x)
         layers, attention = [], []
         ids = positions if self.takes_positions else None  # [K, B, T], for attention over ids

@@ -7,7 +7,9 @@ import pytest
 import torch
 
 from study.config import ConfigError, trial_config
-from study.tasks.arithmetic import Arithmetic, digit_count, encode
+from study.tasks.arithmetic import Arithmetic
+from study.tasks.arithmetic_format import encode
+from study.tasks.arithmetic_numbers import digit_count
 from study.tasks.arithmetic_config import ArithmeticTask
 
 

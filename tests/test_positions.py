@@ -10,9 +10,13 @@ from torch import nn
 from study.config import ArithmeticTask, ModelConfig, trial_config
 from study.errors import ConfigError
 from study.model import Transformer
-from study.tasks.arithmetic import Arithmetic, encode, position_ids
+from study.tasks.arithmetic import Arithmetic
+from study.tasks.arithmetic_format import encode
+from study.tasks.arithmetic_positions import position_ids
 from study.tasks.base import ModelIO
 from study.train import Report, train, train_pack
+
+from arithmetic_helpers import format_example
 
 
 def ids_of(cfg: ArithmeticTask, a: int, b: int, scheme: str) -> list[int]:
@@ -272,7 +276,7 @@ def test_a_scheme_that_does_not_apply_is_one_clear_config_error(overrides, messa
 def test_index_hints_mark_every_digit_with_its_significance():
     task = Arithmetic(ArithmeticTask(width=4, digits=3, eval_max_len=3, index_hints=True), seed=0)
     # 0349 -> d0 c3 b4 a9; the reversed answer 45010 -> a4 b5 c0 d1 e0
-    assert task.format_example(349, 705) == "d0c3b4a9" + "d0c7b0a5" + "a4b5c0d1e0"
+    assert format_example(task, 349, 705) == "d0c3b4a9" + "d0c7b0a5" + "a4b5c0d1e0"
     batch = task.train_batch(4, 0, torch.Generator().manual_seed(0))
     assert batch.mask.sum(1).tolist() == [10] * 4  # hints and digits of the answer are trained
 

@@ -1,18 +1,11 @@
-"""n-digit addition and multiplication as token sequences, and their OOD metrics.
+"""n-digit addition and multiplication as token sequences, and their OOD metrics: the task.
 
-A sequence is ``operand a, [op], operand b, [=], answer`` over a vocabulary of the ten
-digits (token id d for digit d) plus only the symbols the format needs:
-
-- ``pad=True``: operands zero-padded to ``width`` digits, the answer zero-padded to a
-  fixed width (``width+1`` for add, ``2*width`` for mul, the digit count of ``p-1`` with a
-  modulus p).  Every sequence has the same length, so symbols are optional.  The
-  2308.08268 format (width 5, reversed, no symbols) renders 349+705 as the 16 tokens
-  ``00349 00705 450100``.
-- ``pad=False``: operands and answer without leading zeros, then an end token ``$``;
-  the fields must be separated, so ``symbols=True`` is required (``349+705=4501$``).
-  Training batches mixing lengths are right-padded with a pad token ``_``.
-
-``reverse=True`` writes the answer least significant digit first.
+The family's pieces are one module each: the operations (:mod:`study.tasks.operations`),
+the config and its limits (:mod:`study.tasks.arithmetic_config`), numbers and digit rows
+(:mod:`study.tasks.arithmetic_numbers`), operand sampling (:mod:`study.tasks.arithmetic_sampling`),
+the token format (:mod:`study.tasks.arithmetic_format`), position ids
+(:mod:`study.tasks.arithmetic_positions`), greedy decoding (:mod:`study.tasks.arithmetic_decoding`)
+and the structure probes (:mod:`study.tasks.arithmetic_probes`).
 
 Training batch convention (next-token prediction on the full sequence ``tokens [B, T]``)::
 
@@ -27,13 +20,6 @@ the seed.  A condition is "id" when max(len_a, len_b) <= n, the longest training
 else "ood".  Answers are decoded greedily and scored against the true answer and against
 the *equivalence* answer f(a mod 10^n, b mod 10^n) [mod p] (Xu et al., arXiv 2308.08268
 and 2407.17963).
-
-Numbers are int64 tensors (Long [N]) up to 18 digits.  Evaluation operands beyond that
-(``task.width`` and the evaluated lengths go up to 40) are *digit rows*, Long [N, w] with
-the least significant digit first; their sums are computed digit by digit, their residues
-mod p by Horner's rule, and the equivalence answer reads only their low n digits.
-Training operands stay within 18 digits; multiplication without a modulus within 9 (the
-product must fit int64).
 """
 
 from __future__ import annotations
@@ -49,18 +35,13 @@ from torch import nn
 
 from study.tasks.arithmetic_config import (
     END,
-    HINTS,
-    ID_RULES,
     INT64_DIGITS,
-    INT64_MAX,
-    OP_SYMBOL,
     PAD,
     ArithmeticTask,
     answer_digits,
     answer_width,
     check_position_scheme,
     check_supported,
-    exact_range,
     field_width,
     fixed_set_size,
     hint_factor,
@@ -71,536 +52,34 @@ from study.tasks.arithmetic_config import (
     training_field_digits,
     vocabulary,
 )
+from study.tasks.arithmetic_decoding import answer_matches, digit_matches, greedy_decode
+from study.tasks.arithmetic_format import Encoded, answer_significance, encode, encode_answer
+from study.tasks.arithmetic_numbers import answer_of, apply_op, equivalent_of, num_digits
+from study.tasks.arithmetic_positions import offset_ids, position_ids
+from study.tasks.arithmetic_probes import (
+    FINAL_LAYER,
+    AnswerStates,
+    ProbeSet,
+    pca_2d,
+    probe_inputs,
+    probe_layers,
+    probe_scores,
+)
+from study.tasks.arithmetic_sampling import draw_distinct, rows_in, sample_exact, sample_exact_digits, sample_pairs
 from study.tasks.base import Batch, ModelIO, as_pack
+from study.tasks.position_schemes import POSITION_SCHEMES
 
 REPR_POINTS = 256  # probe pairs per split for the units-digit PCA
 PROBE_TEST_SHARE = 0.25  # of the ID probe inputs, held out to score the probes
-FINAL_LAYER = -1  # the ``layer`` of the final hidden state (after the last block and norm)
-# generator streams of the task seed beyond 0-4 (train/test, eval sets, PCA pairs, probe set, PCA ids)
+# The random streams of the task seed (one generator each, see Arithmetic._generator); a stream
+# is drawn from only for what its name says, so each set stays the same when another changes.
+TRAIN_TEST_STREAM = 0  # the fixed training set and the held-out ID test set
+EVAL_SET_STREAM = 1  # the evaluation grid's pairs
+PCA_PAIR_STREAM = 2  # the pairs of the units-digit PCA
+PROBE_SET_STREAM = 3  # the structure probes' inputs
+PCA_ID_STREAM = 4  # task-computed position schemes: the ids of the PCA sequences (randomized draws)
 EVAL_ID_STREAM = 5  # randomized positions: the fixed ids of the evaluation sequences
 PROBE_ID_STREAM = 6  # randomized positions: the ids of the probe sequences
-
-
-# --------------------------------------------------------------------------- numbers
-
-
-def apply_op(a: torch.Tensor, b: torch.Tensor, op: str, modulus: int | None = None) -> torch.Tensor:
-    """f(a, b) = a+b or a*b, reduced mod p when a modulus is given.  Long [...] -> Long [...]."""
-    if modulus is not None:
-        a, b = a % modulus, b % modulus  # keeps a*b inside int64 for p <= 3e9
-    c = a + b if op == "add" else a * b
-    return c if modulus is None else c % modulus
-
-
-def equivalent_answer(a: torch.Tensor, b: torch.Tensor, n: int, op: str, modulus: int | None = None) -> torch.Tensor:
-    """The equivalence oracle f(a mod 10^n, b mod 10^n) [mod p]: what an n-digit model answers OOD."""
-    return apply_op(a % 10**n, b % 10**n, op, modulus)
-
-
-def to_digits(x: torch.Tensor, n: int) -> torch.Tensor:
-    """The n lowest decimal digits of x >= 0, least significant first.  Long [N] -> Long [N, n]."""
-    out = []
-    for _ in range(n):  # a loop over digit positions; every step is vectorized over N
-        out.append(x % 10)
-        x = x // 10
-    return torch.stack(out, dim=-1) if out else x.new_zeros(*x.shape, 0)
-
-
-def num_digits(x: torch.Tensor) -> torch.Tensor:
-    """Decimal digit count of x >= 0 (0 has one digit).  Long [N] -> Long [N]."""
-    powers = 10 ** torch.arange(1, 19, device=x.device)  # made on the device: no host copy (a CUDA sync) per call
-    return 1 + (x[..., None] >= powers).sum(-1)
-
-
-def as_digits(x: torch.Tensor, w: int) -> torch.Tensor:
-    """The w lowest digits, least significant first, of numbers Long [N] or of digit rows
-    Long [N, m]: Long [N, w] (zeros above the number)."""
-    if x.dim() == 1:
-        return to_digits(x, w)
-    return x[:, :w] if x.shape[1] >= w else F.pad(x, (0, w - x.shape[1]))
-
-
-def digit_count(x: torch.Tensor) -> torch.Tensor:
-    """Decimal digit count of numbers Long [N] or digit rows Long [N, m] (0 has one digit): Long [N]."""
-    if x.dim() == 1:
-        return num_digits(x)
-    nonzero = (x != 0).flip(1).to(torch.int8)  # most significant first
-    return torch.where(nonzero.any(1), x.shape[1] - nonzero.argmax(1), 1)
-
-
-def sample_exact_digits(len_a: int, len_b: int, size: int, generator: torch.Generator) -> torch.Tensor:
-    """Long [size, 2, max(len_a, len_b)]: digit rows of a with exactly len_a digits and b with
-    exactly len_b digits, uniform (the leading digit 1-9, the others 0-9; one digit: 0-9)."""
-    L, dev = max(len_a, len_b), generator.device
-    rows = []
-    for n in (len_a, len_b):
-        low = torch.randint(0, 10, (size, n - 1), generator=generator, device=dev)
-        top = torch.randint(0 if n == 1 else 1, 10, (size, 1), generator=generator, device=dev)
-        rows.append(F.pad(torch.cat([low, top], 1), (0, L - n)))
-    return torch.stack(rows, 1)
-
-
-def add_digits(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """a + b of digit rows Long [N, m] (shorter rows are zero-extended): Long [N, m + 1]."""
-    w = max(a.shape[1], b.shape[1])
-    a, b = as_digits(a, w), as_digits(b, w)
-    out, carry = [], torch.zeros_like(a[:, 0])
-    for i in range(w):  # a loop over digit positions; every step is vectorized over N
-        total = a[:, i] + b[:, i] + carry
-        out.append(total % 10)
-        carry = total // 10
-    return torch.stack(out + [carry], 1)
-
-
-def residue(x: torch.Tensor, modulus: int) -> torch.Tensor:
-    """x mod p of digit rows Long [N, m], by Horner's rule: Long [N] (p <= 10^17 keeps 10 x in int64)."""
-    r = torch.zeros_like(x[:, 0])
-    for i in range(x.shape[1] - 1, -1, -1):
-        r = (r * 10 + x[:, i]) % modulus
-    return r
-
-
-def low_number(x: torch.Tensor, n: int) -> torch.Tensor:
-    """x mod 10^n of numbers Long [N] or digit rows Long [N, m] (n <= 18): Long [N]."""
-    if x.dim() == 1:
-        return x % 10**n
-    return (as_digits(x, n) * 10 ** torch.arange(n, device=x.device)).sum(1)
-
-
-def answer_of(a: torch.Tensor, b: torch.Tensor, op: str, modulus: int | None = None) -> torch.Tensor:
-    """f(a, b) [mod p] of numbers (Long [N]), or of digit rows (Long [N, m]): the sum's digit
-    rows Long [N, m + 1], or with a modulus the residue Long [N].  Products of digit rows
-    are refused (the config keeps multiplication without a modulus within int64)."""
-    if a.dim() == 1:
-        return apply_op(a, b, op, modulus)
-    if modulus is not None:
-        return apply_op(residue(a, modulus), residue(b, modulus), op, modulus)
-    if op == "add":
-        return add_digits(a, b)
-    raise ValueError("products of operands beyond int64 need task.modulus")
-
-
-def equivalent_of(a: torch.Tensor, b: torch.Tensor, n: int, op: str, modulus: int | None = None) -> torch.Tensor:
-    """The equivalence answer f(a mod 10^n, b mod 10^n) [mod p] of numbers or digit rows: Long [N]."""
-    return apply_op(low_number(a, n), low_number(b, n), op, modulus)
-
-
-def carry_into(a: torch.Tensor, b: torch.Tensor, i: int, op: str) -> torch.Tensor:
-    """The carry into answer digit i of f(a, b): floor(partial / 10^i), where partial is the sum of
-    the terms of significance below i (add: a mod 10^i + b mod 10^i; mul: a_j b_k 10^(j+k) over
-    j + k < i).  0 for the units digit.  Long [N] -> Long [N]."""
-    if op == "add":
-        return (a % 10**i + b % 10**i) // 10**i
-    da, db = to_digits(a, i), to_digits(b, i)  # [N, i]
-    partial = torch.zeros_like(a)
-    for j in range(i):  # a loop over digit pairs; every step is vectorized over N
-        for k in range(i - j):
-            partial += da[:, j] * db[:, k] * 10 ** (j + k)
-    return partial // 10**i
-
-
-# --------------------------------------------------------------------------- sampling
-
-
-def sample_pairs(n: int, sampling: str, size: int, generator: torch.Generator) -> torch.Tensor:
-    """Long [size, 2] of operand pairs drawn with replacement, on the generator's device.
-
-    below: a, b uniform in [0, 10^n); ab: both uniform with exactly n digits; D: one
-    operand (which one is a fair coin) with exactly n digits, the other in [0, 10^n);
-    lengths: each operand's digit count uniform in 1..n, then the operand uniform among
-    the numbers with that many digits (the training set of Cho et al., arXiv 2405.20671).
-    """
-    lo, hi = exact_range(n)
-    dev = generator.device
-    if sampling == "below":
-        a = torch.randint(0, hi, (size,), generator=generator, device=dev)
-        b = torch.randint(0, hi, (size,), generator=generator, device=dev)
-    elif sampling == "ab":
-        a = torch.randint(lo, hi, (size,), generator=generator, device=dev)
-        b = torch.randint(lo, hi, (size,), generator=generator, device=dev)
-    elif sampling == "D":
-        long = torch.randint(lo, hi, (size,), generator=generator, device=dev)
-        other = torch.randint(0, hi, (size,), generator=generator, device=dev)
-        long_first = torch.rand(size, generator=generator, device=dev) < 0.5
-        a, b = torch.where(long_first, long, other), torch.where(long_first, other, long)
-    elif sampling == "lengths":
-        a, b = (uniform_length_numbers(n, size, generator) for _ in range(2))
-    else:
-        raise ValueError(f"unknown sampling {sampling!r}")
-    return torch.stack([a, b], dim=1)
-
-
-def uniform_length_numbers(n: int, size: int, generator: torch.Generator) -> torch.Tensor:
-    """Long [size]: a digit count uniform in 1..n, then a number uniform among those with
-    exactly that many digits (one digit: 0-9)."""
-    dev = generator.device
-    count = torch.randint(1, n + 1, (size, 1), generator=generator, device=dev)
-    digits = torch.randint(0, 10, (size, n), generator=generator, device=dev)  # least significant first
-    top = torch.randint(1, 10, (size, 1), generator=generator, device=dev)
-    i = torch.arange(n, device=dev)
-    digits = torch.where(i == count - 1, torch.where(count == 1, digits, top), torch.where(i < count, digits, 0))
-    return (digits * 10 ** torch.arange(n, device=dev)).sum(1)  # powers made on the device, as in num_digits
-
-
-def sample_exact(len_a: int, len_b: int, size: int, generator: torch.Generator) -> torch.Tensor:
-    """Long [size, 2]: a with exactly len_a digits, b with exactly len_b digits (uniform)."""
-    (lo_a, hi_a), (lo_b, hi_b) = exact_range(len_a), exact_range(len_b)
-    a = torch.randint(lo_a, hi_a, (size,), generator=generator, device=generator.device)
-    b = torch.randint(lo_b, hi_b, (size,), generator=generator, device=generator.device)
-    return torch.stack([a, b], dim=1)
-
-
-def pair_base(*pairs: torch.Tensor) -> int | None:
-    """M such that key = a * M + b is one distinct int64 per pair of all the Long [N, 2]
-    inputs (M = 1 + the largest b), or None when such keys would overflow int64."""
-    rows = torch.cat(pairs)
-    if not len(rows):
-        return 1
-    max_a, max_b = (int(v) for v in rows.max(0).values)
-    return max_b + 1 if max_a * (max_b + 1) + max_b <= INT64_MAX else None
-
-
-def rows_in(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Bool [N]: whether each row of x [N, 2] is also a row of y [M, 2]."""
-    M = pair_base(x, y)
-    if M is not None:  # sorted keys of y, binary search for each key of x
-        y_keys = torch.sort(y[:, 0] * M + y[:, 1]).values
-        x_keys = x[:, 0] * M + x[:, 1]
-        at = torch.searchsorted(y_keys, x_keys).clamp(max=max(len(y_keys) - 1, 0))
-        return (y_keys[at] == x_keys) if len(y_keys) else torch.zeros_like(x_keys, dtype=torch.bool)
-    _, inverse = torch.unique(torch.cat([y, x]), dim=0, return_inverse=True)
-    in_y = torch.zeros(len(y) + len(x), dtype=torch.bool, device=x.device)
-    in_y[inverse[: len(y)]] = True
-    return in_y[inverse[len(y) :]]
-
-
-def unique_rows(x: torch.Tensor) -> torch.Tensor:
-    """The distinct rows of x [N, 2], sorted."""
-    M = pair_base(x)
-    if M is None:
-        return torch.unique(x, dim=0)
-    keys = torch.unique(x[:, 0] * M + x[:, 1])
-    return torch.stack([keys // M, keys % M], dim=1)
-
-
-def draw_distinct(
-    n: int, sampling: str, size: int, generator: torch.Generator, exclude: torch.Tensor | None = None
-) -> torch.Tensor:
-    """Long [size, 2]: `size` distinct pairs from the sampling rule, none of them in `exclude`.
-
-    Draws rounds of pairs, keeps the distinct ones not excluded, and finally takes a random
-    `size` of them (close to sampling without replacement from the rule's distribution).
-    """
-    pool = torch.empty(0, 2, dtype=torch.long, device=generator.device)
-    for _ in range(200):
-        fresh = sample_pairs(n, sampling, max(2 * (size - len(pool)), size) + 64, generator)
-        pool = unique_rows(torch.cat([pool, fresh]))
-        if exclude is not None and len(exclude):
-            pool = pool[~rows_in(pool, exclude)]
-        if len(pool) >= size:
-            return pool[torch.randperm(len(pool), generator=generator, device=generator.device)[:size]]
-    raise ValueError(
-        f"could not find {size} distinct {sampling} pairs of {n} digits outside the other training "
-        "component; lower task.train_size / task.train_fraction or task.mix_weight"
-    )
-
-
-# --------------------------------------------------------------------------- format
-
-
-def with_hints(digits: torch.Tensor, significance: torch.Tensor, cfg: ArithmeticTask) -> torch.Tensor:
-    """digits Long [N, w] -> [N, 2w]: each digit preceded by the hint token of its
-    significance (Long [w] or [N, w]), e.g. 349 -> c3 b4 a9 (Zhou et al., arXiv 2402.09371)."""
-    first_hint = vocabulary(cfg).index(HINTS[0])
-    hints = (first_hint + significance).expand_as(digits)
-    return torch.stack([hints, digits], dim=-1).flatten(-2)
-
-
-def compact(tokens: torch.Tensor, keep: torch.Tensor, pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Move the kept tokens of each row to the front (in order), fill the tail with pad_id.
-
-    tokens Long [N, L], keep Bool [N, L] -> (tokens Long [N, L], kept Bool [N, L], order Long
-    [N, L]), where new column j holds old column order[:, j].
-    """
-    order = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)
-    kept = keep.gather(1, order)
-    return torch.where(kept, tokens.gather(1, order), pad_id), kept, order
-
-
-def operand_field(x: torch.Tensor, w: int, pad: bool, written: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The w-digit field of operands x (Long [N], or digit rows [N, m]), most significant
-    first, and which digits are written.
-
-    Returns (tokens Long [N, w], keep Bool [N, w]); unpadded keeps no leading zeros, or,
-    given ``written`` (Long [N], each >= the operand's digit count), its low written[i] digits.
-    """
-    field = as_digits(x, w).flip(-1)
-    significance = torch.arange(w - 1, -1, -1, device=x.device)
-    if pad:
-        return field, torch.ones_like(field, dtype=torch.bool)
-    return field, significance < (digit_count(x) if written is None else written)[:, None]
-
-
-def operand_tokens(x: torch.Tensor, cfg: ArithmeticTask, n: int,
-                   written: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """An operand's field tokens, which are written, and each token's significance (the
-    power of 10 of its digit; a hint token carries its digit's), all [N, field_width]."""
-    w = cfg.width if cfg.pad else n
-    field, keep = operand_field(x, w, cfg.pad, written)
-    significance = torch.arange(w - 1, -1, -1, device=x.device).expand_as(field)
-    if cfg.index_hints:
-        return with_hints(field, significance, cfg), keep.repeat_interleave(2, 1), significance.repeat_interleave(2, 1)
-    return field, keep, significance
-
-
-def answer_significance(cfg: ArithmeticTask, k: int, device: torch.device | str = "cpu") -> torch.Tensor:
-    """Long [k]: the significance of each of the k answer slots (reversed: slot j // tokens
-    per digit; the end token's slot is one past the last digit).  Depends on the format
-    only, never on the answer's value, so a decoded answer of any length gets the same ids."""
-    digit_slot = torch.arange(k, device=device) // hint_factor(cfg)
-    return digit_slot if cfg.reverse else (k // hint_factor(cfg) - 1 - digit_slot).clamp(min=-1)
-
-
-def encode_answer(c: torch.Tensor, cfg: ArithmeticTask, k: int) -> torch.Tensor:
-    """The k answer tokens for answers c (Long [N], or digit rows [N, m]): Long [N, k].
-
-    Padded: the k-digit zero-padded answer.  Unpadded: its digits, the end token, then pad
-    tokens up to k.  Reversed formats write the least significant digit first.
-    """
-    if cfg.pad:
-        digits = as_digits(c, k // hint_factor(cfg))
-        digits = digits if cfg.reverse else digits.flip(-1)
-        if cfg.index_hints:
-            significance = answer_significance(cfg, k, c.device)[1::2]
-            return with_hints(digits, significance, cfg)
-        return digits
-    vocab = vocabulary(cfg)
-    digits = as_digits(c, k - 1)
-    keep = torch.arange(k - 1, device=c.device) < digit_count(c)[:, None]
-    if not cfg.reverse:
-        digits, keep = digits.flip(-1), keep.flip(-1)
-    end = torch.full_like(digits[:, :1], vocab.index(END))
-    tokens, _, _ = compact(torch.cat([digits, end], 1), torch.cat([keep, torch.ones_like(keep[:, :1])], 1), vocab.index(PAD))
-    return tokens
-
-
-@dataclass
-class Encoded:
-    """Full sequences of a batch of pairs.
-
-    tokens:       Long [N, T]  prompt then answer (then pad tokens when unpadded)
-    answer:       Bool [N, T]  True at answer tokens (digits, and the end token when unpadded)
-    prompt_len:   Long [N]     tokens before the first answer token
-    significance: Long [N, T]  the power of 10 of each token's digit (hints: their digit's);
-                               every answer slot by :func:`answer_significance`; -1 at
-                               symbols (in the prompt) and at pads after the answer
-    """
-
-    tokens: torch.Tensor
-    answer: torch.Tensor
-    prompt_len: torch.Tensor
-    significance: torch.Tensor
-
-
-def encode(a: torch.Tensor, b: torch.Tensor, cfg: ArithmeticTask, n: int,
-           written: tuple[torch.Tensor, torch.Tensor] | None = None) -> Encoded:
-    """Token sequences for the pairs (a[i], b[i]); T = sequence_length(cfg, n).
-
-    a, b: Long [N] operands, or digit rows Long [N, m], with at most n digits (padded
-    formats always use cfg.width).  written: unpadded only, the digits to write of each
-    operand (Long [N] each, between its digit count and n; leading zeros fill the rest).
-    """
-    vocab = vocabulary(cfg)
-    N = a.shape[0]
-    ones = torch.ones(N, 1, dtype=torch.bool, device=a.device)
-    a_tok, a_keep, a_sig = operand_tokens(a, cfg, n, written[0] if written else None)
-    b_tok, b_keep, b_sig = operand_tokens(b, cfg, n, written[1] if written else None)
-    ans = encode_answer(answer_of(a, b, cfg.op, cfg.modulus), cfg, answer_width(cfg, n))
-    ans_keep = ans != vocab.index(PAD) if not cfg.pad else torch.ones_like(ans, dtype=torch.bool)
-    ans_sig = torch.full_like(ans, -1)  # set by slot below, after unpadded fields are compacted
-    if cfg.symbols:
-        op = torch.full((N, 1), vocab.index(OP_SYMBOL[cfg.op]), device=a.device)
-        eq = torch.full((N, 1), vocab.index("="), device=a.device)
-        tokens = torch.cat([a_tok, op, b_tok, eq, ans], 1)
-        keep = torch.cat([a_keep, ones, b_keep, ones, ans_keep], 1)
-        significance = torch.cat([a_sig, -ones.long(), b_sig, -ones.long(), ans_sig], 1)
-    else:
-        tokens, keep = torch.cat([a_tok, b_tok, ans], 1), torch.cat([a_keep, b_keep, ans_keep], 1)
-        significance = torch.cat([a_sig, b_sig, ans_sig], 1)
-    is_answer = torch.cat([torch.zeros_like(keep[:, : keep.shape[1] - ans.shape[1]]), ans_keep], 1)
-    prompt_len = prompt_length(cfg, a_keep.sum(1), b_keep.sum(1))
-    if not cfg.pad:
-        tokens, kept, order = compact(tokens, keep, vocab.index(PAD))
-        is_answer = is_answer.gather(1, order) & kept
-        significance = torch.where(kept, significance.gather(1, order), -1)
-    slot = torch.arange(tokens.shape[1], device=a.device) - prompt_len[:, None]  # index within the answer
-    k = ans.shape[1]
-    by_slot = answer_significance(cfg, k, a.device)[slot.clamp(min=0, max=k - 1)]
-    significance = torch.where(slot >= k, -1, torch.where(slot >= 0, by_slot, significance))  # -1: pad after the answer
-    return Encoded(tokens=tokens, answer=is_answer, prompt_len=prompt_len, significance=significance)
-
-
-# --------------------------------------------------------------------------- position ids
-
-
-def position_ids(significance: torch.Tensor, prompt_len: torch.Tensor | int, scheme: str) -> torch.Tensor:
-    """Ids of the model inputs ``tokens[:, :-1]`` under ``scheme``: Long [N, L-1] from the
-    significance of the full sequence [N, L] (see :class:`Encoded`); 0 marks a token that
-    gets no id of its own (no digit; the training offset leaves it at 0).
-
-    - ``abacus`` (McLeish et al., arXiv 2405.17399): every digit, answer included, gets
-      1 + its offset within its number counted from the units digit; symbols 0.
-    - ``coupled`` (Cho et al., arXiv 2405.20671, Sec. 4): every token gets the id of its
-      own significance, answer digits included, unshifted: 2 + s for a digit worth 10^s,
-      and the operator and '=' the id one below the units digit (1, "significance -1").
-      The token that predicts answer digit s is then '=' (s = 0) or answer digit s-1, with
-      id 1 + s: the operand digits it sums sit at the next id, 2 + s, where the causal mask
-      hides every answer token; the digits of the carry into s sit at its own id.  (Giving
-      that token the id of digit s instead would put the already written answer digits on
-      the ids of the operand digits, and a head reading an id could not tell them apart.)
-      Pad tokens after the answer get 0.
-
-    ``coupled_alibi`` and ``coupled_rope`` number their tokens as ``coupled`` (:data:`ID_RULES`).
-    """
-    own = torch.where(significance >= 0, 1 + significance, 0)
-    rule = ID_RULES.get(scheme)
-    if rule == "abacus":
-        return own[:, :-1]
-    if rule == "coupled":
-        L = significance.shape[1]
-        slot = torch.arange(L, device=own.device) - torch.as_tensor(prompt_len, device=own.device).view(-1, 1)
-        symbol = (significance < 0) & (slot < 0)  # the prompt's -1 are its symbols; pads follow the answer
-        return torch.where(significance >= 0, 2 + significance, torch.where(symbol, 1, 0))[:, :-1]
-    raise ValueError(f"position_ids: no significance rule for scheme {scheme!r}")
-
-
-def offset_ids(ids: torch.Tensor, max_position: int, generator: torch.Generator) -> torch.Tensor:
-    """Training ids shifted by a random offset per sequence, uniform so that the shifted
-    ids stay below max_position: every id of the table gets trained.  Ids 0 (no digit) stay."""
-    room = max_position - ids.amax(1)  # >= 1: the config checks max_position > the largest id
-    u = torch.rand(ids.shape[0], generator=generator, device=generator.device).to(ids.device)
-    offset = (u * room).long().clamp(max=room - 1)
-    return torch.where(ids > 0, ids + offset[:, None], 0)
-
-
-def random_ids(n: int, length: int, max_position: int, generator: torch.Generator) -> torch.Tensor:
-    """Long [n, length]: per row a sorted random subset of 0..max_position-1 (Ruoss et al.,
-    ACL 2023, randomized positional encodings)."""
-    keys = torch.rand(n, max_position, generator=generator, device=generator.device)
-    return keys.argsort(1)[:, :length].sort(1).values
-
-
-# --------------------------------------------------------------------------- decoding and metrics
-
-
-def first_index(tokens: torch.Tensor, token_id: int | None) -> torch.Tensor:
-    """Long [...]: position of the first `token_id` along the last dimension of tokens [..., K]
-    (K when absent)."""
-    K = tokens.shape[-1]
-    if token_id is None:
-        return torch.full_like(tokens[..., 0], K)
-    hit = tokens == token_id
-    return torch.where(hit.any(-1), hit.to(torch.int8).argmax(-1), K)
-
-
-@torch.no_grad()
-def greedy_decode(model: nn.Module, prompts: torch.Tensor, guess: torch.Tensor, end_id: int | None = None,
-                  positions: torch.Tensor | None = None) -> torch.Tensor:
-    """Greedy continuation of prompts [N, P] by A tokens: Long [N, A], A = guess.shape[-1].
-
-    Computed by fixed-point (Jacobi) iteration instead of A growing forward passes: feed
-    prompt + guess, replace the guess by the argmax at every answer position, repeat.
-    Because the model is causal, after pass j the first j tokens equal the greedy ones,
-    and a row whose output reproduces its input guess (up to its first end token) *is*
-    the greedy decode.  So at most A passes, and one when the guess is what the model says.
-    The result never depends on the guess.  ``positions`` (Long [N, P+A-1]): the ids of
-    the model inputs, for the task-computed position schemes.
-
-    A pack (``model`` maps [K, n, T] -> [K, n, T, V]) decodes all its members at once:
-    prompts [K, N, P], guess [K, N, A], positions [K, N, P+A-1] -> Long [K, N, A].  Each
-    pass feeds every member the rows it still has to settle (members that have fewer
-    fill up with rows already settled, whose results are discarded), so one forward
-    serves the whole pack and every member's answers are the ones it decodes alone.
-    """
-    if prompts.dim() == 2:
-        return greedy_decode(as_pack(model), prompts[None], guess[None], end_id,
-                             positions[None] if positions is not None else None)[0]
-    K, N, P = prompts.shape
-    A = guess.shape[2]
-    out = guess.clone()
-    todo = torch.ones(K, N, dtype=torch.bool, device=prompts.device)  # rows not yet at their fixed point
-    slots = torch.arange(A, device=prompts.device)
-    for _ in range(A):
-        counts = todo.sum(1)  # [K]
-        M = int(counts.max())  # rows per member in this pass (one host read per pass)
-        if M == 0:
-            break
-        rows = torch.argsort((~todo).to(torch.int8), dim=1, stable=True)[:, :M]  # [K, M]: todo rows first
-        real = torch.arange(M, device=prompts.device) < counts[:, None]  # [K, M]: False for the filler rows
-        fed = out.gather(1, rows[..., None].expand(K, M, A))  # [K, M, A]
-        inputs = torch.cat([prompts.gather(1, rows[..., None].expand(K, M, P)), fed[..., :-1]], 2)
-        if positions is None:
-            logits = model(inputs)  # [K, M, P+A-1, V]
-        else:
-            logits = model(inputs, positions=positions.gather(1, rows[..., None].expand(K, M, positions.shape[2])))
-        new = logits[:, :, P - 1 :].argmax(-1)  # [K, M, A]: output P-1+j predicts answer token j
-        agree = ((new == fed) | (slots > first_index(new, end_id)[..., None])).all(-1)  # [K, M]
-        out.scatter_(1, rows[..., None].expand(K, M, A), torch.where(real[..., None], new, fed))
-        todo.scatter_(1, rows, real & ~agree)
-    return out
-
-
-def answer_matches(out: torch.Tensor, target: torch.Tensor, end_id: int | None = None) -> torch.Tensor:
-    """Bool [N]: out [N, K] writes the same answer as target [N, K] (up to target's end token)."""
-    positions = torch.arange(target.shape[1], device=target.device)
-    return ((out == target) | (positions > first_index(target, end_id)[..., None])).all(-1)
-
-
-def significance_digits(tokens: torch.Tensor, reverse: bool, end_id: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Answer tokens [N, K] -> (digits by significance Long [N, K], length Long [N]).
-
-    digits[:, i] is the digit worth 10^i, or -1 beyond the answer's length or where the
-    token is not a digit; the length is the number of tokens before the end token (K when
-    padded or when no end token was written).
-    """
-    K = tokens.shape[1]
-    length = first_index(tokens, end_id)
-    i = torch.arange(K, device=tokens.device)[None, :]
-    index = i.expand_as(tokens) if reverse else (length[:, None] - 1 - i).clamp(min=0)
-    digits = tokens.gather(1, index)
-    digits = torch.where((i < length[:, None]) & (digits < 10), digits, -1)
-    return digits, length
-
-
-def digit_matches(out: torch.Tensor, target: torch.Tensor, reverse: bool, end_id: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-digit agreement of two answers aligned by significance: (correct [N], counted [N]).
-
-    counted = the longer of the two lengths; correct = positions among them where both
-    write the same digit.  Padded answers count every one of their K positions.
-    """
-    pred, pred_len = significance_digits(out, reverse, end_id)
-    true, true_len = significance_digits(target, reverse, end_id)
-    counted = torch.maximum(pred_len, true_len)
-    correct = ((pred == true) & (true >= 0)).sum(1)
-    return correct, counted
-
-
-def pca_2d(x: torch.Tensor) -> torch.Tensor:
-    """Float [N, d] -> [N, 2]: projections on the top two principal axes (zeros if d < 2).
-
-    Each axis's sign is fixed so that its largest-magnitude loading is positive, which
-    keeps plots of successive checkpoints from flipping at random.
-    """
-    xc = x - x.mean(0, keepdim=True)
-    _, _, vh = torch.linalg.svd(xc, full_matrices=False)
-    axes = vh[:2]  # [<=2, d]
-    sign = torch.sign(axes.gather(1, axes.abs().argmax(1, keepdim=True)))
-    axes = axes * torch.where(sign == 0, 1.0, sign)
-    pcs = xc @ axes.T
-    return F.pad(pcs, (0, 2 - pcs.shape[1]))
-
-
-# --------------------------------------------------------------------------- the task
 
 
 @dataclass
@@ -619,37 +98,6 @@ class EvalGroup:
     chance: torch.Tensor
     cond: torch.Tensor
     positions: torch.Tensor | None = None
-
-
-@dataclass
-class ProbeSet:
-    """The inputs of the structure probes, drawn once from the seed.
-
-    id_pairs:  Long [P, 2]  pairs from the training mixture; ``train``/``test`` index them
-    train, test: numpy index arrays: the ID pairs that fit the probes, and the held-out ones
-    ood_pairs: {L: Long [Q, 2]} both operands with exactly L digits, for each OOD length L
-    """
-
-    id_pairs: torch.Tensor
-    train: Any
-    test: Any
-    ood_pairs: dict[int, torch.Tensor]
-
-
-@dataclass
-class AnswerStates:
-    """What :meth:`Arithmetic.answer_states` reads at the positions predicting the probed digits.
-
-    states:  {layer: Float [N, I, d]} on the CPU, zeros where the digit is absent
-    present: Bool [N, I]  False where the answer has no such digit (unpadded answers are as
-             long as they are)
-    shares:  None, or per block Float [N, H, I, S]: the attention each head sends from the
-             position predicting digit i onto the operand tokens of significance s
-    """
-
-    states: dict[int, torch.Tensor]
-    present: torch.Tensor
-    shares: list[np.ndarray] | None = None
 
 
 class Arithmetic:
@@ -672,8 +120,9 @@ class Arithmetic:
         if position_scheme is not None:
             check_position_scheme(cfg, position_scheme, max_position)
         self.cfg, self.seed, self.device = cfg, seed, torch.device(device)
-        # the rule that numbers the tokens (coupled_alibi and coupled_rope take coupled ids)
-        self.position_scheme = ID_RULES[position_scheme] if position_scheme is not None else None
+        # the scheme whose ids the task computes (its record names the id rule), or None
+        self.position_scheme = position_scheme
+        self.scheme = POSITION_SCHEMES[position_scheme] if position_scheme is not None else None
         self.max_position = max_position
         self.n = cfg.train_len
         self.vocab = vocabulary(cfg)
@@ -684,20 +133,20 @@ class Arithmetic:
         self.io = ModelIO(n_in=len(self.vocab), n_out=len(self.vocab), tokens=True, max_seq_len=longest - 1)
         self.components = training_components(cfg)
         # sets are drawn on the CPU so that the data do not depend on the device
-        train_pairs, test_pairs = self._draw_train_test(self._generator(0))
-        self.conditions, self.eval_pairs = self._draw_eval(self._generator(1), train_pairs)
+        train_pairs, test_pairs = self._draw_train_test(self._generator(TRAIN_TEST_STREAM))
+        self.conditions, self.eval_pairs = self._draw_eval(self._generator(EVAL_SET_STREAM), train_pairs)
         self.train_pairs = train_pairs.to(self.device) if train_pairs is not None else None
         self.test_pairs = test_pairs.to(self.device)
         self.eval_groups = self._build_eval_groups()
-        self.probe_pairs, self.probe_splits = self._draw_probe(self._generator(2))
+        self.probe_pairs, self.probe_splits = self._draw_probe(self._generator(PCA_PAIR_STREAM))
         self.probe_positions = list(cfg.probes.positions or range(answer_digits(cfg, self.n)))
-        self.probe_set = self._draw_probe_set(self._generator(3)) if cfg.probes.enabled else None
+        self.probe_set = self._draw_probe_set(self._generator(PROBE_SET_STREAM)) if cfg.probes.enabled else None
         self.last_step: int | None = None  # the step of the last training batch drawn
 
     # ---- data
 
     def _generator(self, stream: int) -> torch.Generator:
-        """A CPU generator for one of the construction-time streams (train/test, eval, probe)."""
+        """A CPU generator for one of the task seed's streams (the ``*_STREAM`` constants)."""
         return torch.Generator().manual_seed((self.seed * 1000 + stream) % 2**63)
 
     def _draw_train_test(self, g: torch.Generator) -> tuple[torch.Tensor | None, torch.Tensor]:
@@ -781,12 +230,9 @@ class Arithmetic:
         """Evaluation ids of the inputs of full sequences (significance [N, L]) -> Long
         [N, L-1]: no offset (randomized: a sorted random subset per example, drawn from
         ``g``); None for the model's own position schemes."""
-        if self.position_scheme == "randomized":
-            N, L = significance.shape
-            return random_ids(N, L - 1, self.max_position, g).to(self.device)
-        if self.position_scheme in ("coupled", "abacus"):
-            return position_ids(significance, prompt_len, self.position_scheme)
-        return None
+        if self.position_scheme is None:
+            return None
+        return position_ids(significance, prompt_len, self.position_scheme, self.max_position, g).to(self.device)
 
     def eval_positions(self, prompt_significance: torch.Tensor, prompt_len: int, k: int,
                        g: torch.Generator) -> torch.Tensor | None:
@@ -798,13 +244,11 @@ class Arithmetic:
         """Ids of a training batch's inputs, Long [B, T-1], with the scheme's randomness drawn
         from the training generator (so a restored run draws the same); None for the
         model's own schemes."""
-        if self.position_scheme == "randomized":
-            n, length = enc.tokens.shape[0], enc.tokens.shape[1] - 1
-            return random_ids(n, length, self.max_position, generator).to(self.device)
-        if self.position_scheme in ("coupled", "abacus"):
-            ids = position_ids(enc.significance, enc.prompt_len, self.position_scheme)
-            return offset_ids(ids, self.max_position, generator)
-        return None
+        if self.position_scheme is None:
+            return None
+        ids = position_ids(enc.significance, enc.prompt_len, self.position_scheme, self.max_position, generator)
+        ids = ids.to(self.device)
+        return offset_ids(ids, self.max_position, generator) if self.scheme.offset else ids
 
     def _draw_probe(self, g: torch.Generator) -> tuple[torch.Tensor, list[str]]:
         """Pairs for the representation PCA: ID operands below 10^n, OOD ones with eval_max_len digits."""
@@ -939,11 +383,14 @@ class Arithmetic:
         return out_rows
 
     @torch.no_grad()
-    def representations(self, model: nn.Module) -> list[dict[str, Any]]:
-        """2-D PCA of the final hidden state at the position that predicts the answer's units digit.
+    def representations(self, model: nn.Module, step: int | None = None) -> list[dict[str, Any]]:
+        """2-D PCA of the final hidden state at the position that predicts the answer's units digit,
+        and the structure probes' rows (:meth:`probe_scores`) when they are due at ``step``.
 
         Fitted on all probe points (REPR_POINTS ID pairs below 10^n, and as many OOD pairs with
         eval_max_len digits when that is longer than n).  label = the units digit of the answer.
+        ``step``: the training step of this evaluation (see :meth:`probes_due`); None: the step
+        after the last training batch this task drew (the evaluation that follows it).
         """
         a, b = self.probe_pairs.unbind(1)
         enc = encode(a, b, self.cfg, self.eval_len)
@@ -952,7 +399,7 @@ class Arithmetic:
         digits = torch.full_like(c, answer_width(self.cfg, self.eval_len) // hf) if self.cfg.pad else num_digits(c)
         slot = torch.zeros_like(c) if self.cfg.reverse else digits - 1  # the units digit's place in the answer
         units = enc.prompt_len + slot * hf + hf - 1  # its index in the sequence (after its hint)
-        ids = self.fixed_positions(enc.significance, enc.prompt_len, self._generator(4))
+        ids = self.fixed_positions(enc.significance, enc.prompt_len, self._generator(PCA_ID_STREAM))
         _, hidden = model(enc.tokens[:, :-1], return_hidden=True) if ids is None else \
             model(enc.tokens[:, :-1], positions=ids, return_hidden=True)  # [N, T-1, d]
         h = hidden[torch.arange(len(a), device=hidden.device), units - 1]  # output units-1 predicts token units
@@ -962,22 +409,18 @@ class Arithmetic:
         for i, (ai, bi, label, split, (pc1, pc2)) in enumerate(zip(a.tolist(), b.tolist(), labels, self.probe_splits, pcs)):
             rows.append({"kind": "pca_units_digit", "split": split, "point": i, "label": str(label),
                          "a": ai, "b": bi, "pc1": pc1, "pc2": pc2})
-        every = self.cfg.probes.every
-        step = None if self.last_step is None else self.last_step + 1
-        if self.probe_set is not None and (every is None or step is None or step % every == 0):
+        if step is None and self.last_step is not None:
+            step = self.last_step + 1
+        if self.probes_due(step):
             rows += self.probe_scores(model)
         return rows
 
-    @staticmethod
-    def probe_layers(layers: str | list[int], n_layer: int) -> list[int]:
-        """The layers a ``task.probes.layers`` value names for a model of ``n_layer`` blocks: -1
-        (the final state) for "last", every block's output 0..n_layer-1 and -1 for "all", else
-        the list (without repeats)."""
-        if layers == "last":
-            return [FINAL_LAYER]
-        if layers == "all":
-            return list(range(n_layer)) + [FINAL_LAYER]
-        return list(dict.fromkeys(layers))
+    def probes_due(self, step: int | None) -> bool:
+        """Whether the structure probes run at an evaluation of training step ``step``: when they
+        are on, at every evaluation, or at the multiples of ``task.probes.every`` (None: an
+        evaluation outside training, always due)."""
+        every = self.cfg.probes.every
+        return self.probe_set is not None and (every is None or step is None or step % every == 0)
 
     def answer_states(self, model: nn.Module, pairs: torch.Tensor, layers: str | list[int] = "last",
                       attention: bool = False) -> AnswerStates:
@@ -986,7 +429,7 @@ class Arithmetic:
         pairs Long [N, 2] -> :class:`AnswerStates` for the I = len(probe_positions) digits, the
         true answer fed as the model's input (teacher forcing), in batches of
         ``task.eval_batch_size``.  The state predicting the sequence's token s is the output at
-        s - 1.  ``layers`` as ``task.probes.layers`` (see :meth:`probe_layers`): -1 is the final
+        s - 1.  ``layers`` as ``task.probes.layers`` (see :func:`study.tasks.arithmetic_probes.probe_layers`): -1 is the final
         hidden state, l >= 0 the residual stream after block l.  ``attention``: also each
         block's attention shares from those positions onto the operand digits of each
         significance (see :func:`study.tasks.probes.attention_shares`).
@@ -1017,7 +460,7 @@ class Arithmetic:
         if attention or layers != "last":
             _, trace = model(inputs, return_internals=True, **kwargs)
             by_layer = {layer: trace.hidden if layer == FINAL_LAYER else trace.layers[layer]
-                        for layer in self.probe_layers(layers, len(trace.layers))}
+                        for layer in probe_layers(layers, len(trace.layers))}
         else:
             _, hidden = model(inputs, return_hidden=True, **kwargs)  # [N, T-1, d]
             by_layer = {FINAL_LAYER: hidden}
@@ -1086,90 +529,10 @@ class Arithmetic:
                             over the causal prefix scores (tokens of significance i) / (prefix length).
         attention_argmax    the significance whose operand tokens get the largest mean share
         """
-        from study.tasks import probes
-
-        cfg, ps, n = self.cfg, self.probe_set, self.n
-        lengths = list(ps.ood_pairs)
-        ood = [ps.ood_pairs[L] for L in lengths]
-        equivalents = [p % 10**n for p in ood]
-        everything = torch.cat([ps.id_pairs, *ood, *equivalents])
-        read = self.answer_states(model, everything, layers=cfg.probes.layers, attention=cfg.probes.attention)
-        sizes = [len(ps.id_pairs)] + [len(p) for p in ood] + [len(p) for p in equivalents]
-        def parts(x):  # (ID, [OOD of each length], [their equivalents])
-            split = x.split(sizes)
-            return split[0], split[1:1 + len(ood)], split[1 + len(ood):]
-
-        id_pairs, ood_pairs, _ = parts(everything.cpu())
-        id_present, ood_present, eq_present = parts(read.present)
-
-        def digit(pairs: torch.Tensor, i: int, equivalent: bool = False) -> np.ndarray:
-            a, b = pairs.unbind(1)
-            c = equivalent_answer(a, b, n, cfg.op, cfg.modulus) if equivalent else apply_op(a, b, cfg.op, cfg.modulus)
-            return ((c // 10**i) % 10).numpy()
-
-        def carry(pairs: torch.Tensor, i: int) -> np.ndarray:
-            return carry_into(pairs[:, 0], pairs[:, 1], i, cfg.op).numpy()
-
-        rows: list[dict[str, Any]] = []
-
-        def add(kind: str, split: str, i: int, length: int, value: float, layer: int, head: int | None = None) -> None:
-            row = {"kind": kind, "split": split, "position": i, "layer": layer, "length": length, "value": value}
-            if head is not None:
-                row["head"] = head
-            rows.append(row)
-
-        for layer, states in read.states.items():
-            id_states, ood_states, eq_states = parts(states)
-            for col, i in enumerate(self.probe_positions):
-                keep = id_present[:, col].numpy()
-                fit, held = ps.train[keep[ps.train]], ps.test[keep[ps.test]]
-                h = id_states[:, col].numpy()
-                ood_h = [s[:, col].numpy()[m[:, col].numpy()] for s, m in zip(ood_states, ood_present)]
-                ood_p = [p[m[:, col]] for p, m in zip(ood_pairs, ood_present)]
-                targets = [("probe_digit", lambda p: digit(p, i))]
-                if cfg.modulus is None and i >= 1:
-                    targets.append(("probe_carry", lambda p: carry(p, i)))
-                for kind, label in targets:
-                    y = label(id_pairs)
-                    tests = [(h[held], y[held])] + [(hs, label(p)) for hs, p in zip(ood_h, ood_p)]
-                    if kind == "probe_digit":
-                        tests += [(hs, digit(p, i, equivalent=True)) for hs, p in zip(ood_h, ood_p)]
-                    scores = probes.probe_accuracy(h[fit], y[fit], tests)
-                    add(kind, "id", i, n, scores[0], layer)
-                    for L, value in zip(lengths, scores[1:1 + len(lengths)]):
-                        add(kind, "ood", i, L, value, layer)
-                    for L, value in zip(lengths, scores[1 + len(lengths):]):
-                        add("probe_digit_equiv", "ood", i, L, value, layer)
-                id_digit = digit(id_pairs, i)
-                add("silhouette_digit", "id", i, n, probes.cluster_score(h[keep], id_digit[keep]), layer)
-                for L, hs, p in zip(lengths, ood_h, ood_p):
-                    add("silhouette_digit", "ood", i, L, probes.cluster_score(hs, digit(p, i)), layer)
-                for L, s, m, p, es, em in zip(lengths, ood_states, ood_present, ood_pairs, eq_states, eq_present):
-                    both = (m[:, col] & em[:, col]).numpy()
-                    x, e = s[:, col].numpy()[both], es[:, col].numpy()[both]
-                    e_digit = digit(p[both], i, equivalent=True)
-                    eq_keep = em[:, col].numpy()
-                    reference = np.concatenate([h[keep], es[:, col].numpy()[eq_keep]])
-                    reference_digit = np.concatenate([id_digit[keep], digit(p[eq_keep], i, equivalent=True)])
-                    add("repr_equivalence", "ood", i, L,
-                        probes.equivalence_rate(x, e, e_digit, reference, reference_digit), layer)
-                    shift = np.roll(np.arange(len(x)), 1)  # each OOD state against another input's equivalent
-                    add("repr_equivalence_chance", "ood", i, L,
-                        probes.equivalence_rate(x, e[shift], e_digit[shift], reference, reference_digit), layer)
-                    add("repr_equivalence_digit", "ood", i, L,
-                        probes.nearest_label_rate(x, e_digit, h[keep], id_digit[keep]), layer)
-        if read.shares is not None:
-            share_splits = [("id", n, 0)] + [("ood", L, 1 + k) for k, L in enumerate(lengths)]
-            for layer, shares in enumerate(read.shares):
-                pieces = np.split(shares, np.cumsum(sizes)[:-1])
-                for split, L, part in share_splits:
-                    aligned = probes.alignment_scores(pieces[part], self.probe_positions)  # [H, I]
-                    argmax = probes.most_attended(pieces[part])  # [H, I]
-                    for head in range(aligned.shape[0]):
-                        for col, i in enumerate(self.probe_positions):
-                            add("attention_alignment", split, i, L, float(aligned[head, col]), layer, head)
-                            add("attention_argmax", split, i, L, float(argmax[head, col]), layer, head)
-        return rows
+        cfg = self.cfg
+        inputs = probe_inputs(self.probe_set, self.n, cfg.op)
+        read = self.answer_states(model, inputs, layers=cfg.probes.layers, attention=cfg.probes.attention)
+        return probe_scores(read, self.probe_set, self.probe_positions, self.n, cfg.op, cfg.modulus)
 
     # ---- rendering
 
@@ -1177,9 +540,3 @@ class Arithmetic:
         """Token ids -> the string they spell, e.g. '0034900705450100'."""
         ids = tokens.tolist() if isinstance(tokens, torch.Tensor) else tokens
         return "".join(self.vocab[i] for i in ids)
-
-    def format_example(self, a: int, b: int) -> str:
-        """The full training sequence of one pair, e.g. format_example(349, 705) -> '0034900705450100'."""
-        pair = torch.tensor([[a, b]], device=self.device)
-        enc = encode(pair[:, 0], pair[:, 1], self.cfg, max(len(str(a)), len(str(b))))
-        return self.decode(enc.tokens[0]).rstrip(PAD) if not self.cfg.pad else self.decode(enc.tokens[0])

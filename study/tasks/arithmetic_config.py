@@ -6,30 +6,47 @@ itself is :mod:`study.tasks.arithmetic`.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
 from study.section import Section
+from study.tasks.operations import INT64_MAX, OPERATIONS, operation
+from study.tasks.position_schemes import POSITION_SCHEMES, position_scheme
 
 FAMILY = "arithmetic"
-INT64_MAX = 2**63 - 1
 INT64_DIGITS = 18  # the most decimal digits every int64 number of that many digits fits in
 # Index hint tokens (Zhou et al., arXiv 2402.09371): the letter before a digit names its
 # significance, HINTS[s] for the digit worth 10^s.
 HINTS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-OP_SYMBOL = {"add": "+", "mul": "*"}
 END, PAD = "$", "_"
-# The position schemes whose ids the task computes (model.pos_encoding) -> the rule that
-# numbers the tokens (study.tasks.arithmetic.position_ids).  The ``_alibi`` and ``_rope``
-# variants take coupled ids and differ only in how the model's attention reads them.
-ID_RULES: dict[str, str] = {
-    "coupled": "coupled",
-    "abacus": "abacus",
-    "randomized": "randomized",
-    "coupled_alibi": "coupled",
-    "coupled_rope": "coupled",
+
+
+@dataclass(frozen=True)
+class IdRuleFormat:
+    """What a task id rule (a position scheme's ``ids``, see :mod:`study.tasks.position_schemes`)
+    assigns and needs of the format; the rule itself is :data:`study.tasks.arithmetic_positions.ID_RULES`.
+
+    units_id:            the id of a units digit (a digit worth 10^s gets units_id + s), or None for
+                         a sorted random subset of the id range, one id per token
+    by_significance:     numbers the answer digits by significance as they are written
+    symbols_below_units: the operator and '=' take the id one below the units digits
+    """
+
+    units_id: int | None
+    by_significance: bool = False
+    symbols_below_units: bool = False
+
+
+ID_RULE_FORMATS: dict[str, IdRuleFormat] = {
+    "coupled": IdRuleFormat(units_id=2, by_significance=True, symbols_below_units=True),
+    "abacus": IdRuleFormat(units_id=1, by_significance=True),
+    "randomized": IdRuleFormat(units_id=None),
 }
+# The position schemes whose ids the task computes -> their id rule, read off the records
+# (study.config lists the schemes from it).
+ID_RULES: dict[str, str] = {name: scheme.ids for name, scheme in POSITION_SCHEMES.items() if scheme.task_ids}
 
 # The per-condition metrics the task reports, each with its direction ("max": higher
 # is better); a trial's summary metrics are "<split>_<metric>".  ``chance`` is the
@@ -79,7 +96,7 @@ class ArithmeticTask(Section):
     """
 
     family: Literal["arithmetic"] = "arithmetic"
-    op: Literal["add", "mul"] = "add"
+    op: Literal[tuple(OPERATIONS)] = "add"
     modulus: int | None = Field(None, ge=2, description="answer is f(a, b) mod p when set")
     digits: int = Field(3, ge=1, description="training length n of the main component")
     sampling: Literal["below", "D", "ab", "lengths"] = Field(
@@ -204,7 +221,7 @@ def hint_factor(cfg: ArithmeticTask) -> int:
 
 def answer_digits(cfg: ArithmeticTask, n: int) -> int:
     """Most digits an answer can have when both operands have at most n digits."""
-    bound = n + 1 if cfg.op == "add" else 2 * n
+    bound = operation(cfg.op).answer_digits(n)
     if cfg.modulus is not None:
         bound = min(bound, len(str(cfg.modulus - 1)))
     return bound
@@ -216,7 +233,7 @@ def answer_width(cfg: ArithmeticTask, n: int) -> int:
     if cfg.pad:
         if cfg.modulus is not None:
             return len(str(cfg.modulus - 1)) * hint_factor(cfg)
-        return (cfg.width + 1 if cfg.op == "add" else 2 * cfg.width) * hint_factor(cfg)
+        return operation(cfg.op).answer_digits(cfg.width) * hint_factor(cfg)
     return answer_digits(cfg, n) + 1
 
 
@@ -225,7 +242,7 @@ def vocabulary(cfg: ArithmeticTask) -> list[str]:
     uses, then (with index hints) one hint letter per significance the format writes."""
     vocab = [str(d) for d in range(10)]
     if cfg.symbols:
-        vocab += [OP_SYMBOL[cfg.op], "="]
+        vocab += [operation(cfg.op).symbol, "="]
     if not cfg.pad:
         vocab += [END, PAD]
     if cfg.index_hints:
@@ -266,39 +283,39 @@ def largest_position_id(cfg: ArithmeticTask, scheme: str) -> int:
     """The largest id ``scheme`` assigns before a training offset (coupled, abacus) or the
     number of ids a sequence needs (randomized).  Abacus: 1 + the largest significance
     in a sequence (the answer's slot for the end token included); coupled: 2 + it (its
-    ids start at 1 for the symbols, see ``arithmetic.position_ids``)."""
-    rule = ID_RULES[scheme]
-    if rule == "randomized":
+    ids start at 1 for the symbols, see ``arithmetic_positions.coupled_ids``)."""
+    rule = ID_RULE_FORMATS[position_scheme(scheme).ids]
+    if rule.units_id is None:
         return longest_input(cfg)
     n = max(cfg.eval_max_len, cfg.train_len)
     operand_digits = cfg.width if cfg.pad or cfg.random_zero_pad else n
     answer_slots = answer_width(cfg, n) // hint_factor(cfg)
-    return (2 if rule == "coupled" else 1) + max(operand_digits - 1, answer_slots - 1)
+    return rule.units_id + max(operand_digits - 1, answer_slots - 1)
 
 
 def check_position_scheme(cfg: ArithmeticTask, scheme: str, max_position: int) -> None:
     """Reject a task-computed position scheme (coupled, abacus, randomized) this format
     cannot carry, naming the field (called by the trial config's validation)."""
-    rule = ID_RULES[scheme]
-    if rule in ("coupled", "abacus") and not cfg.reverse:
+    rule = ID_RULE_FORMATS[position_scheme(scheme).ids]
+    if rule.by_significance and not cfg.reverse:
         raise ValueError(
             f"model.pos_encoding={scheme} numbers the answer digits by significance as they are written, "
             "which needs the answer least significant digit first; set task.reverse=true"
         )
-    if rule == "coupled" and not cfg.symbols:
+    if rule.symbols_below_units and not cfg.symbols:
         raise ValueError(
             f"model.pos_encoding={scheme} gives the '=' token, which predicts the answer's units digit, the id "
             "below the units digits (Cho et al., arXiv 2405.20671); without it the last operand digit would "
             "predict the units digit on the id of the digits it sums; set task.symbols=true"
         )
     largest = largest_position_id(cfg, scheme)
-    if rule == "randomized" and max_position < largest:
+    if rule.units_id is None and max_position < largest:
         raise ValueError(
-            f"model.pos_encoding=randomized draws {largest} distinct ids for the longest sequence, more than "
+            f"model.pos_encoding={scheme} draws {largest} distinct ids for the longest sequence, more than "
             f"model.max_position={max_position}; set model.max_position to at least {largest} (a few times "
             "more lets long sequences use ids seen in training)"
         )
-    if rule in ("coupled", "abacus") and max_position <= largest:
+    if rule.units_id is not None and max_position <= largest:
         raise ValueError(
             f"model.pos_encoding={scheme} gives ids up to {largest} for this task (task.width / "
             f"task.eval_max_len), beyond model.max_position={max_position}; set model.max_position to at "
@@ -371,11 +388,13 @@ def check_supported(cfg: ArithmeticTask) -> None:
             "task.symbols=false with task.pad=false: unpadded fields need the '+'/'*' and '=' "
             "separators; set task.symbols=true or task.pad=true"
         )
-    longest = max(cfg.train_len, cfg.eval_max_len)
-    if cfg.op == "mul" and cfg.modulus is None and (10**longest - 1) ** 2 > INT64_MAX:
+    op, longest = operation(cfg.op), max(cfg.train_len, cfg.eval_max_len)
+    largest_operand = 10**longest - 1
+    if not op.digit_by_digit and cfg.modulus is None and op.apply(largest_operand, largest_operand) > INT64_MAX:
         raise ValueError(
-            f"task.op=mul with operands of up to {longest} digits (task.digits / task.mix_digits / "
-            "task.eval_max_len) gives products beyond int64; use at most 9 digits, or set task.modulus"
+            f"task.op={cfg.op} with operands of up to {longest} digits (task.digits / task.mix_digits / "
+            f"task.eval_max_len) gives {op.result}s beyond int64; use at most {op.most_digits_within_int64()} "
+            "digits, or set task.modulus"
         )
     if cfg.train_len > INT64_DIGITS:
         raise ValueError(
@@ -387,10 +406,9 @@ def check_supported(cfg: ArithmeticTask) -> None:
             f"task.modulus={cfg.modulus} with operands beyond {INT64_DIGITS} digits (task.eval_max_len) "
             "is reduced digit by digit, which needs task.modulus <= 10^17; lower it or task.eval_max_len"
         )
-    if cfg.modulus is not None and cfg.op == "mul" and (cfg.modulus - 1) ** 2 > INT64_MAX:
-        raise ValueError(f"task.modulus={cfg.modulus} is too large for int64 products; use at most 3037000499")
-    if cfg.modulus is not None and 2 * (cfg.modulus - 1) > INT64_MAX:
-        raise ValueError(f"task.modulus={cfg.modulus} is too large for int64 sums; use at most 2^62")
+    if cfg.modulus is not None and op.apply(cfg.modulus - 1, cfg.modulus - 1) > INT64_MAX:  # f of two residues
+        raise ValueError(f"task.modulus={cfg.modulus} is too large for int64 {op.result}s; "
+                         f"use at most {op.largest_modulus}")
     digits = answer_digits(cfg, cfg.train_len)
     for position in cfg.probes.positions or []:
         if not 0 <= position < digits:
