@@ -29,8 +29,9 @@ from study.naming import cell_id, grid_point_id, is_seed_axis  # noqa: F401  (gr
 from study.section import BOOL_FOR_NUMBER, Section
 from study.store.schema import STUDY_NAME
 from study.tasks import DEFAULT_FAMILY, FAMILIES, LOSS, SPLITS, family, metric_direction, summary_metrics
-from study.tasks.arithmetic_config import ID_RULES, ArithmeticTask  # noqa: F401  (re-exported: study.config.ArithmeticTask)
+from study.tasks.arithmetic_config import ArithmeticTask  # noqa: F401  (re-exported: study.config.ArithmeticTask)
 from study.tasks.functions_config import ICLTask  # noqa: F401  (re-exported: study.config.ICLTask)
+from study.tasks.position_schemes import POSITION_SCHEMES, TASK_POSITION_SCHEMES
 from study.threshold_config import SECTION, ThresholdSearch
 
 
@@ -124,13 +125,9 @@ MODEL_PRESETS: dict[str, tuple[int, int, int]] = {
 }
 
 
-# Position schemes whose ids the task computes (the model adds a learned table row per id);
-# those named here also make attention read the ids relatively (study.model): ``alibi``
-# subtracts a per-head slope times |id_q - id_k| from the scores, ``rope`` rotates queries
-# and keys by their token's id.
-TASK_POSITION_SCHEMES = tuple(ID_RULES)
-ID_ATTENTION: dict[str, str] = {"coupled_alibi": "alibi", "coupled_rope": "rope"}
-POSITION_ENCODINGS = ("learned", "sinusoidal", "rope", "alibi", "none") + TASK_POSITION_SCHEMES
+# Every position scheme, one record each (study.tasks.position_schemes); TASK_POSITION_SCHEMES
+# (re-exported here) are those whose ids the task computes.
+POSITION_ENCODINGS = tuple(POSITION_SCHEMES)
 
 
 class ModelConfig(Section):
@@ -158,12 +155,18 @@ class ModelConfig(Section):
                 f"model.n_head={n_head} does not divide model.d_model={d_model}; "
                 "pick a head count that divides the width"
             )
-        if self.pos_encoding in ("rope", "coupled_rope") and (d_model // n_head) % 2:
+        if POSITION_SCHEMES[self.pos_encoding].attention == "rope" and (d_model // n_head) % 2:
             raise ValueError(
                 f"model.pos_encoding={self.pos_encoding} needs an even head size, got d_model/n_head="
                 f"{d_model // n_head}; change model.d_model or model.n_head"
             )
         return self
+
+
+def own_schemes() -> str:
+    """The position schemes that number the tokens in the model, in words ("learned, ... or none")."""
+    names = [name for name in POSITION_SCHEMES if name not in TASK_POSITION_SCHEMES]
+    return f"{', '.join(names[:-1])} or {names[-1]}"
 
 
 # --------------------------------------------------------------------------- training
@@ -266,7 +269,7 @@ class TrialConfig(Section):
             formats = " or ".join(f.name for f in FAMILIES.values() if f.check_position_scheme is not None)
             raise ValueError(
                 f"model.pos_encoding={scheme} takes position ids from an {formats} format; task.family="
-                f"{self.task.family} prompts have none: use learned, sinusoidal, rope, alibi or none"
+                f"{self.task.family} prompts have none: use {own_schemes()}"
             )
         check(self.task, scheme, self.model.max_position)
         return self

@@ -13,7 +13,7 @@ from pydantic import Field, model_validator
 
 from study.section import Section
 from study.tasks.operations import INT64_MAX, OPERATIONS, operation
-from study.tasks.position_schemes import POSITION_SCHEMES, position_scheme
+from study.tasks.position_schemes import position_scheme
 
 FAMILY = "arithmetic"
 INT64_DIGITS = 18  # the most decimal digits every int64 number of that many digits fits in
@@ -44,9 +44,6 @@ ID_RULE_FORMATS: dict[str, IdRuleFormat] = {
     "abacus": IdRuleFormat(units_id=1, by_significance=True),
     "randomized": IdRuleFormat(units_id=None),
 }
-# The position schemes whose ids the task computes -> their id rule, read off the records
-# (study.config lists the schemes from it).
-ID_RULES: dict[str, str] = {name: scheme.ids for name, scheme in POSITION_SCHEMES.items() if scheme.task_ids}
 
 # The per-condition metrics the task reports, each with its direction ("max": higher
 # is better); a trial's summary metrics are "<split>_<metric>".  ``chance`` is the
