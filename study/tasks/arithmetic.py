@@ -60,6 +60,7 @@ from study.tasks.arithmetic_probes import (
     FINAL_LAYER,
     AnswerStates,
     ProbeSet,
+    pad_places,
     pca_2d,
     probe_inputs,
     probe_layers,
@@ -429,9 +430,9 @@ class Arithmetic:
         pairs Long [N, 2] -> :class:`AnswerStates` for the I = len(probe_positions) digits, the
         true answer fed as the model's input (teacher forcing), in batches of
         ``task.eval_batch_size``.  The state predicting the sequence's token s is the output at
-        s - 1.  ``layers`` as ``task.probes.layers`` (see :func:`study.tasks.arithmetic_probes.probe_layers`): -1 is the final
-        hidden state, l >= 0 the residual stream after block l.  ``attention``: also each
-        block's attention shares from those positions onto the operand digits of each
+        s - 1.  ``layers`` as ``task.probes.layers`` (see :func:`arithmetic_probes.probe_layers`):
+        -1 is the final hidden state, l >= 0 the residual stream after block l.  ``attention``:
+        also each block's attention shares from those positions onto the operand digits of each
         significance (see :func:`study.tasks.probes.attention_shares`).
         """
         size = self.cfg.eval_batch_size
@@ -440,8 +441,7 @@ class Arithmetic:
         shares = None
         if attention:
             width = max(p.shares[0].shape[-1] for p in parts)  # the operand places of the longest batch
-            pad = lambda x: np.pad(x, [(0, 0)] * 3 + [(0, width - x.shape[-1])], constant_values=np.nan)  # noqa: E731
-            shares = [np.concatenate([pad(p.shares[k]) for p in parts]) for k in range(len(parts[0].shares))]
+            shares = [np.concatenate([pad_places(p.shares[k], width) for p in parts]) for k in range(len(parts[0].shares))]
         return AnswerStates(states={layer: torch.cat([p.states[layer] for p in parts]) for layer in parts[0].states},
                             present=torch.cat([p.present for p in parts]), shares=shares)
 

@@ -73,6 +73,12 @@ def probe_layers(layers: str | list[int], n_layer: int) -> list[int]:
     return list(dict.fromkeys(layers))
 
 
+def pad_places(shares: np.ndarray, width: int) -> np.ndarray:
+    """Attention shares Float [N, H, I, S] widened to ``width`` operand places, NaN where a
+    shorter batch has no such place: Float [N, H, I, width]."""
+    return np.pad(shares, [(0, 0)] * 3 + [(0, width - shares.shape[-1])], constant_values=np.nan)
+
+
 def probe_inputs(probe_set: ProbeSet, n: int, op: str) -> torch.Tensor:
     """Long [P + 2 Q, 2]: the ID pairs, the OOD pairs of each length, then each OOD pair's
     equivalent (the operation's ``equivalent`` operands, (a mod 10^n, b mod 10^n))."""
