@@ -14,7 +14,8 @@ bytes, in fp32 (bf16 autocast only lowers it), from the quantities that grow:
 - evaluation activations: one forward at the evaluation batch (arithmetic
   ``task.eval_batch_size`` rows, in-context regression one condition's
   ``task.eval_prompts`` prompts) or of the largest probed forward, whichever is larger,
-  one layer alive at a time;
+  one block alive at a time (``11 d`` values per token: the residual stream before and after
+  its MLP, its LayerNorm, the fc output and its GELU);
 - probes (``task.probes``): a probed forward keeps the hidden states it reads and, with
   attention probes, every block's attention weights (``L H T^2``); arithmetic probes one
   member over one batch of probe inputs (up to ``eval_batch_size`` rows), the in-context
@@ -77,7 +78,9 @@ def estimate_trial_memory(cfg: Any) -> MemoryEstimate:
     read_in = n_in * d + (0 if task.tokens else d)  # an embedding table, or a linear layer
     params = n_layer * (12 * d * d + 13 * d) + read_in + seq * d + d * n_out + n_out + 2 * d
     per_token_train = n_layer * (16 * d + 7 * n_head * seq) + 2 * d + 3 * n_out
-    per_token_eval = 8 * d + 2 * n_head * seq + 2 * n_out
+    # one block alive at a time: its MLP keeps the residual stream before and after it, its
+    # LayerNorm, the fc output and its GELU (11 d); vector inputs are stacked for the forward
+    per_token_eval = 11 * d + 2 * n_head * seq + 2 * n_out + (0 if task.tokens else n_in)
     eval_rows = max(task.eval_rows, task.probe_forward_rows)  # a probed forward is an evaluation forward too
     # a probed forward keeps the hidden states it probes and (attention probes) every block's attention weights
     probe_values = task.probe_layers * seq * d + (n_layer * n_head * seq * seq * 2 if task.probe_attention else 0)

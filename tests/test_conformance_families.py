@@ -18,10 +18,13 @@ import math
 import os
 import subprocess
 import sys
+import weakref
 from pathlib import Path
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 
 from study.config import TASK_POSITION_SCHEMES, TrialConfig, trial_config
 from study.errors import ConfigError
@@ -39,6 +42,11 @@ TINY: dict[str, list[str]] = {
                    "task.train_fraction=0.2", "task.probes.points=16"],
     "icl": ["task.family=icl", "task.n_dims=3", "task.n_points=6", "task.eval_prompts=16",
             "task.baselines=[lstsq, averaging]", "task.shifts={x_scale: [2.0]}", "task.probes.prompts=16"],
+}
+# family -> overrides that make its evaluation large (its activations dominate what it allocates)
+LARGE_EVALUATION: dict[str, list[str]] = {
+    "arithmetic": ["task.eval_examples=500"],
+    "icl": ["task.eval_prompts=2000"],
 }
 # in-context regression: one case per function class (combo draws its two classes)
 CASES: dict[str, list[str]] = {
@@ -69,7 +77,7 @@ def assert_same_batch(a, b) -> None:
 
 
 def test_every_registered_family_has_a_tiny_config_and_a_case():
-    assert set(TINY) == set(FAMILIES)
+    assert set(TINY) == set(FAMILIES) == set(LARGE_EVALUATION)
     assert {case.split(":")[0] for case in CASES} == set(FAMILIES)
 
 
@@ -196,6 +204,48 @@ def test_the_memory_estimate_reads_the_tasks_real_sizes(case):
     assert sizes.sequence >= task.io.max_seq_len
     assert sizes.conditions == len({tuple(c[k] for k in family(cfg.task.family).conditions if k != "n_context")
                                     for c in cfg.task.evaluated_conditions()})
+
+
+class LiveTensors(TorchDispatchMode):
+    """Counts the bytes of the tensors created under it that are still alive, and their peak
+    (a storage counted once, freed when the tensor that brought it dies)."""
+
+    def __init__(self):
+        super().__init__()
+        self.live, self.peak, self.sizes = 0, 0, {}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for tensor in tree_flatten(out)[0]:
+            if isinstance(tensor, torch.Tensor) and tensor.untyped_storage().data_ptr() not in self.sizes:
+                key = tensor.untyped_storage().data_ptr()
+                self.sizes[key] = tensor.untyped_storage().nbytes()
+                self.live += self.sizes[key]
+                self.peak = max(self.peak, self.live)
+                weakref.finalize(tensor, self.free, key)
+        return out
+
+    def free(self, key: int) -> None:
+        self.live -= self.sizes.pop(key, 0)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_the_estimate_bounds_the_tensors_an_evaluation_and_its_probes_create(case):
+    """An evaluation of a large evaluation set and the probes, at the evaluation batch: the
+    tensors alive at once stay within the estimate's evaluation and probe activations (plus
+    the weights' term, for per-forward copies of them)."""
+    from study.model import Transformer
+
+    cfg = tiny(case, *LARGE_EVALUATION[case.split(":")[0]])
+    task = task_of(cfg)
+    model = Transformer(cfg.model, task.io, n_members=1, seeds=[0]).member(0).eval()
+    counted = LiveTensors()
+    with torch.no_grad(), counted:
+        task.evaluate(model)
+        task.representations(model)
+    parts = estimate_trial_memory(cfg).parts
+    bound = parts["evaluation activations"] + parts["probe activations"] + parts["weights, gradients and AdamW state"]
+    assert counted.peak <= bound, (counted.peak / 2**20, {k: v / 2**20 for k, v in parts.items()})
 
 
 MEASURE = """
