@@ -61,6 +61,7 @@ def assert_same_values(rows_a: list[dict], rows_b: list[dict], atol: float = 1e-
         assert a["value"] == pytest.approx(b["value"], abs=atol, nan_ok=True), (a, b)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", list(FORMATS))
 def test_a_packed_member_trains_as_the_same_seed_alone(fmt):
     base = FORMATS[fmt]
@@ -82,6 +83,7 @@ def test_a_packed_member_trains_as_the_same_seed_alone(fmt):
         assert not torch.allclose(final_weights(plain, 0)["read_out.weight"], packed_weights["read_out.weight"])
 
 
+@pytest.mark.slow
 def test_every_member_reports_its_own_rows_under_its_own_trial_id():
     results, reports = run_pack([member(0), member(1)])
     assert [r.step for r in reports] == [10, 20, 30] and [r.state is not None for r in reports] == [True] * 3
@@ -94,6 +96,7 @@ def test_every_member_reports_its_own_rows_under_its_own_trial_id():
     assert [r.trial_id for r in results] == ["m0", "m1"]
 
 
+@pytest.mark.slow
 def test_a_member_with_learning_rate_zero_does_not_move_and_the_others_do():
     results, reports = run_pack([member(0), with_lr(member(1), 0.0), with_lr(member(2), 2e-3)])
     start = Transformer(ModelConfig(n_layer=2, dropout=0.0), ModelIO(10, 10, True, 9), seeds=[1])
@@ -105,6 +108,7 @@ def test_a_member_with_learning_rate_zero_does_not_move_and_the_others_do():
     assert curves == {"m0": pytest.approx([5e-4] * 2), "m1": [0.0, 0.0], "m2": pytest.approx([2e-3] * 2)}
 
 
+@pytest.mark.slow
 def test_a_diverging_member_is_frozen_and_reported_while_the_others_go_on():
     unclipped = ["train.grad_clip=null"]
     alone = train(member(0, *unclipped), trial_id="m0")
@@ -118,6 +122,7 @@ def test_a_diverging_member_is_frozen_and_reported_while_the_others_go_on():
     assert_same_values(results[0].eval_rows, alone.eval_rows)
 
 
+@pytest.mark.slow
 def test_a_restored_pack_finishes_bit_identical_to_an_uninterrupted_one():
     members = [trial_config(overrides=TINY + [f"train.seed={s}"]) for s in (3, 4, 5)]  # with dropout
     members[2] = with_lr(members[2], 2e-3)
@@ -136,6 +141,7 @@ def test_a_restored_pack_finishes_bit_identical_to_an_uninterrupted_one():
     assert [r.status for r in resumed] == [r.status for r in uninterrupted] == ["completed"] * 3
 
 
+@pytest.mark.slow
 def test_stop_when_ends_members_as_converged_after_enough_evaluations():
     stop = ["train.stop_when={metric: loss, at_most: 1000.0, for_evals: 2}"]
     results, reports = run_pack([member(0, *stop), member(1, *stop)])
@@ -176,6 +182,7 @@ def test_per_member_schedule_matches_the_single_member_schedule():
         assert lr_schedule(step, peaks, warmups, cfg).tolist() == pytest.approx(expected, rel=1e-6)
 
 
+@pytest.mark.slow
 def test_trial_cli_trains_a_pack_of_seeds_and_prints_every_member():
     out = subprocess.run(
         [sys.executable, "-m", "study.cli", "trial", "--json", "--set", "pack.size=2",
@@ -197,6 +204,7 @@ EVAL_FORMATS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", list(EVAL_FORMATS))
 def test_pack_evaluation_equals_member_by_member_evaluation(fmt):
     from study.tasks import build_task

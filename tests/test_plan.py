@@ -71,6 +71,7 @@ def test_counts_of_packs_with_a_remainder(tmp_path):
     assert sorted(s.cfg.pack.size for s in plan.group_shapes(plan.planned_trials(spec)).values()) == [1, 2]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", SPECS, ids=[p.stem for p in SPECS])
 def test_plan_runs_on_every_shipped_spec(path, tmp_path, capsys):
     spec = load_sweep_spec(path)

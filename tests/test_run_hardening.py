@@ -149,6 +149,7 @@ def test_ctrl_c_on_a_sweep_says_what_is_stored_and_how_to_resume(tmp_path):
     assert len(Store(str(store), create=False).frame("curves", study="interrupted")) > 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_ctrl_c_or_sigterm_during_a_trial_exits_with_one_line_and_no_traceback(tmp_path, stop):
     env = {**os.environ, "PYTHONPATH": str(REPO)}

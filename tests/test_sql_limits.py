@@ -188,6 +188,7 @@ def files(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_compact_exits_130_and_leaves_the_store_as_it_was(tmp_path, capsys):
     root = tmp_path / "store"
     store = Store(str(root))

@@ -171,6 +171,7 @@ def _append_worker(root: str, worker: int, appends: int) -> None:
         store.append("evals", eval_rows(f"w{worker}", [i]), study="s", cell=f"cell{worker}")
 
 
+@pytest.mark.slow
 def test_four_processes_appending_concurrently_lose_no_row(tmp_path):
     root = str(tmp_path / "results")
     context = multiprocessing.get_context("spawn")

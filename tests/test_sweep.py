@@ -40,6 +40,7 @@ def tiny_spec(tmp_path, name: str, **fields) -> SweepSpec:
     return spec
 
 
+@pytest.mark.slow
 def test_every_cell_gets_its_quota_and_results_reach_the_cells_study(tmp_path, ray_local):
     spec = tiny_spec(tmp_path, "quota")
     run_sweep(spec)
@@ -82,6 +83,7 @@ def test_every_cell_gets_its_quota_and_results_reach_the_cells_study(tmp_path, r
     assert all(len(store.fragments(t, "quota")) == 1 for t in ("trials", "evals", "curves"))
 
 
+@pytest.mark.slow
 def test_a_failing_trial_is_retried_from_its_checkpoint_and_rows_are_stored_once(tmp_path, ray_local):
     spec = tiny_spec(tmp_path, "retry", grid={"task.digits": [1]}, tune={"trials_per_grid_point": 1})
     # checkpoints at steps 20 and 40; the first attempt dies right after reporting step 30
@@ -147,6 +149,7 @@ def test_run_cli_refuses_bad_input_with_one_message_and_no_ray(tmp_path):
     assert (not_a_store / "thesis.txt").read_text() == "precious"
 
 
+@pytest.mark.slow
 def test_diverged_and_pruned_trials_land_in_the_store_and_in_optuna(tmp_path, ray_local):
     spec = tiny_spec(
         tmp_path, "stops",

@@ -300,6 +300,7 @@ def tune_trainable(config):
     tune.report({"id_exact_match": 1.0 if coin(x, seed) else 0.0, "status": "completed"})
 
 
+@pytest.mark.slow
 def test_a_real_tuner_runs_the_threshold_search(ray_local, tmp_path):
     import sys
 

@@ -18,6 +18,7 @@ TINY = [
 ]
 
 
+@pytest.mark.slow
 def test_a_run_stopped_and_restored_ends_with_the_same_weights_and_metrics():
     cfg = trial_config(overrides=TINY)
     uninterrupted: list[Report] = []
@@ -37,6 +38,7 @@ def test_a_run_stopped_and_restored_ends_with_the_same_weights_and_metrics():
     assert uninterrupted[-1].metrics == resumed[-1].metrics
 
 
+@pytest.mark.slow
 def test_reports_carry_rows_for_every_table_and_checkpoints_on_schedule():
     cfg = trial_config(overrides=TINY + ["train.checkpoint_every=20"])
     reports: list[Report] = []
