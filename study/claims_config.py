@@ -146,7 +146,7 @@ def check_claims_against(claims: list[Claim], grid: dict[str, list[Any]], seed_a
     (``evaluated_conditions()``: dicts of the ``evals`` columns of :data:`CONDITION_COLUMNS`)
     and the structure probes it scores (``structure_kinds()``).  Raises ValueError
     naming ``expect[i].<field>`` and the fix."""
-    from study.tasks import METRICS
+    from study.tasks import family
 
     cell_axes = [axis for axis in grid if axis not in seed_axes]
     for i, claim in enumerate(claims):
@@ -169,7 +169,7 @@ def check_claims_against(claims: list[Claim], grid: dict[str, list[Any]], seed_a
                 raise ValueError(f"{where}.metric={claim.metric!r} is not a structure probe of the trials of its "
                                  f"cells; use one of {sorted(kinds) or 'none: their probes are off'}")
             continue  # probe conditions (layer, position, length) are read as stored
-        reported = set().union(*(METRICS[f] for f in families)) if families else set()
+        reported = set().union(*(family(f).metrics for f in families)) if families else set()
         if claim.metric not in reported:
             split, _, base = claim.metric.partition("_")
             hint = (f"a claim reads per-condition metrics: write metric: {base} with at: {{split: {split}}}"

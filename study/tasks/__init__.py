@@ -91,8 +91,6 @@ FAMILIES: dict[str, Family] = _register(
     ),
 )
 DEFAULT_FAMILY = arithmetic_config.FAMILY  # a task config without task.family (and a trials row without one)
-# family -> its metrics and their directions: a view of the records, for study.claims_config
-METRICS: dict[str, dict[str, str]] = {name: record.metrics for name, record in FAMILIES.items()}
 
 
 def family(name: str) -> Family:
@@ -147,5 +145,5 @@ def build_task(
                                   position_scheme=position_scheme, max_position=max_position)
 
 
-__all__ = ["DEFAULT_FAMILY", "FAMILIES", "LOSS", "METRICS", "SPLITS", "Family", "TaskSizes", "build_task", "family",
+__all__ = ["DEFAULT_FAMILY", "FAMILIES", "LOSS", "SPLITS", "Family", "TaskSizes", "build_task", "family",
            "family_of_metric", "metric_direction", "summary_metrics", "task_class"]
