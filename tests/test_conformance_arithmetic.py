@@ -97,6 +97,24 @@ def test_the_carry_into_a_digit_reads_only_the_digits_below_it(op):
 
 
 @pytest.mark.parametrize("op", OPS)
+def test_the_carry_rule_writes_the_answer_digits_schoolbook_fashion(op):
+    """Digit i of f(a, b) and the carry out of it are what the carry into it and the terms of
+    place i sum to: carry_i + T_i = 10 carry_(i+1) + digit_i, with T_i >= 0 reading only the
+    digits up to place i (a + b: a_i + b_i; a * b: the a_j b_k with j + k = i)."""
+    record, pairs = operation(op), pairs_within(4, 256, seed=5)
+    a, b = pairs.unbind(1)
+
+    def place_terms(x: torch.Tensor, y: torch.Tensor, i: int) -> torch.Tensor:
+        digit = record.apply(x, y) // 10**i % 10
+        return 10 * record.carry_into(x, y, i + 1) + digit - record.carry_into(x, y, i)
+
+    for i in range(6):
+        terms = place_terms(a, b, i)
+        assert (terms >= 0).all(), i
+        assert torch.equal(terms, place_terms(a % 10 ** (i + 1), b % 10 ** (i + 1), i)), i
+
+
+@pytest.mark.parametrize("op", OPS)
 @pytest.mark.parametrize("modulus", [None, 97])
 def test_the_equivalence_answer_is_the_answer_on_id_lengths(op, modulus):
     n = 3
