@@ -68,19 +68,10 @@ def uses_bf16(cfg: TrainConfig, device: torch.device) -> bool:
     return cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
 
 
-def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Learning rate for optimizer step ``step`` (0-based): linear warmup, then constant or cosine."""
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    if cfg.schedule == "constant":
-        return cfg.lr
-    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-    floor = cfg.lr * cfg.min_lr_ratio
-    return floor + 0.5 * (cfg.lr - floor) * (1.0 + math.cos(math.pi * min(progress, 1.0)))
-
-
 def lr_schedule(step: int, peak: torch.Tensor, warmup: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
-    """:func:`lr_at` for every member at once: peak lr and warmup steps are [K] tensors -> lr [K]."""
+    """Learning rate for optimizer step ``step`` (0-based) of every member at once: linear warmup to
+    its peak, then constant or cosine down to ``min_lr_ratio`` x peak; peak lr and warmup steps are
+    [K] tensors -> lr [K]."""
     warming = peak * (step + 1) / warmup.clamp(min=1)
     if cfg.schedule == "constant":
         after = peak

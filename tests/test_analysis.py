@@ -28,6 +28,7 @@ import pandas as pd
 import pytest
 
 from analysis import breakdown as bd
+from references import find_boundary
 from analysis import equivalence, icl, load, representations, summary
 from study.config import ConfigError
 from study.store import Store
@@ -322,12 +323,12 @@ def test_curves_give_the_best_trial_and_the_distribution_per_length(arith):
 
 def test_find_boundary_reads_both_directions():
     acc = bd.metric_info("exact_match")
-    assert bd.find_boundary(np.array([4, 5, 6]), np.array([0.9, 0.4, 0.6]), 1.0, acc) == (5, False, [6])
-    boundary, monotone, recovers = bd.find_boundary(np.array([4, 5]), np.array([0.9, 0.8]), 1.0, acc)
+    assert find_boundary(np.array([4, 5, 6]), np.array([0.9, 0.4, 0.6]), 1.0, acc) == (5, False, [6])
+    boundary, monotone, recovers = find_boundary(np.array([4, 5]), np.array([0.9, 0.8]), 1.0, acc)
     assert math.isnan(boundary) and monotone and recovers == []
     err = bd.metric_info("nmse")  # floor 1: retention = (1 - nmse) / (1 - id nmse)
-    assert bd.find_boundary(np.array([1, 2]), np.array([0.3, 0.7]), 0.2, err)[0] == 2
-    assert bd.find_boundary(np.array([1]), np.array([0.1]), 1.0, err)[1] is None  # ID never learned
+    assert find_boundary(np.array([1, 2]), np.array([0.3, 0.7]), 0.2, err)[0] == 2
+    assert find_boundary(np.array([1]), np.array([0.1]), 1.0, err)[1] is None  # ID never learned
 
 
 @pytest.mark.parametrize("metric, id_levels", [("exact_match", [0.0, 0.4, 1.0]), ("nmse", [1.0, 0.5, 0.1])])
@@ -343,7 +344,7 @@ def test_all_curves_at_once_agree_with_find_boundary_curve_by_curve(metric, id_l
     scores = pd.DataFrame(rows)
     at_once = bd.trial_boundaries(scores, metric, threshold=0.5, tol=0.05).set_index("trial_id")
     for trial, curve in scores.groupby("trial_id"):
-        boundary, monotone, recovers = bd.find_boundary(curve["x"].to_numpy(), curve["score"].to_numpy(),
+        boundary, monotone, recovers = find_boundary(curve["x"].to_numpy(), curve["score"].to_numpy(),
                                                         curve["id_score"].iloc[0], bd.metric_info(metric))
         got = at_once.loc[trial]
         assert (got["boundary"] == boundary) or (math.isnan(got["boundary"]) and math.isnan(boundary))

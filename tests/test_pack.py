@@ -12,7 +12,8 @@ import torch
 from study.config import ConfigError, ModelConfig, TrainConfig, TrialConfig, trial_config
 from study.model import Transformer
 from study.tasks.base import ModelIO
-from study.train import PackReport, lr_at, lr_schedule, pack_members, train, train_pack
+from study.train import PackReport, lr_schedule, pack_members, train, train_pack
+from references import lr_at
 
 TINY = [
     "task.digits=2", "task.width=3", "task.eval_max_len=3", "task.eval_examples=32", "task.train_fraction=0.2",

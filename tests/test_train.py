@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from study.config import TrainConfig, trial_config
-from study.train import Report, lr_at, summarize, train
+from study.train import Report, summarize, train
+from references import lr_at
 
 TINY = [
     "task.digits=2", "task.width=3", "task.eval_max_len=3", "task.eval_examples=32", "task.train_fraction=0.2",
