@@ -1,5 +1,6 @@
 """In-context regression: function classes, classical baselines, data contract, evaluation rows."""
 
+import importlib
 import math
 
 import pytest
@@ -8,7 +9,7 @@ from pydantic import ValidationError
 from torch import nn
 
 from study.config import ICLTask
-from study.tasks import baselines, build_task
+from study.tasks import baselines, build_task, functions, functions_config
 from study.tasks.functions import (
     PromptDistribution,
     expected_y2,
@@ -17,6 +18,7 @@ from study.tasks.functions import (
     split_of,
     to_sequence,
 )
+from study.tasks.functions_config import FUNCTION_CLASSES
 
 
 def prompts(name: str, batch: int, n: int, d: int, seed: int = 0, **params) -> tuple[torch.Tensor, torch.Tensor]:
@@ -119,13 +121,49 @@ def test_nearest_neighbours_average_the_three_closest_earlier_points():
 # --------------------------------------------------------------------------- function classes
 
 
-@pytest.mark.parametrize("name", ["linear", "sparse_linear", "sine", "relu2nn", "combo"])
+@pytest.mark.parametrize("name", list(FUNCTION_CLASSES))
 def test_each_class_has_the_documented_mean_square(name):
     d = 8
     xs, ys = prompts(name, 3000, 8, d, seed=1, nnz=3, relu_width=50)
     dist = PromptDistribution(classes=(name,), weights=(1.0,), nnz=3, relu_width=50)
     assert xs.shape == (3000, 8, d) and ys.shape == (3000, 8)
     assert within_sampling_error((ys**2).mean(1), expected_y2(dist, d)), (float((ys**2).mean()), expected_y2(dist, d))
+
+
+@pytest.mark.parametrize("name", list(FUNCTION_CLASSES))
+def test_every_registered_class_names_a_sampler_and_a_mean_square_of_this_module(name):
+    """The record's "module:function" names resolve; the sampler draws [B, n] finite values from
+    the generator alone, and E[y^2] is a positive number."""
+    record = FUNCTION_CLASSES[name]
+    for target, function in ((record.sampler, functions.sampler(name)), (record.mean_square, functions.mean_square(name))):
+        module, attribute = target.split(":")
+        assert callable(function) and function is getattr(importlib.import_module(module), attribute)
+    dist = PromptDistribution(classes=(name,), weights=(1.0,), relu_width=5)
+    xs = torch.randn(7, 4, 3, generator=torch.Generator().manual_seed(0))
+    ys = function_values(name, xs, dist, torch.Generator().manual_seed(1))
+    assert ys.shape == (7, 4) and torch.isfinite(ys).all()
+    assert torch.equal(ys, function_values(name, xs, dist, torch.Generator().manual_seed(1)))
+    assert 0 < expected_y2(dist, 3) < math.inf
+
+
+def test_an_unknown_function_class_fails_loudly():
+    xs = torch.zeros(2, 3, 4)
+    with pytest.raises(ValueError, match="unknown function class 'cubic'; use one of linear"):
+        function_values("cubic", xs, PromptDistribution(("linear",), (1.0,)), torch.Generator())
+    with pytest.raises(ValueError, match="unknown function class 'cubic'"):
+        expected_y2(PromptDistribution(("cubic",), (1.0,)), 4)
+    with pytest.raises(ValueError, match="unknown function class 'cubic'"):  # combo reads its classes' records too
+        function_values("combo", xs, PromptDistribution(("combo",), (1.0,), combo=("linear", "cubic")), torch.Generator())
+
+
+def test_the_task_builds_the_conditions_and_the_sequence_length_its_config_declares():
+    cfg = ICLTask(n_dims=3, n_points=5, eval_prompts=8, classes=["linear"], probes={"prompts": 16},
+                  shifts={"x_scale": [2.0, 2.0, 0.5], "nnz": [1, 3], "freq_scale": [2.0]})
+    task = build_task(cfg, seed=0, device="cpu")
+    assert task.io.max_seq_len == functions_config.sequence_length(cfg) == task.conditions[0].inputs.shape[1]
+    assert [(c.shift, c.value) for c in task.conditions] == functions_config.condition_values(cfg)
+    assert [(p.shift, p.value, len(p.inputs)) for p in task.probe_conditions] == functions_config.probe_conditions(cfg)
+    assert functions_config.probe_conditions(cfg.model_copy(update={"classes": ["sine"]})) == []
 
 
 def test_sine_mean_square_follows_the_frequency_and_input_scale():

@@ -14,7 +14,9 @@ and the first output coordinate at position 2i (the token x_i) is its prediction
 from the i earlier pairs: k = i in-context examples.  The training loss is the mean
 squared error over all x positions.
 
-Function classes (each scaled so that E[y^2] is of order d, as in Garg et al.):
+Function classes (each scaled so that E[y^2] is of order d, as in Garg et al.); each is
+one record of ``functions_config.FUNCTION_CLASSES``, which names its sampler and its E[y^2]
+below (same name, and ``<name>_mean_square``):
 
     linear         y = x . w,  w ~ N(0, I_d)                               E[y^2] = d
     sparse_linear  as linear, but only nnz coordinates of w (at random
@@ -42,6 +44,8 @@ as predicting 0, and for dense noiseless prompts least squares scores 1 - k/d fo
 
 from __future__ import annotations
 
+import functools
+import importlib
 import math
 import zlib
 from dataclasses import dataclass, replace
@@ -52,7 +56,15 @@ from torch import nn
 
 from study.tasks import baselines
 from study.tasks.base import Batch, ModelIO, as_pack
-from study.tasks.functions_config import SHIFT_AXES, ICLTask, split_of  # noqa: F401  (split_of: part of this module's API)
+from study.tasks.functions_config import (  # noqa: F401  (split_of: part of this module's API)
+    SHIFT_AXES,
+    ICLTask,
+    condition_values,
+    function_class,
+    probe_conditions,
+    sequence_length,
+    split_of,
+)
 
 # --------------------------------------------------------------------------- prompt distributions
 
@@ -96,7 +108,7 @@ def _uniform(n: int, low: float, high: float, g: torch.Generator) -> torch.Tenso
     return low + (high - low) * torch.rand(n, generator=g, device=g.device)
 
 
-def linear(xs: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+def linear(xs: torch.Tensor, dist: PromptDistribution, g: torch.Generator, d_eff: int | None = None) -> torch.Tensor:
     """xs [B, n, d] -> y [B, n]: y_i = x_i . w, one w ~ N(0, I_d) per prompt."""
     B, _, d = xs.shape
     w = _normal((B, d), g)
@@ -119,53 +131,64 @@ def sparse_coefficients(
 
 
 def sparse_linear(
-    xs: torch.Tensor, nnz: int, g: torch.Generator, d_eff: int | None = None, values: str = "normal"
+    xs: torch.Tensor, dist: PromptDistribution, g: torch.Generator, d_eff: int | None = None
 ) -> torch.Tensor:
-    """As :func:`linear`, with w from :func:`sparse_coefficients`."""
+    """As :func:`linear`, with w from :func:`sparse_coefficients` (dist.nnz, dist.sparse_values)."""
     B, _, d = xs.shape
-    return (xs @ sparse_coefficients(B, d, nnz, g, d_eff, values)[:, :, None])[..., 0]
+    return (xs @ sparse_coefficients(B, d, dist.nnz, g, d_eff, dist.sparse_values)[:, :, None])[..., 0]
 
 
-def sine(
-    xs: torch.Tensor, freq_range: tuple[float, float], g: torch.Generator, d_eff: int | None = None
-) -> torch.Tensor:
-    """y = sqrt(d) sin(freq * x . w / sqrt(d)), w ~ N(0, I_d), freq ~ U(freq_range) per prompt."""
+def sine(xs: torch.Tensor, dist: PromptDistribution, g: torch.Generator, d_eff: int | None = None) -> torch.Tensor:
+    """y = sqrt(d) sin(freq * x . w / sqrt(d)), w ~ N(0, I_d), freq ~ U(dist.freq_range) per prompt."""
     B, _, d = xs.shape
     d_eff = d if d_eff is None else d_eff
     w = _normal((B, d), g)
-    freq = _uniform(B, freq_range[0], freq_range[1], g)
+    freq = _uniform(B, dist.freq_range[0], dist.freq_range[1], g)
     projection = (xs @ w[:, :, None])[..., 0] / math.sqrt(d_eff)  # [B, n], about N(0, 1)
     return math.sqrt(d_eff) * torch.sin(freq[:, None] * projection)
 
 
-def relu2nn(xs: torch.Tensor, width: int, g: torch.Generator) -> torch.Tensor:
-    """y = sum_j a_j relu(w_j . x): w_j ~ N(0, I_d), a_j ~ N(0, 2 / width), j = 1..width."""
+def relu2nn(xs: torch.Tensor, dist: PromptDistribution, g: torch.Generator, d_eff: int | None = None) -> torch.Tensor:
+    """y = sum_j a_j relu(w_j . x): w_j ~ N(0, I_d), a_j ~ N(0, 2 / width), j = 1..width (dist.relu_width)."""
     B, _, d = xs.shape
+    width = dist.relu_width
     W = _normal((B, width, d), g)
     a = _normal((B, width), g) * math.sqrt(2.0 / width)
     hidden = torch.relu(xs @ W.transpose(1, 2))  # [B, n, width]
     return (hidden @ a[:, :, None])[..., 0]
 
 
+def combo(xs: torch.Tensor, dist: PromptDistribution, g: torch.Generator, d_eff: int | None = None) -> torch.Tensor:
+    """y = alpha f_A(x) + (1 - alpha) f_B(x), (A, B) = dist.combo, alpha ~ U(dist.alpha_range) per prompt."""
+    # A's draws come first, so alpha = 1 reproduces class A on the same generator state
+    y_a = function_values(dist.combo[0], xs, dist, g, d_eff)
+    y_b = function_values(dist.combo[1], xs, dist, g, d_eff)
+    alpha = _uniform(xs.shape[0], dist.alpha_range[0], dist.alpha_range[1], g)[:, None]
+    return alpha * y_a + (1.0 - alpha) * y_b
+
+
+@functools.cache
+def _imported(target: str) -> Callable[..., Any]:
+    """The function a record names as ``"module:function"``, imported once."""
+    module, attribute = target.split(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
+def sampler(name: str) -> Callable[..., torch.Tensor]:
+    """The sampler of function class ``name`` (its record's ``sampler``); ValueError for an unknown class."""
+    return _imported(function_class(name).sampler)
+
+
+def mean_square(name: str) -> Callable[[PromptDistribution, int], float]:
+    """E[y^2] of function class ``name`` (its record's ``mean_square``); ValueError for an unknown class."""
+    return _imported(function_class(name).mean_square)
+
+
 def function_values(
     name: str, xs: torch.Tensor, dist: PromptDistribution, g: torch.Generator, d_eff: int | None = None
 ) -> torch.Tensor:
     """y [B, n] of one freshly drawn function of class ``name`` per prompt at xs [B, n, d]."""
-    if name == "linear":
-        return linear(xs, g)
-    if name == "sparse_linear":
-        return sparse_linear(xs, dist.nnz, g, d_eff, dist.sparse_values)
-    if name == "sine":
-        return sine(xs, dist.freq_range, g, d_eff)
-    if name == "relu2nn":
-        return relu2nn(xs, dist.relu_width, g)
-    if name == "combo":
-        # A's draws come first, so alpha = 1 reproduces class A on the same generator state
-        y_a = function_values(dist.combo[0], xs, dist, g, d_eff)
-        y_b = function_values(dist.combo[1], xs, dist, g, d_eff)
-        alpha = _uniform(xs.shape[0], dist.alpha_range[0], dist.alpha_range[1], g)[:, None]
-        return alpha * y_a + (1.0 - alpha) * y_b
-    raise ValueError(f"unknown function class {name!r}")
+    return sampler(name)(xs, dist, g, d_eff)
 
 
 def sample_prompts(
@@ -210,31 +233,42 @@ def linear_prompts(
     return xs, (xs @ w[:, :, None])[..., 0], w
 
 
-def _class_y2(name: str, dist: PromptDistribution, d: int) -> float:
-    """E[f(x)^2] of one class with x ~ N(0, x_scale^2 I_d), over both x and the draw of f."""
+# E[f(x)^2] of each class with x ~ N(0, x_scale^2 I_d), over both x and the draw of f: (dist, d) -> float
+
+
+def linear_mean_square(dist: PromptDistribution, d: int) -> float:
+    return d * dist.x_scale**2
+
+
+def sparse_linear_mean_square(dist: PromptDistribution, d: int) -> float:
+    return min(dist.nnz, d) * dist.x_scale**2
+
+
+def sine_mean_square(dist: PromptDistribution, d: int) -> float:
+    # given w, u = x.w/sqrt(d) ~ N(0, s^2 |w|^2 / d) and E[sin^2(f u)] = (1 - exp(-2 f^2 s^2 |w|^2 / d)) / 2;
+    # over |w|^2 ~ chi^2_d, E[exp(-t |w|^2)] = (1 + 2t)^(-d/2); then average over f ~ U(freq_range)
     s2 = dist.x_scale**2
-    if name in ("linear", "relu2nn"):
-        return d * s2  # relu2nn: E[(sum_j a_j relu(z_j))^2] = width * (2/width) * E[relu(z)^2] = E|x|^2
-    if name == "sparse_linear":
-        return min(dist.nnz, d) * s2
-    if name == "sine":
-        # given w, u = x.w/sqrt(d) ~ N(0, s^2 |w|^2 / d) and E[sin^2(f u)] = (1 - exp(-2 f^2 s^2 |w|^2 / d)) / 2;
-        # over |w|^2 ~ chi^2_d, E[exp(-t |w|^2)] = (1 + 2t)^(-d/2); then average over f ~ U(freq_range)
-        low, high = dist.freq_range
-        f = low + (high - low) * (torch.arange(2000, dtype=torch.float64) + 0.5) / 2000  # midpoint rule
-        return float(d * (1.0 - (1.0 + 4.0 * f**2 * s2 / d) ** (-d / 2)).mean() / 2.0)
-    if name == "combo":
-        # the cross term vanishes: E[f_A f_B] = E[f_A] E[f_B] = 0 (w -> -w leaves the law of f unchanged)
-        low, high = dist.alpha_range
-        a2 = (low * low + low * high + high * high) / 3.0  # E[alpha^2] for alpha ~ U(low, high)
-        b2 = 1.0 - 2.0 * (low + high) / 2.0 + a2  # E[(1 - alpha)^2]
-        return a2 * _class_y2(dist.combo[0], dist, d) + b2 * _class_y2(dist.combo[1], dist, d)
-    raise ValueError(f"unknown function class {name!r}")
+    low, high = dist.freq_range
+    f = low + (high - low) * (torch.arange(2000, dtype=torch.float64) + 0.5) / 2000  # midpoint rule
+    return float(d * (1.0 - (1.0 + 4.0 * f**2 * s2 / d) ** (-d / 2)).mean() / 2.0)
+
+
+def relu2nn_mean_square(dist: PromptDistribution, d: int) -> float:
+    # E[(sum_j a_j relu(z_j))^2] = width * (2/width) * E[relu(z)^2] = E|x|^2
+    return d * dist.x_scale**2
+
+
+def combo_mean_square(dist: PromptDistribution, d: int) -> float:
+    # the cross term vanishes: E[f_A f_B] = E[f_A] E[f_B] = 0 (w -> -w leaves the law of f unchanged)
+    low, high = dist.alpha_range
+    a2 = (low * low + low * high + high * high) / 3.0  # E[alpha^2] for alpha ~ U(low, high)
+    b2 = 1.0 - 2.0 * (low + high) / 2.0 + a2  # E[(1 - alpha)^2]
+    return a2 * mean_square(dist.combo[0])(dist, d) + b2 * mean_square(dist.combo[1])(dist, d)
 
 
 def expected_y2(dist: PromptDistribution, n_dims: int) -> float:
     """E[y^2] of a prompt distribution: the squared error of always predicting 0."""
-    return sum(w * _class_y2(name, dist, n_dims) for name, w in zip(dist.classes, dist.weights)) + dist.noise_std**2
+    return sum(w * mean_square(name)(dist, n_dims) for name, w in zip(dist.classes, dist.weights)) + dist.noise_std**2
 
 
 def to_sequence(xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
@@ -337,14 +371,10 @@ class InContextRegression:
 
     def __init__(self, cfg: ICLTask, seed: int, device: torch.device):
         self.cfg, self.device = cfg, torch.device(device)
-        self.io = ModelIO(n_in=cfg.n_dims, n_out=1, tokens=False, max_seq_len=2 * cfg.n_points)
+        self.io = ModelIO(n_in=cfg.n_dims, n_out=1, tokens=False, max_seq_len=sequence_length(cfg))
         self.pretraining = PromptDistribution.pretraining(cfg)
-        axes = [("none", 0.0)] + [
-            (shift, float(v)) for shift, values in cfg.shifts.items() for v in dict.fromkeys(values)
-        ]
-        self.conditions = [self._condition(shift, value, seed) for shift, value in axes]
-        probing = cfg.probes.enabled if cfg.probes.enabled is not None else cfg.linear_class is not None
-        self.probe_conditions = self._probe_conditions(seed) if probing else []
+        self.conditions = [self._condition(shift, value, seed) for shift, value in condition_values(cfg)]
+        self.probe_conditions = self._probe_conditions(seed)
         self.last_step: int | None = None  # the step of the last training batch drawn
 
     def _condition(self, shift: str, value: float, seed: int) -> Condition:
@@ -368,22 +398,19 @@ class InContextRegression:
         )
 
     def _probe_conditions(self, seed: int) -> list[ProbeCondition]:
-        """Linear prompts for the coefficient probe, drawn on the CPU from the seed: cfg.probes.prompts
-        of the trained linear class (ID; dense, or sparse with cfg.nnz), then half as many for each
-        shift value that keeps the function linear (nnz: sparse with that nnz; x_scale)."""
+        """Linear prompts for the coefficient probe (none when it is off), drawn on the CPU from the
+        seed, one set per condition of ``functions_config.probe_conditions``: the ID ones of the
+        trained linear class (dense, or sparse with cfg.nnz), then each shift value that keeps the
+        function linear (nnz: sparse with that nnz; x_scale: inputs scaled by it)."""
         cfg = self.cfg
         sparse = cfg.nnz if cfg.linear_class == "sparse_linear" else None
-        conditions = [("none", 0.0, cfg.probes.prompts, sparse, 1.0)]
-        for v in dict.fromkeys(cfg.shifts.get("nnz", [])):
-            conditions.append(("nnz", float(v), cfg.probes.prompts // 2, int(v), 1.0))
-        for v in dict.fromkeys(cfg.shifts.get("x_scale", [])):
-            conditions.append(("x_scale", float(v), cfg.probes.prompts // 2, sparse, float(v)))
         out = []
-        for shift, value, size, nnz, x_scale in conditions:
+        for shift, value, size in probe_conditions(cfg):
+            nnz = int(value) if shift == "nnz" else sparse
+            x_scale = value if shift == "x_scale" else 1.0
             g = torch.Generator().manual_seed(zlib.crc32(f"icl-probe|{seed}|{shift}|{value!r}".encode()))
             xs, ys, w = linear_prompts(size, cfg.n_points, cfg.n_dims, nnz, x_scale, g, cfg.sparse_values)
-            split = "id" if shift == "none" else split_of(cfg, shift, value)
-            out.append(ProbeCondition(shift, value, split, to_sequence(xs, ys).to(self.device), w))
+            out.append(ProbeCondition(shift, value, split_of(cfg, shift, value), to_sequence(xs, ys).to(self.device), w))
         return out
 
     def schedule(self, step: int) -> tuple[int, int]:
@@ -414,7 +441,7 @@ class InContextRegression:
         xs, ys, _ = sample_prompts(self.pretraining, batch_size, n_points, self.cfg.n_dims, generator, d_eff)
         xs, ys = xs.to(self.device), ys.to(self.device)
         targets = torch.stack((ys, torch.zeros_like(ys)), dim=2).flatten(1, 2)
-        mask = torch.zeros(batch_size, 2 * n_points, dtype=torch.bool, device=self.device)
+        mask = torch.zeros(targets.shape, dtype=torch.bool, device=self.device)
         mask[:, 0::2] = True
         return Batch(inputs=to_sequence(xs, ys), targets=targets, mask=mask)
 

@@ -22,25 +22,66 @@ FLOAT = 4  # bytes of an fp32 value
 
 @dataclass(frozen=True)
 class FunctionClass:
-    """A function class prompts are drawn from (its sampler: ``study.tasks.functions.function_values``)."""
+    """A function class prompts are drawn from.
 
-    base: bool  # combo may combine it
-    # values one drawn function holds per prompt besides the prompt itself (memory estimate)
+    base:         combo may combine it
+    values:       config -> values one drawn function holds per prompt besides the prompt itself
+                  (memory estimate)
+    sampler:      ``"module:function"`` of its sampler, (xs [B, n, d], dist, generator, d_eff) -> y [B, n]:
+                  one function drawn per prompt with the generator only (torch, so named here and
+                  imported on first use by ``study.tasks.functions.function_values``)
+    mean_square:  ``"module:function"`` of its E[y^2], (dist, d) -> float, in closed form over x and the
+                  draw of f (read by ``study.tasks.functions.expected_y2``, the nmse's denominator)
+
+    ``dist`` is a ``study.tasks.functions.PromptDistribution``, which holds the class's parameters.
+    """
+
+    base: bool
     values: Callable[["ICLTask"], int]
+    sampler: str
+    mean_square: str
 
 
-# Function classes drawn per prompt; ``combo`` mixes two of the base classes.
+# Function classes drawn per prompt; ``combo`` mixes two of the base classes.  Adding a class:
+# its entry here and its two functions (the sampler and E[y^2]); the config then accepts it in
+# task.classes, and tests/test_conformance_families.py runs every contract on it.
 FUNCTION_CLASSES: dict[str, FunctionClass] = {
-    "linear": FunctionClass(base=True, values=lambda cfg: 0),
-    "sparse_linear": FunctionClass(base=True, values=lambda cfg: 0),
-    "sine": FunctionClass(base=True, values=lambda cfg: 0),
-    "relu2nn": FunctionClass(base=True, values=lambda cfg: cfg.relu_width * (cfg.n_dims + 2)),  # W, a and a hidden row
-    "combo": FunctionClass(base=False, values=lambda cfg: 0),  # its two classes count as drawn
+    "linear": FunctionClass(
+        base=True, values=lambda cfg: 0,
+        sampler="study.tasks.functions:linear", mean_square="study.tasks.functions:linear_mean_square",
+    ),
+    "sparse_linear": FunctionClass(
+        base=True, values=lambda cfg: 0,
+        sampler="study.tasks.functions:sparse_linear", mean_square="study.tasks.functions:sparse_linear_mean_square",
+    ),
+    "sine": FunctionClass(
+        base=True, values=lambda cfg: 0,
+        sampler="study.tasks.functions:sine", mean_square="study.tasks.functions:sine_mean_square",
+    ),
+    "relu2nn": FunctionClass(
+        base=True, values=lambda cfg: cfg.relu_width * (cfg.n_dims + 2),  # W, a and a hidden row
+        sampler="study.tasks.functions:relu2nn", mean_square="study.tasks.functions:relu2nn_mean_square",
+    ),
+    "combo": FunctionClass(
+        base=False, values=lambda cfg: 0,  # its two classes count as drawn
+        sampler="study.tasks.functions:combo", mean_square="study.tasks.functions:combo_mean_square",
+    ),
 }
 BASE_CLASSES = tuple(name for name, cls in FUNCTION_CLASSES.items() if cls.base)
 CLASSES = tuple(FUNCTION_CLASSES)
+
+
+def function_class(name: str) -> FunctionClass:
+    """The record of function class ``name``; a ValueError naming the known classes for any other name."""
+    if name not in FUNCTION_CLASSES:
+        raise ValueError(f"unknown function class {name!r}; use one of {', '.join(FUNCTION_CLASSES)}")
+    return FUNCTION_CLASSES[name]
+
+
 # OOD shift axes (evaluated at the values ``task.shifts`` lists).
 SHIFT_AXES = ("nnz", "freq_scale", "alpha", "x_scale")
+# The shift axes whose prompts the coefficient probe also reads (their functions stay linear).
+PROBE_SHIFT_AXES = ("nnz", "x_scale")
 # Classical predictors evaluated on the same prompts (see study.tasks.baselines).
 BASELINES = ("lstsq", "ridge", "lasso", "averaging", "knn")
 # The per-condition metrics the task reports, each with its direction ("min": lower is
@@ -110,9 +151,8 @@ class ICLTask(Section):
         """The eval-row columns of every evaluation condition (what a claim's ``at`` may name):
         shift "none" (value 0, the pretraining mixture) and each shift value, every k of
         0 .. n_points - 1 in-context examples, and the split the shift's support gives."""
-        shifts = [("none", 0.0)] + [(shift, float(v)) for shift, values in self.shifts.items() for v in values]
         return [{"split": split_of(self, shift, value), "shift": shift, "shift_value": value, "n_context": k}
-                for shift, value in shifts for k in range(self.n_points)]
+                for shift, value in condition_values(self) for k in range(self.n_points)]
 
     def structure_kinds(self) -> tuple[str, ...]:
         """The ``representations`` kinds its probes score: the coefficient probe's R^2."""
@@ -252,13 +292,20 @@ def probes_on(cfg: ICLTask) -> bool:
     return cfg.probes.enabled if cfg.probes.enabled is not None else cfg.linear_class is not None
 
 
-def probe_prompts(cfg: ICLTask) -> list[int]:
-    """Prompts of each probe condition: ``task.probes.prompts`` ID ones, half as many per
-    distinct ``nnz`` and ``x_scale`` shift value (none when the probe is off)."""
+def probe_conditions(cfg: ICLTask) -> list[tuple[str, float, int]]:
+    """(shift, value, prompts) of every probe condition the task builds (none when the probe is
+    off): ("none", 0.0) with ``task.probes.prompts`` ID prompts, then each distinct value of
+    each axis of :data:`PROBE_SHIFT_AXES` in ``task.shifts`` with half as many."""
     if not probes_on(cfg):
         return []
-    shifted = sum(len(dict.fromkeys(cfg.shifts.get(axis, []))) for axis in ("nnz", "x_scale"))
-    return [cfg.probes.prompts] + [cfg.probes.prompts // 2] * shifted
+    half = cfg.probes.prompts // 2
+    shifted = [(axis, float(v), half) for axis in PROBE_SHIFT_AXES for v in dict.fromkeys(cfg.shifts.get(axis, []))]
+    return [("none", 0.0, cfg.probes.prompts)] + shifted
+
+
+def probe_prompts(cfg: ICLTask) -> list[int]:
+    """Prompts of each probe condition (see :func:`probe_conditions`)."""
+    return [prompts for _, _, prompts in probe_conditions(cfg)]
 
 
 def task_sizes(cfg: ICLTask, n_layer: int) -> TaskSizes:
