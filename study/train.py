@@ -441,7 +441,7 @@ def train_pack(
     def autocast():
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16)
 
-    def evaluate(running: list[int]) -> tuple[list[list[dict[str, Any]]], list[list[dict[str, Any]]]]:
+    def evaluate(running: list[int], step: int) -> tuple[list[list[dict[str, Any]]], list[list[dict[str, Any]]]]:
         """Evaluation rows and representation rows of the running members: the evaluation in
         batched forwards over all of them on a GPU (``evaluate_pack``), member by member on a
         CPU (equal rows, see the module docstring); the representations member by member."""
@@ -452,7 +452,7 @@ def train_pack(
                 evals = type(tasks[0]).evaluate_pack([tasks[k] for k in running], pack)
             else:
                 evals = [tasks[k].evaluate(model.member(k)) for k in running]
-            return evals, [tasks[k].representations(model.member(k)) for k in running]
+            return evals, [tasks[k].representations(model.member(k), step) for k in running]
 
     def member_report(k: int, rows: dict[str, list[dict[str, Any]]], step: int) -> Report:
         return Report(step=step, metrics=state.metrics[k], rows=rows, status=state.status[k],
@@ -512,7 +512,7 @@ def train_pack(
             recent = state.recent_loss.tolist()
             model.eval()
             running = state.running()
-            for k, evals, reps in zip(running, *evaluate(running)):
+            for k, evals, reps in zip(running, *evaluate(running, step)):
                 for row in evals + reps:
                     row["trial_id"], row["step"] = trial_ids[k], step
                 eval_rows[k] = evals

@@ -57,6 +57,19 @@ def test_reports_carry_rows_for_every_table_and_checkpoints_on_schedule():
     assert reports[0].rows["representations"] and reports[-1].n_params > 0
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["arithmetic", "icl"])
+def test_the_trainer_tells_the_probes_the_step_of_each_evaluation(family):
+    """Probes due every 20 steps, evaluations every 10: scored rows at 20 and the end only."""
+    extra = ["task.family=icl", "task.n_dims=3", "task.n_points=5", "task.eval_prompts=16", "task.probes.prompts=32"] \
+        if family == "icl" else ["task.probes.points=32"]
+    overrides = (TINY if family == "arithmetic" else [o for o in TINY if o.startswith(("model.", "train."))]) + extra
+    reports: list[Report] = []
+    train(trial_config(overrides=overrides + ["task.probes.every=20", "train.steps=40"]), report=reports.append)
+    scored = [r.step for r in reports if any("value" in row for row in r.rows["representations"])]
+    assert [r.step for r in reports] == [10, 20, 30, 40] and scored == [20, 40]
+
+
 def test_a_diverging_run_stops_with_status_diverged():
     cfg = trial_config(overrides=TINY + ["train.lr=1e9", "train.grad_clip=null"])
     reports: list[Report] = []

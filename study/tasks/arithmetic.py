@@ -142,7 +142,6 @@ class Arithmetic:
         self.probe_pairs, self.probe_splits = self._draw_probe(self._generator(PCA_PAIR_STREAM))
         self.probe_positions = list(cfg.probes.positions or range(answer_digits(cfg, self.n)))
         self.probe_set = self._draw_probe_set(self._generator(PROBE_SET_STREAM)) if cfg.probes.enabled else None
-        self.last_step: int | None = None  # the step of the last training batch drawn
 
     # ---- data
 
@@ -278,9 +277,8 @@ class Arithmetic:
 
         fixed: random rows of train_pairs; fresh: new pairs from the mixture.  All randomness
         comes from `generator` (sampled on its device, then moved to the task's device).
-        `step` is only remembered (``last_step``: the evaluation that follows it is at step + 1).
+        `step` is not read: the batch depends on the generator alone.
         """
-        self.last_step = step
         if self.train_pairs is not None:
             idx = torch.randint(0, len(self.train_pairs), (batch_size,), generator=generator, device=generator.device)
             pairs = self.train_pairs[idx.to(self.device)]
@@ -390,8 +388,8 @@ class Arithmetic:
 
         Fitted on all probe points (REPR_POINTS ID pairs below 10^n, and as many OOD pairs with
         eval_max_len digits when that is longer than n).  label = the units digit of the answer.
-        ``step``: the training step of this evaluation (see :meth:`probes_due`); None: the step
-        after the last training batch this task drew (the evaluation that follows it).
+        ``step``: the training step of this evaluation (see :meth:`probes_due`); None: an
+        evaluation outside training.
         """
         a, b = self.probe_pairs.unbind(1)
         enc = encode(a, b, self.cfg, self.eval_len)
@@ -410,8 +408,6 @@ class Arithmetic:
         for i, (ai, bi, label, split, (pc1, pc2)) in enumerate(zip(a.tolist(), b.tolist(), labels, self.probe_splits, pcs)):
             rows.append({"kind": "pca_units_digit", "split": split, "point": i, "label": str(label),
                          "a": ai, "b": bi, "pc1": pc1, "pc2": pc2})
-        if step is None and self.last_step is not None:
-            step = self.last_step + 1
         if self.probes_due(step):
             rows += self.probe_scores(model)
         return rows

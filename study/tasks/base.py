@@ -65,8 +65,9 @@ class Task(Protocol):
         ...
 
     @torch.no_grad()
-    def representations(self, model: nn.Module) -> list[dict[str, Any]]:
-        """Rows for the ``representations`` table (may be empty)."""
+    def representations(self, model: nn.Module, step: int | None = None) -> list[dict[str, Any]]:
+        """Rows for the ``representations`` table (may be empty).  ``step``: the training step of
+        this evaluation (probes may be due at some steps only); None: outside training (due)."""
         ...
 
 

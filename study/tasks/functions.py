@@ -375,7 +375,6 @@ class InContextRegression:
         self.pretraining = PromptDistribution.pretraining(cfg)
         self.conditions = [self._condition(shift, value, seed) for shift, value in condition_values(cfg)]
         self.probe_conditions = self._probe_conditions(seed)
-        self.last_step: int | None = None  # the step of the last training batch drawn
 
     def _condition(self, shift: str, value: float, seed: int) -> Condition:
         """Draw a condition's prompts on the CPU from (seed, shift, value) and score the baselines."""
@@ -436,7 +435,6 @@ class InContextRegression:
         inputs [B, 2n, d]; targets [B, 2n] (y_i at position 2i, 0 at y positions);
         mask [B, 2n] True at the x positions 0, 2, 4, ...
         """
-        self.last_step = step
         d_eff, n_points = self.schedule(step)
         xs, ys, _ = sample_prompts(self.pretraining, batch_size, n_points, self.cfg.n_dims, generator, d_eff)
         xs, ys = xs.to(self.device), ys.to(self.device)
@@ -489,12 +487,11 @@ class InContextRegression:
         return out_rows
 
     @torch.no_grad()
-    def representations(self, model: nn.Module) -> list[dict[str, Any]]:
-        """The coefficient probe's rows (see :meth:`probe_scores`) when it is on and due: at every
-        evaluation, or at steps that are multiples of cfg.probes.every (the evaluation after the
-        training batch of step s is at step s + 1)."""
+    def representations(self, model: nn.Module, step: int | None = None) -> list[dict[str, Any]]:
+        """The coefficient probe's rows (see :meth:`probe_scores`) when it is on and due at the
+        evaluation of training step ``step``: at every evaluation, or at steps that are multiples
+        of cfg.probes.every (None: an evaluation outside training, always due)."""
         every = self.cfg.probes.every
-        step = None if self.last_step is None else self.last_step + 1
         if not self.probe_conditions or not (every is None or step is None or step % every == 0):
             return []
         return self.probe_scores(model)
