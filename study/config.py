@@ -23,9 +23,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
-from study.claims_config import Claim, check_claims_against
+from study.claims_config import Claim, check_claims_against, same_value
 from study.errors import ConfigError
-from study.naming import cell_id, grid_point_id, is_seed_axis  # noqa: F401  (grid_point_id re-exported: study.config.grid_point_id)
+from study import naming
+from study.naming import cell_id, grid_point_id, is_seed_axis, summary_metric  # noqa: F401  (grid_point_id re-exported: study.config.grid_point_id)
 from study.section import BOOL_FOR_NUMBER, Section
 from study.store.schema import STUDY_NAME
 from study.tasks import DEFAULT_FAMILY, FAMILIES, LOSS, SPLITS, family, metric_direction, summary_metrics
@@ -253,7 +254,7 @@ class TrialConfig(Section):
     @model_validator(mode="after")
     def _check_stop_when(self) -> "TrialConfig":
         stop = self.train.stop_when
-        known = {LOSS} | {f"{split}_{m}" for split in SPLITS for m in family(self.task.family).metrics}
+        known = {LOSS} | {summary_metric(split, m) for split in SPLITS for m in family(self.task.family).metrics}
         if stop is not None and stop.metric not in known:
             raise ValueError(f"train.stop_when.metric={shown(stop.metric)} is not a summary metric of this task; "
                              f"use one of {sorted(known)}")
@@ -968,13 +969,8 @@ class SweepSpec(Section):
 
     def check_trials(self) -> None:
         """Validate the trial config of every grid point at the corners of every tuned axis."""
-        import itertools
-
         self.check_pack()
-        corner_sets = [
-            dict(zip(self.tune.params, combo))
-            for combo in itertools.islice(itertools.product(*(d.corners() for d in self.tune.params.values())), 16)
-        ] or [{}]
+        corner_sets = naming.corner_sets(self.tune.params) or [{}]
         search = self.threshold
         if search is not None:  # the axis's ends (every listed value): each must make a valid trial
             corner_sets = [{search.axis: value} for value in search.axis_ends()]
@@ -1003,7 +999,7 @@ class SweepSpec(Section):
         if search is not None:
             self.check_threshold_values()
         self.check_distinct_values(corner_sets[0])
-        known = {LOSS} | {f"{split}_{m}" for split in SPLITS for f in families for m in family(f).metrics}
+        known = {LOSS} | {summary_metric(split, m) for split in SPLITS for f in families for m in family(f).metrics}
         if self.tune.metric not in known:
             raise ConfigError(
                 f"{metric_field}={shown(self.tune.metric)} is not a summary metric of this study; "
@@ -1114,8 +1110,29 @@ def load_sweep_spec(path: str | Path, overrides: list[str] = ()) -> SweepSpec:
         spec = SweepSpec.model_validate(data)
     except ValidationError as err:
         raise ConfigError(f"{path}: invalid sweep spec: " + explain(err, SweepSpec)) from None
+    narrowed = {key.removeprefix("grid.") for key in (_split_override(t)[0] for t in overrides) if key.startswith("grid.")}
+    spec = without_claims_outside_grid(spec, narrowed)
     spec.check_trials()
     return spec
+
+
+def without_claims_outside_grid(spec: SweepSpec, narrowed: set[str]) -> SweepSpec:
+    """``spec`` without the claims whose cells (or ``than`` cell) a ``--set grid.<axis>=[...]``
+    took out of the grid, each named in one line on stderr: a smaller run of a spec checks
+    the claims it can still measure.  A value the spec's own grid never had stays an error."""
+    kept = []
+    for i, claim in enumerate(spec.expect):
+        named = [*claim.cells.items(), *(claim.than or {}).items()]
+        gone = [(axis, value) for axis, values in named if axis in narrowed
+                for value in (values if isinstance(values, list) else [values])
+                if not any(same_value(value, v) for v in spec.grid.get(axis, []))]
+        if gone:
+            axis, value = gone[0]
+            print(f"oodstudy: expect[{i}] ({claim.finding}) is not checked: it reads {axis}={value}, which "
+                  f"--set grid.{axis} took out of the grid", file=sys.stderr)
+        else:
+            kept.append(claim)
+    return spec if len(kept) == len(spec.expect) else spec.model_copy(update={"expect": kept})
 
 
 def load_threshold_search(data: Any) -> ThresholdSearch:

@@ -49,6 +49,7 @@ from study.errors import ConfigError
 from study.model import Transformer
 from study.tasks import build_task
 from study.tasks.base import Batch
+from study.naming import summary_metric
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -89,7 +90,7 @@ def summarize(eval_rows: list[dict[str, Any]]) -> dict[str, float]:
         value = row["value"]
         if value is None or (isinstance(value, float) and math.isnan(value)):
             continue
-        sums.setdefault(f"{row['split']}_{row['metric']}", []).append(float(value))
+        sums.setdefault(summary_metric(row["split"], row["metric"]), []).append(float(value))
     return {name: sum(values) / len(values) for name, values in sorted(sums.items())}
 
 

@@ -203,3 +203,16 @@ def test_run_prints_the_claims_and_check_rereads_them_from_the_store(tmp_path, r
     assert '<h2 id="claims">Claims</h2>' in html and "claims: 1 reproduced, 1 not reproduced" in html
     assert html.index('id="claims"') < html.index('id="overview"')
     assert len(pd.read_csv(tmp_path / "r" / "claims.csv")) == 2
+
+
+def test_a_smaller_grid_set_on_the_command_line_drops_the_claims_it_cannot_measure(capsys):
+    from study.config import load_sweep_spec
+
+    spec = load_sweep_spec(ROOT / "search_spaces" / "quickstart_icl.yaml", ["grid.task.mix_weight=[0.0,1.0]"])
+    assert [claim.finding for claim in spec.expect] == [
+        "the dense specialist tracks least squares on dense prompts",
+        "the sparse specialist fails on dense prompts (outside its support)"]
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and err[0].startswith("oodstudy: expect[2] (the mixture selects least squares on dense prompts) "
+                                              "is not checked: it reads task.mix_weight=0.5, which --set "
+                                              "grid.task.mix_weight took out of the grid")

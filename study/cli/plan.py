@@ -80,8 +80,9 @@ def _cmd_plan(args) -> int:
         all_trials = [t for cell in cells_trials for end in cell for t in end]
     else:
         trials = plan.planned_trials(spec)
-        out(f"  members      {count.members}  ({count.grid_points} grid points x {spec.tune.trials_per_cell} "
-            f"trial{'s' * (spec.tune.trials_per_cell != 1)} per grid point)")
+        quota = spec.tune.trials_per_grid_point
+        out(f"  members      {count.members}  ({count.grid_points} grid points x {quota} "
+            f"trial{'s' * (quota != 1)} per grid point)")
         if spec.pack.size > 1:
             sizes = Counter(t.members for t in trials)
             made = ", ".join(f"{n} of {k}" for k, n in sorted(sizes.items(), reverse=True))

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from study.errors import ConfigError
 from study.tasks import arithmetic_config, functions_config
 from study.tasks.family import Family, TaskSizes
+from study.naming import summary_metric
 
 if TYPE_CHECKING:
     import torch
@@ -117,7 +118,7 @@ def metric_direction(name: str) -> str | None:
         return "min"
     for record in FAMILIES.values():
         for metric, direction in record.metrics.items():
-            if name == metric or name in (f"{split}_{metric}" for split in SPLITS):
+            if name == metric or name in (summary_metric(split, metric) for split in SPLITS):
                 return direction
     return None
 

@@ -14,6 +14,7 @@ from pydantic import Field, model_validator
 from study.section import Section
 from study.tasks.operations import INT64_MAX, OPERATIONS, operation
 from study.tasks.position_schemes import position_scheme
+from study.naming import summary_metric
 
 FAMILY = "arithmetic"
 INT64_DIGITS = 18  # the most decimal digits every int64 number of that many digits fits in
@@ -438,7 +439,7 @@ def summary_metrics(cfg: ArithmeticTask) -> set[str]:
     (``task.eval_max_len > train_len``); ``chance`` only under a modulus."""
     splits = ["id"] + (["ood"] if cfg.eval_max_len > cfg.train_len else [])
     metrics = [m for m in METRICS if m != "chance" or cfg.modulus is not None]
-    return {f"{split}_{metric}" for split in splits for metric in metrics}
+    return {summary_metric(split, metric) for split in splits for metric in metrics}
 
 
 def missing_metric_hint(cfg: ArithmeticTask, metric: str) -> str:

@@ -15,6 +15,7 @@ from pydantic import Field, model_validator
 
 from study.section import Section
 from study.tasks.family import TaskSizes
+from study.naming import summary_metric
 
 FAMILY = "icl"
 FLOAT = 4  # bytes of an fp32 value
@@ -260,7 +261,7 @@ def summary_metrics(cfg: ICLTask) -> set[str]:
     the model's ``nmse`` and ``nmse_<baseline>`` for each of ``task.baselines``."""
     splits = {"id"} | {split_of(cfg, axis, float(v)) for axis, values in cfg.shifts.items() for v in values}
     metrics = ["nmse"] + [f"nmse_{name}" for name in cfg.baselines]
-    return {f"{split}_{metric}" for split in splits for metric in metrics}
+    return {summary_metric(split, metric) for split in splits for metric in metrics}
 
 
 def missing_metric_hint(cfg: ICLTask, metric: str) -> str:

@@ -2,7 +2,7 @@
 the memory of one trial, and the time of the whole study from a measured step rate.
 
 The counts come from the code that launches the study: :meth:`SweepSpec.pack_groups` and
-``tune.trials_per_cell`` as :class:`~study.tune.search.CellSearcher` hands them out (each
+``tune.trials_per_grid_point`` as :class:`~study.tune.search.CellSearcher` hands them out (each
 cell's members in packs of ``pack.size``, the last pack of a cell holding the remainder);
 a threshold search has no fixed count, so its budget per cell x cells is the upper bound.
 
@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from study.config import PACK_MEMBER_FIELDS, SweepSpec, TrialConfig, grid_point_id
+from study.naming import cell_id, corner_sets
 from study.tune.progress import eta_seconds
 
 # Config keys whose value changes neither the cost of a training step nor that of an
@@ -62,7 +63,7 @@ class Counts:
 
 
 def counts(spec: SweepSpec) -> Counts:
-    """Grid points, cells, members (grid points x trials_per_cell), packs = Tune trials."""
+    """Grid points, cells, members (grid points x trials_per_grid_point), packs = Tune trials."""
     points = spec.grid_points()
     K = spec.pack.size
     if spec.threshold is not None:
@@ -72,15 +73,10 @@ def counts(spec: SweepSpec) -> Counts:
         return Counts(len(points), len(points), len(points) * points_per_cell * search.seeds_per_point,
                       len(points) * points_per_cell * per_point, K, bounded=True, per_cell_budget=search.budget)
     groups = spec.pack_groups()
-    quota = spec.tune.trials_per_cell
+    quota = spec.tune.trials_per_grid_point
     members = sum(len(g) * quota for g in groups)
     trials = sum(math.ceil(len(g) * quota / K) for g in groups)
     return Counts(len(points), len({cell_id(p) for p in points}), members, trials, K)
-
-
-def cell_id(point: dict[str, Any]) -> str:
-    """A grid point's cell: its id without the seed axis."""
-    return grid_point_id({k: v for k, v in point.items() if k != "train.seed"})
 
 
 # --------------------------------------------------------------------------- trials and shapes
@@ -100,7 +96,7 @@ class PlannedTrial:
 def first_params(spec: SweepSpec) -> dict[str, Any]:
     """The tuned values a planned trial is costed at: each tuned axis's first corner (the
     shipped specs tune only cost-neutral values; another tuned axis is named in a note)."""
-    return {name: d.corners()[0] for name, d in spec.tune.params.items()}
+    return corner_sets(spec.tune.params)[0]
 
 
 def planned_trials(spec: SweepSpec) -> list[PlannedTrial]:
@@ -108,7 +104,7 @@ def planned_trials(spec: SweepSpec) -> list[PlannedTrial]:
     them (round-robin over the cells, each cell's members in packs of ``pack.size``)."""
     points = spec.grid_points()
     params = first_params(spec)
-    K, quota = spec.pack.size, spec.tune.trials_per_cell
+    K, quota = spec.pack.size, spec.tune.trials_per_grid_point
     queues = []
     for group in spec.pack_groups():
         cfg = TrialConfig.model_validate(spec.trial_raw(points[group[0]], params))
