@@ -44,6 +44,7 @@ def threshold_launched(spec: SweepSpec) -> tuple[int, int]:
         searcher.on_trial_complete(f"t{trials - 1}", None, error=True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", SPECS, ids=[p.stem for p in SPECS])
 def test_counts_equal_what_run_launches(path, tmp_path):
     spec = load_sweep_spec(path)
@@ -96,6 +97,7 @@ def test_plan_runs_on_every_shipped_spec(path, tmp_path, capsys):
         assert "at most" in trials_line and "no fixed count" in out
 
 
+@pytest.mark.slow
 def test_quickstart_plan_table(tmp_path, capsys):
     path = SPECS[0].parent / "quickstart.yaml"
     assert main(["plan", str(path), "--calibrate-steps", "3", "--store", str(tmp_path / "r"),
