@@ -101,7 +101,7 @@ def test_every_query_in_the_readme_still_works(store, capsys):
     for query in cli_queries:
         assert main(["store", "sql", query, "--store", store.uri]) == 0, capsys.readouterr().err
         out, _ = capsys.readouterr()
-        if "FROM thresholds" in query:  # this store holds no threshold search: the query runs, empty
+        if "FROM thresholds" in query or "FROM claims" in query:  # none in this store: the query runs, empty
             continue
         assert "c1" in out and "0.9" in out
     for query in python_queries:
