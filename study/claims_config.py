@@ -151,8 +151,8 @@ def check_claims_against(claims: list[Claim], grid: dict[str, list[Any]], seed_a
     cell_axes = [axis for axis in grid if axis not in seed_axes]
     for i, claim in enumerate(claims):
         where = f"{SECTION}[{i}]"
-        for field, wanted in (("cells", claim.cells), ("than", claim.than or {})):
-            for axis, values in wanted.items():
+        for field, named in (("cells", claim.cells), ("than", claim.than or {})):
+            for axis, values in named.items():
                 if axis not in cell_axes:
                     known = ", ".join(cell_axes) or "none: this study's grid has no axis but seeds"
                     raise ValueError(f"{where}.{field}.{axis}: not a grid axis of this study (cell axes: {known}); "

@@ -17,8 +17,9 @@ import reprlib
 import sys
 import types
 import typing
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
@@ -129,14 +130,22 @@ MODEL_PRESETS: dict[str, tuple[int, int, int]] = {
 # Every position scheme, one record each (study.tasks.position_schemes); TASK_POSITION_SCHEMES
 # (re-exported here) are those whose ids the task computes.
 POSITION_ENCODINGS = tuple(POSITION_SCHEMES)
+# A preset's and a scheme's name: pydantic checks them against the tables above; a type
+# checker, which cannot read a Literal built at runtime, sees a str.
+if TYPE_CHECKING:
+    ModelSize = str
+    PositionEncoding = str
+else:
+    ModelSize = Literal[tuple(MODEL_PRESETS)]
+    PositionEncoding = Literal[POSITION_ENCODINGS]
 
 
 class ModelConfig(Section):
-    size: Literal[tuple(MODEL_PRESETS)] = "nano"
+    size: ModelSize = "nano"
     n_layer: int | None = Field(None, ge=1, description="overrides the preset")
     n_head: int | None = Field(None, ge=1, description="overrides the preset")
     d_model: int | None = Field(None, ge=1, description="overrides the preset")
-    pos_encoding: Literal[POSITION_ENCODINGS] = "learned"
+    pos_encoding: PositionEncoding = "learned"
     max_position: int = Field(
         64, ge=1, description="position ids 0..max_position-1 (the schemes whose ids the task computes)"
     )
@@ -193,7 +202,10 @@ class StopWhen(Section):
 
     def met(self, metrics: dict[str, float]) -> bool:
         value = metrics.get(self.metric, float("nan"))
-        return value >= self.at_least if self.at_least is not None else value <= self.at_most
+        if self.at_least is not None:
+            return value >= self.at_least
+        assert self.at_most is not None  # _check: exactly one of the two
+        return value <= self.at_most
 
 
 class TrainConfig(Section):
@@ -242,7 +254,15 @@ class PackConfig(Section):
 
 
 # The task section: the config class of every registered family, told apart by task.family.
-TaskConfig = typing.Union[tuple(record.config for record in FAMILIES.values())]  # type: ignore[valid-type]
+# A type checker cannot read the union built from the registry; it sees the families'
+# config classes written out, which must be the registered ones.
+if TYPE_CHECKING:
+    TaskConfig = ArithmeticTask | ICLTask
+else:
+    TaskConfig = typing.Union[tuple(record.config for record in FAMILIES.values())]
+    if set(typing.get_args(TaskConfig)) != {ArithmeticTask, ICLTask}:
+        raise TypeError("study.config.TaskConfig: write every registered family's config class in its "
+                        "TYPE_CHECKING union")
 
 
 class TrialConfig(Section):
@@ -417,7 +437,7 @@ def set_dotted(nested: dict[str, Any], dotted: str, value: Any) -> None:
     node[leaf] = value
 
 
-def apply_overrides(raw: dict[str, Any], overrides: list[str] | dict[str, Any]) -> dict[str, Any]:
+def apply_overrides(raw: dict[str, Any], overrides: Sequence[str] | dict[str, Any]) -> dict[str, Any]:
     """Return a copy of ``raw`` with ``key=value`` overrides (strings or a mapping) applied."""
     out = copy.deepcopy(raw)
     items = overrides.items() if isinstance(overrides, dict) else (_split_override(o) for o in overrides)
@@ -622,7 +642,7 @@ _FIXES = {
 }
 
 
-def trial_config(raw: dict[str, Any] | None = None, overrides: list[str] | dict[str, Any] = ()) -> TrialConfig:
+def trial_config(raw: dict[str, Any] | None = None, overrides: Sequence[str] | dict[str, Any] = ()) -> TrialConfig:
     """Validate a raw trial mapping (plus overrides) into a :class:`TrialConfig`."""
     data = apply_overrides(raw or {}, overrides)
     try:
@@ -631,7 +651,7 @@ def trial_config(raw: dict[str, Any] | None = None, overrides: list[str] | dict[
         raise ConfigError("invalid trial config: " + explain(err, TrialConfig)) from None
 
 
-def load_trial_config(path: str | Path | None, overrides: list[str] = ()) -> TrialConfig:
+def load_trial_config(path: str | Path | None, overrides: Sequence[str] = ()) -> TrialConfig:
     """A trial config from a YAML file (or the defaults when ``path`` is None).
 
     A sweep spec may be given too: its ``base`` section is the trial config.
@@ -688,7 +708,9 @@ class Distribution(Section):
     def corners(self) -> list[Any]:
         """Values at the edges of the distribution, for validating the trial configs they make."""
         if self.type == "categorical":
+            assert self.choices is not None  # _check: a categorical one has choices
             return list(self.choices)
+        assert self.low is not None and self.high is not None  # _check: the others have both ends
         if self.type == "int":
             return [int(self.low), int(self.high)]
         return [self.low, self.high]
@@ -885,6 +907,7 @@ class SweepSpec(Section):
     def _check_threshold(self) -> None:
         """What a threshold search needs of the rest of the spec (its own section is checked
         by :class:`~study.tune.threshold.ThresholdSearch`)."""
+        assert self.threshold is not None  # called only when the spec has one
         axis = self.threshold.axis
         if unknown_trial_key(axis) or axis not in trial_value_keys():
             hint = config_key_hint(axis)
@@ -1041,6 +1064,7 @@ class SweepSpec(Section):
         """A continuous axis is proposed anywhere between its ends: refuse one whose field takes
         only whole numbers unless ``threshold.integer`` rounds the proposals."""
         search = self.threshold
+        assert search is not None  # called only when the spec has one
         if search.values is not None or search.integer:
             return
         inner = search.value_at(search.start + search.span / 3)
@@ -1072,7 +1096,7 @@ class SweepSpec(Section):
                                   "so their grid points would train the same config; keep one of them")
 
 
-def load_sweep_spec(path: str | Path, overrides: list[str] = ()) -> SweepSpec:
+def load_sweep_spec(path: str | Path, overrides: Sequence[str] = ()) -> SweepSpec:
     """Read, override and validate a sweep spec.
 
     Overrides: ``train.steps=10`` (or ``base.train.steps=10``) changes the base trial,

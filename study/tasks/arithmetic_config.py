@@ -7,7 +7,7 @@ itself is :mod:`study.tasks.arithmetic`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -15,6 +15,13 @@ from study.section import Section
 from study.tasks.operations import INT64_MAX, OPERATIONS, operation
 from study.tasks.position_schemes import position_scheme
 from study.naming import summary_metric
+
+# An operation's name: pydantic checks it against study.tasks.operations.OPERATIONS; a type
+# checker, which cannot read a Literal built at runtime, sees a str.
+if TYPE_CHECKING:
+    OperationName = str
+else:
+    OperationName = Literal[tuple(OPERATIONS)]
 
 FAMILY = "arithmetic"
 INT64_DIGITS = 18  # the most decimal digits every int64 number of that many digits fits in
@@ -94,7 +101,7 @@ class ArithmeticTask(Section):
     """
 
     family: Literal["arithmetic"] = "arithmetic"
-    op: Literal[tuple(OPERATIONS)] = "add"
+    op: OperationName = "add"
     modulus: int | None = Field(None, ge=2, description="answer is f(a, b) mod p when set")
     digits: int = Field(3, ge=1, description="training length n of the main component")
     sampling: Literal["below", "D", "ab", "lengths"] = Field(

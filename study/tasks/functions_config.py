@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, get_args
 
 from pydantic import Field, model_validator
 
@@ -70,6 +70,12 @@ FUNCTION_CLASSES: dict[str, FunctionClass] = {
 }
 BASE_CLASSES = tuple(name for name, cls in FUNCTION_CLASSES.items() if cls.base)
 CLASSES = tuple(FUNCTION_CLASSES)
+# A function class's name: pydantic checks it against the table above; a type checker,
+# which cannot read a Literal built at runtime, sees a str.
+if TYPE_CHECKING:
+    ClassName = str
+else:
+    ClassName = Literal[CLASSES]
 
 
 def function_class(name: str) -> FunctionClass:
@@ -80,11 +86,13 @@ def function_class(name: str) -> FunctionClass:
 
 
 # OOD shift axes (evaluated at the values ``task.shifts`` lists).
-SHIFT_AXES = ("nnz", "freq_scale", "alpha", "x_scale")
+ShiftAxis = Literal["nnz", "freq_scale", "alpha", "x_scale"]
+SHIFT_AXES: tuple[ShiftAxis, ...] = get_args(ShiftAxis)
 # The shift axes whose prompts the coefficient probe also reads (their functions stay linear).
-PROBE_SHIFT_AXES = ("nnz", "x_scale")
+PROBE_SHIFT_AXES: tuple[ShiftAxis, ...] = ("nnz", "x_scale")
 # Classical predictors evaluated on the same prompts (see study.tasks.baselines).
-BASELINES = ("lstsq", "ridge", "lasso", "averaging", "knn")
+Baseline = Literal["lstsq", "ridge", "lasso", "averaging", "knn"]
+BASELINES: tuple[Baseline, ...] = get_args(Baseline)
 # The per-condition metrics the task reports, each with its direction ("min": lower is
 # better): the model's normalized error and each baseline's.
 METRICS: dict[str, str] = {"nmse": "min", **{f"nmse_{name}": "min" for name in BASELINES}}
@@ -111,7 +119,7 @@ class ICLTask(Section):
     family: Literal["icl"] = "icl"
     n_dims: int = Field(20, ge=1, description="input dimension d")
     n_points: int = Field(41, ge=2, description="points per prompt (in-context examples + 1)")
-    classes: list[Literal[CLASSES]] = Field(
+    classes: list[ClassName] = Field(
         default_factory=lambda: ["linear"], min_length=1, max_length=2
     )
     mix_weight: float | None = Field(
@@ -133,11 +141,11 @@ class ICLTask(Section):
     curriculum_points_start: int = Field(11, ge=2)
     curriculum_every: int = Field(2000, ge=1)
     eval_prompts: int = Field(256, ge=1, description="prompts per evaluation condition")
-    shifts: dict[Literal[SHIFT_AXES], list[float]] = Field(
+    shifts: dict[ShiftAxis, list[float]] = Field(
         default_factory=dict, description="OOD shift axes and the values to evaluate"
     )
-    baselines: list[Literal[BASELINES]] = Field(
-        default_factory=lambda: ["lstsq", "averaging", "knn"]
+    baselines: list[Baseline] = Field(
+        default_factory=lambda: list[Baseline](["lstsq", "averaging", "knn"])
     )
     lasso_alpha: float = Field(0.01, gt=0.0)
     ridge_lambda: float = Field(0.1, gt=0.0)
@@ -197,7 +205,8 @@ class ICLTask(Section):
         for value in self.shifts.get("alpha", []):
             if not 0 <= value <= 1:
                 raise ValueError(f"task.shifts.alpha: {value} is outside [0, 1]")
-        for axis, scaled in (("freq_scale", "sine frequency"), ("x_scale", "inputs x")):
+        scaled_axes: tuple[tuple[ShiftAxis, str], ...] = (("freq_scale", "sine frequency"), ("x_scale", "inputs x"))
+        for axis, scaled in scaled_axes:
             for value in self.shifts.get(axis, []):
                 if not value > 0:
                     raise ValueError(f"task.shifts.{axis}: {value} must be > 0 (it multiplies the {scaled})")
