@@ -76,6 +76,7 @@ def reports(store, tmp_path_factory) -> dict:
             "both": build_report(store.uri, "both", out / "both")}
 
 
+@pytest.mark.slow
 def test_arithmetic_report(reports):
     index = reports["arith"]
     out = index.parent
@@ -111,6 +112,7 @@ def test_arithmetic_report(reports):
     assert not attention.split("</p>", 1)[1].lstrip().startswith('<div class="table">')
 
 
+@pytest.mark.slow
 def test_icl_report(reports):
     index = reports["icl"]
     text = index.read_text()
@@ -122,6 +124,7 @@ def test_icl_report(reports):
         assert (index.parent / f"{csv}.csv").exists()
 
 
+@pytest.mark.slow
 def test_a_study_with_both_families_gets_both_sections(reports):
     index = reports["both"]
     text = index.read_text()

@@ -329,6 +329,7 @@ TINY = ["task.digits=2", "task.width=4", "task.eval_max_len=4", "task.eval_examp
         "train.device=cpu"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("extra", [[], ["task.random_zero_pad=true"]])
 def test_a_coupled_run_restored_from_a_checkpoint_ends_bit_for_bit_the_same(extra):
     cfg = trial_config(overrides=TINY + extra)
@@ -342,6 +343,7 @@ def test_a_coupled_run_restored_from_a_checkpoint_ends_bit_for_bit_the_same(extr
     assert uninterrupted[-1].rows["evals"] == resumed[-1].rows["evals"]
 
 
+@pytest.mark.slow
 def test_a_pack_with_task_ids_trains_each_member_as_alone():
     members = [trial_config(overrides=TINY + [f"train.seed={s}", "model.dropout=0"]) for s in (0, 1)]
     pack = train_pack(members)

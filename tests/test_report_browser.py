@@ -105,6 +105,7 @@ def _title(fig: Any) -> str:
     return " / ".join(ax.get_title() for ax in fig.axes if ax.get_visible() and ax.get_title())
 
 
+@pytest.mark.slow
 def test_the_report_opens_with_the_finding_in_numbers(reports):
     text = reports["arith"].read_text()
     headings = re.findall(r'<h2 id="([^"]+)"', text)
@@ -267,6 +268,7 @@ def test_the_threshold_search_section_in_a_browser(reports, drawn):
         assert 'id="threshold-search"' not in reports[name].read_text(), name
 
 
+@pytest.mark.slow
 def test_the_plain_addition_report_reads_as_drawn(reports):
     """The quickstart-like study: steps are integers in the tables and the CSV, the chance
     column (empty without a modulus) is left out of the page and out of the caption."""
@@ -285,6 +287,7 @@ def test_the_plain_addition_report_reads_as_drawn(reports):
     assert "vs chance" not in text and "vs chance" in reports["arith"].read_text()
 
 
+@pytest.mark.slow
 def test_no_figure_cuts_off_text_and_no_two_figures_share_a_title(reports, drawn):
     """Every figure every report draws, checked at the PNG's dpi as savefig lays it out: each
     drawn text lies inside the figure (the structure plot's y label was cut to "nits-digit
@@ -307,6 +310,7 @@ def test_no_figure_cuts_off_text_and_no_two_figures_share_a_title(reports, drawn
             titles[d["title"]] = name
 
 
+@pytest.mark.slow
 def test_phase_diagrams_say_what_their_colour_encodes(reports, drawn):
     """The representation-equivalence diagram draws its own column under its own title; the
     mean-OOD-score bar names the score, not the length axis it was averaged over."""
@@ -325,6 +329,7 @@ def test_phase_diagrams_say_what_their_colour_encodes(reports, drawn):
     assert "boundary along nnz" in drawn[("icl", "phase_boundary_nnz")]["title"]
 
 
+@pytest.mark.slow
 def test_captions_and_labels_name_only_what_is_drawn(drawn):
     """Circles mark the training length only where an ID point is drawn: the representation
     equivalence is measured at OOD lengths only."""
