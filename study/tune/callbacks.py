@@ -21,7 +21,7 @@ import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import pandas as pd
 from ray.tune import Callback
@@ -41,6 +41,9 @@ from study.tune.progress import (
     start_board,
     write_progress,
 )
+
+if TYPE_CHECKING:
+    from ray.util.metrics import Gauge
 
 
 def _now() -> datetime:
@@ -206,7 +209,7 @@ class ThresholdTable(Callback):
         self._reset()
 
     def _reset(self) -> None:
-        self._store = None
+        self._store: Store | None = None
         self.written: dict[str, tuple] = {}  # cell -> what its last row said
 
     def __getstate__(self) -> dict[str, Any]:
@@ -231,7 +234,7 @@ class ThresholdTable(Callback):
                                cell=row["cell"])
             self.written[row["cell"]] = (row["trials"], row["outcomes"], row["errors"], row["stopped"])
 
-    def setup(self, **info) -> None:
+    def setup(self, stop=None, num_samples=None, total_num_samples=None, **info) -> None:
         self.write()
 
     def on_step_end(self, iteration, trials, **info) -> None:
@@ -306,7 +309,7 @@ class ProgressLine(Callback):
         self.__dict__.update(state)
         self._reset()
 
-    def setup(self, **info) -> None:
+    def setup(self, stop=None, num_samples=None, total_num_samples=None, **info) -> None:
         self.board = start_board(self.study_name)
         if self.interactive:  # a log line of Ray's starts on a line of its own, not after the progress line
             for handler in logging.getLogger("ray").handlers:
@@ -501,7 +504,7 @@ class StudyGauges(Callback):
         self._reset()
 
     def _reset(self) -> None:
-        self._gauges = None
+        self._gauges: dict[str, Gauge] | None = None
         self.last_publish = 0.0
 
     def __getstate__(self) -> dict[str, Any]:

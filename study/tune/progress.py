@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -72,7 +73,7 @@ class StepRate:
         return steps / seconds
 
 
-def eta_seconds(remaining: list[int], slots: int, rate: float | None) -> float | None:
+def eta_seconds(remaining: Sequence[float], slots: int, rate: float | None) -> float | None:
     """Seconds until every trial is done: ``remaining`` steps per trial (running trials
     first, then pending ones in the order they will start) run on ``slots`` trials at a
     time, each at ``rate`` steps per second; a freed slot takes the next trial."""

@@ -222,7 +222,8 @@ def connect_ray(address: str | None, job_name: str | None = None) -> str | None:
         before = os.environ.get(wait_key)
         os.environ.setdefault(wait_key, str(ATTACH_WAIT_S))
         try:
-            ray.init(address=address, log_to_driver=False, job_config=job_config)
+            # Ray types job_config as JobConfig though its default is None (and None is what it reads as "none")
+            ray.init(address=address, log_to_driver=False, job_config=job_config)  # type: ignore[arg-type]
         except (ConnectionError, RuntimeError, TimeoutError, ValueError) as err:
             raise ConfigError(f"--address {address}: cannot attach to a Ray cluster there "
                               f"({' '.join(str(err).split())[:300]}); check the address, the cluster's "
@@ -242,7 +243,8 @@ def connect_ray(address: str | None, job_name: str | None = None) -> str | None:
     # still ends them).
     with sigterm_blocked():
         context = ray.init(address="local", _node_ip_address=LOOPBACK, include_dashboard=True,
-                           dashboard_host=LOOPBACK, log_to_driver=False, job_config=job_config)
+                           dashboard_host=LOOPBACK, log_to_driver=False,
+                           job_config=job_config)  # type: ignore[arg-type]  # Ray: JobConfig with a None default
     dashboard = getattr(context, "dashboard_url", None) or None
     if dashboard:
         print(dashboard_hint(dashboard, job_name), file=sys.stderr)
@@ -356,6 +358,7 @@ def ended_per_point(spec: SweepSpec) -> dict[str, int]:
 def threshold_trial(spec: SweepSpec, point: dict, value, seed: int) -> dict:
     """The raw trial config of one seed of a threshold search: the cell's grid point, the
     axis value and the seed (a module-level function: Tune pickles the searcher)."""
+    assert spec.threshold is not None, "a threshold search's spec"
     return spec.trial_raw({**point, spec.threshold.axis: value, "train.seed": seed}, {})
 
 
@@ -404,6 +407,7 @@ def threshold_searcher(spec: SweepSpec, records=()):
 
     from study.tune.threshold_searcher import ThresholdSearcher
 
+    assert spec.threshold is not None, "a threshold search's spec"
     return ThresholdSearcher(spec.threshold, spec.grid_points(), functools.partial(threshold_trial, spec),
                              pack_size=spec.pack.size, study=spec.name, records=records)
 
@@ -441,13 +445,13 @@ def build_tuner(
         if tune.Tuner.can_restore(experiment, storage_filesystem=filesystem):
             return tune.Tuner.restore(experiment, trainable=trainable, resume_errored=True,
                                       storage_filesystem=filesystem)
-        ended = ended_per_point(spec)
+        ended_points = ended_per_point(spec)
         print(f"oodstudy: no readable Ray Tune state in {join_uri(path, spec.name)}; continuing study {spec.name} "
-              f"from the store: {sum(ended.values())} trials ended there and count, the others start over",
+              f"from the store: {sum(ended_points.values())} trials ended there and count, the others start over",
               file=sys.stderr)
         if searcher is None and spec.threshold is not None:
             searcher = threshold_searcher(spec, threshold_records(spec))
-        searcher = searcher or CellSearcher(spec, journal_path(spec), ended=ended)
+        searcher = searcher or CellSearcher(spec, journal_path(spec), ended=ended_points)
     if searcher is None and spec.threshold is not None:
         searcher = threshold_searcher(spec)
     if callbacks is None:

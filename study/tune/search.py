@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import pickle
 import warnings
-from typing import Any
+from typing import Any, Protocol
 
 import optuna
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
@@ -52,14 +52,22 @@ def member_result(result: dict[str, Any], member_id: str) -> dict[str, Any] | No
     return found or None
 
 
+class _Stateful(Protocol):
+    """What :class:`PickledState` needs of the searcher it is mixed into."""
+
+    def get_state(self) -> dict[str, Any]: ...
+
+    def set_state(self, state: dict[str, Any]) -> None: ...
+
+
 class PickledState:
     """``save``/``restore`` of a Tune searcher as one pickle of its ``get_state()``."""
 
-    def save(self, checkpoint_path: str) -> None:
+    def save(self: _Stateful, checkpoint_path: str) -> None:
         with open(checkpoint_path, "wb") as f:
             pickle.dump(self.get_state(), f)
 
-    def restore(self, checkpoint_path: str) -> None:
+    def restore(self: _Stateful, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as f:
             self.set_state(pickle.load(f))
 
@@ -133,10 +141,12 @@ class CellSearcher(PickledState, Searcher):
             if any(self.suggested[self.point_ids[i]] < quota for i in self.groups[g]):
                 break
         else:
-            return Searcher.FINISHED
+            # Ray types suggest() as Optional[Dict] but documents Searcher.FINISHED (a str) as its "no more" answer
+            return Searcher.FINISHED  # type: ignore[return-value]
         self.next_group = g + 1
         distributions = {name: d.optuna() for name, d in self.spec.tune.params.items()}
-        members, live = [], []
+        members: list[dict[str, Any]] = []
+        live: list[tuple[str, int, str]] = []
         while len(members) < self.spec.pack.size:
             open_points = [i for i in self.groups[g] if self.suggested[self.point_ids[i]] < quota]
             if not open_points:
@@ -211,7 +221,7 @@ class PerCellScheduler(FIFOScheduler):
     def __init__(self, metric: str, mode: str, grace_period: int, reduction_factor: float, max_t: int):
         super().__init__()
         self._metric, self._mode = metric, mode
-        self.options = dict(
+        self.options: dict[str, Any] = dict(
             metric=metric, mode=mode, time_attr="training_iteration",
             grace_period=grace_period, reduction_factor=reduction_factor, max_t=max_t,
         )

@@ -62,6 +62,7 @@ THRESHOLD_COLUMNS = ["cell", "trials", "completed", "converged", "running", "fai
 
 def threshold_cell(spec: SweepSpec, grid: dict[str, Any]) -> str:
     """The cell of a threshold search a member belongs to: its grid point less the axis and the seed."""
+    assert spec.threshold is not None, "a threshold search's spec"
     return cell_id({k: v for k, v in grid.items() if k != spec.threshold.axis})
 
 
@@ -73,6 +74,8 @@ def threshold_status(spec: SweepSpec, live: dict[str, Any] | None = None, stoppe
 
     from study.store import Store
 
+    search = spec.threshold
+    assert search is not None, "a threshold search's spec"
     try:
         store = Store(spec.store, create=False)
         trials = store.frame("trials", study=spec.name)
@@ -85,7 +88,7 @@ def threshold_status(spec: SweepSpec, live: dict[str, Any] | None = None, stoppe
     if live is not None:  # the live trials carry their grid point id: strip the axis and the seed
         for t in live.get("trials", []):
             if t.get("status") == "running":
-                cell = cell_of_point_id(t["point"], without=(spec.threshold.axis,))
+                cell = cell_of_point_id(t["point"], without=(search.axis,))
                 running_live[cell] = running_live.get(cell, 0) + 1
     rows = []
     for pid in (grid_point_id(p) for p in spec.grid_points()):
@@ -102,7 +105,7 @@ def threshold_status(spec: SweepSpec, live: dict[str, Any] | None = None, stoppe
             **{s: int(counts.get(s, 0)) for s in ("completed", "converged")},
             "running": running,
             **{s: int(counts.get(s, 0)) for s in ("failed", "diverged", "pruned")},
-            "budget": spec.threshold.budget,
+            "budget": search.budget,
             "search": row["stopped"] if row is not None else "searching",
             "estimate": float(row["estimate"]) if row is not None else float("nan"),
             "low": float(row["low"]) if row is not None else float("nan"),
