@@ -67,7 +67,7 @@ from study.tasks.arithmetic_probes import (
     probe_scores,
 )
 from study.tasks.arithmetic_sampling import draw_distinct, rows_in, sample_exact, sample_exact_digits, sample_pairs
-from study.tasks.base import Batch, ModelIO, as_pack
+from study.tasks.base import Batch, ModelIO, as_pack, given
 from study.tasks.position_schemes import POSITION_SCHEMES
 
 REPR_POINTS = 256  # probe pairs per split for the units-digit PCA
@@ -200,7 +200,8 @@ class Arithmetic:
 
     def _build_eval_groups(self) -> list[EvalGroup]:
         """Encode the grid once; conditions with equal prompt length share a group."""
-        cfg, by_prompt = self.cfg, {}
+        cfg = self.cfg
+        by_prompt: dict[int, list[int]] = {}
         for i, (len_a, len_b, _) in enumerate(self.conditions):
             prompt_len = prompt_length(cfg, field_width(cfg, len_a), field_width(cfg, len_b))
             by_prompt.setdefault(prompt_len, []).append(i)
@@ -248,6 +249,7 @@ class Arithmetic:
             return None
         ids = position_ids(enc.significance, enc.prompt_len, self.position_scheme, self.max_position, generator)
         ids = ids.to(self.device)
+        assert self.scheme is not None  # set with position_scheme
         return offset_ids(ids, self.max_position, generator) if self.scheme.offset else ids
 
     def _draw_probe(self, g: torch.Generator) -> tuple[torch.Tensor, list[str]]:
@@ -297,6 +299,7 @@ class Arithmetic:
         drawn from the training generator, so that every id up to the width meets the answer
         queries in training; the answer is written as usual.  Columns of pads only are cut."""
         width = self.cfg.width
+        assert self.pad_id is not None  # random_zero_pad trains unpadded operands, whose sequences end in PAD
         count = torch.stack([num_digits(pairs[:, 0]), num_digits(pairs[:, 1])], 1)  # [B, 2]
         u = torch.rand(pairs.shape, generator=generator, device=generator.device).to(pairs.device)
         written = count + (u * (width - count + 1)).long().clamp(max=width - count)
@@ -344,7 +347,7 @@ class Arithmetic:
             prompts, target, equivalent, chance, cond = (
                 torch.stack([getattr(m, name) for m in members])
                 for name in ("prompts", "target", "equivalent", "chance", "cond"))  # [K, N, ...]
-            positions = torch.stack([m.positions for m in members]) if group.positions is not None else None
+            positions = torch.stack([given(m.positions) for m in members]) if group.positions is not None else None
             cond = cond + C * torch.arange(K, device=dev)[:, None]
             for start in range(0, prompts.shape[1], per_member):
                 rows = slice(start, start + per_member)
@@ -374,11 +377,12 @@ class Arithmetic:
         table = torch.stack(list(values.values()), 2).tolist()  # [K, C, M], one transfer
         out_rows = []
         for member_table in table:
-            rows = []
+            member_rows = []
             for (len_a, len_b, split), row in zip(first.conditions, member_table):
                 for metric, value in zip(values, row):
-                    rows.append({"split": split, "metric": metric, "value": value, "len_a": len_a, "len_b": len_b})
-            out_rows.append(rows)
+                    member_rows.append({"split": split, "metric": metric, "value": value, "len_a": len_a,
+                                        "len_b": len_b})
+            out_rows.append(member_rows)
         return out_rows
 
     @torch.no_grad()
@@ -436,8 +440,9 @@ class Arithmetic:
                  for start in range(0, len(pairs), size)]
         shares = None
         if attention:
-            width = max(p.shares[0].shape[-1] for p in parts)  # the operand places of the longest batch
-            shares = [np.concatenate([pad_places(p.shares[k], width) for p in parts]) for k in range(len(parts[0].shares))]
+            part_shares = [given(p.shares) for p in parts]  # read with attention: every part has them
+            width = max(s[0].shape[-1] for s in part_shares)  # the operand places of the longest batch
+            shares = [np.concatenate([pad_places(s[k], width) for s in part_shares]) for k in range(len(part_shares[0]))]
         return AnswerStates(states={layer: torch.cat([p.states[layer] for p in parts]) for layer in parts[0].states},
                             present=torch.cat([p.present for p in parts]), shares=shares)
 
@@ -526,9 +531,11 @@ class Arithmetic:
         attention_argmax    the significance whose operand tokens get the largest mean share
         """
         cfg = self.cfg
-        inputs = probe_inputs(self.probe_set, self.n, cfg.op)
+        probe_set = self.probe_set
+        assert probe_set is not None, "probe scores with task.probes.enabled only"
+        inputs = probe_inputs(probe_set, self.n, cfg.op)
         read = self.answer_states(model, inputs, layers=cfg.probes.layers, attention=cfg.probes.attention)
-        return probe_scores(read, self.probe_set, self.probe_positions, self.n, cfg.op, cfg.modulus)
+        return probe_scores(read, probe_set, self.probe_positions, self.n, cfg.op, cfg.modulus)
 
     # ---- rendering
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
-from torch import nn
 
 from study.tasks.base import as_pack
 
@@ -19,7 +20,7 @@ def first_index(tokens: torch.Tensor, token_id: int | None) -> torch.Tensor:
 
 
 @torch.no_grad()
-def greedy_decode(model: nn.Module, prompts: torch.Tensor, guess: torch.Tensor, end_id: int | None = None,
+def greedy_decode(model: Callable[..., torch.Tensor], prompts: torch.Tensor, guess: torch.Tensor, end_id: int | None = None,
                   positions: torch.Tensor | None = None) -> torch.Tensor:
     """Greedy continuation of prompts [N, P] by A tokens: Long [N, A], A = guess.shape[-1].
 

@@ -38,9 +38,11 @@ def coupled_ids(significance: torch.Tensor, prompt_len: torch.Tensor | int, max_
 
 
 def randomized_ids(significance: torch.Tensor, prompt_len: torch.Tensor | int, max_position: int,
-                   generator: torch.Generator) -> torch.Tensor:
+                   generator: torch.Generator | None) -> torch.Tensor:
     """Randomized positions: per sequence a sorted random subset of 0..max_position-1, one id
     per input, drawn from ``generator`` (see :func:`random_ids`)."""
+    if generator is None:
+        raise ValueError("randomized position ids are drawn: pass position_ids a generator")
     N, L = significance.shape
     return random_ids(N, L - 1, max_position, generator)
 

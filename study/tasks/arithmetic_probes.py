@@ -70,6 +70,7 @@ def probe_layers(layers: str | list[int], n_layer: int) -> list[int]:
         return [FINAL_LAYER]
     if layers == "all":
         return list(range(n_layer)) + [FINAL_LAYER]
+    assert not isinstance(layers, str), f"task.probes.layers={layers!r}: last, all or a list of layers"
     return list(dict.fromkeys(layers))
 
 

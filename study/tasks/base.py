@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import torch
 from torch import nn
@@ -71,7 +71,17 @@ class Task(Protocol):
         ...
 
 
-def as_pack(model: nn.Module) -> Callable[..., torch.Tensor]:
+T = TypeVar("T")
+
+
+def given(value: T | None) -> T:
+    """``value``, which the caller knows is set (e.g. every pack member's positions when the
+    first member's are): an AssertionError if it is None."""
+    assert value is not None, "a value the caller knows is set is None"
+    return value
+
+
+def as_pack(model: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
     """A one-member model ``[n, ...] -> [n, ...]`` called as a pack of one: ``[1, n, ...] -> [1, n, ...]``
     (``positions`` passed on only when given, so models without position ids work), for the
     tasks' ``evaluate`` through their ``evaluate_pack``."""

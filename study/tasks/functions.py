@@ -92,10 +92,10 @@ class PromptDistribution:
             weights=tuple(cfg.weights),
             nnz=cfg.nnz,
             sparse_values=cfg.sparse_values,
-            freq_range=tuple(cfg.freq_range),
+            freq_range=cfg.freq_range,
             relu_width=cfg.relu_width,
-            combo=tuple(cfg.combo),
-            alpha_range=tuple(cfg.combo_alpha),
+            combo=cfg.combo,
+            alpha_range=cfg.combo_alpha,
             noise_std=cfg.noise_std,
         )
 
@@ -383,7 +383,7 @@ class InContextRegression:
         g = torch.Generator().manual_seed(zlib.crc32(f"icl-eval|{seed}|{shift}|{value!r}".encode()))
         xs, ys, _ = sample_prompts(dist, cfg.eval_prompts, cfg.n_points, cfg.n_dims, g)
         y2 = expected_y2(dist, cfg.n_dims)
-        scores = {
+        scores: dict[str, list[float]] = {
             name: nmse_curve(baseline_predictions(name, xs, ys, cfg), ys, y2).tolist() for name in cfg.baselines
         }
         return Condition(
