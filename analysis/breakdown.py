@@ -354,7 +354,7 @@ def _boundary_spread(g: pd.DataFrame) -> pd.Series:
 def sort_cells(frame: pd.DataFrame, by: list[str], then: Iterable[str] = ()) -> pd.DataFrame:
     """Rows ordered by family, the ``by`` axes in natural order (model sizes by size),
     then the ``then`` columns."""
-    ranks = {}
+    ranks: dict[str, pd.Series] = {}
     for axis in ["family"] + list(by):
         if axis in frame:
             order = {v: i for i, v in enumerate(axis_order(axis, frame[axis]))}

@@ -60,7 +60,7 @@ class MemoryEstimate:
         return sum(self.parts.values())
 
     def largest(self) -> str:
-        return max(self.parts, key=self.parts.get)
+        return max(self.parts, key=self.parts.__getitem__)
 
 
 def pack_size(cfg: Any) -> int:

@@ -213,6 +213,12 @@ class PackedLayerNorm(nn.Module):
 
 
 class CausalSelfAttention(nn.Module):
+    # buffers (register_buffer), present with the schemes that use them
+    rope_cos: torch.Tensor
+    rope_sin: torch.Tensor
+    id_slopes: torch.Tensor
+    alibi_bias: torch.Tensor
+
     def __init__(self, n_members: int, d_model: int, n_head: int, dropout: float, pos_encoding: str, max_seq_len: int,
                  generators: list[torch.Generator], max_position: int = 0):
         """``max_position``: the task's id range, read by attention over the task's ids (coupled_rope:
@@ -249,6 +255,7 @@ class CausalSelfAttention(nn.Module):
             return self.alibi_bias[None, :, :T, :T].to(dtype)
         causal = torch.full((T, T), float("-inf"), device=device, dtype=dtype).triu(1)
         if self.attention == "alibi":
+            assert ids is not None, "alibi over the task's ids needs the ids"
             distance = (ids[:, :, None] - ids[:, None, :]).abs().to(dtype)  # |id_q - id_k| [KB, T, T]
             return causal - self.id_slopes.to(dtype).view(1, -1, 1, 1) * distance[:, None]
         return causal
@@ -264,7 +271,11 @@ class CausalSelfAttention(nn.Module):
         q, k, v = self.qkv(x).split(C, dim=-1)  # each [K, B, T, C]
         # members join the batch: one attention call over K * B sequences
         q, k, v = (t.reshape(K * B, T, self.n_head, self.head_dim).transpose(1, 2) for t in (q, k, v))  # [KB, H, T, hd]
-        ids = ids.reshape(K * B, T) if self.over_ids and self.attention is not None else None
+        if self.over_ids and self.attention is not None:
+            assert ids is not None, f"pos_encoding with {self.attention} over the task's ids needs the ids"
+            ids = ids.reshape(K * B, T)
+        else:
+            ids = None
         if self.attention == "rope" and not self.over_ids:  # the angles of each index: [T, hd/2]
             cos, sin = self.rope_cos[:T], self.rope_sin[:T]
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
@@ -287,7 +298,10 @@ class CausalSelfAttention(nn.Module):
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         y = y.transpose(1, 2).reshape(K, B, T, C)
         out = self.resid_dropout(self.proj(y))
-        return (out, weights.view(K, B, self.n_head, T, T)) if return_weights else out
+        if not return_weights:
+            return out
+        assert weights is not None  # computed on the explicit path, which return_weights takes
+        return out, weights.view(K, B, self.n_head, T, T)
 
 
 class MLP(nn.Module):
@@ -338,6 +352,9 @@ class Transformer(nn.Module):
     dropout masks are drawn from the k-th (so a member drops what it would drop alone);
     when empty, from the global RNG.
     """
+
+    # a learned Parameter, a sinusoidal buffer, or None (schemes without a table)
+    pos_table: torch.Tensor | None
 
     def __init__(self, cfg: ModelConfig, io: ModelIO, n_members: int = 1, seeds: list[int] | None = None):
         super().__init__()
@@ -414,6 +431,7 @@ class Transformer(nn.Module):
         if self.takes_positions and positions is None:
             raise ValueError(f"pos_encoding={self.pos_encoding} needs the task's position ids; pass positions")
         if self.takes_positions and self.pos_table is not None:
+            assert positions is not None  # refused above
             K, V, C = self.pos_table.shape  # ids lie in [0, V): the config checks the task's range
             offset = torch.arange(K, device=positions.device).view(K, 1, 1) * V  # member k reads its own rows
             x = x + F.embedding(positions + offset, self.pos_table.reshape(K * V, C))  # [K, B, T, C]
