@@ -160,6 +160,7 @@ def test_a_saved_generator_state_resumes_the_exact_data_stream(case):
     assert_same_batch(task_of(cfg).train_batch(8, 1, restored), following)  # a new one, as after a restart
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(CASES))
 def test_a_packed_member_trains_exactly_as_it_would_alone(case):
     alone = train(tiny(case, "train.seed=1"), trial_id="m1")

@@ -42,6 +42,7 @@ def test_an_unreachable_address_is_refused_within_20_seconds_and_creates_no_stor
     assert not store.exists()
 
 
+@pytest.mark.slow
 def test_an_address_that_answers_but_is_no_ray_cluster_is_refused_within_20_seconds(tmp_path):
     """A port that accepts TCP but does not speak gRPC (here a plain HTTP server) would
     hang ray.init for minutes; the gRPC handshake is checked first."""
