@@ -31,8 +31,16 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
-from analysis.load import (FAILED, NOT_SCORED, axis_columns, axis_order, cell_axes, cell_label, expected_cells,
-                           row_families)
+from analysis.load import (
+    FAILED,
+    NOT_SCORED,
+    axis_columns,
+    axis_order,
+    cell_axes,
+    cell_label,
+    expected_cells,
+    row_families,
+)
 from study.tasks import FAMILIES, metric_direction
 
 LENGTH_MODES = ("max", "min", "len_a", "len_b", "pair")
@@ -120,10 +128,16 @@ def trial_scores(final: pd.DataFrame, metric: str, length: str = "max") -> pd.Da
     rows = final[final["metric"] == metric]
     info = trial_info(rows)
     if rows.empty:
-        return info.assign(shift=pd.Series(dtype=str), x=pd.Series(dtype=float), split=pd.Series(dtype=str),
-                           score=pd.Series(dtype=float), id_score=pd.Series(dtype=float))
-    rows = condition_axis(rows[["trial_id", "split", "metric", "value", "len_a", "len_b", "n_context", "shift",
-                                "shift_value"]], length)
+        return info.assign(
+            shift=pd.Series(dtype=str),
+            x=pd.Series(dtype=float),
+            split=pd.Series(dtype=str),
+            score=pd.Series(dtype=float),
+            id_score=pd.Series(dtype=float),
+        )
+    rows = condition_axis(
+        rows[["trial_id", "split", "metric", "value", "len_a", "len_b", "n_context", "shift", "shift_value"]], length
+    )
     keys = ["trial_id"] + condition_keys(length)
     scores = rows.groupby(keys, dropna=False, sort=False, observed=True)["value"].mean().rename("score").reset_index()
     id_score = rows[rows["split"] == "id"].groupby("trial_id", observed=True)["value"].mean().rename("id_score")
@@ -179,8 +193,11 @@ def trial_boundaries(scores: pd.DataFrame, metric: str, threshold: float = 0.5, 
     if ood.empty:
         return pd.DataFrame(columns=columns)
     # one point per x ("pair" frames hold several conditions per x), sorted along x
-    pts = ood.groupby(["trial_id", "shift", "x"], sort=True, observed=True).agg(
-        score=("score", "mean"), id_score=("id_score", "first")).reset_index()
+    pts = (
+        ood.groupby(["trial_id", "shift", "x"], sort=True, observed=True)
+        .agg(score=("score", "mean"), id_score=("id_score", "first"))
+        .reset_index()
+    )
     curves = [pts["trial_id"], pts["shift"]]
 
     def per_curve(values: pd.Series) -> Any:
@@ -188,14 +205,16 @@ def trial_boundaries(scores: pd.DataFrame, metric: str, threshold: float = 0.5, 
 
     learned = (pts["id_score"] - m.floor) * (1 if m.higher_is_better else -1) > 0
     r = ((pts["score"] - m.floor) / (pts["id_score"] - m.floor)).where(learned)  # retention
-    out = pd.DataFrame({
-        "n_ood": per_curve(pts["x"]).size(),
-        "x_max": per_curve(pts["x"]).max(),
-        "ood_score": per_curve(pts["score"]).mean(),
-        "boundary": per_curve(pts["x"].where(r < threshold)).min(),
-        "learned": per_curve(learned).first(),
-        "rises": per_curve(per_curve(r).diff() > tol).any(),
-    })
+    out = pd.DataFrame(
+        {
+            "n_ood": per_curve(pts["x"]).size(),
+            "x_max": per_curve(pts["x"]).max(),
+            "ood_score": per_curve(pts["score"]).mean(),
+            "boundary": per_curve(pts["x"].where(r < threshold)).min(),
+            "learned": per_curve(learned).first(),
+            "rises": per_curve(per_curve(r).diff() > tol).any(),
+        }
+    )
     out["monotone"] = [(not rises) if ok else None for rises, ok in zip(out["rises"], out["learned"])]
     pts = pts.assign(r=r).merge(out["boundary"].reset_index(), on=["trial_id", "shift"])
     back = pts[(pts["x"] > pts["boundary"]) & (pts["r"] >= threshold)]
@@ -208,7 +227,9 @@ def trial_boundaries(scores: pd.DataFrame, metric: str, threshold: float = 0.5, 
 # --------------------------------------------------------------------------- per cell
 
 
-def cell_distribution(per_trial: pd.DataFrame, by: list[str], cond: list[str], value: str, best: pd.DataFrame) -> pd.DataFrame:
+def cell_distribution(
+    per_trial: pd.DataFrame, by: list[str], cond: list[str], value: str, best: pd.DataFrame
+) -> pd.DataFrame:
     """A per-trial value aggregated over each cell's usable trials.
 
     ``per_trial`` has trial_id, status, family, the ``by`` axes, the ``cond`` columns
@@ -227,8 +248,13 @@ def cell_distribution(per_trial: pd.DataFrame, by: list[str], cond: list[str], v
     return out[keys + cond + ["n", "median", "q25", "q75", "best_trial", "best"]]
 
 
-def curves(final: pd.DataFrame, metric: str = "exact_match", by: list[str] | None = None,
-           length: str = "max", best: pd.DataFrame | None = None) -> pd.DataFrame:
+def curves(
+    final: pd.DataFrame,
+    metric: str = "exact_match",
+    by: list[str] | None = None,
+    length: str = "max",
+    best: pd.DataFrame | None = None,
+) -> pd.DataFrame:
     """Score per cell and condition: the best trial and the distribution over trials.
 
     Columns: family, the ``by`` axes (default: every non-seed grid axis), cell (label
@@ -296,40 +322,98 @@ def breakdown(
     shifts = scores.loc[scores["split"] == "ood", ["family", "shift"]].drop_duplicates()
     out = expected_cells(trials, by).merge(shifts, on="family")
 
-    counts = trials.assign(_failed=trials["status"].isin(FAILED)).groupby(keys, dropna=False, observed=True).agg(
-        n_trials=("trial_id", "size"), n_failed=("_failed", "sum"))
+    counts = (
+        trials.assign(_failed=trials["status"].isin(FAILED))
+        .groupby(keys, dropna=False, observed=True)
+        .agg(n_trials=("trial_id", "size"), n_failed=("_failed", "sum"))
+    )
     ids = usable.groupby(keys, dropna=False, observed=True)["id_score"]
-    id_dist = pd.DataFrame({"n_usable": ids.count(), "id_median": ids.median(), "id_q25": ids.quantile(0.25),
-                            "id_q75": ids.quantile(0.75), "id_min": ids.min(), "id_max": ids.max()})
-    best = best_trials(scores, metric, by).merge(per_trial.drop(columns=keys + ["status", "id_score"]),
-                                                 left_on="best_trial", right_on="trial_id", how="left")
+    id_dist = pd.DataFrame(
+        {
+            "n_usable": ids.count(),
+            "id_median": ids.median(),
+            "id_q25": ids.quantile(0.25),
+            "id_q75": ids.quantile(0.75),
+            "id_min": ids.min(),
+            "id_max": ids.max(),
+        }
+    )
+    best = best_trials(scores, metric, by).merge(
+        per_trial.drop(columns=keys + ["status", "id_score"]), left_on="best_trial", right_on="trial_id", how="left"
+    )
     if len(per_trial):
-        spread = per_trial.groupby(keys + ["shift"], dropna=False, observed=True).apply(
-            _boundary_spread, include_groups=False).reset_index()
+        spread = (
+            per_trial.groupby(keys + ["shift"], dropna=False, observed=True)
+            .apply(_boundary_spread, include_groups=False)
+            .reset_index()
+        )
     else:
         spread = pd.DataFrame(columns=keys + ["shift"] + SPREAD_COLUMNS)
-    out = (out.merge(counts.reset_index(), on=keys, how="left")
-              .merge(id_dist.reset_index(), on=keys, how="left")
-              .merge(best.drop(columns=["trial_id", "n_ood"]), on=keys + ["shift"], how="left")
-              .merge(spread, on=keys + ["shift"], how="left"))
+    out = (
+        out.merge(counts.reset_index(), on=keys, how="left")
+        .merge(id_dist.reset_index(), on=keys, how="left")
+        .merge(best.drop(columns=["trial_id", "n_ood"]), on=keys + ["shift"], how="left")
+        .merge(spread, on=keys + ["shift"], how="left")
+    )
     for column in ("n_trials", "n_failed", "n_usable", "n_break", "n_nonmonotone", "n_learned"):
         out[column] = out[column].fillna(0).astype(int)
     out["monotone"] = out["monotone"].astype("boolean")
     out["recovers_at"] = [r if isinstance(r, list) else [] for r in out["recovers_at"]]
     out["verdict"] = np.select(
         [out["best_trial"].isna(), out["monotone"].isna(), out["boundary"].notna()],
-        ["no_trial", "no_id", "breaks"], "holds")
+        ["no_trial", "no_id", "breaks"],
+        "holds",
+    )
     out["holds_to"] = out["x_max"].where(out["verdict"] == "holds")
     out["cell"] = [cell_label(r, by) for r in out[by].to_dict("records")] if by else ""
-    columns = keys + ["cell", "shift", "n_trials", "n_failed", "n_usable", "best_trial", "id_score", "ood_score",
-                      "x_max", "boundary", "verdict", "holds_to", "monotone", "recovers_at", "id_median", "id_q25", "id_q75",
-                      "id_min", "id_max", "ood_median", "n_break", "boundary_q25", "boundary_q50", "boundary_q75",
-                      "n_nonmonotone", "n_learned", "break_median", "break_min", "break_max", "holds_to_max"]
+    columns = keys + [
+        "cell",
+        "shift",
+        "n_trials",
+        "n_failed",
+        "n_usable",
+        "best_trial",
+        "id_score",
+        "ood_score",
+        "x_max",
+        "boundary",
+        "verdict",
+        "holds_to",
+        "monotone",
+        "recovers_at",
+        "id_median",
+        "id_q25",
+        "id_q75",
+        "id_min",
+        "id_max",
+        "ood_median",
+        "n_break",
+        "boundary_q25",
+        "boundary_q50",
+        "boundary_q75",
+        "n_nonmonotone",
+        "n_learned",
+        "break_median",
+        "break_min",
+        "break_max",
+        "holds_to_max",
+    ]
     return sort_cells(out[columns], by, ["shift"])
 
 
-SPREAD_COLUMNS = ["ood_median", "n_break", "boundary_q25", "boundary_q50", "boundary_q75", "n_nonmonotone",
-                  "n_learned", "break_median", "break_min", "break_max", "holds_to_max"]
+SPREAD_COLUMNS = [
+    "ood_median",
+    "n_break",
+    "boundary_q25",
+    "boundary_q50",
+    "boundary_q75",
+    "n_nonmonotone",
+    "n_learned",
+    "break_median",
+    "break_min",
+    "break_max",
+    "holds_to_max",
+]
 
 
 def _boundary_spread(g: pd.DataFrame) -> pd.Series:
@@ -338,17 +422,21 @@ def _boundary_spread(g: pd.DataFrame) -> pd.Series:
     q = [np.nan if np.isinf(v) else float(v) for v in q]
     learned = g[g["monotone"].notna()]  # a trial without ID skill has nothing to break
     broken = learned["boundary"].dropna()
-    return pd.Series({
-        "ood_median": g["ood_score"].median(),
-        "n_break": int(g["boundary"].notna().sum()),
-        "boundary_q25": q[0], "boundary_q50": q[1], "boundary_q75": q[2],
-        "n_nonmonotone": int((g["monotone"] == False).sum()),  # noqa: E712 (None is neither)
-        "n_learned": len(learned),
-        "break_median": float(broken.median()) if len(broken) else np.nan,
-        "break_min": float(broken.min()) if len(broken) else np.nan,
-        "break_max": float(broken.max()) if len(broken) else np.nan,
-        "holds_to_max": float(learned.loc[learned["boundary"].isna(), "x_max"].max()) if len(learned) else np.nan,
-    })
+    return pd.Series(
+        {
+            "ood_median": g["ood_score"].median(),
+            "n_break": int(g["boundary"].notna().sum()),
+            "boundary_q25": q[0],
+            "boundary_q50": q[1],
+            "boundary_q75": q[2],
+            "n_nonmonotone": int((g["monotone"] == False).sum()),  # noqa: E712 (None is neither)
+            "n_learned": len(learned),
+            "break_median": float(broken.median()) if len(broken) else np.nan,
+            "break_min": float(broken.min()) if len(broken) else np.nan,
+            "break_max": float(broken.max()) if len(broken) else np.nan,
+            "holds_to_max": float(learned.loc[learned["boundary"].isna(), "x_max"].max()) if len(learned) else np.nan,
+        }
+    )
 
 
 def sort_cells(frame: pd.DataFrame, by: list[str], then: Iterable[str] = ()) -> pd.DataFrame:
@@ -361,15 +449,23 @@ def sort_cells(frame: pd.DataFrame, by: list[str], then: Iterable[str] = ()) -> 
             ranks[f"_r{len(ranks)}"] = frame[axis].map(order)
     then = [c for c in then if c in frame]
     ranked = frame.assign(**ranks)
-    return ranked.sort_values(list(ranks) + then, kind="stable", na_position="last").drop(
-        columns=list(ranks)).reset_index(drop=True)
+    return (
+        ranked.sort_values(list(ranks) + then, kind="stable", na_position="last")
+        .drop(columns=list(ranks))
+        .reset_index(drop=True)
+    )
 
 
 # --------------------------------------------------------------------------- text summary
 
 
-def format_summary(table: pd.DataFrame, curve: pd.DataFrame, metric: str, threshold: float = 0.5,
-                   extra: tuple[str, dict[str, str]] | None = None) -> str:
+def format_summary(
+    table: pd.DataFrame,
+    curve: pd.DataFrame,
+    metric: str,
+    threshold: float = 0.5,
+    extra: tuple[str, dict[str, str]] | None = None,
+) -> str:
     """A compact text table from :func:`breakdown` and :func:`curves` frames of one trial
     per seed (:func:`seed_best`): per shift axis, one line per cell headlining the seed
     distribution, never the best seed: seeds (usable/all), the median ID score with its
@@ -380,8 +476,11 @@ def format_summary(table: pd.DataFrame, curve: pd.DataFrame, metric: str, thresh
     non-monotone curves noted).  ``extra`` = (header, cell -> text) adds a column before
     the best seed's; a legend ends the text."""
     m = metric_info(metric)
-    rule = (f"below {threshold:g} x the ID score" if m.higher_is_better and m.floor == 0 else
-            f"keeping less than {threshold:g} of the ID score's margin over {m.floor:g}")
+    rule = (
+        f"below {threshold:g} x the ID score"
+        if m.higher_is_better and m.floor == 0
+        else f"keeping less than {threshold:g} of the ID score's margin over {m.floor:g}"
+    )
     lines = [f"{metric} per cell: the median over its seeds [min-max]; boundary = first OOD point {rule}, per seed"]
     if table.empty:
         lines.append("(no OOD conditions evaluated)")
@@ -396,17 +495,28 @@ def format_summary(table: pd.DataFrame, curve: pd.DataFrame, metric: str, thresh
             at = ood[ood["cell"] == row["cell"]].groupby("x")["median"].mean()
             in_dist = set(mine.loc[(mine["cell"] == row["cell"]) & (mine["split"] == "id"), "x"])
             values = ["id" if x in in_dist else format_value(at.get(x, np.nan)) for x in xs]
-            body.append([row["cell"] or family, f"{row['n_usable']}/{row['n_trials']}", _spread_text(row)]
-                        + values + [seed_boundary_text(row)] + ([extra[1].get(row["cell"], "-")] if extra else [])
-                        + [_boundary_text(row)])
+            body.append(
+                [row["cell"] or family, f"{row['n_usable']}/{row['n_trials']}", _spread_text(row)]
+                + values
+                + [seed_boundary_text(row)]
+                + ([extra[1].get(row["cell"], "-")] if extra else [])
+                + [_boundary_text(row)]
+            )
         widths = [max(len(r[i]) for r in body) for i in range(len(head))]
         lines += ["", f"along {shift}:"]
-        lines += ["  ".join(c.ljust(w) if i == 0 or i == len(head) - 1 else c.rjust(w)
-                            for i, (c, w) in enumerate(zip(r, widths))).rstrip() for r in body]
-    lines += ["", "seeds = usable/all seeds of the cell (usable: ended with a score; failed and diverged ones have "
-                  "none); each seed is read at its best trial by ID score; a cell with one seed has no spread; "
-                  "'id' = in distribution for that cell (within its training lengths); '-' = no value; "
-                  "best seed = the boundary of the cell's best seed by ID score."]
+        lines += [
+            "  ".join(
+                c.ljust(w) if i == 0 or i == len(head) - 1 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))
+            ).rstrip()
+            for r in body
+        ]
+    lines += [
+        "",
+        "seeds = usable/all seeds of the cell (usable: ended with a score; failed and diverged ones have "
+        "none); each seed is read at its best trial by ID score; a cell with one seed has no spread; "
+        "'id' = in distribution for that cell (within its training lengths); '-' = no value; "
+        "best seed = the boundary of the cell's best seed by ID score.",
+    ]
     return "\n".join(lines)
 
 
@@ -431,7 +541,9 @@ def seed_boundary_text(row: dict[str, Any]) -> str:
     seeds = f"of {n} seed{'s' if n > 1 else ''}"
     parts = []
     if broken:
-        span = "" if row["break_min"] == row["break_max"] else f" [{_fmt_x(row['break_min'])}-{_fmt_x(row['break_max'])}]"
+        span = (
+            "" if row["break_min"] == row["break_max"] else f" [{_fmt_x(row['break_min'])}-{_fmt_x(row['break_max'])}]"
+        )
         parts.append(f"{_fmt_x(row['break_median'])}{span} in {broken}")
     if learned - broken:
         parts.append(f"holds to {_fmt_x(row['holds_to_max'])} in {learned - broken}")

@@ -24,8 +24,25 @@ from study.claims_config import CONDITION_COLUMNS, Claim, matches
 REPRODUCED = "reproduced"
 NOT_REPRODUCED = "not reproduced"
 NOT_MEASURABLE = "not measurable yet"
-COLUMNS = ["claim", "finding", "source", "metric", "condition", "cell", "verdict", "n", "median", "q25", "q75",
-           "min", "max", "held", "published", "reference", "unfinished"]
+COLUMNS = [
+    "claim",
+    "finding",
+    "source",
+    "metric",
+    "condition",
+    "cell",
+    "verdict",
+    "n",
+    "median",
+    "q25",
+    "q75",
+    "min",
+    "max",
+    "held",
+    "published",
+    "reference",
+    "unfinished",
+]
 
 
 def best_per_seed(trials: pd.DataFrame, mode: str) -> pd.DataFrame:
@@ -52,14 +69,19 @@ def seed_values(claim: Claim, tables: dict[str, pd.DataFrame], best: pd.DataFram
     seeds = best[best["trial_id"].isin(value.index)]
     if claim.cells:
         seeds = seeds[np.array([matches(r, claim.cells) for r in seeds[by].to_dict("records")], dtype=bool)]
-    return pd.DataFrame({"cell": [cell_label(r, by) for _, r in seeds.iterrows()],
-                         "grid_point": seeds["grid_point"].to_numpy(),
-                         "trial_id": seeds["trial_id"].to_numpy(),
-                         "value": seeds["trial_id"].map(value).to_numpy(dtype=float)})
+    return pd.DataFrame(
+        {
+            "cell": [cell_label(r, by) for _, r in seeds.iterrows()],
+            "grid_point": seeds["grid_point"].to_numpy(),
+            "trial_id": seeds["trial_id"].to_numpy(),
+            "value": seeds["trial_id"].map(value).to_numpy(dtype=float),
+        }
+    )
 
 
-def check_claim(i: int, claim: Claim, trials: pd.DataFrame, tables: dict[str, pd.DataFrame],
-                mode: str) -> list[dict[str, Any]]:
+def check_claim(
+    i: int, claim: Claim, trials: pd.DataFrame, tables: dict[str, pd.DataFrame], mode: str
+) -> list[dict[str, Any]]:
     """The rows of one claim: one per cell it applies to (one row with cell "" when no cell
     of the study has a value yet)."""
     best = best_per_seed(trials, mode)
@@ -70,15 +92,29 @@ def check_claim(i: int, claim: Claim, trials: pd.DataFrame, tables: dict[str, pd
     if claim.than is not None:
         other = seed_values(claim.model_copy(update={"cells": claim.than}), tables, best)
         reference = float(other["value"].median()) if len(other) else math.nan
-    base = {"claim": i, "finding": claim.finding, "source": claim.source, "metric": claim.metric,
-            "condition": claim.condition(), "published": claim.published(), "reference": reference}
+    base = {
+        "claim": i,
+        "finding": claim.finding,
+        "source": claim.source,
+        "metric": claim.metric,
+        "condition": claim.condition(),
+        "published": claim.published(),
+        "reference": reference,
+    }
     cells = sorted(seeds["cell"].unique()) or [""]
     out = []
     for cell in cells:
         values = seeds.loc[seeds["cell"] == cell, "value"].to_numpy(dtype=float)
         waiting = int(sum(cell_label(r, by) == cell for _, r in unfinished.iterrows())) if cell else len(unfinished)
-        out.append({**base, "cell": cell, **distribution(values), "unfinished": waiting,
-                    **verdict(claim, values, reference, waiting)})
+        out.append(
+            {
+                **base,
+                "cell": cell,
+                **distribution(values),
+                "unfinished": waiting,
+                **verdict(claim, values, reference, waiting),
+            }
+        )
     return out
 
 
@@ -86,8 +122,14 @@ def distribution(values: np.ndarray) -> dict[str, Any]:
     if not len(values):
         return {"n": 0, "median": math.nan, "q25": math.nan, "q75": math.nan, "min": math.nan, "max": math.nan}
     q25, median, q75 = np.quantile(values, [0.25, 0.5, 0.75])
-    return {"n": len(values), "median": float(median), "q25": float(q25), "q75": float(q75),
-            "min": float(values.min()), "max": float(values.max())}
+    return {
+        "n": len(values),
+        "median": float(median),
+        "q25": float(q25),
+        "q75": float(q75),
+        "min": float(values.min()),
+        "max": float(values.max()),
+    }
 
 
 def verdict(claim: Claim, values: np.ndarray, reference: float, unfinished: int) -> dict[str, Any]:
@@ -101,8 +143,9 @@ def verdict(claim: Claim, values: np.ndarray, reference: float, unfinished: int)
     return {"verdict": REPRODUCED if ok else NOT_REPRODUCED, "held": held}
 
 
-def check_claims(claims: list[Claim], trials: pd.DataFrame, final: pd.DataFrame, mode: str,
-                 structure: pd.DataFrame | None = None) -> pd.DataFrame:
+def check_claims(
+    claims: list[Claim], trials: pd.DataFrame, final: pd.DataFrame, mode: str, structure: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """Every claim checked: :data:`COLUMNS`, one row per claim and cell, in claim order.
     ``final``: the final eval rows (:func:`analysis.load.final_evals`); ``structure``: the
     final probe scores (:func:`analysis.load.structure_scores` with ``final=True``), needed
@@ -126,8 +169,9 @@ def claim_line(row: dict[str, Any]) -> str:
     if n == 0:
         measured = "no seed has a value yet"
     else:
-        spread = (f"IQR {_num(row['q25'])}-{_num(row['q75'])}, range {_num(row['min'])}-{_num(row['max'])}; "
-                  if n > 1 else "")
+        spread = (
+            f"IQR {_num(row['q25'])}-{_num(row['q75'])}, range {_num(row['min'])}-{_num(row['max'])}; " if n > 1 else ""
+        )
         seeds = f"{n} seed{'s' if n > 1 else ''}" + (" (one seed: no spread)" if n == 1 else "")
         measured = f"median {_num(row['median'])} ({spread}{seeds}, {int(row['held'])} hold)"
     published = row["published"]
@@ -135,8 +179,10 @@ def claim_line(row: dict[str, Any]) -> str:
         published += f" = {_num(row['reference'])}"
     waiting = f"; {int(row['unfinished'])} trial(s) still to end" if row["unfinished"] else ""
     cell = row["cell"] or "all cells"
-    return (f"{row['verdict']:<18} | {row['finding']} [{row['source']}] | {cell} | {row['metric']} at "
-            f"{row['condition']}: {measured}{waiting} | published {published}")
+    return (
+        f"{row['verdict']:<18} | {row['finding']} [{row['source']}] | {cell} | {row['metric']} at "
+        f"{row['condition']}: {measured}{waiting} | published {published}"
+    )
 
 
 def claim_lines(table: pd.DataFrame) -> list[str]:

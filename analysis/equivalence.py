@@ -17,8 +17,9 @@ from analysis.load import cell_axes, cell_label
 METRICS = ("exact_match", "equivalence", "chance", "equivalence_of_wrong")
 
 
-def equivalence_table(final: pd.DataFrame, by: list[str] | None = None, length: str = "max",
-                      ood_only: bool = True) -> pd.DataFrame:
+def equivalence_table(
+    final: pd.DataFrame, by: list[str] | None = None, length: str = "max", ood_only: bool = True
+) -> pd.DataFrame:
     """Exact match vs equivalence vs chance per cell and condition.
 
     The best trial of a cell is chosen by ID exact match.  Columns: family, the
@@ -42,7 +43,9 @@ def equivalence_table(final: pd.DataFrame, by: list[str] | None = None, length: 
         scores = em if metric == "exact_match" else trial_scores(final, metric, length)
         if scores.empty:
             continue
-        s = cell_distribution(scores, by, cond, "score", best).rename(columns={"best": metric, "median": f"{metric}_median"})
+        s = cell_distribution(scores, by, cond, "score", best).rename(
+            columns={"best": metric, "median": f"{metric}_median"}
+        )
         s = s[keys + (["n", "best_trial"] if out is None else []) + [metric, f"{metric}_median"]]
         out = s if out is None else out.merge(s, on=keys, how="left")
     if out is None:
@@ -55,8 +58,22 @@ def equivalence_table(final: pd.DataFrame, by: list[str] | None = None, length: 
     if ood_only:
         out = out[out["split"] == "ood"]
     out.insert(1 + len(by), "cell", [cell_label(r, by) for r in out[by].to_dict("records")] if by else "")
-    columns = ["family"] + by + ["cell"] + cond + ["best_trial", "exact_match", "equivalence", "chance",
-                                                   "equivalence_of_wrong", "equivalence_gap", "n",
-                                                   "exact_match_median", "equivalence_median",
-                                                   "equivalence_of_wrong_median"]
+    columns = (
+        ["family"]
+        + by
+        + ["cell"]
+        + cond
+        + [
+            "best_trial",
+            "exact_match",
+            "equivalence",
+            "chance",
+            "equivalence_of_wrong",
+            "equivalence_gap",
+            "n",
+            "exact_match_median",
+            "equivalence_median",
+            "equivalence_of_wrong_median",
+        ]
+    )
     return sort_cells(out[columns], by, ["x"] + (["len_a", "len_b"] if length == "pair" else []))

@@ -54,8 +54,9 @@ def icl_curves(final: pd.DataFrame, by: list[str] | None = None) -> pd.DataFrame
     return _labelled(out, by, ["shift", "shift_value", "metric", "n_context"])
 
 
-def selection_gap(final: pd.DataFrame, by: list[str] | None = None, mix_axis: str = MIX_AXIS,
-                  match: tuple[str, ...] = ("model.size",)) -> pd.DataFrame:
+def selection_gap(
+    final: pd.DataFrame, by: list[str] | None = None, mix_axis: str = MIX_AXIS, match: tuple[str, ...] = ("model.size",)
+) -> pd.DataFrame:
     """The model-selection gap: excess error over the best baseline at each condition,
     and over the single-class specialists when the study has them.
 
@@ -75,13 +76,16 @@ def selection_gap(final: pd.DataFrame, by: list[str] | None = None, mix_axis: st
     model = rows[rows["metric"] == MODEL]
     base = rows[rows["metric"].isin(BASELINES)].sort_values(["value", "metric"], kind="stable")
     base = base.drop_duplicates(keys)[keys + ["metric", "value"]].rename(
-        columns={"metric": "best_baseline", "value": "nmse_baseline"})
+        columns={"metric": "best_baseline", "value": "nmse_baseline"}
+    )
     per_trial = model.merge(base, on=keys, how="inner")
     per_trial["gap"] = per_trial["value"] - per_trial["nmse_baseline"]
     out = cell_distribution(per_trial, by, CONDITION, "gap", best).rename(
-        columns={"median": "gap_median", "q25": "gap_q25", "q75": "gap_q75", "best": "gap"})
+        columns={"median": "gap_median", "q25": "gap_q25", "q75": "gap_q75", "best": "gap"}
+    )
     top = per_trial[["trial_id"] + CONDITION + ["value", "best_baseline", "nmse_baseline"]].rename(
-        columns={"trial_id": "best_trial", "value": "nmse"})
+        columns={"trial_id": "best_trial", "value": "nmse"}
+    )
     out = out.merge(top, on=["best_trial"] + CONDITION, how="left")
 
     out["nmse_specialist"], out["specialist"] = np.nan, np.nan
@@ -95,9 +99,25 @@ def selection_gap(final: pd.DataFrame, by: list[str] | None = None, mix_axis: st
         joined.loc[special.to_numpy(), ["nmse_specialist", "specialist"]] = np.nan
         out = joined
     out["gap_specialist"] = out["nmse"] - out["nmse_specialist"]
-    columns = ["family"] + by + CONDITION + ["best_trial", "nmse", "best_baseline", "nmse_baseline", "gap", "n",
-                                             "gap_median", "gap_q25", "gap_q75", "nmse_specialist", "specialist",
-                                             "gap_specialist"]
+    columns = (
+        ["family"]
+        + by
+        + CONDITION
+        + [
+            "best_trial",
+            "nmse",
+            "best_baseline",
+            "nmse_baseline",
+            "gap",
+            "n",
+            "gap_median",
+            "gap_q25",
+            "gap_q75",
+            "nmse_specialist",
+            "specialist",
+            "gap_specialist",
+        ]
+    )
     return _labelled(out[columns], by, ["shift", "shift_value", "n_context"])
 
 
@@ -132,8 +152,11 @@ def mixture_effect(errors: pd.DataFrame, mix_axis: str = MIX_AXIS) -> pd.DataFra
     rows = errors[errors["metric"] == MODEL].drop(columns=["metric", "cell"])
     end = list(rows.columns).index("shift")
     others = [c for c in rows.columns[1:end] if c != mix_axis]
-    columns = ["family"] + others + [mix_axis, "shift", "shift_value", "split", "n", "median", "q25", "q75",
-                                      "best_trial", "best"]
+    columns = (
+        ["family"]
+        + others
+        + [mix_axis, "shift", "shift_value", "split", "n", "median", "q25", "q75", "best_trial", "best"]
+    )
     return sort_cells(rows[columns], others, ["shift", "shift_value", mix_axis])
 
 
@@ -169,7 +192,9 @@ def nnz_profile(final: pd.DataFrame, by: list[str] | None = None, ks: tuple[int,
     return _labelled(out, by, ["n_context", "metric", "shift_value"])
 
 
-def selection_phase(final: pd.DataFrame, by: list[str] | None = None, ks: tuple[int, ...] | None = None) -> pd.DataFrame:
+def selection_phase(
+    final: pd.DataFrame, by: list[str] | None = None, ks: tuple[int, ...] | None = None
+) -> pd.DataFrame:
     """The selection gap along the nnz shift at k = d and 2d (or ``ks``): the rows of
     :func:`selection_gap` on the nnz axis at those k, ready for a mixture weight x nnz
     phase diagram (``gap_median``: the model's error minus the better baseline's, median

@@ -116,16 +116,21 @@ def expand_trials(raw: pd.DataFrame, config: str = "varying") -> pd.DataFrame:
         flat = flat[list(keep)].add_prefix("config.")
         out = pd.concat([out, flat], axis=1)
     out = pd.concat([out, axes[[a for a in axes.columns if a not in out]]], axis=1)
-    first = [c for c in TRIAL_KEYS + ["attempt", "n_params", "steps", "score", "start_time", "end_time",
-                                       "seconds", "node", "device", "error"] if c in out]
+    first = [
+        c
+        for c in TRIAL_KEYS
+        + ["attempt", "n_params", "steps", "score", "start_time", "end_time", "seconds", "node", "device", "error"]
+        if c in out
+    ]
     rest = axis_columns(out) + [c for c in out if c.startswith("config.")]
     return out[first + rest].sort_values(["grid_point", "trial_id"]).reset_index(drop=True)
 
 
 def _scalars(row: dict[str, Any]) -> dict[str, Any]:
     """Lists and mappings become compact JSON strings so that they can be grouped on."""
-    return {k: json.dumps(v, separators=(",", ":")) if isinstance(v, (list, dict, tuple)) else v
-            for k, v in row.items()}
+    return {
+        k: json.dumps(v, separators=(",", ":")) if isinstance(v, (list, dict, tuple)) else v for k, v in row.items()
+    }
 
 
 # --------------------------------------------------------------------------- axes and cells
@@ -165,8 +170,15 @@ def grid_axes(trials: pd.DataFrame) -> pd.DataFrame:
     for axis in axis_columns(trials):
         present = trials[trials[axis].notna()]
         values = axis_order(axis, present[axis])
-        rows.append({"axis": axis, "n_values": len(values), "values": values, "seed": is_seed_axis(axis),
-                     "families": ",".join(sorted(present["family"].unique()))})
+        rows.append(
+            {
+                "axis": axis,
+                "n_values": len(values),
+                "values": values,
+                "seed": is_seed_axis(axis),
+                "families": ",".join(sorted(present["family"].unique())),
+            }
+        )
     return pd.DataFrame(rows, columns=["axis", "n_values", "values", "seed", "families"])
 
 
@@ -250,8 +262,9 @@ def evals(
         # keys as the deduplicated ones, so the cheap raw scan answers it.  A literal
         # list of those steps lets DuckDB filter while scanning; the exact (trial,
         # step) match is checked after.
-        per_trial = (f"SELECT trial_id, max(step) AS step FROM evals_raw "
-                     f"WHERE study = {sql_literal(study)} GROUP BY trial_id")
+        per_trial = (
+            f"SELECT trial_id, max(step) AS step FROM evals_raw WHERE study = {sql_literal(study)} GROUP BY trial_id"
+        )
         last = store.sql(per_trial).set_index("trial_id")["step"]
         steps = sorted(int(s) for s in last.unique())
         if len(steps) <= 32:
@@ -353,14 +366,18 @@ def study_frames(store: Any, study: str, config: str = "none") -> tuple[pd.DataF
 # --------------------------------------------------------------------------- representations
 
 
-def points(store: Any, study: str, trial_id: str | None = None, step: int | None = None,
-           kind: str | None = "pca_units_digit") -> pd.DataFrame:
+def points(
+    store: Any, study: str, trial_id: str | None = None, step: int | None = None, kind: str | None = "pca_units_digit"
+) -> pd.DataFrame:
     """PCA points of ``study`` (optionally one trial, one step, one kind), filtered in
     the store.  Columns: trial_id, step, kind, split, point, label, a, b, pc1, pc2;
     sorted by trial, step, split, point."""
     store = open_store(store)
-    where = ["point IS NOT NULL"] + [f"{column} = {sql_literal(value)}" for column, value in
-                                     (("trial_id", trial_id), ("step", step), ("kind", kind)) if value is not None]
+    where = ["point IS NOT NULL"] + [
+        f"{column} = {sql_literal(value)}"
+        for column, value in (("trial_id", trial_id), ("step", step), ("kind", kind))
+        if value is not None
+    ]
     rows = store.frame("representations", study=study, where=" AND ".join(where), columns=POINT_COLUMNS)
     return rows[POINT_COLUMNS].sort_values(["trial_id", "step", "split", "point"]).reset_index(drop=True)
 
@@ -374,7 +391,9 @@ class Thresholds(NamedTuple):
     table: pd.DataFrame  # the ``thresholds`` table: one row per cell (the newest), sorted by cell
     search: Any  # the study's ``threshold`` section (a study.tune.threshold.ThresholdSearch) from its spec copy,
     # or None where the copy is not found (a run directory outside the store) or searched another axis
-    trials: pd.DataFrame  # the raw ``trials`` rows the outcomes are rebuilt from: grid (JSON), status, score, start_time
+    trials: (
+        pd.DataFrame
+    )  # the raw ``trials`` rows the outcomes are rebuilt from: grid (JSON), status, score, start_time
 
 
 THRESHOLD_BOOKKEEPING = ["study", "trial_id", "attempt", "written_at"]  # columns every table has, none of them results
@@ -389,8 +408,11 @@ def thresholds(store: Any, study: str) -> Thresholds | None:
     table = store.frame("thresholds", study=study)
     if table.empty:
         return None
-    table = (table.drop(columns=[c for c in THRESHOLD_BOOKKEEPING if c in table])
-             .sort_values("cell", kind="stable").reset_index(drop=True))
+    table = (
+        table.drop(columns=[c for c in THRESHOLD_BOOKKEEPING if c in table])
+        .sort_values("cell", kind="stable")
+        .reset_index(drop=True)
+    )
     search = None
     uri = getattr(store, "uri", None)
     if uri is not None:

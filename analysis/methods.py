@@ -66,8 +66,20 @@ def method_table(final: pd.DataFrame, trials: pd.DataFrame, threshold: float = 0
     trials of the equivalence rate from the boundary on).  Sorted by cell, then by median
     boundary (methods that hold first, methods with no learned trial last).
     """
-    columns = ["method", "cell", "n", "id_median", "boundary_q25", "boundary_median", "boundary_q75", "n_holds",
-               "holds_to", "n_nonmonotone", "n_unlearned", "equivalence_beyond"]
+    columns = [
+        "method",
+        "cell",
+        "n",
+        "id_median",
+        "boundary_q25",
+        "boundary_median",
+        "boundary_q75",
+        "n_holds",
+        "holds_to",
+        "n_nonmonotone",
+        "n_unlearned",
+        "equivalence_beyond",
+    ]
     if final.empty or "len_a" not in final or final["len_a"].isna().all():
         return pd.DataFrame(columns=columns)
     rows = per_trial(final[final["len_a"].notna()], threshold)
@@ -79,19 +91,31 @@ def method_table(final: pd.DataFrame, trials: pd.DataFrame, threshold: float = 0
         key = key if isinstance(key, tuple) else (key,)
         learned = g["monotone"].notna()  # None: the ID score is at the floor, no boundary to rank
         ranked = g.loc[learned, "boundary"].fillna(np.inf).to_numpy()
-        q = [np.nan if np.isinf(v) else float(v) for v in np.quantile(ranked, [0.25, 0.5, 0.75], method="inverted_cdf")] \
-            if len(ranked) else [np.nan] * 3
-        out.append({
-            "method": key[0], **dict(zip(others, key[1:])), "n": len(g), "id_median": g["id_score"].median(),
-            "boundary_q25": q[0], "boundary_median": q[1], "boundary_q75": q[2],
-            "n_holds": int(g["holds_to"].notna().sum()), "holds_to": g["holds_to"].max(),
-            "n_nonmonotone": int((g["monotone"] == False).sum()),  # noqa: E712 (None is neither)
-            "n_unlearned": int((~learned).sum()),
-            "equivalence_beyond": g["equivalence_beyond"].median(),
-        })
+        q = (
+            [np.nan if np.isinf(v) else float(v) for v in np.quantile(ranked, [0.25, 0.5, 0.75], method="inverted_cdf")]
+            if len(ranked)
+            else [np.nan] * 3
+        )
+        out.append(
+            {
+                "method": key[0],
+                **dict(zip(others, key[1:])),
+                "n": len(g),
+                "id_median": g["id_score"].median(),
+                "boundary_q25": q[0],
+                "boundary_median": q[1],
+                "boundary_q75": q[2],
+                "n_holds": int(g["holds_to"].notna().sum()),
+                "holds_to": g["holds_to"].max(),
+                "n_nonmonotone": int((g["monotone"] == False).sum()),  # noqa: E712 (None is neither)
+                "n_unlearned": int((~learned).sum()),
+                "equivalence_beyond": g["equivalence_beyond"].median(),
+            }
+        )
     table = pd.DataFrame(out)
-    table.insert(1 + len(others), "cell", [cell_label(r, others) for r in table[others].to_dict("records")]
-                 if others else "")
+    table.insert(
+        1 + len(others), "cell", [cell_label(r, others) for r in table[others].to_dict("records")] if others else ""
+    )
     rank = table["boundary_median"].fillna(np.inf).where(table["n"] > table["n_unlearned"], -np.inf)
     table = table.assign(_rank=-rank).sort_values(["cell", "_rank", "method"], kind="stable").drop(columns="_rank")
     return table[["method"] + others + columns[1:]].reset_index(drop=True)
@@ -102,8 +126,10 @@ def boundary_by_method(rows: pd.DataFrame, facet: str = "cell") -> Figure:
     that holds is drawn as a triangle above its last evaluated length ("holds to L").
     ``rows``: :func:`per_trial` frame with a ``cell`` column for the panels."""
     panels = list(dict.fromkeys(rows[facet])) if facet in rows and len(rows) else [""]
-    fig = Figure(figsize=(max(5.0, 0.9 * rows["method"].nunique() + 2) if len(rows) else 5, 3.2 * len(panels)),
-                 layout="constrained")
+    fig = Figure(
+        figsize=(max(5.0, 0.9 * rows["method"].nunique() + 2) if len(rows) else 5, 3.2 * len(panels)),
+        layout="constrained",
+    )
     axes = fig.subplots(len(panels), 1, squeeze=False).ravel()
     for ax, panel in zip(axes, panels):
         part = rows[rows[facet] == panel] if facet in rows else rows
@@ -113,8 +139,14 @@ def boundary_by_method(rows: pd.DataFrame, facet: str = "cell") -> Figure:
             breaks, holds = m[m["boundary"].notna()], m[m["boundary"].isna() & m["holds_to"].notna()]
             jitter = np.linspace(-0.15, 0.15, max(len(m), 1))
             ax.scatter(i + jitter[: len(breaks)], breaks["boundary"], color="C0", s=18, zorder=3)
-            ax.scatter(i + jitter[len(breaks): len(breaks) + len(holds)], holds["holds_to"] + 0.5, marker="^",
-                       color="C2", s=30, zorder=3)
+            ax.scatter(
+                i + jitter[len(breaks) : len(breaks) + len(holds)],
+                holds["holds_to"] + 0.5,
+                marker="^",
+                color="C2",
+                s=30,
+                zorder=3,
+            )
             values = m["boundary"].fillna(m["holds_to"] + 0.5)
             if values.notna().any():
                 ax.hlines(values.median(), i - 0.3, i + 0.3, color="k", lw=1.5)
@@ -135,10 +167,12 @@ def report_section(page, trials: pd.DataFrame, final: pd.DataFrame, threshold: f
     if table.empty:
         return
     page.section("Length-generalization methods")
-    page.text(f"Boundary per method: the first OOD length where exact match falls below {threshold:g} x the ID "
-              "exact match, quartiles over the seeds of each cell (a seed that never breaks ranks above every "
-              "length); 'holds to L' = no boundary up to the last length L evaluated.  equivalence_beyond: the "
-              "median equivalence rate (answer = f(a mod 10^n, b mod 10^n)) from the boundary on.")
+    page.text(
+        f"Boundary per method: the first OOD length where exact match falls below {threshold:g} x the ID "
+        "exact match, quartiles over the seeds of each cell (a seed that never breaks ranks above every "
+        "length); 'holds to L' = no boundary up to the last length L evaluated.  equivalence_beyond: the "
+        "median equivalence rate (answer = f(a mod 10^n, b mod 10^n)) from the boundary on."
+    )
     page.table("methods", table, "Method comparison per cell")
     rows = per_trial(final[final["len_a"].notna()], threshold)
     others = [a for a in cell_axes(trials) if a not in METHOD_AXES and a in rows]

@@ -23,11 +23,21 @@ from analysis.load import axis_order, cell_axes, cell_label, fmt
 ID_SHADE = "#e8f1e4"  # background of the in-distribution range
 MISSING = "#d9d9d9"  # cells without a value
 LABELS = {
-    "exact_match": "exact match", "digit_acc": "digit accuracy", "equivalence": "equivalence rate",
-    "equivalence_of_wrong": "equivalence share of wrong", "chance": "chance (mod p)", "nmse": "normalized error",
-    "model.size": "model size", "task.digits": "training digits", "task.mix_weight": "mixture weight",
-    "n_context": "in-context examples k", "length": "operand length", "boundary": "boundary",
-    "ood_score": "mean OOD score", "id_score": "ID score", "structure": "units-digit probe accuracy",
+    "exact_match": "exact match",
+    "digit_acc": "digit accuracy",
+    "equivalence": "equivalence rate",
+    "equivalence_of_wrong": "equivalence share of wrong",
+    "chance": "chance (mod p)",
+    "nmse": "normalized error",
+    "model.size": "model size",
+    "task.digits": "training digits",
+    "task.mix_weight": "mixture weight",
+    "n_context": "in-context examples k",
+    "length": "operand length",
+    "boundary": "boundary",
+    "ood_score": "mean OOD score",
+    "id_score": "ID score",
+    "structure": "units-digit probe accuracy",
     "repr_equivalence": "representation equivalence",
 }
 
@@ -42,8 +52,9 @@ def _title(fig: Figure, text: str, fontsize: float = 11.0) -> None:
     fig.suptitle(textwrap.fill(text, chars), fontsize=fontsize)
 
 
-def _panels(n: int, ncols: int = 3, width: float = 4.2, height: float = 3.3,
-            sharey: bool = True) -> tuple[Figure, list[Any]]:
+def _panels(
+    n: int, ncols: int = 3, width: float = 4.2, height: float = 3.3, sharey: bool = True
+) -> tuple[Figure, list[Any]]:
     n = max(n, 1)
     ncols = min(ncols, n)
     nrows = -(-n // ncols)
@@ -84,8 +95,9 @@ def drawn_texts(fig: Figure, dpi: float = 110.0) -> list[tuple[str, Any]]:
         fig.set_dpi(old)
 
 
-def clipped_texts(fig: Figure, dpi: float = 110.0, tolerance: float = 1.0,
-                  texts: list[tuple[str, Any]] | None = None) -> list[str]:
+def clipped_texts(
+    fig: Figure, dpi: float = 110.0, tolerance: float = 1.0, texts: list[tuple[str, Any]] | None = None
+) -> list[str]:
     """The texts of ``fig`` that reach outside the figure when it is saved at ``dpi``
     (cut off in the PNG), each as ``'text' (x0..x1, y0..y1 px of W x H)``; [] when all fit.
     ``tolerance``: pixels a text may overhang (antialiasing); ``texts``: what
@@ -94,8 +106,9 @@ def clipped_texts(fig: Figure, dpi: float = 110.0, tolerance: float = 1.0,
     out = []
     for text, box in drawn_texts(fig, dpi) if texts is None else texts:
         if box.x0 < -tolerance or box.y0 < -tolerance or box.x1 > width + tolerance or box.y1 > height + tolerance:
-            out.append(f"{text!r} ({box.x0:.0f}..{box.x1:.0f}, {box.y0:.0f}..{box.y1:.0f} px of "
-                       f"{width:.0f} x {height:.0f})")
+            out.append(
+                f"{text!r} ({box.x0:.0f}..{box.x1:.0f}, {box.y0:.0f}..{box.y1:.0f} px of {width:.0f} x {height:.0f})"
+            )
     return out
 
 
@@ -126,10 +139,18 @@ def text_color(face: tuple[float, ...] | None) -> str:
     return "black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.5 else "white"
 
 
-def phase_diagram(cells: pd.DataFrame, x: str, y: str | None, value: str = "boundary", facet: str | None = None,
-                  title: str | None = None, cmap: str = "viridis",
-                  limits: tuple[float, float] | None = None, name: str | None = None,
-                  bar_label: str | None = None) -> Figure:
+def phase_diagram(
+    cells: pd.DataFrame,
+    x: str,
+    y: str | None,
+    value: str = "boundary",
+    facet: str | None = None,
+    title: str | None = None,
+    cmap: str = "viridis",
+    limits: tuple[float, float] | None = None,
+    name: str | None = None,
+    bar_label: str | None = None,
+) -> Figure:
     """A heat map of ``value`` over two grid axes (one row when ``y`` is None), one
     panel per value of ``facet``.
 
@@ -180,8 +201,7 @@ def phase_diagram(cells: pd.DataFrame, x: str, y: str | None, value: str = "boun
             elif np.isfinite(grid[i, j]):
                 text[i][j] = fmt(round(grid[i, j], 2))
         ax.set_facecolor(MISSING)
-        image = ax.imshow(np.ma.masked_invalid(grid), origin="lower", cmap=cmap, vmin=vmin, vmax=vmax,
-                          aspect="auto")
+        image = ax.imshow(np.ma.masked_invalid(grid), origin="lower", cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
         for i in range(len(ys)):
             for j in range(len(xs)):
                 if text[i][j]:
@@ -205,8 +225,14 @@ def phase_diagram(cells: pd.DataFrame, x: str, y: str | None, value: str = "boun
     return fig
 
 
-def length_curves(curve: pd.DataFrame, metric: str = "exact_match", hue: str | None = None,
-                  facet: str | None = None, cells: pd.DataFrame | None = None, max_panels: int = 9) -> Figure:
+def length_curves(
+    curve: pd.DataFrame,
+    metric: str = "exact_match",
+    hue: str | None = None,
+    facet: str | None = None,
+    cells: pd.DataFrame | None = None,
+    max_panels: int = 9,
+) -> Figure:
     """Score against operand length: the best trial (line) and the middle half of the
     cell's trials (band), the ID range shaded; one panel per ``facet`` value, one
     line per ``hue`` value (or per cell).  With a breakdown table ``cells``, each
@@ -225,10 +251,26 @@ def length_curves(curve: pd.DataFrame, metric: str = "exact_match", hue: str | N
         if len(id_x):
             edge = id_x.max() + 0.5
             ax.axvspan(part["x"].min() - 0.5, edge, color=ID_SHADE, zorder=0)
-            ax.text(edge - 0.1, 0.5, "ID", ha="right", va="center", fontsize=8, color="grey",
-                    transform=ax.get_xaxis_transform())
-            ax.text(edge + 0.1, 0.5, "OOD", ha="left", va="center", fontsize=8, color="grey",
-                    transform=ax.get_xaxis_transform())
+            ax.text(
+                edge - 0.1,
+                0.5,
+                "ID",
+                ha="right",
+                va="center",
+                fontsize=8,
+                color="grey",
+                transform=ax.get_xaxis_transform(),
+            )
+            ax.text(
+                edge + 0.1,
+                0.5,
+                "OOD",
+                ha="left",
+                va="center",
+                fontsize=8,
+                color="grey",
+                transform=ax.get_xaxis_transform(),
+            )
         lines = _groups(part, hue) if hue else [(c, part[part["cell"] == c]) for c in dict.fromkeys(part["cell"])]
         for i, (hv, line) in enumerate(lines):
             line = line.sort_values("x")
@@ -281,8 +323,15 @@ def equivalence_bars(table: pd.DataFrame, max_panels: int = 6) -> Figure:
         pos = np.arange(len(part))
         for i, metric in enumerate(bars):
             values = part[metric]
-            drawn = ax.bar(pos + (i - (len(bars) - 1) / 2) * width, values.fillna(0), width, label=_label(metric),
-                           color=f"C{i}", hatch="//" if metric == "chance" else None, edgecolor="white")
+            drawn = ax.bar(
+                pos + (i - (len(bars) - 1) / 2) * width,
+                values.fillna(0),
+                width,
+                label=_label(metric),
+                color=f"C{i}",
+                hatch="//" if metric == "chance" else None,
+                edgecolor="white",
+            )
             ax.bar_label(drawn, labels=[_bar_text(v) for v in values], fontsize=6, padding=1, rotation=90)
         ax.set_xticks(pos, [fmt(v) for v in part["x"]])
         ax.set_xlabel("OOD " + _label("length"))
@@ -320,8 +369,11 @@ def finding_bars(findings: pd.DataFrame) -> Figure:
     findings = findings[findings["verdict"] != "no_trial"]
     if findings.empty:
         return _empty("no cells with evaluations")
-    bars = [("id_score", "ID exact match", "C2"), ("exact_match_beyond", "exact match from the boundary on", "C3"),
-            ("equivalence_beyond", "equivalence rate there", "C0")]
+    bars = [
+        ("id_score", "ID exact match", "C2"),
+        ("exact_match_beyond", "exact match from the boundary on", "C3"),
+        ("equivalence_beyond", "equivalence rate there", "C0"),
+    ]
     n = len(findings)
     fig = Figure(figsize=(max(6.4, 1.6 * n + 2.0), 4.0), layout="constrained")
     ax = fig.subplots()
@@ -333,14 +385,19 @@ def finding_bars(findings: pd.DataFrame) -> Figure:
         ax.bar_label(drawn, labels=[_bar_text(v) for v in values], fontsize=8, padding=1)
     names = []
     for row in findings.to_dict("records"):
-        names.append(f"{_short_cell(row['cell'])}\n{row['seeds'] if row['verdict'] in ('breaks', 'holds') else 'no ID skill'}")
+        names.append(
+            f"{_short_cell(row['cell'])}\n{row['seeds'] if row['verdict'] in ('breaks', 'holds') else 'no ID skill'}"
+        )
     ax.set_xticks(pos, names, fontsize=8)
     ax.set_ylim(0, 1.15)
     ax.set_yticks([0, 0.25, 0.5, 0.75, 1.0], ["0%", "25%", "50%", "75%", "100%"])
     ax.grid(axis="y", alpha=0.3)
     fig.legend(loc="outside lower center", ncols=len(bars), fontsize=8)
-    _title(fig, "per cell: learned in distribution, lost beyond the boundary, and what the answers are there "
-                "(medians over seeds, bars in %)")
+    _title(
+        fig,
+        "per cell: learned in distribution, lost beyond the boundary, and what the answers are there "
+        "(medians over seeds, bars in %)",
+    )
     return fig
 
 
@@ -360,8 +417,10 @@ def gap_bars(findings: pd.DataFrame) -> Figure:
         ax.bar_label(drawn, labels=["n/a" if pd.isna(v) else f"{v:+.2f}" for v in values], fontsize=8, padding=1)
     ax.axhline(0, color="black", lw=0.8)
     ax.set_xticks(pos, [_short_cell(c) for c in findings["cell"]], fontsize=8)
-    low, high = float(np.nanmin(findings[["gap_id", "gap_ood"]].to_numpy(float))), float(
-        np.nanmax(findings[["gap_id", "gap_ood"]].to_numpy(float)))
+    low, high = (
+        float(np.nanmin(findings[["gap_id", "gap_ood"]].to_numpy(float))),
+        float(np.nanmax(findings[["gap_id", "gap_ood"]].to_numpy(float))),
+    )
     span = max(high - min(low, 0.0), 0.05)
     ax.set_ylim(min(low, 0.0) - 0.15 * span, max(high, 0.0) + 0.2 * span)
     ax.set_ylabel("excess normalized error")
@@ -374,8 +433,9 @@ def gap_bars(findings: pd.DataFrame) -> Figure:
 # --------------------------------------------------------------------------- in-context learning
 
 
-def nmse_curves(curves: pd.DataFrame, shift: str = "none", shift_value: float | None = None,
-                max_panels: int = 6) -> Figure:
+def nmse_curves(
+    curves: pd.DataFrame, shift: str = "none", shift_value: float | None = None, max_panels: int = 6
+) -> Figure:
     """Normalized error against k for the model (best trial, band: 25-75% of trials)
     and each baseline (dashed), one panel per cell; OOD k shaded off.
 
@@ -402,8 +462,14 @@ def nmse_curves(curves: pd.DataFrame, shift: str = "none", shift_value: float | 
                 ax.fill_between(line["n_context"], line["q25"], line["q75"], color="C0", alpha=0.2, linewidth=0)
                 ax.plot(line["n_context"], line["best"], "-", color="C0", lw=2, label="model")
             else:
-                ax.plot(line["n_context"], line["best"], "--", color=f"C{i % 9 + 1}", lw=1.2,
-                        label=metric.removeprefix("nmse_"))
+                ax.plot(
+                    line["n_context"],
+                    line["best"],
+                    "--",
+                    color=f"C{i % 9 + 1}",
+                    lw=1.2,
+                    label=metric.removeprefix("nmse_"),
+                )
         ax.set_title(cell, fontsize=9)
         ax.set_xlabel(_label("n_context"))
         ax.set_ylabel(_label("nmse"))
@@ -442,8 +508,16 @@ def shift_error_curves(errors: pd.DataFrame, max_panels: int = 6) -> Figure:
                 ax.plot(pts["shift_value"], pts["best"], "o", mfc=face, mec=f"C{i % 10}", ms=5)
         base = part[part["metric"] != "nmse"].groupby(["metric", "shift_value"])["best"].mean().reset_index()
         for j, (metric, line) in enumerate(base.groupby("metric")):
-            ax.plot(line["shift_value"], line["best"], "--", color="grey", lw=1,
-                    marker=["s", "^", "v", "d", "*"][j % 5], ms=4, label=metric.removeprefix("nmse_"))
+            ax.plot(
+                line["shift_value"],
+                line["best"],
+                "--",
+                color="grey",
+                lw=1,
+                marker=["s", "^", "v", "d", "*"][j % 5],
+                ms=4,
+                label=metric.removeprefix("nmse_"),
+            )
         ax.set_xlabel(shift)
         ax.set_ylabel(_label("nmse"))
         ax.set_ylim(0, _nmse_top(model["best"]))
@@ -482,9 +556,10 @@ def mixture_effect_curves(mix: pd.DataFrame, mix_axis: str = "task.mix_weight", 
     an :func:`analysis.icl.mixture_effect` frame."""
     if mix.empty:
         return _empty("no mixture axis")
-    others = [c for c in mix.columns[1:list(mix.columns).index(mix_axis)]]
-    mix = mix.assign(_group=[" | ".join(f"{fmt(r[c])}" for c in others) for r in mix[others].to_dict("records")]
-                     if others else "")
+    others = [c for c in mix.columns[1 : list(mix.columns).index(mix_axis)]]
+    mix = mix.assign(
+        _group=[" | ".join(f"{fmt(r[c])}" for c in others) for r in mix[others].to_dict("records")] if others else ""
+    )
     shifts = sorted(mix["shift"].unique(), key=lambda s: (s != "none", s))
     panels = [(g, s) for g in dict.fromkeys(mix["_group"]) for s in shifts][:max_panels]
     fig, axes = _panels(len(panels), ncols=len(shifts), sharey=False)
@@ -521,8 +596,14 @@ def nnz_profile_curves(profile: pd.DataFrame, mix_axis: str = "task.mix_weight")
             ax.plot(line["shift_value"], line["median"], "-o", ms=4, color=f"C{i % 10}", label=cell)
         base = part[part["metric"] != "nmse"].groupby(["metric", "shift_value"])["median"].median().reset_index()
         for j, (metric, line) in enumerate(base.groupby("metric")):
-            ax.plot(line["shift_value"], line["median"], "--", color=["black", "grey", "tan"][j % 3], lw=1.2,
-                    label=metric.removeprefix("nmse_"))
+            ax.plot(
+                line["shift_value"],
+                line["median"],
+                "--",
+                color=["black", "grey", "tan"][j % 3],
+                lw=1.2,
+                label=metric.removeprefix("nmse_"),
+            )
         ax.set_xlabel("nnz (non-zero coefficients; d = dense)")
         ax.set_ylabel(_label("nmse"))
         ax.set_title(f"k = {k} in-context examples", fontsize=9)
@@ -562,7 +643,9 @@ def pca_scatter(points: pd.DataFrame, steps: Iterable[int] | None = None, max_pa
         ax.set_ylabel("PC2")
     axes[-1].legend(fontsize=6, title="label", title_fontsize=7, loc="center left", bbox_to_anchor=(1, 0.5))
     trial = points["trial_id"].iloc[0]
-    _title(fig, f"hidden state of the units digit, trial {trial}: first two principal components (dots: ID, crosses: OOD)")
+    _title(
+        fig, f"hidden state of the units digit, trial {trial}: first two principal components (dots: ID, crosses: OOD)"
+    )
     return fig
 
 
@@ -584,12 +667,16 @@ def separation_curves(sep: pd.DataFrame, split: str = "all", max_lines: int = 10
     ax.set_ylabel("between-label share of variance")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    ax.set_title("how cleanly the hidden states separate the units digit,\nover training (1 = one tight cluster per digit)", fontsize=10)
+    ax.set_title(
+        "how cleanly the hidden states separate the units digit,\nover training (1 = one tight cluster per digit)",
+        fontsize=10,
+    )
     return fig
 
 
-def structure_curves(curves: pd.DataFrame, score: str = "structure score", max_panels: int = 6,
-                     max_lines: int = 8) -> Figure:
+def structure_curves(
+    curves: pd.DataFrame, score: str = "structure score", max_panels: int = 6, max_lines: int = 8
+) -> Figure:
     """The ID structure score (solid) next to the ID accuracy (dashed) over training, one
     panel per cell, one colour per trial (the line styles in a legend under the panels).
     ``curves`` is an
@@ -614,8 +701,10 @@ def structure_curves(curves: pd.DataFrame, score: str = "structure score", max_p
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6, title="trial", title_fontsize=6)
     axes[0].set_ylabel("accuracy")
-    styles = [Line2D([], [], color="grey", ls="-", marker="o", ms=3, label=f"{score} (held-out ID inputs)"),
-              Line2D([], [], color="grey", ls="--", label="ID exact match")]
+    styles = [
+        Line2D([], [], color="grey", ls="-", marker="o", ms=3, label=f"{score} (held-out ID inputs)"),
+        Line2D([], [], color="grey", ls="--", label="ID exact match"),
+    ]
     fig.legend(handles=styles, loc="outside lower center", ncols=2, fontsize=8)
     _title(fig, f"does structure come first? {score} vs ID accuracy over training")
     return fig
@@ -689,8 +778,9 @@ def attention_heatmap(table: pd.DataFrame, title: str = "attention alignment") -
         ax.set_yticks(range(grid.shape[0]), [f"L{int(l)} H{int(h)}" for l, h in grid.index], fontsize=7)
         for (r, c), v in np.ndenumerate(grid.to_numpy()):
             if np.isfinite(v):
-                ax.text(c, r, f"{v:.2f}", ha="center", va="center", fontsize=6,
-                        color=text_color(image.cmap(image.norm(v))))
+                ax.text(
+                    c, r, f"{v:.2f}", ha="center", va="center", fontsize=6, color=text_color(image.cmap(image.norm(v)))
+                )
         ax.set_xlabel("answer digit i (0 = units)")
         ax.set_title(f"{split.upper()}, operand length {int(length)}", fontsize=9)
     if image is not None:
@@ -716,8 +806,14 @@ def _axis_units(ax: Any, which: str, values: list[str] | None) -> None:
     axis.set_major_formatter(plain)
 
 
-def threshold_curves(curves: pd.DataFrame, seeds: pd.DataFrame, table: pd.DataFrame,
-                     values: list[str] | None = None, ncols: int = 3, title: str | None = None) -> Figure:
+def threshold_curves(
+    curves: pd.DataFrame,
+    seeds: pd.DataFrame,
+    table: pd.DataFrame,
+    values: list[str] | None = None,
+    ncols: int = 3,
+    title: str | None = None,
+) -> Figure:
     """P(success) along the search axis, one panel per cell of a threshold search: the fitted
     curve (``curves``: cell, position, p_success, :func:`analysis.thresholds.curves`), each
     seed's outcome as a dot at 1 (success) or 0 (failure), jittered so that a point's seeds
@@ -752,22 +848,29 @@ def threshold_curves(curves: pd.DataFrame, seeds: pd.DataFrame, table: pd.DataFr
         ax.grid(alpha=0.3)
         if row["cell"] not in ("all", ""):
             ax.set_title(textwrap.fill(str(row["cell"]).replace("|", " | "), 48), fontsize=8)
-    for ax in axes[::min(ncols, len(cells))]:
+    for ax in axes[:: min(ncols, len(cells))]:
         ax.set_ylabel(f"P({first['criterion']})")
-    handles = [Line2D([], [], color="C0", lw=1.8, label="fitted P(success)"),
-               Line2D([], [], ls="", marker="o", color="C2", label="seed succeeded"),
-               Line2D([], [], ls="", marker="o", color="C3", label="seed failed"),
-               Line2D([], [], color="C1", lw=1.6, label="threshold"),
-               Line2D([], [], color="C1", lw=6, alpha=0.3, label=f"{100 * first['level']:.0f}% interval"),
-               Line2D([], [], color="0.45", ls=":", label=f"target P = {first['target']:g}")]
+    handles = [
+        Line2D([], [], color="C0", lw=1.8, label="fitted P(success)"),
+        Line2D([], [], ls="", marker="o", color="C2", label="seed succeeded"),
+        Line2D([], [], ls="", marker="o", color="C3", label="seed failed"),
+        Line2D([], [], color="C1", lw=1.6, label="threshold"),
+        Line2D([], [], color="C1", lw=6, alpha=0.3, label=f"{100 * first['level']:.0f}% interval"),
+        Line2D([], [], color="0.45", ls=":", label=f"target P = {first['target']:g}"),
+    ]
     fig.legend(handles=handles, loc="outside lower center", ncol=3, fontsize=8, frameon=False)
-    _title(fig, title or f"P({first['criterion']}) along {first['axis']} per cell: the searcher's fit, each "
-                         f"seed's outcome, the threshold where P = {first['target']:g} and its interval")
+    _title(
+        fig,
+        title
+        or f"P({first['criterion']}) along {first['axis']} per cell: the searcher's fit, each "
+        f"seed's outcome, the threshold where P = {first['target']:g} and its interval",
+    )
     return fig
 
 
-def threshold_phase(cells: pd.DataFrame, x: str, hue: str | None = None, facet: str | None = None,
-                    values: list[str] | None = None) -> Figure:
+def threshold_phase(
+    cells: pd.DataFrame, x: str, hue: str | None = None, facet: str | None = None, values: list[str] | None = None
+) -> Figure:
     """The threshold against the other grid axes: the estimate per cell along ``x`` with its
     credible interval as an error bar, one line per value of ``hue``, one panel per value of
     ``facet``; hollow markers where the search stopped short of its tolerance (budget) or
@@ -785,12 +888,25 @@ def threshold_phase(cells: pd.DataFrame, x: str, hue: str | None = None, facet: 
         for i, (hv, line) in enumerate(lines):
             line = line.assign(_x=line[x].map(lambda v: v if numeric else order.index(v))).sort_values("_x")
             color = f"C{i % 10}"
-            ax.errorbar(line["_x"], line["estimate"], yerr=[line["estimate"] - line["low"],
-                                                           line["high"] - line["estimate"]],
-                        color=color, lw=1.4, capsize=3, label=None if hv is None or hue is None else f"{_label(hue)} = {fmt(hv)}")
+            ax.errorbar(
+                line["_x"],
+                line["estimate"],
+                yerr=[line["estimate"] - line["low"], line["high"] - line["estimate"]],
+                color=color,
+                lw=1.4,
+                capsize=3,
+                label=None if hv is None or hue is None else f"{_label(hue)} = {fmt(hv)}",
+            )
             done = (line["stopped"] == "converged").to_numpy()
-            ax.scatter(line["_x"], line["estimate"], s=36, zorder=3, color=color,
-                       facecolors=np.where(done, color, "white").tolist(), edgecolors=color)
+            ax.scatter(
+                line["_x"],
+                line["estimate"],
+                s=36,
+                zorder=3,
+                color=color,
+                facecolors=np.where(done, color, "white").tolist(),
+                edgecolors=color,
+            )
         if not numeric:
             ax.set_xticks(range(len(order)), [fmt(v) for v in order])
         else:
@@ -805,7 +921,10 @@ def threshold_phase(cells: pd.DataFrame, x: str, hue: str | None = None, facet: 
         if hue:
             ax.legend(fontsize=7)
     axes[0].set_ylabel(f"threshold of {_label(str(first['axis']))}")
-    _title(fig, f"threshold of {first['axis']} where P({first['criterion']}) = {first['target']:g}, by {_label(x)}"
-                + (f" and {_label(hue)}" if hue else "")
-                + f" ({100 * first['level']:.0f}% intervals; hollow: not converged)")
+    _title(
+        fig,
+        f"threshold of {first['axis']} where P({first['criterion']}) = {first['target']:g}, by {_label(x)}"
+        + (f" and {_label(hue)}" if hue else "")
+        + f" ({100 * first['level']:.0f}% intervals; hollow: not converged)",
+    )
     return fig

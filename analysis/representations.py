@@ -40,11 +40,11 @@ def separation(points: pd.DataFrame) -> pd.DataFrame:
     rows = []
     both = points.assign(split="all")
     for (trial, kind, step, split), g in pd.concat([points, both]).groupby(
-            ["trial_id", "kind", "step", "split"], sort=True):
+        ["trial_id", "kind", "step", "split"], sort=True
+    ):
         ratio, r2 = separation_score(g[["pc1", "pc2"]].to_numpy(), g["label"].to_numpy())
         rows.append((trial, kind, int(step), split, len(g), g["label"].nunique(), ratio, r2))
-    return pd.DataFrame(rows, columns=["trial_id", "kind", "step", "split", "n_points", "n_labels",
-                                       "separation", "r2"])
+    return pd.DataFrame(rows, columns=["trial_id", "kind", "step", "split", "n_points", "n_labels", "separation", "r2"])
 
 
 # --------------------------------------------------------------------------- structure scores
@@ -56,8 +56,9 @@ def separation(points: pd.DataFrame) -> pd.DataFrame:
 FINAL_LAYER = -1
 
 
-def score_rows(scores: pd.DataFrame, kind: str, position: int | None = None, split: str | None = None,
-               layer: int = FINAL_LAYER) -> pd.DataFrame:
+def score_rows(
+    scores: pd.DataFrame, kind: str, position: int | None = None, split: str | None = None, layer: int = FINAL_LAYER
+) -> pd.DataFrame:
     """The rows of one score: ``kind`` at ``position`` (any when None), ``split``, ``layer``."""
     keep = (scores["kind"] == kind) & (scores["layer"] == layer)
     if position is not None:
@@ -71,8 +72,9 @@ def _trial_columns(frame: pd.DataFrame) -> list[str]:
     return [c for c in ("trial_id", "grid_point", "status", "family") if c in frame] + axis_columns(frame)
 
 
-def structure_vs_accuracy(scores: pd.DataFrame, evals: pd.DataFrame, kind: str = "probe_digit", position: int = 0,
-                          metric: str = "exact_match") -> pd.DataFrame:
+def structure_vs_accuracy(
+    scores: pd.DataFrame, evals: pd.DataFrame, kind: str = "probe_digit", position: int = 0, metric: str = "exact_match"
+) -> pd.DataFrame:
     """Per trial and step: the ID structure score next to the ID accuracy.
 
     ``evals`` holds eval rows of the same trials (every step, e.g. ``load.evals``).
@@ -100,8 +102,14 @@ def first_crossings(curves: pd.DataFrame, threshold: float = 0.9) -> pd.DataFram
         for column in ("structure", "accuracy"):
             reached = g.loc[g[column] >= threshold, "step"]
             first[column] = float(reached.min()) if len(reached) else np.nan
-        rows.append({"trial_id": trial, "structure_step": first["structure"], "accuracy_step": first["accuracy"],
-                     "lead": first["accuracy"] - first["structure"]})
+        rows.append(
+            {
+                "trial_id": trial,
+                "structure_step": first["structure"],
+                "accuracy_step": first["accuracy"],
+                "lead": first["accuracy"] - first["structure"],
+            }
+        )
     out = pd.DataFrame(rows, columns=["trial_id", "structure_step", "accuracy_step", "lead"])
     info = curves[_trial_columns(curves)].drop_duplicates("trial_id")
     return info.merge(out, on="trial_id")
@@ -119,8 +127,9 @@ def _distribution(rows: pd.DataFrame, keys: list[str], value: str = "value") -> 
     return out.reset_index()
 
 
-def structure_by_length(scores: pd.DataFrame, kind: str = "probe_digit", position: int = 0,
-                        by: list[str] | None = None) -> pd.DataFrame:
+def structure_by_length(
+    scores: pd.DataFrame, kind: str = "probe_digit", position: int = 0, by: list[str] | None = None
+) -> pd.DataFrame:
     """A structure score against the operand length, per cell, at each trial's final step.
 
     Columns: family, the ``by`` axes (default: every non-seed grid axis), cell, length,
@@ -134,8 +143,14 @@ def structure_by_length(scores: pd.DataFrame, kind: str = "probe_digit", positio
     return out.sort_values(["cell", "length"], kind="stable").reset_index(drop=True)
 
 
-def structure_cells(scores: pd.DataFrame, trials: pd.DataFrame, kind: str = "probe_digit", position: int = 0,
-                    split: str = "id", by: list[str] | None = None) -> pd.DataFrame:
+def structure_cells(
+    scores: pd.DataFrame,
+    trials: pd.DataFrame,
+    kind: str = "probe_digit",
+    position: int = 0,
+    split: str = "id",
+    by: list[str] | None = None,
+) -> pd.DataFrame:
     """One structure score per cell of the grid, for a phase diagram.
 
     Each usable trial's score at its final step: on ID inputs (split "id"), or on the
@@ -149,7 +164,9 @@ def structure_cells(scores: pd.DataFrame, trials: pd.DataFrame, kind: str = "pro
     by = cell_axes(trials) if by is None else list(by)
     per_trial = rows.groupby(["trial_id"] + ["family"] + by, dropna=False, observed=True)["value"].mean()
     dist = _distribution(per_trial.reset_index(), ["family"] + by)
-    grid = expected_cells(trials[trials["family"].isin(set(rows["family"]))], by) if len(rows) else dist[["family"] + by]
+    grid = (
+        expected_cells(trials[trials["family"].isin(set(rows["family"]))], by) if len(rows) else dist[["family"] + by]
+    )
     out = grid.merge(dist, on=["family"] + by, how="left").rename(columns={"median": "structure"})
     out["n"] = out["n"].fillna(0).astype(int)
     out.insert(1 + len(by), "cell", [cell_label(r, by) for r in out.to_dict("records")])
@@ -179,8 +196,9 @@ def attention_map(scores: pd.DataFrame, trial_id: str, kind: str = "attention_al
     return out.sort_values(["split", "length", "layer", "head", "position"], kind="stable").reset_index(drop=True)
 
 
-def structure_by_layer(scores: pd.DataFrame, kind: str = "probe_digit", split: str = "id",
-                       by: list[str] | None = None) -> pd.DataFrame:
+def structure_by_layer(
+    scores: pd.DataFrame, kind: str = "probe_digit", split: str = "id", by: list[str] | None = None
+) -> pd.DataFrame:
     """A structure score per probed layer and answer digit, per cell, at each trial's final step
     (median and quartiles over the cell's usable trials; OOD: the shortest OOD length).  Layer
     -1 is the final state, l >= 0 the residual stream after block l.  Columns: family, the
@@ -197,5 +215,9 @@ def structure_by_layer(scores: pd.DataFrame, kind: str = "probe_digit", split: s
     out.insert(1 + len(by), "cell", [cell_label(r, by) for r in out.to_dict("records")])
     # the final state (-1) after the blocks
     order = out["layer"].where(out["layer"] >= 0, np.inf)
-    return out.assign(_order=order).sort_values(["cell", "_order", "position"], kind="stable").drop(
-        columns="_order").reset_index(drop=True)
+    return (
+        out.assign(_order=order)
+        .sort_values(["cell", "_order", "position"], kind="stable")
+        .drop(columns="_order")
+        .reset_index(drop=True)
+    )

@@ -19,8 +19,23 @@ from analysis import breakdown as bd
 from analysis import icl
 from analysis.load import NOT_SCORED, cell_label, fmt
 
-FINDING_COLUMNS = ["cell", "n_usable", "n_trials", "n_learned", "n_break", "id_score", "id_min", "id_max", "boundary",
-                   "x_max", "verdict", "seeds", "best_seed", "exact_match_beyond", "equivalence_beyond"]
+FINDING_COLUMNS = [
+    "cell",
+    "n_usable",
+    "n_trials",
+    "n_learned",
+    "n_break",
+    "id_score",
+    "id_min",
+    "id_max",
+    "boundary",
+    "x_max",
+    "verdict",
+    "seeds",
+    "best_seed",
+    "exact_match_beyond",
+    "equivalence_beyond",
+]
 
 
 def seed_beyond(seed_final: pd.DataFrame, threshold: float = 0.5) -> pd.DataFrame:
@@ -33,12 +48,23 @@ def seed_beyond(seed_final: pd.DataFrame, threshold: float = 0.5) -> pd.DataFram
     bounds = bd.trial_boundaries(em, "exact_match", threshold)
     bounds = bounds[(bounds["shift"] == "length") & bounds["monotone"].notna()][["trial_id", "boundary"]]
     eq = bd.trial_scores(seed_final, "equivalence")
-    rows = em[em["split"] == "ood"][["trial_id", "x", "score"]].merge(
-        eq[(eq["shift"] == "length") & (eq["split"] == "ood")][["trial_id", "x", "score"]].rename(
-            columns={"score": "equivalence"}), on=["trial_id", "x"], how="left").merge(bounds, on="trial_id")
+    rows = (
+        em[em["split"] == "ood"][["trial_id", "x", "score"]]
+        .merge(
+            eq[(eq["shift"] == "length") & (eq["split"] == "ood")][["trial_id", "x", "score"]].rename(
+                columns={"score": "equivalence"}
+            ),
+            on=["trial_id", "x"],
+            how="left",
+        )
+        .merge(bounds, on="trial_id")
+    )
     rows = rows[rows["boundary"].isna() | (rows["x"] >= rows["boundary"])]
-    beyond = rows.groupby("trial_id").agg(exact_match_beyond=("score", "mean"),
-                                          equivalence_beyond=("equivalence", "mean")).reset_index()
+    beyond = (
+        rows.groupby("trial_id")
+        .agg(exact_match_beyond=("score", "mean"), equivalence_beyond=("equivalence", "mean"))
+        .reset_index()
+    )
     return bounds.merge(beyond, on="trial_id", how="left")
 
 
@@ -52,22 +78,41 @@ def arithmetic_findings(table: pd.DataFrame, beyond: pd.DataFrame, seed_final: p
     medians over seeds of ``beyond`` (:func:`seed_beyond`): exact_match_beyond,
     equivalence_beyond."""
     rows = table[table["shift"] == "length"] if "shift" in table else table
-    by = [c for c in table.columns[1:table.columns.get_loc("cell")]]
+    by = [c for c in table.columns[1 : table.columns.get_loc("cell")]]
     cells = seed_final.drop_duplicates("trial_id")
     cells = cells.assign(cell=[cell_label(r, by) for r in cells.to_dict("records")])[["trial_id", "cell"]]
     per_cell = beyond.merge(cells, on="trial_id").groupby("cell")[["exact_match_beyond", "equivalence_beyond"]].median()
     out = []
     for row in rows.to_dict("records"):
-        verdict = ("no_trial" if not row["n_usable"] else "no_id" if not row["n_learned"] else
-                   "breaks" if row["n_break"] else "holds")
+        verdict = (
+            "no_trial"
+            if not row["n_usable"]
+            else "no_id"
+            if not row["n_learned"]
+            else "breaks"
+            if row["n_break"]
+            else "holds"
+        )
         medians = per_cell.loc[row["cell"]] if row["cell"] in per_cell.index else {}
-        out.append({"cell": row["cell"], "n_usable": row["n_usable"], "n_trials": row["n_trials"],
-                    "n_learned": row["n_learned"], "n_break": row["n_break"], "id_score": row["id_median"],
-                    "id_min": row["id_min"], "id_max": row["id_max"], "boundary": row["break_median"],
-                    "x_max": row["holds_to_max"], "verdict": verdict, "seeds": bd.seed_boundary_text(row),
-                    "best_seed": bd._boundary_text(row),
-                    "exact_match_beyond": medians.get("exact_match_beyond", np.nan),
-                    "equivalence_beyond": medians.get("equivalence_beyond", np.nan)})
+        out.append(
+            {
+                "cell": row["cell"],
+                "n_usable": row["n_usable"],
+                "n_trials": row["n_trials"],
+                "n_learned": row["n_learned"],
+                "n_break": row["n_break"],
+                "id_score": row["id_median"],
+                "id_min": row["id_min"],
+                "id_max": row["id_max"],
+                "boundary": row["break_median"],
+                "x_max": row["holds_to_max"],
+                "verdict": verdict,
+                "seeds": bd.seed_boundary_text(row),
+                "best_seed": bd._boundary_text(row),
+                "exact_match_beyond": medians.get("exact_match_beyond", np.nan),
+                "equivalence_beyond": medians.get("equivalence_beyond", np.nan),
+            }
+        )
     return pd.DataFrame(out, columns=FINDING_COLUMNS)
 
 
@@ -88,8 +133,11 @@ def arithmetic_sentences(findings: pd.DataFrame, threshold: float = 0.5) -> list
             sentences.append(f"{name}: no usable seed ({ran}).")
             continue
         n = int(row["n_usable"])
-        spread = (f"median of {n} seeds, range {_pct(row['id_min'])}-{_pct(row['id_max'])}" if n > 1
-                  else "one seed: no spread")
+        spread = (
+            f"median of {n} seeds, range {_pct(row['id_min'])}-{_pct(row['id_max'])}"
+            if n > 1
+            else "one seed: no spread"
+        )
         head = f"{name}: ID exact match {_pct(row['id_score'])} ({spread})"
         if row["verdict"] == "no_id":
             sentences.append(f"{head}; no seed learned the task in distribution, so there is nothing to break.")
@@ -108,27 +156,32 @@ def icl_findings(gap: pd.DataFrame) -> pd.DataFrame:
     rows = gap[gap["shift"] == "none"]
     out = []
     for cell, part in rows.groupby("cell", sort=False):
-        out.append({
-            "cell": cell,
-            "n": int(part["n"].max()),
-            "gap_id": float(part.loc[part["split"] == "id", "gap_median"].mean()),
-            "gap_ood": float(part.loc[part["split"] == "ood", "gap_median"].mean()),
-            "best_baseline": part["best_baseline"].mode().iloc[0] if part["best_baseline"].notna().any() else None,
-        })
+        out.append(
+            {
+                "cell": cell,
+                "n": int(part["n"].max()),
+                "gap_id": float(part.loc[part["split"] == "id", "gap_median"].mean()),
+                "gap_ood": float(part.loc[part["split"] == "ood", "gap_median"].mean()),
+                "best_baseline": part["best_baseline"].mode().iloc[0] if part["best_baseline"].notna().any() else None,
+            }
+        )
     return pd.DataFrame(out, columns=["cell", "n", "gap_id", "gap_ood", "best_baseline"])
 
 
 def icl_sentences(findings: pd.DataFrame) -> list[str]:
     """One sentence per cell: the model's excess error over the best baseline, median over seeds."""
-    return [f"{r['cell'] or 'the study'}: normalized error {r['gap_id']:+.3f} vs the best baseline "
-            f"({(r['best_baseline'] or 'none').removeprefix('nmse_')}) with ID numbers of examples, "
-            f"{r['gap_ood']:+.3f} beyond them ("
-            + (f"medians over {r['n']} seeds)." if r["n"] > 1 else "one seed: no spread).")
-            for r in findings.to_dict("records")]
+    return [
+        f"{r['cell'] or 'the study'}: normalized error {r['gap_id']:+.3f} vs the best baseline "
+        f"({(r['best_baseline'] or 'none').removeprefix('nmse_')}) with ID numbers of examples, "
+        f"{r['gap_ood']:+.3f} beyond them ("
+        + (f"medians over {r['n']} seeds)." if r["n"] > 1 else "one seed: no spread).")
+        for r in findings.to_dict("records")
+    ]
 
 
-def summary_text(study: str, trials: pd.DataFrame, final: pd.DataFrame, metric: str | None = None,
-                 threshold: float = 0.5) -> str:
+def summary_text(
+    study: str, trials: pd.DataFrame, final: pd.DataFrame, metric: str | None = None, threshold: float = 0.5
+) -> str:
     """The end-of-sweep text table of ``study`` (see :func:`analysis.breakdown.format_summary`), one block
     per headline metric present (exact_match for arithmetic, nmse for icl) unless
     ``metric`` is given.  ``trials`` and ``final`` as :func:`analysis.load.study_frames`
@@ -139,15 +192,17 @@ def summary_text(study: str, trials: pd.DataFrame, final: pd.DataFrame, metric: 
     for name in [metric] if metric else bd.primary_metrics(final):
         seed_final, seed_trials = bd.seed_best(final, trials, name)  # one trial per seed: the distribution
         table = bd.breakdown(seed_final, seed_trials, metric=name, threshold=threshold)
-        by = [c for c in table.columns[1:table.columns.get_loc("cell")]]
+        by = [c for c in table.columns[1 : table.columns.get_loc("cell")]]
         extra = None
         if name == "exact_match" and "equivalence" in set(final["metric"]):
             found = arithmetic_findings(table, seed_beyond(seed_final, threshold), seed_final).set_index("cell")
             extra = ("equiv", {c: bd.format_value(v) for c, v in found["equivalence_beyond"].items()})
         text = bd.format_summary(table, bd.curves(seed_final, name, by=by), name, threshold, extra=extra)
         if extra:
-            text += ("\nequiv = share of answers equal to f(a mod 10^n, b mod 10^n) at the OOD lengths from each "
-                     "seed's boundary on (every OOD length for a seed that holds), median over the seeds.")
+            text += (
+                "\nequiv = share of answers equal to f(a mod 10^n, b mod 10^n) at the OOD lengths from each "
+                "seed's boundary on (every OOD length for a seed that holds), median over the seeds."
+            )
         blocks.append(text)
         if name == "nmse":
             blocks.append(nnz_block(final))
@@ -194,13 +249,18 @@ def threshold_sentences(rows: pd.DataFrame) -> list[str]:
         head = "" if r["cell"] in ("all", "", None) else f"{r['cell']}: "
         where = f"threshold of {r['axis']} where P({r['criterion']}) = {r['target']:g}"
         if r["low_value"] != f"{r['low']:g}":  # an ordered list: name the values around the threshold
-            found = (f"between {r['low_value']} and {r['high_value']}" if r["low_value"] != r["high_value"]
-                     else f"at {r['low_value']}")
+            found = (
+                f"between {r['low_value']} and {r['high_value']}"
+                if r["low_value"] != r["high_value"]
+                else f"at {r['low_value']}"
+            )
         else:
             found = f"{fmt_number(r['estimate'])} [{fmt_number(r['low'])}, {fmt_number(r['high'])}]"
         outside = "" if r["in_range"] else " (the interval lies outside the axis: widen it)"
-        lines.append(f"{head}{where}: {found} ({100 * r['level']:.0f}% interval){outside}, {int(r['trials'])} trials, "
-                     f"{int(r['seeds_per_point'])} seeds per point, {r['stopped']}")
+        lines.append(
+            f"{head}{where}: {found} ({100 * r['level']:.0f}% interval){outside}, {int(r['trials'])} trials, "
+            f"{int(r['seeds_per_point'])} seeds per point, {r['stopped']}"
+        )
     return lines
 
 

@@ -20,7 +20,14 @@ import pandas as pd
 
 from study.tune.runner import records_from_trials
 from study.tune.threshold import (
-    CellState, Record, ThresholdSearch, log_posterior, make_model, normalize, p_success, rebuild_cells
+    CellState,
+    Record,
+    ThresholdSearch,
+    log_posterior,
+    make_model,
+    normalize,
+    p_success,
+    rebuild_cells,
 )
 
 SEED_AXIS = "train.seed"  # the search assigns the seeds: every trial's grid has it
@@ -76,9 +83,17 @@ def outcomes(search: ThresholdSearch, trials: pd.DataFrame, cells: list[str] | N
     """Each ended seed with an outcome, one row each: cell, value (the axis value it trained
     at), position (axis units), seed, success (bool).  ``cells``: keep these cells only (the
     table's; a cell no longer in the spec is left out, as the searcher leaves it out)."""
-    rows = [{"cell": r.cell, "value": r.value, "position": search.position(r.value), "seed": r.seed,
-             "success": bool(r.success)}
-            for r in records(trials, search) if r.success is not None and (cells is None or r.cell in cells)]
+    rows = [
+        {
+            "cell": r.cell,
+            "value": r.value,
+            "position": search.position(r.value),
+            "seed": r.seed,
+            "success": bool(r.success),
+        }
+        for r in records(trials, search)
+        if r.success is not None and (cells is None or r.cell in cells)
+    ]
     frame = pd.DataFrame(rows, columns=["cell", "value", "position", "seed", "success"])
     return frame.astype({"seed": "Int64"}) if len(frame) else frame
 

@@ -46,8 +46,11 @@ def softmax_alone(K: int, T: int, seconds: float) -> dict[str, float]:
     timed = {}
     for name, softmax in (("torch", lambda x: x.softmax(-1)), ("written_out", RowSoftmax.apply)):
         timed[name] = seconds_per_call(lambda: torch.autograd.grad(softmax(scores), scores, grad), seconds)
-    return {"torch_ms": 1e3 * timed["torch"], "written_out_ms": 1e3 * timed["written_out"],
-            "ratio": timed["torch"] / timed["written_out"]}
+    return {
+        "torch_ms": 1e3 * timed["torch"],
+        "written_out_ms": 1e3 * timed["written_out"],
+        "ratio": timed["torch"] / timed["written_out"],
+    }
 
 
 def training_step(K: int, seconds: float) -> dict[str, float]:
@@ -74,8 +77,11 @@ def training_step(K: int, seconds: float) -> dict[str, float]:
         timed["torch"] += seconds_per_call(step, seconds / 3)
         model_module.attention_softmax = written_out
         timed["written_out"] += seconds_per_call(step, seconds / 3)
-    return {"torch_ms": 1e3 * timed["torch"] / 3, "written_out_ms": 1e3 * timed["written_out"] / 3,
-            "ratio": timed["torch"] / timed["written_out"]}
+    return {
+        "torch_ms": 1e3 * timed["torch"] / 3,
+        "written_out_ms": 1e3 * timed["written_out"] / 3,
+        "ratio": timed["torch"] / timed["written_out"],
+    }
 
 
 def main() -> None:
@@ -91,10 +97,14 @@ def main() -> None:
     for K in [int(k) for k in args.ks.split(",")]:
         alone, step = softmax_alone(K, T, args.seconds), training_step(K, args.seconds)
         figures["packs"].append({"K": K, "softmax": alone, "training_step": step})
-        print(f"K={K:<3} softmax fwd+bwd  torch {alone['torch_ms']:7.2f} ms  written out {alone['written_out_ms']:7.2f} ms"
-              f"  ratio {alone['ratio']:.2f}")
-        print(f"      training step    torch {step['torch_ms']:7.2f} ms  written out {step['written_out_ms']:7.2f} ms"
-              f"  ratio {step['ratio']:.2f}")
+        print(
+            f"K={K:<3} softmax fwd+bwd  torch {alone['torch_ms']:7.2f} ms  written out {alone['written_out_ms']:7.2f} ms"
+            f"  ratio {alone['ratio']:.2f}"
+        )
+        print(
+            f"      training step    torch {step['torch_ms']:7.2f} ms  written out {step['written_out_ms']:7.2f} ms"
+            f"  ratio {step['ratio']:.2f}"
+        )
     print(json.dumps(figures))
 
 

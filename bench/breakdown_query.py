@@ -52,12 +52,27 @@ def build(store: Store, seeds: int, steps: int, max_len: int) -> int:
         for s, trial_id in enumerate(ids):
             grid = {"model.size": size, "task.digits": digits, "task.mix_weight": mix, "train.seed": s}
             failed = s == seeds - 1 and c % 7 == 0  # a few failed trials (their rows stay in the store)
-            trials.append({"trial_id": trial_id, "cell": "|".join(f"{k}={v}" for k, v in grid.items()),
-                           "grid": json.dumps(grid), "status": "failed" if failed else "completed",
-                           "config": json.dumps({"task": {"family": "arithmetic", "digits": digits, "mix_weight": mix},
-                                                 "model": {"size": size}, "train": {"seed": s, "lr": 1e-3}}),
-                           "start_time": start, "end_time": start + pd.Timedelta(minutes=5), "steps": steps * 100,
-                           "n_params": 10_000 * (1 + SIZES.index(size)), "node": "n0", "device": "cpu"})
+            trials.append(
+                {
+                    "trial_id": trial_id,
+                    "cell": "|".join(f"{k}={v}" for k, v in grid.items()),
+                    "grid": json.dumps(grid),
+                    "status": "failed" if failed else "completed",
+                    "config": json.dumps(
+                        {
+                            "task": {"family": "arithmetic", "digits": digits, "mix_weight": mix},
+                            "model": {"size": size},
+                            "train": {"seed": s, "lr": 1e-3},
+                        }
+                    ),
+                    "start_time": start,
+                    "end_time": start + pd.Timedelta(minutes=5),
+                    "steps": steps * 100,
+                    "n_params": 10_000 * (1 + SIZES.index(size)),
+                    "node": "n0",
+                    "device": "cpu",
+                }
+            )
         # one block per cell: trial x step x condition x metric
         n = seeds * steps * n_cond * n_metric
         trial = np.repeat(np.arange(seeds), steps * n_cond * n_metric)
@@ -71,11 +86,18 @@ def build(store: Store, seeds: int, steps: int, max_len: int) -> int:
         value = np.where(metric == 3, np.where(acc < 1, 0.95, np.nan), value)
         ood = length[cond] > digits
         cells = np.array([t["cell"] for t in trials[-seeds:]], dtype=object)
-        frame = pd.DataFrame({
-            "trial_id": np.array(ids, dtype=object)[trial], "cell": cells[trial], "step": step,
-            "split": np.where(ood, "ood", "id"), "metric": np.array(METRICS, dtype=object)[metric], "value": value,
-            "len_a": la[cond], "len_b": lb[cond],
-        })
+        frame = pd.DataFrame(
+            {
+                "trial_id": np.array(ids, dtype=object)[trial],
+                "cell": cells[trial],
+                "step": step,
+                "split": np.where(ood, "ood", "id"),
+                "metric": np.array(METRICS, dtype=object)[metric],
+                "value": value,
+                "len_a": la[cond],
+                "len_b": lb[cond],
+            }
+        )
         store.append("evals", frame, study=STUDY)
         retried = frame[(frame["trial_id"] == ids[0]) & (frame["step"] > (steps - 2) * 100)]
         store.append("evals", retried.assign(value=retried["value"] * 0.99), study=STUDY, attempt=1)
@@ -94,8 +116,15 @@ def breakdown_once(uri: str) -> dict[str, float]:
     t2 = time.perf_counter()
     table = bd.breakdown(final, trials, metric="exact_match")
     t3 = time.perf_counter()
-    return {"trials_s": t1 - t0, "final_evals_s": t2 - t1, "breakdown_s": t3 - t2, "total_s": t3 - t0,
-            "final_rows": len(final), "cells": len(table), "table": table}
+    return {
+        "trials_s": t1 - t0,
+        "final_evals_s": t2 - t1,
+        "breakdown_s": t3 - t2,
+        "total_s": t3 - t0,
+        "final_rows": len(final),
+        "cells": len(table),
+        "table": table,
+    }
 
 
 def main() -> None:
@@ -122,20 +151,37 @@ def main() -> None:
         table = runs[0].pop("table")
         for r in runs[1:]:
             r.pop("table")
-        print(f"store {uri}: {rows:,} eval rows, {runs[0]['final_rows']:,} final exact-match rows, "
-              f"{runs[0]['cells']} cells" + (f" (built in {build_s:.1f} s)" if build_s else " (reused)"))
+        print(
+            f"store {uri}: {rows:,} eval rows, {runs[0]['final_rows']:,} final exact-match rows, "
+            f"{runs[0]['cells']} cells" + (f" (built in {build_s:.1f} s)" if build_s else " (reused)")
+        )
         for i, r in enumerate(runs):
-            print(f"run {i + 1}: trials {r['trials_s']:.2f} s, final evals {r['final_evals_s']:.2f} s, "
-                  f"breakdown {r['breakdown_s']:.2f} s, total {r['total_s']:.2f} s")
-        print(table[["cell", "n_usable", "n_failed", "id_score", "boundary", "boundary_q25", "boundary_q75"]]
-              .head(8).to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+            print(
+                f"run {i + 1}: trials {r['trials_s']:.2f} s, final evals {r['final_evals_s']:.2f} s, "
+                f"breakdown {r['breakdown_s']:.2f} s, total {r['total_s']:.2f} s"
+            )
+        print(
+            table[["cell", "n_usable", "n_failed", "id_score", "boundary", "boundary_q25", "boundary_q75"]]
+            .head(8)
+            .to_string(index=False, float_format=lambda v: f"{v:.2f}")
+        )
         best = min(r["total_s"] for r in runs)
-        print(json.dumps({"bench": "breakdown_query", "rows": rows, "final_rows": runs[0]["final_rows"],
-                          "cells": runs[0]["cells"], "build_s": round(build_s, 2),
-                          "first_total_s": round(runs[0]["total_s"], 3), "best_total_s": round(best, 3),
-                          "final_evals_s": round(min(r["final_evals_s"] for r in runs), 3),
-                          "breakdown_s": round(min(r["breakdown_s"] for r in runs), 3),
-                          "rows_per_s": round(rows / best)}))
+        print(
+            json.dumps(
+                {
+                    "bench": "breakdown_query",
+                    "rows": rows,
+                    "final_rows": runs[0]["final_rows"],
+                    "cells": runs[0]["cells"],
+                    "build_s": round(build_s, 2),
+                    "first_total_s": round(runs[0]["total_s"], 3),
+                    "best_total_s": round(best, 3),
+                    "final_evals_s": round(min(r["final_evals_s"] for r in runs), 3),
+                    "breakdown_s": round(min(r["breakdown_s"] for r in runs), 3),
+                    "rows_per_s": round(rows / best),
+                }
+            )
+        )
     finally:
         if temp:
             shutil.rmtree(temp, ignore_errors=True)

@@ -33,27 +33,70 @@ FORMATS = {
 }
 
 
-def run(scheme: str, fmt: str, steps: int, digits: int, lengths: list[int], seed: int, eval_every: int,
-        n_layer: int, d_model: int, max_position: int = 16, sampling: str = "below",
-        n_head: int = 4) -> dict[str, dict[str, float]]:
-    cfg = trial_config({
-        "task": {"op": "add", "digits": digits, "sampling": sampling, "train_set": "fresh", "reverse": True,
-                 "eval_lengths": lengths, "eval_grid": "diagonal", "eval_examples": 200,
-                 **FORMATS[fmt], "width": max(FORMATS[fmt]["width"], max(lengths))},
-        "model": {"n_layer": n_layer, "n_head": n_head, "d_model": d_model, "dropout": 0.0,
-                  "pos_encoding": scheme, "max_position": max_position},
-        "train": {"steps": steps, "batch_size": 64, "lr": 1e-3, "warmup_steps": 200, "schedule": "cosine",
-                  "eval_every": eval_every, "log_every": eval_every, "seed": seed, "device": "cpu"},
-    })
+def run(
+    scheme: str,
+    fmt: str,
+    steps: int,
+    digits: int,
+    lengths: list[int],
+    seed: int,
+    eval_every: int,
+    n_layer: int,
+    d_model: int,
+    max_position: int = 16,
+    sampling: str = "below",
+    n_head: int = 4,
+) -> dict[str, dict[str, float]]:
+    cfg = trial_config(
+        {
+            "task": {
+                "op": "add",
+                "digits": digits,
+                "sampling": sampling,
+                "train_set": "fresh",
+                "reverse": True,
+                "eval_lengths": lengths,
+                "eval_grid": "diagonal",
+                "eval_examples": 200,
+                **FORMATS[fmt],
+                "width": max(FORMATS[fmt]["width"], max(lengths)),
+            },
+            "model": {
+                "n_layer": n_layer,
+                "n_head": n_head,
+                "d_model": d_model,
+                "dropout": 0.0,
+                "pos_encoding": scheme,
+                "max_position": max_position,
+            },
+            "train": {
+                "steps": steps,
+                "batch_size": 64,
+                "lr": 1e-3,
+                "warmup_steps": 200,
+                "schedule": "cosine",
+                "eval_every": eval_every,
+                "log_every": eval_every,
+                "seed": seed,
+                "device": "cpu",
+            },
+        }
+    )
     curve: dict[str, dict[str, float]] = {}
     start = time.perf_counter()
 
     def report(r) -> None:
-        em = {str(row["len_a"]): round(row["value"], 3) for row in r.rows.get("evals", [])
-              if row["metric"] == "exact_match"}
+        em = {
+            str(row["len_a"]): round(row["value"], 3)
+            for row in r.rows.get("evals", [])
+            if row["metric"] == "exact_match"
+        }
         if em:
             curve[str(r.step)] = em
-            print(f"{scheme}/{fmt} step {r.step} {time.perf_counter() - start:.0f}s loss {r.metrics.get('loss', float('nan')):.3f} {em}", flush=True)
+            print(
+                f"{scheme}/{fmt} step {r.step} {time.perf_counter() - start:.0f}s loss {r.metrics.get('loss', float('nan')):.3f} {em}",
+                flush=True,
+            )
 
     train(cfg, report=report)
     return curve
@@ -82,9 +125,20 @@ def main() -> None:
     figures = {}
     for scheme in args.schemes:
         for fmt in args.formats:
-            figures[f"{scheme}/{fmt}"] = run(scheme, fmt, args.steps, args.digits, args.lengths, args.seed,
-                                              args.eval_every, args.n_layer, args.d_model, args.max_position,
-                                              args.sampling, args.n_head)
+            figures[f"{scheme}/{fmt}"] = run(
+                scheme,
+                fmt,
+                args.steps,
+                args.digits,
+                args.lengths,
+                args.seed,
+                args.eval_every,
+                args.n_layer,
+                args.d_model,
+                args.max_position,
+                args.sampling,
+                args.n_head,
+            )
     print(json.dumps(figures))
 
 

@@ -25,9 +25,18 @@ CONFIGS = {
     "batch 2048": ["train.batch_size=2048"],
     "micro, width 8": ["model.size=micro", "task.width=8", "task.eval_max_len=8", "task.train_set=fresh"],
     "eval batch 32768": ["task.eval_examples=4096", "task.eval_batch_size=32768"],
-    "micro, width 40, index hints": ["model.size=micro", "task.width=40", "task.index_hints=true", "task.pad=true",
-                                     "task.digits=10", "task.train_set=fresh", "task.eval_lengths=[10,40]",
-                                     "task.eval_grid=diagonal", "task.eval_examples=64", "task.eval_batch_size=512"],
+    "micro, width 40, index hints": [
+        "model.size=micro",
+        "task.width=40",
+        "task.index_hints=true",
+        "task.pad=true",
+        "task.digits=10",
+        "task.train_set=fresh",
+        "task.eval_lengths=[10,40]",
+        "task.eval_grid=diagonal",
+        "task.eval_examples=64",
+        "task.eval_batch_size=512",
+    ],
     "icl defaults": ["task.family=icl"],
     "icl batch 1024, n_dims 40": ["task.family=icl", "train.batch_size=1024", "task.n_dims=40"],
 }
@@ -53,8 +62,14 @@ print(json.dumps({"peak_growth": status("VmHWM") - start}))
 
 def measure(overrides: list[str]) -> int:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    out = subprocess.run([sys.executable, "-c", CHILD, json.dumps(overrides + SHORT)], capture_output=True,
-                         text=True, env=env, check=True, timeout=600).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD, json.dumps(overrides + SHORT)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+        timeout=600,
+    ).stdout
     return json.loads(out.strip().splitlines()[-1])["peak_growth"]
 
 
@@ -72,12 +87,16 @@ def main() -> None:
         estimate = estimate_trial_memory(trial_config({}, overrides + SHORT)).total
         measured = measure(overrides)
         ratio = estimate / max(measured, 1)
-        figures[name] = {"estimate_mib": round(estimate / 2**20, 1), "measured_mib": round(measured / 2**20, 1),
-                         "ratio": round(ratio, 2)}
+        figures[name] = {
+            "estimate_mib": round(estimate / 2**20, 1),
+            "measured_mib": round(measured / 2**20, 1),
+            "ratio": round(ratio, 2),
+        }
         print(f"{name:28s} {estimate / 2**20:13.1f} {measured / 2**20:13.1f} {ratio:6.2f}")
     ratios = [f["ratio"] for f in figures.values()]
-    print(json.dumps({"bench": "memory_estimate", "min_ratio": min(ratios), "max_ratio": max(ratios),
-                      "configs": figures}))
+    print(
+        json.dumps({"bench": "memory_estimate", "min_ratio": min(ratios), "max_ratio": max(ratios), "configs": figures})
+    )
 
 
 if __name__ == "__main__":

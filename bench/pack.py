@@ -131,6 +131,7 @@ def implementation_steps(K: int, batch_size: int, device: torch.device, bf16: bo
                 out = model(tokens)
             cross_entropy(out, targets).backward()
             opt.step(lr, wd)
+
         return step
 
     pack = Transformer(cfg.model, task.io, n_members=K, seeds=list(range(K))).to(device)
@@ -141,15 +142,18 @@ def implementation_steps(K: int, batch_size: int, device: torch.device, bf16: bo
     return steps
 
 
-def measure_implementations(K: int, batch_size: int, device: torch.device, bf16: bool, compile_too: bool,
-                            seconds: float) -> dict[str, Any]:
+def measure_implementations(
+    K: int, batch_size: int, device: torch.device, bf16: bool, compile_too: bool, seconds: float
+) -> dict[str, Any]:
     figures: dict[str, Any] = {}
     for name, step in implementation_steps(K, batch_size, device, bf16, compile_too).items():
         try:
             started = time.perf_counter()
             per_step = time_steps(step, device, seconds)
-            figures[name] = {"examples_per_s": round(K * batch_size / per_step, 1),
-                             "setup_and_run_s": round(time.perf_counter() - started, 1)}
+            figures[name] = {
+                "examples_per_s": round(K * batch_size / per_step, 1),
+                "setup_and_run_s": round(time.perf_counter() - started, 1),
+            }
         except Exception as err:  # e.g. no compiler for torch.compile: report it, keep the others
             figures[name] = {"error": f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"}
         shown = figures[name].get("examples_per_s", figures[name].get("error"))
@@ -167,9 +171,16 @@ def measure_implementations(K: int, batch_size: int, device: torch.device, bf16:
 def config_for(preset: str, K: int, args: argparse.Namespace) -> TrialConfig:
     family, size, small_eval = PRESETS[preset]
     total = args.warmup + args.steps
-    overrides = {**small_eval, "model.size": size, "pack.size": K, "train.device": args.device,
-                 "train.steps": total, "train.eval_every": total, "train.log_every": args.warmup,
-                 "train.batch_size": args.batch_size}
+    overrides = {
+        **small_eval,
+        "model.size": size,
+        "pack.size": K,
+        "train.device": args.device,
+        "train.steps": total,
+        "train.eval_every": total,
+        "train.log_every": args.warmup,
+        "train.batch_size": args.batch_size,
+    }
     return trial_config({"task": {"family": family}}, overrides)
 
 
@@ -205,11 +216,19 @@ def measure_trainer(preset: str, ks: list[int], args: argparse.Namespace, device
         solo_args = argparse.Namespace(**{**vars(args), "steps": max(args.steps, args.solo_steps)})
         sequential = examples_per_s(config_for(preset, 1, solo_args), args.warmup, device)
         packed = examples_per_s(config_for(preset, K, args), args.warmup, device)
-        row = {"preset": preset, "K": K, "pack_examples_per_s": round(packed, 1),
-               "sequential_examples_per_s": round(sequential, 1), "ratio": round(packed / sequential, 3)}
+        row = {
+            "preset": preset,
+            "K": K,
+            "pack_examples_per_s": round(packed, 1),
+            "sequential_examples_per_s": round(sequential, 1),
+            "ratio": round(packed / sequential, 3),
+        }
         rows.append(row)
-        print(f"  {preset:>9} K={K:<3} pack {packed:>10,.0f} ex/s   one after another {sequential:>10,.0f} ex/s"
-              f"   ratio {row['ratio']:.2f}", flush=True)
+        print(
+            f"  {preset:>9} K={K:<3} pack {packed:>10,.0f} ex/s   one after another {sequential:>10,.0f} ex/s"
+            f"   ratio {row['ratio']:.2f}",
+            flush=True,
+        )
     return rows
 
 
@@ -235,11 +254,18 @@ def measure_evaluation(ks: list[int], examples: int, device: torch.device, bf16:
 
         one_by_one = timed(lambda: [task.evaluate(model.member(k)) for k, task in enumerate(tasks)])
         packed = timed(lambda: type(tasks[0]).evaluate_pack(tasks, model))
-        row = {"K": K, "examples_per_member": examples * len(tasks[0].conditions), "pack_s": round(packed, 3),
-               "one_by_one_s": round(one_by_one, 3), "ratio": round(one_by_one / packed, 3)}
+        row = {
+            "K": K,
+            "examples_per_member": examples * len(tasks[0].conditions),
+            "pack_s": round(packed, 3),
+            "one_by_one_s": round(one_by_one, 3),
+            "ratio": round(one_by_one / packed, 3),
+        }
         rows.append(row)
-        print(f"  evaluation K={K:<3} pack {packed:7.2f} s   one by one {one_by_one:7.2f} s   ratio {row['ratio']:.2f}",
-              flush=True)
+        print(
+            f"  evaluation K={K:<3} pack {packed:7.2f} s   one by one {one_by_one:7.2f} s   ratio {row['ratio']:.2f}",
+            flush=True,
+        )
     return rows
 
 
@@ -271,15 +297,19 @@ def main(argv: list[str] | None = None) -> int:
     device = pick_device(args.device)
     bf16 = uses_bf16(trial_config(overrides={"train.device": args.device}).train, device)
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} threads"
-    print(f"device {device} ({where}), {'bf16' if bf16 else 'fp32'}; torch {torch.__version__}; "
-          f"load average {os.getloadavg()[0]:.2f}", flush=True)
+    print(
+        f"device {device} ({where}), {'bf16' if bf16 else 'fp32'}; torch {torch.__version__}; "
+        f"load average {os.getloadavg()[0]:.2f}",
+        flush=True,
+    )
     started = time.perf_counter()
 
     implementations: dict[str, Any] = {}
     if args.impl_k > 0:
         print(f"1. one training step of {args.impl_k} nano members, batch {args.batch_size} each", flush=True)
-        implementations = measure_implementations(args.impl_k, args.batch_size, device, bf16, args.compile,
-                                                  args.impl_seconds)
+        implementations = measure_implementations(
+            args.impl_k, args.batch_size, device, bf16, args.compile, args.impl_seconds
+        )
     print("2. the trainer: train_pack of K members vs train of one member (K one after another)", flush=True)
     trainer: list[dict[str, Any]] = []
     for preset in presets:
@@ -289,8 +319,11 @@ def main(argv: list[str] | None = None) -> int:
     evaluation: list[dict[str, Any]] = []
     eval_ks = [int(k) for k in args.eval_ks.split(",") if k]
     if eval_ks:
-        print(f"3. evaluation of K nano members ({args.eval_examples} examples per condition): "
-              "evaluate_pack vs evaluate one member at a time", flush=True)
+        print(
+            f"3. evaluation of K nano members ({args.eval_examples} examples per condition): "
+            "evaluate_pack vs evaluate one member at a time",
+            flush=True,
+        )
         evaluation = measure_evaluation(eval_ks, args.eval_examples, device, bf16)
 
     timed = {name: row["examples_per_s"] for name, row in implementations.items() if "examples_per_s" in row}

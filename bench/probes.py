@@ -62,9 +62,13 @@ def median_seconds(fn, repeats: int) -> tuple[float, float]:
 
 def evaluation_costs(cfg: Any, model: torch.nn.Module, device: torch.device, repeats: int) -> dict[str, float]:
     """Seconds (wall and CPU) of one evaluation, and of the representations with and without probes."""
+
     def variant(**probes: Any):
-        return build_task(cfg.task.model_copy(update={"probes": cfg.task.probes.model_copy(update=probes)}),
-                          seed=cfg.train.seed, device=device)
+        return build_task(
+            cfg.task.model_copy(update={"probes": cfg.task.probes.model_copy(update=probes)}),
+            seed=cfg.train.seed,
+            device=device,
+        )
 
     task = build_task(cfg.task, seed=cfg.train.seed, device=device)
     plain = variant(enabled=False)
@@ -72,9 +76,11 @@ def evaluation_costs(cfg: Any, model: torch.nn.Module, device: torch.device, rep
     no_attention = variant(attention=False) if has_attention else None
     model.eval()
     out = {}
-    timed = [("evaluate", lambda: task.evaluate(model)),
-             ("representations", lambda: task.representations(model)),
-             ("representations_without_probes", lambda: plain.representations(model))]
+    timed = [
+        ("evaluate", lambda: task.evaluate(model)),
+        ("representations", lambda: task.representations(model)),
+        ("representations_without_probes", lambda: plain.representations(model)),
+    ]
     if no_attention is not None:
         timed.append(("representations_without_attention", lambda: no_attention.representations(model)))
     with torch.no_grad():
@@ -82,19 +88,25 @@ def evaluation_costs(cfg: Any, model: torch.nn.Module, device: torch.device, rep
         for name, fn in timed:
             out[f"{name}_s"], out[f"{name}_cpu_s"] = median_seconds(fn, repeats)
     for clock in ("s", "cpu_s"):
-        out[f"probes_{clock}"] = max(out[f"representations_{clock}"] - out[f"representations_without_probes_{clock}"], 0.0)
+        out[f"probes_{clock}"] = max(
+            out[f"representations_{clock}"] - out[f"representations_without_probes_{clock}"], 0.0
+        )
         if no_attention is not None:  # the attention summaries' part of the probes
             out[f"attention_{clock}"] = max(
-                out[f"representations_{clock}"] - out[f"representations_without_attention_{clock}"], 0.0)
+                out[f"representations_{clock}"] - out[f"representations_without_attention_{clock}"], 0.0
+            )
     return {k: round(v, 4) for k, v in out.items()}
 
 
-def probe_share(costs: list[dict[str, float]], step_s: float, steps: int, n_evals: int, n_probed: int,
-                clock: str) -> tuple[float, float, float]:
+def probe_share(
+    costs: list[dict[str, float]], step_s: float, steps: int, n_evals: int, n_probed: int, clock: str
+) -> tuple[float, float, float]:
     """(trial seconds, probe seconds per trial, probe share) on one clock ("s" or "cpu_s"),
     with the larger of each cost over ``costs`` (the model at initialization and trained)."""
-    worst = {name: max(c[f"{name}_{clock}"] for c in costs)
-             for name in ("evaluate", "representations_without_probes", "probes")}
+    worst = {
+        name: max(c[f"{name}_{clock}"] for c in costs)
+        for name in ("evaluate", "representations_without_probes", "probes")
+    }
     trial = steps * step_s + n_evals * (worst["evaluate"] + worst["representations_without_probes"])
     probes = n_probed * worst["probes"]
     return trial + probes, probes, probes / (trial + probes)
@@ -129,10 +141,18 @@ def main(argv: list[str] | None = None) -> int:
     print(f"at initialization: {at_init}")
 
     total = args.warmup + args.steps
-    short = cfg.model_copy(update={"train": cfg.train.model_copy(update={
-        "steps": total, "eval_every": total, "log_every": 1, "checkpoint_every": None})})
-    short = short.model_copy(update={"task": short.task.model_copy(update={
-        "probes": short.task.probes.model_copy(update={"enabled": False})})})
+    short = cfg.model_copy(
+        update={
+            "train": cfg.train.model_copy(
+                update={"steps": total, "eval_every": total, "log_every": 1, "checkpoint_every": None}
+            )
+        }
+    )
+    short = short.model_copy(
+        update={
+            "task": short.task.model_copy(update={"probes": short.task.probes.model_copy(update={"enabled": False})})
+        }
+    )
     marks: dict[int, float] = {}
     states: list[dict[str, Any]] = []
 
@@ -150,11 +170,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"after {total} steps: {after}; training step {step_s * 1000:.2f} ms ({step_cpu_s * 1000:.2f} ms CPU)")
 
     trial_s, probe_s, share = probe_share([at_init, after], step_s, trial_steps, n_evals, n_probed, "s")
-    trial_cpu_s, probe_cpu_s, share_cpu = probe_share([at_init, after], step_cpu_s, trial_steps, n_evals, n_probed,
-                                                      "cpu_s")
-    print(f"trial of {trial_steps} steps, {n_evals} evaluations ({n_probed} probed): ~{trial_s:.1f} s, "
-          f"probes {probe_s:.1f} s = {100 * share:.1f}% of the wall time, {100 * share_cpu:.1f}% of the CPU time "
-          "(target < 10%)")
+    trial_cpu_s, probe_cpu_s, share_cpu = probe_share(
+        [at_init, after], step_cpu_s, trial_steps, n_evals, n_probed, "cpu_s"
+    )
+    print(
+        f"trial of {trial_steps} steps, {n_evals} evaluations ({n_probed} probed): ~{trial_s:.1f} s, "
+        f"probes {probe_s:.1f} s = {100 * share:.1f}% of the wall time, {100 * share_cpu:.1f}% of the CPU time "
+        "(target < 10%)"
+    )
     attention = {}
     if "attention_s" in at_init:
         for clock in ("s", "cpu_s"):
@@ -162,9 +185,11 @@ def main(argv: list[str] | None = None) -> int:
             total = trial_s if clock == "s" else trial_cpu_s
             attention[f"attention_{clock}_per_trial"] = round(n_probed * worst, 2)
             attention[f"attention_share_of_trial{'' if clock == 's' else '_cpu'}"] = round(n_probed * worst / total, 4)
-        print(f"of which the attention summaries: {attention['attention_s_per_trial']:.1f} s = "
-              f"{100 * attention['attention_share_of_trial']:.1f}% of the wall time, "
-              f"{100 * attention['attention_share_of_trial_cpu']:.1f}% of the CPU time")
+        print(
+            f"of which the attention summaries: {attention['attention_s_per_trial']:.1f} s = "
+            f"{100 * attention['attention_share_of_trial']:.1f}% of the wall time, "
+            f"{100 * attention['attention_share_of_trial_cpu']:.1f}% of the CPU time"
+        )
     figures = {
         "device": str(device),
         "threads": torch.get_num_threads(),

@@ -173,7 +173,9 @@ def pandas_breakdown(root: str, dedup: bool) -> pd.DataFrame:
     final = evals.groupby(["study", "trial_id"], as_index=False)["step"].max()
     at_final = evals.merge(final, on=["study", "trial_id", "step"])
     scored = (
-        at_final[at_final["split"] == "id"].groupby(["study", "cell", "trial_id"], as_index=False)["value"].mean()
+        at_final[at_final["split"] == "id"]
+        .groupby(["study", "cell", "trial_id"], as_index=False)["value"]
+        .mean()
         .rename(columns={"value": "id_score"})
     )
     best = scored.loc[scored.groupby(["study", "cell"])["id_score"].idxmax()]
@@ -234,7 +236,9 @@ def measure(root: str, label: str, repeats: int) -> dict[str, Any]:
     three_scans, answer3 = timed(lambda: Store(root, create=False).sql(BREAKDOWN_SQL_3_SCANS))
     frame_s, _ = timed(
         lambda: Store(root, create=False).frame(
-            "evals", where="metric = 'exact_match'", columns=["study", "cell", "trial_id", "step", "split", "len_a", "value"]
+            "evals",
+            where="metric = 'exact_match'",
+            columns=["study", "cell", "trial_id", "step", "split", "len_a", "value"],
         )
     )
     pandas_s, pandas_cpu, expected = cpu_timed(lambda: pandas_breakdown(root, dedup=True))
@@ -303,7 +307,9 @@ def main(argv: list[str] | None = None) -> int:
         append_store = Store(os.path.join(workdir, "append_store"))
         append_times = []
         for i in range(20):
-            append_times.append(timed(lambda: append_store.append("evals", report, study=STUDY, cell="c", attempt=i))[0])
+            append_times.append(
+                timed(lambda: append_store.append("evals", report, study=STUDY, cell="c", attempt=i))[0]
+            )
         append_s = statistics.median(append_times)
         print(f"append of one report ({ROWS_PER_STEP} rows as dicts): median {append_s * 1000:.1f} ms")
         figures["append_one_report_s"] = round(append_s, 4)

@@ -76,13 +76,19 @@ def trivial_trainable(config: dict[str, Any], reports: int, rows: int, checkpoin
         if rows:
             result["rows"] = {
                 "evals": [
-                    {"trial_id": trial_id, "step": step, "split": "id" if i % 2 == 0 else "ood",
-                     "metric": "exact_match", "value": score, "len_a": i + 1, "len_b": i + 1}
+                    {
+                        "trial_id": trial_id,
+                        "step": step,
+                        "split": "id" if i % 2 == 0 else "ood",
+                        "metric": "exact_match",
+                        "value": score,
+                        "len_a": i + 1,
+                        "len_b": i + 1,
+                    }
                     for i in range(rows)
                 ],
                 "curves": [
-                    {"trial_id": trial_id, "step": step, "metric": f"m{i}", "value": float(i)}
-                    for i in range(rows)
+                    {"trial_id": trial_id, "step": step, "metric": f"m{i}", "value": float(i)} for i in range(rows)
                 ],
             }
         if checkpoint:
@@ -96,20 +102,22 @@ def trivial_trainable(config: dict[str, Any], reports: int, rows: int, checkpoin
 
 def make_spec(workdir: str, name: str, trials: int, cells: int) -> SweepSpec:
     """A study of ``cells`` grid cells x ``trials / cells`` trials, one tuned axis (TPE)."""
-    spec = SweepSpec.model_validate({
-        "name": name,
-        "base": {"model": {"size": "nano"}},  # validated per trial by the store callback; not trained
-        "grid": {"train.seed": list(range(cells))},
-        "tune": {
-            "metric": METRIC,
-            "mode": "max",
-            "trials_per_grid_point": math.ceil(trials / cells),
-            "params": {"train.lr": {"type": "loguniform", "low": 1e-4, "high": 1e-2}},
-            "sampler": "tpe",
-        },
-        "resources": {"cpus": 1},
-        "store": os.path.join(workdir, "store"),
-    })
+    spec = SweepSpec.model_validate(
+        {
+            "name": name,
+            "base": {"model": {"size": "nano"}},  # validated per trial by the store callback; not trained
+            "grid": {"train.seed": list(range(cells))},
+            "tune": {
+                "metric": METRIC,
+                "mode": "max",
+                "trials_per_grid_point": math.ceil(trials / cells),
+                "params": {"train.lr": {"type": "loguniform", "low": 1e-4, "high": 1e-2}},
+                "sampler": "tpe",
+            },
+            "resources": {"cpus": 1},
+            "store": os.path.join(workdir, "store"),
+        }
+    )
     spec.check_trials()
     return spec
 
@@ -131,8 +139,14 @@ def time_hooks(obj: Any, names: tuple[str, ...], totals: dict[str, float]) -> No
         setattr(obj, name, timed)
 
 
-STORE_HOOKS = ("on_step_begin", "on_trial_start", "on_trial_result", "on_checkpoint", "on_trial_complete",
-               "on_experiment_end")
+STORE_HOOKS = (
+    "on_step_begin",
+    "on_trial_start",
+    "on_trial_result",
+    "on_checkpoint",
+    "on_trial_complete",
+    "on_experiment_end",
+)
 
 
 def timed_cell_searcher(spec: SweepSpec, journal_path: str, totals: dict[str, float]):
@@ -154,9 +168,9 @@ def timed_cell_searcher(spec: SweepSpec, journal_path: str, totals: dict[str, fl
 
         return wrapper
 
-    timed_class = type("TimedCellSearcher", (CellSearcher,), {
-        name: timed(name) for name in ("suggest", "on_trial_complete", "save")
-    })
+    timed_class = type(
+        "TimedCellSearcher", (CellSearcher,), {name: timed(name) for name in ("suggest", "on_trial_complete", "save")}
+    )
     return timed_class(spec, journal_path)
 
 
@@ -165,14 +179,17 @@ def service_tuner(spec: SweepSpec, args: argparse.Namespace, hook_seconds: dict[
     the driver-side seconds of the store callback and the searcher add up in ``hook_seconds``."""
     from ray import tune
 
-    trainable = tune.with_parameters(trivial_trainable, reports=args.reports, rows=args.rows, checkpoint=args.checkpoint)
+    trainable = tune.with_parameters(
+        trivial_trainable, reports=args.reports, rows=args.rows, checkpoint=args.checkpoint
+    )
     from study.tune.callbacks import StoreCallback
 
     callbacks = runner.default_callbacks(spec)  # gauges, store writer, progress line, ..., ForgetRows last
     time_hooks(next(c for c in callbacks if isinstance(c, StoreCallback)), STORE_HOOKS, hook_seconds)
     searcher = timed_cell_searcher(spec, runner.journal_path(spec), hook_seconds)
-    return runner.build_tuner(spec, trainable=trainable, searcher=searcher,
-                              callbacks=[*callbacks[:-1], timeline, callbacks[-1]])
+    return runner.build_tuner(
+        spec, trainable=trainable, searcher=searcher, callbacks=[*callbacks[:-1], timeline, callbacks[-1]]
+    )
 
 
 def bare_tuner(workdir: str, name: str, trials: int, args: argparse.Namespace, timeline):
@@ -226,8 +243,15 @@ def timed_fit(tuner, timeline) -> dict[str, float]:
     grid = tuner.fit()
     ended = time.perf_counter()
     first, last = timeline.first_start or started, timeline.last_end or ended
-    return {"seconds": ended - started, "head": first - started, "body": last - first, "tail": ended - last,
-            "trials": len(grid), "errors": grid.num_errors, "processes": len(timeline.pids)}
+    return {
+        "seconds": ended - started,
+        "head": first - started,
+        "body": last - first,
+        "tail": ended - last,
+        "trials": len(grid),
+        "errors": grid.num_errors,
+        "processes": len(timeline.pids),
+    }
 
 
 def check_store(spec: SweepSpec, trials: int, args: argparse.Namespace) -> dict[str, int]:
@@ -241,8 +265,10 @@ def check_store(spec: SweepSpec, trials: int, args: argparse.Namespace) -> dict[
     }
     expected = trials * args.reports * args.rows
     ok = found["trials"] == found["completed"] == trials and found["evals"] == found["curves"] == expected
-    print(f"store check: {found} (expected {trials} completed trials, {expected} rows per table): "
-          f"{'ok' if ok else 'MISMATCH'}")
+    print(
+        f"store check: {found} (expected {trials} completed trials, {expected} rows per table): "
+        f"{'ok' if ok else 'MISMATCH'}"
+    )
     return {**found, "ok": ok}
 
 
@@ -267,8 +293,15 @@ def main(argv: list[str] | None = None) -> int:
 
     workdir = os.path.abspath(args.keep) if args.keep else tempfile.mkdtemp(prefix="sweep_overhead_")
     os.makedirs(workdir, exist_ok=True)
-    figures: dict[str, Any] = {"trials": trials, "cells": args.cells, "reports": args.reports, "rows": args.rows,
-                               "cpus": args.cpus, "checkpoint": args.checkpoint, "ray": ray.__version__}
+    figures: dict[str, Any] = {
+        "trials": trials,
+        "cells": args.cells,
+        "reports": args.reports,
+        "rows": args.rows,
+        "cpus": args.cpus,
+        "checkpoint": args.checkpoint,
+        "ray": ray.__version__,
+    }
     runs: dict[str, list[dict[str, float]]] = {"bare": [], "service": []}
     checks: list[dict[str, int]] = []
     hook_seconds: list[dict[str, float]] = []
@@ -276,11 +309,13 @@ def main(argv: list[str] | None = None) -> int:
         ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
         # one small untimed run so that both sides find Ray's workers started
         warm = timed_fit(bare_tuner(workdir, "warmup", args.cpus, args, make_timeline()), make_timeline())
-        print(f"Ray {ray.__version__} on {args.cpus} CPUs; {trials} trials x {args.reports} reports per run "
-              f"(warmup run {warm['seconds']:.1f} s)")
+        print(
+            f"Ray {ray.__version__} on {args.cpus} CPUs; {trials} trials x {args.reports} reports per run "
+            f"(warmup run {warm['seconds']:.1f} s)"
+        )
         for repeat in range(args.repeats):
             # alternate which side goes first, so that a drift in the machine's load hits both
-            for side in (("bare", "service") if repeat % 2 == 0 else ("service", "bare")):
+            for side in ("bare", "service") if repeat % 2 == 0 else ("service", "bare"):
                 timeline = make_timeline()
                 if side == "bare":
                     run = timed_fit(bare_tuner(workdir, f"bare_{repeat}", trials, args, timeline), timeline)
@@ -295,16 +330,21 @@ def main(argv: list[str] | None = None) -> int:
                     run["compact"] = time.perf_counter() - started
                     hook_seconds.append(hooks)
                 runs[side].append(run)
-                print(f"{side:>7} #{repeat}: {run['trials']} trials ({run['errors']} errors) in "
-                      f"{run['seconds']:.2f} s = {trials / run['seconds']:.2f} trials/s "
-                      f"(to first start {run['head']:.2f} s, trials {run['body']:.2f} s, after the last "
-                      f"{run['tail']:.2f} s; {run['processes']} worker processes)")
+                print(
+                    f"{side:>7} #{repeat}: {run['trials']} trials ({run['errors']} errors) in "
+                    f"{run['seconds']:.2f} s = {trials / run['seconds']:.2f} trials/s "
+                    f"(to first start {run['head']:.2f} s, trials {run['body']:.2f} s, after the last "
+                    f"{run['tail']:.2f} s; {run['processes']} worker processes)"
+                )
                 if side == "service":
                     busy: dict[str, float] = {}
                     for key, value in hooks.items():
                         busy[key.split(".", 1)[0]] = busy.get(key.split(".", 1)[0], 0.0) + value
-                    print("         driver seconds in " + ", ".join(f"{k} {v:.3f}" for k, v in busy.items())
-                          + f"; compact after the fit {run['compact']:.2f} s")
+                    print(
+                        "         driver seconds in "
+                        + ", ".join(f"{k} {v:.3f}" for k, v in busy.items())
+                        + f"; compact after the fit {run['compact']:.2f} s"
+                    )
                     checks.append(check_store(spec, trials, args))
     finally:
         ray.shutdown()
@@ -318,18 +358,23 @@ def main(argv: list[str] | None = None) -> int:
     ratio = service_rate / bare_rate
     service_compact_rate = trials / statistics.median(run["seconds"] + run["compact"] for run in runs["service"])
     compact_ratio = service_compact_rate / bare_rate
-    print(f"trials/s (median of {args.repeats}): service {service_rate:.2f}, bare Tune {bare_rate:.2f}; "
-          f"service / bare = {ratio:.3f}; target >= 0.8: {'met' if ratio >= 0.8 else 'missed'}")
-    print(f"with the compaction after the fit: service {service_compact_rate:.2f} trials/s; "
-          f"service / bare = {compact_ratio:.3f}")
+    print(
+        f"trials/s (median of {args.repeats}): service {service_rate:.2f}, bare Tune {bare_rate:.2f}; "
+        f"service / bare = {ratio:.3f}; target >= 0.8: {'met' if ratio >= 0.8 else 'missed'}"
+    )
+    print(
+        f"with the compaction after the fit: service {service_compact_rate:.2f} trials/s; "
+        f"service / bare = {compact_ratio:.3f}"
+    )
     figures.update(
         bare_trials_per_s=round(bare_rate, 3),
         service_trials_per_s=round(service_rate, 3),
         service_over_bare=round(ratio, 4),
         service_with_compact_trials_per_s=round(service_compact_rate, 3),
         service_with_compact_over_bare=round(compact_ratio, 4),
-        runs={side: [{k: round(v, 4) for k, v in run.items()} for run in side_runs]
-              for side, side_runs in runs.items()},
+        runs={
+            side: [{k: round(v, 4) for k, v in run.items()} for run in side_runs] for side, side_runs in runs.items()
+        },
         service_hook_seconds=[{k: round(v, 4) for k, v in hooks.items()} for hooks in hook_seconds],
         store_checks=checks,
         load_avg_1min_at_end=round(os.getloadavg()[0], 2),

@@ -69,8 +69,14 @@ def run_search(search: ThresholdSearch, case: int, centre: float, slope: float, 
         searcher.on_trial_complete(f"t{n}", {"id_exact_match": 1.0 if success else 0.0, "status": "completed"})
         n += 1
     row = searcher.rows()[0]
-    return {"trials": row["trials"], "low": row["low"], "high": row["high"], "estimate": row["estimate"],
-            "points": row["points"], "stopped": row["stopped"]}
+    return {
+        "trials": row["trials"],
+        "low": row["low"],
+        "high": row["high"],
+        "estimate": row["estimate"],
+        "points": row["points"],
+        "stopped": row["stopped"],
+    }
 
 
 def run_grid(search: ThresholdSearch, case: int, centre: float, slope: float, lapse: float) -> dict[str, Any]:
@@ -122,9 +128,17 @@ def main() -> int:
     args = parser.parse_args()
     load_start = round(os.getloadavg()[0], 2)
 
-    search = ThresholdSearch(axis=AXIS, low=0.0, high=1.0, tolerance=args.tolerance, budget=args.budget,
-                             seeds_per_point=args.seeds, target=args.target, interval=args.interval,
-                             success={"metric": "id_exact_match", "op": ">=", "value": 0.9})
+    search = ThresholdSearch(
+        axis=AXIS,
+        low=0.0,
+        high=1.0,
+        tolerance=args.tolerance,
+        budget=args.budget,
+        seeds_per_point=args.seeds,
+        target=args.target,
+        interval=args.interval,
+        success={"metric": "id_exact_match", "op": ">=", "value": 0.9},
+    )
     w_lo, w_hi = (float(w) for w in args.widths.split(","))
     rng = np.random.default_rng(args.seed)
     ln9 = math.log(9.0)
@@ -137,8 +151,10 @@ def main() -> int:
         true = centre + math.log(p / (1 - p)) / slope  # where P(x) = target
         cases.append((case, width, slope, centre, true))
 
-    print(f"threshold search bench: {args.cases} cases, {args.seeds} seeds per point, tolerance {args.tolerance}, "
-          f"budget {args.budget}, target {args.target}, curve widths {w_lo}-{w_hi}, lapse {args.lapse}")
+    print(
+        f"threshold search bench: {args.cases} cases, {args.seeds} seeds per point, tolerance {args.tolerance}, "
+        f"budget {args.budget}, target {args.target}, curve widths {w_lo}-{w_hi}, lapse {args.lapse}"
+    )
     results: dict[str, list[dict[str, Any]]] = {"search": [], "grid": [], "bisection": []}
     started = time.perf_counter()
     for case, width, slope, centre, true in cases:
@@ -147,9 +163,11 @@ def main() -> int:
         b = run_bisection(search, case, centre, slope, args.lapse)
         for name, r in (("search", s), ("grid", g), ("bisection", b)):
             results[name].append(r)
-        print(f"  case {case:2d}: true {true:.3f} width {width:.3f} | search [{s['low']:.3f}, {s['high']:.3f}] "
-              f"{s['trials']:3d} trials {s['stopped']:9s} {'in ' if s['low'] <= true <= s['high'] else 'OUT'} | "
-              f"bisection [{b['low']:.3f}, {b['high']:.3f}] {'in ' if b['low'] <= true <= b['high'] else 'OUT'}")
+        print(
+            f"  case {case:2d}: true {true:.3f} width {width:.3f} | search [{s['low']:.3f}, {s['high']:.3f}] "
+            f"{s['trials']:3d} trials {s['stopped']:9s} {'in ' if s['low'] <= true <= s['high'] else 'OUT'} | "
+            f"bisection [{b['low']:.3f}, {b['high']:.3f}] {'in ' if b['low'] <= true <= b['high'] else 'OUT'}"
+        )
     seconds = time.perf_counter() - started
     truths = [c[4] for c in cases]
     figures = {name: summarize(runs, truths) for name, runs in results.items()}
@@ -164,28 +182,42 @@ def main() -> int:
 
     print()
     for name, f in figures.items():
-        print(f"{name:>10}: coverage {f['coverage']:.0%}  mean trials {f['mean_trials']:6.1f}  "
-              f"mean width {f['mean_width']:.3f}  mean |error| {f['mean_abs_error']:.3f}")
+        print(
+            f"{name:>10}: coverage {f['coverage']:.0%}  mean trials {f['mean_trials']:6.1f}  "
+            f"mean width {f['mean_width']:.3f}  mean |error| {f['mean_abs_error']:.3f}"
+        )
     for label, f in by_steepness.items():
         print(f"  search, {label.replace('_', ' ')}: coverage {f['coverage']:.0%}  mean trials {f['mean_trials']:.1f}")
-    print(f"threshold search: {converged:.0%} of cells converged, the rest stopped at the budget; trials "
-          f"{ratio:.2f} of the grid's (need <= 0.33), coverage {figures['search']['coverage']:.0%} (need >= 90%); "
-          f"{seconds / len(cases) * 1000:.0f} ms per case for all three")
-    print(json.dumps({
-        "bench": "threshold_search",
-        "cases": args.cases, "seeds_per_point": args.seeds, "tolerance": args.tolerance, "budget": args.budget,
-        "target": args.target, "interval": args.interval, "widths": [w_lo, w_hi], "lapse": args.lapse,
-        "grid_points": int(round(1 / args.tolerance)) + 1,
-        **{f"{name}_{key}": value for name, f in figures.items() for key, value in f.items()},
-        **{f"search_{label}_{key}": value for label, f in by_steepness.items() for key, value in f.items()},
-        "search_converged_share": round(converged, 4),
-        "search_trials_over_grid": round(ratio, 4),
-        "coverage_ok": figures["search"]["coverage"] >= 0.9,
-        "trials_ok": ratio <= 1 / 3,
-        "seconds": round(seconds, 2),
-        "load_avg_1min_at_start": load_start,
-        "load_avg_1min_at_end": round(os.getloadavg()[0], 2),
-    }))
+    print(
+        f"threshold search: {converged:.0%} of cells converged, the rest stopped at the budget; trials "
+        f"{ratio:.2f} of the grid's (need <= 0.33), coverage {figures['search']['coverage']:.0%} (need >= 90%); "
+        f"{seconds / len(cases) * 1000:.0f} ms per case for all three"
+    )
+    print(
+        json.dumps(
+            {
+                "bench": "threshold_search",
+                "cases": args.cases,
+                "seeds_per_point": args.seeds,
+                "tolerance": args.tolerance,
+                "budget": args.budget,
+                "target": args.target,
+                "interval": args.interval,
+                "widths": [w_lo, w_hi],
+                "lapse": args.lapse,
+                "grid_points": int(round(1 / args.tolerance)) + 1,
+                **{f"{name}_{key}": value for name, f in figures.items() for key, value in f.items()},
+                **{f"search_{label}_{key}": value for label, f in by_steepness.items() for key, value in f.items()},
+                "search_converged_share": round(converged, 4),
+                "search_trials_over_grid": round(ratio, 4),
+                "coverage_ok": figures["search"]["coverage"] >= 0.9,
+                "trials_ok": ratio <= 1 / 3,
+                "seconds": round(seconds, 2),
+                "load_avg_1min_at_start": load_start,
+                "load_avg_1min_at_end": round(os.getloadavg()[0], 2),
+            }
+        )
+    )
     return 0
 
 

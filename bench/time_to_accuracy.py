@@ -44,22 +44,31 @@ from study.train import PackReport, pack_members, train_pack  # noqa: E402
 
 
 # --quick: 2-digit addition with a small evaluation, which crosses 50% within a few hundred steps
-QUICK = {"task.digits": 2, "task.width": 3, "task.eval_max_len": 3, "task.eval_examples": 64,
-         "task.train_fraction": 0.2, "train.lr": 3e-3, "model.dropout": 0.0}
+QUICK = {
+    "task.digits": 2,
+    "task.width": 3,
+    "task.eval_max_len": 3,
+    "task.eval_examples": 64,
+    "task.train_fraction": 0.2,
+    "train.lr": 3e-3,
+    "model.dropout": 0.0,
+}
 
 
 def config(args: argparse.Namespace, size: int) -> TrialConfig:
-    return trial_config(overrides={
-        **(QUICK if args.quick else {}),
-        "pack.size": size,
-        "train.seed": args.seed,
-        "task.eval_examples": args.eval_examples,
-        "train.steps": args.max_steps,
-        "train.eval_every": args.eval_every,
-        "train.log_every": args.eval_every,
-        "train.device": args.device,
-        "train.stop_when": {"metric": "id_exact_match", "at_least": args.target, "for_evals": 1},
-    })
+    return trial_config(
+        overrides={
+            **(QUICK if args.quick else {}),
+            "pack.size": size,
+            "train.seed": args.seed,
+            "task.eval_examples": args.eval_examples,
+            "train.steps": args.max_steps,
+            "train.eval_every": args.eval_every,
+            "train.log_every": args.eval_every,
+            "train.device": args.device,
+            "train.stop_when": {"metric": "id_exact_match", "at_least": args.target, "for_evals": 1},
+        }
+    )
 
 
 class OutOfTime(Exception):
@@ -111,8 +120,9 @@ def spread(steps: list[int]) -> dict[str, float] | None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="a small version: 2-digit addition, pack 4, up to 600 steps, target 0.5")
+    parser.add_argument(
+        "--quick", action="store_true", help="a small version: 2-digit addition, pack 4, up to 600 steps, target 0.5"
+    )
     parser.add_argument("--pack", type=int, default=16, help="seeds in the pack")
     parser.add_argument("--target", type=float, default=0.99, help="ID exact match to reach")
     parser.add_argument("--eval-every", type=int, default=250)
@@ -129,19 +139,26 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     load_at_start = round(os.getloadavg()[0], 2)
-    print(f"nano addition to {args.target:.0%} ID exact match: eval every {args.eval_every}, at most "
-          f"{args.max_steps} steps; {torch.get_num_threads()} threads; load average {os.getloadavg()[0]:.2f}",
-          flush=True)
+    print(
+        f"nano addition to {args.target:.0%} ID exact match: eval every {args.eval_every}, at most "
+        f"{args.max_steps} steps; {torch.get_num_threads()} threads; load average {os.getloadavg()[0]:.2f}",
+        flush=True,
+    )
 
     alone = pack = None
     if args.only != "pack":
         alone = run(config(args, 1), args.max_minutes * 60)
-        print(f"alone (seed {args.seed}): {alone['seconds']:.1f} s, crossed at steps {alone['crossing_steps']}",
-              flush=True)
+        print(
+            f"alone (seed {args.seed}): {alone['seconds']:.1f} s, crossed at steps {alone['crossing_steps']}",
+            flush=True,
+        )
     if args.only != "alone":
         pack = run(config(args, args.pack), args.max_minutes * 60)
-        print(f"pack of {args.pack}: {pack['seconds']:.1f} s in all, {pack['seconds_per_model']:.1f} s per model; "
-              f"{pack['crossed']}/{args.pack} crossed; crossing steps {pack['crossing_steps']}", flush=True)
+        print(
+            f"pack of {args.pack}: {pack['seconds']:.1f} s in all, {pack['seconds_per_model']:.1f} s per model; "
+            f"{pack['crossed']}/{args.pack} crossed; crossing steps {pack['crossing_steps']}",
+            flush=True,
+        )
     steps = spread(pack["crossing_steps"]) if pack else None
     if steps:
         print("crossing step over seeds: " + ", ".join(f"{k} {v:g}" for k, v in steps.items()), flush=True)
@@ -157,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
         "pack": pack,
         "crossing_step_spread": steps,
         "per_model_speedup": round(alone["seconds"] / pack["seconds_per_model"], 3)
-        if alone and pack and alone["crossed"] and pack["crossed"] == args.pack else None,
+        if alone and pack and alone["crossed"] and pack["crossed"] == args.pack
+        else None,
         "load_avg_1min_at_end": round(os.getloadavg()[0], 2),
     }
     print(json.dumps(figures))

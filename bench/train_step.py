@@ -134,14 +134,16 @@ def config_for(args: argparse.Namespace, size: str, pack: int = 1) -> TrialConfi
     total = args.warmup + (args.steps if pack == 1 else args.pack_steps)
     overrides: dict[str, Any] = dict(SMALL_EVAL[args.task])
     overrides.update(_parse_sets(args.set))
-    overrides.update({
-        "model.size": size,
-        "train.device": args.device,
-        "train.steps": total,
-        "train.eval_every": total,  # evaluate once, after the timed window
-        "train.log_every": args.warmup,  # progress marks at the end of warmup and at the end
-        "pack.size": pack,
-    })
+    overrides.update(
+        {
+            "model.size": size,
+            "train.device": args.device,
+            "train.steps": total,
+            "train.eval_every": total,  # evaluate once, after the timed window
+            "train.log_every": args.warmup,  # progress marks at the end of warmup and at the end
+            "pack.size": pack,
+        }
+    )
     if args.batch_size is not None:
         overrides["train.batch_size"] = args.batch_size
     return trial_config({"task": {"family": args.task}}, overrides)
@@ -166,12 +168,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps before them (>= 1)")
     parser.add_argument("--batch-size", type=int, default=None, help="default: the config's train.batch_size")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch intra-op threads; a trial runs with resources.cpus of them (default 1); "
-                        "0: torch's default")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads; a trial runs with resources.cpus of them (default 1); 0: torch's default",
+    )
     parser.add_argument("--matmul-size", type=int, default=None, help="default 2048 on CPU, 8192 on CUDA")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="trial config override, e.g. --set model.pos_encoding=rope")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="trial config override, e.g. --set model.pos_encoding=rope",
+    )
     parser.add_argument("--packs", default="1,16", help="pack sizes K per preset (1: a single model)")
     parser.add_argument("--pack-steps", type=int, default=5, help="timed steps of a pack (K > 1)")
     args = parser.parse_args(argv)

@@ -46,25 +46,36 @@ class Claim(Section):
     finding: str = Field(..., min_length=1, description="what the finding says, in a few words")
     source: str = Field(..., min_length=1, description="where it is published: paper, table or figure")
     table: Literal["evals", "representations"] = Field(
-        "evals", description="evals: the final evaluations (metric: exact_match, nmse, ...); representations: "
-                             "the final structure probes (metric: a probe kind, e.g. probe_digit)")
-    metric: str = Field(..., description="a per-condition metric (evals) or a probe kind (representations), e.g. "
-                                         "exact_match, equivalence_of_wrong, nmse, probe_digit")
+        "evals",
+        description="evals: the final evaluations (metric: exact_match, nmse, ...); representations: "
+        "the final structure probes (metric: a probe kind, e.g. probe_digit)",
+    )
+    metric: str = Field(
+        ...,
+        description="a per-condition metric (evals) or a probe kind (representations), e.g. "
+        "exact_match, equivalence_of_wrong, nmse, probe_digit",
+    )
     at: dict[str, Scalar | list[Scalar]] = Field(
-        default_factory=dict, description="the condition: eval columns -> a value or a list of values; "
-                                          "a seed's value is the metric's mean over the matching rows")
+        default_factory=dict,
+        description="the condition: eval columns -> a value or a list of values; "
+        "a seed's value is the metric's mean over the matching rows",
+    )
     cells: dict[str, Scalar | list[Scalar]] = Field(
-        default_factory=dict, description="grid axes (no seed) -> value(s): the cells the claim applies to; "
-                                          "empty: every cell")
+        default_factory=dict,
+        description="grid axes (no seed) -> value(s): the cells the claim applies to; empty: every cell",
+    )
     pool: Literal["median", "share"] = Field(
-        "median", description="median: the median over seeds is compared; share: the share of seeds that satisfy "
-                              "the comparison must reach `share`")
+        "median",
+        description="median: the median over seeds is compared; share: the share of seeds that satisfy "
+        "the comparison must reach `share`",
+    )
     op: Literal[">=", "<="] = Field(..., description=">= or <=")
     value: float | None = Field(None, description="the published value (or bound) compared with")
     tolerance: float = Field(0.0, ge=0.0, description="slack on value: the paper's spread, or stated as ours")
     share: float = Field(1.0, description="pool: share: the share of seeds that must satisfy the comparison")
     than: dict[str, Scalar] | None = Field(
-        None, description="another cell (grid axes -> value): compare with factor x its median instead of value")
+        None, description="another cell (grid axes -> value): compare with factor x its median instead of value"
+    )
     factor: float = Field(1.0, description="with than: the multiple of the other cell's median")
 
     @field_validator("value", "tolerance", "factor")
@@ -79,13 +90,16 @@ class Claim(Section):
         columns = CONDITION_COLUMNS[self.table]
         for key, wanted in self.at.items():
             if key not in columns:
-                raise ValueError(f"at.{key}: not a condition of table {self.table}; a condition names its columns, "
-                                 f"one of {', '.join(columns)}")
+                raise ValueError(
+                    f"at.{key}: not a condition of table {self.table}; a condition names its columns, "
+                    f"one of {', '.join(columns)}"
+                )
             if isinstance(wanted, list) and not wanted:
                 raise ValueError(f"at.{key} is an empty list; give a value or remove it")
         if (self.value is None) == (self.than is None):
-            raise ValueError("give either value (a published value) or than (another cell, with factor), "
-                             "not both and not neither")
+            raise ValueError(
+                "give either value (a published value) or than (another cell, with factor), not both and not neither"
+            )
         if self.than is not None and not self.than:
             raise ValueError("than is empty; name the other cell's grid values, e.g. than: {task.mix_weight: 1.0}")
         if self.than is not None and not self.factor > 0:
@@ -137,8 +151,9 @@ def matches(values: dict[str, Any], wanted: dict[str, Any]) -> bool:
     return all(key in values and any(same_value(values[key], w) for w in as_list(v)) for key, v in wanted.items())
 
 
-def check_claims_against(claims: list[Claim], grid: dict[str, list[Any]], seed_axes: set[str],
-                         points: list[tuple[dict[str, Any], Any]]) -> None:
+def check_claims_against(
+    claims: list[Claim], grid: dict[str, list[Any]], seed_axes: set[str], points: list[tuple[dict[str, Any], Any]]
+) -> None:
     """Refuse a claim this study cannot measure, before anything runs: a cell (or ``than``
     cell) the grid does not hold, a metric the study's family does not report, a
     condition no grid point of its cells evaluates.  ``points``: (grid point, its task
@@ -155,27 +170,38 @@ def check_claims_against(claims: list[Claim], grid: dict[str, list[Any]], seed_a
             for axis, values in named.items():
                 if axis not in cell_axes:
                     known = ", ".join(cell_axes) or "none: this study's grid has no axis but seeds"
-                    raise ValueError(f"{where}.{field}.{axis}: not a grid axis of this study (cell axes: {known}); "
-                                     "name cells by their grid values")
+                    raise ValueError(
+                        f"{where}.{field}.{axis}: not a grid axis of this study (cell axes: {known}); "
+                        "name cells by their grid values"
+                    )
                 missing = [v for v in as_list(values) if not any(same_value(v, g) for g in grid[axis])]
                 if missing:
-                    raise ValueError(f"{where}.{field}.{axis}={missing[0]!r} is not a value of grid.{axis} "
-                                     f"{grid[axis]}; use one of them")
+                    raise ValueError(
+                        f"{where}.{field}.{axis}={missing[0]!r} is not a value of grid.{axis} "
+                        f"{grid[axis]}; use one of them"
+                    )
         mine = [(point, task) for point, task in points if matches(point, claim.cells)]
         families = {task.family for _, task in mine}
         if claim.table == "representations":
             kinds = set().union(*(task.structure_kinds() for _, task in mine))
             if claim.metric not in kinds:
-                raise ValueError(f"{where}.metric={claim.metric!r} is not a structure probe of the trials of its "
-                                 f"cells; use one of {sorted(kinds) or 'none: their probes are off'}")
+                raise ValueError(
+                    f"{where}.metric={claim.metric!r} is not a structure probe of the trials of its "
+                    f"cells; use one of {sorted(kinds) or 'none: their probes are off'}"
+                )
             continue  # probe conditions (layer, position, length) are read as stored
         reported = set().union(*(family(f).metrics for f in families)) if families else set()
         if claim.metric not in reported:
             split, _, base = claim.metric.partition("_")
-            hint = (f"a claim reads per-condition metrics: write metric: {base} with at: {{split: {split}}}"
-                    if split in ("id", "ood") and base in reported else f"use one of {sorted(reported)}")
-            raise ValueError(f"{where}.metric={claim.metric!r} is not reported by the {'/'.join(sorted(families))} "
-                             f"trials of its cells; {hint}")
+            hint = (
+                f"a claim reads per-condition metrics: write metric: {base} with at: {{split: {split}}}"
+                if split in ("id", "ood") and base in reported
+                else f"use one of {sorted(reported)}"
+            )
+            raise ValueError(
+                f"{where}.metric={claim.metric!r} is not reported by the {'/'.join(sorted(families))} "
+                f"trials of its cells; {hint}"
+            )
         if not any(any(matches(row, claim.at) for row in task.evaluated_conditions()) for _, task in mine):
             point, task = mine[0]
             rows = task.evaluated_conditions()
@@ -183,8 +209,12 @@ def check_claims_against(claims: list[Claim], grid: dict[str, list[Any]], seed_a
                 seen = sorted({row[key] for row in rows if key in row}, key=str)
                 if not any(matches(row, {key: wanted}) for row in rows):
                     shown = ", ".join(str(v) for v in seen[:12]) + (" ..." if len(seen) > 12 else "")
-                    raise ValueError(f"{where}.at.{key}={wanted!r}: no grid point of its cells evaluates it "
-                                     f"({'|'.join(f'{k}={v}' for k, v in point.items()) or 'the base config'} "
-                                     f"evaluates {key} in {shown or 'none'}); change at, or the task's evaluation")
-            raise ValueError(f"{where}.at={claim.at}: no grid point of its cells evaluates this combination; "
-                             "change at, or the task's evaluation")
+                    raise ValueError(
+                        f"{where}.at.{key}={wanted!r}: no grid point of its cells evaluates it "
+                        f"({'|'.join(f'{k}={v}' for k, v in point.items()) or 'the base config'} "
+                        f"evaluates {key} in {shown or 'none'}); change at, or the task's evaluation"
+                    )
+            raise ValueError(
+                f"{where}.at={claim.at}: no grid point of its cells evaluates this combination; "
+                "change at, or the task's evaluation"
+            )

@@ -94,7 +94,7 @@ def flow(value: Any) -> str:
 
 def clipped(text: str) -> str:
     """A text from the input (a key, a --set argument) cut like :func:`shown`."""
-    return text if len(text) <= SHOWN_CHARS else f"{text[:SHOWN_CHARS - 3]}..."
+    return text if len(text) <= SHOWN_CHARS else f"{text[: SHOWN_CHARS - 3]}..."
 
 
 def check_study_name(name: Any, option: str = "") -> str:
@@ -106,12 +106,16 @@ def check_study_name(name: Any, option: str = "") -> str:
         example = re.sub(r"[^A-Za-z0-9._+-]+", "-", name).strip("._+-") if isinstance(name, str) else ""
         if not example or len(example) > 40 or not STUDY_NAME.match(example):
             example = "my-study"
-        raise ConfigError("not a study name: use only letters, digits and . _ + - (no spaces), starting with a "
-                          f"letter or digit, e.g. {option + ' ' if option else ''}{example} "
-                          "(it becomes a directory name)")
+        raise ConfigError(
+            "not a study name: use only letters, digits and . _ + - (no spaces), starting with a "
+            f"letter or digit, e.g. {option + ' ' if option else ''}{example} "
+            "(it becomes a directory name)"
+        )
     if len(name) > STUDY_NAME_MAX:
-        raise ConfigError(f"a study name of {len(name)} characters; use at most {STUDY_NAME_MAX} "
-                          "(it becomes a directory name, with room for what is added to it)")
+        raise ConfigError(
+            f"a study name of {len(name)} characters; use at most {STUDY_NAME_MAX} "
+            "(it becomes a directory name, with room for what is added to it)"
+        )
     return name
 
 
@@ -261,8 +265,9 @@ if TYPE_CHECKING:
 else:
     TaskConfig = typing.Union[tuple(record.config for record in FAMILIES.values())]
     if set(typing.get_args(TaskConfig)) != {ArithmeticTask, ICLTask}:
-        raise TypeError("study.config.TaskConfig: write every registered family's config class in its "
-                        "TYPE_CHECKING union")
+        raise TypeError(
+            "study.config.TaskConfig: write every registered family's config class in its TYPE_CHECKING union"
+        )
 
 
 class TrialConfig(Section):
@@ -276,8 +281,10 @@ class TrialConfig(Section):
         stop = self.train.stop_when
         known = {LOSS} | {summary_metric(split, m) for split in SPLITS for m in family(self.task.family).metrics}
         if stop is not None and stop.metric not in known:
-            raise ValueError(f"train.stop_when.metric={shown(stop.metric)} is not a summary metric of this task; "
-                             f"use one of {sorted(known)}")
+            raise ValueError(
+                f"train.stop_when.metric={shown(stop.metric)} is not a summary metric of this task; "
+                f"use one of {sorted(known)}"
+            )
         return self
 
     @model_validator(mode="after")
@@ -354,7 +361,8 @@ class StrictLoader(yaml.SafeLoader):
             key = self.construct_object(key_node, deep=True)
             if key in seen:
                 raise yaml.constructor.ConstructorError(
-                    None, None,
+                    None,
+                    None,
                     f"duplicate key {shown(key)} (first on line {seen[key].start_mark.line + 1}); "
                     "keep one of them, YAML would silently use the last",
                     key_node.start_mark,
@@ -404,15 +412,24 @@ def alias_repeated_nodes(root: yaml.Node) -> int:
     stack: list[tuple[yaml.Node, bool]] = [(root, False)]
     while stack:
         node, children_done = stack.pop()
-        children = ([n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode)
-                    else node.value if isinstance(node, yaml.SequenceNode) else [])
+        children = (
+            [n for pair in node.value for n in pair]
+            if isinstance(node, yaml.MappingNode)
+            else node.value
+            if isinstance(node, yaml.SequenceNode)
+            else []
+        )
         if children_done:
             on_path.discard(id(node))
             size[id(node)] = 1 + sum(size[id(child)] for child in children)
         elif id(node) not in size:
             if id(node) in on_path:
-                raise yaml.composer.ComposerError(None, None, "an alias refers to its own anchor (a recursive "
-                                                  "value); write the value out", node.start_mark)
+                raise yaml.composer.ComposerError(
+                    None,
+                    None,
+                    "an alias refers to its own anchor (a recursive value); write the value out",
+                    node.start_mark,
+                )
             on_path.add(id(node))
             stack.append((node, True))
             stack.extend((child, False) for child in children if id(child) not in size)
@@ -431,8 +448,10 @@ def set_dotted(nested: dict[str, Any], dotted: str, value: Any) -> None:
     for i, part in enumerate(parents):
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
-            raise ConfigError(f"{clipped('.'.join(parents[: i + 1]))} is a value, not a section; cannot set "
-                              f"{clipped(dotted)}; set the value itself, or remove the override")
+            raise ConfigError(
+                f"{clipped('.'.join(parents[: i + 1]))} is a value, not a section; cannot set "
+                f"{clipped(dotted)}; set the value itself, or remove the override"
+            )
         node = child
     node[leaf] = value
 
@@ -453,16 +472,22 @@ def _split_override(text: str) -> tuple[str, Any]:
     key = key.strip()
     parts = key.split(".")
     if not key:
-        raise ConfigError(f"--set {shown(text)}: the key is empty; write --set dotted.key=value, "
-                          "e.g. --set model.size=micro")
+        raise ConfigError(
+            f"--set {shown(text)}: the key is empty; write --set dotted.key=value, e.g. --set model.size=micro"
+        )
     if not parts[-1].strip() and all(p.strip() for p in parts[:-1]):
         example = {"grid": "grid.task.digits=[2, 3]", "tune.params": "tune.params.train.lr.low=0.001"}.get(
-            ".".join(parts[:-1]), "model.size=micro")
-        raise ConfigError(f"--set {shown(text)}: the key is empty after {clipped(key)!r}; write --set "
-                          f"dotted.key=value, e.g. --set {example}")
+            ".".join(parts[:-1]), "model.size=micro"
+        )
+        raise ConfigError(
+            f"--set {shown(text)}: the key is empty after {clipped(key)!r}; write --set "
+            f"dotted.key=value, e.g. --set {example}"
+        )
     if not all(p.strip() for p in parts):
-        raise ConfigError(f"--set {shown(text)}: the key {clipped(key)!r} has an empty part (nothing between or "
-                          "around a dot); write --set dotted.key=value, e.g. --set model.size=micro")
+        raise ConfigError(
+            f"--set {shown(text)}: the key {clipped(key)!r} has an empty part (nothing between or "
+            "around a dot); write --set dotted.key=value, e.g. --set model.size=micro"
+        )
     return key, parse_value(value)
 
 
@@ -470,8 +495,9 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     """A YAML file's top-level mapping; every way it cannot be one is a ConfigError."""
     path = Path(path)
     if path.is_dir():
-        raise ConfigError(f"{path}: is a directory, not a YAML file; give the path of a spec, e.g. "
-                          "search_spaces/quickstart.yaml")
+        raise ConfigError(
+            f"{path}: is a directory, not a YAML file; give the path of a spec, e.g. search_spaces/quickstart.yaml"
+        )
     if not path.exists():
         raise ConfigError(f"{path}: no such file; give the path of a YAML spec, e.g. search_spaces/quickstart.yaml")
     try:
@@ -479,16 +505,22 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     except UnicodeDecodeError as err:
         raise ConfigError(f"{path}: not a text file (byte {err.start} is not UTF-8); give a YAML spec") from None
     except OSError as err:
-        raise ConfigError(f"{path}: cannot be read ({err.strerror or err}); check the path and its permissions") from None
+        raise ConfigError(
+            f"{path}: cannot be read ({err.strerror or err}); check the path and its permissions"
+        ) from None
     if "\x00" in text:
         raise ConfigError(f"{path}: not a text file (it holds NUL bytes); give a YAML spec")
     data = load_yaml_text(text, str(path))
     if data is None:
-        raise ConfigError(f"{path}: the file is empty (or only comments); write the spec's sections, "
-                          "e.g. copy search_spaces/quickstart.yaml")
+        raise ConfigError(
+            f"{path}: the file is empty (or only comments); write the spec's sections, "
+            "e.g. copy search_spaces/quickstart.yaml"
+        )
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(data).__name__}; "
-                          "write sections such as name:, base:, grid:, tune: (see search_spaces/quickstart.yaml)")
+        raise ConfigError(
+            f"{path}: the top level must be a mapping of sections, got {type(data).__name__}; "
+            "write sections such as name:, base:, grid:, tune: (see search_spaces/quickstart.yaml)"
+        )
     return data
 
 
@@ -572,12 +604,17 @@ def explain(err: ValidationError, model: type[BaseModel], root: str = "") -> str
         field = root + ".".join(loc)
         kind = problem["type"]
         if kind == "extra_forbidden" and loc and not loc[-1]:
-            lines.append(f"{root + '.'.join(loc[:-1]) or 'the top level'}: holds an empty key ''; write the "
-                         "key's name, or remove it")
+            lines.append(
+                f"{root + '.'.join(loc[:-1]) or 'the top level'}: holds an empty key ''; write the "
+                "key's name, or remove it"
+            )
         elif kind == "extra_forbidden" and loc[:2] == ["tune", "params"] and len(loc) == 4:  # a distribution's field
             guess = difflib.get_close_matches(loc[3], list(Distribution.model_fields), n=1)
-            hint = f"did you mean {root}tune.params.{loc[2]}.{guess[0]}?" if guess else \
-                f"use {', '.join(Distribution.model_fields)}"
+            hint = (
+                f"did you mean {root}tune.params.{loc[2]}.{guess[0]}?"
+                if guess
+                else f"use {', '.join(Distribution.model_fields)}"
+            )
             lines.append(f"{field}: unknown key of a distribution; {hint}")
         elif kind == "extra_forbidden":
             guess = difflib.get_close_matches(".".join(loc), known, n=1)
@@ -585,20 +622,25 @@ def explain(err: ValidationError, model: type[BaseModel], root: str = "") -> str
             lines.append(f"{field}: unknown key{hint}")
         elif kind == BOOL_FOR_NUMBER:
             key, value = problem["ctx"]["key"], problem["ctx"]["value"]  # value: the input's repr
-            lines.append(f"{field + '.' if field else ''}{clipped(key)}: {problem['msg'].replace(value, clipped(value))}")
+            lines.append(
+                f"{field + '.' if field else ''}{clipped(key)}: {problem['msg'].replace(value, clipped(value))}"
+            )
         elif kind == "union_tag_invalid":
             tag = str(problem.get("ctx", {}).get("tag", ""))
             case = [f for f in FAMILIES if f.lower() == tag.lower()]
-            hint = f"did you mean {case[0]!r}? (names are lower case)" if case and tag else \
-                f"use {' or '.join(repr(f) for f in FAMILIES)}"
+            hint = (
+                f"did you mean {case[0]!r}? (names are lower case)"
+                if case and tag
+                else f"use {' or '.join(repr(f) for f in FAMILIES)}"
+            )
             lines.append(f"{field}: unknown task family; {hint}")
         elif kind == "value_error":  # a validator's own words: its start (what) and end (the fix) are kept
             msg = problem["msg"].removeprefix("Value error, ")
             if len(msg) > CLAUSE_CHARS:
-                msg = f"{msg[:CLAUSE_CHARS // 2]}...{msg[-CLAUSE_CHARS // 2:]}"
+                msg = f"{msg[: CLAUSE_CHARS // 2]}...{msg[-CLAUSE_CHARS // 2 :]}"
             given = problem.get("input")
             got = "" if isinstance(given, dict) else f" (got {shown(given)})"
-            names_it = msg.startswith(field) and msg[len(field):len(field) + 1] in (".", "=", ":", " ")
+            names_it = msg.startswith(field) and msg[len(field) : len(field) + 1] in (".", "=", ":", " ")
             lines.append(f"{field}: {msg}{got}" if field and not names_it else f"{msg}{got}")
         elif kind == "literal_error" and isinstance(problem.get("input"), str):
             msg = problem["msg"].replace("Input should be", "must be")
@@ -606,8 +648,13 @@ def explain(err: ValidationError, model: type[BaseModel], root: str = "") -> str
             choices = re.findall(r"'((?:[^'\\]|\\.)*)'", str(problem.get("ctx", {}).get("expected", "")))
             case = [c for c in choices if c.lower() == given.strip().lower()]
             close = case or difflib.get_close_matches(given, choices, n=1)
-            hint = (f"did you mean {close[0]!r}? (values are case-sensitive)" if case
-                    else f"did you mean {close[0]!r}?" if close else _FIXES["literal_error"])
+            hint = (
+                f"did you mean {close[0]!r}? (values are case-sensitive)"
+                if case
+                else f"did you mean {close[0]!r}?"
+                if close
+                else _FIXES["literal_error"]
+            )
             lines.append(f"{field}: {msg} (got {shown(given)}); {hint}")
         else:  # pydantic's own rules: "Input should be ..." plus the fix for the kind of rule
             msg = problem["msg"].replace("Input should be", "must be")
@@ -636,9 +683,19 @@ _FIXES = {
     "dict_type": "write a mapping, e.g. {key: value}",
     "model_type": "write a mapping of its keys",
     "string_pattern_mismatch": "change it to match",
-    **{k: "change the value to fit that bound" for k in (
-        "greater_than", "greater_than_equal", "less_than", "less_than_equal", "too_short", "too_long",
-        "string_too_short", "string_too_long")},
+    **{
+        k: "change the value to fit that bound"
+        for k in (
+            "greater_than",
+            "greater_than_equal",
+            "less_than",
+            "less_than_equal",
+            "too_short",
+            "too_long",
+            "string_too_short",
+            "string_too_long",
+        )
+    },
 }
 
 
@@ -719,15 +776,18 @@ class Distribution(Section):
 @functools.cache
 def say_renamed(old: str, new: str, meaning: str) -> None:
     """One line on stderr, once per process, for a spec key read under its old name."""
-    print(f"oodstudy: {old} is now called {new} ({meaning}); the old name still works: rename it in the spec",
-          file=sys.stderr)
+    print(
+        f"oodstudy: {old} is now called {new} ({meaning}); the old name still works: rename it in the spec",
+        file=sys.stderr,
+    )
 
 
 class TuneSection(Section):
     metric: str = Field("id_exact_match", description="summary metric Optuna optimizes within a grid point")
     mode: Literal["max", "min"] = "max"
-    trials_per_grid_point: int = Field(1, ge=1, description="trials per grid point (seeds included); "
-                                                            "old name: trials_per_cell")
+    trials_per_grid_point: int = Field(
+        1, ge=1, description="trials per grid point (seeds included); old name: trials_per_cell"
+    )
     params: dict[str, Distribution] = Field(default_factory=dict, description="tuned axes")
     sampler: Literal["tpe", "random"] = "tpe"
     seed: int = Field(0, ge=0, lt=TUNE_SEED_LIMIT, description="grid point i's sampler is seeded tune.seed + i")
@@ -740,9 +800,13 @@ class TuneSection(Section):
         if not isinstance(data, dict) or "trials_per_cell" not in data:
             return data
         if "trials_per_grid_point" in data:
-            raise ValueError("tune.trials_per_cell and tune.trials_per_grid_point are one key (trials_per_cell is "
-                             "its old name); keep tune.trials_per_grid_point")
-        say_renamed("tune.trials_per_cell", "tune.trials_per_grid_point", "the trials of each grid point, seeds included")
+            raise ValueError(
+                "tune.trials_per_cell and tune.trials_per_grid_point are one key (trials_per_cell is "
+                "its old name); keep tune.trials_per_grid_point"
+            )
+        say_renamed(
+            "tune.trials_per_cell", "tune.trials_per_grid_point", "the trials of each grid point, seeds included"
+        )
         rest = {k: v for k, v in data.items() if k != "trials_per_cell"}
         return {**rest, "trials_per_grid_point": data["trials_per_cell"]}
 
@@ -793,10 +857,13 @@ class SweepSpec(Section):
     optuna_storage: str | None = Field(None, description="Optuna storage URL; default a journal file")
     pack: PackConfig = Field(default_factory=PackConfig, description="members trained together per Tune trial")
     threshold: ThresholdSearch | None = Field(
-        None, description="search one ordered axis per cell for where success begins (study.tune.threshold)")
+        None, description="search one ordered axis per cell for where success begins (study.tune.threshold)"
+    )
     expect: list[Claim] = Field(
-        default_factory=list, description="published findings this study checks (study.claims_config; checked "
-                                          "at the end of run and resume, by report and by oodstudy check)")
+        default_factory=list,
+        description="published findings this study checks (study.claims_config; checked "
+        "at the end of run and resume, by report and by oodstudy check)",
+    )
 
     @field_validator("name")
     @classmethod
@@ -819,35 +886,58 @@ class SweepSpec(Section):
                 continue
             for axis, values in axes.items():
                 if isinstance(axis, str) and not axis.strip():
-                    raise ValueError(f"{where} has an empty key {axis!r}; write a dotted config key, e.g. "
-                                     + ("grid: {task.digits: [2, 3]}" if where == "grid" else
-                                        "tune.params: {train.lr: {type: loguniform, low: 1.0e-4, high: 1.0e-2}}"))
+                    raise ValueError(
+                        f"{where} has an empty key {axis!r}; write a dotted config key, e.g. "
+                        + (
+                            "grid: {task.digits: [2, 3]}"
+                            if where == "grid"
+                            else "tune.params: {train.lr: {type: loguniform, low: 1.0e-4, high: 1.0e-2}}"
+                        )
+                    )
                 if not isinstance(axis, str):
                     continue  # the field's own validation names these
-                nested = (where == "grid" and isinstance(values, dict)
-                          or where == "tune.params" and isinstance(values, dict) and values
-                          and not set(values) & set(Distribution.model_fields))
+                nested = (
+                    where == "grid"
+                    and isinstance(values, dict)
+                    or where == "tune.params"
+                    and isinstance(values, dict)
+                    and values
+                    and not set(values) & set(Distribution.model_fields)
+                )
                 if nested:
                     inner, value = next(iter(values.items()))
                     dotted = f"{axis}.{inner}"
-                    if where == "tune.params" and isinstance(value, dict) and value and not set(value) & set(
-                            Distribution.model_fields):
+                    if (
+                        where == "tune.params"
+                        and isinstance(value, dict)
+                        and value
+                        and not set(value) & set(Distribution.model_fields)
+                    ):
                         dotted, value = f"{dotted}.{next(iter(value))}", "{type: ..., low: ..., high: ...}"
                     example = f"{clipped(dotted)}: {value if isinstance(value, str) else flow(value)}"
                     if where == "grid":
-                        raise ValueError(f"grid.{clipped(axis)}: grid keys are dotted config keys, not nested "
-                                         f"sections; write grid: {{{example}}}")
-                    raise ValueError(f"tune.params.{clipped(axis)}: tuned axes are dotted config keys, not nested "
-                                     f"sections; write tune: {{params: {{{example}}}}}")
+                        raise ValueError(
+                            f"grid.{clipped(axis)}: grid keys are dotted config keys, not nested "
+                            f"sections; write grid: {{{example}}}"
+                        )
+                    raise ValueError(
+                        f"tune.params.{clipped(axis)}: tuned axes are dotted config keys, not nested "
+                        f"sections; write tune: {{params: {{{example}}}}}"
+                    )
                 if unknown_trial_key(axis):
                     kind = "grid keys" if where == "grid" else "tuned axes"
-                    example = "grid: {task.digits: [2, 3]}" if where == "grid" else \
-                        "tune.params: {train.lr: {type: loguniform, low: 1.0e-4, high: 1.0e-2}}"
+                    example = (
+                        "grid: {task.digits: [2, 3]}"
+                        if where == "grid"
+                        else "tune.params: {train.lr: {type: loguniform, low: 1.0e-4, high: 1.0e-2}}"
+                    )
                     hint = config_key_hint(axis)
                     if hint.startswith("did you mean "):
                         hint = f"did you mean {where}.{hint.removeprefix('did you mean ')}"
-                    raise ValueError(f"{where}.{clipped(axis)}: unknown key; {kind} are dotted keys of the trial "
-                                     f"config, e.g. {example}; {hint}")
+                    raise ValueError(
+                        f"{where}.{clipped(axis)}: unknown key; {kind} are dotted keys of the trial "
+                        f"config, e.g. {example}; {hint}"
+                    )
         return data
 
     @model_validator(mode="before")
@@ -865,9 +955,11 @@ class SweepSpec(Section):
             return data
         given = tune.get("metric")
         if given is not None and given != metric:
-            raise ValueError(f"tune.metric={shown(given)} differs from threshold.success.metric={shown(metric)}: a "
-                             "threshold study scores every trial by its success metric; drop tune.metric (or set "
-                             "it to the success metric)")
+            raise ValueError(
+                f"tune.metric={shown(given)} differs from threshold.success.metric={shown(metric)}: a "
+                "threshold study scores every trial by its success metric; drop tune.metric (or set "
+                "it to the success metric)"
+            )
         return {**data, "tune": {**tune, "metric": metric, "mode": tune.get("mode", metric_direction(metric) or "max")}}
 
     @field_validator("optuna_storage")
@@ -879,8 +971,10 @@ class SweepSpec(Section):
         if url and url.startswith("sqlite:///") and path not in ("", ":memory:"):
             directory = Path(path).expanduser().parent
             if not directory.is_dir():
-                raise ValueError(f"the SQLite file's directory {clipped(str(directory))} does not exist; make it "
-                                 "(mkdir -p) or set optuna_storage to a file in an existing directory")
+                raise ValueError(
+                    f"the SQLite file's directory {clipped(str(directory))} does not exist; make it "
+                    "(mkdir -p) or set optuna_storage to a file in an existing directory"
+                )
         return url
 
     @model_validator(mode="after")
@@ -891,12 +985,16 @@ class SweepSpec(Section):
         n_points = math.prod(len(values) for values in self.grid.values())
         if n_points > MAX_GRID_POINTS:
             lengths = " x ".join(f"{clipped(axis)} ({len(values):,})" for axis, values in self.grid.items())
-            raise ValueError(f"the grid has {n_points:,} points ({clipped(lengths)}), more than the "
-                             f"{MAX_GRID_POINTS:,} allowed; use fewer values per axis, or tune an axis (tune.params)")
+            raise ValueError(
+                f"the grid has {n_points:,} points ({clipped(lengths)}), more than the "
+                f"{MAX_GRID_POINTS:,} allowed; use fewer values per axis, or tune an axis (tune.params)"
+            )
         if self.tune.seed + n_points > TUNE_SEED_LIMIT:
-            raise ValueError(f"tune.seed={self.tune.seed}: grid point i's Optuna sampler is seeded tune.seed + i, "
-                             f"and Optuna takes seeds below 2**32; lower tune.seed to at most "
-                             f"{TUNE_SEED_LIMIT - n_points}")
+            raise ValueError(
+                f"tune.seed={self.tune.seed}: grid point i's Optuna sampler is seeded tune.seed + i, "
+                f"and Optuna takes seeds below 2**32; lower tune.seed to at most "
+                f"{TUNE_SEED_LIMIT - n_points}"
+            )
         overlap = set(self.grid) & set(self.tune.params)
         if overlap:
             raise ValueError(f"{shown(sorted(overlap))} are both grid and tuned axes; keep each axis in one place")
@@ -911,24 +1009,36 @@ class SweepSpec(Section):
         axis = self.threshold.axis
         if unknown_trial_key(axis) or axis not in trial_value_keys():
             hint = config_key_hint(axis)
-            raise ValueError(f"threshold.axis={clipped(axis)} is not a value of the trial config; search a dotted "
-                             f"key that holds a value, e.g. task.mix_weight, train.steps or model.size; {hint}")
+            raise ValueError(
+                f"threshold.axis={clipped(axis)} is not a value of the trial config; search a dotted "
+                f"key that holds a value, e.g. task.mix_weight, train.steps or model.size; {hint}"
+            )
         if axis in self.grid:
-            raise ValueError(f"threshold.axis={clipped(axis)} is also a grid axis; the search proposes its values, "
-                             f"so remove grid.{clipped(axis)} (the other grid axes stay a grid: one search per cell)")
+            raise ValueError(
+                f"threshold.axis={clipped(axis)} is also a grid axis; the search proposes its values, "
+                f"so remove grid.{clipped(axis)} (the other grid axes stay a grid: one search per cell)"
+            )
         if "train.seed" in self.grid:
-            raise ValueError("grid.train.seed with a threshold search: the search trains seeds 0, 1, ... at every "
-                             "point it proposes; remove grid.train.seed and set threshold.seeds_per_point")
+            raise ValueError(
+                "grid.train.seed with a threshold search: the search trains seeds 0, 1, ... at every "
+                "point it proposes; remove grid.train.seed and set threshold.seeds_per_point"
+            )
         if self.tune.params:
-            raise ValueError("tune.params with a threshold search: Optuna per point is not supported with a threshold "
-                             "search; drop tune.params (or make the tuned axes grid axes)")
+            raise ValueError(
+                "tune.params with a threshold search: Optuna per point is not supported with a threshold "
+                "search; drop tune.params (or make the tuned axes grid axes)"
+            )
         if self.tune.trials_per_grid_point != 1:
-            raise ValueError(f"tune.trials_per_grid_point={self.tune.trials_per_grid_point} with a threshold search: "
-                             "the search decides how many trials each cell gets; drop tune.trials_per_grid_point and set "
-                             "threshold.seeds_per_point and threshold.budget")
+            raise ValueError(
+                f"tune.trials_per_grid_point={self.tune.trials_per_grid_point} with a threshold search: "
+                "the search decides how many trials each cell gets; drop tune.trials_per_grid_point and set "
+                "threshold.seeds_per_point and threshold.budget"
+            )
         if self.early_stopping.type != "none":
-            raise ValueError(f"early_stopping.type={self.early_stopping.type} with a threshold search: a seed stopped "
-                             "early has no outcome, so the search could not use it; set early_stopping.type=none")
+            raise ValueError(
+                f"early_stopping.type={self.early_stopping.type} with a threshold search: a seed stopped "
+                "early has no outcome, so the search could not use it; set early_stopping.type=none"
+            )
 
     def grid_points(self) -> list[dict[str, Any]]:
         """Every combination of the grid axes (seeds included), in a stable order."""
@@ -1012,8 +1122,9 @@ class SweepSpec(Section):
                     cfg = TrialConfig.model_validate(self.trial_raw(point, params))
                 except ValidationError as err:
                     where = ", ".join(f"{clipped(k)}={shown(v)}" for k, v in {**point, **params}.items())
-                    raise ConfigError(f"invalid trial config for {where or 'the base config'}: "
-                                      + explain(err, TrialConfig)) from None
+                    raise ConfigError(
+                        f"invalid trial config for {where or 'the base config'}: " + explain(err, TrialConfig)
+                    ) from None
                 except ConfigError as err:
                     raise ConfigError(f"grid/tuned axis: {err}") from None
                 families.add(cfg.task.family)
@@ -1051,14 +1162,14 @@ class SweepSpec(Section):
     def check_claims(self, params: dict[str, Any]) -> None:
         """Refuse a claim of ``expect`` that no grid point can measure (a cell the grid does not
         hold, a metric the family does not report, a condition nobody evaluates)."""
-        points = [(point, TrialConfig.model_validate(self.trial_raw(point, params)).task)
-                  for point in self.grid_points()]
+        points = [
+            (point, TrialConfig.model_validate(self.trial_raw(point, params)).task) for point in self.grid_points()
+        ]
         seeds = {axis for axis in self.grid if is_seed_axis(axis)}
         try:
             check_claims_against(self.expect, self.grid, seeds, points)
         except ValueError as err:
             raise ConfigError(str(err)) from None
-
 
     def check_threshold_values(self) -> None:
         """A continuous axis is proposed anywhere between its ends: refuse one whose field takes
@@ -1092,8 +1203,10 @@ class SweepSpec(Section):
             repeated = [same for same in given.values() if len(same) > 1]
             if repeated:
                 sets = "; ".join(" and ".join(shown(v) for v in same) for same in repeated)
-                raise ConfigError(f"grid.{clipped(axis)}: the values {clipped(sets)} are one value once validated, "
-                                  "so their grid points would train the same config; keep one of them")
+                raise ConfigError(
+                    f"grid.{clipped(axis)}: the values {clipped(sets)} are one value once validated, "
+                    "so their grid points would train the same config; keep one of them"
+                )
 
 
 def load_sweep_spec(path: str | Path, overrides: Sequence[str] = ()) -> SweepSpec:
@@ -1113,19 +1226,25 @@ def load_sweep_spec(path: str | Path, overrides: Sequence[str] = ()) -> SweepSpe
             axis, field = _tuned_key(key.removeprefix("tune.params."))
             tune = data.setdefault("tune", {})
             if not isinstance(tune, dict):
-                raise ConfigError(f"tune is a value, not a section; cannot set {clipped(key)}; write tune as a "
-                                  "mapping (tune: {metric: ..., params: ...})")
+                raise ConfigError(
+                    f"tune is a value, not a section; cannot set {clipped(key)}; write tune as a "
+                    "mapping (tune: {metric: ..., params: ...})"
+                )
             if tune.get("params") is None:
                 tune["params"] = {}
             params = tune["params"]
             if not isinstance(params, dict):
-                raise ConfigError(f"tune.params is {shown(params)}, not a mapping; cannot set {clipped(key)}; "
-                                  "write tune.params as a mapping of tuned axes")
+                raise ConfigError(
+                    f"tune.params is {shown(params)}, not a mapping; cannot set {clipped(key)}; "
+                    "write tune.params as a mapping of tuned axes"
+                )
             if not field:
                 params[axis] = value
             elif not isinstance(params.setdefault(axis, {}), dict):
-                raise ConfigError(f"tune.params.{clipped(axis)} is a value, not a distribution; cannot set "
-                                  f"{clipped(key)}; set tune.params.{clipped(axis)}={{type: ..., low: ..., high: ...}}")
+                raise ConfigError(
+                    f"tune.params.{clipped(axis)} is a value, not a distribution; cannot set "
+                    f"{clipped(key)}; set tune.params.{clipped(axis)}={{type: ..., low: ..., high: ...}}"
+                )
             else:
                 set_dotted(params[axis], field, value)
         else:
@@ -1134,7 +1253,9 @@ def load_sweep_spec(path: str | Path, overrides: Sequence[str] = ()) -> SweepSpe
         spec = SweepSpec.model_validate(data)
     except ValidationError as err:
         raise ConfigError(f"{path}: invalid sweep spec: " + explain(err, SweepSpec)) from None
-    narrowed = {key.removeprefix("grid.") for key in (_split_override(t)[0] for t in overrides) if key.startswith("grid.")}
+    narrowed = {
+        key.removeprefix("grid.") for key in (_split_override(t)[0] for t in overrides) if key.startswith("grid.")
+    }
     spec = without_claims_outside_grid(spec, narrowed)
     spec.check_trials()
     return spec
@@ -1147,13 +1268,20 @@ def without_claims_outside_grid(spec: SweepSpec, narrowed: set[str]) -> SweepSpe
     kept = []
     for i, claim in enumerate(spec.expect):
         named = [*claim.cells.items(), *(claim.than or {}).items()]
-        gone = [(axis, value) for axis, values in named if axis in narrowed
-                for value in (values if isinstance(values, list) else [values])
-                if not any(same_value(value, v) for v in spec.grid.get(axis, []))]
+        gone = [
+            (axis, value)
+            for axis, values in named
+            if axis in narrowed
+            for value in (values if isinstance(values, list) else [values])
+            if not any(same_value(value, v) for v in spec.grid.get(axis, []))
+        ]
         if gone:
             axis, value = gone[0]
-            print(f"oodstudy: expect[{i}] ({claim.finding}) is not checked: it reads {axis}={value}, which "
-                  f"--set grid.{axis} took out of the grid", file=sys.stderr)
+            print(
+                f"oodstudy: expect[{i}] ({claim.finding}) is not checked: it reads {axis}={value}, which "
+                f"--set grid.{axis} took out of the grid",
+                file=sys.stderr,
+            )
         else:
             kept.append(claim)
     return spec if len(kept) == len(spec.expect) else spec.model_copy(update={"expect": kept})

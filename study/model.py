@@ -140,8 +140,9 @@ class Internals:
 
     def member(self, k: int) -> "Internals":
         """Member k's internals, without the member dimension."""
-        return Internals(hidden=self.hidden[k], layers=[x[k] for x in self.layers],
-                         attention=[w[k] for w in self.attention])
+        return Internals(
+            hidden=self.hidden[k], layers=[x[k] for x in self.layers], attention=[w[k] for w in self.attention]
+        )
 
 
 class PackDropout(nn.Module):
@@ -219,8 +220,17 @@ class CausalSelfAttention(nn.Module):
     id_slopes: torch.Tensor
     alibi_bias: torch.Tensor
 
-    def __init__(self, n_members: int, d_model: int, n_head: int, dropout: float, pos_encoding: str, max_seq_len: int,
-                 generators: list[torch.Generator], max_position: int = 0):
+    def __init__(
+        self,
+        n_members: int,
+        d_model: int,
+        n_head: int,
+        dropout: float,
+        pos_encoding: str,
+        max_seq_len: int,
+        generators: list[torch.Generator],
+        max_position: int = 0,
+    ):
         """``max_position``: the task's id range, read by attention over the task's ids (coupled_rope:
         a rotation per id)."""
         super().__init__()
@@ -246,8 +256,7 @@ class CausalSelfAttention(nn.Module):
             bias = -alibi_slopes(n_head)[:, None, None] * distance.clamp(min=0) + causal
             self.register_buffer("alibi_bias", bias, persistent=False)  # [H, T, T]
 
-    def score_bias(self, T: int, ids: torch.Tensor | None, device: torch.device,
-                   dtype: torch.dtype) -> torch.Tensor:
+    def score_bias(self, T: int, ids: torch.Tensor | None, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
         """What is added to q k^T / sqrt(hd) before the softmax, the causal mask included:
         [1, H, T, T] (alibi, shared by every sequence), [KB, H, T, T] (alibi over the task's
         ids [KB, T], per sequence) or [T, T] (the mask alone)."""
@@ -287,8 +296,9 @@ class CausalSelfAttention(nn.Module):
             bias = self.score_bias(T, ids, q.device, q.dtype)
             if bias.dim() == 4:  # one [T, T] per (sequence, head)
                 bias = bias.expand(K * B, self.n_head, T, T).reshape(K * B * self.n_head, T, T)
-            scores = torch.baddbmm(bias, q.flatten(0, 1), k.flatten(0, 1).transpose(1, 2),
-                                   alpha=1.0 / math.sqrt(self.head_dim))  # bias + q k^T / sqrt(hd) [KB * H, T, T]
+            scores = torch.baddbmm(
+                bias, q.flatten(0, 1), k.flatten(0, 1).transpose(1, 2), alpha=1.0 / math.sqrt(self.head_dim)
+            )  # bias + q k^T / sqrt(hd) [KB * H, T, T]
             weights = attention_softmax(scores.view(K * B, self.n_head, T, T))  # [KB, H, T, T]
             dropped = self.attn_dropout(weights.view(K, B, self.n_head, T, T)).view(K * B, self.n_head, T, T)
             y = dropped.to(v.dtype) @ v
@@ -316,12 +326,22 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, n_members: int, d_model: int, n_head: int, dropout: float, pos_encoding: str, max_seq_len: int,
-                 generators: list[torch.Generator], max_position: int = 0):
+    def __init__(
+        self,
+        n_members: int,
+        d_model: int,
+        n_head: int,
+        dropout: float,
+        pos_encoding: str,
+        max_seq_len: int,
+        generators: list[torch.Generator],
+        max_position: int = 0,
+    ):
         super().__init__()
         self.ln_1 = PackedLayerNorm(n_members, d_model)
-        self.attn = CausalSelfAttention(n_members, d_model, n_head, dropout, pos_encoding, max_seq_len, generators,
-                                        max_position)
+        self.attn = CausalSelfAttention(
+            n_members, d_model, n_head, dropout, pos_encoding, max_seq_len, generators, max_position
+        )
         self.ln_2 = PackedLayerNorm(n_members, d_model)
         self.mlp = MLP(n_members, d_model, dropout, generators)
 
@@ -376,8 +396,16 @@ class Transformer(nn.Module):
         self.dropout_generators: list[torch.Generator] = []  # shared by every dropout below
         self.drop = PackDropout(cfg.dropout, self.dropout_generators)
         self.blocks = nn.ModuleList(
-            Block(K, d_model, n_head, cfg.dropout, cfg.pos_encoding, io.max_seq_len, self.dropout_generators,
-                  cfg.max_position)
+            Block(
+                K,
+                d_model,
+                n_head,
+                cfg.dropout,
+                cfg.pos_encoding,
+                io.max_seq_len,
+                self.dropout_generators,
+                cfg.max_position,
+            )
             for _ in range(n_layer)
         )
         self.ln_f = PackedLayerNorm(K, d_model)
@@ -408,8 +436,13 @@ class Transformer(nn.Module):
         """Parameters of one member."""
         return sum(p.numel() for p in self.parameters()) // self.n_members
 
-    def forward(self, inputs: torch.Tensor, positions: torch.Tensor | None = None, return_hidden: bool = False,
-                return_internals: bool = False):
+    def forward(
+        self,
+        inputs: torch.Tensor,
+        positions: torch.Tensor | None = None,
+        return_hidden: bool = False,
+        return_internals: bool = False,
+    ):
         """``positions`` (Long ``[K, B, T]``, or ``[B, T]`` with inputs ``[B, T]``): the
         task's position ids, required by the schemes whose ids the task computes
         (coupled, abacus, randomized, coupled_alibi, coupled_rope) and ignored by the others.
@@ -420,8 +453,10 @@ class Transformer(nn.Module):
         single = inputs.dim() == (2 if self.io.tokens else 3)  # [B, T] (or [B, T, n_in]): no member dim
         if single:
             if self.n_members != 1:
-                raise ValueError(f"inputs without a member dimension for a pack of {self.n_members}; "
-                                 "give [K, B, T] inputs or call model.member(k)")
+                raise ValueError(
+                    f"inputs without a member dimension for a pack of {self.n_members}; "
+                    "give [K, B, T] inputs or call model.member(k)"
+                )
             inputs = inputs[None]
             positions = positions[None] if positions is not None else None
         T = inputs.shape[2]
@@ -486,9 +521,19 @@ class Member(nn.Module):
         super().__init__()
         self.pack, self.k = pack, k
 
-    def forward(self, inputs: torch.Tensor, positions: torch.Tensor | None = None, return_hidden: bool = False,
-                return_internals: bool = False):
+    def forward(
+        self,
+        inputs: torch.Tensor,
+        positions: torch.Tensor | None = None,
+        return_hidden: bool = False,
+        return_internals: bool = False,
+    ):
         index = self.k if isinstance(self.k, list) else slice(self.k, self.k + 1)
         weights = {name: p[index] for name, p in self.pack.named_parameters()}
-        return functional_call(self.pack, weights, (inputs,), {"positions": positions, "return_hidden": return_hidden,
-                                                               "return_internals": return_internals}, strict=False)
+        return functional_call(
+            self.pack,
+            weights,
+            (inputs,),
+            {"positions": positions, "return_hidden": return_hidden, "return_internals": return_internals},
+            strict=False,
+        )

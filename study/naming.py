@@ -62,8 +62,20 @@ def corner_sets(params: Mapping[str, HasCorners]) -> list[dict[str, Any]]:
 # The columns of a ``trials`` row its writer fills (``study.store.schema``'s trials table
 # less the columns the store adds: study, attempt, cell, written_at).  ``grid`` and
 # ``config`` hold JSON text.
-TRIALS_FIELDS = ("trial_id", "grid", "config", "status", "start_time", "end_time", "node", "device",
-                 "n_params", "steps", "score", "error")
+TRIALS_FIELDS = (
+    "trial_id",
+    "grid",
+    "config",
+    "status",
+    "start_time",
+    "end_time",
+    "node",
+    "device",
+    "n_params",
+    "steps",
+    "score",
+    "error",
+)
 
 
 def trials_row(**fields: Any) -> dict[str, Any]:

@@ -51,13 +51,16 @@ class ThresholdSearch(Section):
     integer: bool = Field(False, description="propose whole numbers only (train.steps, model.d_model)")
     values: list[Any] | None = Field(None, description="an ordered axis: its values in order (task.digits, model.size)")
     direction: Literal["increasing", "decreasing"] = Field(
-        "increasing", description="increasing: success becomes likelier along the axis; decreasing: rarer")
+        "increasing", description="increasing: success becomes likelier along the axis; decreasing: rarer"
+    )
     success: SuccessCriterion
     target: float = Field(0.5, description="probability of success at the threshold")
-    seeds_per_point: int = Field(4, ge=1,
-                                 description="seeds trained at every proposed point (one pack where packs apply)")
-    tolerance: float = Field(..., description="stop a cell once the threshold's interval is narrower (axis units; "
-                                              "index units for values)")
+    seeds_per_point: int = Field(
+        4, ge=1, description="seeds trained at every proposed point (one pack where packs apply)"
+    )
+    tolerance: float = Field(
+        ..., description="stop a cell once the threshold's interval is narrower (axis units; index units for values)"
+    )
     budget: int = Field(..., ge=1, description="most trials (seeds) per cell")
     interval: float = Field(0.9, description="credible level of the threshold's interval")
 
@@ -66,11 +69,14 @@ class ThresholdSearch(Section):
     def _axis(cls, axis: str) -> str:
         parts = axis.split(".")
         if len(parts) < 2 or not all(parts):
-            raise ValueError(f"{SECTION}.axis={axis!r} is not a dotted config key; write e.g. task.mix_weight "
-                             "or model.d_model")
+            raise ValueError(
+                f"{SECTION}.axis={axis!r} is not a dotted config key; write e.g. task.mix_weight or model.d_model"
+            )
         if axis == "train.seed":
-            raise ValueError(f"{SECTION}.axis=train.seed: seeds are the replicates of every point, not an ordered "
-                             "axis; search another axis and set seeds_per_point")
+            raise ValueError(
+                f"{SECTION}.axis=train.seed: seeds are the replicates of every point, not an ordered "
+                "axis; search another axis and set seeds_per_point"
+            )
         return axis
 
     @field_validator("target", "interval")
@@ -78,8 +84,9 @@ class ThresholdSearch(Section):
     def _probability(cls, p: float, info) -> float:
         if not 0.0 < p < 1.0:
             hint = "e.g. 0.5" if info.field_name == "target" else "e.g. 0.9"
-            raise ValueError(f"{SECTION}.{info.field_name}={p} is not a probability strictly between 0 and 1; "
-                             f"write {hint}")
+            raise ValueError(
+                f"{SECTION}.{info.field_name}={p} is not a probability strictly between 0 and 1; write {hint}"
+            )
         return p
 
     @model_validator(mode="after")
@@ -87,8 +94,10 @@ class ThresholdSearch(Section):
         t = SECTION
         bounds = self.low is not None or self.high is not None
         if bounds == (self.values is not None):
-            raise ValueError(f"{t}: give either low and high (a continuous axis) or values (an ordered list), "
-                             "not both and not neither")
+            raise ValueError(
+                f"{t}: give either low and high (a continuous axis) or values (an ordered list), "
+                "not both and not neither"
+            )
         if self.values is not None:
             if len(self.values) < 2:
                 raise ValueError(f"{t}.values has {len(self.values)} value; give at least two, in order")
@@ -102,8 +111,10 @@ class ThresholdSearch(Section):
             if self.integer:
                 raise ValueError(f"{t}.integer applies to low/high only; remove it (values are proposed as given)")
             if self.tolerance < 1:
-                raise ValueError(f"{t}.tolerance={self.tolerance} is below one step of the values (tolerance is in "
-                                 "index units for values, and no interval is narrower than one step); use at least 1")
+                raise ValueError(
+                    f"{t}.tolerance={self.tolerance} is below one step of the values (tolerance is in "
+                    "index units for values, and no interval is narrower than one step); use at least 1"
+                )
         else:
             if self.low is None or self.high is None:
                 raise ValueError(f"{t}: a continuous axis needs both low and high; add the missing one")
@@ -112,19 +123,26 @@ class ThresholdSearch(Section):
             if self.integer and (self.low != int(self.low) or self.high != int(self.high)):
                 raise ValueError(f"{t}.integer: low={self.low} and high={self.high} must be whole numbers; round them")
             if self.integer and self.high - self.low < 2:
-                raise ValueError(f"{t}: an integer axis from {self.low:g} to {self.high:g} has no point between its "
-                                 "ends; widen it or use values")
+                raise ValueError(
+                    f"{t}: an integer axis from {self.low:g} to {self.high:g} has no point between its "
+                    "ends; widen it or use values"
+                )
         if not (math.isfinite(self.tolerance) and self.tolerance > 0):
-            raise ValueError(f"{t}.tolerance={self.tolerance} must be a positive width; "
-                             "write e.g. a tenth of the range")
+            raise ValueError(
+                f"{t}.tolerance={self.tolerance} must be a positive width; write e.g. a tenth of the range"
+            )
         if self.tolerance >= self.span:
-            raise ValueError(f"{t}.tolerance={self.tolerance:g} is not narrower than the axis ({self.span:g} "
-                             f"{'steps' if self.values is not None else 'wide'}), so nothing would be searched; "
-                             "lower it")
+            raise ValueError(
+                f"{t}.tolerance={self.tolerance:g} is not narrower than the axis ({self.span:g} "
+                f"{'steps' if self.values is not None else 'wide'}), so nothing would be searched; "
+                "lower it"
+            )
         if self.budget < self.seeds_per_point:
-            raise ValueError(f"{t}.budget={self.budget} is below {t}.seeds_per_point={self.seeds_per_point}: not "
-                             f"one point could be trained; raise budget to at least {self.seeds_per_point} "
-                             "(a few times it, to let the interval narrow)")
+            raise ValueError(
+                f"{t}.budget={self.budget} is below {t}.seeds_per_point={self.seeds_per_point}: not "
+                f"one point could be trained; raise budget to at least {self.seeds_per_point} "
+                "(a few times it, to let the interval narrow)"
+            )
         return self
 
     # -- the axis, in the three units: value (what a trial gets), t (axis units), u (normalized)

@@ -115,7 +115,9 @@ class PackAdamW:
     (matrices, not biases, gains or position tables).  A member with lr 0 does not move.
     """
 
-    def __init__(self, params: list[torch.nn.Parameter], decays: list[bool], betas: tuple[float, float], eps: float = 1e-8):
+    def __init__(
+        self, params: list[torch.nn.Parameter], decays: list[bool], betas: tuple[float, float], eps: float = 1e-8
+    ):
         self.params, self.decays, self.betas, self.eps = params, decays, betas, eps
         self.steps = 0
         self.exp_avg = [torch.zeros_like(p) for p in params]  # first moments, like each parameter
@@ -138,8 +140,11 @@ class PackAdamW:
             p.sub_(lr_p / bias_correction1 * m / denom)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"steps": self.steps, "exp_avg": [t.detach().cpu().clone() for t in self.exp_avg],
-                "exp_avg_sq": [t.detach().cpu().clone() for t in self.exp_avg_sq]}
+        return {
+            "steps": self.steps,
+            "exp_avg": [t.detach().cpu().clone() for t in self.exp_avg],
+            "exp_avg_sq": [t.detach().cpu().clone() for t in self.exp_avg_sq],
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.steps = state["steps"]
@@ -193,10 +198,12 @@ def stack_positions(batches: list[Batch]) -> torch.Tensor | None:
 
 def member_losses(tasks: list[Any], output: torch.Tensor, batches: list[Batch]) -> torch.Tensor:
     """Each member's task loss on its own batch: [K]."""
-    return torch.stack([
-        task.loss(output[k, :, : batch.inputs.shape[1]].float(), batch)
-        for k, (task, batch) in enumerate(zip(tasks, batches))
-    ])
+    return torch.stack(
+        [
+            task.loss(output[k, :, : batch.inputs.shape[1]].float(), batch)
+            for k, (task, batch) in enumerate(zip(tasks, batches))
+        ]
+    )
 
 
 def check_pack(members: list[TrialConfig]) -> None:
@@ -322,8 +329,9 @@ class TrainState:
     def running(self) -> list[int]:
         return [k for k, s in enumerate(self.status) if s == "running"]
 
-    def to_checkpoint(self, model: Transformer, optimizer: PackAdamW, members: list[TrialConfig],
-                      device: torch.device) -> dict[str, Any]:
+    def to_checkpoint(
+        self, model: Transformer, optimizer: PackAdamW, members: list[TrialConfig], device: torch.device
+    ) -> dict[str, Any]:
         return {
             "step": self.step,
             "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
@@ -345,11 +353,19 @@ class TrainState:
         }
 
     @classmethod
-    def from_checkpoint(cls, state: dict[str, Any], model: Transformer, optimizer: PackAdamW,
-                        members: list[TrialConfig], device: torch.device) -> "TrainState":
+    def from_checkpoint(
+        cls,
+        state: dict[str, Any],
+        model: Transformer,
+        optimizer: PackAdamW,
+        members: list[TrialConfig],
+        device: torch.device,
+    ) -> "TrainState":
         if len(state["generators"]) != len(members):
-            raise ConfigError(f"the checkpoint holds a pack of {len(state['generators'])} members, "
-                              f"not {len(members)}; restore it with the same pack")
+            raise ConfigError(
+                f"the checkpoint holds a pack of {len(state['generators'])} members, "
+                f"not {len(members)}; restore it with the same pack"
+            )
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         generators = [torch.Generator(device=device) for _ in members]
@@ -387,8 +403,9 @@ def train(
 ) -> TrialResult:
     """Train one model on one task (a pack of one); see the module docstring for the contract."""
 
-    results = train_pack([cfg], [trial_id], restore=restore, report=member_reports(report) if report else None,
-                         progress=progress)
+    results = train_pack(
+        [cfg], [trial_id], restore=restore, report=member_reports(report) if report else None, progress=progress
+    )
     return results[0]
 
 
@@ -421,8 +438,10 @@ def train_pack(
     torch.manual_seed(members[0].train.seed)  # the global RNG, should anything draw from it
     mc = members[0].model
     scheme = mc.pos_encoding if mc.pos_encoding in TASK_POSITION_SCHEMES else None  # ids the tasks compute
-    tasks = [build_task(m.task, seed=m.train.seed, device=device, position_scheme=scheme,
-                        max_position=mc.max_position) for m in members]
+    tasks = [
+        build_task(m.task, seed=m.train.seed, device=device, position_scheme=scheme, max_position=mc.max_position)
+        for m in members
+    ]
     model = Transformer(members[0].model, tasks[0].io, n_members=K, seeds=[m.train.seed for m in members]).to(device)
     n_params, device_name = model.n_params(), str(device)
     params = list(model.parameters())
@@ -456,8 +475,15 @@ def train_pack(
             return evals, [tasks[k].representations(model.member(k), step) for k in running]
 
     def member_report(k: int, rows: dict[str, list[dict[str, Any]]], step: int) -> Report:
-        return Report(step=step, metrics=state.metrics[k], rows=rows, status=state.status[k],
-                      n_params=n_params, device=device_name, trial_id=trial_ids[k])
+        return Report(
+            step=step,
+            metrics=state.metrics[k],
+            rows=rows,
+            status=state.status[k],
+            n_params=n_params,
+            device=device_name,
+            trial_id=trial_ids[k],
+        )
 
     def stop_diverged(news: dict[int, Report]) -> None:
         """Record the members the device froze since the last look (one host read)."""
@@ -466,8 +492,9 @@ def train_pack(
             if diverged_at[k] >= 0:
                 state.status[k], state.stopped_at[k] = "diverged", diverged_at[k]
                 state.metrics[k] = {"loss": float("nan")}
-                curve_rows[k].append({"trial_id": trial_ids[k], "step": diverged_at[k], "metric": "loss",
-                                      "value": float("nan")})
+                curve_rows[k].append(
+                    {"trial_id": trial_ids[k], "step": diverged_at[k], "metric": "loss", "value": float("nan")}
+                )
                 news[k] = member_report(k, {"curves": curve_rows[k]}, diverged_at[k])
                 curve_rows[k] = []
 
@@ -503,8 +530,12 @@ def train_pack(
             state.recent_loss = state.window_loss / state.window_n
             recent, lrs, norms = torch.stack([state.recent_loss, lr.float(), grad_norm.float()]).tolist()
             for k in state.running():
-                for name, value in (("loss", recent[k]), ("lr", lrs[k]), ("grad_norm", norms[k]),
-                                    ("examples_per_s", state.window_n * tc.batch_size / max(elapsed, 1e-9))):
+                for name, value in (
+                    ("loss", recent[k]),
+                    ("lr", lrs[k]),
+                    ("grad_norm", norms[k]),
+                    ("examples_per_s", state.window_n * tc.batch_size / max(elapsed, 1e-9)),
+                ):
                     curve_rows[k].append({"trial_id": trial_ids[k], "step": step, "metric": name, "value": value})
             if progress is not None and state.running():
                 progress(step, {trial_ids[k]: recent[k] for k in state.running()})
@@ -535,9 +566,16 @@ def train_pack(
             report(PackReport(step=step, members=[news[k] for k in sorted(news)], state=state_dict))
     seconds = time.perf_counter() - started
     return [
-        TrialResult(status=state.status[k], steps=state.last_step(k),
-                    metrics=state.metrics[k], eval_rows=eval_rows[k], n_params=n_params, device=device_name,
-                    seconds=seconds, trial_id=trial_ids[k])
+        TrialResult(
+            status=state.status[k],
+            steps=state.last_step(k),
+            metrics=state.metrics[k],
+            eval_rows=eval_rows[k],
+            n_params=n_params,
+            device=device_name,
+            seconds=seconds,
+            trial_id=trial_ids[k],
+        )
         for k in range(K)
     ]
 

@@ -46,7 +46,7 @@ def find_boundary(
     if len(below) == 0:
         return float("nan"), monotone, []
     first = below[0]
-    recovers = [_number(v) for v in x[first + 1:][r[first + 1:] >= threshold]]
+    recovers = [_number(v) for v in x[first + 1 :][r[first + 1 :] >= threshold]]
     return _number(x[first]), monotone, recovers
 
 

@@ -45,19 +45,45 @@ SHAPES = {  # OOD exact match by max operand length (ID lengths score 1)
 }
 
 
-def add_trial(store: Store, study: str, trial_id: str, grid: dict, config: dict, status: str = "completed",
-              attempt: int = 0, steps: int = 200) -> str:
+def add_trial(
+    store: Store,
+    study: str,
+    trial_id: str,
+    grid: dict,
+    config: dict,
+    status: str = "completed",
+    attempt: int = 0,
+    steps: int = 200,
+) -> str:
     cell = "|".join(f"{k}={v}" for k, v in grid.items())
-    store.append("trials", [{
-        "trial_id": trial_id, "grid": json.dumps(grid), "config": json.dumps(config), "status": status,
-        "start_time": T0, "end_time": T0 + dt.timedelta(seconds=60), "node": "n0", "device": "cpu",
-        "n_params": 1000, "steps": steps, "score": None, "error": "boom" if status == "failed" else None,
-    }], study=study, attempt=attempt, cell=cell)
+    store.append(
+        "trials",
+        [
+            {
+                "trial_id": trial_id,
+                "grid": json.dumps(grid),
+                "config": json.dumps(config),
+                "status": status,
+                "start_time": T0,
+                "end_time": T0 + dt.timedelta(seconds=60),
+                "node": "n0",
+                "device": "cpu",
+                "n_params": 1000,
+                "steps": steps,
+                "score": None,
+                "error": "boom" if status == "failed" else None,
+            }
+        ],
+        study=study,
+        attempt=attempt,
+        cell=cell,
+    )
     return cell
 
 
-def arith_rows(trial_id: str, step: int, digits: int, shape: dict[int, float], scale: float,
-               metrics: bool = True) -> list[dict]:
+def arith_rows(
+    trial_id: str, step: int, digits: int, shape: dict[int, float], scale: float, metrics: bool = True
+) -> list[dict]:
     rows = []
     for la in LENGTHS:
         for lb in LENGTHS:
@@ -67,16 +93,38 @@ def arith_rows(trial_id: str, step: int, digits: int, shape: dict[int, float], s
             if metrics:
                 values.update(equivalence=1.0, chance=0.1, equivalence_of_wrong=1.0 if em < 1 else math.nan)
             for metric, value in values.items():
-                rows.append({"trial_id": trial_id, "step": step, "split": "id" if length <= digits else "ood",
-                             "metric": metric, "value": value, "len_a": la, "len_b": lb})
+                rows.append(
+                    {
+                        "trial_id": trial_id,
+                        "step": step,
+                        "split": "id" if length <= digits else "ood",
+                        "metric": metric,
+                        "value": value,
+                        "len_a": la,
+                        "len_b": lb,
+                    }
+                )
     return rows
 
 
-def arith_trial(store: Store, study: str, trial_id: str, size: str, digits: int, seed: int, shape: str | None,
-                scale: float = 1.0, status: str = "completed", final_step: int = 200) -> None:
+def arith_trial(
+    store: Store,
+    study: str,
+    trial_id: str,
+    size: str,
+    digits: int,
+    seed: int,
+    shape: str | None,
+    scale: float = 1.0,
+    status: str = "completed",
+    final_step: int = 200,
+) -> None:
     grid = {"model.size": size, "task.digits": digits, "train.seed": seed}
-    config = {"task": {"family": "arithmetic", "op": "add", "digits": digits}, "model": {"size": size},
-              "train": {"seed": seed, "lr": 1e-3 * (1 + seed)}}
+    config = {
+        "task": {"family": "arithmetic", "op": "add", "digits": digits},
+        "model": {"size": size},
+        "train": {"seed": seed, "lr": 1e-3 * (1 + seed)},
+    }
     cell = add_trial(store, study, trial_id, grid, config, status=status, steps=final_step)
     if shape is None:
         return
@@ -95,9 +143,14 @@ def build_arith(store: Store, study: str = "arith") -> None:
     # b1: the first attempt failed after reporting step 200 with other values; the retry
     # re-reports step 200 (attempt 1): its rows replace the first ones.
     arith_trial(store, study, "b1", "micro", 3, 1, "B", 0.3, status="failed")
-    cell = add_trial(store, study, "b1", {"model.size": "micro", "task.digits": 3, "train.seed": 1},
-                     {"task": {"family": "arithmetic", "digits": 3}, "model": {"size": "micro"},
-                      "train": {"seed": 1, "lr": 2e-3}}, attempt=1)
+    cell = add_trial(
+        store,
+        study,
+        "b1",
+        {"model.size": "micro", "task.digits": 3, "train.seed": 1},
+        {"task": {"family": "arithmetic", "digits": 3}, "model": {"size": "micro"}, "train": {"seed": 1, "lr": 2e-3}},
+        attempt=1,
+    )
     store.append("evals", arith_rows("b1", 200, 3, SHAPES["B"], 0.9), study=study, attempt=1, cell=cell)
     arith_trial(store, study, "b2", "micro", 3, 2, "B_early", 0.8)
     arith_trial(store, study, "c0", "nano", 4, 0, "C", 1.0)
@@ -107,8 +160,14 @@ def build_arith(store: Store, study: str = "arith") -> None:
 
 # In-context study "icl": model.size x task.mix_weight (0 and 1 are the specialists)
 # x train.seed.  Model nmse = base + err(cell) + 0.01 * seed.
-ICL_ERR = {("nano", 0.0): 0.05, ("nano", 0.5): 0.10, ("nano", 1.0): 0.04,
-           ("micro", 0.0): 0.02, ("micro", 0.5): 0.03, ("micro", 1.0): 0.01}
+ICL_ERR = {
+    ("nano", 0.0): 0.05,
+    ("nano", 0.5): 0.10,
+    ("nano", 1.0): 0.04,
+    ("micro", 0.0): 0.02,
+    ("micro", 0.5): 0.03,
+    ("micro", 1.0): 0.01,
+}
 NNZ_BASE = {3.0: 0.2, 6.0: 0.45, 12.0: 0.95}
 
 
@@ -123,23 +182,47 @@ def build_icl(store: Store, study: str = "icl") -> None:
         for seed in (0, 1):
             trial_id = f"{size}-{mix}-{seed}"
             grid = {"model.size": size, "task.mix_weight": mix, "train.seed": seed}
-            config = {"task": {"family": "icl", "classes": ["linear", "sparse_linear"], "mix_weight": mix,
-                               "n_dims": 5}, "model": {"size": size}, "train": {"seed": seed}}
+            config = {
+                "task": {"family": "icl", "classes": ["linear", "sparse_linear"], "mix_weight": mix, "n_dims": 5},
+                "model": {"size": size},
+                "train": {"seed": seed},
+            }
             cell = add_trial(store, study, trial_id, grid, config)
             e = err + 0.01 * seed
             rows = []
             for k in range(7):
                 split = "id" if k <= 4 else "ood"
-                for metric, value in (("nmse", icl_base(k, mix) + e), ("nmse_lstsq", max(0.0, 1 - 0.2 * k)),
-                                      ("nmse_averaging", 1 - 0.1 * k)):
-                    rows.append({"trial_id": trial_id, "step": 100, "split": split, "metric": metric,
-                                 "value": value, "n_context": k, "shift": "none"})
+                for metric, value in (
+                    ("nmse", icl_base(k, mix) + e),
+                    ("nmse_lstsq", max(0.0, 1 - 0.2 * k)),
+                    ("nmse_averaging", 1 - 0.1 * k),
+                ):
+                    rows.append(
+                        {
+                            "trial_id": trial_id,
+                            "step": 100,
+                            "split": split,
+                            "metric": metric,
+                            "value": value,
+                            "n_context": k,
+                            "shift": "none",
+                        }
+                    )
             for nnz, base in NNZ_BASE.items():
                 for k in range(1, 5):
                     for metric, value in (("nmse", base + e), ("nmse_lstsq", 0.5), ("nmse_averaging", 0.7)):
-                        rows.append({"trial_id": trial_id, "step": 100, "split": "id" if nnz == 3 else "ood",
-                                     "metric": metric, "value": value, "n_context": k, "shift": "nnz",
-                                     "shift_value": nnz})
+                        rows.append(
+                            {
+                                "trial_id": trial_id,
+                                "step": 100,
+                                "split": "id" if nnz == 3 else "ood",
+                                "metric": metric,
+                                "value": value,
+                                "n_context": k,
+                                "shift": "nnz",
+                                "shift_value": nnz,
+                            }
+                        )
             store.append("evals", rows, study=study, cell=cell)
 
 
@@ -155,9 +238,20 @@ def build_points(store: Store, study: str, trial_id: str, cell: str) -> None:
             else:
                 angle = 2 * math.pi * label / 10
                 pc1, pc2 = 5 * math.cos(angle) + 0.05 * rng.normal(), 5 * math.sin(angle) + 0.05 * rng.normal()
-            rows.append({"trial_id": trial_id, "step": step, "kind": "pca_units_digit",
-                         "split": "id" if point % 2 else "ood", "point": point, "label": str(label),
-                         "a": a, "b": b, "pc1": pc1, "pc2": pc2})
+            rows.append(
+                {
+                    "trial_id": trial_id,
+                    "step": step,
+                    "kind": "pca_units_digit",
+                    "split": "id" if point % 2 else "ood",
+                    "point": point,
+                    "label": str(label),
+                    "a": a,
+                    "b": b,
+                    "pc1": pc1,
+                    "pc2": pc2,
+                }
+            )
     store.append("representations", rows, study=study, cell=cell)
 
 
@@ -178,25 +272,40 @@ def build_scores(store: Store, study: str = "arith") -> None:
             rows.append(dict(score, kind="probe_digit", split="id", position=0, length=digits, value=value))
             rows.append(dict(score, kind="probe_digit", split="id", position=1, length=digits, value=0.5))
             for extra, rate in ((1, 0.6), (2, 0.3)):
-                rows.append(dict(score, kind="repr_equivalence", split="ood", position=0, length=digits + extra,
-                                 value=rate))
+                rows.append(
+                    dict(score, kind="repr_equivalence", split="ood", position=0, length=digits + extra, value=rate)
+                )
         store.append("representations", rows, study=study, cell=cell)
 
 
 def build_icl_scores(store: Store, study: str = "icl") -> None:
     """Coefficient-probe R^2 of every in-context trial: min(1, k / 5) on ID prompts, half of
     that at nnz = 12 (OOD)."""
-    for (size, mix) in ICL_ERR:
+    for size, mix in ICL_ERR:
         for seed in (0, 1):
             trial_id = f"{size}-{mix}-{seed}"
             rows = []
             for k in range(7):
-                for shift, value, split, r2 in (("none", 0.0, "id", min(1.0, k / 5)),
-                                                ("nnz", 12.0, "ood", min(1.0, k / 5) / 2)):
-                    rows.append({"trial_id": trial_id, "step": 100, "kind": "probe_coefficients", "split": split,
-                                 "position": k, "layer": -1, "shift": shift, "shift_value": value, "value": r2})
-            store.append("representations", rows, study=study,
-                         cell=f"model.size={size}|task.mix_weight={mix}|train.seed={seed}")
+                for shift, value, split, r2 in (
+                    ("none", 0.0, "id", min(1.0, k / 5)),
+                    ("nnz", 12.0, "ood", min(1.0, k / 5) / 2),
+                ):
+                    rows.append(
+                        {
+                            "trial_id": trial_id,
+                            "step": 100,
+                            "kind": "probe_coefficients",
+                            "split": split,
+                            "position": k,
+                            "layer": -1,
+                            "shift": shift,
+                            "shift_value": value,
+                            "value": r2,
+                        }
+                    )
+            store.append(
+                "representations", rows, study=study, cell=f"model.size={size}|task.mix_weight={mix}|train.seed={seed}"
+            )
 
 
 @pytest.fixture(scope="module")
@@ -230,7 +339,12 @@ def test_trials_expand_the_grid_and_keep_the_latest_attempt(arith):
     assert list(trials["trial_id"]) == ["b0", "b1", "b2", "a0", "a1", "a2", "a3", "a4", "c0", "c1", "e0"]
     b1 = trials.set_index("trial_id").loc["b1"]
     assert (b1["status"], b1["attempt"], b1["model.size"], b1["task.digits"], b1["train.seed"]) == (
-        "completed", 1, "micro", 3, 1)
+        "completed",
+        1,
+        "micro",
+        3,
+        1,
+    )
     assert trials["family"].eq("arithmetic").all() and (trials["seconds"] == 60).all()
     # config columns: only what varies between trials (seed, lr, size, digits)
     assert {"config.train.lr", "config.train.seed", "config.model.size"} <= set(trials.columns)
@@ -246,8 +360,17 @@ def test_trials_expand_the_grid_and_keep_the_latest_attempt(arith):
 def test_final_evals_reads_only_each_trials_last_step_without_duplicates(arith):
     _, final = arith
     steps = final.groupby("trial_id")["step"].unique().map(list).to_dict()
-    assert steps == {"a0": [200], "a1": [200], "a2": [200], "a4": [200], "b0": [200], "b1": [200],
-                     "b2": [200], "c0": [200], "c1": [100]}
+    assert steps == {
+        "a0": [200],
+        "a1": [200],
+        "a2": [200],
+        "a4": [200],
+        "b0": [200],
+        "b1": [200],
+        "b2": [200],
+        "c0": [200],
+        "c1": [100],
+    }
     b1 = final[(final["trial_id"] == "b1") & (final["metric"] == "exact_match")]
     assert len(b1) == 49 and b1["value"].max() == pytest.approx(0.9)  # the retry's rows, once each
     assert {"model.size", "task.digits", "train.seed", "grid_point", "status", "family"} <= set(final.columns)
@@ -265,9 +388,14 @@ def test_filters_run_in_the_store(store):
 def test_breakdown_finds_each_cells_boundary_and_its_spread(arith):
     trials, final = arith
     table = bd.breakdown(final, trials, metric="exact_match").set_index("cell")
-    assert list(table.index) == ["model.size=nano|task.digits=3", "model.size=nano|task.digits=4",
-                                 "model.size=nano|task.digits=5", "model.size=micro|task.digits=3",
-                                 "model.size=micro|task.digits=4", "model.size=micro|task.digits=5"]
+    assert list(table.index) == [
+        "model.size=nano|task.digits=3",
+        "model.size=nano|task.digits=4",
+        "model.size=nano|task.digits=5",
+        "model.size=micro|task.digits=3",
+        "model.size=micro|task.digits=4",
+        "model.size=micro|task.digits=5",
+    ]
     assert (table["shift"] == "length").all()
     a, c, e, b, d, _ = (table.iloc[i] for i in range(6))
 
@@ -278,7 +406,12 @@ def test_breakdown_finds_each_cells_boundary_and_its_spread(arith):
     assert (a["id_median"], a["id_q25"], a["id_q75"]) == pytest.approx((0.95, 0.925, 0.97))
     assert a["ood_median"] == pytest.approx(0.95 * 0.25)
     assert (a["n_break"], a["boundary_q25"], a["boundary_q50"], a["boundary_q75"], a["n_nonmonotone"]) == (
-        3, 5, 5, 5, 0)
+        3,
+        5,
+        5,
+        5,
+        0,
+    )
 
     assert (b["n_trials"], b["n_failed"], b["n_usable"], b["best_trial"]) == (3, 0, 3, "b0")
     assert (b["boundary"], b["verdict"], bool(b["monotone"])) == (7, "breaks", True)
@@ -286,7 +419,12 @@ def test_breakdown_finds_each_cells_boundary_and_its_spread(arith):
     assert (b["boundary_q25"], b["boundary_q50"], b["boundary_q75"]) == (6, 7, 7)
 
     assert (c["best_trial"], c["n_usable"], c["boundary"], bool(c["monotone"]), c["recovers_at"]) == (
-        "c0", 2, 5, False, [7])
+        "c0",
+        2,
+        5,
+        False,
+        [7],
+    )
     assert c["n_nonmonotone"] == 2 and c["id_median"] == pytest.approx(0.75)
 
     assert (d["n_trials"], d["n_usable"], d["verdict"]) == (0, 0, "no_trial")
@@ -339,13 +477,22 @@ def test_all_curves_at_once_agree_with_find_boundary_curve_by_curve(metric, id_l
         id_score = id_levels[t % 3]
         for x in range(4, 10):
             score = np.nan if rng.random() < 0.15 else rng.random()
-            rows.append({"trial_id": f"t{t:02d}", "shift": "length", "x": float(x), "split": "ood", "score": score,
-                         "id_score": id_score})
+            rows.append(
+                {
+                    "trial_id": f"t{t:02d}",
+                    "shift": "length",
+                    "x": float(x),
+                    "split": "ood",
+                    "score": score,
+                    "id_score": id_score,
+                }
+            )
     scores = pd.DataFrame(rows)
     at_once = bd.trial_boundaries(scores, metric, threshold=0.5, tol=0.05).set_index("trial_id")
     for trial, curve in scores.groupby("trial_id"):
-        boundary, monotone, recovers = find_boundary(curve["x"].to_numpy(), curve["score"].to_numpy(),
-                                                        curve["id_score"].iloc[0], bd.metric_info(metric))
+        boundary, monotone, recovers = find_boundary(
+            curve["x"].to_numpy(), curve["score"].to_numpy(), curve["id_score"].iloc[0], bd.metric_info(metric)
+        )
         got = at_once.loc[trial]
         assert (got["boundary"] == boundary) or (math.isnan(got["boundary"]) and math.isnan(boundary))
         assert (got["monotone"], got["recovers_at"]) == (monotone, recovers)
@@ -357,31 +504,71 @@ def test_summary_table_prints_one_line_per_cell(store):
     assert lines[0] == "study arith" and "along length:" in lines
     # distributions first: the seeds' median and range lead, the best seed's boundary is the last column
     assert lines[1].startswith("exact_match per cell: the median over its seeds [min-max]")
-    assert lines[lines.index("along length:") + 1].split() == ["cell", "seeds", "id", "len4", "len5", "len6", "len7",
-                                                               "boundary", "equiv", "best", "seed"]
+    assert lines[lines.index("along length:") + 1].split() == [
+        "cell",
+        "seeds",
+        "id",
+        "len4",
+        "len5",
+        "len6",
+        "len7",
+        "boundary",
+        "equiv",
+        "best",
+        "seed",
+    ]
     row = next(line for line in lines if line.startswith("model.size=nano|task.digits=4"))
     # len4 is in distribution for a 4-digit cell: "id", not a missing value; seeds c0 (ID 1.0) and c1 (pruned, 0.5)
-    assert row.split() == ["model.size=nano|task.digits=4", "2/2", "0.75", "[0.50-1.00]", "id", "0.08", "0.08",
-                           "0.68", "5", "in", "2", "of", "2", "seeds", "1.00", "5", "(recovers", "at", "7)"]
+    assert row.split() == [
+        "model.size=nano|task.digits=4",
+        "2/2",
+        "0.75",
+        "[0.50-1.00]",
+        "id",
+        "0.08",
+        "0.08",
+        "0.68",
+        "5",
+        "in",
+        "2",
+        "of",
+        "2",
+        "seeds",
+        "1.00",
+        "5",
+        "(recovers",
+        "at",
+        "7)",
+    ]
     # three usable seeds of five (a3 failed, a4 diverged); the micro seeds break at 6, 7 and 7
     row = next(line for line in lines if line.startswith("model.size=nano|task.digits=3"))
     assert row.split()[1:4] == ["3/5", "0.95", "[0.90-0.99]"] and "5 in 3 of 3 seeds" in row
-    assert "7 [6-7] in 3 of 3 seeds" in next(line for line in lines if line.startswith("model.size=micro|task.digits=3"))
+    assert "7 [6-7] in 3 of 3 seeds" in next(
+        line for line in lines if line.startswith("model.size=micro|task.digits=3")
+    )
     assert any(line.startswith("model.size=micro|task.digits=4") and "0/0" in line for line in lines)
-    assert next(line for line in lines if line.startswith("model.size=nano|task.digits=5")).split()[1:3] == [
-        "0/1", "-"]
+    assert next(line for line in lines if line.startswith("model.size=nano|task.digits=5")).split()[1:3] == ["0/1", "-"]
     # a legend for seeds, "id", the best seed and equiv (the equivalence rate beyond the boundary)
     assert any(line.startswith("seeds = usable/all seeds of the cell") for line in lines)
     assert any(line.startswith("equiv = share of answers") for line in lines)
 
 
 def test_the_seed_boundary_text_counts_seeds_that_break_hold_or_never_learned():
-    row = {"n_usable": 4, "n_learned": 4, "n_break": 3, "break_median": 5.0, "break_min": 4.0, "break_max": 6.0,
-           "holds_to_max": 12.0}
+    row = {
+        "n_usable": 4,
+        "n_learned": 4,
+        "n_break": 3,
+        "break_median": 5.0,
+        "break_min": 4.0,
+        "break_max": 6.0,
+        "holds_to_max": 12.0,
+    }
     assert bd.seed_boundary_text(row) == "5 [4-6] in 3 of 4 seeds, holds to 12 in 1"
     assert bd.seed_boundary_text({**row, "n_break": 0}) == "holds to 12 in 4 of 4 seeds"
-    assert bd.seed_boundary_text({**row, "n_usable": 1, "n_learned": 1, "n_break": 1, "break_min": 5.0,
-                                  "break_max": 5.0}) == "5 in 1 of 1 seed"
+    assert (
+        bd.seed_boundary_text({**row, "n_usable": 1, "n_learned": 1, "n_break": 1, "break_min": 5.0, "break_max": 5.0})
+        == "5 in 1 of 1 seed"
+    )
     assert bd.seed_boundary_text({**row, "n_learned": 3}) == "5 [4-6] in 3 of 4 seeds, ID not learned in 1"
     assert bd.seed_boundary_text({**row, "n_learned": 0, "n_break": 0}) == "n/a (ID not learned in 4 of 4)"
 
@@ -433,8 +620,11 @@ def test_icl_breakdown_uses_lower_is_better(icl_study):
 def test_icl_curves_and_selection_gap(icl_study):
     _, final = icl_study
     curves = icl.icl_curves(final)
-    row = curves[(curves["cell"] == "model.size=nano|task.mix_weight=0.5") & (curves["shift"] == "none")
-                 & (curves["n_context"] == 2)].set_index("metric")
+    row = curves[
+        (curves["cell"] == "model.size=nano|task.mix_weight=0.5")
+        & (curves["shift"] == "none")
+        & (curves["n_context"] == 2)
+    ].set_index("metric")
     assert row.loc["nmse", "best"] == pytest.approx(0.7) and row.loc["nmse", "median"] == pytest.approx(0.705)
     assert row.loc["nmse_lstsq", "best"] == pytest.approx(0.6)
     gap = icl.selection_gap(final)
@@ -445,8 +635,9 @@ def test_icl_curves_and_selection_gap(icl_study):
     assert (k2["gap_median"], k2["n"]) == (pytest.approx(0.105), 2)
     k5 = g[(g["shift"] == "none") & (g["n_context"] == 5)].iloc[0]
     assert k5["gap_specialist"] == pytest.approx(0.6 - 0.14)
-    micro = gap[(gap["cell"] == "model.size=micro|task.mix_weight=0.5") & (gap["n_context"] == 2)
-                & (gap["shift"] == "none")].iloc[0]
+    micro = gap[
+        (gap["cell"] == "model.size=micro|task.mix_weight=0.5") & (gap["n_context"] == 2) & (gap["shift"] == "none")
+    ].iloc[0]
     assert micro["nmse_specialist"] == pytest.approx(0.61)  # compared within the same size
     assert gap.loc[gap["task.mix_weight"] != 0.5, "gap_specialist"].isna().all()
 
@@ -468,16 +659,22 @@ def test_error_along_nnz_at_chosen_k_and_the_selection_phase(icl_study):
     assert icl.dense_dim(final) == 12  # the largest nnz evaluated stands for dense prompts
     profile = icl.nnz_profile(final, ks=(2, 4))
     assert set(profile["n_context"]) == {2, 4} and set(profile["shift_value"]) == {3.0, 6.0, 12.0}
-    row = profile[(profile["cell"] == "model.size=nano|task.mix_weight=0.5") & (profile["n_context"] == 2)
-                  & (profile["shift_value"] == 6.0)].set_index("metric")
+    row = profile[
+        (profile["cell"] == "model.size=nano|task.mix_weight=0.5")
+        & (profile["n_context"] == 2)
+        & (profile["shift_value"] == 6.0)
+    ].set_index("metric")
     assert row.loc["nmse", "median"] == pytest.approx(0.555) and row.loc["nmse", "best"] == pytest.approx(0.55)
     assert row.loc["nmse_lstsq", "median"] == pytest.approx(0.5) and row.loc["nmse", "n"] == 2
     assert icl.nnz_profile(final).empty  # k = d = 12 was never evaluated
     phase = icl.selection_phase(final, ks=(2,))
     assert set(phase["shift"]) == {"nnz"} and set(phase["n_context"]) == {2}
     cell = phase.set_index(["model.size", "task.mix_weight", "shift_value"]).loc[("nano", 0.5, 6.0)]
-    assert (cell["best_baseline"], cell["gap"], cell["gap_median"]) == ("nmse_lstsq", pytest.approx(0.05),
-                                                                         pytest.approx(0.055))
+    assert (cell["best_baseline"], cell["gap"], cell["gap_median"]) == (
+        "nmse_lstsq",
+        pytest.approx(0.05),
+        pytest.approx(0.055),
+    )
     assert icl.nnz_profile(final[final["shift"] != "nnz"]).empty
 
 
@@ -490,26 +687,60 @@ def test_summary_of_an_nnz_study_gives_the_error_at_two_d_examples_beside_least_
     for mix in (0.0, 1.0):
         for seed in (0, 1):
             trial_id = f"{mix}-{seed}"
-            config = {"task": {"family": "icl", "classes": ["linear", "sparse_linear"], "mix_weight": mix,
-                               "n_dims": 2, "nnz": 1}, "train": {"seed": seed}}
+            config = {
+                "task": {
+                    "family": "icl",
+                    "classes": ["linear", "sparse_linear"],
+                    "mix_weight": mix,
+                    "n_dims": 2,
+                    "nnz": 1,
+                },
+                "train": {"seed": seed},
+            }
             cell = add_trial(s, "nz", trial_id, {"task.mix_weight": mix, "train.seed": seed}, config)
-            rows = [{"trial_id": trial_id, "step": 100, "split": "id", "metric": "nmse", "value": 0.5,
-                     "n_context": k, "shift": "none"} for k in range(5)]
+            rows = [
+                {
+                    "trial_id": trial_id,
+                    "step": 100,
+                    "split": "id",
+                    "metric": "nmse",
+                    "value": 0.5,
+                    "n_context": k,
+                    "shift": "none",
+                }
+                for k in range(5)
+            ]
             for nnz in (1.0, 2.0):
                 split = "id" if (nnz == 1.0) == (mix == 0.0) else "ood"
                 for k in range(5):
-                    for metric, value in (("nmse", 1.0 if k < 4 else err[(mix, nnz)] + 0.01 * seed),
-                                          ("nmse_lstsq", 0.0 if k >= 2 else 0.5),
-                                          ("nmse_lasso", 0.001 * nnz if k >= 2 else 0.4)):
-                        rows.append({"trial_id": trial_id, "step": 100, "split": split, "metric": metric,
-                                     "value": value, "n_context": k, "shift": "nnz", "shift_value": nnz})
+                    for metric, value in (
+                        ("nmse", 1.0 if k < 4 else err[(mix, nnz)] + 0.01 * seed),
+                        ("nmse_lstsq", 0.0 if k >= 2 else 0.5),
+                        ("nmse_lasso", 0.001 * nnz if k >= 2 else 0.4),
+                    ):
+                        rows.append(
+                            {
+                                "trial_id": trial_id,
+                                "step": 100,
+                                "split": split,
+                                "metric": metric,
+                                "value": value,
+                                "n_context": k,
+                                "shift": "nnz",
+                                "shift_value": nnz,
+                            }
+                        )
             s.append("evals", rows, study="nz", cell=cell)
     lines = summary.summary_text("nz", *load.study_frames(s, "nz")).splitlines()
     head = lines.index("nmse at k = 2d = 4 examples along nnz (median over usable trials; nnz = 2 is dense):")
     assert lines[head + 1].split() == ["nnz1", "nnz2"]
-    table = {line.rsplit(maxsplit=2)[0]: line.split()[-2:] for line in lines[head + 2:head + 6]}
-    assert table == {"task.mix_weight=0": ["0.035", "0.505"], "task.mix_weight=1": ["0.045", "0.025"],
-                     "least squares": ["0.000", "0.000"], "Lasso": ["0.001", "0.002"]}
+    table = {line.rsplit(maxsplit=2)[0]: line.split()[-2:] for line in lines[head + 2 : head + 6]}
+    assert table == {
+        "task.mix_weight=0": ["0.035", "0.505"],
+        "task.mix_weight=1": ["0.045", "0.025"],
+        "least squares": ["0.000", "0.000"],
+        "Lasso": ["0.001", "0.002"],
+    }
     assert summary.nnz_block(load.final_evals(s, "nz").query("shift != 'nnz'")) == ""
 
 
@@ -517,8 +748,9 @@ def test_summary_of_an_nnz_study_gives_the_error_at_two_d_examples_beside_least_
 
 
 def test_separation_scores_a_known_configuration():
-    ratio, r2 = representations.separation_score(np.array([[0, 0], [0, 2], [4, 0], [4, 2]]),
-                                                 np.array(["0", "0", "1", "1"]))
+    ratio, r2 = representations.separation_score(
+        np.array([[0, 0], [0, 2], [4, 0], [4, 2]]), np.array(["0", "0", "1", "1"])
+    )
     assert (ratio, r2) == pytest.approx((4.0, 0.8))
 
 

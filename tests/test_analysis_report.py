@@ -29,12 +29,34 @@ def build_attention_scores(store: Store, study: str = "arith") -> None:
                     for split, length in (("id", 3), ("ood", 4)):
                         value = 0.9 if head == 0 and layer == 0 else 0.2
                         for kind, v in (("attention_alignment", value), ("attention_argmax", float(position))):
-                            rows.append({"trial_id": trial_id, "step": 200, "kind": kind, "split": split,
-                                         "position": position, "layer": layer, "head": head, "length": length,
-                                         "value": v})
-        rows.append({"trial_id": trial_id, "step": 200, "kind": "probe_digit", "split": "id", "position": 0,
-                     "layer": 0, "length": 3, "value": 0.4})
-        store.append("representations", rows, study=study, cell=f"model.size=nano|task.digits=3|train.seed={trial_id[1]}")
+                            rows.append(
+                                {
+                                    "trial_id": trial_id,
+                                    "step": 200,
+                                    "kind": kind,
+                                    "split": split,
+                                    "position": position,
+                                    "layer": layer,
+                                    "head": head,
+                                    "length": length,
+                                    "value": v,
+                                }
+                            )
+        rows.append(
+            {
+                "trial_id": trial_id,
+                "step": 200,
+                "kind": "probe_digit",
+                "split": "id",
+                "position": 0,
+                "layer": 0,
+                "length": 3,
+                "value": 0.4,
+            }
+        )
+        store.append(
+            "representations", rows, study=study, cell=f"model.size=nano|task.digits=3|train.seed={trial_id[1]}"
+        )
 
 
 @pytest.fixture(scope="module")
@@ -71,9 +93,11 @@ def reports(store, tmp_path_factory) -> dict:
     """One report per study; the arithmetic one through the CLI."""
     out = tmp_path_factory.mktemp("reports")
     assert main(["report", "--store", store.uri, "--study", "arith", "--out", str(out / "arith")]) == 0
-    return {"arith": out / "arith" / "index.html",
-            "icl": build_report(store, "icl", out / "icl"),
-            "both": build_report(store.uri, "both", out / "both")}
+    return {
+        "arith": out / "arith" / "index.html",
+        "icl": build_report(store, "icl", out / "icl"),
+        "both": build_report(store.uri, "both", out / "both"),
+    }
 
 
 @pytest.mark.slow
@@ -83,15 +107,37 @@ def test_arithmetic_report(reports):
     text = index.read_text()
     assert index.exists() and 'id="arithmetic"' in text and 'id="in-context-learning"' not in text
     names = check_images(out)
-    assert {"phase_boundary.png", "phase_ood_score.png", "length_curves.png", "equivalence_bars.png",
-            "separation.png", "pca_pca_units_digit.png", "structure_vs_step.png", "structure_vs_length.png",
-            "phase_structure.png", "repr_equivalence_vs_length.png", "phase_repr_equivalence.png",
-            "attention_alignment.png"} <= set(names)
+    assert {
+        "phase_boundary.png",
+        "phase_ood_score.png",
+        "length_curves.png",
+        "equivalence_bars.png",
+        "separation.png",
+        "pca_pca_units_digit.png",
+        "structure_vs_step.png",
+        "structure_vs_length.png",
+        "phase_structure.png",
+        "repr_equivalence_vs_length.png",
+        "phase_repr_equivalence.png",
+        "attention_alignment.png",
+    } <= set(names)
     images = embedded(index)
     assert len(images) == len(names) and all(i.startswith(PNG) for i in images)
-    for csv in ("breakdown_exact_match", "curves_exact_match", "equivalence", "trials", "grid_points", "grid_axes",
-                "separation", "structure_first", "structure_by_length", "structure_cells", "repr_equivalence_cells",
-                "structure_by_layer", "attention_alignment"):
+    for csv in (
+        "breakdown_exact_match",
+        "curves_exact_match",
+        "equivalence",
+        "trials",
+        "grid_points",
+        "grid_axes",
+        "separation",
+        "structure_first",
+        "structure_by_length",
+        "structure_cells",
+        "repr_equivalence_cells",
+        "structure_by_layer",
+        "attention_alignment",
+    ):
         assert (out / f"{csv}.csv").stat().st_size > 50, csv
     import pandas as pd
 
@@ -107,7 +153,7 @@ def test_arithmetic_report(reports):
     assert list(pd.read_csv(out / "repr_equivalence_cells.csv").columns[3:5]) == ["cell", "repr_equivalence"]
     assert (out / "phase_structure.png").read_bytes() != (out / "phase_repr_equivalence.png").read_bytes()
     # the attention scores (a row per block, head, digit and length): the figure and a link, no inline table
-    attention = text[text.index("<b>Attention alignment and the most attended"):]
+    attention = text[text.index("<b>Attention alignment and the most attended") :]
     assert re.match(r'<b>[^<]*</b> \(24 rows\): <a href="attention_alignment.csv">', attention)
     assert not attention.split("</p>", 1)[1].lstrip().startswith('<div class="table">')
 
@@ -118,8 +164,14 @@ def test_icl_report(reports):
     text = index.read_text()
     assert 'id="in-context-learning"' in text and 'id="arithmetic"' not in text
     names = check_images(index.parent)
-    assert {"nmse_curves.png", "selection_gap.png", "shift_errors.png", "mixture_effect.png", "coefficient_r2.png",
-            "phase_boundary_nnz.png"} <= set(names)
+    assert {
+        "nmse_curves.png",
+        "selection_gap.png",
+        "shift_errors.png",
+        "mixture_effect.png",
+        "coefficient_r2.png",
+        "phase_boundary_nnz.png",
+    } <= set(names)
     for csv in ("breakdown_nmse", "icl_curves", "selection_gap", "shift_errors", "mixture_effect"):
         assert (index.parent / f"{csv}.csv").exists()
 
@@ -148,8 +200,16 @@ def test_a_table_writes_steps_as_integers_and_leaves_out_empty_columns(tmp_path)
 
     from analysis.report import Page
 
-    frame = pd.DataFrame({"trial_id": ["t0", "t1"], "structure_step": [1000.0, None], "steps": [4000.0, 12000.0],
-                          "chance": [None, None], "note": ["", None], "loss": [12345.6, 0.25]})
+    frame = pd.DataFrame(
+        {
+            "trial_id": ["t0", "t1"],
+            "structure_step": [1000.0, None],
+            "steps": [4000.0, 12000.0],
+            "chance": [None, None],
+            "note": ["", None],
+            "loss": [12345.6, 0.25],
+        }
+    )
     page = Page(tmp_path)
     page.table("t", frame, "T")
     markup = page.parts[-1]
@@ -170,8 +230,13 @@ def test_phase_diagram_labels_read_on_every_square_of_a_reversed_colour_map():
 
     from analysis import plots
 
-    cells = pd.DataFrame({"task.mix_weight": [0.0, 0.0, 1.0, 1.0], "shift_value": [1.0, 3.0, 1.0, 3.0],
-                          "gap_median": [0.04, 0.55, 0.04, 0.03]})
+    cells = pd.DataFrame(
+        {
+            "task.mix_weight": [0.0, 0.0, 1.0, 1.0],
+            "shift_value": [1.0, 3.0, 1.0, 3.0],
+            "gap_median": [0.04, 0.55, 0.04, 0.03],
+        }
+    )
     for cmap in ("magma_r", "viridis"):
         fig = plots.phase_diagram(cells, "shift_value", "task.mix_weight", value="gap_median", cmap=cmap)
         ax = fig.axes[0]

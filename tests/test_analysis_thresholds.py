@@ -20,7 +20,15 @@ from analysis import thresholds as th
 from study.config import grid_point_id, load_sweep_spec
 from study.store import Store
 from study.tune.threshold import (
-    CellState, Record, ThresholdSearch, make_model, outcome, propose, rebuild_cells, stop_reason, threshold_rows,
+    CellState,
+    Record,
+    ThresholdSearch,
+    make_model,
+    outcome,
+    propose,
+    rebuild_cells,
+    stop_reason,
+    threshold_rows,
 )
 
 QUICKSTART = Path(__file__).resolve().parents[1] / "search_spaces" / "threshold_quickstart.yaml"
@@ -36,17 +44,31 @@ def coin(steps: int, seed: int, true: float) -> float:
 
 
 def trial_row(trial_id: str, grid: dict, status: str, score: float | None, n: int) -> dict:
-    return {"trial_id": trial_id, "grid": json.dumps(grid),
-            "config": json.dumps({"task": {"family": "arithmetic", "op": "add", "digits": 1},
-                                  "model": {"size": "nano", "d_model": grid.get("model.d_model", 64)},
-                                  "train": {"steps": grid["train.steps"], "seed": grid["train.seed"]}}),
-            "status": status, "score": score, "start_time": T0 + dt.timedelta(seconds=10 * n),
-            "end_time": T0 + dt.timedelta(seconds=10 * n + 8), "node": "n0", "device": "cpu", "n_params": 1000,
-            "steps": grid["train.steps"], "error": "boom" if status == "failed" else None}
+    return {
+        "trial_id": trial_id,
+        "grid": json.dumps(grid),
+        "config": json.dumps(
+            {
+                "task": {"family": "arithmetic", "op": "add", "digits": 1},
+                "model": {"size": "nano", "d_model": grid.get("model.d_model", 64)},
+                "train": {"steps": grid["train.steps"], "seed": grid["train.seed"]},
+            }
+        ),
+        "status": status,
+        "score": score,
+        "start_time": T0 + dt.timedelta(seconds=10 * n),
+        "end_time": T0 + dt.timedelta(seconds=10 * n + 8),
+        "node": "n0",
+        "device": "cpu",
+        "n_params": 1000,
+        "steps": grid["train.steps"],
+        "error": "boom" if status == "failed" else None,
+    }
 
 
-def build_threshold(store: Store, study: str = "th", d_models: tuple[int, ...] = (48, 96),
-                    evals: bool = False, spec_copy: bool = True) -> dict[str, CellState]:
+def build_threshold(
+    store: Store, study: str = "th", d_models: tuple[int, ...] = (48, 96), evals: bool = False, spec_copy: bool = True
+) -> dict[str, CellState]:
     """A threshold study as `oodstudy run search_spaces/threshold_quickstart.yaml` writes it,
     with a grid over model.d_model: the searcher's pure functions propose the points, a
     logistic coin with threshold TRUE[d_model] decides each seed's loss; the first cell's
@@ -83,19 +105,25 @@ def build_threshold(store: Store, study: str = "th", d_models: tuple[int, ...] =
                     state.errors += 1
                 else:
                     state.outcomes.append((t, ok))
-                store.append("trials", [trial_row(f"t{n:03d}", grid, status, score, n)], study=study,
-                             cell=grid_point_id(grid))
+                store.append(
+                    "trials", [trial_row(f"t{n:03d}", grid, status, score, n)], study=study, cell=grid_point_id(grid)
+                )
                 if evals and status == "completed":
                     from test_analysis import arith_rows
 
                     em = 1.0 if ok else 0.2
-                    store.append("evals", arith_rows(f"t{n:03d}", int(value), 1, {x: em / 4 for x in range(2, 8)},
-                                                     em, metrics=False), study=study, cell=grid_point_id(grid))
+                    store.append(
+                        "evals",
+                        arith_rows(f"t{n:03d}", int(value), 1, {x: em / 4 for x in range(2, 8)}, em, metrics=False),
+                        study=study,
+                        cell=grid_point_id(grid),
+                    )
                 n += 1
             if len(state.points) == 1:  # an early row, replaced by the final one
                 [row] = threshold_rows(search, [state])
-                store.append("thresholds", [row], study=study, attempt=row["outcomes"] + row["errors"],
-                             cell=row["cell"])
+                store.append(
+                    "thresholds", [row], study=study, attempt=row["outcomes"] + row["errors"], cell=row["cell"]
+                )
         state.stopped = stopped
     for row in threshold_rows(search, states.values()):
         store.append("thresholds", [row], study=study, attempt=row["outcomes"] + row["errors"], cell=row["cell"])
@@ -105,16 +133,28 @@ def build_threshold(store: Store, study: str = "th", d_models: tuple[int, ...] =
 
 
 def section(**changes) -> ThresholdSearch:
-    data = {"axis": "train.steps", "low": 0, "high": 100, "integer": True,
-            "success": {"metric": "loss", "op": "<=", "value": 1.0}, "seeds_per_point": 2, "tolerance": 10,
-            "budget": 20, **changes}
+    data = {
+        "axis": "train.steps",
+        "low": 0,
+        "high": 100,
+        "integer": True,
+        "success": {"metric": "loss", "op": "<=", "value": 1.0},
+        "seeds_per_point": 2,
+        "tolerance": 10,
+        "budget": 20,
+        **changes,
+    }
     return ThresholdSearch.model_validate(data)
 
 
 def raw_trials(rows: list[tuple]) -> pd.DataFrame:
     """Raw trials rows (grid JSON, status, score, start_time) from (grid, status, score)."""
-    return pd.DataFrame([{"grid": json.dumps(g), "status": s, "score": v, "start_time": T0 + dt.timedelta(seconds=i)}
-                         for i, (g, s, v) in enumerate(rows)])
+    return pd.DataFrame(
+        [
+            {"grid": json.dumps(g), "status": s, "score": v, "start_time": T0 + dt.timedelta(seconds=i)}
+            for i, (g, s, v) in enumerate(rows)
+        ]
+    )
 
 
 # -- pure functions on hand-made frames
@@ -122,17 +162,22 @@ def raw_trials(rows: list[tuple]) -> pd.DataFrame:
 
 def test_records_rebuild_each_ended_seed_as_a_resume_does():
     search = section()
-    trials = raw_trials([
-        ({"model.d_model": 48, "train.steps": 61, "train.seed": 0}, "completed", 0.8),
-        ({"model.d_model": 48, "train.steps": 61, "train.seed": 1}, "completed", 1.3),
-        ({"model.d_model": 96, "train.steps": 61, "train.seed": 0}, "failed", None),
-        ({"model.d_model": 96, "train.steps": 61, "train.seed": 1}, "running", 0.5),  # not ended: left out
-        ({"model.d_model": 96, "train.steps": 30, "train.seed": 0}, "diverged", float("nan")),
-        ({"model.d_model": 96, "train.seed": 0}, "completed", 0.5),  # no axis in its grid: left out
-    ])
+    trials = raw_trials(
+        [
+            ({"model.d_model": 48, "train.steps": 61, "train.seed": 0}, "completed", 0.8),
+            ({"model.d_model": 48, "train.steps": 61, "train.seed": 1}, "completed", 1.3),
+            ({"model.d_model": 96, "train.steps": 61, "train.seed": 0}, "failed", None),
+            ({"model.d_model": 96, "train.steps": 61, "train.seed": 1}, "running", 0.5),  # not ended: left out
+            ({"model.d_model": 96, "train.steps": 30, "train.seed": 0}, "diverged", float("nan")),
+            ({"model.d_model": 96, "train.seed": 0}, "completed", 0.5),  # no axis in its grid: left out
+        ]
+    )
     assert th.records(trials, search) == [
-        Record("model.d_model=48", 61, 0, True), Record("model.d_model=48", 61, 1, False),
-        Record("model.d_model=96", 61, 0, None), Record("model.d_model=96", 30, 0, False)]
+        Record("model.d_model=48", 61, 0, True),
+        Record("model.d_model=48", 61, 1, False),
+        Record("model.d_model=96", 61, 0, None),
+        Record("model.d_model=96", 30, 0, False),
+    ]
     assert th.records(trials.iloc[:0], search) == []
     # one cell (no other grid axis): "all"
     alone = raw_trials([({"train.steps": 10, "train.seed": 0}, "completed", 0.1)])
@@ -144,11 +189,13 @@ def test_the_records_rule_is_the_resumes():
     from study.tune.runner import threshold_records
 
     spec = load_sweep_spec(QUICKSTART, ["grid.model.d_model=[48, 96]"])
-    trials = raw_trials([
-        ({"model.d_model": 48, "train.steps": 61, "train.seed": 0}, "completed", 0.8),
-        ({"model.d_model": 96, "train.steps": 61, "train.seed": 0}, "failed", None),
-        ({"model.d_model": 96, "train.steps": 20, "train.seed": 1}, "pruned", 0.5),
-    ])
+    trials = raw_trials(
+        [
+            ({"model.d_model": 48, "train.steps": 61, "train.seed": 0}, "completed", 0.8),
+            ({"model.d_model": 96, "train.steps": 61, "train.seed": 0}, "failed", None),
+            ({"model.d_model": 96, "train.steps": 20, "train.seed": 1}, "pruned", 0.5),
+        ]
+    )
 
     class FakeStore:
         def __init__(self, *args, **kwargs):
@@ -213,8 +260,16 @@ def test_curves_of_a_decreasing_search_and_an_ordered_list():
 
 
 def test_cell_axes_parse_numbers_and_keep_names():
-    table = pd.DataFrame({"cell": ["model.d_model=48|model.size=nano", "model.d_model=96|model.size=micro",
-                                   "model.d_model=128|model.size=nano"], "estimate": [1.0, 2.0, 3.0]})
+    table = pd.DataFrame(
+        {
+            "cell": [
+                "model.d_model=48|model.size=nano",
+                "model.d_model=96|model.size=micro",
+                "model.d_model=128|model.size=nano",
+            ],
+            "estimate": [1.0, 2.0, 3.0],
+        }
+    )
     cells, axes = th.cell_axes(table)
     assert axes == ["model.d_model", "model.size"]
     assert cells["model.d_model"].tolist() == [48, 96, 128] and pd.api.types.is_integer_dtype(cells["model.d_model"])
@@ -229,18 +284,36 @@ def test_cell_axes_parse_numbers_and_keep_names():
 
 
 def threshold_table(cells=("all",), **changes) -> pd.DataFrame:
-    rows = [{"cell": c, "axis": "train.steps", "criterion": "loss <= 1", "target": 0.5, "estimate": 40.0 + 10 * i,
-             "low": 32.0 + 10 * i, "high": 47.0 + 10 * i, "level": 0.9, "stopped": "converged" if i else "budget",
-             **changes} for i, c in enumerate(cells)]
+    rows = [
+        {
+            "cell": c,
+            "axis": "train.steps",
+            "criterion": "loss <= 1",
+            "target": 0.5,
+            "estimate": 40.0 + 10 * i,
+            "low": 32.0 + 10 * i,
+            "high": 47.0 + 10 * i,
+            "level": 0.9,
+            "stopped": "converged" if i else "budget",
+            **changes,
+        }
+        for i, c in enumerate(cells)
+    ]
     return pd.DataFrame(rows)
 
 
 def test_threshold_curves_draw_the_fit_the_seeds_and_the_band():
     table = threshold_table(["model.d_model=48", "model.d_model=96"])
-    curves = pd.DataFrame({"cell": ["model.d_model=48"] * 3 + ["model.d_model=96"] * 3,
-                           "position": [0, 50, 100] * 2, "p_success": [0.02, 0.6, 0.98, 0.01, 0.4, 0.97]})
-    seeds = pd.DataFrame({"cell": ["model.d_model=48"] * 4, "position": [30, 30, 60, 60],
-                          "success": [False, False, True, True]})
+    curves = pd.DataFrame(
+        {
+            "cell": ["model.d_model=48"] * 3 + ["model.d_model=96"] * 3,
+            "position": [0, 50, 100] * 2,
+            "p_success": [0.02, 0.6, 0.98, 0.01, 0.4, 0.97],
+        }
+    )
+    seeds = pd.DataFrame(
+        {"cell": ["model.d_model=48"] * 4, "position": [30, 30, 60, 60], "success": [False, False, True, True]}
+    )
     fig = plots.threshold_curves(curves, seeds, table)
     panels = [ax for ax in fig.axes if ax.get_visible()]
     assert [ax.get_title() for ax in panels] == ["model.d_model=48", "model.d_model=96"]
@@ -256,9 +329,12 @@ def test_threshold_curves_draw_the_fit_the_seeds_and_the_band():
     lo, hi = wide.axes[0].get_xlim()
     assert lo < -8 and hi > 104
     # an ordered list: its values as ticks
-    listed = plots.threshold_curves(curves.assign(position=[0, 1, 2] * 2), seeds.assign(position=[0, 0, 2, 2]),
-                                    threshold_table(["all"], estimate=1.2, low=0.6, high=1.8),
-                                    values=["nano", "micro", "mini"])
+    listed = plots.threshold_curves(
+        curves.assign(position=[0, 1, 2] * 2),
+        seeds.assign(position=[0, 0, 2, 2]),
+        threshold_table(["all"], estimate=1.2, low=0.6, high=1.8),
+        values=["nano", "micro", "mini"],
+    )
     assert [t.get_text() for t in listed.axes[0].get_xticklabels()] == ["nano", "micro", "mini"]
     assert plots.clipped_texts(listed) == []
 
@@ -318,11 +394,13 @@ def test_the_report_section(store, tmp_path):
     text = index.read_text()
     headings = re.findall(r'<h2 id="([^"]+)"', text)
     assert headings[:2] == ["threshold-search", "overview"]
-    part = text[text.index('id="threshold-search"'):text.index('id="overview"')]
+    part = text[text.index('id="threshold-search"') : text.index('id="overview"')]
     found = load.thresholds(store, "th")
     for row in found.table.to_dict("records"):
-        assert (f"{row['cell']}: threshold of train.steps where P(loss &lt;= 1) = 0.5: " in part
-                and f"(90% interval), {row['trials']} trials, 3 seeds per point, {row['stopped']}" in part)
+        assert (
+            f"{row['cell']}: threshold of train.steps where P(loss &lt;= 1) = 0.5: " in part
+            and f"(90% interval), {row['trials']} trials, 3 seeds per point, {row['stopped']}" in part
+        )
     assert 'alt="threshold_curves"' in part and 'alt="threshold_phase"' in part
     assert 'href="thresholds.csv"' in part and 'href="threshold_outcomes.csv"' in part
     csv = pd.read_csv(tmp_path / "th" / "thresholds.csv")
@@ -331,7 +409,7 @@ def test_the_report_section(store, tmp_path):
     assert len(seeds) == found.table["outcomes"].sum()
     # one cell, no spec copy: the lines and the table, no curve, no phase diagram, a note why
     lone = build_report(store, "lone", tmp_path / "lone").read_text()
-    part = lone[lone.index('id="threshold-search"'):lone.index('id="overview"')]
+    part = lone[lone.index('id="threshold-search"') : lone.index('id="overview"')]
     assert "threshold of train.steps where P(loss &lt;= 1) = 0.5: " in part and "spec copy" in part
     assert "<img" not in part and 'href="thresholds.csv"' in part
 
@@ -342,8 +420,13 @@ def test_a_study_without_thresholds_renders_as_before(store, tmp_path):
     from test_analysis import add_trial
 
     for seed in (0, 1):
-        add_trial(store, "plain_grid", f"g{seed}", {"model.size": "nano", "train.seed": seed},
-                  {"task": {"family": "arithmetic"}, "model": {"size": "nano"}, "train": {"seed": seed}})
+        add_trial(
+            store,
+            "plain_grid",
+            f"g{seed}",
+            {"model.size": "nano", "train.seed": seed},
+            {"task": {"family": "arithmetic"}, "model": {"size": "nano"}, "train": {"seed": seed}},
+        )
     assert load.thresholds(store, "plain_grid") is None
     text = build_report(store, "plain_grid", tmp_path / "grid").read_text()
     assert 'id="threshold-search"' not in text and "threshold_" not in text

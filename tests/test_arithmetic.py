@@ -124,21 +124,21 @@ def test_number_helpers():
 def test_paper_format():
     task = make()  # 2308.08268: padded to 5, reversed answer, digits only
     assert task.vocab == list("0123456789")
-    assert format_example(task, 349, 705) == "00349" "00705" "450100"
+    assert format_example(task, 349, 705) == "0034900705450100"
     assert task.io.max_seq_len == 15 and task.io.n_in == task.io.n_out == 10
 
 
 @pytest.mark.parametrize(
     "fields, expected",
     [
-        (dict(reverse=False), "00349" "00705" "001054"),
+        (dict(reverse=False), "0034900705001054"),
         (dict(symbols=True), "00349+00705=450100"),
         (UNPADDED, "349+705=4501$"),
         (dict(UNPADDED, reverse=False), "349+705=1054$"),
-        (dict(op="mul"), "00349" "00705" "5406420000"),  # 246045 in 2*5 digits, reversed
+        (dict(op="mul"), "00349007055406420000"),  # 246045 in 2*5 digits, reversed
         (dict(op="mul", symbols=True, reverse=False), "00349*00705=0000246045"),
-        (dict(modulus=150), "00349" "00705" "400"),  # 1054 mod 150 = 4, in len("149") digits
-        (dict(op="mul", modulus=51, reverse=False), "00349" "00705" "21"),  # 246045 mod 51 = 21
+        (dict(modulus=150), "0034900705400"),  # 1054 mod 150 = 4, in len("149") digits
+        (dict(op="mul", modulus=51, reverse=False), "003490070521"),  # 246045 mod 51 = 21
         (dict(UNPADDED, modulus=150), "349+705=4$"),
     ],
 )
@@ -224,7 +224,7 @@ def test_fixed_train_set():
     assert len(torch.unique(train, dim=0)) == 10000 and (train < 1000).all()
     assert len(test) == 512 and len(torch.unique(torch.cat([train, test]), dim=0)) == 10512
     seen = {tuple(p) for p in train.tolist()}
-    for (len_a, len_b, split) in task.conditions:
+    for len_a, len_b, split in task.conditions:
         if split == "id":
             assert not seen & {tuple(p) for p in task.eval_pairs[(len_a, len_b)].tolist()}
     assert torch.equal(make(seed=0).train_pairs, train)  # (eval_examples does not matter)
@@ -402,7 +402,9 @@ class KeyedOracle(Oracle):
         logits = super().forward(inputs)
         if not return_hidden:
             return logits
-        codes = torch.stack([self.code(*self.parse("".join(self.vocab[t] for t in row))[:2]) for row in inputs.tolist()])
+        codes = torch.stack(
+            [self.code(*self.parse("".join(self.vocab[t] for t in row))[:2]) for row in inputs.tolist()]
+        )
         return logits, torch.cat([logits, codes[:, None, :].expand(-1, inputs.shape[1], -1)], 2)
 
 

@@ -18,15 +18,20 @@ POINTS = [f"task.digits=1|train.seed={seed}" for seed in (0, 1)]
 
 def pack_spec(store: str) -> SweepSpec:
     """One cell (task.digits=1) of two seeds, one trial per grid point, trained as one pack of 2."""
-    return SweepSpec.model_validate({
-        "name": "packed",
-        "base": {"task": {"digits": 1, "width": 3, "eval_max_len": 3}, "model": {"size": "nano", "n_layer": 1},
-                 "train": {"steps": 20, "eval_every": 10}},
-        "grid": {"task.digits": [1], "train.seed": [0, 1]},
-        "tune": {"metric": "id_exact_match", "mode": "max"},
-        "pack": {"size": 2},
-        "store": store,
-    })
+    return SweepSpec.model_validate(
+        {
+            "name": "packed",
+            "base": {
+                "task": {"digits": 1, "width": 3, "eval_max_len": 3},
+                "model": {"size": "nano", "n_layer": 1},
+                "train": {"steps": 20, "eval_every": 10},
+            },
+            "grid": {"task.digits": [1], "train.seed": [0, 1]},
+            "tune": {"metric": "id_exact_match", "mode": "max"},
+            "pack": {"size": 2},
+            "store": store,
+        }
+    )
 
 
 def pack_trial(spec: SweepSpec, journal: str) -> Trial:
@@ -36,14 +41,21 @@ def pack_trial(spec: SweepSpec, journal: str) -> Trial:
 
 def pack_result(step: int, scores: dict[str, float], speeds: dict[str, float], status: str = "running") -> dict:
     """A pack's report: its best member's metrics on top, each member's summary and new rows."""
-    members = {mid: {"id_exact_match": score, "step": step, "status": status, "n_params": 100, "device": "cpu",
-                     "node": "n1"} for mid, score in scores.items()}
-    rows = {mid: {"curves": [{"trial_id": mid, "step": step, "metric": "loss", "value": 1.0},
-                             {"trial_id": mid, "step": step, "metric": "examples_per_s", "value": speeds[mid]}]}
-            for mid in scores}
+    members = {
+        mid: {"id_exact_match": score, "step": step, "status": status, "n_params": 100, "device": "cpu", "node": "n1"}
+        for mid, score in scores.items()
+    }
+    rows = {
+        mid: {
+            "curves": [
+                {"trial_id": mid, "step": step, "metric": "loss", "value": 1.0},
+                {"trial_id": mid, "step": step, "metric": "examples_per_s", "value": speeds[mid]},
+            ]
+        }
+        for mid in scores
+    }
     best = max(members.values(), key=lambda m: m["id_exact_match"])
-    return {**best, "status": status, "step": step, "members": members, "rows": rows,
-            "training_iteration": step // 10}
+    return {**best, "status": status, "step": step, "members": members, "rows": rows, "training_iteration": step // 10}
 
 
 class Recorded:
@@ -58,8 +70,10 @@ class Recorded:
 
 def recorded_gauges(spec: SweepSpec) -> StudyGauges:
     gauges = StudyGauges(spec)
-    gauges._gauges = {name: Recorded() for name in ("oodstudy_cells", "oodstudy_trials", "oodstudy_best_score",
-                                                    "oodstudy_examples_per_second")}
+    gauges._gauges = {
+        name: Recorded()
+        for name in ("oodstudy_cells", "oodstudy_trials", "oodstudy_best_score", "oodstudy_examples_per_second")
+    }
     return gauges
 
 
@@ -76,8 +90,10 @@ def run_pack(tmp_path, name: str, order: str) -> tuple[dict, dict]:
     trial.set_status(Trial.RUNNING)
     for c in callbacks:
         c.on_trial_start(iteration=0, trials=[trial], trial=trial)
-    results = [pack_result(10, {ids[0]: 0.5, ids[1]: 0.25}, speeds),
-               pack_result(20, {ids[0]: 0.75, ids[1]: 0.5}, speeds, status="completed")]
+    results = [
+        pack_result(10, {ids[0]: 0.5, ids[1]: 0.25}, speeds),
+        pack_result(20, {ids[0]: 0.75, ids[1]: 0.5}, speeds, status="completed"),
+    ]
     speed_seen = []
     for result in results:
         for c in callbacks:
@@ -89,9 +105,13 @@ def run_pack(tmp_path, name: str, order: str) -> tuple[dict, dict]:
         c.on_trial_complete(iteration=0, trials=[trial], trial=trial)
     gauges.publish([trial])
     frames = {table: Store(spec.store, create=False).frame(table, study=spec.name) for table in ("trials", "curves")}
-    stored = {table: frame.drop(columns=["written_at", "start_time", "end_time"], errors="ignore")
-              .sort_values(list(frame.columns[:3])).reset_index(drop=True).to_dict("records")
-              for table, frame in frames.items()}
+    stored = {
+        table: frame.drop(columns=["written_at", "start_time", "end_time"], errors="ignore")
+        .sort_values(list(frame.columns[:3]))
+        .reset_index(drop=True)
+        .to_dict("records")
+        for table, frame in frames.items()
+    }
     seen = {name: dict(g.values) for name, g in gauges.gauges.items() if name != "oodstudy_examples_per_second"}
     return {"gauges": seen, "speeds": speed_seen}, stored
 

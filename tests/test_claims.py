@@ -30,28 +30,61 @@ def frames(seeds: dict[int, list[tuple[int, str, float]]]):
         for i, (seed, status, equivalence) in enumerate(runs):
             trial_id = f"d{digits}s{seed}t{i}"
             point = f"task.digits={digits}|train.seed={seed}"
-            trials.append({"trial_id": trial_id, "grid_point": point, "status": status, "family": "arithmetic",
-                           "score": 1.0 - 0.01 * i, "task.digits": digits, "train.seed": seed})
+            trials.append(
+                {
+                    "trial_id": trial_id,
+                    "grid_point": point,
+                    "status": status,
+                    "family": "arithmetic",
+                    "score": 1.0 - 0.01 * i,
+                    "task.digits": digits,
+                    "train.seed": seed,
+                }
+            )
             for length in (digits, digits + 2, digits + 3):
                 split = "id" if length <= digits else "ood"
-                for metric, value in (("exact_match", 1.0 if split == "id" else 0.0),
-                                      ("equivalence_of_wrong", equivalence if split == "ood" else math.nan)):
-                    final.append({"trial_id": trial_id, "grid_point": point, "status": status,
-                                  "family": "arithmetic", "task.digits": digits, "train.seed": seed, "step": 100,
-                                  "split": split, "metric": metric, "value": value, "len_a": length,
-                                  "len_b": length, "n_context": None, "shift": None, "shift_value": None})
+                for metric, value in (
+                    ("exact_match", 1.0 if split == "id" else 0.0),
+                    ("equivalence_of_wrong", equivalence if split == "ood" else math.nan),
+                ):
+                    final.append(
+                        {
+                            "trial_id": trial_id,
+                            "grid_point": point,
+                            "status": status,
+                            "family": "arithmetic",
+                            "task.digits": digits,
+                            "train.seed": seed,
+                            "step": 100,
+                            "split": split,
+                            "metric": metric,
+                            "value": value,
+                            "len_a": length,
+                            "len_b": length,
+                            "n_context": None,
+                            "shift": None,
+                            "shift_value": None,
+                        }
+                    )
     return pd.DataFrame(trials), pd.DataFrame(final)
 
 
 def claim(**fields) -> Claim:
-    base = {"finding": "OOD answers equal the ID equivalent", "source": "arXiv 2407.17963 D_4",
-            "metric": "equivalence_of_wrong", "at": {"split": "ood"}, "op": ">=", "value": 0.9}
+    base = {
+        "finding": "OOD answers equal the ID equivalent",
+        "source": "arXiv 2407.17963 D_4",
+        "metric": "equivalence_of_wrong",
+        "at": {"split": "ood"},
+        "op": ">=",
+        "value": 0.9,
+    }
     return Claim.model_validate({**base, **fields})
 
 
 def test_the_median_over_seeds_is_compared_and_a_diverged_seed_is_left_out():
-    trials, final = frames({3: [(0, "completed", 0.95), (1, "completed", 0.5), (2, "completed", 0.97),
-                                (3, "diverged", 0.0)]})
+    trials, final = frames(
+        {3: [(0, "completed", 0.95), (1, "completed", 0.5), (2, "completed", 0.97), (3, "diverged", 0.0)]}
+    )
     table = check_claims([claim()], trials, final, "max")
     row = table.iloc[0]
     assert (row["verdict"], row["n"], row["held"]) == (REPRODUCED, 3, 2)
@@ -92,8 +125,9 @@ def test_a_cell_with_one_seed_says_so_and_cells_select_rows():
 
 
 def test_a_relation_between_cells():
-    trials, final = frames({2: [(0, "completed", 0.1), (1, "completed", 0.2)],
-                            3: [(0, "completed", 0.7), (1, "completed", 0.5)]})
+    trials, final = frames(
+        {2: [(0, "completed", 0.1), (1, "completed", 0.2)], 3: [(0, "completed", 0.7), (1, "completed", 0.5)]}
+    )
     three_times = claim(value=None, cells={"task.digits": 3}, than={"task.digits": 2}, factor=3)
     four_times = claim(value=None, cells={"task.digits": 3}, than={"task.digits": 2}, factor=4.5)
     table = check_claims([three_times, four_times], trials, final, "max")
@@ -122,11 +156,21 @@ def test_condition_values_may_be_lists():
 
 def test_a_claim_on_the_structure_probes_reads_the_representations_table():
     trials, final = frames({3: [(0, "completed", 0.95), (1, "completed", 0.95)]})
-    structure = pd.DataFrame([
-        {"trial_id": f"d3s{seed}t{seed}", "kind": "probe_digit", "split": split, "position": position, "layer": -1,
-         "length": 5, "value": value}
-        for seed, (ood_units, ood_tens) in enumerate([(1.0, 0.3), (0.9, 0.2)])
-        for split, position, value in (("id", 0, 1.0), ("ood", 0, ood_units), ("ood", 1, ood_tens))])
+    structure = pd.DataFrame(
+        [
+            {
+                "trial_id": f"d3s{seed}t{seed}",
+                "kind": "probe_digit",
+                "split": split,
+                "position": position,
+                "layer": -1,
+                "length": 5,
+                "value": value,
+            }
+            for seed, (ood_units, ood_tens) in enumerate([(1.0, 0.3), (0.9, 0.2)])
+            for split, position, value in (("id", 0, 1.0), ("ood", 0, ood_units), ("ood", 1, ood_tens))
+        ]
+    )
     units = claim(table="representations", metric="probe_digit", at={"split": "ood", "position": 0}, value=0.9)
     tens = claim(table="representations", metric="probe_digit", at={"split": "ood", "position": 1}, value=0.9)
     table = check_claims([units, tens], trials, final, "max", structure)
@@ -143,27 +187,41 @@ def spec_file(tmp_path, expect: list[dict], **fields) -> Path:
     return path
 
 
-GOOD = {"finding": "OOD answers equal the ID equivalent", "source": "arXiv 2407.17963 D_4",
-        "metric": "equivalence_of_wrong", "at": {"split": "ood"}, "cells": {"task.digits": 3},
-        "op": ">=", "value": 0.9}
+GOOD = {
+    "finding": "OOD answers equal the ID equivalent",
+    "source": "arXiv 2407.17963 D_4",
+    "metric": "equivalence_of_wrong",
+    "at": {"split": "ood"},
+    "cells": {"task.digits": 3},
+    "op": ">=",
+    "value": 0.9,
+}
 
 
-@pytest.mark.parametrize("change, words", [
-    ({"metric": "accuracy"}, "expect[0].metric='accuracy' is not reported by the arithmetic trials"),
-    ({"metric": "ood_equivalence"}, "write metric: equivalence with at: {split: ood}"),
-    ({"cells": {"task.digits": 4}}, "expect[0].cells.task.digits=4 is not a value of grid.task.digits [2, 3]"),
-    ({"cells": {"train.seed": 0}}, "expect[0].cells.train.seed: not a grid axis of this study (cell axes: task.digits)"),
-    ({"at": {"len_a": 9}}, "expect[0].at.len_a=9: no grid point of its cells evaluates it"),
-    ({"at": {"n_context": 3}}, "expect[0].at.n_context=3: no grid point of its cells evaluates it"),
-    ({"at": {"length": 3}}, "at.length: not a condition"),
-    ({"than": {"task.digits": 2}}, "give either value (a published value) or than"),
-    ({"pool": "mean"}, "pool"),
-    ({"share": 0.5}, "share applies to pool: share only"),
-    ({"source": ""}, "source"),
-    ({"table": "representations", "metric": "probe_coefficients"},
-     "expect[0].metric='probe_coefficients' is not a structure probe of the trials of its cells; use one of"),
-    ({"table": "representations", "at": {"len_a": 4}}, "at.len_a: not a condition of table representations"),
-])
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        ({"metric": "accuracy"}, "expect[0].metric='accuracy' is not reported by the arithmetic trials"),
+        ({"metric": "ood_equivalence"}, "write metric: equivalence with at: {split: ood}"),
+        ({"cells": {"task.digits": 4}}, "expect[0].cells.task.digits=4 is not a value of grid.task.digits [2, 3]"),
+        (
+            {"cells": {"train.seed": 0}},
+            "expect[0].cells.train.seed: not a grid axis of this study (cell axes: task.digits)",
+        ),
+        ({"at": {"len_a": 9}}, "expect[0].at.len_a=9: no grid point of its cells evaluates it"),
+        ({"at": {"n_context": 3}}, "expect[0].at.n_context=3: no grid point of its cells evaluates it"),
+        ({"at": {"length": 3}}, "at.length: not a condition"),
+        ({"than": {"task.digits": 2}}, "give either value (a published value) or than"),
+        ({"pool": "mean"}, "pool"),
+        ({"share": 0.5}, "share applies to pool: share only"),
+        ({"source": ""}, "source"),
+        (
+            {"table": "representations", "metric": "probe_coefficients"},
+            "expect[0].metric='probe_coefficients' is not a structure probe of the trials of its cells; use one of",
+        ),
+        ({"table": "representations", "at": {"len_a": 4}}, "at.len_a: not a condition of table representations"),
+    ],
+)
 def test_a_claim_no_grid_point_can_measure_is_refused_before_ray(tmp_path, capsys, change, words):
     path = spec_file(tmp_path, [{**GOOD, **change}])
     assert main(["run", str(path)]) == 2
@@ -179,10 +237,21 @@ def test_check_without_claims_and_on_a_path_that_is_not_a_store(tmp_path, capsys
 
 @pytest.mark.slow
 def test_run_prints_the_claims_and_check_rereads_them_from_the_store(tmp_path, ray_local, capsys):
-    tiny = ["train.steps=30", "train.eval_every=15", "task.eval_examples=32", "task.width=3", "task.eval_max_len=3",
-            "grid.task.digits=[1, 2]", "grid.train.seed=[0, 1]", "tune.params={}", "model.n_layer=1"]
-    claims = [{**GOOD, "cells": {"task.digits": 1}, "value": 0.0},  # holds for any model
-              {**GOOD, "cells": {"task.digits": 2}, "metric": "exact_match", "at": {"split": "id"}, "value": 0.99}]
+    tiny = [
+        "train.steps=30",
+        "train.eval_every=15",
+        "task.eval_examples=32",
+        "task.width=3",
+        "task.eval_max_len=3",
+        "grid.task.digits=[1, 2]",
+        "grid.train.seed=[0, 1]",
+        "tune.params={}",
+        "model.n_layer=1",
+    ]
+    claims = [
+        {**GOOD, "cells": {"task.digits": 1}, "value": 0.0},  # holds for any model
+        {**GOOD, "cells": {"task.digits": 2}, "metric": "exact_match", "at": {"split": "id"}, "value": 0.99},
+    ]
     path = spec_file(tmp_path, claims, name="claimed")
     sets = [x for s in tiny for x in ("--set", s)]
     assert main(["run", str(path), *sets]) == 0
@@ -211,8 +280,11 @@ def test_a_smaller_grid_set_on_the_command_line_drops_the_claims_it_cannot_measu
     spec = load_sweep_spec(ROOT / "search_spaces" / "quickstart_icl.yaml", ["grid.task.mix_weight=[0.0,1.0]"])
     assert [claim.finding for claim in spec.expect] == [
         "the dense specialist tracks least squares on dense prompts",
-        "the sparse specialist fails on dense prompts (outside its support)"]
+        "the sparse specialist fails on dense prompts (outside its support)",
+    ]
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 2 and err[0].startswith("oodstudy: expect[2] (the mixture selects least squares on dense prompts) "
-                                              "is not checked: it reads task.mix_weight=0.5, which --set "
-                                              "grid.task.mix_weight took out of the grid")
+    assert len(err) == 2 and err[0].startswith(
+        "oodstudy: expect[2] (the mixture selects least squares on dense prompts) "
+        "is not checked: it reads task.mix_weight=0.5, which --set "
+        "grid.task.mix_weight took out of the grid"
+    )

@@ -59,14 +59,23 @@ def test_status_without_a_name_reads_the_stores_only_study(tmp_path, capsys):
     from study.config import SweepSpec
     from study.tune.runner import write_spec_copy
 
-    spec = SweepSpec.model_validate({"name": "only", "store": str(tmp_path / "results"),
-                                     "base": {"train": {"steps": 40, "eval_every": 20}}})
+    spec = SweepSpec.model_validate(
+        {"name": "only", "store": str(tmp_path / "results"), "base": {"train": {"steps": 40, "eval_every": 20}}}
+    )
     write_spec_copy(spec)
-    Store(spec.store).append("trials", [{"trial_id": "t", "status": "completed", "score": 1.0, "grid": "{}",
-                                         "config": "{}", "steps": 40}], study="only", cell="all")
+    Store(spec.store).append(
+        "trials",
+        [{"trial_id": "t", "status": "completed", "score": 1.0, "grid": "{}", "config": "{}", "steps": 40}],
+        study="only",
+        cell="all",
+    )
     assert main(["status", "--store", spec.store]) == 0
     assert "1/1 trials finished" in capsys.readouterr().out
-    Store(spec.store).append("trials", [{"trial_id": "u", "status": "completed", "score": 1.0, "grid": "{}",
-                                         "config": "{}"}], study="other", cell="all")
+    Store(spec.store).append(
+        "trials",
+        [{"trial_id": "u", "status": "completed", "score": 1.0, "grid": "{}", "config": "{}"}],
+        study="other",
+        cell="all",
+    )
     assert main(["status", "--store", spec.store]) == 2
     assert "holds 2 studies (only, other); name one" in capsys.readouterr().err

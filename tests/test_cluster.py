@@ -49,12 +49,16 @@ class LocalCluster:
     def client_env(self) -> dict[str, str]:
         """The environment of a client of this cluster (what `source $(local.sh env)` gives)."""
         env = {k: v for k, v in self.env.items() if not k.startswith(("RAY_", "OODSTUDY_"))}
-        env.update(RAY_ADDRESS=self.dashboard, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(self.state / "auth_token"))
+        env.update(
+            RAY_ADDRESS=self.dashboard, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(self.state / "auth_token")
+        )
         env["PYTHONPATH"] = str(REPO)
         return env
 
     def local_sh(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
-        return subprocess.run(["bash", str(LOCAL_SH), *args], env=self.env, capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(
+            ["bash", str(LOCAL_SH), *args], env=self.env, capture_output=True, text=True, timeout=timeout
+        )
 
 
 def free_port_block(size: int) -> int:
@@ -113,20 +117,35 @@ def cluster():
     state = Path(tempfile.mkdtemp(prefix="ood-", dir="/tmp"))  # short: Ray's unix sockets live under it
     base = free_port_block(1400)
     # every node, worker and job driver inherits the environment of `local.sh up`
-    env = dict(os.environ, OODSTUDY_CLUSTER_DIR=str(state), OODSTUDY_PORT_BASE=str(base),
-               OODSTUDY_GCS_PORT=str(base + 1300), OODSTUDY_DASHBOARD_PORT=str(base + 1301),
-               OODSTUDY_METRICS_PORT=str(base + 1310), OODSTUDY_METRICS_INTERVAL_MS="1000",
-               PYTHONPATH=str(REPO),  # the job drivers import this checkout
-               AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
+    env = dict(
+        os.environ,
+        OODSTUDY_CLUSTER_DIR=str(state),
+        OODSTUDY_PORT_BASE=str(base),
+        OODSTUDY_GCS_PORT=str(base + 1300),
+        OODSTUDY_DASHBOARD_PORT=str(base + 1301),
+        OODSTUDY_METRICS_PORT=str(base + 1310),
+        OODSTUDY_METRICS_INTERVAL_MS="1000",
+        PYTHONPATH=str(REPO),  # the job drivers import this checkout
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_DEFAULT_REGION="us-east-1",
+    )
     for key in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "RAY_ADDRESS"):
         env.pop(key, None)
     s3 = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     s3.start()
     host, port = s3.get_host_and_port()
     endpoint = f"http://{host}:{port}"
-    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing",
-                 aws_secret_access_key="testing").create_bucket(Bucket="bucket")
-    handle = LocalCluster(state, env, f"http://127.0.0.1:{base + 1301}", base + 1300, [base + 1310, base + 1311], endpoint)
+    boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    ).create_bucket(Bucket="bucket")
+    handle = LocalCluster(
+        state, env, f"http://127.0.0.1:{base + 1301}", base + 1300, [base + 1310, base + 1311], endpoint
+    )
     saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
     os.environ.update({k: env[k] for k in saved})  # this process reads the S3 store too
     try:
@@ -151,7 +170,9 @@ def test_dashboard_answers_401_without_the_token_403_with_a_wrong_one_200_with_i
 
 
 def test_cluster_has_a_head_and_a_worker_each_with_its_own_cpus(cluster):
-    request = urllib.request.Request(cluster.dashboard + "/nodes?view=summary", headers={"Authorization": f"Bearer {cluster.token}"})
+    request = urllib.request.Request(
+        cluster.dashboard + "/nodes?view=summary", headers={"Authorization": f"Bearer {cluster.token}"}
+    )
     nodes = json.load(urllib.request.urlopen(request, timeout=10))["data"]["summary"]
     alive = [n for n in nodes if n["raylet"]["state"] == "ALIVE"]
     assert len(alive) == 2
@@ -188,17 +209,28 @@ TINY_STUDY = {
         "train": {"steps": 300, "eval_every": 50, "checkpoint_every": 150, "batch_size": 16, "log_every": 30},
     },
     "grid": {"task.digits": [1, 2]},
-    "tune": {"metric": "id_exact_match", "mode": "max", "trials_per_grid_point": 1,
-             "params": {"train.lr": {"type": "loguniform", "low": 1e-3, "high": 3e-3}}},
+    "tune": {
+        "metric": "id_exact_match",
+        "mode": "max",
+        "trials_per_grid_point": 1,
+        "params": {"train.lr": {"type": "loguniform", "low": 1e-3, "high": 3e-3}},
+    },
     "resources": {"cpus": 1},
     "max_concurrent": 2,
 }
 GAUGE_LINE = re.compile(r"^ray_(oodstudy_\w+)\{(.*)\} (\S+)$", re.M)
 
 
-def oodstudy(cluster: LocalCluster, *args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "study.cli", *args], env=env or cluster.client_env(),
-                          capture_output=True, text=True, timeout=timeout)
+def oodstudy(
+    cluster: LocalCluster, *args: str, env: dict | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "study.cli", *args],
+        env=env or cluster.client_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def study_gauges(metrics_url: str, study: str) -> list[tuple[str, dict[str, str], float]]:
@@ -218,9 +250,23 @@ def test_submit_wait_runs_a_study_to_success_with_its_gauges_on_the_metrics_endp
     spec_path.write_text(yaml.safe_dump(TINY_STUDY))
     store = tmp_path / "store"
     submit = subprocess.Popen(
-        [sys.executable, "-m", "study.cli", "submit", str(spec_path), "--address", cluster.dashboard,
-         "--store", str(store), "--wait"],
-        env=cluster.client_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "study.cli",
+            "submit",
+            str(spec_path),
+            "--address",
+            cluster.dashboard,
+            "--store",
+            str(store),
+            "--wait",
+        ],
+        env=cluster.client_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     gauges: dict[tuple, list[float]] = {}  # (name, tags) -> every value seen, in order
     refused = None
     deadline = time.monotonic() + 240
@@ -243,18 +289,23 @@ def test_submit_wait_runs_a_study_to_success_with_its_gauges_on_the_metrics_endp
     assert refused is not None and refused.returncode == 2
     assert refused.stderr.strip() == (
         f"oodstudy: study 'cluster_e2e' is already running on {cluster.dashboard} as job {job_id}; "
-        f"wait for it, stop it (ray job stop {job_id}), or submit with another --name")
+        f"wait for it, stop it (ray job stop {job_id}), or submit with another --name"
+    )
 
     # every planned trial reached the store, completed, in its cell
     spec = load_sweep_spec(spec_path)
     trials = Store(str(store), create=False).frame("trials", study="cluster_e2e")
-    assert sorted(trials["cell"]) == sorted(grid_point_id(p) for p in spec.grid_points() for _ in range(spec.tune.trials_per_grid_point))
+    assert sorted(trials["cell"]) == sorted(
+        grid_point_id(p) for p in spec.grid_points() for _ in range(spec.tune.trials_per_grid_point)
+    )
     assert set(trials["status"]) == {"completed"}
     # Tune's trial directories carry the cell
     run_dirs = sorted(p.name for p in (store / "_runs" / "cluster_e2e").iterdir() if p.is_dir())
     assert [d.split("_")[0] for d in run_dirs] == ["task.digits=1", "task.digits=2"]
     # ... and each trial's first line in its worker's log names it and its cell
-    worker_logs = "".join(p.read_text(errors="replace") for p in cluster.state.glob("node*/session_latest/logs/worker-*.out"))
+    worker_logs = "".join(
+        p.read_text(errors="replace") for p in cluster.state.glob("node*/session_latest/logs/worker-*.out")
+    )
     for cell in ("task.digits=1", "task.digits=2"):
         assert re.search(rf"^\[cluster_e2e {re.escape(cell)} trial \S+\] starting, ", worker_logs, re.M)
 
@@ -271,7 +322,9 @@ def test_submit_wait_runs_a_study_to_success_with_its_gauges_on_the_metrics_endp
 
 def jobs_of(cluster: LocalCluster) -> list[dict]:
     """Every job the cluster knows, through the Jobs API with the token."""
-    request = urllib.request.Request(cluster.dashboard + "/api/jobs/", headers={"Authorization": f"Bearer {cluster.token}"})
+    request = urllib.request.Request(
+        cluster.dashboard + "/api/jobs/", headers={"Authorization": f"Bearer {cluster.token}"}
+    )
     return json.load(urllib.request.urlopen(request, timeout=10))
 
 
@@ -290,10 +343,26 @@ def test_submit_with_a_wrong_or_no_token_is_one_line_exit_2(cluster, tmp_path):
     missing = {k: v for k, v in cluster.client_env().items() if k != "RAY_AUTH_TOKEN_PATH"}
     missing["HOME"] = str(tmp_path)  # no ~/.ray/auth_token either
     expected = {"refused the token from RAY_AUTH_TOKEN": wrong, "requires its token: set RAY_AUTH_MODE=token": missing}
-    runs = {message: subprocess.Popen(  # both at once: most of their time is Python starting
-        [sys.executable, "-m", "study.cli", "submit", str(spec_path), "--address", cluster.dashboard,
-         "--store", str(tmp_path / "st")], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for message, env in expected.items()}
+    runs = {
+        message: subprocess.Popen(  # both at once: most of their time is Python starting
+            [
+                sys.executable,
+                "-m",
+                "study.cli",
+                "submit",
+                str(spec_path),
+                "--address",
+                cluster.dashboard,
+                "--store",
+                str(tmp_path / "st"),
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for message, env in expected.items()
+    }
     for message, run in runs.items():
         _, err = run.communicate(timeout=120)
         assert run.returncode == 2
@@ -305,12 +374,18 @@ def test_submit_with_a_wrong_or_no_token_is_one_line_exit_2(cluster, tmp_path):
 def test_a_study_with_its_run_directory_on_s3_stopped_midway_resumes_to_its_planned_trials(cluster, tmp_path):
     # checkpoints on S3 and Optuna in a database: what a cluster of several machines needs
     store = f"s3://bucket/resumable?endpoint_override={cluster.s3_endpoint}&region=us-east-1"
-    study = {**TINY_STUDY, "name": "s3_resume",  # two trials, one at a time: stopped after the first
-             "optuna_storage": f"sqlite:///{tmp_path}/optuna.db", "max_concurrent": 1}
+    study = {
+        **TINY_STUDY,
+        "name": "s3_resume",  # two trials, one at a time: stopped after the first
+        "optuna_storage": f"sqlite:///{tmp_path}/optuna.db",
+        "max_concurrent": 1,
+    }
     # ~12 s a trial, so that the first trial's end is seen before the second's (150-step trials of about
     # a second each both ended between two looks at the store on idle cores)
-    study["base"] = {**TINY_STUDY["base"], "train": {**TINY_STUDY["base"]["train"], "steps": 3000,
-                                                     "eval_every": 1000, "checkpoint_every": 1000}}
+    study["base"] = {
+        **TINY_STUDY["base"],
+        "train": {**TINY_STUDY["base"]["train"], "steps": 3000, "eval_every": 1000, "checkpoint_every": 1000},
+    }
     spec_path = tmp_path / "s3_resume.yaml"
     spec_path.write_text(yaml.safe_dump(study))
     submitted = oodstudy(cluster, "submit", str(spec_path), "--address", cluster.dashboard, "--store", store)
@@ -334,20 +409,32 @@ def test_a_study_with_its_run_directory_on_s3_stopped_midway_resumes_to_its_plan
     while str(jobs.get_job_status(job_id)) not in ("STOPPED", "FAILED", "SUCCEEDED"):
         time.sleep(0.5)
 
-    resumed = oodstudy(cluster, "resume", "s3_resume", "--store", store, "--address", f"127.0.0.1:{cluster.gcs_port}", timeout=240)
+    resumed = oodstudy(
+        cluster, "resume", "s3_resume", "--store", store, "--address", f"127.0.0.1:{cluster.gcs_port}", timeout=240
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     trials = Store(store, create=False).frame("trials", study="s3_resume")
     completed = trials[trials["status"] == "completed"]
     assert completed.groupby("cell").size().to_dict() == {"task.digits=1": 1, "task.digits=2": 1}
     assert set(trials["status"]) <= {"completed", "abandoned"}
     evals = Store(store, create=False).frame("evals", study="s3_resume")
-    steps = evals[evals["trial_id"].isin(completed["trial_id"])].groupby("trial_id")["step"].apply(lambda s: sorted(set(s)))
+    steps = (
+        evals[evals["trial_id"].isin(completed["trial_id"])].groupby("trial_id")["step"].apply(lambda s: sorted(set(s)))
+    )
     assert all(s == [1000, 2000, 3000] for s in steps)
 
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium (apt-get install chromium)")
@@ -380,8 +467,17 @@ def test_the_html_report_of_the_study_loads_every_figure_and_logs_no_error(clust
     from playwright.sync_api import sync_playwright
 
     assert "cluster_e2e" in cluster.stores, "runs after the submit test"
-    report = oodstudy(cluster, "report", "--store", str(cluster.stores["cluster_e2e"]), "--study", "cluster_e2e",
-                      "--out", str(tmp_path / "report"), timeout=120)
+    report = oodstudy(
+        cluster,
+        "report",
+        "--store",
+        str(cluster.stores["cluster_e2e"]),
+        "--study",
+        "cluster_e2e",
+        "--out",
+        str(tmp_path / "report"),
+        timeout=120,
+    )
     assert report.returncode == 0, report.stderr[-3000:]
     index = Path(report.stdout.strip().splitlines()[-1])
     with sync_playwright() as playwright:

@@ -117,7 +117,10 @@ def test_kuberay_dashboard_service_is_not_exposed_outside_the_cluster(name, spec
 def test_kuberay_head_accepts_connections_only_from_its_own_pods_and_the_operator():
     cluster, policy = manifests("raycluster.yaml")
     assert policy["kind"] == "NetworkPolicy"
-    assert policy["spec"]["podSelector"]["matchLabels"] == {"ray.io/cluster": cluster["metadata"]["name"], "ray.io/node-type": "head"}
+    assert policy["spec"]["podSelector"]["matchLabels"] == {
+        "ray.io/cluster": cluster["metadata"]["name"],
+        "ray.io/node-type": "head",
+    }
     sources = policy["spec"]["ingress"][0]["from"]
     assert {"podSelector": {"matchLabels": {"ray.io/cluster": cluster["metadata"]["name"]}}} in sources
 

@@ -106,8 +106,10 @@ def test_tuned_axes_are_dotted_keys_in_set_overrides():
     assert _tuned_key("model.n_head.choices") == ("model.n_head", "choices")
     spec = load_sweep_spec(quickstart, ["tune.params.train.lr={type: loguniform, low: 0.01, high: 0.1}"])
     assert list(spec.tune.params) == ["train.lr"] and spec.tune.params["train.lr"].low == 0.01
-    spec = load_sweep_spec(quickstart, ["tune.params.train.lr.high=0.01", "tune.params.train.weight_decay="
-                                        "{type: uniform, low: 0.0, high: 0.2}"])
+    spec = load_sweep_spec(
+        quickstart,
+        ["tune.params.train.lr.high=0.01", "tune.params.train.weight_decay={type: uniform, low: 0.0, high: 0.2}"],
+    )
     assert spec.tune.params["train.lr"].high == 0.01 and spec.tune.params["train.lr"].low == 1e-3  # the file's low kept
     assert set(spec.tune.params) == {"train.lr", "train.weight_decay"}
 

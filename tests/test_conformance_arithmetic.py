@@ -177,8 +177,9 @@ def test_batches_have_the_convention_shapes_and_follow_the_generator(op):
 FORMATS = {
     "padded": dict(pad=True, symbols=True, digits=3, width=5, eval_max_len=5),
     "unpadded": dict(pad=False, symbols=True, digits=3, width=6, eval_max_len=6, train_set="fresh"),
-    "zero_padded": dict(pad=False, symbols=True, digits=2, width=6, eval_max_len=4, train_set="fresh",
-                        random_zero_pad=True),
+    "zero_padded": dict(
+        pad=False, symbols=True, digits=2, width=6, eval_max_len=4, train_set="fresh", random_zero_pad=True
+    ),
     "hints": dict(pad=True, symbols=True, digits=2, width=4, eval_max_len=4, index_hints=True),
     "mul": dict(op="mul", pad=True, symbols=True, digits=2, width=4, eval_max_len=4),
     "most_significant_first": dict(pad=True, symbols=True, reverse=False, digits=2, width=4, eval_max_len=4),
@@ -206,8 +207,9 @@ def test_the_record_is_complete_and_the_config_accepts_the_scheme(scheme):
 def task_for(scheme: str, fmt: str, max_position: int = 64) -> Arithmetic | None:
     """The task of a format under a scheme, or None where the config refuses the pair."""
     try:
-        cfg = trial_config({"task": {**FORMATS[fmt], **SMALL},
-                            "model": {"pos_encoding": scheme, "max_position": max_position}})
+        cfg = trial_config(
+            {"task": {**FORMATS[fmt], **SMALL}, "model": {"pos_encoding": scheme, "max_position": max_position}}
+        )
     except ConfigError:
         return None
     ids = scheme if position_scheme(scheme).task_ids else None
@@ -279,8 +281,12 @@ def test_the_model_runs_a_forward_pass_with_the_scheme(scheme):
 
 
 def test_the_probes_run_at_the_step_they_are_told():
-    task = Arithmetic(ArithmeticTask(digits=2, width=3, eval_max_len=3, eval_examples=4,
-                                     probes={"points": 64, "every": 1000, "attention": False}), seed=0)
+    task = Arithmetic(
+        ArithmeticTask(
+            digits=2, width=3, eval_max_len=3, eval_examples=4, probes={"points": 64, "every": 1000, "attention": False}
+        ),
+        seed=0,
+    )
     assert not task.probes_due(500) and task.probes_due(1000) and task.probes_due(None)
     model = Transformer(ModelConfig(n_layer=1, n_head=2, d_model=16), task.io, seeds=[0]).eval()
     scored = lambda rows: [r for r in rows if "value" in r]  # noqa: E731

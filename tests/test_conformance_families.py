@@ -34,14 +34,34 @@ from study.tasks.functions_config import FUNCTION_CLASSES
 from study.train import summarize, train, train_pack
 
 ROOT = Path(__file__).resolve().parents[1]
-SHORT = ["model.n_layer=2", "model.dropout=0.0", "train.batch_size=8", "train.steps=6", "train.eval_every=3",
-         "train.log_every=3", "train.device=cpu"]
+SHORT = [
+    "model.n_layer=2",
+    "model.dropout=0.0",
+    "train.batch_size=8",
+    "train.steps=6",
+    "train.eval_every=3",
+    "train.log_every=3",
+    "train.device=cpu",
+]
 # family -> a tiny config of it (seconds on a CPU); every registered family needs one
 TINY: dict[str, list[str]] = {
-    "arithmetic": ["task.digits=2", "task.width=3", "task.eval_max_len=3", "task.eval_examples=16",
-                   "task.train_fraction=0.2", "task.probes.points=16"],
-    "icl": ["task.family=icl", "task.n_dims=3", "task.n_points=6", "task.eval_prompts=16",
-            "task.baselines=[lstsq, averaging]", "task.shifts={x_scale: [2.0]}", "task.probes.prompts=16"],
+    "arithmetic": [
+        "task.digits=2",
+        "task.width=3",
+        "task.eval_max_len=3",
+        "task.eval_examples=16",
+        "task.train_fraction=0.2",
+        "task.probes.points=16",
+    ],
+    "icl": [
+        "task.family=icl",
+        "task.n_dims=3",
+        "task.n_points=6",
+        "task.eval_prompts=16",
+        "task.baselines=[lstsq, averaging]",
+        "task.shifts={x_scale: [2.0]}",
+        "task.probes.prompts=16",
+    ],
 }
 # family -> overrides that make its evaluation large (its activations dominate what it allocates)
 LARGE_EVALUATION: dict[str, list[str]] = {
@@ -49,9 +69,9 @@ LARGE_EVALUATION: dict[str, list[str]] = {
     "icl": ["task.eval_prompts=2000"],
 }
 # in-context regression: one case per function class (combo draws its two classes)
-CASES: dict[str, list[str]] = {
-    name: TINY[name] for name in FAMILIES if name != "icl"
-} | {f"icl:{cls}": TINY["icl"] + [f"task.classes=[{cls}]"] for cls in FUNCTION_CLASSES}
+CASES: dict[str, list[str]] = {name: TINY[name] for name in FAMILIES if name != "icl"} | {
+    f"icl:{cls}": TINY["icl"] + [f"task.classes=[{cls}]"] for cls in FUNCTION_CLASSES
+}
 
 
 def tiny(case: str, *extra: str) -> TrialConfig:
@@ -61,8 +81,9 @@ def tiny(case: str, *extra: str) -> TrialConfig:
 def task_of(cfg: TrialConfig, seed: int | None = None):
     mc = cfg.model
     scheme = mc.pos_encoding if mc.pos_encoding in TASK_POSITION_SCHEMES else None
-    return build_task(cfg.task, seed=cfg.train.seed if seed is None else seed, position_scheme=scheme,
-                      max_position=mc.max_position)
+    return build_task(
+        cfg.task, seed=cfg.train.seed if seed is None else seed, position_scheme=scheme, max_position=mc.max_position
+    )
 
 
 def batch_tensors(batch) -> list[torch.Tensor | None]:
@@ -166,8 +187,9 @@ def test_a_packed_member_trains_exactly_as_it_would_alone(case):
     alone = train(tiny(case, "train.seed=1"), trial_id="m1")
     packed = train_pack([tiny(case, "train.seed=0"), tiny(case, "train.seed=1")], ["m0", "m1"])[1]
     assert packed.status == alone.status == "completed" and packed.steps == alone.steps == 6
-    assert [{k: v for k, v in r.items() if k != "value"} for r in packed.eval_rows] == \
-        [{k: v for k, v in r.items() if k != "value"} for r in alone.eval_rows]
+    assert [{k: v for k, v in r.items() if k != "value"} for r in packed.eval_rows] == [
+        {k: v for k, v in r.items() if k != "value"} for r in alone.eval_rows
+    ]
     for a, b in zip(packed.eval_rows, alone.eval_rows):
         assert a["value"] == pytest.approx(b["value"], abs=1e-4, nan_ok=True), (a, b)
     assert packed.metrics == pytest.approx(alone.metrics, abs=1e-4)
@@ -203,8 +225,12 @@ def test_the_memory_estimate_reads_the_tasks_real_sizes(case):
     task = task_of(cfg)
     assert (sizes.n_in, sizes.n_out, sizes.tokens) == (task.io.n_in, task.io.n_out, task.io.tokens)
     assert sizes.sequence >= task.io.max_seq_len
-    assert sizes.conditions == len({tuple(c[k] for k in family(cfg.task.family).conditions if k != "n_context")
-                                    for c in cfg.task.evaluated_conditions()})
+    assert sizes.conditions == len(
+        {
+            tuple(c[k] for k in family(cfg.task.family).conditions if k != "n_context")
+            for c in cfg.task.evaluated_conditions()
+        }
+    )
 
 
 class LiveTensors(TorchDispatchMode):
@@ -276,8 +302,14 @@ def test_the_memory_estimate_bounds_the_measured_peak(case):
     growth of its resident high-water mark stays below the estimate."""
     overrides = CASES[case] + SHORT
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-c", MEASURE, json.dumps(overrides)], capture_output=True, text=True,
-                          env=env, timeout=300, cwd=ROOT)
+    done = subprocess.run(
+        [sys.executable, "-c", MEASURE, json.dumps(overrides)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        cwd=ROOT,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     measured = json.loads(done.stdout.strip().splitlines()[-1])["peak_growth"]
     assert measured <= estimate_trial_memory(trial_config({}, overrides)).total
@@ -297,13 +329,20 @@ def test_the_estimate_counts_the_in_context_coefficient_probe():
     huge = trial_config({}, ["task.family=icl", "task.probes.prompts=1000000"])
     assert estimate_trial_memory(huge).total > base.total + 100 * GIB
     off = trial_config({}, ["task.family=icl", "task.probes.prompts=1000000", "task.probes.enabled=false"])
-    assert estimate_trial_memory(off).total == estimate_trial_memory(
-        trial_config({}, ["task.family=icl", "task.probes.enabled=false"])).total  # probes off: none of it
+    assert (
+        estimate_trial_memory(off).total
+        == estimate_trial_memory(trial_config({}, ["task.family=icl", "task.probes.enabled=false"])).total
+    )  # probes off: none of it
     with pytest.raises(ConfigError, match="a trial needs about"):
         check_fits(huge, 64 * GIB, "the available RAM")
     # the default probe's forward (512 prompts) is larger than the evaluation's (256): counted as the larger
     default = trial_config({}, ["task.family=icl"])
     sizes = family("icl").sizes(default.task, default.model.shape[0])
     assert sizes.probe_forward_rows == 512 > sizes.eval_rows == 256
-    assert base.parts["evaluation activations"] == 2 * estimate_trial_memory(
-        trial_config({}, ["task.family=icl", "task.probes.enabled=false"])).parts["evaluation activations"]
+    assert (
+        base.parts["evaluation activations"]
+        == 2
+        * estimate_trial_memory(trial_config({}, ["task.family=icl", "task.probes.enabled=false"])).parts[
+            "evaluation activations"
+        ]
+    )

@@ -26,8 +26,9 @@ def tmpfs(tmp_path):
     """A 1 MiB tmpfs, unmounted afterwards (skipped where mounting is not permitted)."""
     mount = tmp_path / "small"
     mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True, text=True
+    )
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.strip()}")
     try:
@@ -78,8 +79,11 @@ def test_unreadable_run_state_is_found_and_set_aside(tmp_path):
     (run / "result.json").write_text("{")  # a trial's log, not run state
 
     found = {os.path.basename(p.path): p.why for p in run_state_problems(str(run))}
-    assert set(found) == {"experiment_state-2026-01-02_00-00-00.json", "searcher-state-2026-01-02_00-00-00.pkl",
-                          "oodstudy_spec.json"}
+    assert set(found) == {
+        "experiment_state-2026-01-02_00-00-00.json",
+        "searcher-state-2026-01-02_00-00-00.pkl",
+        "oodstudy_spec.json",
+    }
     assert "not valid JSON" in found["experiment_state-2026-01-02_00-00-00.json"]
     assert "not a complete pickle" in found["searcher-state-2026-01-02_00-00-00.pkl"]
     moved = set_aside_damaged_run_state(str(run))
@@ -101,8 +105,9 @@ FULL_DISK_BASE = {
 
 def mount_tmpfs(directory, size: str) -> None:
     directory.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(directory)],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(directory)], capture_output=True, text=True
+    )
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.strip()}")
 
@@ -112,8 +117,13 @@ def oodstudy(args: list[str], log, env: dict, timeout: float) -> tuple[int, str]
     roomy disk); on a timeout, or whatever else stops the wait, the group is killed
     (the driver and its embedded Ray); returns (exit code, stderr)."""
     with open(log, "w") as err:
-        driver = subprocess.Popen([sys.executable, "-m", "study.cli", *args], start_new_session=True,
-                                  env=env, stdout=subprocess.DEVNULL, stderr=err)
+        driver = subprocess.Popen(
+            [sys.executable, "-m", "study.cli", *args],
+            start_new_session=True,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
         try:
             code = driver.wait(timeout=timeout)
         finally:
@@ -139,42 +149,57 @@ def test_a_disk_filled_mid_run_is_one_line_and_resume_finishes_the_study(tmp_pat
     store = disk / "store"
     name = "full"
     spec = tmp_path / "spec.yaml"  # the spec, the logs: on the roomy disk
-    spec.write_text(yaml.safe_dump({
-        "name": name,
-        "base": FULL_DISK_BASE,
-        "grid": {"task.digits": [1, 2]},
-        "tune": {"trials_per_grid_point": 2, "params": {"train.lr": {"type": "loguniform", "low": 1e-4, "high": 1e-2}}},
-        "resources": {"cpus": 1},
-        "max_concurrent": 2,
-        "max_failures": 3,
-        "store": str(store),
-    }))
+    spec.write_text(
+        yaml.safe_dump(
+            {
+                "name": name,
+                "base": FULL_DISK_BASE,
+                "grid": {"task.digits": [1, 2]},
+                "tune": {
+                    "trials_per_grid_point": 2,
+                    "params": {"train.lr": {"type": "loguniform", "low": 1e-4, "high": 1e-2}},
+                },
+                "resources": {"cpus": 1},
+                "max_concurrent": 2,
+                "max_failures": 3,
+                "store": str(store),
+            }
+        )
+    )
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     try:
         code, err = oodstudy(["run", str(spec)], tmp_path / "run.err", env, timeout=240)
         tail = [line for line in err.splitlines() if line.strip()][-3:]
         assert code != 0, f"the run finished on a {size} disk: it never filled\n" + "\n".join(tail)
         last = tail[-1] if tail else ""
-        assert last.startswith("oodstudy: ") and "disk full at" in last and "oodstudy resume" in last, \
-            "\n".join(tail)
+        assert last.startswith("oodstudy: ") and "disk full at" in last and "oodstudy resume" in last, "\n".join(tail)
         # nothing after that line: no traceback of the run's end (a TuneError's), none of Ray's dump
         # at exit of a trial's error that nobody retrieved ("Unhandled error ... OSError: [Errno 28]")
-        assert "TuneError" not in err and "Unhandled error" not in err, err[err.find("oodstudy: disk full"):][:3000]
+        assert "TuneError" not in err and "Unhandled error" not in err, err[err.find("oodstudy: disk full") :][:3000]
         trials = Store(str(store), create=False).frame("trials", study=name)
         assert (trials["status"] == "completed").sum() < 4, "the disk filled only after the study had finished"
         left = run_state_problems(str(store / "_runs" / name))  # what the full disk left unreadable
-        print(f"\n{size}: run stopped with {trials['status'].value_counts().to_dict()} in the store, "
-              f"run state left unreadable: {[str(p) for p in left] or 'none'}")
+        print(
+            f"\n{size}: run stopped with {trials['status'].value_counts().to_dict()} in the store, "
+            f"run state left unreadable: {[str(p) for p in left] or 'none'}"
+        )
 
         subprocess.run(["mount", "-o", "remount,size=200m", str(disk)], check=True)
         code, err = oodstudy(["resume", name, "--store", str(store)], tmp_path / "resume.err", env, timeout=300)
         assert code == 0, err[-3000:]
         trials = Store(str(store), create=False).frame("trials", study=name)
-        assert len(trials) == 4 and set(trials["status"]) == {"completed"}, trials[["trial_id", "cell", "status", "steps"]]
+        assert len(trials) == 4 and set(trials["status"]) == {"completed"}, trials[
+            ["trial_id", "cell", "status", "steps"]
+        ]
         assert trials.groupby("cell").size().to_dict() == {"task.digits=1": 2, "task.digits=2": 2}
         assert set(trials["steps"]) == {200}
-        status = subprocess.run([sys.executable, "-m", "study.cli", "status", name, "--store", str(store)],
-                                env=env, capture_output=True, text=True, timeout=120)
+        status = subprocess.run(
+            [sys.executable, "-m", "study.cli", "status", name, "--store", str(store)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert status.returncode == 0 and "4/4 trials finished" in status.stdout, status.stdout + status.stderr
     finally:
         if subprocess.run(["umount", str(disk)], capture_output=True).returncode != 0:

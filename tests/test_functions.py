@@ -135,7 +135,10 @@ def test_every_registered_class_names_a_sampler_and_a_mean_square_of_this_module
     """The record's "module:function" names resolve; the sampler draws [B, n] finite values from
     the generator alone, and E[y^2] is a positive number."""
     record = FUNCTION_CLASSES[name]
-    for target, function in ((record.sampler, functions.sampler(name)), (record.mean_square, functions.mean_square(name))):
+    for target, function in (
+        (record.sampler, functions.sampler(name)),
+        (record.mean_square, functions.mean_square(name)),
+    ):
         module, attribute = target.split(":")
         assert callable(function) and function is getattr(importlib.import_module(module), attribute)
     dist = PromptDistribution(classes=(name,), weights=(1.0,), relu_width=5)
@@ -153,12 +156,20 @@ def test_an_unknown_function_class_fails_loudly():
     with pytest.raises(ValueError, match="unknown function class 'cubic'"):
         expected_y2(PromptDistribution(("cubic",), (1.0,)), 4)
     with pytest.raises(ValueError, match="unknown function class 'cubic'"):  # combo reads its classes' records too
-        function_values("combo", xs, PromptDistribution(("combo",), (1.0,), combo=("linear", "cubic")), torch.Generator())
+        function_values(
+            "combo", xs, PromptDistribution(("combo",), (1.0,), combo=("linear", "cubic")), torch.Generator()
+        )
 
 
 def test_the_task_builds_the_conditions_and_the_sequence_length_its_config_declares():
-    cfg = ICLTask(n_dims=3, n_points=5, eval_prompts=8, classes=["linear"], probes={"prompts": 16},
-                  shifts={"x_scale": [2.0, 2.0, 0.5], "nnz": [1, 3], "freq_scale": [2.0]})
+    cfg = ICLTask(
+        n_dims=3,
+        n_points=5,
+        eval_prompts=8,
+        classes=["linear"],
+        probes={"prompts": 16},
+        shifts={"x_scale": [2.0, 2.0, 0.5], "nnz": [1, 3], "freq_scale": [2.0]},
+    )
     task = build_task(cfg, seed=0, device="cpu")
     assert task.io.max_seq_len == functions_config.sequence_length(cfg) == task.conditions[0].inputs.shape[1]
     assert [(c.shift, c.value) for c in task.conditions] == functions_config.condition_values(cfg)
@@ -197,15 +208,27 @@ def test_sign_valued_sparse_functions_have_coefficients_plus_or_minus_one_and_th
     _, ys, _ = sample_prompts(dist, 3000, 8, d, torch.Generator().manual_seed(4))
     assert within_sampling_error((ys**2).mean(1), expected_y2(dist, d))  # E[y^2] = nnz, as with N(0, 1) values
     # the same draws as the normal law, signs kept: only the magnitudes change
-    normal = function_values("sparse_linear", torch.eye(d).expand(50, d, d),
-                             PromptDistribution(("sparse_linear",), (1.0,), nnz=nnz), torch.Generator().manual_seed(5))
+    normal = function_values(
+        "sparse_linear",
+        torch.eye(d).expand(50, d, d),
+        PromptDistribution(("sparse_linear",), (1.0,), nnz=nnz),
+        torch.Generator().manual_seed(5),
+    )
     sign = function_values("sparse_linear", torch.eye(d).expand(50, d, d), dist, torch.Generator().manual_seed(5))
     assert torch.equal(normal.sign(), sign)
 
 
 def test_sign_values_reach_the_nnz_shift_and_the_coefficient_probe():
-    cfg = ICLTask(n_dims=4, n_points=9, eval_prompts=64, classes=["linear", "sparse_linear"], nnz=1,
-                  sparse_values="sign", shifts={"nnz": [1, 2, 4]}, probes={"enabled": True, "prompts": 64})
+    cfg = ICLTask(
+        n_dims=4,
+        n_points=9,
+        eval_prompts=64,
+        classes=["linear", "sparse_linear"],
+        nnz=1,
+        sparse_values="sign",
+        shifts={"nnz": [1, 2, 4]},
+        probes={"enabled": True, "prompts": 64},
+    )
     task = build_task(cfg, seed=0, device="cpu")
     for condition in task.conditions:
         if condition.shift == "nnz":
@@ -231,8 +254,9 @@ def test_combo_at_alpha_one_is_class_a_on_the_same_draws():
     combo = function_values("combo", xs, dist, torch.Generator().manual_seed(7))
     alone = function_values("linear", xs, dist, torch.Generator().manual_seed(7))
     assert torch.equal(combo, alone)
-    half = function_values("combo", xs, PromptDistribution(("combo",), (1.0,), alpha_range=(0.5, 0.5)),
-                           torch.Generator().manual_seed(7))
+    half = function_values(
+        "combo", xs, PromptDistribution(("combo",), (1.0,), alpha_range=(0.5, 0.5)), torch.Generator().manual_seed(7)
+    )
     assert not torch.allclose(half, alone)
 
 
@@ -292,8 +316,14 @@ def test_same_generator_state_gives_the_same_batch():
 
 
 def test_curriculum_starts_small_and_grows_to_the_full_task():
-    task = small_task(n_dims=10, n_points=21, curriculum=True, curriculum_dims_start=3,
-                      curriculum_points_start=5, curriculum_every=100)
+    task = small_task(
+        n_dims=10,
+        n_points=21,
+        curriculum=True,
+        curriculum_dims_start=3,
+        curriculum_points_start=5,
+        curriculum_every=100,
+    )
     g = torch.Generator().manual_seed(0)
     assert task.schedule(0) == (3, 5) and task.schedule(199) == (4, 7) and task.schedule(10_000) == (10, 21)
     early = task.train_batch(4, 0, g)
@@ -330,8 +360,9 @@ def rows_by(rows, **match):
 
 def test_a_least_squares_model_scores_exactly_the_least_squares_baseline():
     d = 6
-    task = small_task(classes=["linear", "sparse_linear"], nnz=2, shifts={"nnz": [1, 3, d]},
-                      baselines=["lstsq", "averaging", "knn"])
+    task = small_task(
+        classes=["linear", "sparse_linear"], nnz=2, shifts={"nnz": [1, 3, d]}, baselines=["lstsq", "averaging", "knn"]
+    )
     rows = task.evaluate(LeastSquaresInContext())
     assert {tuple(sorted(r)) for r in rows} == {("metric", "n_context", "shift", "shift_value", "split", "value")}
     assert {r["metric"] for r in rows} == {"nmse", "nmse_lstsq", "nmse_averaging", "nmse_knn"}
@@ -345,8 +376,11 @@ def test_a_least_squares_model_scores_exactly_the_least_squares_baseline():
 
 
 def test_predicting_zero_scores_about_one_everywhere():
-    task = small_task(classes=["linear", "sine"], eval_prompts=256,
-                      shifts={"nnz": [2], "freq_scale": [0.5, 2.0], "alpha": [0.5], "x_scale": [3.0]})
+    task = small_task(
+        classes=["linear", "sine"],
+        eval_prompts=256,
+        shifts={"nnz": [2], "freq_scale": [0.5, 2.0], "alpha": [0.5], "x_scale": [3.0]},
+    )
     rows = rows_by(task.evaluate(Zero()), metric="nmse")
     values = torch.tensor([r["value"] for r in rows])
     assert len(rows) == 6 * 13 and 0.85 < values.mean() < 1.15 and values.min() > 0.5
@@ -354,12 +388,24 @@ def test_predicting_zero_scores_about_one_everywhere():
 
 def test_splits_follow_the_support_of_the_pretraining_mixture():
     d = 8
-    cfg = ICLTask(n_dims=d, n_points=11, eval_prompts=16, classes=["linear", "sparse_linear"], nnz=3,
-                  shifts={"nnz": [1, 3, 8], "x_scale": [1.0, 2.0]})
+    cfg = ICLTask(
+        n_dims=d,
+        n_points=11,
+        eval_prompts=16,
+        classes=["linear", "sparse_linear"],
+        nnz=3,
+        shifts={"nnz": [1, 3, 8], "x_scale": [1.0, 2.0]},
+    )
     task = build_task(cfg, seed=0)
     labels = {(r["shift"], r["shift_value"]): r["split"] for r in task.evaluate(Zero())}
-    assert labels == {("none", 0.0): "id", ("nnz", 1.0): "ood", ("nnz", 3.0): "id", ("nnz", 8.0): "id",
-                      ("x_scale", 1.0): "id", ("x_scale", 2.0): "ood"}
+    assert labels == {
+        ("none", 0.0): "id",
+        ("nnz", 1.0): "ood",
+        ("nnz", 3.0): "id",
+        ("nnz", 8.0): "id",
+        ("x_scale", 1.0): "id",
+        ("x_scale", 2.0): "ood",
+    }
     sparse_only = cfg.model_copy(update={"classes": ["sparse_linear"]})
     assert split_of(sparse_only, "nnz", 8) == "ood" and split_of(sparse_only, "nnz", 3) == "id"
     # convex combinations: only the pure ends are inside a linear + sine mixture

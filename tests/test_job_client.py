@@ -24,8 +24,11 @@ from study.tune.jobs import HTTP_TIMEOUT_S
 
 SPEC = {
     "name": "tiny",
-    "base": {"task": {"digits": 1, "width": 3, "eval_max_len": 3}, "model": {"size": "nano", "n_layer": 1},
-             "train": {"steps": 40, "eval_every": 10}},
+    "base": {
+        "task": {"digits": 1, "width": 3, "eval_max_len": 3},
+        "model": {"size": "nano", "n_layer": 1},
+        "train": {"steps": 40, "eval_every": 10},
+    },
     "grid": {"task.digits": [1, 2]},
 }
 # What the tests give the client to wait for each answer; a server closes any connection still
@@ -102,10 +105,13 @@ def empty_json_address() -> Iterator[str]:
         server.server_close()
 
 
-@pytest.fixture(params=[
-    ({}, "GET /api/jobs/ answered HTTP 200 '{}'"),  # as the job list: Ray's client would read no jobs
-    ([], "POST /api/jobs/ answered HTTP 200 '[]'"),  # a list of no jobs, then [] as the submitted job
-], ids=["object", "list"])
+@pytest.fixture(
+    params=[
+        ({}, "GET /api/jobs/ answered HTTP 200 '{}'"),  # as the job list: Ray's client would read no jobs
+        ([], "POST /api/jobs/ answered HTTP 200 '[]'"),  # a list of no jobs, then [] as the submitted job
+    ],
+    ids=["object", "list"],
+)
 def version_only_address(request) -> Iterator[tuple[str, str]]:
     """Passes Ray's version check, then answers ``{}`` (or ``[]``) with HTTP 200 on every
     other path; its address and the request that submit must name."""

@@ -21,8 +21,11 @@ from study.tune.runner import check_storage_on_cluster, filesystem_type, trial_d
 NOW = datetime(2026, 12, 1, 18, 30, 12, tzinfo=timezone.utc)
 SPEC = {
     "name": "tiny",
-    "base": {"task": {"digits": 1, "width": 3, "eval_max_len": 3}, "model": {"size": "nano", "n_layer": 1},
-             "train": {"steps": 40, "eval_every": 10}},
+    "base": {
+        "task": {"digits": 1, "width": 3, "eval_max_len": 3},
+        "model": {"size": "nano", "n_layer": 1},
+        "train": {"steps": 40, "eval_every": 10},
+    },
     "grid": {"task.digits": [1, 2]},
     "store": "./results",
 }
@@ -67,8 +70,16 @@ def test_the_job_runs_oodstudy_on_the_exact_spec_text_with_the_same_overrides(sp
     assert sub.spec.base["train"]["steps"] == 20
     args, text = run_entrypoint(sub.entrypoint, tmp_path)
     assert args[:2] == ["run", str(tmp_path / "mine-20261201T183012Z.yaml")]
-    assert args[2:] == ["--name", "mine", "--store", str(tmp_path / "st"),
-                        "--set", "train.steps=20", "--set", "grid.task.digits=[1, 2]"]
+    assert args[2:] == [
+        "--name",
+        "mine",
+        "--store",
+        str(tmp_path / "st"),
+        "--set",
+        "train.steps=20",
+        "--set",
+        "grid.task.digits=[1, 2]",
+    ]
     assert text == spec_file.read_text()
     assert not (tmp_path / "mine-20261201T183012Z.yaml").exists()  # removed when the job ends
 
@@ -80,10 +91,13 @@ def test_a_spec_that_does_not_validate_is_refused_before_any_address_is_tried(sp
     assert "model.n_heads: unknown key; did you mean model.n_head?" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("address, message", [
-    ("127.0.0.1:6379", "not the dashboard's URL"),
-    ("http://127.0.0.1:9", "no Ray dashboard answers at http://127.0.0.1:9"),
-])
+@pytest.mark.parametrize(
+    "address, message",
+    [
+        ("127.0.0.1:6379", "not the dashboard's URL"),
+        ("http://127.0.0.1:9", "no Ray dashboard answers at http://127.0.0.1:9"),
+    ],
+)
 def test_an_address_that_is_not_a_dashboard_is_one_line(address, message):
     with pytest.raises(ClusterError, match=message):
         connect(address)
@@ -126,12 +140,15 @@ def test_a_node_local_run_directory_is_refused_on_a_cluster_of_several_machines(
         check_storage_on_cluster(spec, {"10.0.0.1", "10.0.0.2"}, "ext4")
 
 
-@pytest.mark.parametrize("hosts, fs_type, fields", [
-    ({"10.0.0.1"}, "ext4", {}),  # one machine (local.sh): every node sees the same disk
-    ({"10.0.0.1", "10.0.0.2"}, "nfs4", {}),
-    ({"10.0.0.1", "10.0.0.2"}, "fuse.gcsfuse", {}),
-    ({"10.0.0.1", "10.0.0.2"}, "ext4", {"storage_path": "s3://bucket/runs", "optuna_storage": "postgresql://h/o"}),
-])
+@pytest.mark.parametrize(
+    "hosts, fs_type, fields",
+    [
+        ({"10.0.0.1"}, "ext4", {}),  # one machine (local.sh): every node sees the same disk
+        ({"10.0.0.1", "10.0.0.2"}, "nfs4", {}),
+        ({"10.0.0.1", "10.0.0.2"}, "fuse.gcsfuse", {}),
+        ({"10.0.0.1", "10.0.0.2"}, "ext4", {"storage_path": "s3://bucket/runs", "optuna_storage": "postgresql://h/o"}),
+    ],
+)
 def test_a_run_directory_every_node_reaches_is_accepted(tmp_path, hosts, fs_type, fields):
     check_storage_on_cluster(spec_with(store=str(tmp_path / "results"), **fields), hosts, fs_type)
 
@@ -158,8 +175,13 @@ def test_a_trial_is_named_after_its_cell_and_its_dirname_is_safe():
 
 
 def test_grid_points_are_done_when_their_quota_of_trials_finished():
-    trials = [trial("a", "TERMINATED"), trial("a", "ERROR"), trial("b", "TERMINATED"), trial("b", "RUNNING"),
-              trial("c", "PENDING")]
+    trials = [
+        trial("a", "TERMINATED"),
+        trial("a", "ERROR"),
+        trial("b", "TERMINATED"),
+        trial("b", "RUNNING"),
+        trial("c", "PENDING"),
+    ]
     assert grid_point_progress(trials, n_points=4, quota=2) == {"total": 4, "done": 1, "running": 1, "pending": 2}
 
 
@@ -168,16 +190,25 @@ def test_a_pack_counts_each_member_toward_its_own_grid_point():
     pack ends all four grid points are done (not one of four, as when the pack counted once
     under its seedless cell)."""
     points = [f"task.digits=2|train.seed={s}" for s in range(4)]
-    pack = SimpleNamespace(config={"cell": "task.digits=2",
-                                   "members": [{"trial_id": f"p_{k}", "cell": p} for k, p in enumerate(points)]},
-                           status="TERMINATED", metric_analysis={}, trial_id="p")
+    pack = SimpleNamespace(
+        config={"cell": "task.digits=2", "members": [{"trial_id": f"p_{k}", "cell": p} for k, p in enumerate(points)]},
+        status="TERMINATED",
+        metric_analysis={},
+        trial_id="p",
+    )
     assert grid_point_progress([pack], n_points=4, quota=1) == {"total": 4, "done": 4, "running": 0, "pending": 0}
     pack.status = "RUNNING"
     assert grid_point_progress([pack], n_points=4, quota=1) == {"total": 4, "done": 0, "running": 4, "pending": 0}
 
 
 def test_best_score_per_grid_point_follows_the_mode_and_skips_unreported_trials():
-    trials = [trial("a", best=0.2), trial("a", best=0.9), trial("b", best=float("nan")), trial("b"), trial("c", best=0.5)]
+    trials = [
+        trial("a", best=0.2),
+        trial("a", best=0.9),
+        trial("b", best=float("nan")),
+        trial("b"),
+        trial("c", best=0.5),
+    ]
     assert best_scores(trials, "id_exact_match", "max") == {"a": 0.9, "c": 0.5}
     assert best_scores(trials, "id_exact_match", "min") == {"a": 0.2, "c": 0.5}
 

@@ -32,9 +32,13 @@ def import_graph() -> dict[str, set[str]]:
     graph: dict[str, set[str]] = {}
     for name, path in modules.items():
         tree = ast.parse(path.read_text(), str(path))
-        typing_only = {id(n) for block in ast.walk(tree)
-                       if isinstance(block, ast.If) and ast.unparse(block.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING")
-                       for stmt in block.body for n in ast.walk(stmt)}
+        typing_only = {
+            id(n)
+            for block in ast.walk(tree)
+            if isinstance(block, ast.If) and ast.unparse(block.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING")
+            for stmt in block.body
+            for n in ast.walk(stmt)
+        }
         targets: set[str] = set()
         for node in ast.walk(tree):
             if id(node) in typing_only:
@@ -42,8 +46,10 @@ def import_graph() -> dict[str, set[str]]:
             if isinstance(node, ast.Import):
                 wanted = [alias.name for alias in node.names]
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                wanted = [f"{node.module}.{alias.name}" if f"{node.module}.{alias.name}" in modules else node.module
-                          for alias in node.names]
+                wanted = [
+                    f"{node.module}.{alias.name}" if f"{node.module}.{alias.name}" in modules else node.module
+                    for alias in node.names
+                ]
             else:
                 continue
             for target in wanted:
@@ -70,7 +76,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         path.append(node)
         for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == 1:
-                return path[path.index(nxt):] + [nxt]
+                return path[path.index(nxt) :] + [nxt]
             if nxt not in state and (cycle := visit(nxt)):
                 return cycle
         path.pop()
@@ -95,16 +101,20 @@ def test_no_import_cycle_among_the_modules():
 
 
 def test_the_service_never_imports_the_analysis_package_except_its_cli():
-    offenders = {name: sorted(t for t in targets if t.split(".")[0] == "analysis")
-                 for name, targets in import_graph().items()
-                 if name.startswith("study") and not name.startswith("study.cli")}
+    offenders = {
+        name: sorted(t for t in targets if t.split(".")[0] == "analysis")
+        for name, targets in import_graph().items()
+        if name.startswith("study") and not name.startswith("study.cli")
+    }
     assert {name: t for name, t in offenders.items() if t} == {}
 
 
 def test_the_model_and_the_config_know_no_trainer_service_or_store_reader():
     graph = import_graph()
     assert not {t for t in graph["study.model"] if t.startswith(("study.train", "study.tune", "study.cli"))}
-    assert not {t for t in graph["study.config"] if t.startswith(("study.train", "study.tune", "study.cli", "study.model"))}
+    assert not {
+        t for t in graph["study.config"] if t.startswith(("study.train", "study.tune", "study.cli", "study.model"))
+    }
 
 
 def test_every_module_imports_in_a_fresh_interpreter_in_dependency_order():

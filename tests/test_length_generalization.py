@@ -93,25 +93,69 @@ def test_task_ids_reach_the_model_like_its_own_positions(monkeypatch):
     monkeypatch.setattr(Arithmetic, "fixed_positions", sequential_ids)
     scores = {}
     for scheme in ("randomized", "learned"):
-        cfg = trial_config({
-            "task": {"op": "add", "digits": 2, "train_set": "fresh", "pad": False, "symbols": True, "width": 12,
-                     "eval_lengths": [2], "eval_grid": "diagonal", "eval_examples": 200},
-            "model": {"n_layer": 1, "n_head": 4, "d_model": 64, "dropout": 0.0, "pos_encoding": scheme,
-                      "max_position": 32},
-            "train": {"steps": 800, "batch_size": 64, "lr": 1e-3, "warmup_steps": 200, "schedule": "cosine",
-                      "eval_every": 800, "seed": 0, "device": "cpu"},
-        })
+        cfg = trial_config(
+            {
+                "task": {
+                    "op": "add",
+                    "digits": 2,
+                    "train_set": "fresh",
+                    "pad": False,
+                    "symbols": True,
+                    "width": 12,
+                    "eval_lengths": [2],
+                    "eval_grid": "diagonal",
+                    "eval_examples": 200,
+                },
+                "model": {
+                    "n_layer": 1,
+                    "n_head": 4,
+                    "d_model": 64,
+                    "dropout": 0.0,
+                    "pos_encoding": scheme,
+                    "max_position": 32,
+                },
+                "train": {
+                    "steps": 800,
+                    "batch_size": 64,
+                    "lr": 1e-3,
+                    "warmup_steps": 200,
+                    "schedule": "cosine",
+                    "eval_every": 800,
+                    "seed": 0,
+                    "device": "cpu",
+                },
+            }
+        )
         scores[scheme] = train(cfg).metrics["id_exact_match"]
     assert scores["randomized"] >= 0.9 and scores["learned"] >= 0.9, scores
 
 
 BUDGET = {  # the CPU budget the boundary is measured at (see the module docstring)
-    "task": {"op": "add", "digits": 5, "sampling": "lengths", "train_set": "fresh", "pad": False, "symbols": True,
-             "width": 10, "reverse": True, "eval_lengths": [5, 6, 8, 10], "eval_grid": "diagonal",
-             "eval_examples": 200, "probes": {"enabled": False}},
+    "task": {
+        "op": "add",
+        "digits": 5,
+        "sampling": "lengths",
+        "train_set": "fresh",
+        "pad": False,
+        "symbols": True,
+        "width": 10,
+        "reverse": True,
+        "eval_lengths": [5, 6, 8, 10],
+        "eval_grid": "diagonal",
+        "eval_examples": 200,
+        "probes": {"enabled": False},
+    },
     "model": {"n_layer": 1, "n_head": 4, "d_model": 128, "dropout": 0.0, "max_position": 14},
-    "train": {"steps": 2000, "batch_size": 64, "lr": 1e-3, "warmup_steps": 200, "schedule": "cosine",
-              "eval_every": 2000, "seed": 0, "device": "cpu"},
+    "train": {
+        "steps": 2000,
+        "batch_size": 64,
+        "lr": 1e-3,
+        "warmup_steps": 200,
+        "schedule": "cosine",
+        "eval_every": 2000,
+        "seed": 0,
+        "device": "cpu",
+    },
 }
 
 
@@ -166,8 +210,13 @@ def test_alibi_over_coupled_ids_keeps_10_digit_sums_exact_after_5_digit_training
     test's bars too (262 s).  Learned positions write no right answer beyond 5 digits
     (the test above)."""
     torch.set_num_threads(1)
-    cfg = trial_config({**BUDGET, "model": {**BUDGET["model"], "pos_encoding": "coupled_alibi"},
-                        "train": {**BUDGET["train"], "steps": 3000, "eval_every": 3000}})
+    cfg = trial_config(
+        {
+            **BUDGET,
+            "model": {**BUDGET["model"], "pos_encoding": "coupled_alibi"},
+            "train": {**BUDGET["train"], "steps": 3000, "eval_every": 3000},
+        }
+    )
     exact = final_scores(train(cfg))["exact_match"]
     assert exact[10] >= 0.9, exact
     assert min(exact[length] for length in (5, 6, 8)) >= 0.9, exact

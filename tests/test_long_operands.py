@@ -25,8 +25,17 @@ def answer_number(tokens: list[int], task: Arithmetic) -> int:
 
 @pytest.mark.parametrize("pad, modulus", [(False, None), (True, None), (False, 97)])
 def test_forty_digit_sums_are_exact_and_their_equivalents_read_the_low_digits(pad, modulus):
-    cfg = ArithmeticTask(width=40, digits=3, eval_lengths=[3, 19, 40], eval_grid="diagonal", pad=pad,
-                         symbols=True, eval_examples=32, modulus=modulus, train_set="fresh")
+    cfg = ArithmeticTask(
+        width=40,
+        digits=3,
+        eval_lengths=[3, 19, 40],
+        eval_grid="diagonal",
+        pad=pad,
+        symbols=True,
+        eval_examples=32,
+        modulus=modulus,
+        train_set="fresh",
+    )
     task = Arithmetic(cfg, seed=0)
     assert [c[:2] for c in task.conditions] == [(3, 3), (19, 19), (40, 40)]
     long = task.eval_pairs[(40, 40)]
@@ -57,11 +66,14 @@ def test_a_digit_row_encodes_as_its_number_does():
     assert torch.equal(by_number.significance, by_rows.significance)
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (["task.width=40", "task.digits=20", "task.eval_max_len=40"], "train on at most 18 digits"),
-    (["task.width=20", "task.eval_max_len=20", "task.op=mul"], "gives products beyond int64"),
-    (["task.width=20", "task.eval_max_len=20", "task.modulus=1000000000000000000"], r"task.modulus <= 10\^17"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["task.width=40", "task.digits=20", "task.eval_max_len=40"], "train on at most 18 digits"),
+        (["task.width=20", "task.eval_max_len=20", "task.op=mul"], "gives products beyond int64"),
+        (["task.width=20", "task.eval_max_len=20", "task.modulus=1000000000000000000"], r"task.modulus <= 10\^17"),
+    ],
+)
 def test_what_digit_rows_cannot_carry_is_one_clear_config_error(overrides, message):
     with pytest.raises(ConfigError, match=message):
         trial_config(overrides=overrides)

@@ -43,8 +43,10 @@ def test_every_shipped_spec_fits_a_laptop():
     for path in SPECS:
         spec = load_sweep_spec(path)  # every shipped spec validates
         budget = LAPTOP if spec.resources.gpus == 0 else spec.resources.gpus * GPU
-        corners = [dict(zip(spec.tune.params, combo))
-                   for combo in itertools.product(*(d.corners() for d in spec.tune.params.values()))] or [{}]
+        corners = [
+            dict(zip(spec.tune.params, combo))
+            for combo in itertools.product(*(d.corners() for d in spec.tune.params.values()))
+        ] or [{}]
         for point in spec.grid_points():
             for params in corners:
                 cfg = TrialConfig.model_validate(spec.trial_raw(point, params))
@@ -57,8 +59,11 @@ def test_the_parameter_term_bounds_the_real_model_closely():
     from study.model import Transformer
     from study.tasks import build_task
 
-    for overrides in ([], ["model.size=micro", "task.width=8", "task.eval_max_len=8"],
-                      ["task.family=icl", "task.n_dims=10", "task.n_points=21"]):
+    for overrides in (
+        [],
+        ["model.size=micro", "task.width=8", "task.eval_max_len=8"],
+        ["task.family=icl", "task.n_dims=10", "task.n_points=21"],
+    ):
         cfg = trial_config({}, overrides)
         real = Transformer(cfg.model, build_task(cfg.task, seed=0).io).n_params()
         estimated = estimate_trial_memory(cfg).parts["weights, gradients and AdamW state"] / 16
@@ -67,8 +72,12 @@ def test_the_parameter_term_bounds_the_real_model_closely():
 
 def test_the_estimate_grows_with_each_size_field_and_a_pack_multiplies_the_model_terms():
     base = trial_config()
-    for overrides in (["train.batch_size=128"], ["task.eval_examples=1024"], ["model.size=micro"],
-                      ["task.eval_batch_size=8192"]):
+    for overrides in (
+        ["train.batch_size=128"],
+        ["task.eval_examples=1024"],
+        ["model.size=micro"],
+        ["task.eval_batch_size=8192"],
+    ):
         assert estimate_trial_memory(trial_config({}, overrides)).total > estimate_trial_memory(base).total
     packed = base.model_copy(update={"pack": SimpleNamespace(size=4)})
     assert pack_size(base) == 1 and pack_size(packed) == 4
@@ -85,23 +94,42 @@ def test_the_estimate_reads_the_tasks_own_vocabulary_sequence_and_conditions():
     from study.model import Transformer
     from study.tasks import build_task
 
-    hinted = trial_config({}, ["task.index_hints=true", "task.pad=true", "task.width=20", "task.eval_max_len=20",
-                               "task.digits=5"])
+    hinted = trial_config(
+        {}, ["task.index_hints=true", "task.pad=true", "task.width=20", "task.eval_max_len=20", "task.digits=5"]
+    )
     # the real model's size: its io depends on neither the evaluation nor the training set, so build a light task
-    light = hinted.task.model_copy(update={"eval_examples": 4, "train_set": "fresh", "probes": hinted.task.probes.model_copy(
-        update={"enabled": False})})
+    light = hinted.task.model_copy(
+        update={
+            "eval_examples": 4,
+            "train_set": "fresh",
+            "probes": hinted.task.probes.model_copy(update={"enabled": False}),
+        }
+    )
     real = Transformer(hinted.model, build_task(light, seed=0).io).n_params()
     assert real <= estimate_trial_memory(hinted).parts["weights, gradients and AdamW state"] / 16 <= 1.15 * real
     plain = trial_config({}, ["task.pad=true", "task.width=20", "task.eval_max_len=20", "task.digits=5"])
-    assert (estimate_trial_memory(hinted).parts["training activations"]
-            > 1.5 * estimate_trial_memory(plain).parts["training activations"])
+    assert (
+        estimate_trial_memory(hinted).parts["training activations"]
+        > 1.5 * estimate_trial_memory(plain).parts["training activations"]
+    )
     square = trial_config({}, ["task.width=20", "task.eval_max_len=20", "task.digits=5"])
     diagonal = trial_config({}, ["task.width=20", "task.eval_max_len=20", "task.digits=5", "task.eval_grid=diagonal"])
-    ratio = estimate_trial_memory(square).parts["evaluation sets"] / estimate_trial_memory(diagonal).parts["evaluation sets"]
+    ratio = (
+        estimate_trial_memory(square).parts["evaluation sets"]
+        / estimate_trial_memory(diagonal).parts["evaluation sets"]
+    )
     assert ratio == pytest.approx(20, rel=0.01)  # 400 conditions against 20
     # a probed forward keeps every block's attention weights: 40-digit hinted sequences at the
     # default evaluation batch need tens of GiB (measured: killed at 23 GiB), probes off none of it
-    wide = ["model.size=micro", "task.width=40", "task.index_hints=true", "task.pad=true", "task.digits=10",
-            "task.train_set=fresh", "task.eval_lengths=[10,40]", "task.eval_grid=diagonal"]
+    wide = [
+        "model.size=micro",
+        "task.width=40",
+        "task.index_hints=true",
+        "task.pad=true",
+        "task.digits=10",
+        "task.train_set=fresh",
+        "task.eval_lengths=[10,40]",
+        "task.eval_grid=diagonal",
+    ]
     assert estimate_trial_memory(trial_config({}, wide)).parts["probe activations"] > 16 * GIB
     assert estimate_trial_memory(trial_config({}, wide + ["task.probes.enabled=false"])).parts["probe activations"] == 0

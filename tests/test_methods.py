@@ -17,28 +17,58 @@ T0 = dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc)
 LENGTHS = [1, 2, 3, 5, 8, 10]  # a listed, diagonal evaluation grid; trained on 3 digits
 CURVES = {  # exact match at the OOD lengths 5, 8, 10 (ID lengths score 1)
     "learned": [0.0, 0.0, 0.0],
-    "coupled": [1.0, 0.95, 0.9],   # holds to 10
-    "abacus": [1.0, 0.2, 0.8],     # breaks at 8, back at 10: not monotone
+    "coupled": [1.0, 0.95, 0.9],  # holds to 10
+    "abacus": [1.0, 0.2, 0.8],  # breaks at 8, back at 10: not monotone
 }
 
 
-def write_trial(store: Store, trial_id: str, method: str, hints: bool, seed: int, curve: list[float],
-                id_score: float = 1.0) -> None:
+def write_trial(
+    store: Store, trial_id: str, method: str, hints: bool, seed: int, curve: list[float], id_score: float = 1.0
+) -> None:
     grid = {"model.pos_encoding": method, "task.index_hints": hints, "train.seed": seed}
     cell = "|".join(f"{k}={v}" for k, v in grid.items())
-    config = {"task": {"family": "arithmetic", "op": "add", "digits": 3, "index_hints": hints},
-              "model": {"pos_encoding": method}, "train": {"seed": seed}}
-    store.append("trials", [{
-        "trial_id": trial_id, "grid": json.dumps(grid), "config": json.dumps(config), "status": "completed",
-        "start_time": T0, "end_time": T0 + dt.timedelta(seconds=1), "node": "n0", "device": "cpu",
-        "n_params": 1, "steps": 100, "score": None, "error": None,
-    }], study="m", attempt=0, cell=cell)
+    config = {
+        "task": {"family": "arithmetic", "op": "add", "digits": 3, "index_hints": hints},
+        "model": {"pos_encoding": method},
+        "train": {"seed": seed},
+    }
+    store.append(
+        "trials",
+        [
+            {
+                "trial_id": trial_id,
+                "grid": json.dumps(grid),
+                "config": json.dumps(config),
+                "status": "completed",
+                "start_time": T0,
+                "end_time": T0 + dt.timedelta(seconds=1),
+                "node": "n0",
+                "device": "cpu",
+                "n_params": 1,
+                "steps": 100,
+                "score": None,
+                "error": None,
+            }
+        ],
+        study="m",
+        attempt=0,
+        cell=cell,
+    )
     rows = []
     for length in LENGTHS:
         em = id_score if length <= 3 else curve[[5, 8, 10].index(length)]
         for metric, value in (("exact_match", em), ("equivalence", 1.0 - em)):
-            rows.append({"trial_id": trial_id, "step": 100, "split": "id" if length <= 3 else "ood",
-                         "metric": metric, "value": value, "len_a": length, "len_b": length})
+            rows.append(
+                {
+                    "trial_id": trial_id,
+                    "step": 100,
+                    "split": "id" if length <= 3 else "ood",
+                    "metric": metric,
+                    "value": value,
+                    "len_a": length,
+                    "len_b": length,
+                }
+            )
     store.append("evals", rows, study="m", cell=cell)
 
 

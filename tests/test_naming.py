@@ -55,8 +55,11 @@ class Range:
 def test_corner_sets_are_the_product_of_the_tuned_corners_in_order_at_most_sixteen():
     assert corner_sets({}) == [{}]
     assert corner_sets({"train.lr": Range(1e-4, 1e-2), "train.warmup_steps": Range(0, 10)}) == [
-        {"train.lr": 1e-4, "train.warmup_steps": 0}, {"train.lr": 1e-4, "train.warmup_steps": 10},
-        {"train.lr": 1e-2, "train.warmup_steps": 0}, {"train.lr": 1e-2, "train.warmup_steps": 10}]
+        {"train.lr": 1e-4, "train.warmup_steps": 0},
+        {"train.lr": 1e-4, "train.warmup_steps": 10},
+        {"train.lr": 1e-2, "train.warmup_steps": 0},
+        {"train.lr": 1e-2, "train.warmup_steps": 10},
+    ]
     many = corner_sets({f"axis{i}": Range(0, 1) for i in range(6)})  # 64 combinations
     assert len(many) == MAX_CORNER_SETS and many[0] == {f"axis{i}": 0 for i in range(6)}
 
@@ -77,7 +80,9 @@ def test_the_trials_fields_are_the_stores_trials_columns_less_those_the_store_ad
 
 
 def test_the_naming_module_imports_nothing_heavy():
-    code = ("import sys, study.naming; heavy = {'torch', 'pyarrow', 'pandas', 'ray', 'optuna', 'pydantic'}; "
-            "print(sorted(heavy & set(sys.modules)))")
+    code = (
+        "import sys, study.naming; heavy = {'torch', 'pyarrow', 'pandas', 'ray', 'optuna', 'pydantic'}; "
+        "print(sorted(heavy & set(sys.modules)))"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == "[]", done.stderr

@@ -16,13 +16,29 @@ from study.train import PackReport, lr_schedule, pack_members, train, train_pack
 from references import lr_at
 
 TINY = [
-    "task.digits=2", "task.width=3", "task.eval_max_len=3", "task.eval_examples=32", "task.train_fraction=0.2",
-    "model.n_layer=2", "train.steps=30", "train.eval_every=10", "train.batch_size=16", "train.log_every=5",
+    "task.digits=2",
+    "task.width=3",
+    "task.eval_max_len=3",
+    "task.eval_examples=32",
+    "task.train_fraction=0.2",
+    "model.n_layer=2",
+    "train.steps=30",
+    "train.eval_every=10",
+    "train.batch_size=16",
+    "train.log_every=5",
 ]
 NO_DROPOUT = TINY + ["model.dropout=0.0"]
 TINY_ICL = [
-    "task.family=icl", "task.n_dims=3", "task.n_points=6", "task.eval_prompts=16", "task.baselines=[lstsq]",
-    "model.n_layer=2", "model.dropout=0.0", "train.steps=30", "train.eval_every=10", "train.batch_size=16",
+    "task.family=icl",
+    "task.n_dims=3",
+    "task.n_points=6",
+    "task.eval_prompts=16",
+    "task.baselines=[lstsq]",
+    "model.n_layer=2",
+    "model.dropout=0.0",
+    "train.steps=30",
+    "train.eval_every=10",
+    "train.batch_size=16",
     "train.log_every=5",
 ]
 FORMATS = {
@@ -56,8 +72,9 @@ def final_weights(reports: list[PackReport], k: int) -> dict[str, torch.Tensor]:
 
 
 def assert_same_values(rows_a: list[dict], rows_b: list[dict], atol: float = 1e-4) -> None:
-    assert [{k: v for k, v in r.items() if k != "value"} for r in rows_a] == \
-        [{k: v for k, v in r.items() if k != "value"} for r in rows_b]
+    assert [{k: v for k, v in r.items() if k != "value"} for r in rows_a] == [
+        {k: v for k, v in r.items() if k != "value"} for r in rows_b
+    ]
     for a, b in zip(rows_a, rows_b):
         assert a["value"] == pytest.approx(b["value"], abs=atol, nan_ok=True), (a, b)
 
@@ -137,8 +154,9 @@ def test_a_restored_pack_finishes_bit_identical_to_an_uninterrupted_one():
         assert torch.equal(value, second_leg[-1].state["model"][name]), name
     for a, b in zip(whole[-1].members, second_leg[-1].members):
         assert a.rows["evals"] == b.rows["evals"] and a.metrics == b.metrics
-        assert [r for r in a.rows["curves"] if r["metric"] != "examples_per_s"] == \
-            [r for r in b.rows["curves"] if r["metric"] != "examples_per_s"]
+        assert [r for r in a.rows["curves"] if r["metric"] != "examples_per_s"] == [
+            r for r in b.rows["curves"] if r["metric"] != "examples_per_s"
+        ]
     assert [r.status for r in resumed] == [r.status for r in uninterrupted] == ["completed"] * 3
 
 
@@ -178,17 +196,28 @@ def test_per_member_schedule_matches_the_single_member_schedule():
     cfg = TrainConfig(lr=1.0, steps=110, warmup_steps=10, schedule="cosine", min_lr_ratio=0.1)
     peaks, warmups = torch.tensor([1.0, 0.5, 2.0]), torch.tensor([10, 0, 30])
     for step in (0, 5, 9, 10, 29, 30, 60, 109, 110):
-        expected = [lr_at(step, cfg.model_copy(update={"lr": float(p), "warmup_steps": int(w)}))
-                    for p, w in zip(peaks, warmups)]
+        expected = [
+            lr_at(step, cfg.model_copy(update={"lr": float(p), "warmup_steps": int(w)})) for p, w in zip(peaks, warmups)
+        ]
         assert lr_schedule(step, peaks, warmups, cfg).tolist() == pytest.approx(expected, rel=1e-6)
 
 
 @pytest.mark.slow
 def test_trial_cli_trains_a_pack_of_seeds_and_prints_every_member():
     out = subprocess.run(
-        [sys.executable, "-m", "study.cli", "trial", "--json", "--set", "pack.size=2",
-         *sum((["--set", o] for o in TINY), [])],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "study.cli",
+            "trial",
+            "--json",
+            "--set",
+            "pack.size=2",
+            *sum((["--set", o] for o in TINY), []),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
@@ -214,8 +243,9 @@ def test_pack_evaluation_equals_member_by_member_evaluation(fmt):
     members = [member(seed, base=EVAL_FORMATS[fmt]) for seed in (0, 1, 2)]
     mc = members[0].model
     scheme = mc.pos_encoding if mc.pos_encoding in TASK_POSITION_SCHEMES else None
-    tasks = [build_task(m.task, seed=m.train.seed, position_scheme=scheme, max_position=mc.max_position)
-             for m in members]
+    tasks = [
+        build_task(m.task, seed=m.train.seed, position_scheme=scheme, max_position=mc.max_position) for m in members
+    ]
     model = Transformer(mc, tasks[0].io, n_members=3, seeds=[0, 1, 2]).eval()
     with torch.no_grad():  # decisive logits: an untrained model's near-ties would make argmax a coin toss
         for name, p in model.named_parameters():

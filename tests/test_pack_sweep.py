@@ -51,7 +51,8 @@ def test_a_packed_sweep_stores_every_member_with_its_own_id_and_optuna_sees_one_
     assert len(trials) == 8 and trials["trial_id"].is_unique
     assert set(trials["status"]) == {"completed"}
     assert trials["cell"].value_counts().to_dict() == {
-        f"task.digits={d}|train.seed={s}": 2 for d in (1, 2) for s in (0, 1)}
+        f"task.digits={d}|train.seed={s}": 2 for d in (1, 2) for s in (0, 1)
+    }
     configs = trials["config"].map(json.loads)
     assert all(c["train"]["seed"] == json.loads(g)["train.seed"] for c, g in zip(configs, trials["grid"]))
     assert {c["pack"]["size"] for c in configs} == {3}
@@ -74,10 +75,16 @@ def test_a_packed_sweep_stores_every_member_with_its_own_id_and_optuna_sees_one_
 @pytest.mark.slow
 def test_early_stopping_stops_a_pack_only_with_all_its_running_members(tmp_path, ray_local):
     spec = pack_spec(
-        tmp_path, "packstops",
+        tmp_path,
+        "packstops",
         grid={"train.seed": [0, 1, 2, 3]},
-        tune={"metric": "loss", "mode": "min", "trials_per_grid_point": 1, "seed": 0,
-              "params": {"train.lr": {"type": "categorical", "choices": [1e-5, 1e-3, 3e-3]}}},
+        tune={
+            "metric": "loss",
+            "mode": "min",
+            "trials_per_grid_point": 1,
+            "seed": 0,
+            "params": {"train.lr": {"type": "categorical", "choices": [1e-5, 1e-3, 3e-3]}},
+        },
         pack={"size": 2},
         early_stopping={"type": "asha", "grace_period": 1, "reduction_factor": 2},
         max_concurrent=1,
@@ -97,16 +104,20 @@ def test_early_stopping_stops_a_pack_only_with_all_its_running_members(tmp_path,
 
 
 def test_a_pack_reports_its_best_members_score_to_the_scheduler():
-    latest = {"a": {"loss": 0.5, "status": "running"}, "b": {"loss": float("nan"), "status": "diverged"},
-              "c": {"loss": 0.2, "status": "running"}}
+    latest = {
+        "a": {"loss": 0.5, "status": "running"},
+        "b": {"loss": float("nan"), "status": "diverged"},
+        "c": {"loss": 0.2, "status": "running"},
+    }
     assert best_member(latest, "loss", "min") is latest["c"]
     assert best_member(latest, "loss", "max") is latest["a"]
     assert best_member({"b": latest["b"]}, "loss", "min") is latest["b"]  # nobody scored: the first
 
 
 def test_pack_groups_put_the_seeds_of_a_cell_together():
-    spec = SweepSpec.model_validate({"name": "g", "base": TINY_BASE, "pack": {"size": 2},
-                                     "grid": {"task.digits": [1, 2], "train.seed": [0, 1, 2]}})
+    spec = SweepSpec.model_validate(
+        {"name": "g", "base": TINY_BASE, "pack": {"size": 2}, "grid": {"task.digits": [1, 2], "train.seed": [0, 1, 2]}}
+    )
     points = spec.grid_points()
     groups = [[points[i]["task.digits"] for i in group] for group in spec.pack_groups()]
     assert groups == [[1, 1, 1], [2, 2, 2]]
@@ -118,8 +129,13 @@ def test_bad_packs_are_refused_before_ray_starts(tmp_path):
     path = tmp_path / "spec.yaml"
 
     def error(data: dict, overrides: list[str] = ()) -> str:
-        spec = {"name": "x", "base": TINY_BASE, "grid": {"train.seed": [0, 1]},
-                "tune": {"trials_per_grid_point": 2, "params": LR}, **data}
+        spec = {
+            "name": "x",
+            "base": TINY_BASE,
+            "grid": {"train.seed": [0, 1]},
+            "tune": {"trials_per_grid_point": 2, "params": LR},
+            **data,
+        }
         path.write_text(yaml.safe_dump(spec))
         with pytest.raises(ConfigError) as info:
             load_sweep_spec(path, list(overrides))
@@ -129,8 +145,10 @@ def test_bad_packs_are_refused_before_ray_starts(tmp_path):
     assert "pack.size=5 is larger than the 4 members a cell holds" in error({"pack": {"size": 5}})
     dropout = {"model.dropout": {"type": "uniform", "low": 0.0, "high": 0.2}}
     assert "tuned axes ['model.dropout']: members of a pack share the architecture" in error(
-        {"pack": {"size": 2}, "tune": {"trials_per_grid_point": 2, "params": dropout}})
+        {"pack": {"size": 2}, "tune": {"trials_per_grid_point": 2, "params": dropout}}
+    )
     assert "base.pack: set the pack size at the top level" in error(
-        {"pack": {"size": 2}, "base": {**TINY_BASE, "pack": {"size": 2}}})
+        {"pack": {"size": 2}, "base": {**TINY_BASE, "pack": {"size": 2}}}
+    )
     error({"pack": {"size": 5}})  # writes a spec whose only fault is the pack size
     assert load_sweep_spec(path, ["pack.size=4"]).pack.size == 4  # --set pack.size=K on a sweep

@@ -62,8 +62,9 @@ def test_counts_equal_what_run_launches(path, tmp_path):
 
 def test_counts_of_packs_with_a_remainder(tmp_path):
     """5 seeds x 1 trial per grid point in packs of 2: per cell packs of 2, 2 and 1."""
-    spec = load_sweep_spec(SPECS[0].parent / "quickstart_icl.yaml",
-                           ["grid.train.seed=[0,1,2,3,4]", "grid.task.mix_weight=[0.0,1.0]"])
+    spec = load_sweep_spec(
+        SPECS[0].parent / "quickstart_icl.yaml", ["grid.train.seed=[0,1,2,3,4]", "grid.task.mix_weight=[0.0,1.0]"]
+    )
     trials = launched(spec, str(tmp_path / "optuna.journal"))
     assert sorted(n for _, n in trials) == [1, 1, 2, 2, 2, 2]
     assert [(t.cell, t.members) for t in plan.planned_trials(spec)] == trials
@@ -77,8 +78,9 @@ def test_counts_of_packs_with_a_remainder(tmp_path):
 def test_plan_runs_on_every_shipped_spec(path, tmp_path, capsys):
     spec = load_sweep_spec(path)
     family = (spec.base.get("task") or {}).get("family", "arithmetic")
-    code = main(["plan", str(path), "--store", str(tmp_path / "results"), "--calibrate-steps", "2",
-                 *SMALL_EVAL[family]])
+    code = main(
+        ["plan", str(path), "--store", str(tmp_path / "results"), "--calibrate-steps", "2", *SMALL_EVAL[family]]
+    )
     out, err = capsys.readouterr()
     assert code == 0, err
     count = plan.counts(spec)
@@ -100,8 +102,21 @@ def test_plan_runs_on_every_shipped_spec(path, tmp_path, capsys):
 @pytest.mark.slow
 def test_quickstart_plan_table(tmp_path, capsys):
     path = SPECS[0].parent / "quickstart.yaml"
-    assert main(["plan", str(path), "--calibrate-steps", "3", "--store", str(tmp_path / "r"),
-                 "--set", "task.eval_examples=8"]) == 0
+    assert (
+        main(
+            [
+                "plan",
+                str(path),
+                "--calibrate-steps",
+                "3",
+                "--store",
+                str(tmp_path / "r"),
+                "--set",
+                "task.eval_examples=8",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "grid points  4" in out and "members      4" in out and "Tune trials  4" in out
     assert "memory" in out and "the available RAM: fits" in out
@@ -140,8 +155,9 @@ def test_slots_and_asha():
     assert plan.slots(spec, two) == 2
     assert plan.slots(spec.model_copy(update={"max_concurrent": 1}), two) == 1
     wide = plan.Machine("c", 16, 2, [{"CPU": 8, "GPU": 1}, {"CPU": 8, "GPU": 1}])
-    gpu = spec.model_copy(update={"max_concurrent": 0, "resources": spec.resources.model_copy(
-        update={"cpus": 2, "gpus": 0.25})})
+    gpu = spec.model_copy(
+        update={"max_concurrent": 0, "resources": spec.resources.model_copy(update={"cpus": 2, "gpus": 0.25})}
+    )
     assert plan.slots(gpu, wide) == 8  # 4 per node by GPU share, 4 by CPUs
     assert plan.schedule_seconds([10, 10, 10], 2) == 20
     asha = load_sweep_spec(SPECS[0].parent / "arithmetic_breakdown.yaml")  # grace 4, factor 3, 20 evals

@@ -85,8 +85,7 @@ def test_training_offsets_stay_in_range_and_repeat_from_the_seed(scheme):
 @pytest.mark.parametrize("scheme, largest", [("coupled", 7), ("abacus", 6)])
 def test_the_smallest_id_range_the_config_allows_holds_every_unpadded_sequence(scheme, largest):
     """Pad tokens after a short answer carry no id, so short sequences do not need more."""
-    cfg = ArithmeticTask(pad=False, symbols=True, width=4, digits=2, eval_max_len=4, train_set="fresh",
-                         eval_examples=8)
+    cfg = ArithmeticTask(pad=False, symbols=True, width=4, digits=2, eval_max_len=4, train_set="fresh", eval_examples=8)
     # 4-digit sums have 5 digits and an end token: the slot after the last digit (significance 5)
     # is id 6 with Abacus, 7 when coupled (whose symbols take id 1)
     with pytest.raises(ConfigError, match=f"at least {largest + 1}"):
@@ -98,8 +97,16 @@ def test_the_smallest_id_range_the_config_allows_holds_every_unpadded_sequence(s
 
 
 def test_random_zero_padding_writes_training_operands_with_leading_zeros_up_to_the_width():
-    cfg = ArithmeticTask(pad=False, symbols=True, width=9, digits=3, eval_max_len=6, train_set="fresh",
-                         eval_examples=8, random_zero_pad=True)
+    cfg = ArithmeticTask(
+        pad=False,
+        symbols=True,
+        width=9,
+        digits=3,
+        eval_max_len=6,
+        train_set="fresh",
+        eval_examples=8,
+        random_zero_pad=True,
+    )
     task = Arithmetic(cfg, seed=0, position_scheme="coupled", max_position=14)
     batch = task.train_batch(512, 0, torch.Generator().manual_seed(2))
     again = task.train_batch(512, 0, torch.Generator().manual_seed(2))
@@ -154,7 +161,9 @@ def test_output_does_not_depend_on_the_scheme_when_all_ids_are_equal():
     same = torch.full((3, 10), 4)
     outputs = []
     for scheme in ("coupled", "abacus", "randomized", "coupled_alibi", "coupled_rope"):
-        model = Transformer(ModelConfig(n_layer=2, pos_encoding=scheme, max_position=8, dropout=0.0), io, seeds=[3]).eval()
+        model = Transformer(
+            ModelConfig(n_layer=2, pos_encoding=scheme, max_position=8, dropout=0.0), io, seeds=[3]
+        ).eval()
         with torch.no_grad():
             model.pos_table.normal_(0.0, 0.5, generator=torch.Generator().manual_seed(9))
         outputs.append(model(tokens, positions=same))
@@ -177,8 +186,11 @@ def test_alibi_over_coupled_ids_weighs_each_key_by_its_place_distance():
     ids = ids_of(cfg, 349, 12, "coupled_alibi")
     assert ids == ids_of(cfg, 349, 12, "coupled")  # the ids are coupled; only attention differs
     task = Arithmetic(cfg, seed=0, position_scheme="coupled_alibi", max_position=8)
-    model = Transformer(ModelConfig(n_layer=1, n_head=4, d_model=32, pos_encoding="coupled_alibi", max_position=8,
-                                    dropout=0.0), task.io, seeds=[0]).eval()
+    model = Transformer(
+        ModelConfig(n_layer=1, n_head=4, d_model=32, pos_encoding="coupled_alibi", max_position=8, dropout=0.0),
+        task.io,
+        seeds=[0],
+    ).eval()
     with torch.no_grad():
         model.blocks[0].attn.qkv.weight[:, :, :64].zero_()  # queries and keys: 0, values kept
     tokens = torch.tensor([[task.vocab.index(c) for c in "349+12=16"]])
@@ -191,8 +203,9 @@ def test_alibi_over_coupled_ids_weighs_each_key_by_its_place_distance():
     for head, slope in enumerate([4.0, 4.0, 2.0, 2.0]):
         torch.testing.assert_close(weights[head, 8], torch.softmax(-slope * distance, 0))
     # '+' (query 3, id 1) sees 3 4 9 + at distances 3 2 1 0, and nothing after it
-    torch.testing.assert_close(weights[3, 3], torch.cat([torch.softmax(-2.0 * torch.tensor([3.0, 2, 1, 0]), 0),
-                                                         torch.zeros(5)]))
+    torch.testing.assert_close(
+        weights[3, 3], torch.cat([torch.softmax(-2.0 * torch.tensor([3.0, 2, 1, 0]), 0), torch.zeros(5)])
+    )
 
 
 @pytest.mark.parametrize("scheme", ["coupled_alibi", "coupled_rope"])
@@ -200,8 +213,7 @@ def test_attention_over_ids_sees_only_their_differences(scheme):
     """Without the id table (zeroed), shifting every id by one constant leaves the output,
     and moving one id changes it: attention reads id_q - id_k and nothing absolute."""
     io = ModelIO(12, 12, True, 10)
-    model = Transformer(ModelConfig(n_layer=2, pos_encoding=scheme, max_position=16, dropout=0.0), io,
-                        seeds=[2]).eval()
+    model = Transformer(ModelConfig(n_layer=2, pos_encoding=scheme, max_position=16, dropout=0.0), io, seeds=[2]).eval()
     with torch.no_grad():
         model.pos_table.zero_()
     tokens = torch.randint(0, 12, (3, 10), generator=torch.Generator().manual_seed(0))
@@ -229,10 +241,13 @@ def test_a_packed_member_reads_its_own_ids(scheme):
 
 
 def test_coupled_alibi_and_rope_give_the_training_batch_coupled_ids():
-    cfg = ArithmeticTask(pad=False, symbols=True, width=6, digits=3, eval_max_len=6, train_set="fresh",
-                         eval_examples=8)
-    batches = [Arithmetic(cfg, seed=0, position_scheme=scheme, max_position=12).train_batch(
-        64, 0, torch.Generator().manual_seed(4)) for scheme in ("coupled", "coupled_alibi", "coupled_rope")]
+    cfg = ArithmeticTask(pad=False, symbols=True, width=6, digits=3, eval_max_len=6, train_set="fresh", eval_examples=8)
+    batches = [
+        Arithmetic(cfg, seed=0, position_scheme=scheme, max_position=12).train_batch(
+            64, 0, torch.Generator().manual_seed(4)
+        )
+        for scheme in ("coupled", "coupled_alibi", "coupled_rope")
+    ]
     for batch in batches[1:]:
         assert torch.equal(batch.positions, batches[0].positions) and torch.equal(batch.inputs, batches[0].inputs)
 
@@ -246,25 +261,50 @@ def test_a_model_with_task_ids_refuses_to_run_without_them():
 # --------------------------------------------------------------------------- configs
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (["task.family=icl", "model.pos_encoding=coupled"], "task.family=icl prompts have none"),
-    (["task.family=icl", "model.pos_encoding=randomized"], "task.family=icl prompts have none"),
-    (["task.family=icl", "model.pos_encoding=coupled_alibi"], "task.family=icl prompts have none"),
-    (["task.family=icl", "model.pos_encoding=coupled_rope"], "task.family=icl prompts have none"),
-    (["model.pos_encoding=coupled_alibi", "task.symbols=false"], "coupled_alibi gives the '=' token.*set task.symbols=true"),
-    (["model.pos_encoding=coupled_rope", "task.reverse=false", "task.symbols=true"], "set task.reverse=true"),
-    (["model.pos_encoding=coupled_rope", "model.d_model=48", "model.n_head=16"], "coupled_rope needs an even head size"),
-    (["model.pos_encoding=coupled_alibi", "task.symbols=true", "task.width=12", "task.eval_max_len=12",
-      "model.max_position=12"], "set model.max_position to at least 15"),
-    (["model.pos_encoding=abacus", "task.reverse=false"], "set task.reverse=true"),
-    (["model.pos_encoding=coupled", "task.symbols=true", "task.width=12", "task.eval_max_len=12",
-      "model.max_position=12"], "set model.max_position to at least 15"),
-    (["model.pos_encoding=coupled", "task.symbols=false"], "set task.symbols=true"),
-    (["model.pos_encoding=randomized", "model.max_position=10"], "set model.max_position to at least"),
-    (["task.index_hints=true", "task.pad=false", "task.symbols=true"], "set task.pad=true"),
-    (["task.random_zero_pad=true", "task.pad=true"], "set task.pad=false"),
-    (["task.eval_lengths=[3,8]", "task.eval_max_len=5", "task.width=8"], "drop task.eval_max_len"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["task.family=icl", "model.pos_encoding=coupled"], "task.family=icl prompts have none"),
+        (["task.family=icl", "model.pos_encoding=randomized"], "task.family=icl prompts have none"),
+        (["task.family=icl", "model.pos_encoding=coupled_alibi"], "task.family=icl prompts have none"),
+        (["task.family=icl", "model.pos_encoding=coupled_rope"], "task.family=icl prompts have none"),
+        (
+            ["model.pos_encoding=coupled_alibi", "task.symbols=false"],
+            "coupled_alibi gives the '=' token.*set task.symbols=true",
+        ),
+        (["model.pos_encoding=coupled_rope", "task.reverse=false", "task.symbols=true"], "set task.reverse=true"),
+        (
+            ["model.pos_encoding=coupled_rope", "model.d_model=48", "model.n_head=16"],
+            "coupled_rope needs an even head size",
+        ),
+        (
+            [
+                "model.pos_encoding=coupled_alibi",
+                "task.symbols=true",
+                "task.width=12",
+                "task.eval_max_len=12",
+                "model.max_position=12",
+            ],
+            "set model.max_position to at least 15",
+        ),
+        (["model.pos_encoding=abacus", "task.reverse=false"], "set task.reverse=true"),
+        (
+            [
+                "model.pos_encoding=coupled",
+                "task.symbols=true",
+                "task.width=12",
+                "task.eval_max_len=12",
+                "model.max_position=12",
+            ],
+            "set model.max_position to at least 15",
+        ),
+        (["model.pos_encoding=coupled", "task.symbols=false"], "set task.symbols=true"),
+        (["model.pos_encoding=randomized", "model.max_position=10"], "set model.max_position to at least"),
+        (["task.index_hints=true", "task.pad=false", "task.symbols=true"], "set task.pad=true"),
+        (["task.random_zero_pad=true", "task.pad=true"], "set task.pad=false"),
+        (["task.eval_lengths=[3,8]", "task.eval_max_len=5", "task.width=8"], "drop task.eval_max_len"),
+    ],
+)
 def test_a_scheme_that_does_not_apply_is_one_clear_config_error(overrides, message):
     with pytest.raises(ConfigError, match=message):
         trial_config(overrides=overrides)
@@ -306,8 +346,15 @@ class Lookup(nn.Module):
 
 
 def test_a_perfect_model_scores_one_with_hints_and_coupled_ids_on_a_diagonal_grid():
-    cfg = ArithmeticTask(width=12, digits=3, eval_lengths=[1, 2, 3, 8, 12], eval_grid="diagonal",
-                         index_hints=True, symbols=True, eval_examples=8)
+    cfg = ArithmeticTask(
+        width=12,
+        digits=3,
+        eval_lengths=[1, 2, 3, 8, 12],
+        eval_grid="diagonal",
+        index_hints=True,
+        symbols=True,
+        eval_examples=8,
+    )
     task = Arithmetic(cfg, seed=0, position_scheme="coupled", max_position=32)
     assert task.conditions == [(1, 1, "id"), (2, 2, "id"), (3, 3, "id"), (8, 8, "ood"), (12, 12, "ood")]
     oracle = Lookup(task)
@@ -323,10 +370,23 @@ def test_square_grid_of_listed_lengths():
 
 # --------------------------------------------------------------------------- training with task ids
 
-TINY = ["task.digits=2", "task.width=4", "task.eval_max_len=4", "task.eval_examples=16", "task.train_set=fresh",
-        "task.pad=false", "task.symbols=true", "model.n_layer=1", "model.pos_encoding=coupled",
-        "model.max_position=16", "train.steps=20", "train.eval_every=10", "train.batch_size=8", "train.log_every=5",
-        "train.device=cpu"]
+TINY = [
+    "task.digits=2",
+    "task.width=4",
+    "task.eval_max_len=4",
+    "task.eval_examples=16",
+    "task.train_set=fresh",
+    "task.pad=false",
+    "task.symbols=true",
+    "model.n_layer=1",
+    "model.pos_encoding=coupled",
+    "model.max_position=16",
+    "train.steps=20",
+    "train.eval_every=10",
+    "train.batch_size=8",
+    "train.log_every=5",
+    "train.device=cpu",
+]
 
 
 @pytest.mark.slow

@@ -56,7 +56,9 @@ def test_probe_fitted_on_id_applies_to_ood_states():
     states = clustered(labels, d=16, spread=0.05, seed=1)
     inside, outside = states[800:], states[800:] + 10.0 * rng.normal(size=(400, 16))
     id_acc, ood_inside, ood_outside = probe_accuracy(
-        states[:600], labels[:600], [(states[600:800], labels[600:800]), (inside, labels[800:]), (outside, labels[800:])]
+        states[:600],
+        labels[:600],
+        [(states[600:800], labels[600:800]), (inside, labels[800:]), (outside, labels[800:])],
     )
     assert id_acc == 1.0 and ood_inside == 1.0 and ood_outside < 0.5
 
@@ -182,15 +184,20 @@ def test_explicit_attention_path_matches_the_fused_kernel_in_a_pack(pos_encoding
     from study.model import Transformer
     from study.tasks.base import ModelIO
 
-    model = Transformer(ModelConfig(size="nano", pos_encoding=pos_encoding),
-                        ModelIO(n_in=12, n_out=12, tokens=True, max_seq_len=16), n_members=2, seeds=[1, 2]).eval()
+    model = Transformer(
+        ModelConfig(size="nano", pos_encoding=pos_encoding),
+        ModelIO(n_in=12, n_out=12, tokens=True, max_seq_len=16),
+        n_members=2,
+        seeds=[1, 2],
+    ).eval()
     inputs = torch.randint(0, 12, (2, 4, 16), generator=torch.Generator().manual_seed(0))
     positions = torch.arange(16).expand(2, 4, 16) if pos_encoding == "abacus" else None
     with torch.no_grad():
         fused = model(inputs, positions=positions)
         out, internals = model(inputs, positions=positions, return_internals=True)
-        alone, own = model.member(1)(inputs[1], positions=None if positions is None else positions[1],
-                                     return_internals=True)
+        alone, own = model.member(1)(
+            inputs[1], positions=None if positions is None else positions[1], return_internals=True
+        )
     assert torch.allclose(out, fused, atol=1e-5)
     assert len(internals.layers) == len(internals.attention) == 3
     weights = internals.attention[0]
@@ -210,8 +217,9 @@ def test_layers_and_attention_rows_of_a_real_model():
     from study.model import Transformer
     from study.tasks import build_task
 
-    cfg = trial_config(overrides=["task.eval_examples=4", "task.probes.points=64", "task.probes.layers=[0, -1]",
-                                  "task.eval_max_len=4"])
+    cfg = trial_config(
+        overrides=["task.eval_examples=4", "task.probes.points=64", "task.probes.layers=[0, -1]", "task.eval_max_len=4"]
+    )
     task = build_task(cfg.task, seed=0)
     torch.manual_seed(0)
     model = Transformer(cfg.model, task.io).eval()
@@ -240,10 +248,22 @@ def test_attention_rows_of_an_unpadded_sum_leave_the_carry_digit_without_alignme
     from study.model import Transformer
     from study.tasks import build_task
 
-    cfg = trial_config({"task": {"op": "add", "digits": 2, "pad": False, "symbols": True, "width": 12,
-                                 "eval_lengths": [2], "eval_grid": "diagonal", "eval_examples": 4,
-                                 "probes": {"points": 64}},
-                        "model": {"n_layer": 1, "n_head": 2, "d_model": 32}})
+    cfg = trial_config(
+        {
+            "task": {
+                "op": "add",
+                "digits": 2,
+                "pad": False,
+                "symbols": True,
+                "width": 12,
+                "eval_lengths": [2],
+                "eval_grid": "diagonal",
+                "eval_examples": 4,
+                "probes": {"points": 64},
+            },
+            "model": {"n_layer": 1, "n_head": 2, "d_model": 32},
+        }
+    )
     task = build_task(cfg.task, seed=0)
     torch.manual_seed(0)
     rows = task.probe_scores(Transformer(cfg.model, task.io).eval())
@@ -274,14 +294,22 @@ class Lookahead:
         return (hidden, hidden) if return_hidden else hidden
 
 
-@pytest.mark.parametrize("fields", [["task.index_hints=true"], ["task.index_hints=true", "task.reverse=false"],
-                                    ["task.reverse=false"]])
+@pytest.mark.parametrize(
+    "fields", [["task.index_hints=true"], ["task.index_hints=true", "task.reverse=false"], ["task.reverse=false"]]
+)
 def test_probes_read_the_digit_after_its_index_hint(fields):
     from study.config import trial_config
     from study.tasks import build_task
 
-    cfg = trial_config(overrides=["task.eval_examples=4", "task.probes.points=128", "task.probes.attention=false",
-                                  "task.eval_max_len=4", *fields])
+    cfg = trial_config(
+        overrides=[
+            "task.eval_examples=4",
+            "task.probes.points=128",
+            "task.probes.attention=false",
+            "task.eval_max_len=4",
+            *fields,
+        ]
+    )
     task = build_task(cfg.task, seed=0)
     rows = task.probe_scores(Lookahead(len(task.vocab)))
     units = {(r["position"], r["split"]): r["value"] for r in rows if r["kind"] == "probe_digit"}
@@ -297,8 +325,13 @@ def test_probes_read_the_digit_after_its_index_hint(fields):
     assert spread < 0.05 and np.ptp(centres, axis=0).max() > 0.5  # (a hint letter's state would be one place)
 
 
-TRAINED = ["train.steps=3000", "train.eval_every=3000", "task.eval_examples=64", "train.device=cpu",
-           "task.probes.layers=all"]
+TRAINED = [
+    "train.steps=3000",
+    "train.eval_every=3000",
+    "task.eval_examples=64",
+    "train.device=cpu",
+    "task.probes.layers=all",
+]
 
 
 @pytest.fixture(scope="module")
@@ -331,8 +364,14 @@ def trained_adder(tmp_path_factory):
 
     def key(r):
         head = r.get("head")
-        return r["kind"], r["split"], r["position"], r["layer"], None if head is None or head != head else int(head), \
-            r["length"]
+        return (
+            r["kind"],
+            r["split"],
+            r["position"],
+            r["layer"],
+            None if head is None or head != head else int(head),
+            r["length"],
+        )
 
     final = load.structure_scores(uri, "probe", final=True)
     assert set(final["status"]) == {"completed"} and set(final["step"]) == {3000}
@@ -361,8 +400,10 @@ def test_a_trained_nano_adder_keeps_ood_states_by_their_equivalents(trained_adde
     init, final = trained_adder
     assert init[("repr_equivalence", "ood", 0, -1, None, 4)] < 0.1
     assert final[("repr_equivalence", "ood", 0, -1, None, 4)] >= 0.8
-    assert final[("repr_equivalence", "ood", 0, -1, None, 4)] > 5 * final[("repr_equivalence_chance", "ood", 0, -1,
-                                                                             None, 4)]
+    assert (
+        final[("repr_equivalence", "ood", 0, -1, None, 4)]
+        > 5 * final[("repr_equivalence_chance", "ood", 0, -1, None, 4)]
+    )
     assert final[("repr_equivalence_digit", "ood", 0, -1, None, 4)] >= 0.8  # unrelated states: ~0.1
     assert init[("repr_equivalence_digit", "ood", 0, -1, None, 4)] < 0.3
 
@@ -392,8 +433,11 @@ def test_a_probe_layer_the_model_lacks_is_refused_with_one_line(capsys, tmp_path
     from study.cli import main
     from study.config import ConfigError, trial_config
 
-    with pytest.raises(ConfigError, match=r"task.probes.layers: \[3\] names no layer of this model; model.size=nano "
-                                          r"has blocks 0..2 \(and -1 for the final state\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"task.probes.layers: \[3\] names no layer of this model; model.size=nano "
+        r"has blocks 0..2 \(and -1 for the final state\)",
+    ):
         trial_config(overrides=["task.probes.layers=[0, 3]"])
     assert trial_config(overrides=["task.probes.layers=[0, -1]"]).task.probes.layers == [0, -1]
     assert main(["trial", "--set", "task.probes.layers=[7]", "--store", str(tmp_path / "s")]) == 2

@@ -37,12 +37,18 @@ def tiny_spec(tmp_path, name: str, **fields) -> SweepSpec:
     """Two grid points (task.digits 1 and 2, no seed axis) of a 1-layer nano model, two trials each."""
     data = {
         "name": name,
-        "base": {"task": {"digits": 1, "width": 3, "eval_max_len": 3, "eval_examples": 32},
-                 "model": {"size": "nano", "n_layer": 1},
-                 "train": {"steps": 40, "eval_every": 10, "batch_size": 16, "log_every": 10}},
+        "base": {
+            "task": {"digits": 1, "width": 3, "eval_max_len": 3, "eval_examples": 32},
+            "model": {"size": "nano", "n_layer": 1},
+            "train": {"steps": 40, "eval_every": 10, "batch_size": 16, "log_every": 10},
+        },
         "grid": {"task.digits": [1, 2]},
-        "tune": {"metric": "id_exact_match", "mode": "max", "trials_per_grid_point": 2,
-                 "params": {"train.lr": {"type": "loguniform", "low": 1e-4, "high": 1e-2}}},
+        "tune": {
+            "metric": "id_exact_match",
+            "mode": "max",
+            "trials_per_grid_point": 2,
+            "params": {"train.lr": {"type": "loguniform", "low": 1e-4, "high": 1e-2}},
+        },
         "resources": {"cpus": 1},
         "store": str(tmp_path / "store"),
         **fields,
@@ -88,8 +94,12 @@ def simulate(t: float, start: float, steps: int, per_s: float) -> list[TrialProg
 
 
 def test_eta_from_a_fake_clock_converges_to_the_true_remaining_time(tmp_path):
-    spec = tiny_spec(tmp_path, "eta", base={"train": {"steps": 400}, "task": {"digits": 1, "width": 3, "eval_max_len": 3}},
-                     max_concurrent=2)
+    spec = tiny_spec(
+        tmp_path,
+        "eta",
+        base={"train": {"steps": 400}, "task": {"digits": 1, "width": 3, "eval_max_len": 3}},
+        max_concurrent=2,
+    )
     clock = [0.0]
     line = ProgressLine(spec, clock=lambda: clock[0])
     start, per_s, steps = 30.0, 4.0, 400  # 30 s of start-up, then 100 s per trial, two at a time
@@ -113,8 +123,10 @@ def test_status_while_running_reads_the_drivers_progress_file(tmp_path, capsys):
     spec = tiny_spec(tmp_path, "live")
     write_spec_copy(spec)
     Store(spec.store)
-    rows = [TrialProgress("a", "task.digits=1", "running", 120, 400, 0.731),
-            TrialProgress("b", "task.digits=2", "running", 80, 400, 1.02)]
+    rows = [
+        TrialProgress("a", "task.digits=1", "running", 120, 400, 0.731),
+        TrialProgress("b", "task.digits=2", "running", 80, 400, 1.02),
+    ]
     planned = {"task.digits=1": (2, 400), "task.digits=2": (2, 400)}
     write_progress(storage_path(spec), snapshot("live", rows, planned, elapsed_s=90.0, eta_s=600.0))
     assert main(["status", "live", "--store", spec.store]) == 0
@@ -134,21 +146,39 @@ def finished_study(tmp_path, name: str):
     write_spec_copy(spec)
     store = Store(spec.store)
     for i, cell in enumerate(["task.digits=1", "task.digits=1", "task.digits=2", "task.digits=2"]):
-        row = {"trial_id": f"t{i}", "grid": "{}", "config": "{}", "status": "completed", "start_time": None,
-               "end_time": None, "node": None, "device": "cpu", "n_params": 10, "steps": 40, "score": 0.5,
-               "error": None}
+        row = {
+            "trial_id": f"t{i}",
+            "grid": "{}",
+            "config": "{}",
+            "status": "completed",
+            "start_time": None,
+            "end_time": None,
+            "node": None,
+            "device": "cpu",
+            "n_params": 10,
+            "steps": 40,
+            "score": 0.5,
+            "error": None,
+        }
         store.append("trials", [row], study=name, attempt=0, cell=cell)
     return spec
 
 
 def test_resume_of_a_finished_study_says_nothing_to_do_without_starting_ray(tmp_path):
     spec = finished_study(tmp_path, "done")
-    code = ("import sys; from study.cli import main; rc = main(sys.argv[1:]); "
-            "print('ray started:', 'ray' in sys.modules and sys.modules['ray'].is_initialized()); sys.exit(rc)")
+    code = (
+        "import sys; from study.cli import main; rc = main(sys.argv[1:]); "
+        "print('ray started:', 'ray' in sys.modules and sys.modules['ray'].is_initialized()); sys.exit(rc)"
+    )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     started = time.monotonic()
-    done = subprocess.run([sys.executable, "-c", code, "resume", "done", "--store", spec.store],
-                          capture_output=True, text=True, env=env, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", code, "resume", "done", "--store", spec.store],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert "nothing to do" in done.stdout and "ray started: False" in done.stdout
     assert "is finished (4 completed: every planned trial has ended)" in done.stdout
@@ -167,12 +197,22 @@ def test_status_during_a_real_run_shows_steps_between_evaluations(tmp_path, caps
     if not ray.is_initialized():
         ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     planned_steps = 4000
-    spec = tiny_spec(tmp_path, "running", max_concurrent=2, tune={
-        "metric": "id_exact_match", "mode": "max", "trials_per_grid_point": 1,
-        "params": {"train.lr": {"type": "loguniform", "low": 1e-3, "high": 2e-3}}},
-        base={"task": {"digits": 1, "width": 3, "eval_max_len": 3, "eval_examples": 32},
-              "model": {"size": "nano", "n_layer": 1},
-              "train": {"steps": planned_steps, "eval_every": planned_steps, "batch_size": 16, "log_every": 10}})
+    spec = tiny_spec(
+        tmp_path,
+        "running",
+        max_concurrent=2,
+        tune={
+            "metric": "id_exact_match",
+            "mode": "max",
+            "trials_per_grid_point": 1,
+            "params": {"train.lr": {"type": "loguniform", "low": 1e-3, "high": 2e-3}},
+        },
+        base={
+            "task": {"digits": 1, "width": 3, "eval_max_len": 3, "eval_examples": 32},
+            "model": {"size": "nano", "n_layer": 1},
+            "train": {"steps": planned_steps, "eval_every": planned_steps, "batch_size": 16, "log_every": 10},
+        },
+    )
     errors: list[BaseException] = []
 
     def run() -> None:
@@ -213,10 +253,19 @@ def test_the_end_of_run_table_pools_seeds_into_cells():
 
     from study.tune.status import cell_status
 
-    points = pd.DataFrame({
-        "grid_point": ["task.digits=2|train.seed=0", "task.digits=2|train.seed=1", "task.digits=3|train.seed=0"],
-        "planned": [1, 1, 1], "completed": [1, 0, 1], "running": [0, 0, 0], "failed": [0, 1, 0],
-        "diverged": [0, 0, 0], "pruned": [0, 0, 0], "pending": [0, 0, 0], "best_id_exact_match": [0.9, None, 0.4]})
+    points = pd.DataFrame(
+        {
+            "grid_point": ["task.digits=2|train.seed=0", "task.digits=2|train.seed=1", "task.digits=3|train.seed=0"],
+            "planned": [1, 1, 1],
+            "completed": [1, 0, 1],
+            "running": [0, 0, 0],
+            "failed": [0, 1, 0],
+            "diverged": [0, 0, 0],
+            "pruned": [0, 0, 0],
+            "pending": [0, 0, 0],
+            "best_id_exact_match": [0.9, None, 0.4],
+        }
+    )
     cells = cell_status(points, "max")
     assert cells["cell"].tolist() == ["task.digits=2", "task.digits=3"]
     assert cells["planned"].tolist() == [2, 1] and cells["failed"].tolist() == [1, 0]
@@ -231,8 +280,10 @@ def test_status_finds_the_store_it_is_pointed_at_whatever_cwd_the_run_had(tmp_pa
     write_spec_copy(spec)
     Store(spec.store)
     rows = [TrialProgress("a", "task.digits=1", "running", 7, 40, 0.5)]
-    write_progress(storage_path(spec), snapshot("rel", rows, {"task.digits=1": (2, 40), "task.digits=2": (2, 40)},
-                                                elapsed_s=1.0, eta_s=None))
+    write_progress(
+        storage_path(spec),
+        snapshot("rel", rows, {"task.digits=1": (2, 40), "task.digits=2": (2, 40)}, elapsed_s=1.0, eta_s=None),
+    )
     monkeypatch.chdir(elsewhere)
     assert main(["status", "rel", "--store", str(run_dir / "results")]) == 0
     assert "digits=1: step 7/40 loss 0.500" in capsys.readouterr().out
@@ -243,9 +294,13 @@ def test_a_packs_members_each_show_their_own_step_and_loss(tmp_path):
     member its own loss (from its last evaluation, or from the board when that is newer),
     not the pack's mean under every member's name."""
     spec = tiny_spec(tmp_path, "packed")
-    config = {"trial": spec.base, "members": [
-        {"trial_id": "p_0", "cell": "task.digits=1", "grid": {}, "trial": spec.base},
-        {"trial_id": "p_1", "cell": "task.digits=1", "grid": {}, "trial": spec.base}]}
+    config = {
+        "trial": spec.base,
+        "members": [
+            {"trial_id": "p_0", "cell": "task.digits=1", "grid": {}, "trial": spec.base},
+            {"trial_id": "p_1", "cell": "task.digits=1", "grid": {}, "trial": spec.base},
+        ],
+    }
     last = {"step": 20, "loss": 0.5, "members": {"p_0": {"step": 20, "loss": 0.5}, "p_1": {"step": 20, "loss": 2.5}}}
     pack = SimpleNamespace(trial_id="p", config=config, status="RUNNING", last_result=last)
     board = ProgressBoard()

@@ -18,8 +18,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def oodstudy(*args: str, cwd: Path, timeout: int = 900) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    return subprocess.run([sys.executable, "-m", "study.cli", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "study.cli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 @pytest.mark.slow
@@ -70,13 +71,14 @@ def test_quickstart_sweep_leaves_a_store_the_cli_and_the_analysis_read(tmp_path)
     assert "oodstudy resume quickstart --store" in again.stderr
     assert len(Store(str(store_dir), create=False).frame("trials", study="quickstart")) == 4
 
-    report = oodstudy("report", "--store", str(store_dir), "--study", "quickstart", "--out", str(tmp_path / "rep"),
-                      cwd=tmp_path)
+    report = oodstudy(
+        "report", "--store", str(store_dir), "--study", "quickstart", "--out", str(tmp_path / "rep"), cwd=tmp_path
+    )
     assert report.returncode == 0, report.stderr[-3000:]
     html = (tmp_path / "rep" / "index.html").read_text()
     assert html.count("data:image/png;base64,") >= 3
     # the report opens with the seed distribution and the spec's claims; the best seed is never the headline
-    summary = html[html.index('id="summary"'):html.index('id="overview"')]
+    summary = html[html.index('id="summary"') : html.index('id="overview"')]
     assert "(median of 2 seeds, range" in summary and "best of" not in summary
     assert '<h2 id="claims">Claims</h2>' in summary and "[Xu et al. 2024 (arXiv 2407.17963), D_4 addition]" in summary
     # oodstudy check re-reads the same store: one line per claim and cell

@@ -46,8 +46,11 @@ def test_a_direction_blind_regressor_cannot_tell_a_one_sparse_prompt_from_its_ro
     dense_w = (rotations @ w.double()[:, :, None])[..., 0]
     assert torch.allclose(rotated.double() @ dense_w[:, :, None], ys.double()[:, :, None], atol=1e-4)
     assert (dense_w.abs() > 1e-3).all(dim=1).float().mean() > 0.95  # the copy is dense
-    for name, predict in (("lstsq", baselines.least_squares), ("ridge", lambda a, b: baselines.ridge(a, b, 0.1)),
-                          ("averaging", baselines.averaging)):
+    for name, predict in (
+        ("lstsq", baselines.least_squares),
+        ("ridge", lambda a, b: baselines.ridge(a, b, 0.1)),
+        ("averaging", baselines.averaging),
+    ):
         assert torch.allclose(predict(rotated, ys), predict(xs, ys), atol=1e-3), name
     assert torch.allclose(baselines.least_squares(rotated, ys)[:, d:], ys[:, d:], atol=1e-3)  # exact from k = d on
     sparse_error = ((baselines.lasso(xs, ys, 0.01) - ys) ** 2).mean(0)
@@ -56,8 +59,12 @@ def test_a_direction_blind_regressor_cannot_tell_a_one_sparse_prompt_from_its_ro
 
 
 def at(profile, w: float, nnz: int, k: int, metric: str = "nmse") -> float:
-    rows = profile[(profile["task.mix_weight"] == w) & (profile["shift_value"] == nnz)
-                   & (profile["n_context"] == k) & (profile["metric"] == metric)]
+    rows = profile[
+        (profile["task.mix_weight"] == w)
+        & (profile["shift_value"] == nnz)
+        & (profile["n_context"] == k)
+        & (profile["metric"] == metric)
+    ]
     assert len(rows) == 1, (w, nnz, k, metric)
     return float(rows["median"].iloc[0])
 
@@ -106,4 +113,5 @@ def test_the_mixture_selects_least_squares_or_lasso_and_the_sparse_specialist_fa
     # the report draws it: error along nnz per w, and the w x nnz selection gap map
     out = Path(build_report(spec.store, spec.name, tmp_path / "report")).parent
     assert {"nnz_profile.png", "selection_phase.png", "nmse_curves_nnz1.png", f"nmse_curves_nnz{d}.png"} <= {
-        p.name for p in out.glob("*.png")}
+        p.name for p in out.glob("*.png")
+    }

@@ -22,8 +22,16 @@ from test_analysis_report import build_attention_scores
 from test_analysis_thresholds import build_threshold
 
 CHROMIUM = os.environ.get("OODSTUDY_CHROMIUM", "/usr/bin/chromium")
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 STUDIES = ("arith", "icl", "plain", "threshold")
 SCIENTIFIC = re.compile(r"\d(\.\d+)?e[+-]?\d+")  # 1e+03, 4.0e3
 
@@ -41,25 +49,43 @@ def build_plain(store: Store, study: str = "plain") -> None:
         for seed in (0, 1):
             trial_id = f"p{digits}{seed}"
             grid = {"task.digits": digits, "train.seed": seed}
-            config = {"task": {"family": "arithmetic", "op": "add", "digits": digits}, "model": {"size": "nano"},
-                      "train": {"seed": seed, "steps": 4000}}
+            config = {
+                "task": {"family": "arithmetic", "op": "add", "digits": digits},
+                "model": {"size": "nano"},
+                "train": {"seed": seed, "steps": 4000},
+            }
             cell = add_trial(store, study, trial_id, grid, config, steps=4000)
             evals, scores = [], []
             for step in (1000, 2000, 3000, 4000):
                 evals += [r for r in arith_rows(trial_id, step, digits, shape, step / 4000) if r["metric"] != "chance"]
                 base = {"trial_id": trial_id, "step": step, "layer": -1, "position": 0}
-                scores.append(dict(base, kind="probe_digit", split="id", length=digits,
-                                   value=1.0 if step == 4000 else 0.95))
+                scores.append(
+                    dict(base, kind="probe_digit", split="id", length=digits, value=1.0 if step == 4000 else 0.95)
+                )
                 for length in (digits + 1, digits + 2):
-                    scores.append(dict(base, kind="repr_equivalence", split="ood", length=length,
-                                       value=1.0 if length == digits + 1 else 0.4))
+                    scores.append(
+                        dict(
+                            base,
+                            kind="repr_equivalence",
+                            split="ood",
+                            length=length,
+                            value=1.0 if length == digits + 1 else 0.4,
+                        )
+                    )
                     scores.append(dict(base, kind="probe_digit_equiv", split="ood", length=length, value=0.9))
             for layer in (0, 1):
                 for head in (0, 1):
                     for position in (0, 1, 2):
                         for split, length in (("id", digits), ("ood", digits + 1), ("ood", digits + 2)):
-                            row = {"trial_id": trial_id, "step": 4000, "split": split, "position": position,
-                                   "layer": layer, "head": head, "length": length}
+                            row = {
+                                "trial_id": trial_id,
+                                "step": 4000,
+                                "split": split,
+                                "position": position,
+                                "layer": layer,
+                                "head": head,
+                                "length": length,
+                            }
                             scores.append(dict(row, kind="attention_alignment", value=0.8 if head == layer else 0.1))
                             scores.append(dict(row, kind="attention_argmax", value=float(position)))
             store.append("evals", evals, study=study, cell=cell)
@@ -88,9 +114,13 @@ def reports(tmp_path_factory, drawn) -> dict:
 
     def record(page: report.Page, name: str, fig: Any, caption: str) -> None:
         texts = plots.drawn_texts(fig)  # at the dpi the report saves with
-        drawn[(page.out.name, name)] = {"figure": fig, "caption": caption, "title": _title(fig),
-                                        "clipped": plots.clipped_texts(fig, texts=texts),
-                                        "texts": [t for t, _ in texts]}
+        drawn[(page.out.name, name)] = {
+            "figure": fig,
+            "caption": caption,
+            "title": _title(fig),
+            "clipped": plots.clipped_texts(fig, texts=texts),
+            "texts": [t for t, _ in texts],
+        }
         figure(page, name, fig, caption)
 
     with pytest.MonkeyPatch.context() as patch:
@@ -110,24 +140,28 @@ def test_the_report_opens_with_the_finding_in_numbers(reports):
     text = reports["arith"].read_text()
     headings = re.findall(r'<h2 id="([^"]+)"', text)
     assert headings[0] == "summary" and headings[1] == "overview"
-    summary = text[text.index('id="summary"'):text.index('id="overview"')]
+    summary = text[text.index('id="summary"') : text.index('id="overview"')]
     # the fixture's cells (tests/test_analysis.py), seeds first: nano/3's three usable seeds learn 90-99% ID
     # and all break at length 5, micro/3's at 6, 7 and 7; their OOD answers are the equivalence answers
-    assert ("model.size=nano|task.digits=3: ID exact match 95% (median of 3 seeds, range 90%-99%); boundary 5 in "
-            "3 of 3 seeds") in summary
-    assert ("model.size=micro|task.digits=3: ID exact match 90% (median of 3 seeds, range 80%-100%); boundary 7 "
-            "[6-7] in 3 of 3 seeds") in summary and "best seed: 7." in summary
+    assert (
+        "model.size=nano|task.digits=3: ID exact match 95% (median of 3 seeds, range 90%-99%); boundary 5 in "
+        "3 of 3 seeds"
+    ) in summary
+    assert (
+        "model.size=micro|task.digits=3: ID exact match 90% (median of 3 seeds, range 80%-100%); boundary 7 "
+        "[6-7] in 3 of 3 seeds"
+    ) in summary and "best seed: 7." in summary
     assert "100% of answers equal f(a mod 10^n, b mod 10^n) (medians)" in summary
     assert "model.size=nano|task.digits=5: no usable seed (its 1 seed(s) failed)" in summary
     assert "best of" not in summary  # the best seed is never the headline
     assert summary.count("<img") == 1
     icl = reports["icl"].read_text()
-    icl_summary = icl[icl.index('id="summary"'):icl.index('id="overview"')]
+    icl_summary = icl[icl.index('id="summary"') : icl.index('id="overview"')]
     assert "vs the best baseline" in icl_summary and icl_summary.count("<img") == 1
     # the representations: figures under a plain title, the table behind a link only
     assert 'id="what-the-hidden-states-encode"' in text and 'href="separation.csv"' in text
-    section = text[text.index('id="what-the-hidden-states-encode"'):]
-    section = section[:section.index("<h2")]
+    section = text[text.index('id="what-the-hidden-states-encode"') :]
+    section = section[: section.index("<h2")]
     assert "<table" not in section and "<img" in section
 
 
@@ -151,18 +185,21 @@ def test_the_report_fits_the_page_and_every_figure_loads_in_a_browser(reports):
                     assert overflow <= 0, (name, width, overflow)
                     images = page.evaluate(
                         "Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth, "
-                        "i.getBoundingClientRect().right])")
+                        "i.getBoundingClientRect().right])"
+                    )
                     assert len(images) >= 5, (name, images)
                     for alt, complete, natural, right in images:
                         assert complete and natural > 300, (name, alt)
                         assert right <= width, (name, width, alt, right)  # scaled to the page, not cut
                     # wide tables scroll inside their box; the box itself stays within the page
-                    boxes = page.evaluate("Array.from(document.querySelectorAll('div.table'))"
-                                          ".map(d => d.getBoundingClientRect().right)")
+                    boxes = page.evaluate(
+                        "Array.from(document.querySelectorAll('div.table')).map(d => d.getBoundingClientRect().right)"
+                    )
                     assert boxes and max(boxes) <= width, (name, width, boxes)
                     if name == "arith" and width == 1280:  # at laptop width every arithmetic table fits whole
-                        widths = page.evaluate("Array.from(document.querySelectorAll('div.table'))"
-                                               ".map(d => d.scrollWidth - d.clientWidth)")
+                        widths = page.evaluate(
+                            "Array.from(document.querySelectorAll('div.table')).map(d => d.scrollWidth - d.clientWidth)"
+                        )
                         assert max(widths) <= 0, widths
                     assert not problems, (name, problems)
                     page.close()
@@ -207,7 +244,9 @@ def test_no_duplicate_figures_empty_columns_or_scientific_steps_in_the_browser(r
                     sources[src] = alt
                 for table in shown["tables"]:
                     for header, cells in table["columns"]:
-                        assert any(c.strip() for c in cells), f"{name}: column {header} of {table['caption']!r} is empty"
+                        assert any(c.strip() for c in cells), (
+                            f"{name}: column {header} of {table['caption']!r} is empty"
+                        )
                         if "step" in header or header == "lead":
                             bad = [c for c in cells if SCIENTIFIC.search(c)]
                             assert not bad, f"{name}: {header} of {table['caption']!r} reads {bad}"
@@ -258,8 +297,11 @@ def test_the_threshold_search_section_in_a_browser(reports, drawn):
             browser.close()
     assert len(section["lines"]) == 2, section["lines"]
     for line in section["lines"]:
-        assert re.match(r"model\.d_model=(48|96): threshold of train\.steps where P\(loss <= 1\) = 0\.5: [\d.]+ "
-                        r"\[[\d.]+, [\d.]+\] \(90% interval\), \d+ trials, 3 seeds per point, converged$", line), line
+        assert re.match(
+            r"model\.d_model=(48|96): threshold of train\.steps where P\(loss <= 1\) = 0\.5: [\d.]+ "
+            r"\[[\d.]+, [\d.]+\] \(90% interval\), \d+ trials, 3 seeds per point, converged$",
+            line,
+        ), line
     assert [alt for alt, *_ in section["images"]] == ["threshold_curves", "threshold_phase"]
     for alt, complete, natural, right in section["images"]:
         assert complete and natural > 300 and right <= 800, (alt, natural, right)
@@ -280,8 +322,8 @@ def test_the_plain_addition_report_reads_as_drawn(reports):
     assert first["structure_step"].tolist() == [1000] * 4 and first["accuracy_step"].tolist() == [4000] * 4
     assert first["lead"].tolist() == [3000] * 4 and "1000.0" not in (out / "structure_first.csv").read_text()
     assert "<td>1000</td>" in text and "<td>3000</td>" in text
-    equivalence = text[text.index('href="equivalence.csv"'):]
-    equivalence = equivalence[:equivalence.index("</table>")]
+    equivalence = text[text.index('href="equivalence.csv"') :]
+    equivalence = equivalence[: equivalence.index("</table>")]
     assert "empty here: chance)" in equivalence and "<th>chance</th>" not in equivalence
     assert "chance" not in equivalence.split("</p>", 1)[1]
     assert "vs chance" not in text and "vs chance" in reports["arith"].read_text()
@@ -306,7 +348,9 @@ def test_no_figure_cuts_off_text_and_no_two_figures_share_a_title(reports, drawn
             if s != study:
                 continue
             assert d["title"], (study, name)
-            assert d["title"] not in titles, f"{study}: {titles.get(d['title'])} and {name} are both titled {d['title']!r}"
+            assert d["title"] not in titles, (
+                f"{study}: {titles.get(d['title'])} and {name} are both titled {d['title']!r}"
+            )
             titles[d["title"]] = name
 
 
@@ -333,6 +377,7 @@ def test_phase_diagrams_say_what_their_colour_encodes(reports, drawn):
 def test_captions_and_labels_name_only_what_is_drawn(drawn):
     """Circles mark the training length only where an ID point is drawn: the representation
     equivalence is measured at OOD lengths only."""
+
     def xlabel(key):
         return drawn[key]["figure"].axes[0].get_xlabel()
 
@@ -360,9 +405,22 @@ def test_each_cell_is_shaded_over_its_own_training_lengths():
 
     from analysis import plots
 
-    rows = [{"family": "arithmetic", "task.digits": d, "cell": f"task.digits={d}", "shift": "length", "x": x,
-             "split": "id" if x <= d else "ood", "best": 1.0 if x <= d else 0.0, "q25": 0.0, "q75": 1.0, "n": 2}
-            for d in (2, 3) for x in range(1, 6)]
+    rows = [
+        {
+            "family": "arithmetic",
+            "task.digits": d,
+            "cell": f"task.digits={d}",
+            "shift": "length",
+            "x": x,
+            "split": "id" if x <= d else "ood",
+            "best": 1.0 if x <= d else 0.0,
+            "q25": 0.0,
+            "q75": 1.0,
+            "n": 2,
+        }
+        for d in (2, 3)
+        for x in range(1, 6)
+    ]
     fig = plots.length_curves(pd.DataFrame(rows))
     axes = [ax for ax in fig.axes if ax.get_visible()]
     assert [ax.get_title() for ax in axes] == ["task.digits=2", "task.digits=3"]

@@ -17,21 +17,37 @@ from study.tune.runner import storage_path, write_spec_copy
 
 def tiny_spec(tmp_path, name: str) -> SweepSpec:
     """Two grid points (task.digits 1 and 2), one trial each, 40 steps of a 1-layer nano model."""
-    return SweepSpec.model_validate({
-        "name": name,
-        "base": {"task": {"digits": 1, "width": 3, "eval_max_len": 3, "eval_examples": 32},
-                 "model": {"size": "nano", "n_layer": 1},
-                 "train": {"steps": 40, "eval_every": 20, "batch_size": 16, "log_every": 10}},
-        "grid": {"task.digits": [1, 2]},
-        "tune": {"trials_per_grid_point": 1},
-        "resources": {"cpus": 1},
-        "store": str(tmp_path / "store"),
-    })
+    return SweepSpec.model_validate(
+        {
+            "name": name,
+            "base": {
+                "task": {"digits": 1, "width": 3, "eval_max_len": 3, "eval_examples": 32},
+                "model": {"size": "nano", "n_layer": 1},
+                "train": {"steps": 40, "eval_every": 20, "batch_size": 16, "log_every": 10},
+            },
+            "grid": {"task.digits": [1, 2]},
+            "tune": {"trials_per_grid_point": 1},
+            "resources": {"cpus": 1},
+            "store": str(tmp_path / "store"),
+        }
+    )
 
 
 def ended_trial(store: Store, study: str, trial_id: str, cell: str) -> None:
-    row = {"trial_id": trial_id, "grid": "{}", "config": "{}", "status": "completed", "start_time": None,
-           "end_time": None, "node": None, "device": "cpu", "n_params": 10, "steps": 40, "score": 0.5, "error": None}
+    row = {
+        "trial_id": trial_id,
+        "grid": "{}",
+        "config": "{}",
+        "status": "completed",
+        "start_time": None,
+        "end_time": None,
+        "node": None,
+        "device": "cpu",
+        "n_params": 10,
+        "steps": 40,
+        "score": 0.5,
+        "error": None,
+    }
     store.append("trials", [row], study=study, attempt=0, cell=cell)
 
 
@@ -51,8 +67,10 @@ def test_resume_with_a_cut_short_experiment_state_continues_from_the_store(tmp_p
     assert (run_dir / "_damaged" / state.name).read_text().startswith('{"trial_data"')  # kept, not deleted
     trials = Store(spec.store, create=False).frame("trials", study="cut")
     # exactly the planned trials: the one that had ended, and one new for the other grid point
-    assert sorted(zip(trials["cell"], trials["status"])) == [("task.digits=1", "completed"),
-                                                            ("task.digits=2", "completed")]
+    assert sorted(zip(trials["cell"], trials["status"])) == [
+        ("task.digits=1", "completed"),
+        ("task.digits=2", "completed"),
+    ]
     assert "before" in set(trials["trial_id"])
 
 

@@ -24,8 +24,9 @@ QUICKSTART = str(REPO / "search_spaces" / "quickstart.yaml")
 
 def cli(*args: str, timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-m", "study.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, env=env, **kwargs)
+    return subprocess.run(
+        [sys.executable, "-m", "study.cli", *args], capture_output=True, text=True, timeout=timeout, env=env, **kwargs
+    )
 
 
 @pytest.mark.parametrize("address", ["127.0.0.1:1", "ray://127.0.0.1:1"])
@@ -88,8 +89,9 @@ PORTS_SCRIPT = textwrap.dedent(
 @pytest.mark.slow
 def test_no_socket_of_the_embedded_ray_listens_beyond_loopback(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    result = subprocess.run([sys.executable, "-c", PORTS_SCRIPT], capture_output=True, text=True, timeout=180,
-                            env=env, cwd=tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-c", PORTS_SCRIPT], capture_output=True, text=True, timeout=180, env=env, cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     listening = report["listening"]
@@ -124,8 +126,14 @@ def test_ctrl_c_on_a_sweep_says_what_is_stored_and_how_to_resume(tmp_path):
     spec = sweep_spec(tmp_path)
     store = tmp_path / "results"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-m", "study.cli", "run", str(spec)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "study.cli", "run", str(spec)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
     try:
         deadline = time.monotonic() + 150
         while time.monotonic() < deadline and not list((store / "curves").glob("study=*/*.parquet")):
@@ -156,7 +164,10 @@ def test_ctrl_c_or_sigterm_during_a_trial_exits_with_one_line_and_no_traceback(t
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "study.cli", "trial", "--set", "train.steps=1000000", "--set", "train.log_every=1"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        cwd=tmp_path,
     )
     try:
         first = b""

@@ -12,11 +12,17 @@ from study.tune.search import CellSearcher, PerCellScheduler
 
 
 def spec(**tune) -> SweepSpec:
-    return SweepSpec.model_validate({
-        "name": "s",
-        "grid": {"task.digits": [1, 2, 3]},
-        "tune": {"trials_per_grid_point": 2, "params": {"train.lr": {"type": "loguniform", "low": 1e-4, "high": 1e-2}}, **tune},
-    })
+    return SweepSpec.model_validate(
+        {
+            "name": "s",
+            "grid": {"task.digits": [1, 2, 3]},
+            "tune": {
+                "trials_per_grid_point": 2,
+                "params": {"train.lr": {"type": "loguniform", "low": 1e-4, "high": 1e-2}},
+                **tune,
+            },
+        }
+    )
 
 
 def test_round_robin_over_cells_until_every_quota_is_handed_out(tmp_path):

@@ -54,10 +54,14 @@ def one_line(err: str) -> str:
 
 
 def test_the_limits_are_duckdbs_own_settings_and_a_query_cannot_lift_them(store):
-    settings = Store(store).sql(
-        "SELECT current_setting('memory_limit') AS memory, current_setting('threads') AS threads, "
-        "current_setting('temp_directory') AS spill FROM trials"
-    ).to_dict("records")
+    settings = (
+        Store(store)
+        .sql(
+            "SELECT current_setting('memory_limit') AS memory, current_setting('threads') AS threads, "
+            "current_setting('temp_directory') AS spill FROM trials"
+        )
+        .to_dict("records")
+    )
     assert settings == [{"memory": "1.8 GiB", "threads": THREADS, "spill": ""}]  # 2GB, as DuckDB prints it
     assert MEMORY_LIMIT == "2GB"
     for lift in ("SET memory_limit = '100GB'", "PRAGMA threads = 64", "RESET memory_limit"):
@@ -170,15 +174,17 @@ def test_ctrl_c_during_a_query_exits_130_at_once(store, capsys):
 def evals_table(trial: str, steps: int, lengths: int) -> pa.Table:
     """A trial's evals: each step at every (len_a, len_b) up to ``lengths``."""
     rows = steps * lengths * lengths
-    return pa.table({
-        "trial_id": [trial] * rows,
-        "step": np.repeat(np.arange(steps), lengths * lengths),
-        "split": ["id"] * rows,
-        "metric": ["exact_match"] * rows,
-        "value": np.linspace(0, 1, rows),
-        "len_a": np.tile(np.repeat(np.arange(lengths), lengths), steps),
-        "len_b": np.tile(np.arange(lengths), steps * lengths),
-    })
+    return pa.table(
+        {
+            "trial_id": [trial] * rows,
+            "step": np.repeat(np.arange(steps), lengths * lengths),
+            "split": ["id"] * rows,
+            "metric": ["exact_match"] * rows,
+            "value": np.linspace(0, 1, rows),
+            "len_a": np.tile(np.repeat(np.arange(lengths), lengths), steps),
+            "len_b": np.tile(np.arange(lengths), steps * lengths),
+        }
+    )
 
 
 KEY = ["trial_id", "step", "len_a", "len_b"]

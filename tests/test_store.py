@@ -113,7 +113,9 @@ def test_restored_trial_rows_are_deduplicated(tmp_path, reader):
     first = dt.datetime(2025, 1, 1, tzinfo=UTC)
     # attempt 0 reports steps 100..300; the trial is restored from step 200 and
     # re-reports 300 as attempt 1 (stamped *earlier*: attempt still wins) ...
-    store.append("evals", [dict(r, written_at=first) for r in eval_rows("t1", [100, 200, 300], 0.1)], study="s", attempt=0)
+    store.append(
+        "evals", [dict(r, written_at=first) for r in eval_rows("t1", [100, 200, 300], 0.1)], study="s", attempt=0
+    )
     earlier = first - dt.timedelta(hours=1)
     store.append("evals", [dict(r, written_at=earlier) for r in eval_rows("t1", [300], 0.3)], study="s", attempt=1)
     # ... and a restore that keeps the attempt number re-reports 300 again: latest write wins.
@@ -290,14 +292,32 @@ def test_fragments_written_before_the_score_columns_read_them_as_null(tmp_path, 
     """A store written before ``representations`` had its score columns stays readable:
     the old fragments read as null there, validate, and compact with the new ones."""
     store = Store(str(tmp_path / "results"), reader=reader)
-    point = {"trial_id": "t1", "step": 100, "kind": "pca_units_digit", "split": "id", "point": 0,
-             "label": "7", "a": 3, "b": 4, "pc1": 0.5, "pc2": -0.5}
+    point = {
+        "trial_id": "t1",
+        "step": 100,
+        "kind": "pca_units_digit",
+        "split": "id",
+        "point": 0,
+        "label": "7",
+        "a": 3,
+        "b": 4,
+        "pc1": 0.5,
+        "pc2": -0.5,
+    }
     store.append("representations", [point], study="s")
     (old,) = store.fragments("representations", "s")
     written = pq.read_table(old.path)
     pq.write_table(written.drop_columns(ADDED_COLUMNS["representations"]), old.path)  # as an old store has it
-    score = {"trial_id": "t1", "step": 200, "kind": "probe_digit", "split": "id", "position": 0,
-             "layer": -1, "length": 3, "value": 0.75}
+    score = {
+        "trial_id": "t1",
+        "step": 200,
+        "kind": "probe_digit",
+        "split": "id",
+        "position": 0,
+        "layer": -1,
+        "length": 3,
+        "value": 0.75,
+    }
     store.append("representations", [score], study="s")
 
     frame = store.frame("representations", study="s").sort_values("step").reset_index(drop=True)
@@ -503,7 +523,10 @@ def test_cli_runs_as_a_module(tmp_path):
     Store(str(root)).append("evals", eval_rows("t1", [100]), study="standalone")
     done = subprocess.run(
         [sys.executable, "-m", "study.cli", "store", "ls", "--store", str(root)],
-        cwd=REPO, capture_output=True, text=True, timeout=60,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 0 and "standalone" in done.stdout
 

@@ -17,25 +17,39 @@ from study.store.repair import DAMAGED_DIR
 STEPS = 20  # every trial's planned train.steps
 SPEC = {
     "name": "q",
-    "base": {"task": {"digits": 1, "width": 3, "eval_max_len": 3}, "model": {"size": "nano", "n_layer": 1},
-             "train": {"steps": STEPS, "eval_every": 10}},
+    "base": {
+        "task": {"digits": 1, "width": 3, "eval_max_len": 3},
+        "model": {"size": "nano", "n_layer": 1},
+        "train": {"steps": STEPS, "eval_every": 10},
+    },
     "grid": {"task.digits": [1, 2]},
     "tune": {"metric": "id_exact_match", "mode": "max", "trials_per_grid_point": 2},
 }
 
 
-def write_trial(store: Store, trial: str, cell: str, last_step: int, *, loss: float = 1.0,
-                status: str = "completed", value: float = 0.5) -> None:
+def write_trial(
+    store: Store,
+    trial: str,
+    cell: str,
+    last_step: int,
+    *,
+    loss: float = 1.0,
+    status: str = "completed",
+    value: float = 0.5,
+) -> None:
     """What the driver writes for one trial: evals and curves per evaluation, then its trials row."""
     steps = list(range(10, last_step + 1, 10))
-    evals = [{"trial_id": trial, "step": s, "split": split, "metric": "exact_match", "value": value,
-              "len_a": n, "len_b": n} for s in steps for split, n in (("id", 1), ("ood", 3))]
-    curves = [{"trial_id": trial, "step": s, "metric": "loss", "value": loss if s == last_step else 1.0}
-              for s in steps]
+    evals = [
+        {"trial_id": trial, "step": s, "split": split, "metric": "exact_match", "value": value, "len_a": n, "len_b": n}
+        for s in steps
+        for split, n in (("id", 1), ("ood", 3))
+    ]
+    curves = [{"trial_id": trial, "step": s, "metric": "loss", "value": loss if s == last_step else 1.0} for s in steps]
     store.append("evals", evals, study="q", cell=cell)
     store.append("curves", curves, study="q", cell=cell)
-    store.append("trials", [{"trial_id": trial, "status": status, "steps": last_step, "score": value}],
-                 study="q", cell=cell)
+    store.append(
+        "trials", [{"trial_id": trial, "status": status, "steps": last_step, "score": value}], study="q", cell=cell
+    )
 
 
 def truncate(path: str) -> None:
@@ -112,7 +126,11 @@ def test_repair_without_the_spec_rebuilds_no_trial_as_completed(damaged):
     store, _ = damaged
     report = repair_study(store, "q")
     assert {r["trial_id"]: r["status"] for r in report.rebuilt} == {
-        "t1": "abandoned", "t2": "abandoned", "t3": "diverged", "t4": "abandoned"}
+        "t1": "abandoned",
+        "t2": "abandoned",
+        "t3": "diverged",
+        "t4": "abandoned",
+    }
     assert len(store.frame("trials", study="q")) == 4
 
 

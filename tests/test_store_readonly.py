@@ -31,10 +31,28 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 def store(tmp_path) -> Store:
     s = Store(str(tmp_path / "results"))
     for trial, score, cell in (("a", 0.5, "c1"), ("b", 0.9, "c1"), ("c", 0.7, "c2")):
-        s.append("trials", [{"trial_id": trial, "status": "completed", "score": score, "grid": "{}", "config": "{}"}],
-                 study="quickstart", cell=cell)
-        s.append("evals", [{"trial_id": trial, "step": 10, "split": "ood", "metric": "exact_match", "value": 0.0,
-                            "len_a": 4, "len_b": 4}], study="quickstart", cell=cell)
+        s.append(
+            "trials",
+            [{"trial_id": trial, "status": "completed", "score": score, "grid": "{}", "config": "{}"}],
+            study="quickstart",
+            cell=cell,
+        )
+        s.append(
+            "evals",
+            [
+                {
+                    "trial_id": trial,
+                    "step": 10,
+                    "split": "ood",
+                    "metric": "exact_match",
+                    "value": 0.0,
+                    "len_a": 4,
+                    "len_b": 4,
+                }
+            ],
+            study="quickstart",
+            cell=cell,
+        )
     return s
 
 

@@ -34,18 +34,34 @@ ENV = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
 def spec_file(tmp_path: Path, name: str, steps: int = 60, **fields) -> Path:
     base = json.loads(json.dumps(BASE))
     base["train"]["steps"] = steps
-    data = {"name": name, "base": base, "grid": {"task.digits": [1, 2]},
-            "tune": {"trials_per_grid_point": 1}, "resources": {"cpus": 1}, "max_concurrent": 2,
-            "store": str(tmp_path / "store"), **fields}
+    data = {
+        "name": name,
+        "base": base,
+        "grid": {"task.digits": [1, 2]},
+        "tune": {"trials_per_grid_point": 1},
+        "resources": {"cpus": 1},
+        "max_concurrent": 2,
+        "store": str(tmp_path / "store"),
+        **fields,
+    }
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
 
 
 def write_owner(lease: StudyLease, **fields) -> None:
-    record = {"study": lease.study, "command": "run", "host": socket.gethostname(), "boot": boot_id(),
-              "pid": os.getpid(), "pid_start": process_start(os.getpid()), "since": time.time(),
-              "heartbeat": time.time(), "token": "theirs", **fields}
+    record = {
+        "study": lease.study,
+        "command": "run",
+        "host": socket.gethostname(),
+        "boot": boot_id(),
+        "pid": os.getpid(),
+        "pid_start": process_start(os.getpid()),
+        "since": time.time(),
+        "heartbeat": time.time(),
+        "token": "theirs",
+        **fields,
+    }
     Path(lease.directory).mkdir(parents=True, exist_ok=True)
     Path(lease.path).write_text(json.dumps(record))
 
@@ -161,13 +177,20 @@ def _wait_for(predicate, timeout: float, what: str) -> None:
 def test_a_second_driver_and_a_rerun_are_refused_and_the_store_holds_the_planned_trials(tmp_path):
     path = spec_file(tmp_path, "twice", steps=400)
     lease = StudyLease(str(tmp_path / "store"), "twice")
-    first = subprocess.Popen([sys.executable, "-m", "study.cli", "run", str(path)], env=ENV,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    first = subprocess.Popen(
+        [sys.executable, "-m", "study.cli", "run", str(path)],
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         _wait_for(lambda: lease.read() is not None, 120, "the first driver to take the lease")
         started = time.monotonic()
-        second = subprocess.run([sys.executable, "-m", "study.cli", "run", str(path)], env=ENV,
-                                capture_output=True, text=True, timeout=120)
+        second = subprocess.run(
+            [sys.executable, "-m", "study.cli", "run", str(path)], env=ENV, capture_output=True, text=True, timeout=120
+        )
         assert second.returncode == 2, second.stderr
         assert "is being run by another driver" in second.stderr and f"pid {first.pid}" in second.stderr
         assert "Traceback" not in second.stderr and time.monotonic() - started < 60
@@ -179,8 +202,9 @@ def test_a_second_driver_and_a_rerun_are_refused_and_the_store_holds_the_planned
     trials = Store(str(tmp_path / "store"), create=False).frame("trials", study="twice")
     assert sorted(trials["status"]) == ["completed", "completed"]  # exactly the planned trials
     assert lease.read() is None  # given back at the end
-    rerun = subprocess.run([sys.executable, "-m", "study.cli", "run", str(path)], env=ENV,
-                           capture_output=True, text=True, timeout=120)
+    rerun = subprocess.run(
+        [sys.executable, "-m", "study.cli", "run", str(path)], env=ENV, capture_output=True, text=True, timeout=120
+    )
     assert rerun.returncode == 2
     assert "study twice already exists" in rerun.stderr and "oodstudy resume twice --store" in rerun.stderr
     assert len(Store(str(tmp_path / "store"), create=False).frame("trials", study="twice")) == 2
@@ -190,8 +214,14 @@ def test_a_second_driver_and_a_rerun_are_refused_and_the_store_holds_the_planned
 def test_sigterm_stops_a_run_like_ctrl_c_and_resume_finishes_it(tmp_path):
     path = spec_file(tmp_path, "termed", steps=4000)
     lease = StudyLease(str(tmp_path / "store"), "termed")
-    run = subprocess.Popen([sys.executable, "-m", "study.cli", "run", str(path)], env=ENV,
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    run = subprocess.Popen(
+        [sys.executable, "-m", "study.cli", "run", str(path)],
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         _wait_for(lambda: (tmp_path / "store" / "trials").exists(), 180, "the first trial rows")
         os.killpg(run.pid, signal.SIGTERM)  # as `timeout`, `ray job stop` or Kubernetes would

@@ -16,8 +16,14 @@ from study.tune.runner import journal_path, run_sweep
 from study.tune.status import study_status
 
 TINY_BASE = {
-    "task": {"digits": 1, "width": 3, "eval_max_len": 3, "eval_examples": 32, "train_fraction": 0.3,
-             "probes": {"points": 64}},
+    "task": {
+        "digits": 1,
+        "width": 3,
+        "eval_max_len": 3,
+        "eval_examples": 32,
+        "train_fraction": 0.3,
+        "probes": {"points": 64},
+    },
     "model": {"size": "nano", "n_layer": 1},
     "train": {"steps": 40, "eval_every": 10, "checkpoint_every": 20, "batch_size": 16, "log_every": 10},
 }
@@ -28,8 +34,12 @@ def tiny_spec(tmp_path, name: str, **fields) -> SweepSpec:
         "name": name,
         "base": TINY_BASE,
         "grid": {"task.digits": [1, 2]},
-        "tune": {"metric": "id_exact_match", "mode": "max", "trials_per_grid_point": 2,
-                 "params": {"train.lr": {"type": "loguniform", "low": 1e-4, "high": 1e-2}}},
+        "tune": {
+            "metric": "id_exact_match",
+            "mode": "max",
+            "trials_per_grid_point": 2,
+            "params": {"train.lr": {"type": "loguniform", "low": 1e-4, "high": 1e-2}},
+        },
         "resources": {"cpus": 1},
         "max_failures": 2,
         "store": str(tmp_path / "store"),
@@ -65,8 +75,9 @@ def test_every_cell_gets_its_quota_and_results_reach_the_cells_study(tmp_path, r
     curves = store.frame("curves", study="quota")
     assert set(curves["metric"]) >= {"loss", "lr", "grad_norm", "examples_per_s"}
     # the probe scores of every evaluation, next to the PCA points
-    units = store.frame("representations", study="quota",
-                        where="kind = 'probe_digit' AND split = 'id' AND position = 0")
+    units = store.frame(
+        "representations", study="quota", where="kind = 'probe_digit' AND split = 'id' AND position = 0"
+    )
     assert units.groupby("trial_id")["step"].apply(sorted).tolist() == [[10, 20, 30, 40]] * 4
     assert units["value"].between(0, 1).all() and (units["layer"] == -1).all() and units["head"].isna().all()
     aligned = store.frame("representations", study="quota", where="kind = 'attention_alignment' AND step = 40")
@@ -119,7 +130,8 @@ def test_bad_specs_are_refused_before_ray_starts(tmp_path):
     assert "not a summary metric" in error({"tune": {"metric": "id_nmse"}})  # an arithmetic study has no nmse
     assert "use tune.mode=min" in error({"tune": {"metric": "loss", "mode": "max"}})
     assert "Optuna refuses" in error(
-        {"tune": {"params": {"train.lr": {"type": "loguniform", "low": 1e-4, "high": 1e-2, "step": 1e-4}}}})
+        {"tune": {"params": {"train.lr": {"type": "loguniform", "low": 1e-4, "high": 1e-2, "step": 1e-4}}}}
+    )
     assert "name" in error({"name": "_hidden"})
     spec = tiny_spec(tmp_path, "huge", resources={"cpus": 4096})
     from study.tune.runner import check_resources_locally
@@ -142,8 +154,9 @@ def test_run_cli_refuses_bad_input_with_one_message_and_no_ray(tmp_path):
         (["--set", "resources.gpus=4096"], "resources.gpus=4096.0 but this machine has"),
         (["--set", "model.n_head=5"], "model.n_head=5 does not divide model.d_model=48"),
     ]:
-        out = subprocess.run([sys.executable, "-m", "study.cli", "run", quickstart, *args],
-                             capture_output=True, text=True, timeout=120)
+        out = subprocess.run(
+            [sys.executable, "-m", "study.cli", "run", quickstart, *args], capture_output=True, text=True, timeout=120
+        )
         assert out.returncode == 2 and expected in out.stderr, (args, out.stderr)
         assert "Ray" not in out.stderr  # refused before any Ray work
     assert (not_a_store / "thesis.txt").read_text() == "precious"
@@ -152,11 +165,17 @@ def test_run_cli_refuses_bad_input_with_one_message_and_no_ray(tmp_path):
 @pytest.mark.slow
 def test_diverged_and_pruned_trials_land_in_the_store_and_in_optuna(tmp_path, ray_local):
     spec = tiny_spec(
-        tmp_path, "stops",
+        tmp_path,
+        "stops",
         grid={"train.grad_clip": [None]},
         # TPE seed 0 asks lr 1e-3, 1e9, 1e-5, ...: the 1e9 trial diverges, the 1e-5 one trails the 1e-3 one
-        tune={"metric": "loss", "mode": "min", "trials_per_grid_point": 5, "seed": 0,
-              "params": {"train.lr": {"type": "categorical", "choices": [1e-5, 1e-3, 3e-3, 1e9]}}},
+        tune={
+            "metric": "loss",
+            "mode": "min",
+            "trials_per_grid_point": 5,
+            "seed": 0,
+            "params": {"train.lr": {"type": "categorical", "choices": [1e-5, 1e-3, 3e-3, 1e9]}},
+        },
         early_stopping={"type": "asha", "grace_period": 1, "reduction_factor": 2},
         max_concurrent=1,
     )
@@ -168,8 +187,11 @@ def test_diverged_and_pruned_trials_land_in_the_store_and_in_optuna(tmp_path, ra
     assert set(trials["status"]) <= {"completed", "pruned", "diverged"}
     storage = optuna_storage(None, journal_path(spec))
     study = optuna.load_study(study_name="stops/train.grad_clip=None", storage=storage)
-    expected = {"completed": optuna.trial.TrialState.COMPLETE, "pruned": optuna.trial.TrialState.PRUNED,
-                "diverged": optuna.trial.TrialState.FAIL}
+    expected = {
+        "completed": optuna.trial.TrialState.COMPLETE,
+        "pruned": optuna.trial.TrialState.PRUNED,
+        "diverged": optuna.trial.TrialState.FAIL,
+    }
     in_optuna = Counter((t.params["train.lr"], t.state) for t in study.trials)
     assert in_optuna == Counter((lr, expected[status]) for lr, status in zip(lrs, trials["status"]))
     assert {"pruned", "diverged"} <= set(trials["status"]), trials[["status", "steps"]]

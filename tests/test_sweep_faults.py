@@ -62,7 +62,10 @@ def test_a_driver_killed_mid_sweep_resumes_to_exactly_the_planned_trials(tmp_pat
     env["TUNE_GLOBAL_CHECKPOINT_S"] = "10"
     driver = subprocess.Popen(
         [sys.executable, "-m", "study.cli", "run", str(path)],
-        start_new_session=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     store_root = tmp_path / "store"
     try:
@@ -84,7 +87,10 @@ def test_a_driver_killed_mid_sweep_resumes_to_exactly_the_planned_trials(tmp_pat
     ended_before = set(trials.loc[trials["status"] == "completed", "trial_id"])
     resumed = subprocess.run(
         [sys.executable, "-m", "study.cli", "resume", "crash", "--store", str(store_root)],
-        env=env, capture_output=True, text=True, timeout=600,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "Cannot tell" not in resumed.stderr and "Traceback" not in resumed.stderr, resumed.stderr[-3000:]
@@ -96,7 +102,9 @@ def test_a_driver_killed_mid_sweep_resumes_to_exactly_the_planned_trials(tmp_pat
         assert rewritten.empty, f"{table}: {sorted(set(rewritten['trial_id']))} written again after the kill"
     status = subprocess.run(
         [sys.executable, "-m", "study.cli", "status", "crash", "--store", str(store_root)],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert status.returncode == 0 and "4/4 trials finished" in status.stdout
 

@@ -12,7 +12,14 @@ from study.config import load_threshold_search
 
 from study.errors import ConfigError
 from study.tune.threshold import (
-    Record, ThresholdSearch, credible_interval, log_posterior, make_model, normalize, outcome, threshold_rows,
+    Record,
+    ThresholdSearch,
+    credible_interval,
+    log_posterior,
+    make_model,
+    normalize,
+    outcome,
+    threshold_rows,
 )
 from study.tune.threshold_searcher import Searcher, ThresholdSearcher
 
@@ -21,8 +28,16 @@ TRUE, SLOPE = 0.37, 60.0  # the synthetic curve: P(success | x) = sigmoid(SLOPE 
 
 
 def section(**changes) -> ThresholdSearch:
-    data = {"axis": "task.mix_weight", "low": 0.0, "high": 1.0, "success": CRITERION,
-            "seeds_per_point": 4, "tolerance": 0.05, "budget": 80, **changes}
+    data = {
+        "axis": "task.mix_weight",
+        "low": 0.0,
+        "high": 1.0,
+        "success": CRITERION,
+        "seeds_per_point": 4,
+        "tolerance": 0.05,
+        "budget": 80,
+        **changes,
+    }
     return ThresholdSearch.model_validate(data)
 
 
@@ -159,9 +174,16 @@ def test_packs_carry_a_points_seeds_and_errors_count_toward_the_budget():
     assert {m["trial"]["task"]["mix_weight"] for m in first["members"] + second["members"]} == {0.5}
     assert first["cell"] == "task.mix_weight=0.5"  # a pack's cell: its point without the seed
     assert searcher.suggest("p2") is None  # the point is out; wait
-    searcher.on_trial_complete("p0", {"members": {"p0_0": {"id_exact_match": 1.0, "status": "completed"},
-                                                  "p0_1": {"id_exact_match": 0.2, "status": "completed"},
-                                                  "p0_2": {"id_exact_match": 0.95, "status": "diverged"}}})
+    searcher.on_trial_complete(
+        "p0",
+        {
+            "members": {
+                "p0_0": {"id_exact_match": 1.0, "status": "completed"},
+                "p0_1": {"id_exact_match": 0.2, "status": "completed"},
+                "p0_2": {"id_exact_match": 0.95, "status": "diverged"},
+            }
+        },
+    )
     searcher.on_trial_complete("p1", None, error=True)
     [row] = searcher.rows()
     assert (row["trials"], row["outcomes"], row["successes"], row["errors"]) == (4, 3, 1, 1)
@@ -231,8 +253,9 @@ def test_resume_from_records_proposes_no_finished_point_again():
     assert resumed.rows()[0]["stopped"] == "converged"
     assert resumed.rows()[0]["low"] <= TRUE <= resumed.rows()[0]["high"]
 
-    finished = ThresholdSearcher(section(), [{}], build,
-                                 records=[Record("all", x, seed, coin(x, seed)) for _, x, seed in expected])
+    finished = ThresholdSearcher(
+        section(), [{}], build, records=[Record("all", x, seed, coin(x, seed)) for _, x, seed in expected]
+    )
     assert finished.suggest("z") is Searcher.FINISHED
     assert finished.rows() == whole.rows()
 
@@ -250,35 +273,57 @@ def test_records_with_failures_and_unknown_cells():
 def test_threshold_rows_have_the_table_columns():
     searcher = ThresholdSearcher(section(), [{}], build)
     [row] = threshold_rows(searcher.search, searcher.cells.values())
-    assert set(row) >= {"cell", "axis", "criterion", "target", "estimate", "low", "high", "level", "trials",
-                        "seeds_per_point", "stopped"}
+    assert set(row) >= {
+        "cell",
+        "axis",
+        "criterion",
+        "target",
+        "estimate",
+        "low",
+        "high",
+        "level",
+        "trials",
+        "seeds_per_point",
+        "stopped",
+    }
     assert row["stopped"] == "searching" and row["trials"] == 0 and row["criterion"] == "id_exact_match >= 0.9"
 
 
 # -- the spec section's errors
 
 
-@pytest.mark.parametrize("changes, words", [
-    ({"budget": 3}, ["threshold.budget=3", "seeds_per_point=4", "at least 4"]),
-    ({"values": [1, 2, 3]}, ["either low and high", "or values"]),
-    ({"low": None, "high": None, "values": [3]}, ["threshold.values", "at least two"]),
-    ({"low": None, "high": None, "values": [4, 2, 3], "tolerance": 1}, ["out of order", "ascending"]),
-    ({"low": None, "high": None, "values": [1, 2, 3], "tolerance": 0.5}, ["threshold.tolerance=0.5", "at least 1"]),
-    ({"low": 1.0, "high": 0.0}, ["threshold.low=1.0", "below"]),
-    ({"high": None}, ["needs both low and high"]),
-    ({"low": 0.5, "high": 10.0, "integer": True}, ["whole numbers"]),
-    ({"tolerance": 2.0}, ["threshold.tolerance=2", "not narrower than the axis"]),
-    ({"target": 1.0}, ["threshold.target=1.0", "between 0 and 1"]),
-    ({"interval": 0}, ["threshold.interval", "between 0 and 1"]),
-    ({"axis": "train.seed"}, ["threshold.axis=train.seed", "seeds_per_point"]),
-    ({"axis": "steps"}, ["not a dotted config key"]),
-    ({"seed_per_point": 4}, ["threshold.seed_per_point", "unknown key", "did you mean threshold.seeds_per_point"]),
-    ({"success": {"metric": "id_exact_match", "op": ">", "value": 0.9}}, ["threshold.success.op"]),
-    ({"budget": True}, ["threshold.budget", "YAML boolean"]),
-])
+@pytest.mark.parametrize(
+    "changes, words",
+    [
+        ({"budget": 3}, ["threshold.budget=3", "seeds_per_point=4", "at least 4"]),
+        ({"values": [1, 2, 3]}, ["either low and high", "or values"]),
+        ({"low": None, "high": None, "values": [3]}, ["threshold.values", "at least two"]),
+        ({"low": None, "high": None, "values": [4, 2, 3], "tolerance": 1}, ["out of order", "ascending"]),
+        ({"low": None, "high": None, "values": [1, 2, 3], "tolerance": 0.5}, ["threshold.tolerance=0.5", "at least 1"]),
+        ({"low": 1.0, "high": 0.0}, ["threshold.low=1.0", "below"]),
+        ({"high": None}, ["needs both low and high"]),
+        ({"low": 0.5, "high": 10.0, "integer": True}, ["whole numbers"]),
+        ({"tolerance": 2.0}, ["threshold.tolerance=2", "not narrower than the axis"]),
+        ({"target": 1.0}, ["threshold.target=1.0", "between 0 and 1"]),
+        ({"interval": 0}, ["threshold.interval", "between 0 and 1"]),
+        ({"axis": "train.seed"}, ["threshold.axis=train.seed", "seeds_per_point"]),
+        ({"axis": "steps"}, ["not a dotted config key"]),
+        ({"seed_per_point": 4}, ["threshold.seed_per_point", "unknown key", "did you mean threshold.seeds_per_point"]),
+        ({"success": {"metric": "id_exact_match", "op": ">", "value": 0.9}}, ["threshold.success.op"]),
+        ({"budget": True}, ["threshold.budget", "YAML boolean"]),
+    ],
+)
 def test_validation_errors_name_the_field_and_the_fix(changes, words):
-    data = {"axis": "task.mix_weight", "low": 0.0, "high": 1.0, "success": CRITERION,
-            "seeds_per_point": 4, "tolerance": 0.05, "budget": 80, **changes}
+    data = {
+        "axis": "task.mix_weight",
+        "low": 0.0,
+        "high": 1.0,
+        "success": CRITERION,
+        "seeds_per_point": 4,
+        "tolerance": 0.05,
+        "budget": 80,
+        **changes,
+    }
     data = {k: v for k, v in data.items() if v is not None}
     with pytest.raises(ConfigError) as err:
         load_threshold_search(data)
@@ -337,8 +382,18 @@ def test_oodstudy_run_finds_a_threshold_and_stores_it(ray_local, tmp_path, capsy
     from study.store import Store
 
     store = str(tmp_path / "store")
-    argv = ["run", str(QUICKSTART), "--store", store, "--name", "th", "--set", "threshold.budget=9",
-            "--set", "threshold.tolerance=40"]
+    argv = [
+        "run",
+        str(QUICKSTART),
+        "--store",
+        store,
+        "--name",
+        "th",
+        "--set",
+        "threshold.budget=9",
+        "--set",
+        "threshold.tolerance=40",
+    ]
     assert main(argv) == 0
     out = capsys.readouterr().out
     rows = Store(store, create=False).sql("SELECT * FROM thresholds WHERE study = 'th'")
@@ -371,17 +426,26 @@ def test_resume_records_come_from_the_trials_rows(tmp_path):
     from study.tune.runner import threshold_records, threshold_searcher
 
     spec = load_sweep_spec(QUICKSTART, [f"store={tmp_path / 's'}", "grid.model.d_model=[48, 96]"])
-    rows = [("a", {"model.d_model": 48, "train.steps": 61, "train.seed": 0}, "completed", 0.8),
-            ("b", {"model.d_model": 48, "train.steps": 61, "train.seed": 1}, "completed", 1.3),
-            ("c", {"model.d_model": 96, "train.steps": 61, "train.seed": 0}, "failed", None),
-            ("d", {"model.d_model": 96, "train.steps": 61, "train.seed": 1}, "running", 0.5)]
+    rows = [
+        ("a", {"model.d_model": 48, "train.steps": 61, "train.seed": 0}, "completed", 0.8),
+        ("b", {"model.d_model": 48, "train.steps": 61, "train.seed": 1}, "completed", 1.3),
+        ("c", {"model.d_model": 96, "train.steps": 61, "train.seed": 0}, "failed", None),
+        ("d", {"model.d_model": 96, "train.steps": 61, "train.seed": 1}, "running", 0.5),
+    ]
     store = Store(spec.store)
     for trial_id, grid, status, score in rows:
-        store.append("trials", [{"trial_id": trial_id, "grid": json.dumps(grid), "config": "{}", "status": status,
-                                 "score": score}], study=spec.name, cell="x")
+        store.append(
+            "trials",
+            [{"trial_id": trial_id, "grid": json.dumps(grid), "config": "{}", "status": status, "score": score}],
+            study=spec.name,
+            cell="x",
+        )
     records = sorted(threshold_records(spec))
-    assert records == [Record("model.d_model=48", 61, 0, True), Record("model.d_model=48", 61, 1, False),
-                       Record("model.d_model=96", 61, 0, None)]
+    assert records == [
+        Record("model.d_model=48", 61, 0, True),
+        Record("model.d_model=48", 61, 1, False),
+        Record("model.d_model=96", 61, 0, None),
+    ]
     searcher = threshold_searcher(spec, records)
     by_cell = {r["cell"]: r for r in searcher.rows()}
     assert (by_cell["model.d_model=48"]["outcomes"], by_cell["model.d_model=96"]["errors"]) == (2, 1)

@@ -14,8 +14,16 @@ from study.train import Report, summarize, train
 from references import lr_at
 
 TINY = [
-    "task.digits=2", "task.width=3", "task.eval_max_len=3", "task.eval_examples=32", "task.train_fraction=0.2",
-    "model.n_layer=2", "train.steps=30", "train.eval_every=10", "train.batch_size=16", "train.log_every=5",
+    "task.digits=2",
+    "task.width=3",
+    "task.eval_max_len=3",
+    "task.eval_examples=32",
+    "task.train_fraction=0.2",
+    "model.n_layer=2",
+    "train.steps=30",
+    "train.eval_every=10",
+    "train.batch_size=16",
+    "train.log_every=5",
 ]
 
 
@@ -61,8 +69,11 @@ def test_reports_carry_rows_for_every_table_and_checkpoints_on_schedule():
 @pytest.mark.parametrize("family", ["arithmetic", "icl"])
 def test_the_trainer_tells_the_probes_the_step_of_each_evaluation(family):
     """Probes due every 20 steps, evaluations every 10: scored rows at 20 and the end only."""
-    extra = ["task.family=icl", "task.n_dims=3", "task.n_points=5", "task.eval_prompts=16", "task.probes.prompts=32"] \
-        if family == "icl" else ["task.probes.points=32"]
+    extra = (
+        ["task.family=icl", "task.n_dims=3", "task.n_points=5", "task.eval_prompts=16", "task.probes.prompts=32"]
+        if family == "icl"
+        else ["task.probes.points=32"]
+    )
     overrides = (TINY if family == "arithmetic" else [o for o in TINY if o.startswith(("model.", "train."))]) + extra
     reports: list[Report] = []
     train(trial_config(overrides=overrides + ["task.probes.every=20", "train.steps=40"]), report=reports.append)
@@ -99,7 +110,9 @@ def test_summary_averages_each_metric_per_split_and_skips_nan():
 def test_trial_cli_json_prints_config_metrics_and_rows():
     out = subprocess.run(
         [sys.executable, "-m", "study.cli", "trial", "--json", *sum((["--set", o] for o in TINY), [])],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
@@ -109,8 +122,12 @@ def test_trial_cli_json_prints_config_metrics_and_rows():
 
 
 def test_trial_cli_refuses_a_bad_key_before_training():
-    out = subprocess.run([sys.executable, "-m", "study.cli", "trial", "--set", "model.n_heads=4"],
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "study.cli", "trial", "--set", "model.n_heads=4"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 2
     assert "model.n_heads: unknown key; did you mean model.n_head?" in out.stderr
     assert "step" not in out.stderr  # nothing trained
@@ -121,10 +138,15 @@ def test_nano_addition_is_perfect_in_distribution_and_equivalent_out_of_distribu
     """Trained on 3-digit addition: ~100% ID, ~0% on 4 digits, and the answers are
     f(a mod 1000, b mod 1000) (Xu, Pan, Zhang, Yang, 2023, arXiv 2308.08268)."""
     torch.set_num_threads(2)
-    cfg = trial_config(overrides=[
-        "train.steps=5000", "train.eval_every=5000", "train.lr=1e-3",
-        "task.eval_max_len=4", "task.eval_examples=256",
-    ])
+    cfg = trial_config(
+        overrides=[
+            "train.steps=5000",
+            "train.eval_every=5000",
+            "train.lr=1e-3",
+            "task.eval_max_len=4",
+            "task.eval_examples=256",
+        ]
+    )
     result = train(cfg)
     rows = {(r["len_a"], r["len_b"], r["metric"]): r["value"] for r in result.eval_rows}
     id_exact = [rows[(a, b, "exact_match")] for a in range(1, 4) for b in range(1, 4)]
@@ -140,13 +162,23 @@ def test_small_model_learns_dense_linear_regression_in_context():
     (Garg, Tsipras, Liang, Valiant, 2022, arXiv 2208.01066)."""
     torch.set_num_threads(2)
     d, n_points = 3, 10
-    cfg = trial_config(overrides=[
-        "task.family=icl", f"task.n_dims={d}", f"task.n_points={n_points}", "task.eval_prompts=512",
-        "task.baselines=[lstsq, averaging]",
-        "model.size=micro", "model.n_layer=3", "model.dropout=0.0",
-        "train.steps=2000", "train.eval_every=2000", "train.lr=5e-4", "train.warmup_steps=200",
-        "train.weight_decay=0.0",
-    ])
+    cfg = trial_config(
+        overrides=[
+            "task.family=icl",
+            f"task.n_dims={d}",
+            f"task.n_points={n_points}",
+            "task.eval_prompts=512",
+            "task.baselines=[lstsq, averaging]",
+            "model.size=micro",
+            "model.n_layer=3",
+            "model.dropout=0.0",
+            "train.steps=2000",
+            "train.eval_every=2000",
+            "train.lr=5e-4",
+            "train.warmup_steps=200",
+            "train.weight_decay=0.0",
+        ]
+    )
     result = train(cfg)
     curve = {(r["metric"], r["n_context"]): r["value"] for r in result.eval_rows}
     assert curve[("nmse_lstsq", d)] < 1e-3  # the baseline itself: exact once k >= d

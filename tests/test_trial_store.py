@@ -8,8 +8,18 @@ from study.config import SweepSpec
 from study.store import Store
 from study.tune.runner import write_spec_copy
 
-SHORT = ["--set", "train.steps=20", "--set", "train.eval_every=10", "--set", "task.eval_examples=16",
-         "--set", "task.probes.enabled=false", "--set", "task.eval_max_len=4"]
+SHORT = [
+    "--set",
+    "train.steps=20",
+    "--set",
+    "train.eval_every=10",
+    "--set",
+    "task.eval_examples=16",
+    "--set",
+    "task.probes.enabled=false",
+    "--set",
+    "task.eval_max_len=4",
+]
 
 
 def test_two_trials_into_one_study_keep_both(tmp_path, capsys):

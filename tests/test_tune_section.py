@@ -26,7 +26,8 @@ def test_the_old_key_is_read_as_the_new_one_with_one_line_naming_it(capfd):
     out, err = capfd.readouterr()
     assert out == "" and err.splitlines() == [
         "oodstudy: tune.trials_per_cell is now called tune.trials_per_grid_point (the trials of each grid point, "
-        "seeds included); the old name still works: rename it in the spec"]
+        "seeds included); the old name still works: rename it in the spec"
+    ]
 
 
 def test_the_old_key_on_the_command_line_and_in_a_spec_file(tmp_path, capfd):

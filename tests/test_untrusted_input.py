@@ -61,23 +61,37 @@ def test_a_recursive_alias_and_deep_nesting_are_one_line(capsys):
 
 
 def test_a_grid_of_a_million_points_is_refused_before_it_is_built(capsys):
-    argv = ["run", QUICKSTART, "--store", "/nonexistent/store",
-            "--set", f"grid.train.seed={list(range(1000))}", "--set", f"grid.train.steps={list(range(1, 501))}"]
+    argv = [
+        "run",
+        QUICKSTART,
+        "--store",
+        "/nonexistent/store",
+        "--set",
+        f"grid.train.seed={list(range(1000))}",
+        "--set",
+        f"grid.train.steps={list(range(1, 501))}",
+    ]
     message, seconds = refused(argv, capsys)
     assert "the grid has 1,000,000 points (task.digits (2) x train.seed (1,000) x train.steps (500))" in message
     assert "more than the 100,000 allowed" in message and seconds < 2
 
 
-@pytest.mark.parametrize("override", [
-    "model.size=" + "x" * 100_000,                   # pydantic's own rule (literal)
-    "task.digits=" + "9" * 4000,                     # a task config's own validator
-    "train.betas=[0.9, true, " + "1, " * 50_000 + "1]",  # a boolean for a number, in a long list
-    "task.x" + "y" * 100_000 + "=1",                 # an unknown key
-    "tune.metric=" + "m" * 100_000,                  # a message of a validator of the sweep
-])
+@pytest.mark.parametrize(
+    "override",
+    [
+        "model.size=" + "x" * 100_000,  # pydantic's own rule (literal)
+        "task.digits=" + "9" * 4000,  # a task config's own validator
+        "train.betas=[0.9, true, " + "1, " * 50_000 + "1]",  # a boolean for a number, in a long list
+        "task.x" + "y" * 100_000 + "=1",  # an unknown key
+        "tune.metric=" + "m" * 100_000,  # a message of a validator of the sweep
+    ],
+)
 def test_every_echoed_value_is_cut_short(override, capsys):
-    argv = (["run", QUICKSTART, "--store", "/nonexistent/store", "--set", override] if override.startswith("tune.")
-            else ["trial", "--set", override])
+    argv = (
+        ["run", QUICKSTART, "--store", "/nonexistent/store", "--set", override]
+        if override.startswith("tune.")
+        else ["trial", "--set", override]
+    )
     message, _ = refused(argv, capsys)
     assert len(message) < 600, message[:1000]
     assert "..." in message and SHOWN_CHARS < 600

@@ -62,8 +62,12 @@ def option_keys(command: str, option: str) -> list[str]:
         return []
     keys = sorted(trial_value_keys())
     if SET_KEYS[command] == "spec":
-        keys += [k for k in _known_keys(SweepSpec) if k.split(".")[0] not in ("base", "grid", "pack")
-                 and k not in ("tune", "early_stopping", "resources", "tune.params")]
+        keys += [
+            k
+            for k in _known_keys(SweepSpec)
+            if k.split(".")[0] not in ("base", "grid", "pack")
+            and k not in ("tune", "early_stopping", "resources", "tune.params")
+        ]
     name = option.lstrip("-").replace("-", "_").replace(".", "_")
     exact = [k for k in keys if k.replace(".", "_") == name]
     return exact or [k for k in keys if k.rsplit(".", 1)[-1] == name]
@@ -87,13 +91,17 @@ def unknown_arguments(prog: str, extras: list[str], given: list[str]) -> str:
         example = f"--set {shlex.quote(f'{keys[0]}={value}')}"
         more = f" (or {', '.join(keys[1:3])})" if len(keys) > 1 else ""
         if command == "resume":
-            return (f"{clipped(option)} is not an option of resume: a study resumes with the spec it ran with; to "
-                    f"change {keys[0]}{more}, run the spec again under a new --name with {example}")
+            return (
+                f"{clipped(option)} is not an option of resume: a study resumes with the spec it ran with; to "
+                f"change {keys[0]}{more}, run the spec again under a new --name with {example}"
+            )
         what = "spec keys" if SET_KEYS[command] == "spec" else "config keys"
         return f"{clipped(option)} is not an option of {command}; set {what} with --set, e.g. {example}{more}"
     unknown = clipped(" ".join(extras))
-    return (f"{command + ': ' if command else ''}{unknown}: not an {'option' if extras[0].startswith('-') else 'argument'}"
-            f" of {command or 'oodstudy'}; check the spelling, or list its options with: {prog} --help")
+    return (
+        f"{command + ': ' if command else ''}{unknown}: not an {'option' if extras[0].startswith('-') else 'argument'}"
+        f" of {command or 'oodstudy'}; check the spelling, or list its options with: {prog} --help"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -103,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="oodstudy",
         description="Map where transformers' out-of-distribution generalization breaks down: run one trial, "
-                    "run a sweep on Ray Tune (embedded local Ray or a cluster), watch it, and read its store.",
+        "run a sweep on Ray Tune (embedded local Ray or a cluster), watch it, and read its store.",
         epilog="Start with: oodstudy run search_spaces/quickstart.yaml   (then: oodstudy report --store ./results)",
     )
     sub = parser.add_subparsers(dest="command", required=True)
@@ -148,8 +156,12 @@ def main(argv: list[str] | None = None) -> int:
     except Interrupted as err:
         return last_line(f"\noodstudy: {one_line(str(err))}", EXIT_INTERRUPTED, ray_before)
     except KeyboardInterrupt:
-        return last_line(f"\noodstudy: interrupted (Ctrl-C or SIGTERM) during `{command}`; what was written before "
-                         "stays as it was (the store only ever gains whole fragments)", EXIT_INTERRUPTED, ray_before)
+        return last_line(
+            f"\noodstudy: interrupted (Ctrl-C or SIGTERM) during `{command}`; what was written before "
+            "stays as it was (the store only ever gains whole fragments)",
+            EXIT_INTERRUPTED,
+            ray_before,
+        )
 
 
 def last_line(line: str, code: int, ray_before: bool) -> int:

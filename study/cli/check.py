@@ -58,8 +58,10 @@ def _cmd_check(args) -> int:
     store = Store(args.store, create=False)  # a path that is not a store: one line, before anything else
     spec = read_spec_copy(args.study, args.store)
     if not spec.expect:
-        print(f"study {spec.name} states no claims (its spec has no expect list); add one and run "
-              f"`oodstudy check {spec.name} --store {args.store}` again: its store is re-read, nothing is trained")
+        print(
+            f"study {spec.name} states no claims (its spec has no expect list); add one and run "
+            f"`oodstudy check {spec.name} --store {args.store}` again: its store is re-read, nothing is trained"
+        )
         return 0
     check_intact(store, spec.name)  # a study that lost a fragment would be checked as less than it is
     table = study_claims(spec)

@@ -22,15 +22,16 @@ EXIT_JOB_FAILED = 1
 def _address(args) -> str:
     address = args.address or os.environ.get("RAY_ADDRESS", "")
     if not address.startswith(("http://", "https://")):
-        raise ClusterError("give the dashboard's URL with --address http://HOST:8265 "
-                           "(or set RAY_ADDRESS to it)")
+        raise ClusterError("give the dashboard's URL with --address http://HOST:8265 (or set RAY_ADDRESS to it)")
     return address
 
 
 def _timeout(args) -> float:
     if not (math.isfinite(args.timeout) and args.timeout > 0):
-        raise ClusterError(f"--timeout {args.timeout:g}: give the seconds the dashboard has to answer each "
-                           f"request, a number > 0 (default {HTTP_TIMEOUT_S:g})")
+        raise ClusterError(
+            f"--timeout {args.timeout:g}: give the seconds the dashboard has to answer each "
+            f"request, a number > 0 (default {HTTP_TIMEOUT_S:g})"
+        )
     return args.timeout
 
 
@@ -39,15 +40,21 @@ def _cmd_submit(args) -> int:
 
     address = _address(args)
     timeout_s = _timeout(args)
-    submission = build_submission(args.spec, list(args.set or []), address, datetime.now(timezone.utc),
-                                  name=args.name, store=args.store)
+    submission = build_submission(
+        args.spec, list(args.set or []), address, datetime.now(timezone.utc), name=args.name, store=args.store
+    )
     client = connect(address, timeout_s)
     job_id = submit(client, submission, address)
-    print(f"submitted study {submission.spec.name} as job {job_id} to {address} "
-          f"(results in {submission.spec.store})", file=sys.stderr)
+    print(
+        f"submitted study {submission.spec.name} as job {job_id} to {address} (results in {submission.spec.store})",
+        file=sys.stderr,
+    )
     if not args.wait:
-        print(f"follow it with `ray job logs -f {job_id}` or on the dashboard's Jobs page; "
-              "list the studies' jobs with `oodstudy jobs`", file=sys.stderr)
+        print(
+            f"follow it with `ray job logs -f {job_id}` or on the dashboard's Jobs page; "
+            "list the studies' jobs with `oodstudy jobs`",
+            file=sys.stderr,
+        )
         return 0
     try:
         status = follow(client, job_id)
@@ -71,16 +78,31 @@ def add_jobs_commands(sub) -> None:
     p.add_argument("--address", help="the dashboard's URL, http://HOST:8265 (default: RAY_ADDRESS)")
     p.add_argument("--store", help="results store URI as the cluster sees it (overrides the spec's)")
     p.add_argument("--name", help="study name (overrides the spec's)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="override, e.g. --set train.steps=500 or --set grid.model.size=[nano]")
-    p.add_argument("--wait", action="store_true",
-                   help="stream the job's log and exit with its outcome (0 if it succeeded)")
-    p.add_argument("--timeout", type=float, default=HTTP_TIMEOUT_S, metavar="SECONDS",
-                   help=f"seconds the dashboard has to answer each request (default {HTTP_TIMEOUT_S:g})")
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override, e.g. --set train.steps=500 or --set grid.model.size=[nano]",
+    )
+    p.add_argument(
+        "--wait", action="store_true", help="stream the job's log and exit with its outcome (0 if it succeeded)"
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=HTTP_TIMEOUT_S,
+        metavar="SECONDS",
+        help=f"seconds the dashboard has to answer each request (default {HTTP_TIMEOUT_S:g})",
+    )
     p.set_defaults(func=_cmd_submit)
 
     p = sub.add_parser("jobs", help="the studies' jobs on a Ray cluster with their status")
     p.add_argument("--address", help="the dashboard's URL, http://HOST:8265 (default: RAY_ADDRESS)")
-    p.add_argument("--timeout", type=float, default=HTTP_TIMEOUT_S, metavar="SECONDS",
-                   help=f"seconds the dashboard has to answer each request (default {HTTP_TIMEOUT_S:g})")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=HTTP_TIMEOUT_S,
+        metavar="SECONDS",
+        help=f"seconds the dashboard has to answer each request (default {HTTP_TIMEOUT_S:g})",
+    )
     p.set_defaults(func=_cmd_jobs)

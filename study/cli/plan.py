@@ -25,8 +25,12 @@ def add_plan_command(sub) -> None:
     p.add_argument("spec", help="search_spaces/<name>.yaml")
     p.add_argument("--store", help="results store URI (overrides the spec's; checked as run checks it)")
     p.add_argument("--address", help="a Ray cluster (auto, host:6379, ray://host:10001): plan for its nodes")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="override, e.g. --set train.steps=500 or --set grid.model.size=[nano]")
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override, e.g. --set train.steps=500 or --set grid.model.size=[nano]",
+    )
     # timed calibration steps per shape (tests use a few; warm-up steps scale with it)
     p.add_argument("--calibrate-steps", type=int, default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=_cmd_plan)
@@ -61,28 +65,36 @@ def _cmd_plan(args) -> int:
     count = plan.counts(spec)
     out(f"plan of study {spec.name} ({args.spec})")
     axes = " x ".join(f"{axis} {len(values)}" for axis, values in spec.grid.items()) or "no grid axes"
-    out(f"  grid points  {count.grid_points}  ({axes}; {count.cells} cell{'s' * (count.cells != 1)} "
-        "without the seed axis)")
+    out(
+        f"  grid points  {count.grid_points}  ({axes}; {count.cells} cell{'s' * (count.cells != 1)} "
+        "without the seed axis)"
+    )
     notes: list[str] = []
 
     # ---- what the study launches
     if spec.threshold is not None:
         search = spec.threshold
         cells_trials = plan.threshold_trials(spec)
-        out(f"  threshold search along {search.axis}: no fixed count; at most {search.budget} members per cell "
-            f"(budget) x {count.cells} cells = {count.members} members, {search.seeds_per_point} seeds per point")
+        out(
+            f"  threshold search along {search.axis}: no fixed count; at most {search.budget} members per cell "
+            f"(budget) x {count.cells} cells = {count.members} members, {search.seeds_per_point} seeds per point"
+        )
         per_point = math.ceil(search.seeds_per_point / spec.pack.size)
-        packs = f"{per_point} pack{'s' * (per_point != 1)} of up to {spec.pack.size} per point" \
-            if spec.pack.size > 1 else "none (pack.size 1)"
+        packs = (
+            f"{per_point} pack{'s' * (per_point != 1)} of up to {spec.pack.size} per point"
+            if spec.pack.size > 1
+            else "none (pack.size 1)"
+        )
         out(f"  packs        {packs}")
-        out(f"  Tune trials  at most {count.trials} (an upper bound: a cell stops once its threshold is narrow "
-            "enough)")
+        out(f"  Tune trials  at most {count.trials} (an upper bound: a cell stops once its threshold is narrow enough)")
         all_trials = [t for cell in cells_trials for end in cell for t in end]
     else:
         trials = plan.planned_trials(spec)
         quota = spec.tune.trials_per_grid_point
-        out(f"  members      {count.members}  ({count.grid_points} grid points x {quota} "
-            f"trial{'s' * (quota != 1)} per grid point)")
+        out(
+            f"  members      {count.members}  ({count.grid_points} grid points x {quota} "
+            f"trial{'s' * (quota != 1)} per grid point)"
+        )
         if spec.pack.size > 1:
             sizes = Counter(t.members for t in trials)
             made = ", ".join(f"{n} of {k}" for k, n in sorted(sizes.items(), reverse=True))
@@ -94,8 +106,10 @@ def _cmd_plan(args) -> int:
         neutral = {name for name in spec.tune.params if name in plan.COST_NEUTRAL}
         costly = sorted(set(spec.tune.params) - neutral)
         if costly:
-            notes.append(f"tuned axes {costly} change a trial's cost; trials are costed at their first corner "
-                         f"({plan.first_params(spec)})")
+            notes.append(
+                f"tuned axes {costly} change a trial's cost; trials are costed at their first corner "
+                f"({plan.first_params(spec)})"
+            )
 
     # ---- where it runs
     refusal = None
@@ -104,6 +118,7 @@ def _cmd_plan(args) -> int:
     else:
         machine = plan.local_machine()
         from study.tune.runner import check_resources_locally
+
         try:
             check_resources_locally(spec)
         except ConfigError as err:
@@ -111,9 +126,11 @@ def _cmd_plan(args) -> int:
     n_slots = plan.slots(spec, machine)
     res = spec.resources
     gpu_text = f", {res.gpus:g} GPU" if res.gpus else ""
-    out(f"  resources    {res.cpus:g} CPU{gpu_text} per trial; {machine.where}: {machine.cpus:g} CPUs, "
+    out(
+        f"  resources    {res.cpus:g} CPU{gpu_text} per trial; {machine.where}: {machine.cpus:g} CPUs, "
         f"{machine.gpus:g} GPUs; max_concurrent {spec.max_concurrent or 'unset'} -> {n_slots} trial"
-        f"{'s' * (n_slots != 1)} at a time")
+        f"{'s' * (n_slots != 1)} at a time"
+    )
 
     # ---- memory
     shapes = plan.group_shapes(all_trials)
@@ -132,8 +149,10 @@ def _cmd_plan(args) -> int:
         budget, where = available_bytes("cuda" if gpu_trials else "cpu", res.gpus)
     fits = budget is None or all(e.total <= budget for e in estimates.values())
     verdict = "" if budget is None else (f" of {gib(budget)}, {where}: {'fits' if fits else 'does NOT fit'}")
-    out(f"  memory       {gib(biggest.total)} per trial (largest part: {biggest.largest()}, "
-        f"{gib(biggest.parts[biggest.largest()])}){verdict or '; compare with ' + where}")
+    out(
+        f"  memory       {gib(biggest.total)} per trial (largest part: {biggest.largest()}, "
+        f"{gib(biggest.parts[biggest.largest()])}){verdict or '; compare with ' + where}"
+    )
     if refusal:
         notes.append(f"`oodstudy run` on {machine.where} would refuse this spec: {refusal}")
 
@@ -141,9 +160,11 @@ def _cmd_plan(args) -> int:
     calibrate = True
     if gpu_trials and not torch.cuda.is_available():
         calibrate = False
-        notes.append(f"no calibration: the trials take a GPU (resources.gpus={res.gpus:g}) and this machine has "
-                     "none, and a CPU step rate says nothing of a GPU's; run `oodstudy plan` on a GPU machine "
-                     "for the time")
+        notes.append(
+            f"no calibration: the trials take a GPU (resources.gpus={res.gpus:g}) and this machine has "
+            "none, and a CPU step rate says nothing of a GPU's; run `oodstudy plan` on a GPU machine "
+            "for the time"
+        )
     elif not fits:
         calibrate = False
         notes.append("no calibration: a trial does not fit the memory here")
@@ -157,15 +178,19 @@ def _cmd_plan(args) -> int:
     if calibrate:
         device = "cuda" if gpu_trials else "cpu"
         load = plan.load_average()
-        out(f"\ncalibration: one pack per shape, {warmup} warm-up + {timed} timed steps and one timed evaluation, "
+        out(
+            f"\ncalibration: one pack per shape, {warmup} warm-up + {timed} timed steps and one timed evaluation, "
             f"{threads} torch thread{'s' * (threads != 1)}, on {device}, at niceness {plan.ray_worker_niceness()} as Ray "
-            f"runs trials (load average {load}, {plan.local_machine().cpus:g} CPUs here)")
+            f"runs trials (load average {load}, {plan.local_machine().cpus:g} CPUs here)"
+        )
         busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
         here = plan.local_machine().cpus
         if device == "cpu" and busy > here - 0.5:
-            notes.append(f"this machine was busy during the calibration (load average {busy:.1f} on {here:g} CPUs): "
-                         "the rates are what one trial got then; trials running side by side with that other work "
-                         "get less, so expect longer (measured: 2-2.5x on a load of 5-20, README)")
+            notes.append(
+                f"this machine was busy during the calibration (load average {busy:.1f} on {here:g} CPUs): "
+                "the rates are what one trial got then; trials running side by side with that other work "
+                "get less, so expect longer (measured: 2-2.5x on a load of 5-20, README)"
+            )
         for shape in ordered:
             cfg = shape.cfg
             dev = cfg.train.device if cfg.train.device != "auto" else device
@@ -197,8 +222,10 @@ def _cmd_plan(args) -> int:
 
     # ---- the total
     out("")
-    slots_text = f"{machine.where} ({machine.cpus:g} CPUs{f', {machine.gpus:g} GPUs' if machine.gpus else ''}, " \
-                 f"{n_slots} trial{'s' * (n_slots != 1)} at a time)"
+    slots_text = (
+        f"{machine.where} ({machine.cpus:g} CPUs{f', {machine.gpus:g} GPUs' if machine.gpus else ''}, "
+        f"{n_slots} trial{'s' * (n_slots != 1)} at a time)"
+    )
     if not calibrate:
         out(f"total: not estimated (no calibration); {count.trials} Tune trials on {slots_text}")
     elif n_slots < 1:
@@ -218,24 +245,31 @@ def _cmd_plan(args) -> int:
             seconds = [shape_of[id(t)].seconds(t) for t in all_trials]
             total = plan.schedule_seconds(seconds, n_slots)
             bound = "about "
-        train_s = sum(shape_of[id(t)].calibrated().step_s * t.cfg.train.steps for t in all_trials
-                      if spec.threshold is None)
-        eval_s = sum(shape_of[id(t)].calibrated().eval_s * plan.evaluations(t.cfg) for t in all_trials
-                     if spec.threshold is None)
-        extra = f"; of the trials' time {train_s / max(sum(seconds), 1e-9):.0%} training steps, " \
-                f"{eval_s / max(sum(seconds), 1e-9):.0%} evaluation" if spec.threshold is None else \
-                " (every cell spends its whole budget at the costliest axis end)"
+        train_s = sum(
+            shape_of[id(t)].calibrated().step_s * t.cfg.train.steps for t in all_trials if spec.threshold is None
+        )
+        eval_s = sum(
+            shape_of[id(t)].calibrated().eval_s * plan.evaluations(t.cfg) for t in all_trials if spec.threshold is None
+        )
+        extra = (
+            f"; of the trials' time {train_s / max(sum(seconds), 1e-9):.0%} training steps, "
+            f"{eval_s / max(sum(seconds), 1e-9):.0%} evaluation"
+            if spec.threshold is None
+            else " (every cell spends its whole budget at the costliest axis end)"
+        )
         gpu_hours = f", {sum(seconds) * res.gpus / 3600:.2f} GPU-hours" if gpu_trials else ""
         out(f"total: {bound}{_minutes(total)} on {slots_text}{gpu_hours}{extra}")
         if spec.early_stopping.type == "asha":
             n_evals = max(plan.evaluations(t.cfg) for t in all_trials)
             share = plan.asha_kept_share(spec, n_evals)
             es = spec.early_stopping
-            out(f"early stopping (asha, grace_period {es.grace_period}, reduction_factor {es.reduction_factor:g}, "
+            out(
+                f"early stopping (asha, grace_period {es.grace_period}, reduction_factor {es.reduction_factor:g}, "
                 f"rungs at evaluations {plan.asha_rungs(spec, n_evals)} of {n_evals}): saves at most "
                 f"{1 - share:.0%} of the training (if each rung stops all but 1/{es.reduction_factor:g} of a grid "
                 f"point's trials; with few trials per grid point it stops fewer), about "
-                f"{_minutes(total * share)} instead; not subtracted above")
+                f"{_minutes(total * share)} instead; not subtracted above"
+            )
         out("  (not included: starting Ray and each trial's worker process, a few seconds each)")
     for note in notes:
         out(f"note: {note}")

@@ -16,8 +16,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from analysis.report import build_report
 
     if not 0 < args.threshold <= 1:  # false for nan too
-        raise ConfigError(f"--threshold {args.threshold:g}: the boundary is a share of the ID score, in (0, 1]; "
-                          "pass a fraction such as 0.5")
+        raise ConfigError(
+            f"--threshold {args.threshold:g}: the boundary is a share of the ID score, in (0, 1]; "
+            "pass a fraction such as 0.5"
+        )
     store = load.open_store(args.store)
     study = args.study
     if study is None:
@@ -26,8 +28,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
             raise ConfigError(f"name a study with --study; the store {args.store} has: {', '.join(names) or 'none'}")
         study = names[0]
     if study not in store.studies():  # before --out is made
-        raise ConfigError(f"study {study!r} is not in the store {args.store}; studies there: "
-                          f"{', '.join(store.studies()) or 'none'}; name one with --study")
+        raise ConfigError(
+            f"study {study!r} is not in the store {args.store}; studies there: "
+            f"{', '.join(store.studies()) or 'none'}; name one with --study"
+        )
     from study.store import check_intact
 
     check_intact(store, study)  # a study that lost a fragment would be reported as less than it is
@@ -38,12 +42,18 @@ def _cmd_report(args: argparse.Namespace) -> int:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as err:
-        raise ConfigError(f"--out {out}: cannot write there ({err.strerror or err}); pass a directory you can write to") from None
+        raise ConfigError(
+            f"--out {out}: cannot write there ({err.strerror or err}); pass a directory you can write to"
+        ) from None
     try:
-        path = build_report(store, study, out, threshold=args.threshold, claim_table=claims_now(store, study, args.store))
+        path = build_report(
+            store, study, out, threshold=args.threshold, claim_table=claims_now(store, study, args.store)
+        )
     except OSError as err:
-        raise ConfigError(f"--out {out}: writing the report failed ({err.strerror or err}) at "
-                          f"{err.filename or out}; check the free space and permissions there") from None
+        raise ConfigError(
+            f"--out {out}: writing the report failed ({err.strerror or err}) at "
+            f"{err.filename or out}; check the free space and permissions there"
+        ) from None
     print(path)
     return 0
 
@@ -67,6 +77,10 @@ def add_report_command(subparsers: Any) -> None:
     p.add_argument("--store", default="./results", help="store directory or URI (default ./results)")
     p.add_argument("--study", default=None, help="study name (default: the store's only study)")
     p.add_argument("--out", default=None, help="output directory (default report/<study>, as the end of `run` prints)")
-    p.add_argument("--threshold", type=float, default=0.5,
-                   help="boundary: score below this share of the ID score, in (0, 1] (default 0.5)")
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=0.5,
+        help="boundary: score below this share of the ID score, in (0, 1] (default 0.5)",
+    )
     p.set_defaults(func=_cmd_report)

@@ -47,19 +47,29 @@ def add_store_commands(subparsers: Any) -> argparse.ArgumentParser:
 
     command("ls", "list the studies and their row counts per table", run_ls)
     command("validate", "report unreadable or foreign files; exit 1 if there are errors", run_validate)
-    repair = command("repair", "move a study's unreadable fragments aside and rebuild the trials rows they lost",
-                     run_repair)
+    repair = command(
+        "repair", "move a study's unreadable fragments aside and rebuild the trials rows they lost", run_repair
+    )
     repair.add_argument("--study", required=True, help="the study to repair")
     repair.add_argument("--storage-path", help="Ray Tune run directory if not <store>/_runs (for the study's spec)")
     compact = command("compact", "merge each partition's small fragments into one", run_compact)
     compact.add_argument("--study", help="compact only this study")
     sql = command("sql", "run a DuckDB query over the tables trials, curves, evals, representations", run_sql)
     sql.add_argument("query", help='e.g. "SELECT study, count(*) FROM evals GROUP BY study"')
-    sql.add_argument("--memory-limit", default=MEMORY_LIMIT, metavar="SIZE", help=f"DuckDB's memory limit (default {MEMORY_LIMIT})")
+    sql.add_argument(
+        "--memory-limit", default=MEMORY_LIMIT, metavar="SIZE", help=f"DuckDB's memory limit (default {MEMORY_LIMIT})"
+    )
     sql.add_argument("--threads", type=int, default=THREADS, metavar="N", help=f"DuckDB's threads (default {THREADS})")
-    sql.add_argument("--timeout", type=float, default=TIMEOUT_S, metavar="SECONDS",
-                     help=f"stop the query after this many seconds (default {TIMEOUT_S:g})")
-    sql.add_argument("--max-rows", type=int, default=MAX_ROWS, metavar="N", help=f"rows printed at most (default {MAX_ROWS})")
+    sql.add_argument(
+        "--timeout",
+        type=float,
+        default=TIMEOUT_S,
+        metavar="SECONDS",
+        help=f"stop the query after this many seconds (default {TIMEOUT_S:g})",
+    )
+    sql.add_argument(
+        "--max-rows", type=int, default=MAX_ROWS, metavar="N", help=f"rows printed at most (default {MAX_ROWS})"
+    )
     sql.add_argument("--out", metavar="FILE", help="write all rows to FILE (.csv or .parquet) instead of printing them")
     return store
 
@@ -79,8 +89,10 @@ def run_repair(args: argparse.Namespace) -> int:
 
     store = _open(args)
     if args.study not in store.studies():
-        raise StoreError(f"--study {args.study}: no such study in {store.uri}; pass one of its studies: "
-                         f"{', '.join(store.studies()) or 'none'} (see `oodstudy store ls`)")
+        raise StoreError(
+            f"--study {args.study}: no such study in {store.uri}; pass one of its studies: "
+            f"{', '.join(store.studies()) or 'none'} (see `oodstudy store ls`)"
+        )
     try:
         spec = read_spec_copy(args.study, args.store, args.storage_path)
     except ConfigError:
@@ -120,8 +132,10 @@ def run_compact(args: argparse.Namespace) -> int:
     """Merge fragments and print what was written."""
     store = _open(args)
     if args.study is not None and args.study not in store.studies():
-        raise StoreError(f"--study {args.study}: no such study in {store.uri}; pass one of its studies: "
-                         f"{', '.join(store.studies()) or 'none'} (see `oodstudy store ls`)")
+        raise StoreError(
+            f"--study {args.study}: no such study in {store.uri}; pass one of its studies: "
+            f"{', '.join(store.studies()) or 'none'} (see `oodstudy store ls`)"
+        )
     written = store.compact(args.study)
     for path in written:
         print(f"wrote {path}")
@@ -152,9 +166,11 @@ def run_sql(args: argparse.Namespace) -> int:
     with pd.option_context("display.max_rows", None, "display.width", 200):
         print(to_pandas(head).to_string(index=False))
     if total > head.num_rows:
-        print(f"oodstudy: {total - head.num_rows:,} more rows left out (--max-rows {args.max_rows:,}); write all "
-              f"{total:,} with --out FILE.csv or --out FILE.parquet, or narrow the query (WHERE, LIMIT)",
-              file=sys.stderr)
+        print(
+            f"oodstudy: {total - head.num_rows:,} more rows left out (--max-rows {args.max_rows:,}); write all "
+            f"{total:,} with --out FILE.csv or --out FILE.parquet, or narrow the query (WHERE, LIMIT)",
+            file=sys.stderr,
+        )
     return EXIT_OK
 
 
@@ -162,14 +178,17 @@ def _check_sql_flags(args: argparse.Namespace, limits: QueryLimits) -> None:
     """Refuse (QueryError) a limit or --out that cannot work; --memory-limit is read by DuckDB
     itself (see study.store.sql.lock_down)."""
     if not (math.isfinite(limits.timeout_s) and limits.timeout_s > 0):
-        raise QueryError(f"--timeout {limits.timeout_s:g}: give the seconds a query may run, a number > 0 "
-                         f"(default {TIMEOUT_S:g})")
+        raise QueryError(
+            f"--timeout {limits.timeout_s:g}: give the seconds a query may run, a number > 0 (default {TIMEOUT_S:g})"
+        )
     cpus = os.cpu_count() or 1
     if not 1 <= limits.threads <= cpus:
         raise QueryError(f"--threads {limits.threads}: give 1 to {cpus} (this machine's CPUs; default {THREADS})")
     if args.max_rows < 0:
-        raise QueryError(f"--max-rows {args.max_rows}: give the rows to print, 0 or more (default {MAX_ROWS}); "
-                         "--out FILE writes them all")
+        raise QueryError(
+            f"--max-rows {args.max_rows}: give the rows to print, 0 or more (default {MAX_ROWS}); "
+            "--out FILE writes them all"
+        )
     if args.out is not None:
         out = Path(args.out)
         if out.suffix.lower() not in OUT_FORMATS:
@@ -219,8 +238,10 @@ def _writing(out: Path | None, step: Any) -> Any:
     try:
         return step()
     except (OSError, pa.ArrowException) as err:
-        raise QueryError(f"--out {out}: cannot write it ({' '.join(str(err).split())}); give a file you can "
-                         "write, .parquet for columns CSV cannot hold (lists, structs)") from None
+        raise QueryError(
+            f"--out {out}: cannot write it ({' '.join(str(err).split())}); give a file you can "
+            "write, .parquet for columns CSV cannot hold (lists, structs)"
+        ) from None
 
 
 def query_mistake(message: str) -> str:
@@ -237,7 +258,11 @@ def query_mistake(message: str) -> str:
     if missing:
         close = difflib.get_close_matches(missing.group(1).lower(), tables, n=1, cutoff=0.5)
         hint = f"did you mean {close[0]}? " if close else ""
-        return (f"no table {missing.group(1)} in the store; {hint}its tables are {', '.join(TABLES)} "
-                "(and <table>_raw, every attempt of each row)")
-    return (f"{text}; check the names against the tables {', '.join(TABLES)} (and <table>_raw): "
-            "`oodstudy store sql \"DESCRIBE trials\"` lists a table's columns")
+        return (
+            f"no table {missing.group(1)} in the store; {hint}its tables are {', '.join(TABLES)} "
+            "(and <table>_raw, every attempt of each row)"
+        )
+    return (
+        f"{text}; check the names against the tables {', '.join(TABLES)} (and <table>_raw): "
+        '`oodstudy store sql "DESCRIBE trials"` lists a table\'s columns'
+    )

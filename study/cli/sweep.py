@@ -28,7 +28,11 @@ def _print_summary(spec: SweepSpec) -> None:
         print_threshold_summary(spec)
         return
     print("trials per cell (seeds pooled):")
-    print(cell_status(study_status(spec, stopped=True), spec.tune.mode).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(
+        cell_status(study_status(spec, stopped=True), spec.tune.mode).to_string(
+            index=False, float_format=lambda v: f"{v:.3f}"
+        )
+    )
     print()
     trials, final = study_frames(Store(spec.store, create=False), spec.name)
     print(summary_text(spec.name, trials, final))
@@ -90,13 +94,16 @@ def check_no_failed_trials(spec: SweepSpec) -> None:
     success: raise :class:`TrialsFailed`, counting them and saying where their errors are."""
     table = study_status(spec)
     failed = int(table["failed"].sum())
-    planned = f"{int(table['trials'].sum())} trials" if spec.threshold is not None else \
-        f"{int(table['planned'].sum())} planned trials"
+    planned = (
+        f"{int(table['trials'].sum())} trials"
+        if spec.threshold is not None
+        else f"{int(table['planned'].sum())} planned trials"
+    )
     if failed:
         query = "SELECT trial_id, cell, error FROM trials WHERE status = 'failed'"
         raise TrialsFailed(
             f"{failed} of {planned} of study {spec.name} failed (after "
-            f"{spec.max_failures} retries each); read their errors with: oodstudy store sql \"{query}\" "
+            f'{spec.max_failures} retries each); read their errors with: oodstudy store sql "{query}" '
             f"--store {quote(spec.store)}, or in Ray Tune's trial logs under {storage_path(spec)}/{spec.name}"
         )
 
@@ -106,8 +113,10 @@ def set_by_option(overrides: list[str], key: str, value: str | None, option: str
     if value is None:
         return
     if not value.strip():
-        raise ConfigError(f"{option} is empty; pass a {key} (e.g. {option} {'./results' if key == 'store' else 'my-study'}) "
-                          "or drop the option to use the spec's")
+        raise ConfigError(
+            f"{option} is empty; pass a {key} (e.g. {option} {'./results' if key == 'store' else 'my-study'}) "
+            "or drop the option to use the spec's"
+        )
     overrides.append(f"{key}={value}")
 
 
@@ -118,8 +127,10 @@ def _cmd_run(args) -> int:
     spec = with_absolute_paths(load_sweep_spec(args.spec, overrides))
     _run_to_end(spec, address=args.address, tune_table=args.tune_table)
     _print_summary(spec)
-    print(f"\nresults in {spec.store} (study {spec.name}); analyse with: "
-          f"oodstudy report --store {quote(spec.store)} --study {quote(spec.name)} --out {quote('report/' + spec.name)}")
+    print(
+        f"\nresults in {spec.store} (study {spec.name}); analyse with: "
+        f"oodstudy report --store {quote(spec.store)} --study {quote(spec.name)} --out {quote('report/' + spec.name)}"
+    )
     check_no_failed_trials(spec)
     return 0
 
@@ -141,11 +152,16 @@ def _cmd_resume(args) -> int:
     check_store_intact(spec)
     table = study_status(spec)
     if is_finished(table):
-        ended = ", ".join(f"{int(table[s].sum())} {s}" for s in ("completed", "failed", "diverged", "pruned")
-                          if table[s].sum())
-        what = "every cell's threshold search stopped" if spec.threshold is not None else "every planned trial has ended"
-        print(f"study {spec.name} is finished ({ended}: {what}); nothing to do. "
-              f"See it with: oodstudy report --store {quote(spec.store)} --study {quote(spec.name)}")
+        ended = ", ".join(
+            f"{int(table[s].sum())} {s}" for s in ("completed", "failed", "diverged", "pruned") if table[s].sum()
+        )
+        what = (
+            "every cell's threshold search stopped" if spec.threshold is not None else "every planned trial has ended"
+        )
+        print(
+            f"study {spec.name} is finished ({ended}: {what}); nothing to do. "
+            f"See it with: oodstudy report --store {quote(spec.store)} --study {quote(spec.name)}"
+        )
         check_no_failed_trials(spec)
         return 0
     _run_to_end(spec, address=args.address, resume=True, tune_table=args.tune_table)
@@ -161,8 +177,10 @@ def only_study(store_uri: str) -> str:
     studies = Store(store_uri, create=False).studies()
     if len(studies) != 1:
         listed = ", ".join(studies[:10]) or "none"
-        raise ConfigError(f"the store {store_uri} holds {len(studies)} studies ({listed}); "
-                          f"name one: oodstudy status NAME --store {quote(store_uri)}")
+        raise ConfigError(
+            f"the store {store_uri} holds {len(studies)} studies ({listed}); "
+            f"name one: oodstudy status NAME --store {quote(store_uri)}"
+        )
     return studies[0]
 
 
@@ -178,8 +196,10 @@ def _cmd_status(args) -> int:
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     if spec.threshold is not None:
         stopped = int((table["search"] != "searching").sum())
-        print(f"\nthreshold search: {int(table['trials'].sum()) - int(table['running'].sum())} trials so far, budget "
-              f"{spec.threshold.budget} per cell; {stopped}/{len(table)} cells stopped")
+        print(
+            f"\nthreshold search: {int(table['trials'].sum()) - int(table['running'].sum())} trials so far, budget "
+            f"{spec.threshold.budget} per cell; {stopped}/{len(table)} cells stopped"
+        )
     else:
         done = int((table["planned"] - table["pending"] - table["running"]).sum())
         print(f"\n{done}/{int(table['planned'].sum())} trials finished")
@@ -191,9 +211,14 @@ def _cmd_status(args) -> int:
         print(f"\nowned by a running driver, {owner.describe()}, which has not reported progress yet")
     elif state is not None and not state.get("finished") and not is_finished(table):
         age = (time.time() - float(state["updated"])) / 60
-        gone = f"its driver ({owner.describe()}) is gone" if owner is not None else \
-            f"no driver has reported progress for {age:.0f} min"
-        print(f"\n{gone}: the run stopped; finish it with: oodstudy resume {quote(spec.name)} --store {quote(spec.store)}")
+        gone = (
+            f"its driver ({owner.describe()}) is gone"
+            if owner is not None
+            else f"no driver has reported progress for {age:.0f} min"
+        )
+        print(
+            f"\n{gone}: the run stopped; finish it with: oodstudy resume {quote(spec.name)} --store {quote(spec.store)}"
+        )
     return 0
 
 
@@ -203,18 +228,29 @@ def add_sweep_commands(sub) -> None:
     p.add_argument("--store", help="results store URI (overrides the spec's)")
     p.add_argument("--name", help="study name (overrides the spec's)")
     p.add_argument("--address", help="Ray cluster address: auto, ray://host:10001, ...")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="override, e.g. --set train.steps=500 or --set grid.model.size=[nano]")
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override, e.g. --set train.steps=500 or --set grid.model.size=[nano]",
+    )
     p.add_argument("--tune-table", action="store_true", help="also print Ray Tune's status table")
     p.set_defaults(func=_cmd_run)
 
-    for name, func, text in (("resume", _cmd_resume, "finish an interrupted study"),
-                             ("status", _cmd_status,
-                              "trials done/running/pending and the best score per grid point (per cell of a "
-                              "threshold search)")):
+    for name, func, text in (
+        ("resume", _cmd_resume, "finish an interrupted study"),
+        (
+            "status",
+            _cmd_status,
+            "trials done/running/pending and the best score per grid point (per cell of a threshold search)",
+        ),
+    ):
         p = sub.add_parser(name, help=text)
-        p.add_argument("name", nargs="?" if name == "status" else None,
-                       help="study name" + (" (default: the store's only study)" if name == "status" else ""))
+        p.add_argument(
+            "name",
+            nargs="?" if name == "status" else None,
+            help="study name" + (" (default: the store's only study)" if name == "status" else ""),
+        )
         p.add_argument("--store", default="./results", help="results store URI")
         p.add_argument("--storage-path", help="Ray Tune run directory if not <store>/_runs")
         if name == "resume":

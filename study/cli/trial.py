@@ -53,8 +53,15 @@ def _trial(args: argparse.Namespace) -> int:
     try:
         result = train(cfg, trial_id=trial_id, progress=progress, report=record if store is not None else None)
         if store is not None:
-            row = trials_row(trial_id=trial_id, grid=json.dumps({}), config=json.dumps(cfg.to_dict()),
-                             status=result.status, device=result.device, n_params=result.n_params, steps=result.steps)
+            row = trials_row(
+                trial_id=trial_id,
+                grid=json.dumps({}),
+                config=json.dumps(cfg.to_dict()),
+                status=result.status,
+                device=result.device,
+                n_params=result.n_params,
+                steps=result.steps,
+            )
             store.append("trials", [row], study=args.study, cell="")
     finally:
         if lease is not None:
@@ -62,19 +69,25 @@ def _trial(args: argparse.Namespace) -> int:
     if not args.json:
         print(file=sys.stderr)
     if args.json:
-        print(json.dumps({
-            "config": cfg.to_dict(),
-            "status": result.status,
-            "steps": result.steps,
-            "n_params": result.n_params,
-            "device": result.device,
-            "seconds": round(result.seconds, 3),
-            "metrics": _finite(result.metrics),
-            "eval_rows": [_finite(r) for r in result.eval_rows],
-        }))
+        print(
+            json.dumps(
+                {
+                    "config": cfg.to_dict(),
+                    "status": result.status,
+                    "steps": result.steps,
+                    "n_params": result.n_params,
+                    "device": result.device,
+                    "seconds": round(result.seconds, 3),
+                    "metrics": _finite(result.metrics),
+                    "eval_rows": [_finite(r) for r in result.eval_rows],
+                }
+            )
+        )
     else:
-        print(f"status {result.status} after {result.steps} steps, {result.n_params:,} parameters, "
-              f"{result.device}, {result.seconds:.1f} s")
+        print(
+            f"status {result.status} after {result.steps} steps, {result.n_params:,} parameters, "
+            f"{result.device}, {result.seconds:.1f} s"
+        )
         print(eval_table(result.eval_rows))
         print("summary: " + "  ".join(f"{k}={v:.4f}" for k, v in result.metrics.items()))
     return 0 if result.status == "completed" else 1
@@ -92,8 +105,9 @@ def check_threads(threads: int) -> int:
 
     cpus = os.cpu_count() or 1
     if not 1 <= threads <= cpus:
-        raise ConfigError(f"--threads {threads}: give 1 to {cpus} (this machine's CPUs); 1 is fastest on a shared "
-                          "machine")
+        raise ConfigError(
+            f"--threads {threads}: give 1 to {cpus} (this machine's CPUs); 1 is fastest on a shared machine"
+        )
     return threads
 
 
@@ -130,8 +144,9 @@ def _open_store(args: argparse.Namespace, cfg):
     from study.store import Store
 
     if cfg.pack.size > 1:
-        raise ConfigError("--store records one trial; drop pack.size (or run the pack as a sweep, whose store "
-                          "holds every member)")
+        raise ConfigError(
+            "--store records one trial; drop pack.size (or run the pack as a sweep, whose store holds every member)"
+        )
     try:
         check_study_name(args.study)
     except ConfigError as err:
@@ -152,8 +167,10 @@ def check_not_a_sweep(store_uri: str, study: str) -> None:
 
     fs, root = run_filesystem(SweepSpec(name=study, store=store_uri))
     if fs.get_file_info(f"{root}/{study}/{SPEC_FILE}").type != pafs.FileType.NotFound:
-        raise ConfigError(f"--study {study}: that study in {store_uri} is a sweep's; a single trial goes to a study "
-                          "of its own: pass another --study (e.g. --study one)")
+        raise ConfigError(
+            f"--study {study}: that study in {store_uri} is a sweep's; a single trial goes to a study "
+            "of its own: pass another --study (e.g. --study one)"
+        )
 
 
 def local_trial_id() -> str:
@@ -172,15 +189,31 @@ def _trial_pack(cfg, args: argparse.Namespace) -> int:
     members = pack_members(cfg)
     results = train_pack(members, [f"local-{k}" for k in range(len(members))])
     if args.json:
-        print(json.dumps({"members": [
-            {"config": m.to_dict(), "trial_id": r.trial_id, "status": r.status, "steps": r.steps,
-             "n_params": r.n_params, "device": r.device, "seconds": round(r.seconds, 3),
-             "metrics": _finite(r.metrics), "eval_rows": [_finite(row) for row in r.eval_rows]}
-            for m, r in zip(members, results)
-        ]}))
+        print(
+            json.dumps(
+                {
+                    "members": [
+                        {
+                            "config": m.to_dict(),
+                            "trial_id": r.trial_id,
+                            "status": r.status,
+                            "steps": r.steps,
+                            "n_params": r.n_params,
+                            "device": r.device,
+                            "seconds": round(r.seconds, 3),
+                            "metrics": _finite(r.metrics),
+                            "eval_rows": [_finite(row) for row in r.eval_rows],
+                        }
+                        for m, r in zip(members, results)
+                    ]
+                }
+            )
+        )
     else:
-        print(f"pack of {len(members)} on {results[0].device}, {results[0].n_params:,} parameters each, "
-              f"{results[0].seconds:.1f} s")
+        print(
+            f"pack of {len(members)} on {results[0].device}, {results[0].n_params:,} parameters each, "
+            f"{results[0].seconds:.1f} s"
+        )
         for m, r in zip(members, results):
             summary = "  ".join(f"{k}={v:.4f}" for k, v in r.metrics.items())
             print(f"seed {m.train.seed}: status {r.status} after {r.steps} steps; {summary}")
@@ -215,10 +248,18 @@ def add_trial_command(sub) -> None:
     p.add_argument("spec", nargs="?", help="trial YAML (or a sweep spec: its base is used); defaults if omitted")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override, e.g. --set model.size=micro")
     p.add_argument("--json", action="store_true", help="print one JSON object with config, metrics and rows")
-    p.add_argument("--threads", type=int, default=DEFAULT_THREADS, metavar="N",
-                   help=f"torch threads (default {DEFAULT_THREADS}: fastest on a shared machine; "
-                        "more may pay for large models on idle cores)")
-    p.add_argument("--store", help="also write the trial's rows (evals, curves, representations) to this store, "
-                                   "trial_id 'local', as a sweep would (created when missing)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=DEFAULT_THREADS,
+        metavar="N",
+        help=f"torch threads (default {DEFAULT_THREADS}: fastest on a shared machine; "
+        "more may pay for large models on idle cores)",
+    )
+    p.add_argument(
+        "--store",
+        help="also write the trial's rows (evals, curves, representations) to this store, "
+        "trial_id 'local', as a sweep would (created when missing)",
+    )
     p.add_argument("--study", default="trial", help="study name in --store (default: trial)")
     p.set_defaults(func=_trial)

@@ -74,6 +74,15 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'study.store' has no attribute {name!r}")
 
 
-__all__ = ["DEFAULT_URI", "MARKER", "Fragment", "Problem", "Store", "StoreError", "coerce_rows", "join_uri",
-           "open_filesystem"]
+__all__ = [
+    "DEFAULT_URI",
+    "MARKER",
+    "Fragment",
+    "Problem",
+    "Store",
+    "StoreError",
+    "coerce_rows",
+    "join_uri",
+    "open_filesystem",
+]
 __all__ += ["Damage", "RepairReport", "check_intact", "damage", "repair_study"]

@@ -152,4 +152,3 @@ def summary_problem(frag: Fragment, meta: pq.FileMetaData) -> str | None:
     if steps and (min(steps) < low or max(steps) > high):
         return f"its name says it holds steps {low}..{high}, but it holds {min(steps)}..{max(steps)}"
     return None
-

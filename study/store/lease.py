@@ -93,8 +93,7 @@ class Owner:
     def me(cls, study: str, command: str) -> "Owner":
         now = time.time()
         pid = os.getpid()
-        return cls(study, command, socket.gethostname(), boot_id(), pid, process_start(pid), now, now,
-                   uuid.uuid4().hex)
+        return cls(study, command, socket.gethostname(), boot_id(), pid, process_start(pid), now, now, uuid.uuid4().hex)
 
     def is_alive(self, now: float | None = None) -> bool:
         """Is the owner still there? On this machine: its process exists (and is the same
@@ -108,7 +107,9 @@ class Owner:
         """``pid 123 on host h (`oodstudy run` since 2026-12-06 10:02:03 UTC, heartbeat 4 s ago)``."""
         since = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(self.since))
         age = max(0.0, (time.time() if now is None else now) - self.heartbeat)
-        return f"pid {self.pid} on host {self.host} (`oodstudy {self.command}` since {since}, heartbeat {age:.0f} s ago)"
+        return (
+            f"pid {self.pid} on host {self.host} (`oodstudy {self.command}` since {since}, heartbeat {age:.0f} s ago)"
+        )
 
 
 class StudyLease:
@@ -138,8 +139,9 @@ class StudyLease:
         except OSError as err:
             if self.fs.get_file_info(self.path).type == pafs.FileType.NotFound:
                 return None
-            raise StoreError(f"cannot read the lease of study {self.study} at {self.path}: {err}; "
-                             "check the store's permissions") from None
+            raise StoreError(
+                f"cannot read the lease of study {self.study} at {self.path}: {err}; check the store's permissions"
+            ) from None
         try:
             return Owner(**json.loads(data))
         except (ValueError, TypeError):
@@ -161,8 +163,9 @@ class StudyLease:
                 self.fs.create_dir(self.directory, recursive=True)
             won = self._take_object(me) if self.object_store else self._take_local(me)
         except OSError as err:
-            raise StoreError(f"cannot take the lease of study {self.study} in {self.uri}: {err}; "
-                             "check that the store is writable") from None
+            raise StoreError(
+                f"cannot take the lease of study {self.study} in {self.uri}: {err}; check that the store is writable"
+            ) from None
         if not won:
             raise self.held_error(self.read() or me)
         self.owner = me

@@ -225,4 +225,3 @@ def _duplicate_key_problems(store: Store, frags: list[Fragment]) -> list[Problem
         finally:
             con.close()
     return problems
-

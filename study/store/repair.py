@@ -52,8 +52,10 @@ if TYPE_CHECKING:
 DAMAGED_DIR = "_damaged"
 # The tables whose rows name a trial that must have a trials row.
 TRIAL_TABLES = ("evals", "curves", "representations")
-REBUILT_ERROR = ("trials row rebuilt by `oodstudy store repair` from the trial's {tables} rows "
-                 "(its own row was unreadable); {ending}")
+REBUILT_ERROR = (
+    "trials row rebuilt by `oodstudy store repair` from the trial's {tables} rows "
+    "(its own row was unreadable); {ending}"
+)
 
 
 @dataclass(frozen=True)
@@ -68,7 +70,7 @@ class Damage:
 
     def relative(self, store: Store) -> str:
         """The path below the store's root: ``trials/study=q/<name>.parquet``."""
-        return self.path[len(store.root) + 1:]
+        return self.path[len(store.root) + 1 :]
 
 
 @dataclass
@@ -82,11 +84,14 @@ class RepairReport:
     def __str__(self) -> str:
         if not self.moved and not self.rebuilt:
             return f"study {self.study}: nothing to repair (every fragment reads, every trial has its trials row)"
-        lines = [f"study {self.study}: moved {len(self.moved)} unreadable fragment(s) aside, "
-                 f"rebuilt {len(self.rebuilt)} trials row(s)"]
+        lines = [
+            f"study {self.study}: moved {len(self.moved)} unreadable fragment(s) aside, "
+            f"rebuilt {len(self.rebuilt)} trials row(s)"
+        ]
         lines += [f"  moved {src} -> {dst}" for src, dst in self.moved]
-        lines += [f"  rebuilt trial {r['trial_id']} ({r['cell']}): {r['status']}, step {r['steps']}"
-                  for r in self.rebuilt]
+        lines += [
+            f"  rebuilt trial {r['trial_id']} ({r['cell']}): {r['status']}, step {r['steps']}" for r in self.rebuilt
+        ]
         return "\n".join(lines)
 
 
@@ -113,10 +118,12 @@ def damage_message(store: Store, study: str, found: list[Damage]) -> str:
     first = found[0]
     why = first.why if len(first.why) <= 200 else first.why[:197] + "..."
     more = f"; {len(found) - 1} more" if len(found) > 1 else ""
-    return (f"the store at {store.uri} is damaged: {counts} of study {study} cannot be read "
-            f"({first.relative(store)}: {why}{more}), so its results would read as incomplete; "
-            f"see it with: oodstudy store validate --store {store.uri}; "
-            f"repair with: oodstudy store repair --store {store.uri} --study {study}")
+    return (
+        f"the store at {store.uri} is damaged: {counts} of study {study} cannot be read "
+        f"({first.relative(store)}: {why}{more}), so its results would read as incomplete; "
+        f"see it with: oodstudy store validate --store {store.uri}; "
+        f"repair with: oodstudy store repair --store {store.uri} --study {study}"
+    )
 
 
 def check_intact(store: Store, study: str) -> None:
@@ -143,8 +150,13 @@ def repair_study(store: Store, study: str, spec: SweepSpec | None = None) -> Rep
         report.moved.append((d.path, _move_aside(store, d)))
     rows = rebuild_rows(store, study, spec)
     for row in rows:
-        store.append("trials", [{k: v for k, v in row.items() if k not in ("cell", "attempt")}],
-                     study=study, attempt=row["attempt"], cell=row["cell"])
+        store.append(
+            "trials",
+            [{k: v for k, v in row.items() if k not in ("cell", "attempt")}],
+            study=study,
+            attempt=row["attempt"],
+            cell=row["cell"],
+        )
     report.rebuilt = rows
     return report
 
@@ -161,8 +173,10 @@ def _move_aside(store: Store, found: Damage) -> str:
             store.fs.create_dir(target.rsplit("/", 1)[0], recursive=True)
         store.fs.move(found.path, target)
     except (OSError, pa.ArrowException) as err:
-        raise StoreError(f"cannot move the unreadable fragment {found.path} aside to {target}: "
-                         f"{' '.join(str(err).split())[:300]}; check the store's permissions and free space") from None
+        raise StoreError(
+            f"cannot move the unreadable fragment {found.path} aside to {target}: "
+            f"{' '.join(str(err).split())[:300]}; check the store's permissions and free space"
+        ) from None
     return target
 
 
@@ -190,11 +204,15 @@ def rebuild_rows(store: Store, study: str, spec: SweepSpec | None = None) -> lis
     return rows
 
 
-def _rebuilt_row(trial: str, mine: dict[str, Any], points: dict[str, tuple[dict, int, str]],
-                 spec: SweepSpec | None) -> dict[str, Any]:
+def _rebuilt_row(
+    trial: str, mine: dict[str, Any], points: dict[str, tuple[dict, int, str]], spec: SweepSpec | None
+) -> dict[str, Any]:
     present = [t for t in TRIAL_TABLES if len(mine[t])]
-    cell = next(str(mine[t]["cell"].dropna().iloc[0]) for t in present if mine[t]["cell"].notna().any()) \
-        if any(mine[t]["cell"].notna().any() for t in present) else None
+    cell = (
+        next(str(mine[t]["cell"].dropna().iloc[0]) for t in present if mine[t]["cell"].notna().any())
+        if any(mine[t]["cell"].notna().any() for t in present)
+        else None
+    )
     attempt = max(int(mine[t]["attempt"].max()) for t in present)
     steps = [int(mine[t]["step"].max()) for t in ("curves", "evals") if len(mine[t])]
     last = max(steps) if steps else 0
@@ -211,9 +229,11 @@ def _rebuilt_row(trial: str, mine: dict[str, Any], points: dict[str, tuple[dict,
         status, ending = "completed", f"it reached its planned {planned} steps"
     else:
         status = "abandoned"
-        ending = (f"its rows end at step {last} of {planned} planned, how it ended is not known"
-                  if planned is not None else
-                  f"its rows end at step {last}; the planned steps are not known without the study's spec")
+        ending = (
+            f"its rows end at step {last} of {planned} planned, how it ended is not known"
+            if planned is not None
+            else f"its rows end at step {last}; the planned steps are not known without the study's spec"
+        )
     score = None
     evals = mine["evals"]
     if spec is not None and len(evals) and not diverged:
@@ -262,4 +282,3 @@ def _nested(dotted: dict[str, Any]) -> dict[str, Any]:
             node = node.setdefault(p, {})
         node[leaf] = value
     return out
-

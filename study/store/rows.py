@@ -40,9 +40,7 @@ def coerce_rows(
         given = list(dict.fromkeys(k for row in rows for k in row))
     unknown = [c for c in given if c not in schema.names]
     if unknown:
-        raise StoreError(
-            f"unknown column(s) {unknown} for table {table!r}; its columns are {schema.names}"
-        )
+        raise StoreError(f"unknown column(s) {unknown} for table {table!r}; its columns are {schema.names}")
     n = len(rows)
     columns: dict[str, pa.Array] = {}
     for field in schema:
@@ -149,4 +147,3 @@ def _nullable_integers(kind: pa.DataType) -> Any:
     if pa.types.is_integer(kind):
         return pd.api.types.pandas_dtype(str(kind).capitalize().replace("Uint", "UInt"))
     return None
-

@@ -178,20 +178,39 @@ KEYS: dict[str, list[str]] = {
     "trials": ["study", "trial_id"],
     "curves": ["study", "trial_id", "step", "metric"],
     "evals": [
-        "study", "trial_id", "step", "split", "metric",
-        "len_a", "len_b", "n_context", "shift", "shift_value",
+        "study",
+        "trial_id",
+        "step",
+        "split",
+        "metric",
+        "len_a",
+        "len_b",
+        "n_context",
+        "shift",
+        "shift_value",
     ],
     "representations": [
-        "study", "trial_id", "step", "kind", "split", "point",
-        "position", "layer", "length", "shift", "shift_value", "head",
+        "study",
+        "trial_id",
+        "step",
+        "kind",
+        "split",
+        "point",
+        "position",
+        "layer",
+        "length",
+        "shift",
+        "shift_value",
+        "head",
     ],
     "thresholds": ["study", "cell"],
     "claims": ["study", "claim", "cell"],
 }
 
 # Columns that group a table's keys into what one report writes at once.
-GROUP_COLUMNS: dict[str, list[str]] = {t: [c for c in ("study", "trial_id", "cell", "step") if c in KEYS[t]]
-                                        for t in TABLES}
+GROUP_COLUMNS: dict[str, list[str]] = {
+    t: [c for c in ("study", "trial_id", "cell", "step") if c in KEYS[t]] for t in TABLES
+}
 
 
 def table_schema(table: str) -> pa.Schema:
@@ -210,7 +229,5 @@ def file_schema(table: str) -> pa.Schema:
 def check_study(study: str) -> str:
     """``study`` if it is a valid study name, else a StoreError saying what is allowed."""
     if not isinstance(study, str) or not STUDY_NAME.match(study):
-        raise StoreError(
-            f"bad study name {study!r}: use letters, digits and . _ + - (it becomes a directory name)"
-        )
+        raise StoreError(f"bad study name {study!r}: use letters, digits and . _ + - (it becomes a directory name)")
     return study

@@ -29,7 +29,7 @@ QUERY_ERRORS = (duckdb.ParserException, duckdb.BinderException, duckdb.CatalogEx
 READ_ONLY_STATEMENTS = (duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN)
 READ_ONLY_RULE = (
     "store sql is read-only: give one SELECT over the tables trials, curves, evals, representations "
-    "(or <table>_raw), e.g. \"SELECT study, count(*) FROM trials GROUP BY study\""
+    '(or <table>_raw), e.g. "SELECT study, count(*) FROM trials GROUP BY study"'
 )
 READ_ERRORS = (duckdb.Error, pa.ArrowException, OSError)
 
@@ -90,8 +90,10 @@ def lock_down(con: duckdb.DuckDBPyConnection, readable: list[str], limits: Query
     try:
         con.execute("SET memory_limit = ?", [limits.memory_limit])
     except duckdb.Error as err:
-        raise QueryError(f"--memory-limit {limits.memory_limit!r}: not a size DuckDB reads "
-                         f"({' '.join(str(err).split())}); give one such as {MEMORY_LIMIT} or 500MB") from None
+        raise QueryError(
+            f"--memory-limit {limits.memory_limit!r}: not a size DuckDB reads "
+            f"({' '.join(str(err).split())}); give one such as {MEMORY_LIMIT} or 500MB"
+        ) from None
     con.execute("SET threads = ?", [limits.threads])
     con.execute("SET temp_directory = ''")  # a query over the limit is refused, never spilled to disk
     con.execute("SET allowed_paths = ?", [readable])
@@ -139,12 +141,16 @@ def run_limited(
         return outcome["rows"]
     err = outcome["error"]
     if timed_out and is_interrupt(err):
-        raise QueryError(f"the query ran past its time limit of {limits.timeout_s:g} s and was stopped; "
-                         "give it longer with --timeout SECONDS, or narrow it (WHERE, LIMIT)") from None
+        raise QueryError(
+            f"the query ran past its time limit of {limits.timeout_s:g} s and was stopped; "
+            "give it longer with --timeout SECONDS, or narrow it (WHERE, LIMIT)"
+        ) from None
     if isinstance(err, duckdb.OutOfMemoryException) or "Out of Memory Error" in str(err):
-        raise QueryError(f"the query needs more than its memory limit of {limits.memory_limit} and was "
-                         "stopped; raise it with --memory-limit (e.g. --memory-limit 8GB), or narrow the "
-                         "query (WHERE, LIMIT, fewer columns)") from None
+        raise QueryError(
+            f"the query needs more than its memory limit of {limits.memory_limit} and was "
+            "stopped; raise it with --memory-limit (e.g. --memory-limit 8GB), or narrow the "
+            "query (WHERE, LIMIT, fewer columns)"
+        ) from None
     raise err
 
 
@@ -313,4 +319,3 @@ class Planner:
         dirty = frozenset(paths[i] for i in set(spans.column("_frag").to_pylist()))
         self.plans[table] = (paths, flagged, dirty)
         return flagged, dirty
-

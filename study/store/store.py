@@ -108,8 +108,9 @@ class Store:
         try:
             self._open(create)
         except (OSError, pa.ArrowException) as err:  # permission denied, no network, no credentials
-            raise StoreError(f"cannot {'open or create' if create else 'open'} a store at {self.uri}: "
-                             f"{io_cause(err)}; {REACH_HINT}") from None
+            raise StoreError(
+                f"cannot {'open or create' if create else 'open'} a store at {self.uri}: {io_cause(err)}; {REACH_HINT}"
+            ) from None
 
     def __repr__(self) -> str:
         return f"Store({self.uri!r})"
@@ -129,8 +130,10 @@ class Store:
                 Store(uri, create=False, storage_options=storage_options)
                 refused = entry_refused(root) if isinstance(fs, pafs.LocalFileSystem) else None
                 if refused is not None:  # an existing store must take new entries
-                    raise StoreError(f"cannot write to the store at {uri} ({io_cause(refused)}); pass a store "
-                                     "you can write to, or make this one writable")
+                    raise StoreError(
+                        f"cannot write to the store at {uri} ({io_cause(refused)}); pass a store "
+                        "you can write to, or make this one writable"
+                    )
                 return
             if info.type == pafs.FileType.Directory:
                 entries = fs.get_file_info(pafs.FileSelector(root, recursive=False))
@@ -142,12 +145,16 @@ class Store:
             while not os.path.exists(parent):
                 parent = os.path.dirname(parent)
             if not os.path.isdir(parent):
-                raise StoreError(f"cannot create a store at {uri}: {parent} is a file, not a directory; "
-                                 "pass a path under a directory")
+                raise StoreError(
+                    f"cannot create a store at {uri}: {parent} is a file, not a directory; "
+                    "pass a path under a directory"
+                )
             refused = entry_refused(parent)
             if refused is not None:
-                raise StoreError(f"cannot create a store at {uri}: {parent} refuses new entries "
-                                 f"({io_cause(refused)}); pass a path you can write to")
+                raise StoreError(
+                    f"cannot create a store at {uri}: {parent} refuses new entries "
+                    f"({io_cause(refused)}); pass a path you can write to"
+                )
         except (OSError, pa.ArrowException) as err:
             raise StoreError(f"cannot reach the store at {uri}: {io_cause(err)}; {REACH_HINT}") from None
 
@@ -178,8 +185,10 @@ class Store:
                     f'{{"schema_version": {SCHEMA_VERSION}}} to {marker}'
                 )
         if not create:
-            raise StoreError(f"no store at {self.uri}; pass the --store a run wrote (e.g. --store ./results), "
-                             "or run a study there first")
+            raise StoreError(
+                f"no store at {self.uri}; pass the --store a run wrote (e.g. --store ./results), "
+                "or run a study there first"
+            )
         if not self._object_store:
             self.fs.create_dir(self.root, recursive=True)
         self.created = dt.datetime.now(dt.timezone.utc).isoformat()
@@ -196,8 +205,7 @@ class Store:
             version = meta["schema_version"]
         except (OSError, ValueError, KeyError, TypeError) as err:
             raise StoreError(
-                f"{marker} is unreadable ({err}); it should hold "
-                f'{{"schema_version": {SCHEMA_VERSION}, "created": ...}}'
+                f'{marker} is unreadable ({err}); it should hold {{"schema_version": {SCHEMA_VERSION}, "created": ...}}'
             ) from None
         if version != SCHEMA_VERSION:
             raise StoreError(
@@ -307,7 +315,7 @@ class Store:
                 and not parts[1].startswith((".", "_"))
             ):
                 found.append(
-                    Fragment(info.path, table, parts[0][len("study="):], parts[1], info.size or 0, info.mtime)
+                    Fragment(info.path, table, parts[0][len("study=") :], parts[1], info.size or 0, info.mtime)
                 )
         return sorted(found, key=lambda f: f.path)
 
@@ -445,9 +453,7 @@ class Store:
 
     def _listing_changed(self, listed: dict[str, list[Fragment]], study: str | None) -> bool:
         """Whether any listed fragment is gone (a compaction replaced it meanwhile)."""
-        return any(
-            not {f.path for f in fs} <= {f.path for f in self.fragments(t, study)} for t, fs in listed.items()
-        )
+        return any(not {f.path for f in fs} <= {f.path for f in self.fragments(t, study)} for t, fs in listed.items())
 
     def _usable(self, frags: list[Fragment]) -> list[Fragment]:
         """Fragments minus the ones known to be unreadable (warning about each)."""

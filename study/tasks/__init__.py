@@ -48,10 +48,19 @@ def arithmetic_sizes(cfg: arithmetic_config.ArithmeticTask, n_layer: int) -> Tas
     probe_rows = min(cfg.eval_batch_size, probe_pairs) if probes.enabled else 0
     layers = n_layer + 1 if probes.layers == "all" else len(probes.layers) if isinstance(probes.layers, list) else 1
     return TaskSizes(
-        n_in=vocab, n_out=vocab, tokens=True, sequence=seq, conditions=conditions,
-        eval_rows=min(cfg.eval_batch_size, conditions * cfg.eval_examples), eval_set_bytes=eval_sets,
-        train_set_bytes=train_set, example_bytes=seq * LONG * 3,
-        probe_rows=probe_rows, probe_forward_rows=probe_rows, probe_layers=layers, probe_attention=probes.attention,
+        n_in=vocab,
+        n_out=vocab,
+        tokens=True,
+        sequence=seq,
+        conditions=conditions,
+        eval_rows=min(cfg.eval_batch_size, conditions * cfg.eval_examples),
+        eval_set_bytes=eval_sets,
+        train_set_bytes=train_set,
+        example_bytes=seq * LONG * 3,
+        probe_rows=probe_rows,
+        probe_forward_rows=probe_rows,
+        probe_layers=layers,
+        probe_attention=probes.attention,
     )
 
 
@@ -142,9 +151,22 @@ def build_task(
 
     if position_scheme is None:
         return task_class(cfg.family)(cfg, seed=seed, device=torch.device(device))
-    return task_class(cfg.family)(cfg, seed=seed, device=torch.device(device),
-                                  position_scheme=position_scheme, max_position=max_position)
+    return task_class(cfg.family)(
+        cfg, seed=seed, device=torch.device(device), position_scheme=position_scheme, max_position=max_position
+    )
 
 
-__all__ = ["DEFAULT_FAMILY", "FAMILIES", "LOSS", "SPLITS", "Family", "TaskSizes", "build_task", "family",
-           "family_of_metric", "metric_direction", "summary_metrics", "task_class"]
+__all__ = [
+    "DEFAULT_FAMILY",
+    "FAMILIES",
+    "LOSS",
+    "SPLITS",
+    "Family",
+    "TaskSizes",
+    "build_task",
+    "family",
+    "family_of_metric",
+    "metric_direction",
+    "summary_metrics",
+    "task_class",
+]

@@ -115,8 +115,14 @@ class Arithmetic:
                  2, max(len_a, len_b)] (least significant first).
     """
 
-    def __init__(self, cfg: ArithmeticTask, seed: int, device: torch.device | str = "cpu",
-                 position_scheme: str | None = None, max_position: int = 64):
+    def __init__(
+        self,
+        cfg: ArithmeticTask,
+        seed: int,
+        device: torch.device | str = "cpu",
+        position_scheme: str | None = None,
+        max_position: int = 64,
+    ):
         check_supported(cfg)
         if position_scheme is not None:
             check_position_scheme(cfg, position_scheme, max_position)
@@ -182,8 +188,11 @@ class Arithmetic:
         conditions, drawn = [], []
         for len_a, len_b in self.cfg.evaluated_pairs:
             conditions.append((len_a, len_b, "id" if max(len_a, len_b) <= self.n else "ood"))
-            drawn.append(sample_exact(len_a, len_b, 2 * E + 64, g) if max(len_a, len_b) <= INT64_DIGITS
-                         else sample_exact_digits(len_a, len_b, E, g))
+            drawn.append(
+                sample_exact(len_a, len_b, 2 * E + 64, g)
+                if max(len_a, len_b) <= INT64_DIGITS
+                else sample_exact_digits(len_a, len_b, E, g)
+            )
         id_drawn = [d for d, c in zip(drawn, conditions) if c[2] == "id"]  # all within int64
         if train_pairs is not None and id_drawn:  # one membership test for the ID conditions
             seen = iter(rows_in(torch.cat(id_drawn), train_pairs).split([len(d) for d in id_drawn]))
@@ -226,8 +235,9 @@ class Arithmetic:
             groups.append(group)
         return groups
 
-    def fixed_positions(self, significance: torch.Tensor, prompt_len: torch.Tensor | int,
-                        g: torch.Generator) -> torch.Tensor | None:
+    def fixed_positions(
+        self, significance: torch.Tensor, prompt_len: torch.Tensor | int, g: torch.Generator
+    ) -> torch.Tensor | None:
         """Evaluation ids of the inputs of full sequences (significance [N, L]) -> Long
         [N, L-1]: no offset (randomized: a sorted random subset per example, drawn from
         ``g``); None for the model's own position schemes."""
@@ -235,8 +245,9 @@ class Arithmetic:
             return None
         return position_ids(significance, prompt_len, self.position_scheme, self.max_position, g).to(self.device)
 
-    def eval_positions(self, prompt_significance: torch.Tensor, prompt_len: int, k: int,
-                       g: torch.Generator) -> torch.Tensor | None:
+    def eval_positions(
+        self, prompt_significance: torch.Tensor, prompt_len: int, k: int, g: torch.Generator
+    ) -> torch.Tensor | None:
         """:meth:`fixed_positions` of prompts followed by k answer slots: Long [N, P+k-1]."""
         answer = answer_significance(self.cfg, k, prompt_significance.device).expand(len(prompt_significance), k)
         return self.fixed_positions(torch.cat([prompt_significance, answer], 1), prompt_len, g)
@@ -290,8 +301,12 @@ class Arithmetic:
             enc = self.zero_padded(pairs, generator)
         else:
             enc = encode(pairs[:, 0], pairs[:, 1], self.cfg, self.n)
-        return Batch(inputs=enc.tokens[:, :-1], targets=enc.tokens[:, 1:], mask=enc.answer[:, 1:],
-                     positions=self.train_positions(enc, generator))
+        return Batch(
+            inputs=enc.tokens[:, :-1],
+            targets=enc.tokens[:, 1:],
+            mask=enc.answer[:, 1:],
+            positions=self.train_positions(enc, generator),
+        )
 
     def zero_padded(self, pairs: torch.Tensor, generator: torch.Generator) -> Encoded:
         """Training sequences of pairs [B, 2] under ``task.random_zero_pad``: each operand
@@ -305,8 +320,12 @@ class Arithmetic:
         written = count + (u * (width - count + 1)).long().clamp(max=width - count)
         enc = encode(pairs[:, 0], pairs[:, 1], self.cfg, width, written=(written[:, 0], written[:, 1]))
         used = int((enc.tokens != self.pad_id).any(0).nonzero().max()) + 1
-        return Encoded(tokens=enc.tokens[:, :used], answer=enc.answer[:, :used], prompt_len=enc.prompt_len,
-                       significance=enc.significance[:, :used])
+        return Encoded(
+            tokens=enc.tokens[:, :used],
+            answer=enc.answer[:, :used],
+            prompt_len=enc.prompt_len,
+            significance=enc.significance[:, :used],
+        )
 
     def loss(self, output: torch.Tensor, batch: Batch) -> torch.Tensor:
         """Mean cross-entropy over the answer tokens.  output: logits [B, T, V]."""
@@ -346,23 +365,35 @@ class Arithmetic:
             members = [task.eval_groups[g] for task in tasks]  # one config: equal shapes in every member
             prompts, target, equivalent, chance, cond = (
                 torch.stack([getattr(m, name) for m in members])
-                for name in ("prompts", "target", "equivalent", "chance", "cond"))  # [K, N, ...]
+                for name in ("prompts", "target", "equivalent", "chance", "cond")
+            )  # [K, N, ...]
             positions = torch.stack([given(m.positions) for m in members]) if group.positions is not None else None
             cond = cond + C * torch.arange(K, device=dev)[:, None]
             for start in range(0, prompts.shape[1], per_member):
                 rows = slice(start, start + per_member)
                 # start from the equivalence answer: 1 pass when the model answers it (ID and OOD)
-                out = greedy_decode(model, prompts[:, rows], equivalent[:, rows], first.end_id,
-                                    positions[:, rows] if positions is not None else None)  # [K, n, A]
+                out = greedy_decode(
+                    model,
+                    prompts[:, rows],
+                    equivalent[:, rows],
+                    first.end_id,
+                    positions[:, rows] if positions is not None else None,
+                )  # [K, n, A]
                 t, e = target[:, rows].flatten(0, 1), equivalent[:, rows].flatten(0, 1)
                 out = out.flatten(0, 1)  # [K * n, A]: the metrics are per row
                 exact = answer_matches(out, t, first.end_id)
                 equiv = answer_matches(out, e, first.end_id)
                 digits = slice(1, None, 2) if cfg.index_hints else slice(None)  # hints are not digits
                 correct, counted = digit_matches(out[:, digits], t[:, digits], cfg.reverse, first.end_id)
-                for name, value in (("n", torch.ones_like(exact)), ("exact", exact), ("equiv", equiv),
-                                    ("wrong_equiv", equiv & ~exact), ("correct", correct),
-                                    ("counted", counted), ("chance", chance[:, rows].flatten())):
+                for name, value in (
+                    ("n", torch.ones_like(exact)),
+                    ("exact", exact),
+                    ("equiv", equiv),
+                    ("wrong_equiv", equiv & ~exact),
+                    ("correct", correct),
+                    ("counted", counted),
+                    ("chance", chance[:, rows].flatten()),
+                ):
                     sums[name].index_add_(0, cond[:, rows].flatten(), value.float())
         sums = {name: value.view(K, C) for name, value in sums.items()}
         wrong = sums["n"] - sums["exact"]
@@ -380,8 +411,9 @@ class Arithmetic:
             member_rows = []
             for (len_a, len_b, split), row in zip(first.conditions, member_table):
                 for metric, value in zip(values, row):
-                    member_rows.append({"split": split, "metric": metric, "value": value, "len_a": len_a,
-                                        "len_b": len_b})
+                    member_rows.append(
+                        {"split": split, "metric": metric, "value": value, "len_a": len_a, "len_b": len_b}
+                    )
             out_rows.append(member_rows)
         return out_rows
 
@@ -403,15 +435,30 @@ class Arithmetic:
         slot = torch.zeros_like(c) if self.cfg.reverse else digits - 1  # the units digit's place in the answer
         units = enc.prompt_len + slot * hf + hf - 1  # its index in the sequence (after its hint)
         ids = self.fixed_positions(enc.significance, enc.prompt_len, self._generator(PCA_ID_STREAM))
-        _, hidden = model(enc.tokens[:, :-1], return_hidden=True) if ids is None else \
-            model(enc.tokens[:, :-1], positions=ids, return_hidden=True)  # [N, T-1, d]
+        _, hidden = (
+            model(enc.tokens[:, :-1], return_hidden=True)
+            if ids is None
+            else model(enc.tokens[:, :-1], positions=ids, return_hidden=True)
+        )  # [N, T-1, d]
         h = hidden[torch.arange(len(a), device=hidden.device), units - 1]  # output units-1 predicts token units
         pcs = pca_2d(h.float().cpu()).tolist()
         labels = (c % 10).tolist()
         rows = []
-        for i, (ai, bi, label, split, (pc1, pc2)) in enumerate(zip(a.tolist(), b.tolist(), labels, self.probe_splits, pcs)):
-            rows.append({"kind": "pca_units_digit", "split": split, "point": i, "label": str(label),
-                         "a": ai, "b": bi, "pc1": pc1, "pc2": pc2})
+        for i, (ai, bi, label, split, (pc1, pc2)) in enumerate(
+            zip(a.tolist(), b.tolist(), labels, self.probe_splits, pcs)
+        ):
+            rows.append(
+                {
+                    "kind": "pca_units_digit",
+                    "split": split,
+                    "point": i,
+                    "label": str(label),
+                    "a": ai,
+                    "b": bi,
+                    "pc1": pc1,
+                    "pc2": pc2,
+                }
+            )
         if self.probes_due(step):
             rows += self.probe_scores(model)
         return rows
@@ -423,8 +470,9 @@ class Arithmetic:
         every = self.cfg.probes.every
         return self.probe_set is not None and (every is None or step is None or step % every == 0)
 
-    def answer_states(self, model: nn.Module, pairs: torch.Tensor, layers: str | list[int] = "last",
-                      attention: bool = False) -> AnswerStates:
+    def answer_states(
+        self, model: nn.Module, pairs: torch.Tensor, layers: str | list[int] = "last", attention: bool = False
+    ) -> AnswerStates:
         """Hidden states (and attention) at the positions that predict each probed answer digit.
 
         pairs Long [N, 2] -> :class:`AnswerStates` for the I = len(probe_positions) digits, the
@@ -436,18 +484,26 @@ class Arithmetic:
         significance (see :func:`study.tasks.probes.attention_shares`).
         """
         size = self.cfg.eval_batch_size
-        parts = [self._answer_states(model, pairs[start:start + size], layers, attention)
-                 for start in range(0, len(pairs), size)]
+        parts = [
+            self._answer_states(model, pairs[start : start + size], layers, attention)
+            for start in range(0, len(pairs), size)
+        ]
         shares = None
         if attention:
             part_shares = [given(p.shares) for p in parts]  # read with attention: every part has them
             width = max(s[0].shape[-1] for s in part_shares)  # the operand places of the longest batch
-            shares = [np.concatenate([pad_places(s[k], width) for s in part_shares]) for k in range(len(part_shares[0]))]
-        return AnswerStates(states={layer: torch.cat([p.states[layer] for p in parts]) for layer in parts[0].states},
-                            present=torch.cat([p.present for p in parts]), shares=shares)
+            shares = [
+                np.concatenate([pad_places(s[k], width) for s in part_shares]) for k in range(len(part_shares[0]))
+            ]
+        return AnswerStates(
+            states={layer: torch.cat([p.states[layer] for p in parts]) for layer in parts[0].states},
+            present=torch.cat([p.present for p in parts]),
+            shares=shares,
+        )
 
-    def _answer_states(self, model: nn.Module, pairs: torch.Tensor, layers: str | list[int],
-                       attention: bool) -> AnswerStates:
+    def _answer_states(
+        self, model: nn.Module, pairs: torch.Tensor, layers: str | list[int], attention: bool
+    ) -> AnswerStates:
         """:meth:`answer_states` of one batch."""
         from study.tasks.probes import attention_shares
 
@@ -460,8 +516,10 @@ class Arithmetic:
         kwargs = {} if ids is None else {"positions": ids}
         if attention or layers != "last":
             _, trace = model(inputs, return_internals=True, **kwargs)
-            by_layer = {layer: trace.hidden if layer == FINAL_LAYER else trace.layers[layer]
-                        for layer in probe_layers(layers, len(trace.layers))}
+            by_layer = {
+                layer: trace.hidden if layer == FINAL_LAYER else trace.layers[layer]
+                for layer in probe_layers(layers, len(trace.layers))
+            }
         else:
             _, hidden = model(inputs, return_hidden=True, **kwargs)  # [N, T-1, d]
             by_layer = {FINAL_LAYER: hidden}
@@ -489,8 +547,9 @@ class Arithmetic:
             for weights in trace.attention:  # [N, H, T, T]: keep only the probed queries' rows
                 H, T = weights.shape[1], weights.shape[3]
                 rows = weights.gather(2, index[:, None, :, None].expand(-1, H, -1, T))  # [N, H, I, T]
-                shares.append(attention_shares(rows.float().cpu().numpy(), groups.cpu().numpy(), n_groups,
-                                               present.cpu().numpy()))
+                shares.append(
+                    attention_shares(rows.float().cpu().numpy(), groups.cpu().numpy(), n_groups, present.cpu().numpy())
+                )
         return AnswerStates(states=states, present=present.cpu(), shares=shares)
 
     @torch.no_grad()

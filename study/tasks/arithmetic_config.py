@@ -65,8 +65,15 @@ METRICS: dict[str, str] = {
 }
 PRIMARY_METRIC = "exact_match"  # the headline of the breakdown table
 # The structure scores of the hidden states (``representations`` kinds) its probes write.
-STRUCTURE_KINDS = ("probe_digit", "probe_digit_equiv", "probe_carry", "silhouette_digit", "repr_equivalence",
-                   "repr_equivalence_chance", "repr_equivalence_digit")
+STRUCTURE_KINDS = (
+    "probe_digit",
+    "probe_digit_equiv",
+    "probe_carry",
+    "silhouette_digit",
+    "repr_equivalence",
+    "repr_equivalence_chance",
+    "repr_equivalence_digit",
+)
 ATTENTION_KINDS = ("attention_alignment", "attention_argmax")  # with task.probes.attention
 
 
@@ -161,8 +168,10 @@ class ArithmeticTask(Section):
     def evaluated_conditions(self) -> list[dict[str, object]]:
         """The eval-row columns of every evaluation condition (what a claim's ``at`` may name):
         split ("id" when max(len_a, len_b) <= train_len), len_a, len_b."""
-        return [{"split": "id" if max(a, b) <= self.train_len else "ood", "len_a": a, "len_b": b}
-                for a, b in self.evaluated_pairs]
+        return [
+            {"split": "id" if max(a, b) <= self.train_len else "ood", "len_a": a, "len_b": b}
+            for a, b in self.evaluated_pairs
+        ]
 
     def structure_kinds(self) -> tuple[str, ...]:
         """The ``representations`` kinds its probes score (README, "Structure probes")."""
@@ -412,8 +421,9 @@ def check_supported(cfg: ArithmeticTask) -> None:
             "is reduced digit by digit, which needs task.modulus <= 10^17; lower it or task.eval_max_len"
         )
     if cfg.modulus is not None and op.apply(cfg.modulus - 1, cfg.modulus - 1) > INT64_MAX:  # f of two residues
-        raise ValueError(f"task.modulus={cfg.modulus} is too large for int64 {op.result}s; "
-                         f"use at most {op.largest_modulus}")
+        raise ValueError(
+            f"task.modulus={cfg.modulus} is too large for int64 {op.result}s; use at most {op.largest_modulus}"
+        )
     digits = answer_digits(cfg, cfg.train_len)
     for position in cfg.probes.positions or []:
         if not 0 <= position < digits:
@@ -452,8 +462,10 @@ def summary_metrics(cfg: ArithmeticTask) -> set[str]:
 def missing_metric_hint(cfg: ArithmeticTask, metric: str) -> str:
     """Why a config does not report ``metric``, and what would make it."""
     if metric.startswith("ood_") and cfg.eval_max_len <= cfg.train_len:
-        return (f"task.eval_max_len={cfg.eval_max_len} evaluates no operand longer than the training "
-                f"length {cfg.train_len}; raise task.eval_max_len (and task.width)")
+        return (
+            f"task.eval_max_len={cfg.eval_max_len} evaluates no operand longer than the training "
+            f"length {cfg.train_len}; raise task.eval_max_len (and task.width)"
+        )
     if metric.endswith("_chance"):
         return "chance is reported only under a modulus; set task.modulus"
     return "the arithmetic family does not report it"

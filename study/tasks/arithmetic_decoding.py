@@ -20,8 +20,13 @@ def first_index(tokens: torch.Tensor, token_id: int | None) -> torch.Tensor:
 
 
 @torch.no_grad()
-def greedy_decode(model: Callable[..., torch.Tensor], prompts: torch.Tensor, guess: torch.Tensor, end_id: int | None = None,
-                  positions: torch.Tensor | None = None) -> torch.Tensor:
+def greedy_decode(
+    model: Callable[..., torch.Tensor],
+    prompts: torch.Tensor,
+    guess: torch.Tensor,
+    end_id: int | None = None,
+    positions: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Greedy continuation of prompts [N, P] by A tokens: Long [N, A], A = guess.shape[-1].
 
     Computed by fixed-point (Jacobi) iteration instead of A growing forward passes: feed
@@ -39,8 +44,9 @@ def greedy_decode(model: Callable[..., torch.Tensor], prompts: torch.Tensor, gue
     serves the whole pack and every member's answers are the ones it decodes alone.
     """
     if prompts.dim() == 2:
-        return greedy_decode(as_pack(model), prompts[None], guess[None], end_id,
-                             positions[None] if positions is not None else None)[0]
+        return greedy_decode(
+            as_pack(model), prompts[None], guess[None], end_id, positions[None] if positions is not None else None
+        )[0]
     K, N, P = prompts.shape
     A = guess.shape[2]
     out = guess.clone()
@@ -72,7 +78,9 @@ def answer_matches(out: torch.Tensor, target: torch.Tensor, end_id: int | None =
     return ((out == target) | (positions > first_index(target, end_id)[..., None])).all(-1)
 
 
-def significance_digits(tokens: torch.Tensor, reverse: bool, end_id: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def significance_digits(
+    tokens: torch.Tensor, reverse: bool, end_id: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Answer tokens [N, K] -> (digits by significance Long [N, K], length Long [N]).
 
     digits[:, i] is the digit worth 10^i, or -1 beyond the answer's length or where the
@@ -88,7 +96,9 @@ def significance_digits(tokens: torch.Tensor, reverse: bool, end_id: int | None 
     return digits, length
 
 
-def digit_matches(out: torch.Tensor, target: torch.Tensor, reverse: bool, end_id: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def digit_matches(
+    out: torch.Tensor, target: torch.Tensor, reverse: bool, end_id: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-digit agreement of two answers aligned by significance: (correct [N], counted [N]).
 
     counted = the longer of the two lengths; correct = positions among them where both

@@ -55,7 +55,9 @@ def compact(tokens: torch.Tensor, keep: torch.Tensor, pad_id: int) -> tuple[torc
     return torch.where(kept, tokens.gather(1, order), pad_id), kept, order
 
 
-def operand_field(x: torch.Tensor, w: int, pad: bool, written: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def operand_field(
+    x: torch.Tensor, w: int, pad: bool, written: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The w-digit field of operands x (Long [N], or digit rows [N, m]), most significant
     first, and which digits are written.
 
@@ -69,8 +71,9 @@ def operand_field(x: torch.Tensor, w: int, pad: bool, written: torch.Tensor | No
     return field, significance < (digit_count(x) if written is None else written)[:, None]
 
 
-def operand_tokens(x: torch.Tensor, cfg: ArithmeticTask, n: int,
-                   written: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def operand_tokens(
+    x: torch.Tensor, cfg: ArithmeticTask, n: int, written: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """An operand's field tokens, which are written, and each token's significance (the
     power of 10 of its digit; a hint token carries its digit's), all [N, field_width]."""
     w = cfg.width if cfg.pad else n
@@ -108,7 +111,9 @@ def encode_answer(c: torch.Tensor, cfg: ArithmeticTask, k: int) -> torch.Tensor:
     if not cfg.reverse:
         digits, keep = digits.flip(-1), keep.flip(-1)
     end = torch.full_like(digits[:, :1], vocab.index(END))
-    tokens, _, _ = compact(torch.cat([digits, end], 1), torch.cat([keep, torch.ones_like(keep[:, :1])], 1), vocab.index(PAD))
+    tokens, _, _ = compact(
+        torch.cat([digits, end], 1), torch.cat([keep, torch.ones_like(keep[:, :1])], 1), vocab.index(PAD)
+    )
     return tokens
 
 
@@ -130,8 +135,13 @@ class Encoded:
     significance: torch.Tensor
 
 
-def encode(a: torch.Tensor, b: torch.Tensor, cfg: ArithmeticTask, n: int,
-           written: tuple[torch.Tensor, torch.Tensor] | None = None) -> Encoded:
+def encode(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    cfg: ArithmeticTask,
+    n: int,
+    written: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> Encoded:
     """Token sequences for the pairs (a[i], b[i]); T = sequence_length(cfg, n).
 
     a, b: Long [N] operands, or digit rows Long [N, m], with at most n digits (padded

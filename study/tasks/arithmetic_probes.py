@@ -98,11 +98,12 @@ def split_parts(x: torch.Tensor, sizes: list[int]) -> Parts:
     """x over :func:`probe_inputs` (first dimension) as its :class:`Parts`."""
     split = x.split(sizes)
     n_lengths = (len(sizes) - 1) // 2
-    return Parts(id=split[0], ood=list(split[1:1 + n_lengths]), equivalent=list(split[1 + n_lengths:]))
+    return Parts(id=split[0], ood=list(split[1 : 1 + n_lengths]), equivalent=list(split[1 + n_lengths :]))
 
 
-def answer_digit(pairs: torch.Tensor, i: int, n: int, op: str, modulus: int | None,
-                 equivalent: bool = False) -> np.ndarray:
+def answer_digit(
+    pairs: torch.Tensor, i: int, n: int, op: str, modulus: int | None, equivalent: bool = False
+) -> np.ndarray:
     """Digit i of f(a, b) [mod p] of pairs Long [N, 2], or of the equivalence answer: Long [N] (numpy)."""
     a, b = pairs.unbind(1)
     c = equivalent_of(a, b, n, op, modulus) if equivalent else apply_op(a, b, op, modulus)
@@ -120,8 +121,9 @@ def probe_labels(kind: str, pairs: torch.Tensor, i: int, n: int, op: str, modulu
     return answer_digit(pairs, i, n, op, modulus) if kind == "probe_digit" else carry_digit(pairs, i, op)
 
 
-def score_row(kind: str, split: str, i: int, length: int, value: float, layer: int,
-              head: int | None = None) -> dict[str, Any]:
+def score_row(
+    kind: str, split: str, i: int, length: int, value: float, layer: int, head: int | None = None
+) -> dict[str, Any]:
     """One row of the representations table."""
     row = {"kind": kind, "split": split, "position": i, "layer": layer, "length": length, "value": value}
     if head is not None:
@@ -152,15 +154,18 @@ def digit_states(states: Parts, present: Parts, pairs: Parts, probe_set: ProbeSe
     """The :class:`DigitStates` of column ``col`` (the probed digit's index) of one layer's states."""
     keep = present.id[:, col].numpy()
     return DigitStates(
-        id=states.id[:, col].numpy(), keep=keep,
-        fit=probe_set.train[keep[probe_set.train]], held=probe_set.test[keep[probe_set.test]],
+        id=states.id[:, col].numpy(),
+        keep=keep,
+        fit=probe_set.train[keep[probe_set.train]],
+        held=probe_set.test[keep[probe_set.test]],
         ood=[s[:, col].numpy()[m[:, col].numpy()] for s, m in zip(states.ood, present.ood)],
         ood_pairs=[p[m[:, col]] for p, m in zip(pairs.ood, present.ood)],
     )
 
 
-def linear_probe_rows(d: DigitStates, id_pairs: torch.Tensor, i: int, layer: int, lengths: list[int], n: int,
-                      op: str, modulus: int | None) -> list[dict[str, Any]]:
+def linear_probe_rows(
+    d: DigitStates, id_pairs: torch.Tensor, i: int, layer: int, lengths: list[int], n: int, op: str, modulus: int | None
+) -> list[dict[str, Any]]:
     """probe_digit (ID held out, OOD per length), probe_digit_equiv (OOD per length, against the
     equivalence answer) and, without a modulus above the units, probe_carry."""
     from study.tasks import probes
@@ -169,57 +174,101 @@ def linear_probe_rows(d: DigitStates, id_pairs: torch.Tensor, i: int, layer: int
     targets = ["probe_digit"] + (["probe_carry"] if modulus is None and i >= 1 else [])
     for kind in targets:
         y = probe_labels(kind, id_pairs, i, n, op, modulus)
-        tests = [(d.id[d.held], y[d.held])] + [(hs, probe_labels(kind, p, i, n, op, modulus))
-                                               for hs, p in zip(d.ood, d.ood_pairs)]
+        tests = [(d.id[d.held], y[d.held])] + [
+            (hs, probe_labels(kind, p, i, n, op, modulus)) for hs, p in zip(d.ood, d.ood_pairs)
+        ]
         if kind == "probe_digit":
             tests += [(hs, answer_digit(p, i, n, op, modulus, equivalent=True)) for hs, p in zip(d.ood, d.ood_pairs)]
         scores = probes.probe_accuracy(d.id[d.fit], y[d.fit], tests)
         rows.append(score_row(kind, "id", i, n, scores[0], layer))
-        rows += [score_row(kind, "ood", i, L, value, layer) for L, value in zip(lengths, scores[1:1 + len(lengths)])]
-        rows += [score_row("probe_digit_equiv", "ood", i, L, value, layer)
-                 for L, value in zip(lengths, scores[1 + len(lengths):])]
+        rows += [score_row(kind, "ood", i, L, value, layer) for L, value in zip(lengths, scores[1 : 1 + len(lengths)])]
+        rows += [
+            score_row("probe_digit_equiv", "ood", i, L, value, layer)
+            for L, value in zip(lengths, scores[1 + len(lengths) :])
+        ]
     return rows
 
 
-def silhouette_rows(d: DigitStates, id_digit: np.ndarray, i: int, layer: int, lengths: list[int], n: int,
-                    op: str, modulus: int | None) -> list[dict[str, Any]]:
+def silhouette_rows(
+    d: DigitStates, id_digit: np.ndarray, i: int, layer: int, lengths: list[int], n: int, op: str, modulus: int | None
+) -> list[dict[str, Any]]:
     """silhouette_digit of the ID states and of the OOD states of each length, grouped by digit i."""
     from study.tasks import probes
 
     rows = [score_row("silhouette_digit", "id", i, n, probes.cluster_score(d.id[d.keep], id_digit[d.keep]), layer)]
     for L, hs, p in zip(lengths, d.ood, d.ood_pairs):
-        rows.append(score_row("silhouette_digit", "ood", i, L,
-                              probes.cluster_score(hs, answer_digit(p, i, n, op, modulus)), layer))
+        rows.append(
+            score_row(
+                "silhouette_digit", "ood", i, L, probes.cluster_score(hs, answer_digit(p, i, n, op, modulus)), layer
+            )
+        )
     return rows
 
 
-def equivalence_rows(d: DigitStates, id_digit: np.ndarray, states: Parts, present: Parts, pairs: Parts, col: int,
-                     i: int, layer: int, lengths: list[int], n: int, op: str,
-                     modulus: int | None) -> list[dict[str, Any]]:
+def equivalence_rows(
+    d: DigitStates,
+    id_digit: np.ndarray,
+    states: Parts,
+    present: Parts,
+    pairs: Parts,
+    col: int,
+    i: int,
+    layer: int,
+    lengths: list[int],
+    n: int,
+    op: str,
+    modulus: int | None,
+) -> list[dict[str, Any]]:
     """repr_equivalence, repr_equivalence_chance and repr_equivalence_digit of each OOD length."""
     from study.tasks import probes
 
     rows = []
-    for L, s, m, p, es, em in zip(lengths, states.ood, present.ood, pairs.ood, states.equivalent,
-                                  present.equivalent):
+    for L, s, m, p, es, em in zip(lengths, states.ood, present.ood, pairs.ood, states.equivalent, present.equivalent):
         both = (m[:, col] & em[:, col]).numpy()
         x, e = s[:, col].numpy()[both], es[:, col].numpy()[both]
         e_digit = answer_digit(p[both], i, n, op, modulus, equivalent=True)
         eq_keep = em[:, col].numpy()
         reference = np.concatenate([d.id[d.keep], es[:, col].numpy()[eq_keep]])
-        reference_digit = np.concatenate([id_digit[d.keep], answer_digit(p[eq_keep], i, n, op, modulus, equivalent=True)])
-        rows.append(score_row("repr_equivalence", "ood", i, L,
-                              probes.equivalence_rate(x, e, e_digit, reference, reference_digit), layer))
+        reference_digit = np.concatenate(
+            [id_digit[d.keep], answer_digit(p[eq_keep], i, n, op, modulus, equivalent=True)]
+        )
+        rows.append(
+            score_row(
+                "repr_equivalence",
+                "ood",
+                i,
+                L,
+                probes.equivalence_rate(x, e, e_digit, reference, reference_digit),
+                layer,
+            )
+        )
         shift = np.roll(np.arange(len(x)), 1)  # each OOD state against another input's equivalent
-        rows.append(score_row("repr_equivalence_chance", "ood", i, L,
-                              probes.equivalence_rate(x, e[shift], e_digit[shift], reference, reference_digit), layer))
-        rows.append(score_row("repr_equivalence_digit", "ood", i, L,
-                              probes.nearest_label_rate(x, e_digit, d.id[d.keep], id_digit[d.keep]), layer))
+        rows.append(
+            score_row(
+                "repr_equivalence_chance",
+                "ood",
+                i,
+                L,
+                probes.equivalence_rate(x, e[shift], e_digit[shift], reference, reference_digit),
+                layer,
+            )
+        )
+        rows.append(
+            score_row(
+                "repr_equivalence_digit",
+                "ood",
+                i,
+                L,
+                probes.nearest_label_rate(x, e_digit, d.id[d.keep], id_digit[d.keep]),
+                layer,
+            )
+        )
     return rows
 
 
-def attention_rows(shares: list[np.ndarray], sizes: list[int], lengths: list[int], n: int,
-                   positions: list[int]) -> list[dict[str, Any]]:
+def attention_rows(
+    shares: list[np.ndarray], sizes: list[int], lengths: list[int], n: int, positions: list[int]
+) -> list[dict[str, Any]]:
     """attention_alignment and attention_argmax per block, head and probed digit, on the ID
     inputs (split id) and the OOD inputs of each length (split ood)."""
     from study.tasks import probes
@@ -238,8 +287,9 @@ def attention_rows(shares: list[np.ndarray], sizes: list[int], lengths: list[int
     return rows
 
 
-def probe_scores(read: AnswerStates, probe_set: ProbeSet, positions: list[int], n: int, op: str,
-                 modulus: int | None) -> list[dict[str, Any]]:
+def probe_scores(
+    read: AnswerStates, probe_set: ProbeSet, positions: list[int], n: int, op: str, modulus: int | None
+) -> list[dict[str, Any]]:
     """The rows of :meth:`study.tasks.arithmetic.Arithmetic.probe_scores` from the states it read
     on :func:`probe_inputs` (see there for what each kind measures): per layer and probed digit
     the linear probes, the silhouettes and the equivalence rates, then the attention rows."""

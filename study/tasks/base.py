@@ -85,7 +85,9 @@ def as_pack(model: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
     """A one-member model ``[n, ...] -> [n, ...]`` called as a pack of one: ``[1, n, ...] -> [1, n, ...]``
     (``positions`` passed on only when given, so models without position ids work), for the
     tasks' ``evaluate`` through their ``evaluate_pack``."""
+
     def pack(inputs: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
         out = model(inputs[0]) if positions is None else model(inputs[0], positions=positions[0])
         return out[None]
+
     return pack

@@ -53,4 +53,3 @@ class Family:
     # (config, scheme, model.max_position) -> None, or ValueError naming the field: a position scheme whose
     # ids the task computes; None: its sequences have no position ids to compute
     check_position_scheme: Callable[[Any, str, int], None] | None = None
-

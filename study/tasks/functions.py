@@ -220,7 +220,12 @@ def sample_prompts(
 
 
 def linear_prompts(
-    batch_size: int, n_points: int, n_dims: int, nnz: int | None, x_scale: float, g: torch.Generator,
+    batch_size: int,
+    n_points: int,
+    n_dims: int,
+    nnz: int | None,
+    x_scale: float,
+    g: torch.Generator,
     sparse_values: str = "normal",
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Prompts of linear functions with their coefficients: xs [B, n, d] ~ N(0, x_scale^2 I),
@@ -409,7 +414,9 @@ class InContextRegression:
             x_scale = value if shift == "x_scale" else 1.0
             g = torch.Generator().manual_seed(zlib.crc32(f"icl-probe|{seed}|{shift}|{value!r}".encode()))
             xs, ys, w = linear_prompts(size, cfg.n_points, cfg.n_dims, nnz, x_scale, g, cfg.sparse_values)
-            out.append(ProbeCondition(shift, value, split_of(cfg, shift, value), to_sequence(xs, ys).to(self.device), w))
+            out.append(
+                ProbeCondition(shift, value, split_of(cfg, shift, value), to_sequence(xs, ys).to(self.device), w)
+            )
         return out
 
     def schedule(self, step: int) -> tuple[int, int]:
@@ -456,7 +463,9 @@ class InContextRegression:
 
     @staticmethod
     @torch.no_grad()
-    def evaluate_pack(tasks: list["InContextRegression"], model: Callable[..., torch.Tensor]) -> list[list[dict[str, Any]]]:
+    def evaluate_pack(
+        tasks: list["InContextRegression"], model: Callable[..., torch.Tensor]
+    ) -> list[list[dict[str, Any]]]:
         """:meth:`evaluate` of K tasks of one config (the members' own seeds, so their own
         prompts) on a pack of K members, ``model`` [K, P, 2n, d] -> [K, P, 2n, 1]: each
         condition's prompts of all members go through one batched forward (in chunks of at
@@ -466,8 +475,13 @@ class InContextRegression:
         out_rows: list[list[dict[str, Any]]] = [[] for _ in range(K)]
         for c, first in enumerate(tasks[0].conditions):
             inputs = torch.stack([task.conditions[c].inputs for task in tasks])  # [K, P, 2n, d]
-            preds = torch.cat([model(inputs[:, start:start + per_member])[..., 0::2, 0].float()
-                               for start in range(0, inputs.shape[1], per_member)], 1)  # [K, P, n]: at x_k after k pairs
+            preds = torch.cat(
+                [
+                    model(inputs[:, start : start + per_member])[..., 0::2, 0].float()
+                    for start in range(0, inputs.shape[1], per_member)
+                ],
+                1,
+            )  # [K, P, n]: at x_k after k pairs
             for k, task in enumerate(tasks):
                 cond = task.conditions[c]
                 curves = {"nmse": nmse_curve(preds[k], cond.ys, cond.y2).tolist()}
@@ -522,6 +536,15 @@ class InContextRegression:
                 (h[:, k], cond.coefficients.numpy()) for h, cond in zip(others, self.probe_conditions[1:])
             ]
             for cond, value in zip(self.probe_conditions, probes.coefficient_r2(ident[fit, k], ident_w[fit], tests)):
-                rows.append({"kind": "probe_coefficients", "split": cond.split, "position": k, "layer": -1,
-                             "shift": cond.shift, "shift_value": cond.value, "value": value})
+                rows.append(
+                    {
+                        "kind": "probe_coefficients",
+                        "split": cond.split,
+                        "position": k,
+                        "layer": -1,
+                        "shift": cond.shift,
+                        "shift_value": cond.value,
+                        "value": value,
+                    }
+                )
         return rows

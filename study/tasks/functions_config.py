@@ -48,24 +48,34 @@ class FunctionClass:
 # task.classes, and tests/test_conformance_families.py runs every contract on it.
 FUNCTION_CLASSES: dict[str, FunctionClass] = {
     "linear": FunctionClass(
-        base=True, values=lambda cfg: 0,
-        sampler="study.tasks.functions:linear", mean_square="study.tasks.functions:linear_mean_square",
+        base=True,
+        values=lambda cfg: 0,
+        sampler="study.tasks.functions:linear",
+        mean_square="study.tasks.functions:linear_mean_square",
     ),
     "sparse_linear": FunctionClass(
-        base=True, values=lambda cfg: 0,
-        sampler="study.tasks.functions:sparse_linear", mean_square="study.tasks.functions:sparse_linear_mean_square",
+        base=True,
+        values=lambda cfg: 0,
+        sampler="study.tasks.functions:sparse_linear",
+        mean_square="study.tasks.functions:sparse_linear_mean_square",
     ),
     "sine": FunctionClass(
-        base=True, values=lambda cfg: 0,
-        sampler="study.tasks.functions:sine", mean_square="study.tasks.functions:sine_mean_square",
+        base=True,
+        values=lambda cfg: 0,
+        sampler="study.tasks.functions:sine",
+        mean_square="study.tasks.functions:sine_mean_square",
     ),
     "relu2nn": FunctionClass(
-        base=True, values=lambda cfg: cfg.relu_width * (cfg.n_dims + 2),  # W, a and a hidden row
-        sampler="study.tasks.functions:relu2nn", mean_square="study.tasks.functions:relu2nn_mean_square",
+        base=True,
+        values=lambda cfg: cfg.relu_width * (cfg.n_dims + 2),  # W, a and a hidden row
+        sampler="study.tasks.functions:relu2nn",
+        mean_square="study.tasks.functions:relu2nn_mean_square",
     ),
     "combo": FunctionClass(
-        base=False, values=lambda cfg: 0,  # its two classes count as drawn
-        sampler="study.tasks.functions:combo", mean_square="study.tasks.functions:combo_mean_square",
+        base=False,
+        values=lambda cfg: 0,  # its two classes count as drawn
+        sampler="study.tasks.functions:combo",
+        mean_square="study.tasks.functions:combo_mean_square",
     ),
 }
 BASE_CLASSES = tuple(name for name, cls in FUNCTION_CLASSES.items() if cls.base)
@@ -119,12 +129,8 @@ class ICLTask(Section):
     family: Literal["icl"] = "icl"
     n_dims: int = Field(20, ge=1, description="input dimension d")
     n_points: int = Field(41, ge=2, description="points per prompt (in-context examples + 1)")
-    classes: list[ClassName] = Field(
-        default_factory=lambda: ["linear"], min_length=1, max_length=2
-    )
-    mix_weight: float | None = Field(
-        None, ge=0.0, le=1.0, description="weight of classes[0] in a two-class mixture"
-    )
+    classes: list[ClassName] = Field(default_factory=lambda: ["linear"], min_length=1, max_length=2)
+    mix_weight: float | None = Field(None, ge=0.0, le=1.0, description="weight of classes[0] in a two-class mixture")
     nnz: int = Field(3, ge=1, description="non-zero coefficients of sparse_linear")
     sparse_values: Literal["normal", "sign"] = Field(
         "normal",
@@ -144,9 +150,7 @@ class ICLTask(Section):
     shifts: dict[ShiftAxis, list[float]] = Field(
         default_factory=dict, description="OOD shift axes and the values to evaluate"
     )
-    baselines: list[Baseline] = Field(
-        default_factory=lambda: list[Baseline](["lstsq", "averaging", "knn"])
-    )
+    baselines: list[Baseline] = Field(default_factory=lambda: list[Baseline](["lstsq", "averaging", "knn"]))
     lasso_alpha: float = Field(0.01, gt=0.0)
     ridge_lambda: float = Field(0.1, gt=0.0)
     probes: ICLProbes = Field(default_factory=ICLProbes)
@@ -160,8 +164,11 @@ class ICLTask(Section):
         """The eval-row columns of every evaluation condition (what a claim's ``at`` may name):
         shift "none" (value 0, the pretraining mixture) and each shift value, every k of
         0 .. n_points - 1 in-context examples, and the split the shift's support gives."""
-        return [{"split": split_of(self, shift, value), "shift": shift, "shift_value": value, "n_context": k}
-                for shift, value in condition_values(self) for k in range(self.n_points)]
+        return [
+            {"split": split_of(self, shift, value), "shift": shift, "shift_value": value, "n_context": k}
+            for shift, value in condition_values(self)
+            for k in range(self.n_points)
+        ]
 
     def structure_kinds(self) -> tuple[str, ...]:
         """The ``representations`` kinds its probes score: the coefficient probe's R^2."""
@@ -177,10 +184,7 @@ class ICLTask(Section):
     @model_validator(mode="after")
     def _check(self) -> "ICLTask":
         if self.nnz > self.n_dims:
-            raise ValueError(
-                f"task.nnz={self.nnz} exceeds task.n_dims={self.n_dims}; "
-                "choose task.nnz <= task.n_dims"
-            )
+            raise ValueError(f"task.nnz={self.nnz} exceeds task.n_dims={self.n_dims}; choose task.nnz <= task.n_dims")
         if self.sparse_values != "normal" and "sparse_linear" not in self.classes and not self.shifts.get("nnz"):
             raise ValueError(
                 f"task.sparse_values={self.sparse_values!r} sets sparse_linear's coefficients, but no sparse prompt "
@@ -237,7 +241,7 @@ def _trained(cfg: ICLTask, name: str) -> bool:
 
 
 def split_of(cfg: ICLTask, shift: str, value: float) -> str:
-    """"id" when the shifted prompts lie inside the support of the pretraining mixture, else "ood".
+    """ "id" when the shifted prompts lie inside the support of the pretraining mixture, else "ood".
 
     none: id.  nnz: id at the trained nnz (sparse_linear trained) or at nnz = d (linear trained).
     freq_scale: id at 1 when sine is trained.  alpha: id inside combo_alpha when combo is
@@ -332,7 +336,16 @@ def task_sizes(cfg: ICLTask, n_layer: int) -> TaskSizes:
     probed = probe_prompts(cfg)
     eval_sets += sum(probed) * (prompt + d * FLOAT)
     return TaskSizes(
-        n_in=d, n_out=1, tokens=False, sequence=seq, conditions=conditions, eval_rows=cfg.eval_prompts,
-        eval_set_bytes=eval_sets, train_set_bytes=0, example_bytes=prompt * 3 + function,
-        probe_rows=sum(probed), probe_forward_rows=max(probed, default=0), probe_layers=1 if probed else 0,
+        n_in=d,
+        n_out=1,
+        tokens=False,
+        sequence=seq,
+        conditions=conditions,
+        eval_rows=cfg.eval_prompts,
+        eval_set_bytes=eval_sets,
+        train_set_bytes=0,
+        example_bytes=prompt * 3 + function,
+        probe_rows=sum(probed),
+        probe_forward_rows=max(probed, default=0),
+        probe_layers=1 if probed else 0,
     )

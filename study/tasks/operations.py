@@ -78,10 +78,23 @@ class Operation:
 
 
 OPERATIONS: dict[str, Operation] = {
-    "add": Operation(symbol="+", result="sum", apply=operator.add, answer_digits=lambda n: n + 1,
-                     carry_into=carry_into_sum, largest_modulus="2^62", digit_by_digit=True),
-    "mul": Operation(symbol="*", result="product", apply=operator.mul, answer_digits=lambda n: 2 * n,
-                     carry_into=carry_into_product, largest_modulus="3037000499"),
+    "add": Operation(
+        symbol="+",
+        result="sum",
+        apply=operator.add,
+        answer_digits=lambda n: n + 1,
+        carry_into=carry_into_sum,
+        largest_modulus="2^62",
+        digit_by_digit=True,
+    ),
+    "mul": Operation(
+        symbol="*",
+        result="product",
+        apply=operator.mul,
+        answer_digits=lambda n: 2 * n,
+        carry_into=carry_into_product,
+        largest_modulus="3037000499",
+    ),
 }
 
 

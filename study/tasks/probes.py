@@ -89,8 +89,11 @@ def cluster_score(states: np.ndarray, labels: np.ndarray) -> float:
 
 
 def equivalence_rate(
-    ood_states: np.ndarray, equivalent_states: np.ndarray, equivalent_labels: np.ndarray,
-    reference_states: np.ndarray, reference_labels: np.ndarray,
+    ood_states: np.ndarray,
+    equivalent_states: np.ndarray,
+    equivalent_labels: np.ndarray,
+    reference_states: np.ndarray,
+    reference_labels: np.ndarray,
 ) -> float:
     """Share of OOD states that lie nearer the state of their ID equivalent than that state
     lies to any reference ID state with a different label (Euclidean, strictly).
@@ -156,8 +159,9 @@ def coefficient_r2(
     return scores
 
 
-def attention_shares(query_weights: np.ndarray, key_groups: np.ndarray, n_groups: int,
-                     present: np.ndarray | None = None) -> np.ndarray:
+def attention_shares(
+    query_weights: np.ndarray, key_groups: np.ndarray, n_groups: int, present: np.ndarray | None = None
+) -> np.ndarray:
     """How each query spreads its attention over groups of keys: Float [N, H, I, S].
 
     query_weights [N, H, I, T]: the attention rows of I queries of interest in each of N

@@ -123,8 +123,14 @@ class StoreCallback(Callback):
         orphans = frame[(frame["status"].isin(["pending", "running"])) & ~frame["trial_id"].isin(known)]
         for _, row in orphans.iterrows():
             stored = {k: (None if pd.isna(row[k]) else row[k]) for k in TRIALS_FIELDS}
-            record = trials_row(**{**stored, "status": "abandoned", "end_time": _now(),
-                                   "error": "driver stopped before the trial was recorded"})
+            record = trials_row(
+                **{
+                    **stored,
+                    "status": "abandoned",
+                    "end_time": _now(),
+                    "error": "driver stopped before the trial was recorded",
+                }
+            )
             self.store.append("trials", [record], study=self.study, attempt=int(row["attempt"]) + 1, cell=row["cell"])
 
     def _rows(self, trial) -> list[dict[str, Any]]:
@@ -230,8 +236,9 @@ class ThresholdTable(Callback):
         for row in threshold_rows(self.searcher.search, changed):
             if self._store is None:
                 self._store = Store(self.store_uri)
-            self._store.append("thresholds", [row], study=self.study, attempt=row["outcomes"] + row["errors"],
-                               cell=row["cell"])
+            self._store.append(
+                "thresholds", [row], study=self.study, attempt=row["outcomes"] + row["errors"], cell=row["cell"]
+            )
             self.written[row["cell"]] = (row["trials"], row["outcomes"], row["errors"], row["stopped"])
 
     def setup(self, stop=None, num_samples=None, total_num_samples=None, **info) -> None:
@@ -250,8 +257,14 @@ def trial_members(trial) -> list[dict[str, Any]]:
     members = trial.config.get("members")
     if members:
         return members
-    return [{"trial_id": trial.trial_id, "cell": trial.config.get("cell", "all"),
-             "grid": trial.config.get("grid", {}), "trial": trial.config["trial"]}]
+    return [
+        {
+            "trial_id": trial.trial_id,
+            "cell": trial.config.get("cell", "all"),
+            "grid": trial.config.get("grid", {}),
+            "trial": trial.config["trial"],
+        }
+    ]
 
 
 def _error_text(trial) -> str | None:
@@ -272,17 +285,26 @@ class ProgressLine(Callback):
     between evaluations.  ``clock`` (seconds, monotonic) can be replaced in tests.
     """
 
-    def __init__(self, spec: SweepSpec, run_dir: str | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, spec: SweepSpec, run_dir: str | None = None, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.study_name = spec.name
         self.run_dir = run_dir
         # a threshold search plans no trials in advance: it says its trials so far and its budget
-        self.threshold = None if spec.threshold is None else {
-            "budget": spec.threshold.budget, "cells": len(spec.grid_points())}
-        self.planned = {} if spec.threshold is not None else {
-            grid_point_id(p): (spec.tune.trials_per_grid_point, TrialConfig.model_validate(spec.trial_raw(p, {})).train.steps)
-            for p in spec.grid_points()
-        }
+        self.threshold = (
+            None if spec.threshold is None else {"budget": spec.threshold.budget, "cells": len(spec.grid_points())}
+        )
+        self.planned = (
+            {}
+            if spec.threshold is not None
+            else {
+                grid_point_id(p): (
+                    spec.tune.trials_per_grid_point,
+                    TrialConfig.model_validate(spec.trial_raw(p, {})).train.steps,
+                )
+                for p in spec.grid_points()
+            }
+        )
         self.max_concurrent = spec.max_concurrent or 0
         self.clock = clock
         self._reset()
@@ -324,13 +346,21 @@ class ProgressLine(Callback):
             last = t.last_result or {}
             status = {"RUNNING": "running", "TERMINATED": "done", "ERROR": "done"}.get(t.status, "pending")
             for member in trial_members(t):  # a pack: each member with its own loss, from its last
-                mid = member["trial_id"]     # evaluation or, when newer, from the board
+                mid = member["trial_id"]  # evaluation or, when newer, from the board
                 reported = (last.get("members") or {}).get(mid, last)
                 step, loss = int(reported.get("step") or last.get("step") or 0), reported.get("loss")
                 if posted and mid in posted and posted[mid][0] >= step:
                     step, loss = posted[mid]
-                rows.append(TrialProgress(mid, member["cell"], status, step,
-                                          self.totals[t.trial_id], None if loss is None else float(loss)))
+                rows.append(
+                    TrialProgress(
+                        mid,
+                        member["cell"],
+                        status,
+                        step,
+                        self.totals[t.trial_id],
+                        None if loss is None else float(loss),
+                    )
+                )
         return rows
 
     def state(self, rows: list[TrialProgress], now: float, finished: bool = False) -> dict[str, Any]:
@@ -342,8 +372,14 @@ class ProgressLine(Callback):
         self.rate.add(now, rows)
         slots = self.max_concurrent or self.most_running or 1
         eta = eta_seconds(remaining_steps(rows, self.planned), slots, self.rate.per_trial())
-        state = snapshot(self.study_name, rows, self.planned, elapsed_s=now - self.started,
-                         eta_s=0.0 if finished else eta, finished=finished)
+        state = snapshot(
+            self.study_name,
+            rows,
+            self.planned,
+            elapsed_s=now - self.started,
+            eta_s=0.0 if finished else eta,
+            finished=finished,
+        )
         if getattr(self, "threshold", None):
             state["threshold"] = self.threshold
         return state
@@ -430,8 +466,10 @@ STUDY_GAUGES = {
     "oodstudy_cells": ("grid points of the study by state (total, done, running, pending)", ("study", "state")),
     "oodstudy_trials": ("Tune trials of the study by status", ("study", "status")),
     "oodstudy_best_score": ("best ID score reported at a grid point so far (tune.metric)", ("study", "cell", "metric")),
-    "oodstudy_examples_per_second": ("training examples per second of a running Tune trial (a pack: its cell)",
-                                     ("study", "cell", "trial")),
+    "oodstudy_examples_per_second": (
+        "training examples per second of a running Tune trial (a pack: its cell)",
+        ("study", "cell", "trial"),
+    ),
 }
 TRIAL_STATUSES = ("PENDING", "RUNNING", "PAUSED", "TERMINATED", "ERROR")
 
@@ -441,7 +479,8 @@ def member_points(trial) -> list[tuple[str, str]]:
     per member (the trial's own ``cell`` key then holds the pack's cell, which is no grid
     point); a trial without ``members`` trains its own grid point."""
     return [(m["trial_id"], m["cell"]) for m in trial.config.get("members") or []] or [
-        (trial.trial_id, trial.config.get("cell", "all"))]
+        (trial.trial_id, trial.config.get("cell", "all"))
+    ]
 
 
 def grid_point_progress(trials, n_points: int, quota: int) -> dict[str, int]:
@@ -484,8 +523,11 @@ def trial_speed(result: dict[str, Any]) -> float | None:
     table; flat ``{table: rows}`` is read as one member).  None when the result has none."""
     rows = result.get("rows") or {}
     per_member = [rows] if "curves" in rows else [m for m in rows.values() if isinstance(m, dict)]
-    latest = [speeds[-1] for m in per_member
-              if (speeds := [r["value"] for r in m.get("curves", []) if r.get("metric") == "examples_per_s"])]
+    latest = [
+        speeds[-1]
+        for m in per_member
+        if (speeds := [r["value"] for r in m.get("curves", []) if r.get("metric") == "examples_per_s"])
+    ]
     return sum(latest) if latest else None
 
 
@@ -519,7 +561,9 @@ class StudyGauges(Callback):
         if self._gauges is None:
             from ray.util.metrics import Gauge
 
-            self._gauges = {name: Gauge(name, description=text, tag_keys=tags) for name, (text, tags) in STUDY_GAUGES.items()}
+            self._gauges = {
+                name: Gauge(name, description=text, tag_keys=tags) for name, (text, tags) in STUDY_GAUGES.items()
+            }
         return self._gauges
 
     def publish(self, trials) -> None:
@@ -529,7 +573,9 @@ class StudyGauges(Callback):
             n = sum(t.status == status for t in trials)
             self.gauges["oodstudy_trials"].set(n, tags={"study": self.study, "status": status})
         for point, score in best_scores(trials, self.metric, self.mode).items():
-            self.gauges["oodstudy_best_score"].set(score, tags={"study": self.study, "cell": point, "metric": self.metric})
+            self.gauges["oodstudy_best_score"].set(
+                score, tags={"study": self.study, "cell": point, "metric": self.metric}
+            )
 
     def on_step_end(self, iteration, trials, **info) -> None:
         if time.monotonic() - self.last_publish >= self.every_s:

@@ -89,16 +89,20 @@ def build_submission(
     spec = spec.model_copy(update={"store": cluster_store(spec.store, address)})
     text = spec_path.read_text()
     if HEREDOC_END in text.splitlines():
-        raise ConfigError(f"{spec_path}: a line reads {HEREDOC_END!r}, which ends the spec in the job's script; remove it")
+        raise ConfigError(
+            f"{spec_path}: a line reads {HEREDOC_END!r}, which ends the spec in the job's script; remove it"
+        )
     job_id = submission_id(spec.name, now)
     run = ["--name", spec.name, "--store", spec.store] + [arg for override in overrides for arg in ("--set", override)]
-    entrypoint = "\n".join([
-        f'spec="${{TMPDIR:-/tmp}}/{job_id}.yaml"; trap \'rm -f "$spec"\' EXIT',
-        f"cat > \"$spec\" <<'{HEREDOC_END}'",
-        text.rstrip("\n"),
-        HEREDOC_END,
-        'oodstudy run "$spec" ' + shlex.join(run),
-    ])
+    entrypoint = "\n".join(
+        [
+            f'spec="${{TMPDIR:-/tmp}}/{job_id}.yaml"; trap \'rm -f "$spec"\' EXIT',
+            f"cat > \"$spec\" <<'{HEREDOC_END}'",
+            text.rstrip("\n"),
+            HEREDOC_END,
+            'oodstudy run "$spec" ' + shlex.join(run),
+        ]
+    )
     metadata = {STUDY_KEY: spec.name, SPEC_KEY: str(spec_path.resolve()), STORE_KEY: spec.store}
     return Submission(job_id, entrypoint, metadata, spec)
 
@@ -127,8 +131,10 @@ def connect(address: str, timeout_s: float = HTTP_TIMEOUT_S) -> "JobSubmissionCl
     request; each of its requests times out after ``timeout_s``, and every way one fails is
     one ClusterError line (see ``ask``)."""
     if urlparse(address).scheme not in ("http", "https") or not urlparse(address).hostname:
-        raise ClusterError(f"--address {address!r} is not the dashboard's URL; give http://HOST:8265 "
-                           "(through a tunnel: http://127.0.0.1:8265)")
+        raise ClusterError(
+            f"--address {address!r} is not the dashboard's URL; give http://HOST:8265 "
+            "(through a tunnel: http://127.0.0.1:8265)"
+        )
     answers: list[str] = []
 
     def make() -> "JobSubmissionClient":
@@ -154,8 +160,9 @@ def _timed_client_class() -> type:
             self.answers.append(f"{method} {endpoint}")
             kwargs.setdefault("timeout", self.timeout_s)
             response = super()._do_request(method, endpoint, **kwargs)
-            self.answers[-1] = (f"{method} {endpoint} answered HTTP {response.status_code} "
-                                f"{response.text[:QUOTED_CHARS]!r}")
+            self.answers[-1] = (
+                f"{method} {endpoint} answered HTTP {response.status_code} {response.text[:QUOTED_CHARS]!r}"
+            )
             if method == "GET" and endpoint == "/api/jobs/" and response.ok and not isinstance(response.json(), list):
                 raise TypeError("a list of jobs is a JSON list")  # Ray's client would read {} as no jobs
             return response
@@ -195,20 +202,27 @@ def _asking(address: str, timeout_s: float, answers: list[str], call: Callable[[
                 f"the cluster at {address} requires its token: set RAY_AUTH_MODE=token and "
                 "RAY_AUTH_TOKEN_PATH=<the cluster's token file> (or RAY_AUTH_TOKEN)"
             ) from None
-        raise ClusterError(f"the cluster at {address} refused the token from {source}; "
-                           "use the token the cluster was started with") from None
+        raise ClusterError(
+            f"the cluster at {address} refused the token from {source}; use the token the cluster was started with"
+        ) from None
     except requests.ReadTimeout:
-        raise ClusterError(f"{address} accepted the connection but sent nothing within {timeout_s:g} s "
-                           f"(to {(answers or ['its first request'])[-1]}); "
-                           "check that --address is the Ray dashboard's URL (port 8265 by default) and that the "
-                           "cluster is up, or give it longer with --timeout SECONDS") from None
+        raise ClusterError(
+            f"{address} accepted the connection but sent nothing within {timeout_s:g} s "
+            f"(to {(answers or ['its first request'])[-1]}); "
+            "check that --address is the Ray dashboard's URL (port 8265 by default) and that the "
+            "cluster is up, or give it longer with --timeout SECONDS"
+        ) from None
     except (ConnectionError, requests.ConnectionError, requests.Timeout):
-        raise ClusterError(f"no Ray dashboard answers at {address}; check --address "
-                           "(http://HOST:8265) and that the cluster and your tunnel are up") from None
+        raise ClusterError(
+            f"no Ray dashboard answers at {address}; check --address "
+            "(http://HOST:8265) and that the cluster and your tunnel are up"
+        ) from None
     except (RuntimeError, requests.RequestException, ValueError, KeyError, TypeError) as err:
         detail = " ".join(f"{type(err).__name__}: {err}".split())[:200]
-        raise ClusterError(f"{address} answers but not as a Ray dashboard with the Jobs API ({(answers or ['?'])[-1]}, "
-                           f"not a Ray answer: {detail}); check the port (the dashboard's, 8265 by default)") from None
+        raise ClusterError(
+            f"{address} answers but not as a Ray dashboard with the Jobs API ({(answers or ['?'])[-1]}, "
+            f"not a Ray answer: {detail}); check the port (the dashboard's, 8265 by default)"
+        ) from None
 
 
 def study_jobs(client: "JobSubmissionClient") -> list:
@@ -226,11 +240,14 @@ def submit(client: "JobSubmissionClient", submission: Submission, address: str) 
             f"study {name!r} is already running on {address} as job {running[0].submission_id}; "
             f"wait for it, stop it (ray job stop {running[0].submission_id}), or submit with another --name"
         )
-    return ask(client, lambda: client.submit_job(
-        entrypoint=submission.entrypoint,
-        submission_id=submission.submission_id,
-        metadata=submission.metadata,
-    ))
+    return ask(
+        client,
+        lambda: client.submit_job(
+            entrypoint=submission.entrypoint,
+            submission_id=submission.submission_id,
+            metadata=submission.metadata,
+        ),
+    )
 
 
 def follow(client: "JobSubmissionClient", job_id: str, out: TextIO = sys.stdout, poll_s: float = 1.0) -> str:
@@ -252,9 +269,22 @@ def jobs_table(jobs: list) -> str:
     rows = [("SUBMISSION ID", "STUDY", "STATUS", "STARTED (UTC)", "DURATION", "STORE")]
     now_ms = time.time() * 1000
     for job in jobs:
-        start = datetime.fromtimestamp(job.start_time / 1000, timezone.utc).strftime("%Y-%m-%d %H:%M:%S") if job.start_time else "-"
+        start = (
+            datetime.fromtimestamp(job.start_time / 1000, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+            if job.start_time
+            else "-"
+        )
         end_ms = job.end_time or now_ms
         duration = f"{(end_ms - job.start_time) / 1000:.0f} s" if job.start_time else "-"
-        rows.append((job.submission_id, job.metadata[STUDY_KEY], str(job.status), start, duration, job.metadata.get(STORE_KEY, "")))
+        rows.append(
+            (
+                job.submission_id,
+                job.metadata[STUDY_KEY],
+                str(job.status),
+                start,
+                duration,
+                job.metadata.get(STORE_KEY, ""),
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)

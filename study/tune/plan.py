@@ -35,10 +35,23 @@ from study.tune.progress import eta_seconds
 # Config keys whose value changes neither the cost of a training step nor that of an
 # evaluation: trials that differ only in these share a shape (and one calibration).
 COST_NEUTRAL = {f"train.{name}" for name in PACK_MEMBER_FIELDS} | {
-    "train.steps", "train.eval_every", "train.checkpoint_every", "train.log_every", "train.betas",
-    "train.schedule", "train.min_lr_ratio", "train.grad_clip", "train.stop_when",
-    "task.mix_weight", "task.nnz", "task.noise_std", "task.lasso_alpha", "task.ridge_lambda",
-    "task.freq_range", "task.combo_alpha", "task.sparse_values",
+    "train.steps",
+    "train.eval_every",
+    "train.checkpoint_every",
+    "train.log_every",
+    "train.betas",
+    "train.schedule",
+    "train.min_lr_ratio",
+    "train.grad_clip",
+    "train.stop_when",
+    "task.mix_weight",
+    "task.nnz",
+    "task.noise_std",
+    "task.lasso_alpha",
+    "task.ridge_lambda",
+    "task.freq_range",
+    "task.combo_alpha",
+    "task.sparse_values",
 }
 # The calibration: warm-up steps, then timed steps, then one timed evaluation.
 WARMUP_STEPS = 5
@@ -70,8 +83,15 @@ def counts(spec: SweepSpec) -> Counts:
         search = spec.threshold
         points_per_cell = search.budget // search.seeds_per_point
         per_point = math.ceil(search.seeds_per_point / K)
-        return Counts(len(points), len(points), len(points) * points_per_cell * search.seeds_per_point,
-                      len(points) * points_per_cell * per_point, K, bounded=True, per_cell_budget=search.budget)
+        return Counts(
+            len(points),
+            len(points),
+            len(points) * points_per_cell * search.seeds_per_point,
+            len(points) * points_per_cell * per_point,
+            K,
+            bounded=True,
+            per_cell_budget=search.budget,
+        )
     groups = spec.pack_groups()
     quota = spec.tune.trials_per_grid_point
     members = sum(len(g) * quota for g in groups)
@@ -138,8 +158,12 @@ def threshold_trials(spec: SweepSpec) -> list[list[list[PlannedTrial]]]:
         for value in search.axis_ends():
             cfg = TrialConfig.model_validate(spec.trial_raw({**point, search.axis: value, "train.seed": 0}, {}))
             sizes = [size for _ in range(points_per_cell) for size in per_point]
-            ends.append([PlannedTrial(grid_point_id(point), with_pack(cfg, size), size, slot)
-                         for slot, size in enumerate(sizes)])
+            ends.append(
+                [
+                    PlannedTrial(grid_point_id(point), with_pack(cfg, size), size, slot)
+                    for slot, size in enumerate(sizes)
+                ]
+            )
         out.append(ends)
     return out
 
@@ -151,8 +175,13 @@ def with_pack(cfg: TrialConfig, size: int) -> TrialConfig:
 def shape_key(cfg: TrialConfig) -> tuple:
     """What sets the cost of one step and one evaluation of a trial: its config less
     :data:`COST_NEUTRAL` (model shape, task sizes, batch, pack size, device, ...)."""
-    return tuple(sorted((k, repr(v)) for k, v in cfg.flat().items()
-                        if not any(k == n or k.startswith(n + ".") for n in COST_NEUTRAL)))
+    return tuple(
+        sorted(
+            (k, repr(v))
+            for k, v in cfg.flat().items()
+            if not any(k == n or k.startswith(n + ".") for n in COST_NEUTRAL)
+        )
+    )
 
 
 def evaluations(cfg: TrialConfig) -> int:
@@ -255,8 +284,11 @@ def cluster_machine(spec: SweepSpec, address: str) -> tuple[Machine, str | None]
     was = ray.is_initialized()
     connect_ray(address)
     try:
-        nodes = [{k: float(v) for k, v in n.get("Resources", {}).items() if k in ("CPU", "GPU", "memory")}
-                 for n in ray.nodes() if n.get("Alive")]
+        nodes = [
+            {k: float(v) for k, v in n.get("Resources", {}).items() if k in ("CPU", "GPU", "memory")}
+            for n in ray.nodes()
+            if n.get("Alive")
+        ]
         try:
             check_resources_on_cluster(spec)
             refusal = None
@@ -265,8 +297,12 @@ def cluster_machine(spec: SweepSpec, address: str) -> tuple[Machine, str | None]
     finally:
         if not was:
             ray.shutdown()
-    machine = Machine(f"the cluster at {address} ({len(nodes)} node{'s' * (len(nodes) != 1)})",
-                      sum(n.get("CPU", 0) for n in nodes), sum(n.get("GPU", 0) for n in nodes), nodes)
+    machine = Machine(
+        f"the cluster at {address} ({len(nodes)} node{'s' * (len(nodes) != 1)})",
+        sum(n.get("CPU", 0) for n in nodes),
+        sum(n.get("GPU", 0) for n in nodes),
+        nodes,
+    )
     return machine, refusal
 
 
@@ -339,16 +375,32 @@ def calibration_config(cfg: TrialConfig, total: int, warmup: int, device: str) -
     """``cfg`` cut to ``total`` steps with one evaluation (at the end), a log at every
     ``warmup`` steps (the marks) and probes at that evaluation."""
     raw = cfg.to_dict()
-    raw["train"].update({"steps": total, "eval_every": total, "log_every": warmup, "checkpoint_every": None,
-                         "warmup_steps": 0, "stop_when": None, "device": device})
+    raw["train"].update(
+        {
+            "steps": total,
+            "eval_every": total,
+            "log_every": warmup,
+            "checkpoint_every": None,
+            "warmup_steps": 0,
+            "stop_when": None,
+            "device": device,
+        }
+    )
     probes = raw["task"].get("probes")
     if isinstance(probes, dict) and probes.get("every") is not None:
         probes["every"] = None  # the calibration's evaluation probes, as a trial's probed ones do
     return TrialConfig.model_validate(raw)
 
 
-def calibrate(cfg: TrialConfig, *, threads: int, device: str = "auto", warmup: int = WARMUP_STEPS,
-              timed: int = TIMED_STEPS, niceness: int | None = None) -> Calibration:
+def calibrate(
+    cfg: TrialConfig,
+    *,
+    threads: int,
+    device: str = "auto",
+    warmup: int = WARMUP_STEPS,
+    timed: int = TIMED_STEPS,
+    niceness: int | None = None,
+) -> Calibration:
     """Train one pack of ``cfg`` (``pack.size`` members) for ``warmup`` + ``timed`` steps and
     one evaluation, with ``threads`` torch threads; time the last ``timed`` steps and the
     evaluation (the device synchronised at each mark).
@@ -399,9 +451,14 @@ def calibrate(cfg: TrialConfig, *, threads: int, device: str = "auto", warmup: i
         raise failure[0]
     started, ended = times["started"], times["ended"]
     step_s = (marks[total] - marks[warmup]) / timed
-    return Calibration(step_s=step_s, eval_s=ended - marks[total],
-                       setup_s=max(0.0, marks[warmup] - started - warmup * step_s),
-                       timed_steps=timed, device=str(dev), threads=max(1, threads))
+    return Calibration(
+        step_s=step_s,
+        eval_s=ended - marks[total],
+        setup_s=max(0.0, marks[warmup] - started - warmup * step_s),
+        timed_steps=timed,
+        device=str(dev),
+        threads=max(1, threads),
+    )
 
 
 def ray_worker_niceness() -> int:

@@ -133,8 +133,9 @@ def remaining_steps(trials: list[TrialProgress], planned: dict[str, tuple[int, i
 
 def short_point(point: str) -> str:
     """``task.digits=2|task.mix_weight=0.5`` -> ``digits=2 mix_weight=0.5``."""
-    return " ".join(key.rsplit(".", 1)[-1] + sep + value
-                    for key, sep, value in (part.partition("=") for part in point.split("|")))
+    return " ".join(
+        key.rsplit(".", 1)[-1] + sep + value for key, sep, value in (part.partition("=") for part in point.split("|"))
+    )
 
 
 def _minutes(seconds: float | None) -> str:
@@ -149,16 +150,20 @@ def headline(state: dict[str, Any]) -> str:
     if search:  # the number of trials is not known in advance
         done = sum(t["status"] == "done" for t in state["trials"])
         running = sum(t["status"] == "running" for t in state["trials"])
-        return (f"[{state['study']}] threshold search: {done} trials so far, {running} running, budget "
-                f"{search['budget']} per cell ({search['cells']} cell{'s' * (search['cells'] != 1)}) | "
-                f"{_minutes(state['elapsed_s'])} elapsed")
+        return (
+            f"[{state['study']}] threshold search: {done} trials so far, {running} running, budget "
+            f"{search['budget']} per cell ({search['cells']} cell{'s' * (search['cells'] != 1)}) | "
+            f"{_minutes(state['elapsed_s'])} elapsed"
+        )
     points = state["points"].values()
     done, running, pending = (sum(c[k] for c in points) for k in ("done", "running", "pending"))
     planned = sum(c["planned"] for c in points)
     points_done = sum(c["done"] >= c["planned"] for c in points)
-    return (f"[{state['study']}] trials {done} done, {running} running, {pending} pending of {planned} | "
-            f"grid points {points_done}/{len(state['points'])} done | {_minutes(state['elapsed_s'])} elapsed, "
-            f"ETA {_minutes(state['eta_s'])}")
+    return (
+        f"[{state['study']}] trials {done} done, {running} running, {pending} pending of {planned} | "
+        f"grid points {points_done}/{len(state['points'])} done | {_minutes(state['elapsed_s'])} elapsed, "
+        f"ETA {_minutes(state['eta_s'])}"
+    )
 
 
 def trial_text(t: dict[str, Any]) -> str:

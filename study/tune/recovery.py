@@ -50,8 +50,7 @@ def _chain(err: BaseException):
             continue
         seen.add(id(e))
         yield e
-        todo.extend(x for x in (e.__cause__, e.__context__, getattr(e, "cause", None))
-                    if isinstance(x, BaseException))
+        todo.extend(x for x in (e.__cause__, e.__context__, getattr(e, "cause", None)) if isinstance(x, BaseException))
 
 
 def is_disk_full(err: BaseException) -> bool:

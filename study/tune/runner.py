@@ -84,12 +84,16 @@ def check_resources_locally(spec: SweepSpec) -> None:
 
     cpus = os.cpu_count() or 1
     if spec.resources.cpus > cpus:
-        raise ConfigError(f"resources.cpus={spec.resources.cpus} but this machine has {cpus} CPUs; "
-                          "lower resources.cpus or attach to a cluster with --address")
+        raise ConfigError(
+            f"resources.cpus={spec.resources.cpus} but this machine has {cpus} CPUs; "
+            "lower resources.cpus or attach to a cluster with --address"
+        )
     gpus = torch.cuda.device_count()
     if spec.resources.gpus > gpus:
-        raise ConfigError(f"resources.gpus={spec.resources.gpus} but this machine has {gpus} GPUs; "
-                          "set resources.gpus=0 or attach to a GPU cluster with --address")
+        raise ConfigError(
+            f"resources.gpus={spec.resources.gpus} but this machine has {gpus} GPUs; "
+            "set resources.gpus=0 or attach to a GPU cluster with --address"
+        )
     device = "cuda" if spec.resources.gpus > 0 else "cpu"
     check_memory(spec, *available_bytes(device, spec.resources.gpus))
 
@@ -164,9 +168,11 @@ def check_address(address: str, timeout_s: float = 5.0) -> None:
     target = address.removeprefix("ray://")
     host, sep, port = target.rpartition(":")
     if "://" in target or not sep or not host or not port.isdigit():
-        raise ConfigError(f"--address {address}: expected host:port (the GCS, e.g. 10.0.0.5:6379), "
-                          "ray://host:10001 (Ray Client) or auto; pass one of these (the dashboard's "
-                          "http:// address is for `ray job submit`)")
+        raise ConfigError(
+            f"--address {address}: expected host:port (the GCS, e.g. 10.0.0.5:6379), "
+            "ray://host:10001 (Ray Client) or auto; pass one of these (the dashboard's "
+            "http:// address is for `ray job submit`)"
+        )
     kind = "Ray Client port (10001 by default)" if address.startswith("ray://") else "GCS port (6379 by default)"
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
@@ -225,9 +231,11 @@ def connect_ray(address: str | None, job_name: str | None = None) -> str | None:
             # Ray types job_config as JobConfig though its default is None (and None is what it reads as "none")
             ray.init(address=address, log_to_driver=False, job_config=job_config)  # type: ignore[arg-type]
         except (ConnectionError, RuntimeError, TimeoutError, ValueError) as err:
-            raise ConfigError(f"--address {address}: cannot attach to a Ray cluster there "
-                              f"({' '.join(str(err).split())[:300]}); check the address, the cluster's "
-                              "Ray version and its token (RAY_AUTH_TOKEN)") from None
+            raise ConfigError(
+                f"--address {address}: cannot attach to a Ray cluster there "
+                f"({' '.join(str(err).split())[:300]}); check the address, the cluster's "
+                "Ray version and its token (RAY_AUTH_TOKEN)"
+            ) from None
         finally:
             if before is None:
                 os.environ.pop(wait_key, None)
@@ -242,9 +250,14 @@ def connect_ray(address: str | None, job_name: str | None = None) -> str | None:
     # outlive neither its GCS nor its raylet while it stops Tune gracefully (Ray's shutdown
     # still ends them).
     with sigterm_blocked():
-        context = ray.init(address="local", _node_ip_address=LOOPBACK, include_dashboard=True,
-                           dashboard_host=LOOPBACK, log_to_driver=False,
-                           job_config=job_config)  # type: ignore[arg-type]  # Ray: JobConfig with a None default
+        context = ray.init(
+            address="local",
+            _node_ip_address=LOOPBACK,
+            include_dashboard=True,
+            dashboard_host=LOOPBACK,
+            log_to_driver=False,
+            job_config=job_config,  # type: ignore[arg-type]  # Ray: JobConfig with a None default
+        )
     dashboard = getattr(context, "dashboard_url", None) or None
     if dashboard:
         print(dashboard_hint(dashboard, job_name), file=sys.stderr)
@@ -287,7 +300,9 @@ def read_spec_copy(name: str, store: str, storage: str | None = None) -> SweepSp
     try:
         probe = SweepSpec(name=name, store=store, storage_path=storage)
     except ValueError as err:  # pydantic's ValidationError is a ValueError
-        raise ConfigError(f"{name!r} cannot be a study name: {err.errors()[0]['msg'] if hasattr(err, 'errors') else err}") from None
+        raise ConfigError(
+            f"{name!r} cannot be a study name: {err.errors()[0]['msg'] if hasattr(err, 'errors') else err}"
+        ) from None
     fs, root = run_filesystem(probe)
     path = f"{root}/{name}/{SPEC_FILE}"
     if fs.get_file_info(path).type == pafs.FileType.NotFound:
@@ -296,10 +311,14 @@ def read_spec_copy(name: str, store: str, storage: str | None = None) -> SweepSp
         given_fs, given_root = open_filesystem(given)
         if given_fs.get_file_info(given_root).type == pafs.FileType.File:
             what = "a run directory" if storage is not None else "a store"
-            raise ConfigError(f"{option} {given}: is a file, not {what}; pass the directory the run wrote "
-                              f"(e.g. {option} ./results{'/_runs' if storage is not None else ''})")
-        raise ConfigError(f"no study named {name!r} under {storage_path(probe)}; "
-                          "check the name and --store (or --storage-path) of the run")
+            raise ConfigError(
+                f"{option} {given}: is a file, not {what}; pass the directory the run wrote "
+                f"(e.g. {option} ./results{'/_runs' if storage is not None else ''})"
+            )
+        raise ConfigError(
+            f"no study named {name!r} under {storage_path(probe)}; "
+            "check the name and --store (or --storage-path) of the run"
+        )
     with fs.open_input_stream(path) as f:
         spec = SweepSpec.model_validate_json(f.read())
     if storage is None:  # found in <store>/_runs: that store is the study's, whatever cwd the run had
@@ -314,8 +333,11 @@ def default_callbacks(spec: SweepSpec, searcher=None) -> list:
     which takes the rows out of each result once the others have read them."""
     from study.tune.callbacks import ForgetRows, ProgressLine, StoreCallback, StudyGauges, ThresholdTable
 
-    callbacks = [StudyGauges(spec), StoreCallback(spec.store, spec.name, spec.tune.metric),
-                 ProgressLine(spec, storage_path(spec))]
+    callbacks = [
+        StudyGauges(spec),
+        StoreCallback(spec.store, spec.name, spec.tune.metric),
+        ProgressLine(spec, storage_path(spec)),
+    ]
     if spec.threshold is not None and searcher is not None and hasattr(searcher, "rows"):
         callbacks.append(ThresholdTable(spec.store, spec.name, searcher))
     return callbacks + [ForgetRows()]
@@ -331,8 +353,6 @@ def trial_dirname(trial) -> str:
     return re.sub(r"[^A-Za-z0-9._=,+-]", ",", trial_name(trial))
 
 
-
-
 def ended_members(spec: SweepSpec) -> dict[str, dict]:
     """Member trial id -> its trials row (status, steps, score, ...) for every member the
     store records as ended: what a resumed run must not train again."""
@@ -343,8 +363,10 @@ def ended_members(spec: SweepSpec) -> dict[str, dict]:
     trials = Store(spec.store, create=False).frame("trials", study=spec.name)
     done = trials[trials["status"].isin(ENDED)]
     columns = ["status", "steps", "score", "n_params", "device", "node"]
-    return {row["trial_id"]: {c: (None if pd.isna(row[c]) else row[c]) for c in columns}
-            for row in done[["trial_id", *columns]].to_dict("records")}
+    return {
+        row["trial_id"]: {c: (None if pd.isna(row[c]) else row[c]) for c in columns}
+        for row in done[["trial_id", *columns]].to_dict("records")
+    }
 
 
 def ended_per_point(spec: SweepSpec) -> dict[str, int]:
@@ -396,7 +418,9 @@ def records_from_trials(trials, search) -> list:
             continue
         cell = cell_id({k: v for k, v in grid.items() if k != search.axis})
         score = None if pd.isna(row.get("score")) else row["score"]
-        out.append(Record(cell, grid[search.axis], grid.get("train.seed"), outcome(search.success, row["status"], score)))
+        out.append(
+            Record(cell, grid[search.axis], grid.get("train.seed"), outcome(search.success, row["status"], score))
+        )
     return out
 
 
@@ -408,8 +432,14 @@ def threshold_searcher(spec: SweepSpec, records=()):
     from study.tune.threshold_searcher import ThresholdSearcher
 
     assert spec.threshold is not None, "a threshold search's spec"
-    return ThresholdSearcher(spec.threshold, spec.grid_points(), functools.partial(threshold_trial, spec),
-                             pack_size=spec.pack.size, study=spec.name, records=records)
+    return ThresholdSearcher(
+        spec.threshold,
+        spec.grid_points(),
+        functools.partial(threshold_trial, spec),
+        pack_size=spec.pack.size,
+        study=spec.name,
+        records=records,
+    )
 
 
 def build_tuner(
@@ -440,15 +470,21 @@ def build_tuner(
         experiment = f"{root}/{spec.name}"
         if filesystem is None:  # a local run directory: set aside what a cut-short write left unreadable
             for source, target in set_aside_damaged_run_state(experiment):
-                print(f"oodstudy: {source} cannot be read (a write cut short, e.g. by a full disk); "
-                      f"set aside as {target}", file=sys.stderr)
+                print(
+                    f"oodstudy: {source} cannot be read (a write cut short, e.g. by a full disk); "
+                    f"set aside as {target}",
+                    file=sys.stderr,
+                )
         if tune.Tuner.can_restore(experiment, storage_filesystem=filesystem):
-            return tune.Tuner.restore(experiment, trainable=trainable, resume_errored=True,
-                                      storage_filesystem=filesystem)
+            return tune.Tuner.restore(
+                experiment, trainable=trainable, resume_errored=True, storage_filesystem=filesystem
+            )
         ended_points = ended_per_point(spec)
-        print(f"oodstudy: no readable Ray Tune state in {join_uri(path, spec.name)}; continuing study {spec.name} "
-              f"from the store: {sum(ended_points.values())} trials ended there and count, the others start over",
-              file=sys.stderr)
+        print(
+            f"oodstudy: no readable Ray Tune state in {join_uri(path, spec.name)}; continuing study {spec.name} "
+            f"from the store: {sum(ended_points.values())} trials ended there and count, the others start over",
+            file=sys.stderr,
+        )
         if searcher is None and spec.threshold is not None:
             searcher = threshold_searcher(spec, threshold_records(spec))
         searcher = searcher or CellSearcher(spec, journal_path(spec), ended=ended_points)
@@ -461,8 +497,11 @@ def build_tuner(
         trains = [TrialConfig.model_validate(spec.trial_raw(point, {})).train for point in spec.grid_points()]
         n_evals = max(math.ceil(t.steps / t.eval_every) for t in trains)  # reports per trial, the last included
         scheduler = PerCellScheduler(
-            spec.tune.metric, spec.tune.mode, spec.early_stopping.grace_period,
-            spec.early_stopping.reduction_factor, max_t=n_evals,
+            spec.tune.metric,
+            spec.tune.mode,
+            spec.early_stopping.grace_period,
+            spec.early_stopping.reduction_factor,
+            max_t=n_evals,
         )
     return tune.Tuner(
         trainable,
@@ -536,7 +575,9 @@ def check_new_study(spec: SweepSpec) -> None:
     except StoreError:  # no store yet
         in_store = False
     if copy or in_store:
-        where = "has rows in the store" if in_store else f"was started before (its spec copy is in {storage_path(spec)})"
+        where = (
+            "has rows in the store" if in_store else f"was started before (its spec copy is in {storage_path(spec)})"
+        )
         raise StoreError(
             f"study {spec.name} already exists: it {where}; continue it with: "
             f"oodstudy resume {quote(spec.name)} --store {quote(spec.store)}, or pick a new --name for a new study"
@@ -624,7 +665,8 @@ def remove_empty_dirs(fs, paths: list[str]) -> None:
     for path in paths:
         try:
             if fs.get_file_info(path).type == pafs.FileType.Directory and not fs.get_file_info(
-                    pafs.FileSelector(path, recursive=False)):
+                pafs.FileSelector(path, recursive=False)
+            ):
                 fs.delete_dir(path)
         except OSError:
             return

@@ -48,7 +48,7 @@ def member_result(result: dict[str, Any], member_id: str) -> dict[str, Any] | No
     if isinstance(nested, dict):
         return nested.get(member_id)
     prefix = f"members/{member_id}/"
-    found = {key[len(prefix):]: value for key, value in result.items() if key.startswith(prefix)}
+    found = {key[len(prefix) :]: value for key, value in result.items() if key.startswith(prefix)}
     return found or None
 
 
@@ -97,8 +97,12 @@ class CellSearcher(PickledState, Searcher):
         self.group_ids = [cell_id(self.points[g[0]]) for g in self.groups]
         ended = ended or {}
         quota = spec.tune.trials_per_grid_point
-        self.suggested = {pid: min(quota, ended.get(pid, 0)) for pid in self.point_ids}  # members handed out per grid point
-        self.live: dict[str, list[tuple[str, int, str]]] = {}  # tune trial id -> (grid point id, optuna number, member id)
+        self.suggested = {
+            pid: min(quota, ended.get(pid, 0)) for pid in self.point_ids
+        }  # members handed out per grid point
+        self.live: dict[
+            str, list[tuple[str, int, str]]
+        ] = {}  # tune trial id -> (grid point id, optuna number, member id)
         self.next_group = 0  # round-robin cursor
         self._studies: dict[str, optuna.Study] = {}
 
@@ -115,7 +119,11 @@ class CellSearcher(PickledState, Searcher):
         if pid not in self._studies:
             tune = self.spec.tune
             seed = tune.seed + self.point_ids.index(pid)
-            sampler = optuna.samplers.TPESampler(seed=seed) if tune.sampler == "tpe" else optuna.samplers.RandomSampler(seed=seed)
+            sampler = (
+                optuna.samplers.TPESampler(seed=seed)
+                if tune.sampler == "tpe"
+                else optuna.samplers.RandomSampler(seed=seed)
+            )
             self._studies[pid] = optuna.create_study(
                 study_name=self.study_name(pid),
                 storage=optuna_storage(self.spec.optuna_storage, self.journal_path),
@@ -157,8 +165,15 @@ class CellSearcher(PickledState, Searcher):
             params = {name: _plain(value) for name, value in optuna_trial.params.items()}
             self.suggested[pid] += 1
             member_id = member_trial_id(trial_id, len(members), self.spec.pack.size)
-            members.append({"trial_id": member_id, "cell": pid, "grid": point, "params": params,
-                            "trial": self.spec.trial_raw(point, params)})
+            members.append(
+                {
+                    "trial_id": member_id,
+                    "cell": pid,
+                    "grid": point,
+                    "params": params,
+                    "trial": self.spec.trial_raw(point, params),
+                }
+            )
             live.append((pid, optuna_trial.number, member_id))
         self.live[trial_id] = live
         first = members[0]
@@ -203,7 +218,6 @@ class CellSearcher(PickledState, Searcher):
         self._studies = {}
 
 
-
 def _plain(value: Any) -> Any:
     """numpy scalars from Optuna -> plain Python, so configs stay JSON/YAML friendly."""
     return value.item() if hasattr(value, "item") else value
@@ -222,8 +236,12 @@ class PerCellScheduler(FIFOScheduler):
         super().__init__()
         self._metric, self._mode = metric, mode
         self.options: dict[str, Any] = dict(
-            metric=metric, mode=mode, time_attr="training_iteration",
-            grace_period=grace_period, reduction_factor=reduction_factor, max_t=max_t,
+            metric=metric,
+            mode=mode,
+            time_attr="training_iteration",
+            grace_period=grace_period,
+            reduction_factor=reduction_factor,
+            max_t=max_t,
         )
         self.by_point: dict[str, ASHAScheduler] = {}
 

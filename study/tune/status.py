@@ -41,23 +41,38 @@ def study_status(spec: SweepSpec, live: dict[str, Any] | None = None, stopped: b
         running = 0 if stopped else int(counts.get("running", 0) + counts.get("retrying", 0))
         if live is not None and pid in live.get("points", {}):
             running = int(live["points"][pid]["running"])
-        rows.append({
-            "grid_point": pid,
-            "planned": n,
-            "completed": int(counts.get("completed", 0)),
-            "converged": int(counts.get("converged", 0)),
-            "running": running,
-            "failed": int(counts.get("failed", 0)),
-            "diverged": int(counts.get("diverged", 0)),
-            "pruned": int(counts.get("pruned", 0)),
-            "pending": max(0, n - finished - running),
-            f"best_{spec.tune.metric}": best,
-        })
+        rows.append(
+            {
+                "grid_point": pid,
+                "planned": n,
+                "completed": int(counts.get("completed", 0)),
+                "converged": int(counts.get("converged", 0)),
+                "running": running,
+                "failed": int(counts.get("failed", 0)),
+                "diverged": int(counts.get("diverged", 0)),
+                "pruned": int(counts.get("pruned", 0)),
+                "pending": max(0, n - finished - running),
+                f"best_{spec.tune.metric}": best,
+            }
+        )
     return pd.DataFrame(rows)
 
 
-THRESHOLD_COLUMNS = ["cell", "trials", "completed", "converged", "running", "failed", "diverged", "pruned",
-                     "budget", "search", "estimate", "low", "high"]
+THRESHOLD_COLUMNS = [
+    "cell",
+    "trials",
+    "completed",
+    "converged",
+    "running",
+    "failed",
+    "diverged",
+    "pruned",
+    "budget",
+    "search",
+    "estimate",
+    "low",
+    "high",
+]
 
 
 def threshold_cell(spec: SweepSpec, grid: dict[str, Any]) -> str:
@@ -98,19 +113,21 @@ def threshold_status(spec: SweepSpec, live: dict[str, Any] | None = None, stoppe
         running = 0 if stopped else int(counts.get("running", 0) + counts.get("retrying", 0))
         if live is not None:
             running = running_live.get(pid, 0)
-        rows.append({
-            "cell": pid,
-            "trials": int(sum(counts.get(s, 0) for s in ("completed", "converged", "failed", "diverged", "pruned")))
-            + running,
-            **{s: int(counts.get(s, 0)) for s in ("completed", "converged")},
-            "running": running,
-            **{s: int(counts.get(s, 0)) for s in ("failed", "diverged", "pruned")},
-            "budget": search.budget,
-            "search": row["stopped"] if row is not None else "searching",
-            "estimate": float(row["estimate"]) if row is not None else float("nan"),
-            "low": float(row["low"]) if row is not None else float("nan"),
-            "high": float(row["high"]) if row is not None else float("nan"),
-        })
+        rows.append(
+            {
+                "cell": pid,
+                "trials": int(sum(counts.get(s, 0) for s in ("completed", "converged", "failed", "diverged", "pruned")))
+                + running,
+                **{s: int(counts.get(s, 0)) for s in ("completed", "converged")},
+                "running": running,
+                **{s: int(counts.get(s, 0)) for s in ("failed", "diverged", "pruned")},
+                "budget": search.budget,
+                "search": row["stopped"] if row is not None else "searching",
+                "estimate": float(row["estimate"]) if row is not None else float("nan"),
+                "low": float(row["low"]) if row is not None else float("nan"),
+                "high": float(row["high"]) if row is not None else float("nan"),
+            }
+        )
     return pd.DataFrame(rows, columns=THRESHOLD_COLUMNS)
 
 

@@ -75,8 +75,13 @@ def make_model(search: ThresholdSearch) -> Model:
     tolerance_u = search.tolerance / search.span
     step = min((1 + 2 * MARGIN) / 200, tolerance_u / 10)  # the grid resolves a tenth of the tolerance
     n = int(min(MAX_THRESHOLDS, math.ceil((1 + 2 * MARGIN) / step) + 1))
-    return Model(theta=np.linspace(-MARGIN, 1 + MARGIN, n), slope=SLOPES, target=search.target,
-                 lapse=lapse_rate(search.target), sign=1.0 if search.direction == "increasing" else -1.0)
+    return Model(
+        theta=np.linspace(-MARGIN, 1 + MARGIN, n),
+        slope=SLOPES,
+        target=search.target,
+        lapse=lapse_rate(search.target),
+        sign=1.0 if search.direction == "increasing" else -1.0,
+    )
 
 
 def p_success(model: Model, u: np.ndarray) -> np.ndarray:
@@ -186,8 +191,12 @@ def cell_summary(search: ThresholdSearch, model: Model, cell: CellState) -> dict
     """The threshold's estimate and interval in axis units."""
     post = normalize(log_posterior(model, [(search.to_u(t), s) for t, s in cell.outcomes]))
     mid, lo, hi = credible_interval(model, post, search.interval)
-    return {"estimate": search.to_t(mid), "low": search.to_t(lo), "high": search.to_t(hi),
-            "width": (hi - lo) * search.span}
+    return {
+        "estimate": search.to_t(mid),
+        "low": search.to_t(lo),
+        "high": search.to_t(hi),
+        "width": (hi - lo) * search.span,
+    }
 
 
 def stop_reason(search: ThresholdSearch, model: Model, cell: CellState) -> str | None:
@@ -276,29 +285,31 @@ def threshold_rows(search: ThresholdSearch, cells: Iterable[CellState]) -> list[
     for cell in cells:
         s = cell_summary(search, model, cell)
         low_value, high_value = bracketing_values(search, s["low"], s["high"])
-        rows.append({
-            "cell": cell.id,
-            "axis": search.axis,
-            "criterion": str(search.success),
-            "target": search.target,
-            "estimate": s["estimate"],
-            "low": s["low"],
-            "high": s["high"],
-            "level": search.interval,
-            "width": s["width"],
-            "tolerance": search.tolerance,
-            "low_value": low_value,
-            "high_value": high_value,
-            "in_range": bool(s["high"] >= search.start and s["low"] <= search.start + search.span),
-            "trials": cell.trials,
-            "outcomes": len(cell.outcomes),
-            "successes": sum(1 for _, ok in cell.outcomes if ok),
-            "errors": cell.errors,
-            "points": len(cell.points),
-            "seeds_per_point": search.seeds_per_point,
-            "budget": search.budget,
-            "stopped": cell.stopped or "searching",  # converged | budget | searching
-        })
+        rows.append(
+            {
+                "cell": cell.id,
+                "axis": search.axis,
+                "criterion": str(search.success),
+                "target": search.target,
+                "estimate": s["estimate"],
+                "low": s["low"],
+                "high": s["high"],
+                "level": search.interval,
+                "width": s["width"],
+                "tolerance": search.tolerance,
+                "low_value": low_value,
+                "high_value": high_value,
+                "in_range": bool(s["high"] >= search.start and s["low"] <= search.start + search.span),
+                "trials": cell.trials,
+                "outcomes": len(cell.outcomes),
+                "successes": sum(1 for _, ok in cell.outcomes if ok),
+                "errors": cell.errors,
+                "points": len(cell.points),
+                "seeds_per_point": search.seeds_per_point,
+                "budget": search.budget,
+                "stopped": cell.stopped or "searching",  # converged | budget | searching
+            }
+        )
     return rows
 
 

@@ -11,7 +11,15 @@ from ray.tune.search import Searcher
 from study.errors import ConfigError
 from study.tune.search import PickledState
 from study.tune.threshold import (
-    CellState, Record, ThresholdSearch, TrialBuilder, make_model, outcome, propose, rebuild_cells, stop_reason,
+    CellState,
+    Record,
+    ThresholdSearch,
+    TrialBuilder,
+    make_model,
+    outcome,
+    propose,
+    rebuild_cells,
+    stop_reason,
     threshold_rows,
 )
 
@@ -100,15 +108,22 @@ class ThresholdSearcher(PickledState, Searcher):
         axis = self.search.axis
         value = self.search.value_at(pending["t"])
         take = pending["seeds"][: self.pack_size]
-        pending["seeds"] = pending["seeds"][len(take):]
+        pending["seeds"] = pending["seeds"][len(take) :]
         pending["open"] += len(take)
         cell.trials += len(take)
         members, live = [], []
         for k, seed in enumerate(take):
             grid = {**cell.point, axis: value, "train.seed": seed}
             member_id = member_trial_id(trial_id, k, self.pack_size)
-            members.append({"trial_id": member_id, "cell": grid_point_id(grid), "grid": grid, "params": {},
-                            "trial": self.build(dict(cell.point), value, seed)})
+            members.append(
+                {
+                    "trial_id": member_id,
+                    "cell": grid_point_id(grid),
+                    "grid": grid,
+                    "params": {},
+                    "trial": self.build(dict(cell.point), value, seed),
+                }
+            )
             live.append((cell.id, pending["t"], seed, member_id))
         self.live[trial_id] = live
         first = members[0]
@@ -168,4 +183,3 @@ class ThresholdSearcher(PickledState, Searcher):
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-

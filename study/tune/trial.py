@@ -38,14 +38,27 @@ def replay_ended(ids: list[str], ended: dict[str, dict[str, Any]], metric: str |
     """The final report of a trial whose members all ended before a driver crash (as the
     store recorded them), for a resumed run whose Tune state still had the trial running:
     no step is trained again; ``replayed`` tells the store writer that nothing is new."""
-    latest = {mid: {**({metric: ended[mid].get("score")} if metric is not None else {}),
-                    "step": ended[mid].get("steps"), "status": ended[mid]["status"],
-                    "n_params": ended[mid].get("n_params"), "device": ended[mid].get("device"),
-                    "node": ended[mid].get("node")} for mid in ids}
+    latest = {
+        mid: {
+            **({metric: ended[mid].get("score")} if metric is not None else {}),
+            "step": ended[mid].get("steps"),
+            "status": ended[mid]["status"],
+            "n_params": ended[mid].get("n_params"),
+            "device": ended[mid].get("device"),
+            "node": ended[mid].get("node"),
+        }
+        for mid in ids
+    }
     summary = best_member(latest, metric, mode)
     status = summary["status"] if len(ids) == 1 else "completed"
-    return {**summary, "step": max(int(m["step"] or 0) for m in latest.values()), "status": status,
-            "members": latest, "rows": {}, "replayed": True}
+    return {
+        **summary,
+        "step": max(int(m["step"] or 0) for m in latest.values()),
+        "status": status,
+        "members": latest,
+        "rows": {},
+        "replayed": True,
+    }
 
 
 def load_latest_state(checkpoint) -> dict[str, Any] | None:
@@ -66,9 +79,14 @@ def load_latest_state(checkpoint) -> dict[str, Any] | None:
     except FileNotFoundError:
         pass
     fs, parent = checkpoint.filesystem, checkpoint.path.rstrip("/").rsplit("/", 1)[0]
-    siblings = sorted((info.path for info in fs.get_file_info(pafs.FileSelector(parent, allow_not_found=True))
-                       if info.base_name.startswith("checkpoint_") and info.type == pafs.FileType.Directory),
-                      reverse=True)
+    siblings = sorted(
+        (
+            info.path
+            for info in fs.get_file_info(pafs.FileSelector(parent, allow_not_found=True))
+            if info.base_name.startswith("checkpoint_") and info.type == pafs.FileType.Directory
+        ),
+        reverse=True,
+    )
     for path in siblings:
         try:
             return load(tune.Checkpoint(path, filesystem=fs))
@@ -77,8 +95,9 @@ def load_latest_state(checkpoint) -> dict[str, Any] | None:
     return None
 
 
-def run_trial(config: dict[str, Any], fail_once_at_step: int | None = None,
-              ended: dict[str, dict[str, Any]] | None = None) -> None:
+def run_trial(
+    config: dict[str, Any], fail_once_at_step: int | None = None, ended: dict[str, dict[str, Any]] | None = None
+) -> None:
     """One Ray Tune trial: train the config's model (or pack), reporting metrics, rows and checkpoints.
 
     ``fail_once_at_step`` raises once, after the report at that step, in a trial's
@@ -107,16 +126,25 @@ def run_trial(config: dict[str, Any], fail_once_at_step: int | None = None,
     first_attempt = restore is None
     study, point = config.get("study") or context.get_experiment_name(), config.get("cell", "all")
     prefix = f"[{study} {point} trial {trial_id}]"  # every line of the trial's log says what it trains
-    print(f"{prefix} {'resuming at step ' + str(restore['step']) if restore else 'starting'}, "
-          f"{cfgs[0].train.steps} steps, {len(ids)} member(s)", flush=True)
+    print(
+        f"{prefix} {'resuming at step ' + str(restore['step']) if restore else 'starting'}, "
+        f"{cfgs[0].train.steps} steps, {len(ids)} member(s)",
+        flush=True,
+    )
     progress = _progress_poster(study)
     latest: dict[str, dict[str, Any]] = {}  # member id -> its latest summary
     held: dict[str, dict[str, list]] = {}  # member id -> table -> rows not reported yet
 
     def report(pack: PackReport) -> None:
         for r in pack.members:
-            latest[r.trial_id] = {**r.metrics, "step": r.step, "status": r.status, "n_params": r.n_params,
-                                  "device": r.device, "node": platform.node()}
+            latest[r.trial_id] = {
+                **r.metrics,
+                "step": r.step,
+                "status": r.status,
+                "n_params": r.n_params,
+                "device": r.device,
+                "node": platform.node(),
+            }
             for table, rows in r.rows.items():
                 held.setdefault(r.trial_id, {}).setdefault(table, []).extend(rows)
         evaluated = any("evals" in r.rows for r in pack.members)
@@ -125,11 +153,17 @@ def run_trial(config: dict[str, Any], fail_once_at_step: int | None = None,
             return
         summary = best_member(latest, metric, mode)
         status = summary["status"] if len(ids) == 1 else ("completed" if done else "running")
-        metrics = {**summary, "step": pack.step, "status": status,
-                   "members": {mid: dict(m) for mid, m in latest.items()}, "rows": dict(held)}
+        metrics = {
+            **summary,
+            "step": pack.step,
+            "status": status,
+            "members": {mid: dict(m) for mid, m in latest.items()},
+            "rows": dict(held),
+        }
         held.clear()
-        scores = "  ".join(f"{k}={v:.4g}" for k, v in summary.items()
-                           if isinstance(v, float) and (k.startswith("id_") or k == "loss"))
+        scores = "  ".join(
+            f"{k}={v:.4g}" for k, v in summary.items() if isinstance(v, float) and (k.startswith("id_") or k == "loss")
+        )
         print(f"{prefix} step {pack.step}/{cfgs[0].train.steps} {status}  {scores}", flush=True)
         if pack.state is None:
             tune.report(metrics)
@@ -145,12 +179,25 @@ def run_trial(config: dict[str, Any], fail_once_at_step: int | None = None,
         # restored from the checkpoint of the pack's last step (the driver died before Tune saw
         # the trial end): no step was left to train, so say again how every member ended
         for mid, r in zip(ids, results):
-            latest[mid] = {**r.metrics, "step": r.steps, "status": r.status, "n_params": r.n_params,
-                           "device": r.device, "node": platform.node()}
+            latest[mid] = {
+                **r.metrics,
+                "step": r.steps,
+                "status": r.status,
+                "n_params": r.n_params,
+                "device": r.device,
+                "node": platform.node(),
+            }
         summary = best_member(latest, metric, mode)
         status = summary["status"] if len(ids) == 1 else "completed"
-        tune.report({**summary, "step": max(r.steps for r in results), "status": status,
-                     "members": {mid: dict(m) for mid, m in latest.items()}, "rows": {}})
+        tune.report(
+            {
+                **summary,
+                "step": max(r.steps for r in results),
+                "status": status,
+                "members": {mid: dict(m) for mid, m in latest.items()},
+                "rows": {},
+            }
+        )
 
 
 def _progress_poster(study: str, every_s: float = 2.0):
