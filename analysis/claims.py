@@ -88,10 +88,15 @@ def check_claim(
     by = cell_axes(trials)
     seeds = seed_values(claim, tables, best)
     unfinished = trials[trials["status"].isin(UNFINISHED)]
-    reference = math.nan
+    other_cell = math.nan  # than: the other cell's median, one reference for every cell
     if claim.than is not None:
         other = seed_values(claim.model_copy(update={"cells": claim.than}), tables, best)
-        reference = float(other["value"].median()) if len(other) else math.nan
+        other_cell = float(other["value"].median()) if len(other) else math.nan
+    if claim.than_metric is not None:  # each seed's own reference: the other metric where it is read
+        refs = seed_values(claim.model_copy(update={"metric": claim.than_metric}), tables, best)
+        seeds = seeds.merge(refs[["grid_point", "value"]].rename(columns={"value": "ref"}), on="grid_point")
+    else:
+        seeds = seeds.assign(ref=other_cell)
     base = {
         "claim": i,
         "finding": claim.finding,
@@ -99,20 +104,22 @@ def check_claim(
         "metric": claim.metric,
         "condition": claim.condition(),
         "published": claim.published(),
-        "reference": reference,
     }
     cells = sorted(seeds["cell"].unique()) or [""]
     out = []
     for cell in cells:
-        values = seeds.loc[seeds["cell"] == cell, "value"].to_numpy(dtype=float)
+        mine = seeds[seeds["cell"] == cell]
+        values, refs = mine["value"].to_numpy(dtype=float), mine["ref"].to_numpy(dtype=float)
+        reference = float(np.median(refs)) if len(refs) else other_cell
         waiting = int(sum(cell_label(r, by) == cell for _, r in unfinished.iterrows())) if cell else len(unfinished)
         out.append(
             {
                 **base,
                 "cell": cell,
                 **distribution(values),
+                "reference": reference,
                 "unfinished": waiting,
-                **verdict(claim, values, reference, waiting),
+                **verdict(claim, values, refs, reference, waiting),
             }
         )
     return out
@@ -132,11 +139,14 @@ def distribution(values: np.ndarray) -> dict[str, Any]:
     }
 
 
-def verdict(claim: Claim, values: np.ndarray, reference: float, unfinished: int) -> dict[str, Any]:
+def verdict(claim: Claim, values: np.ndarray, refs: np.ndarray, reference: float, unfinished: int) -> dict[str, Any]:
     """reproduced / not reproduced / not measurable yet (no seed with a value, a ``than``
-    cell without one, or trials of the cell still to end), and how many seeds hold."""
+    cell without one, or trials of the cell still to end), and how many seeds hold: each
+    seed against the bound of its own reference ``refs`` (the same for every seed unless the
+    claim has a ``than_metric``), the median against the bound of the median ``reference``."""
     bound = claim.bound(reference)
-    held = int(sum(claim.holds(v, bound) for v in values)) if math.isfinite(bound) else 0
+    held = sum(claim.holds(v, claim.bound(r)) for v, r in zip(values, refs) if math.isfinite(claim.bound(r)))
+    held = int(held)
     if not len(values) or not math.isfinite(bound) or unfinished:
         return {"verdict": NOT_MEASURABLE, "held": held}
     ok = claim.holds(float(np.median(values)), bound) if claim.pool == "median" else held >= claim.share * len(values)

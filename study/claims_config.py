@@ -76,7 +76,12 @@ class Claim(Section):
     than: dict[str, Scalar] | None = Field(
         None, description="another cell (grid axes -> value): compare with factor x its median instead of value"
     )
-    factor: float = Field(1.0, description="with than: the multiple of the other cell's median")
+    than_metric: str | None = Field(
+        None,
+        description="another metric of the same cell and condition, e.g. chance: compare with factor x its "
+        "value, seed by seed (the median with the median of the seeds' values)",
+    )
+    factor: float = Field(1.0, description="with than or than_metric: the multiple of the reference")
 
     @field_validator("value", "tolerance", "factor")
     @classmethod
@@ -96,14 +101,15 @@ class Claim(Section):
                 )
             if isinstance(wanted, list) and not wanted:
                 raise ValueError(f"at.{key} is an empty list; give a value or remove it")
-        if (self.value is None) == (self.than is None):
+        if sum(x is not None for x in (self.value, self.than, self.than_metric)) != 1:
             raise ValueError(
-                "give either value (a published value) or than (another cell, with factor), not both and not neither"
+                "give one of value (a published value), than (another cell, with factor) or than_metric (another "
+                "metric of the same cell, e.g. chance)"
             )
         if self.than is not None and not self.than:
             raise ValueError("than is empty; name the other cell's grid values, e.g. than: {task.mix_weight: 1.0}")
-        if self.than is not None and not self.factor > 0:
-            raise ValueError(f"factor={self.factor:g} must be positive, e.g. 3 (three times the other cell)")
+        if self.value is None and not self.factor > 0:
+            raise ValueError(f"factor={self.factor:g} must be positive, e.g. 3 (three times the reference)")
         if not 0.0 < self.share <= 1.0:
             raise ValueError(f"share={self.share:g} is not a share of seeds in (0, 1]; write e.g. 0.75")
         if self.pool == "median" and self.share != 1.0:
@@ -111,22 +117,25 @@ class Claim(Section):
         return self
 
     def bound(self, reference: float | None) -> float:
-        """The number a seed's (or the median's) value is compared with: ``value`` widened by
-        the tolerance, or ``factor`` times the other cell's median ``reference``."""
-        if self.than is not None:
-            return self.factor * (reference if reference is not None else math.nan)
+        """The number a seed's (or the median's) value is compared with: ``value``, or ``factor``
+        times the ``reference`` (the other cell's median, or the reference metric's value),
+        widened by the tolerance."""
         slack = self.tolerance if self.op == "<=" else -self.tolerance
-        return float(self.value) + slack  # type: ignore[arg-type]  # value is set when than is None
+        if self.value is not None:
+            return self.value + slack
+        return self.factor * (reference if reference is not None else math.nan) + slack
 
     def holds(self, measured: float, bound: float) -> bool:
         return measured >= bound if self.op == ">=" else measured <= bound
 
     def published(self) -> str:
         """The comparison as text: ``>= 0.9 (tolerance 0.05)`` or ``>= 3x task.mix_weight=1``."""
+        slack = f" (tolerance {self.tolerance:g})" if self.tolerance else ""
         if self.than is not None:
             other = "|".join(f"{k}={v}" for k, v in self.than.items())
-            return f"{self.op} {self.factor:g}x {other}"
-        slack = f" (tolerance {self.tolerance:g})" if self.tolerance else ""
+            return f"{self.op} {self.factor:g}x {other}{slack}"
+        if self.than_metric is not None:
+            return f"{self.op} {self.factor:g}x {self.than_metric}{slack}"
         return f"{self.op} {self.value:g}{slack}"
 
     def condition(self) -> str:
@@ -182,24 +191,29 @@ def check_claims_against(
                     )
         mine = [(point, task) for point, task in points if matches(point, claim.cells)]
         families = {task.family for _, task in mine}
+        metrics = {"metric": claim.metric, "than_metric": claim.than_metric}
+        metric_names = {key: name for key, name in metrics.items() if name is not None}
         if claim.table == "representations":
             kinds = set().union(*(task.structure_kinds() for _, task in mine))
-            if claim.metric not in kinds:
-                raise ValueError(
-                    f"{where}.metric={claim.metric!r} is not a structure probe of the trials of its "
-                    f"cells; use one of {sorted(kinds) or 'none: their probes are off'}"
-                )
+            for key, name in metric_names.items():
+                if name not in kinds:
+                    raise ValueError(
+                        f"{where}.{key}={name!r} is not a structure probe of the trials of its "
+                        f"cells; use one of {sorted(kinds) or 'none: their probes are off'}"
+                    )
             continue  # probe conditions (layer, position, length) are read as stored
         reported = set().union(*(family(f).metrics for f in families)) if families else set()
-        if claim.metric not in reported:
-            split, _, base = claim.metric.partition("_")
+        for key, name in metric_names.items():
+            if name in reported:
+                continue
+            split, _, base = name.partition("_")
             hint = (
-                f"a claim reads per-condition metrics: write metric: {base} with at: {{split: {split}}}"
+                f"a claim reads per-condition metrics: write {key}: {base} with at: {{split: {split}}}"
                 if split in ("id", "ood") and base in reported
                 else f"use one of {sorted(reported)}"
             )
             raise ValueError(
-                f"{where}.metric={claim.metric!r} is not reported by the {'/'.join(sorted(families))} "
+                f"{where}.{key}={name!r} is not reported by the {'/'.join(sorted(families))} "
                 f"trials of its cells; {hint}"
             )
         if not any(any(matches(row, claim.at) for row in task.evaluated_conditions()) for _, task in mine):

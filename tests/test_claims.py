@@ -211,7 +211,9 @@ GOOD = {
         ({"at": {"len_a": 9}}, "expect[0].at.len_a=9: no grid point of its cells evaluates it"),
         ({"at": {"n_context": 3}}, "expect[0].at.n_context=3: no grid point of its cells evaluates it"),
         ({"at": {"length": 3}}, "at.length: not a condition"),
-        ({"than": {"task.digits": 2}}, "give either value (a published value) or than"),
+        ({"than": {"task.digits": 2}}, "give one of value (a published value), than (another cell"),
+        ({"than_metric": "chance"}, "give one of value"),
+        ({"value": None, "than_metric": "accuracy"}, "expect[0].than_metric='accuracy' is not reported"),
         ({"pool": "mean"}, "pool"),
         ({"share": 0.5}, "share applies to pool: share only"),
         ({"source": ""}, "source"),
@@ -288,3 +290,17 @@ def test_a_smaller_grid_set_on_the_command_line_drops_the_claims_it_cannot_measu
         "is not checked: it reads task.mix_weight=0.5, which --set "
         "grid.task.mix_weight took out of the grid"
     )
+
+
+def test_a_claim_against_another_metric_of_the_same_cell_compares_seed_by_seed():
+    """e.g. an OOD exact match at the chance level its residue structure predicts: each seed
+    against its own reference, the median against the reference's median."""
+    trials, final = frames({3: [(0, "completed", 0.95), (1, "completed", 0.5), (2, "completed", 0.97)]})
+    ood_exact = (final["metric"] == "exact_match") & (final["split"] == "ood")
+    final.loc[ood_exact & (final["trial_id"] == "d3s1t1"), "value"] = 0.6  # seed 1's reference
+    at_most = claim(value=None, than_metric="exact_match", op="<=", tolerance=0.05, pool="share", share=0.3)
+    row = check_claims([at_most], trials, final, "max").iloc[0]
+    assert (row["held"], row["verdict"], row["reference"]) == (1, REPRODUCED, 0.0)  # 0.5 <= 0.6 + 0.05 only
+    assert "published <= 1x exact_match (tolerance 0.05) = 0" in claim_lines(pd.DataFrame([row]))[0]
+    median = check_claims([claim(value=None, than_metric="exact_match", factor=2)], trials, final, "max").iloc[0]
+    assert median["verdict"] == REPRODUCED and median["held"] == 2  # seeds 0, 2 hold against 2 x 0; seed 1: 0.5 < 1.2
