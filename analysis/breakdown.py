@@ -386,17 +386,7 @@ def breakdown(
         "id_q75",
         "id_min",
         "id_max",
-        "ood_median",
-        "n_break",
-        "boundary_q25",
-        "boundary_q50",
-        "boundary_q75",
-        "n_nonmonotone",
-        "n_learned",
-        "break_median",
-        "break_min",
-        "break_max",
-        "holds_to_max",
+        *SPREAD_COLUMNS,
     ]
     return sort_cells(out[columns], by, ["shift"])
 

@@ -145,8 +145,8 @@ def verdict(claim: Claim, values: np.ndarray, refs: np.ndarray, reference: float
     seed against the bound of its own reference ``refs`` (the same for every seed unless the
     claim has a ``than_metric``), the median against the bound of the median ``reference``."""
     bound = claim.bound(reference)
-    held = sum(claim.holds(v, claim.bound(r)) for v, r in zip(values, refs) if math.isfinite(claim.bound(r)))
-    held = int(held)
+    seed_bounds = [claim.bound(r) for r in refs]
+    held = int(sum(claim.holds(v, b) for v, b in zip(values, seed_bounds) if math.isfinite(b)))
     if not len(values) or not math.isfinite(bound) or unfinished:
         return {"verdict": NOT_MEASURABLE, "held": held}
     ok = claim.holds(float(np.median(values)), bound) if claim.pool == "median" else held >= claim.share * len(values)
