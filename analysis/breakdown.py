@@ -490,7 +490,7 @@ def format_summary(
                 + values
                 + [seed_boundary_text(row)]
                 + ([extra[1].get(row["cell"], "-")] if extra else [])
-                + [_boundary_text(row)]
+                + [best_seed_boundary_text(row)]
             )
         widths = [max(len(r[i]) for r in body) for i in range(len(head))]
         lines += ["", f"along {shift}:"]
@@ -542,7 +542,9 @@ def seed_boundary_text(row: dict[str, Any]) -> str:
     return f"{parts[0]} {seeds}" + "".join(f", {part}" for part in parts[1:])
 
 
-def _boundary_text(row: dict[str, Any]) -> str:
+def best_seed_boundary_text(row: dict[str, Any]) -> str:
+    """The boundary of a breakdown row's best seed as text: ``5``, ``holds to 12``, with
+    recoveries or a non-monotone curve noted; ``n/a`` without a usable seed or ID skill."""
     if row["verdict"] not in ("breaks", "holds"):
         return "n/a"
     text = f"holds to {_fmt_x(row['holds_to'])}" if row["verdict"] == "holds" else _fmt_x(row["boundary"])

@@ -108,7 +108,7 @@ def arithmetic_findings(table: pd.DataFrame, beyond: pd.DataFrame, seed_final: p
                 "x_max": row["holds_to_max"],
                 "verdict": verdict,
                 "seeds": bd.seed_boundary_text(row),
-                "best_seed": bd._boundary_text(row),
+                "best_seed": bd.best_seed_boundary_text(row),
                 "exact_match_beyond": medians.get("exact_match_beyond", np.nan),
                 "equivalence_beyond": medians.get("equivalence_beyond", np.nan),
             }
