@@ -20,6 +20,7 @@ import duckdb
 import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as pads
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
@@ -171,6 +172,34 @@ def _append_worker(root: str, worker: int, appends: int) -> None:
     store = Store(root)
     for i in range(appends):
         store.append("evals", eval_rows(f"w{worker}", [i]), study="s", cell=f"cell{worker}")
+
+
+class _CreatorArrivesAfterMarkerCheck(pafs.LocalFileSystem):
+    """The local filesystem, except that right after the opener finds no marker, another
+    process finishes creating the store (marker first, then its first table): the
+    interleaving that made one of four concurrent appenders refuse a new store."""
+
+    root = ""
+    fired = False
+
+    def get_file_info(self, paths):
+        infos = super().get_file_info(paths)
+        if not self.fired and isinstance(paths, str) and paths.endswith(MARKER):
+            self.fired = True
+            Store(self.root).append("evals", eval_rows("other", [0]), study="s")
+        return infos
+
+
+def test_a_store_created_by_another_process_while_opening_is_opened(tmp_path, monkeypatch):
+    root = str(tmp_path / "results")
+    os.mkdir(root)  # the other process has made the directory, not yet the marker
+    racing = _CreatorArrivesAfterMarkerCheck()
+    racing.root = root
+    monkeypatch.setattr("study.store.store.open_filesystem", lambda uri, options=None: (racing, root))
+    store = Store(root)
+    assert racing.fired
+    store.append("evals", eval_rows("mine", [0]), study="s")
+    assert set(Store(root).frame("evals")["trial_id"]) == {"other", "mine"}
 
 
 @pytest.mark.slow

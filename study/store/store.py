@@ -176,6 +176,12 @@ class Store:
             # Hidden entries (a temp file: another process creating this store right
             # now) and "_" entries (tool-private, e.g. a sweep's _runs) do not count.
             entries = [e for e in entries if not e.base_name.startswith((".", "_"))]
+            # Another process may have created this store between the marker check
+            # and the listing: it writes the marker before any table, so a table seen
+            # here means the marker is there now, if a creator wrote that table.
+            if entries and self.fs.get_file_info(marker).type == pafs.FileType.File:
+                self._read_marker(marker)
+                return
             if entries:
                 names = sorted(e.base_name for e in entries)[:5]
                 raise StoreError(
@@ -197,6 +203,8 @@ class Store:
             self._put(marker, lambda out: out.write(body.encode()))
         except (OSError, pa.ArrowException) as err:
             raise StoreError(f"cannot create a store at {self.uri}: {err}") from None
+        if not self._object_store:  # two creators at once: the last rename is the store's
+            self._read_marker(marker)
 
     def _read_marker(self, marker: str) -> None:
         try:
