@@ -255,6 +255,25 @@ class PackConfig(Section):
     """K members of one cell trained in one process with batched weights (study.model)."""
 
     size: int = Field(1, ge=1, description="members per pack; 1 trains a single model")
+    automatic: bool = Field(False, description="the size was chosen by measuring packs (pack: {size: auto})")
+
+
+class PackSpec(PackConfig):
+    """A study's pack: a size, or ``auto`` for the largest pack that fits a trial's memory
+    share and still raises the steps per second per model on the trials' device
+    (:mod:`study.tune.autopack` measures it before the run; the chosen size replaces
+    ``auto`` in the study's copy of its spec, so ``resume`` keeps it)."""
+
+    size: int | Literal["auto"] = Field(  # type: ignore[assignment]
+        1, description="members per pack: K >= 1, or auto (measured before the run, bounded by the cell's members)"
+    )
+
+    @field_validator("size", mode="before")
+    @classmethod
+    def _size(cls, size: Any) -> Any:
+        if size == "auto" or (isinstance(size, int) and not isinstance(size, bool) and size >= 1):
+            return size
+        raise ValueError("give a whole number of members, at least 1 (1 trains single models), or auto")
 
 
 # The task section: the config class of every registered family, told apart by task.family.
@@ -855,7 +874,7 @@ class SweepSpec(Section):
     store: str = "./results"
     storage_path: str | None = Field(None, description="Ray Tune's run directory; default <store>/_runs")
     optuna_storage: str | None = Field(None, description="Optuna storage URL; default a journal file")
-    pack: PackConfig = Field(default_factory=PackConfig, description="members trained together per Tune trial")
+    pack: PackSpec = Field(default_factory=PackSpec, description="members trained together per Tune trial")
     threshold: ThresholdSearch | None = Field(
         None, description="search one ordered axis per cell for where success begins (study.tune.threshold)"
     )
@@ -1050,9 +1069,36 @@ class SweepSpec(Section):
     def trial_raw(self, point: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
         """The raw trial config of one grid point with tuned values filled in (not yet validated)."""
         raw = apply_overrides(self.base, {**point, **params})
-        if self.pack.size > 1:
+        if self.pack.size != "auto" and (self.pack.size > 1 or self.pack.automatic):
             raw["pack"] = self.pack.model_dump()
         return raw
+
+    @property
+    def pack_size(self) -> int:
+        """Members per pack; a study whose ``pack.size`` is still ``auto`` has none yet
+        (:func:`study.tune.autopack.resolve_pack_size` measures and sets it)."""
+        if self.pack.size == "auto":
+            raise ValueError(
+                f"study {self.name}: pack.size is auto and not yet measured; resolve it with "
+                "study.tune.autopack.resolve_pack_size(spec) before counting its packs"
+            )
+        return self.pack.size
+
+    def with_pack_size(self, size: int) -> "SweepSpec":
+        """This study with ``pack.size`` set to ``size``, marked automatic when it was ``auto``."""
+        pack = PackSpec(size=size, automatic=self.pack.automatic or self.pack.size == "auto")
+        return self.model_copy(update={"pack": pack})
+
+    def pack_bound(self) -> int:
+        """The largest pack this study allows: 1 when a tuned axis other than the per-member
+        training values varies, a threshold search's seeds per point, else the fewest members
+        a cell holds (seeds x trials per grid point)."""
+        packable = {f"train.{name}" for name in PACK_MEMBER_FIELDS}
+        if set(self.tune.params) - packable:
+            return 1
+        if self.threshold is not None:
+            return self.threshold.seeds_per_point
+        return min(len(group) for group in self.pack_groups()) * self.tune.trials_per_grid_point
 
     def pack_groups(self) -> list[list[int]]:
         """Indices into :meth:`grid_points` of the points one pack may draw its members from.
@@ -1062,7 +1108,7 @@ class SweepSpec(Section):
         seeds and Optuna suggestions of one cell, and each member keeps its own grid point.
         """
         points = self.grid_points()
-        if self.pack.size == 1:
+        if self.pack.size == 1:  # auto groups by cell, as any pack does
             return [[i] for i in range(len(points))]
         groups: dict[str, list[int]] = {}
         for i, point in enumerate(points):
@@ -1074,31 +1120,26 @@ class SweepSpec(Section):
         values, or one larger than the members a cell holds."""
         if "pack" in self.base:
             raise ConfigError("base.pack: set the pack size at the top level of the spec (pack: {size: K})")
-        if self.pack.size == 1:
+        size = self.pack.size
+        if size == "auto" or size == 1:  # auto is bounded by pack_bound when measured
             return
         packable = {f"train.{name}" for name in PACK_MEMBER_FIELDS}
         differing = sorted(set(self.tune.params) - packable)
         if differing:
             raise ConfigError(
-                f"pack.size={self.pack.size} with tuned axes {differing}: members of a pack share the "
+                f"pack.size={size} with tuned axes {differing}: members of a pack share the "
                 f"architecture and everything else but {', '.join(sorted(packable))}; make {differing} grid "
                 "axes or set pack.size=1"
             )
-        if self.threshold is not None:
-            if self.pack.size > self.threshold.seeds_per_point:
-                raise ConfigError(
-                    f"pack.size={self.pack.size} is larger than threshold.seeds_per_point="
-                    f"{self.threshold.seeds_per_point} (a pack trains the seeds of one proposed point); lower "
-                    f"pack.size to at most {self.threshold.seeds_per_point}"
-                )
-            return
-        quota = min(len(group) for group in self.pack_groups()) * self.tune.trials_per_grid_point
-        if self.pack.size > quota:
-            raise ConfigError(
-                f"pack.size={self.pack.size} is larger than the {quota} members a cell holds "
-                f"(tune.trials_per_grid_point={self.tune.trials_per_grid_point} x the train.seed values); "
-                f"lower pack.size to at most {quota}"
+        bound = self.pack_bound()
+        if size > bound:
+            what = (
+                f"threshold.seeds_per_point={bound} (a pack trains the seeds of one proposed point)"
+                if self.threshold is not None
+                else f"the {bound} members a cell holds (tune.trials_per_grid_point="
+                f"{self.tune.trials_per_grid_point} x the train.seed values)"
             )
+            raise ConfigError(f"pack.size={size} is larger than {what}; lower pack.size to at most {bound}, or auto")
 
     def check_trials(self) -> None:
         """Validate the trial config of every grid point at the corners of every tuned axis."""

@@ -141,7 +141,9 @@ def test_bad_packs_are_refused_before_ray_starts(tmp_path):
             load_sweep_spec(path, list(overrides))
         return str(info.value)
 
-    assert "pack.size: must be greater than or equal to 1 (got 0)" in error({}, ["pack.size=0"])
+    assert "pack.size: give a whole number of members, at least 1 (1 trains single models), or auto (got 0)" in error(
+        {}, ["pack.size=0"]
+    )
     assert "pack.size=5 is larger than the 4 members a cell holds" in error({"pack": {"size": 5}})
     dropout = {"model.dropout": {"type": "uniform", "low": 0.0, "high": 0.2}}
     assert "tuned axes ['model.dropout']: members of a pack share the architecture" in error(

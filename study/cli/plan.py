@@ -15,7 +15,8 @@ import math
 import os
 from collections import Counter
 
-from study.config import load_sweep_spec
+from study.config import SweepSpec, load_sweep_spec
+from study.tune import plan
 from study.errors import ConfigError
 from study.memory import available_bytes, estimate_trial_memory, gib
 
@@ -36,6 +37,39 @@ def add_plan_command(sub) -> None:
     p.set_defaults(func=_cmd_plan)
 
 
+def cluster_machine(spec: SweepSpec, address: str) -> tuple[plan.Machine, str | None]:
+    """The alive nodes of the cluster at ``address`` (ray.nodes()), and what ``run`` would
+    refuse there (:func:`~study.tune.runner.check_resources_on_cluster`), if anything; a
+    Ray this call attached to is left again."""
+    import ray
+
+    from study.tune.runner import check_resources_on_cluster, connect_ray
+
+    was = ray.is_initialized()
+    connect_ray(address)
+    try:
+        nodes = [
+            {k: float(v) for k, v in n.get("Resources", {}).items() if k in ("CPU", "GPU", "memory")}
+            for n in ray.nodes()
+            if n.get("Alive")
+        ]
+        try:
+            check_resources_on_cluster(spec)
+            refusal = None
+        except ConfigError as err:
+            refusal = str(err)
+    finally:
+        if not was:
+            ray.shutdown()
+    machine = plan.Machine(
+        f"the cluster at {address} ({len(nodes)} node{'s' * (len(nodes) != 1)})",
+        sum(n.get("CPU", 0) for n in nodes),
+        sum(n.get("GPU", 0) for n in nodes),
+        nodes,
+    )
+    return machine, refusal
+
+
 def _minutes(seconds: float) -> str:
     if seconds < 120:
         return f"{seconds:.0f} s"
@@ -47,7 +81,6 @@ def _minutes(seconds: float) -> str:
 def _cmd_plan(args) -> int:
     from study.cli.sweep import set_by_option
     from study.store import Store
-    from study.tune import plan
     from study.tune.runner import check_address, check_optuna_storage, with_absolute_paths
 
     overrides = list(args.set or [])
@@ -61,7 +94,18 @@ def _cmd_plan(args) -> int:
         raise ConfigError(f"--calibrate-steps {args.calibrate_steps}: give at least 1")
     import torch
 
+    from study.tune.autopack import resolve_pack_size
+
     out = print
+    notes: list[str] = []
+    if spec.pack.size == "auto":
+        if spec.resources.gpus > 0 and not torch.cuda.is_available():
+            notes.append("pack.size auto is measured on the trials' GPU, which this machine lacks: costed at K=1")
+            spec = spec.with_pack_size(1)
+        else:
+            steps = args.calibrate_steps
+            spec = resolve_pack_size(spec, **({} if steps is None else {"warmup": 1, "timed": steps}))
+            out("")
     count = plan.counts(spec)
     out(f"plan of study {spec.name} ({args.spec})")
     axes = " x ".join(f"{axis} {len(values)}" for axis, values in spec.grid.items()) or "no grid axes"
@@ -69,7 +113,6 @@ def _cmd_plan(args) -> int:
         f"  grid points  {count.grid_points}  ({axes}; {count.cells} cell{'s' * (count.cells != 1)} "
         "without the seed axis)"
     )
-    notes: list[str] = []
 
     # ---- what the study launches
     if spec.threshold is not None:
@@ -79,10 +122,10 @@ def _cmd_plan(args) -> int:
             f"  threshold search along {search.axis}: no fixed count; at most {search.budget} members per cell "
             f"(budget) x {count.cells} cells = {count.members} members, {search.seeds_per_point} seeds per point"
         )
-        per_point = math.ceil(search.seeds_per_point / spec.pack.size)
+        per_point = math.ceil(search.seeds_per_point / spec.pack_size)
         packs = (
-            f"{per_point} pack{'s' * (per_point != 1)} of up to {spec.pack.size} per point"
-            if spec.pack.size > 1
+            f"{per_point} pack{'s' * (per_point != 1)} of up to {spec.pack_size} per point"
+            if spec.pack_size > 1
             else "none (pack.size 1)"
         )
         out(f"  packs        {packs}")
@@ -95,10 +138,10 @@ def _cmd_plan(args) -> int:
             f"  members      {count.members}  ({count.grid_points} grid points x {quota} "
             f"trial{'s' * (quota != 1)} per grid point)"
         )
-        if spec.pack.size > 1:
+        if spec.pack_size > 1:
             sizes = Counter(t.members for t in trials)
             made = ", ".join(f"{n} of {k}" for k, n in sorted(sizes.items(), reverse=True))
-            out(f"  packs        {len(trials)}  (pack.size {spec.pack.size}: {made} members)")
+            out(f"  packs        {len(trials)}  (pack.size {spec.pack_size}: {made} members)")
         else:
             out("  packs        none  (pack.size 1: each member is its own Tune trial)")
         out(f"  Tune trials  {count.trials}")
@@ -114,7 +157,7 @@ def _cmd_plan(args) -> int:
     # ---- where it runs
     refusal = None
     if args.address is not None:
-        machine, refusal = plan.cluster_machine(spec, args.address)
+        machine, refusal = cluster_machine(spec, args.address)
     else:
         machine = plan.local_machine()
         from study.tune.runner import check_resources_locally
@@ -237,7 +280,7 @@ def _cmd_plan(args) -> int:
             for cell in cells_trials:  # per cell, the costliest axis end, its whole budget
                 costs = [[shape_of[id(t)].seconds(t) for t in end] for end in cell]
                 queue.append(max(costs, key=sum))
-            in_flight = count.cells * math.ceil(spec.threshold.seeds_per_point / spec.pack.size)
+            in_flight = count.cells * math.ceil(spec.threshold.seeds_per_point / spec.pack_size)
             seconds = [s for cell in queue for s in cell]
             total = plan.schedule_seconds(seconds, min(n_slots, in_flight))
             bound = "at most "

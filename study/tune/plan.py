@@ -52,6 +52,7 @@ COST_NEUTRAL = {f"train.{name}" for name in PACK_MEMBER_FIELDS} | {
     "task.freq_range",
     "task.combo_alpha",
     "task.sparse_values",
+    "pack.automatic",
 }
 # The calibration: warm-up steps, then timed steps, then one timed evaluation.
 WARMUP_STEPS = 5
@@ -78,7 +79,7 @@ class Counts:
 def counts(spec: SweepSpec) -> Counts:
     """Grid points, cells, members (grid points x trials_per_grid_point), packs = Tune trials."""
     points = spec.grid_points()
-    K = spec.pack.size
+    K = spec.pack_size
     if spec.threshold is not None:
         search = spec.threshold
         points_per_cell = search.budget // search.seeds_per_point
@@ -124,7 +125,7 @@ def planned_trials(spec: SweepSpec) -> list[PlannedTrial]:
     them (round-robin over the cells, each cell's members in packs of ``pack.size``)."""
     points = spec.grid_points()
     params = first_params(spec)
-    K, quota = spec.pack.size, spec.tune.trials_per_grid_point
+    K, quota = spec.pack_size, spec.tune.trials_per_grid_point
     queues = []
     for group in spec.pack_groups():
         cfg = TrialConfig.model_validate(spec.trial_raw(points[group[0]], params))
@@ -149,7 +150,7 @@ def threshold_trials(spec: SweepSpec) -> list[list[list[PlannedTrial]]]:
     search = spec.threshold
     if search is None:
         raise ValueError(f"study {spec.name} has no threshold section: its trials are planned_trials(spec)")
-    K = spec.pack.size
+    K = spec.pack_size
     per_point = [min(K, search.seeds_per_point - i) for i in range(0, search.seeds_per_point, K)]
     points_per_cell = search.budget // search.seeds_per_point
     out: list[list[list[PlannedTrial]]] = []
@@ -270,40 +271,6 @@ def local_machine() -> Machine:
     cpus = float(os.cpu_count() or 1)
     gpus = float(torch.cuda.device_count())
     return Machine("this machine", cpus, gpus, [{"CPU": cpus, "GPU": gpus}])
-
-
-def cluster_machine(spec: SweepSpec, address: str) -> tuple[Machine, str | None]:
-    """The alive nodes of the cluster at ``address`` (ray.nodes()), and what ``run`` would
-    refuse there (:func:`~study.tune.runner.check_resources_on_cluster`), if anything; a
-    Ray this call attached to is left again."""
-    import ray
-
-    from study.errors import ConfigError
-    from study.tune.runner import check_resources_on_cluster, connect_ray
-
-    was = ray.is_initialized()
-    connect_ray(address)
-    try:
-        nodes = [
-            {k: float(v) for k, v in n.get("Resources", {}).items() if k in ("CPU", "GPU", "memory")}
-            for n in ray.nodes()
-            if n.get("Alive")
-        ]
-        try:
-            check_resources_on_cluster(spec)
-            refusal = None
-        except ConfigError as err:
-            refusal = str(err)
-    finally:
-        if not was:
-            ray.shutdown()
-    machine = Machine(
-        f"the cluster at {address} ({len(nodes)} node{'s' * (len(nodes) != 1)})",
-        sum(n.get("CPU", 0) for n in nodes),
-        sum(n.get("GPU", 0) for n in nodes),
-        nodes,
-    )
-    return machine, refusal
 
 
 def slots(spec: SweepSpec, machine: Machine) -> int:

@@ -29,6 +29,7 @@ from study.naming import cell_id, corner_sets
 from study.store import join_uri, open_filesystem  # Store (duckdb, pandas): imported where a sweep runs
 from study.store.lease import StudyLease
 from study.store.schema import ENDED
+from study.tune.autopack import resolve_pack_size
 from study.tune.recovery import set_aside_damaged_run_state
 from study.tune.trial import run_trial
 
@@ -436,7 +437,7 @@ def threshold_searcher(spec: SweepSpec, records=()):
         spec.threshold,
         spec.grid_points(),
         functools.partial(threshold_trial, spec),
-        pack_size=spec.pack.size,
+        pack_size=spec.pack_size,
         study=spec.name,
         records=records,
     )
@@ -633,6 +634,7 @@ def run_sweep(
     try:
         if not resume:
             check_new_study(spec)
+            spec = resolve_pack_size(spec)  # pack.size auto: measured here, before Ray starts
         prepare_environment()
         connect_ray(address, job_name=f"oodstudy {spec.name}")
         stop_on_sigterm()  # after ray.init, which sets its own SIGTERM handler
