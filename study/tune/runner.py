@@ -31,7 +31,7 @@ from study.store.lease import StudyLease
 from study.store.schema import ENDED
 from study.tune.autopack import resolve_pack_size
 from study.tune.recovery import set_aside_damaged_run_state
-from study.tune.trial import run_trial
+from study.tune.trial import named_trainable, run_trial
 
 SPEC_FILE = "oodstudy_spec.json"
 LOOPBACK = "127.0.0.1"
@@ -461,7 +461,7 @@ def build_tuner(
 
     ended = ended_members(spec) if restore else None
     trainable = tune.with_resources(
-        trainable or tune.with_parameters(run_trial, fail_once_at_step=fail_once_at_step, ended=ended),
+        trainable or named_trainable(tune.with_parameters(run_trial, fail_once_at_step=fail_once_at_step, ended=ended)),
         {"cpu": spec.resources.cpus, "gpu": spec.resources.gpus},
     )
     path = storage_path(spec)

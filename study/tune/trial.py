@@ -95,6 +95,29 @@ def load_latest_state(checkpoint) -> dict[str, Any] | None:
     return None
 
 
+def worker_label(config: dict[str, Any]) -> str:
+    """What Ray calls a trial's worker: the study, the grid point (a pack: its cell) and the
+    members it trains.  Ray shows an actor's ``repr`` as its name on the dashboard's Actors
+    page (the state API's ``repr_name``) and in the prefix of each of its log lines."""
+    members = len(config.get("members") or [None])
+    pack = f" x{members}" if members > 1 else ""
+    return f"{config.get('study', 'trial')} {config.get('cell', 'all')}{pack}"
+
+
+def named_trainable(trainable):
+    """``trainable`` (a function, as :func:`run_trial` or ``tune.with_parameters`` of it) as
+    Tune's class of it, named by :func:`worker_label`: Tune names every function's worker
+    after the function (``run_trial``), so the dashboard listed a study's workers alike."""
+    from ray.tune.trainable.function_trainable import wrap_function
+
+    class StudyTrial(wrap_function(trainable)):
+        def __repr__(self) -> str:  # Ray reads it once the worker holds its config
+            return worker_label(getattr(self, "config", None) or {})
+
+    StudyTrial.__name__ = StudyTrial.__qualname__ = "StudyTrial"
+    return StudyTrial
+
+
 def run_trial(
     config: dict[str, Any], fail_once_at_step: int | None = None, ended: dict[str, dict[str, Any]] | None = None
 ) -> None:
