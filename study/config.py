@@ -635,6 +635,12 @@ def explain(err: ValidationError, model: type[BaseModel], root: str = "") -> str
                 else f"use {', '.join(Distribution.model_fields)}"
             )
             lines.append(f"{field}: unknown key of a distribution; {hint}")
+        elif kind == "extra_forbidden" and "." in loc[-1] and ".".join(loc) in known:  # a dotted key in a mapping
+            head, _, tail = loc[-1].partition(".")
+            lines.append(
+                f"{field}: a dotted key inside a mapping; nest it ({head}: {{{tail}: ...}}) here, or give "
+                "it dotted as a grid axis or with --set"
+            )
         elif kind == "extra_forbidden":
             guess = difflib.get_close_matches(".".join(loc), known, n=1)
             hint = f"; did you mean {root}{guess[0]}?" if guess else "; remove it"

@@ -97,6 +97,9 @@ def places(tmp_path_factory) -> dict[str, str]:
             "high: 3.0e-3}\n", "high: 3.0e-3}}\n"
         )
     )
+    (root / "dotted_base.yaml").write_text(
+        quickstart.replace("    steps: 4000\n", "").replace("base:\n", "base:\n  train.steps: 10\n")
+    )
     Store(str(root / "read_only_store"))
     read_only = make_read_only(root / "read_only_store")
     yield {
@@ -120,6 +123,12 @@ def bad_inputs(p: dict[str, str]) -> list[tuple[str, list[str], str]]:
         # ---- types and keys
         ("type", ["trial", "--set", "model.n_heads=4"], "model.n_heads: unknown key; did you mean model.n_head"),
         ("type", ["trial", "--set", "train.steps=true"], "train.steps: a number is needed"),
+        (
+            "type",
+            ["run", f"{root}/dotted_base.yaml", "--store", "{new}"],
+            "train.steps: a dotted key inside a mapping; nest it (train: {steps: ...})",
+        ),
+        ("type", ["run", QUICKSTART, "--store", "{new}", "--set", "pack.size=big"], "pack.size: give a whole number"),
         ("type", ["trial", "--set", "train.lr=yes"], "train.lr: a number is needed"),
         ("type", ["trial", "--set", "task.modulus=on"], "task.modulus: a number is needed"),
         ("type", ["trial", "--set", "train.betas=[0.9, true]"], "train.betas: a number is needed"),
