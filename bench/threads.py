@@ -10,7 +10,8 @@ For each shape (``nano`` K=1, ``nano`` K=16, ``micro`` K=1, ``micro`` K=4 on ari
 and each thread count (``--threads 1,2``) this trains one pack with the real trainer for a
 few warm-up and timed steps (:func:`study.tune.plan.calibrate`, at the niceness Ray gives
 its trials), first on an idle machine and then with ``--load`` busy processes (plain
-Python loops at normal priority, standing in for another user's work).  It prints the
+Python loops at Ray's worker niceness, standing in for the study's other trials;
+``--load-niceness 0`` for another user's work, to which a trial yields almost the whole CPU).  It prints the
 model-steps per second and, per shape and load, two ratios: two threads over one (what a
 trial gains from its second thread) and two threads over two one-thread trials side by
 side (what a study gains from giving a trial both cores instead of running two trials).
@@ -32,13 +33,14 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from study.config import trial_config  # noqa: E402
-from study.tune.plan import calibrate  # noqa: E402
+from study.tune.plan import calibrate, ray_worker_niceness  # noqa: E402
 
 SHAPES = [("nano", 1), ("nano", 16), ("micro", 1), ("micro", 4)]
 
 
-def busy(stop_at: float) -> None:
-    """Keep one core busy until ``stop_at`` (time.time())."""
+def busy(stop_at: float, niceness: int) -> None:
+    """Keep one core busy until ``stop_at`` (time.time()) at ``niceness``."""
+    os.nice(niceness)
     x = 0
     while time.time() < stop_at:
         x += 1
@@ -61,18 +63,31 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--threads", default="1,2")
     parser.add_argument("--load", type=int, default=2, help="busy processes for the loaded measurement (0: skip it)")
+    parser.add_argument(
+        "--load-niceness",
+        type=int,
+        default=ray_worker_niceness(),
+        help="their niceness (default: a Ray worker's, as the study's other trials; 0: another user's work, "
+        "which a trial at Ray's niceness yields to almost entirely)",
+    )
+    parser.add_argument("--skip-idle", action="store_true", help="measure only with the busy processes")
     parser.add_argument("--timed", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
     args = parser.parse_args()
     threads = [int(t) for t in args.threads.split(",")]
     print(f"threads bench on {os.cpu_count()} CPUs; load average at start {os.getloadavg()[0]:.1f}")
-    print("idle:")
-    idle = rates(threads, args.warmup, args.timed)
+    idle: dict[str, dict[int, float]] = {}
+    if not args.skip_idle:
+        print("idle:")
+        idle = rates(threads, args.warmup, args.timed)
     loaded: dict[str, dict[int, float]] = {}
     if args.load > 0:
-        print(f"with {args.load} busy process(es):")
+        print(f"with {args.load} busy process(es) at niceness {args.load_niceness}:")
         context = multiprocessing.get_context("spawn")
-        workers = [context.Process(target=busy, args=(time.time() + 3600,), daemon=True) for _ in range(args.load)]
+        workers = [
+            context.Process(target=busy, args=(time.time() + 3600, args.load_niceness), daemon=True)
+            for _ in range(args.load)
+        ]
         for worker in workers:
             worker.start()
         try:
@@ -97,6 +112,7 @@ def main() -> None:
                 "cpus": os.cpu_count(),
                 "threads": threads,
                 "load_processes": args.load,
+                "load_niceness": args.load_niceness,
                 "idle": idle,
                 "loaded": loaded,
                 "ratios": summary,

@@ -850,6 +850,21 @@ class EarlyStopping(Section):
 class Resources(Section):
     cpus: float = Field(1.0, ge=RESOURCE_GRANULARITY, allow_inf_nan=False)
     gpus: float = Field(0.0, ge=0.0, allow_inf_nan=False, description="fractions allowed, e.g. 0.25")
+    # One torch thread per trial unless asked (bench/threads.py, 2 CPUs): a second thread gave
+    # one trial 1.3-1.9x on idle cores, less than the 2x of two one-thread trials side by side,
+    # and 0.3-0.8x of one thread when the cores were shared with other work.
+    threads: int = Field(
+        1, ge=1, description="torch threads per trial (at most cpus); more trials beat more threads (bench/threads.py)"
+    )
+
+    @model_validator(mode="after")
+    def _threads_within_cpus(self) -> "Resources":
+        if self.threads > max(1.0, self.cpus):
+            raise ValueError(
+                f"resources.threads={self.threads} is more than the resources.cpus={self.cpus:g} Ray reserves "
+                "for a trial; raise resources.cpus or lower resources.threads"
+            )
+        return self
 
     @field_validator("gpus")
     @classmethod

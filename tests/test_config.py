@@ -2,7 +2,7 @@
 
 import pytest
 
-from study.config import ConfigError, load_trial_config, trial_config
+from study.config import ConfigError, SweepSpec, load_trial_config, trial_config
 
 
 def error_for(*overrides: str) -> str:
@@ -122,3 +122,15 @@ def test_messages_name_a_field_once_and_hint_at_case():
         trial_config(overrides=[" =5"])
     with pytest.raises(ConfigError, match="has an empty part"):
         trial_config(overrides=["train..steps=5"])
+
+
+def test_a_trial_runs_one_torch_thread_unless_the_spec_asks_within_its_cpus():
+    from study.tune.plan import trial_threads
+
+    spec = SweepSpec.model_validate({"name": "t", "resources": {"cpus": 2}})
+    assert spec.resources.threads == 1 and trial_threads(spec) == 1  # bench/threads.py: more trials beat threads
+    both = SweepSpec.model_validate({"name": "t", "resources": {"cpus": 2, "threads": 2}})
+    assert trial_threads(both) == 2
+    with pytest.raises(ValueError, match=r"resources.threads=2 is more than the resources.cpus=1 Ray reserves"):
+        SweepSpec.model_validate({"name": "t", "resources": {"cpus": 1, "threads": 2}})
+    SweepSpec.model_validate({"name": "t", "resources": {"cpus": 0.5, "threads": 1}})  # a fraction of a core: one

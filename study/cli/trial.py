@@ -28,7 +28,7 @@ def _trial(args: argparse.Namespace) -> int:
     store = _open_store(args, cfg)
     import torch
 
-    torch.set_num_threads(threads)  # as a sweep's trial with resources.cpus = threads
+    torch.set_num_threads(threads)  # as a sweep's trial with resources.threads = threads
     if cfg.pack.size > 1:
         return _trial_pack(cfg, args)
     line = ProgressLine(cfg.train.steps)
@@ -95,7 +95,7 @@ def _trial(args: argparse.Namespace) -> int:
 
 # Torch threads of `oodstudy trial` unless --threads says otherwise.  One: on a shared 2-core
 # machine torch's default of 2 threads ran 200 steps of the default trial in 33 s against 9 s
-# with one (a new user's measurement), and a sweep's trial runs with resources.cpus threads.
+# with one (a new user's measurement), and a sweep's trial runs with resources.threads (default 1).
 DEFAULT_THREADS = 1
 
 

@@ -452,7 +452,7 @@ def at_trial_niceness(niceness: int | None) -> None:
 
 def trial_threads(spec: SweepSpec) -> int:
     """Torch threads of one trial, as :func:`study.tune.trial.run_trial` sets them."""
-    return max(1, int(spec.resources.cpus))
+    return spec.resources.threads
 
 
 def load_average() -> str:

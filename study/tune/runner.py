@@ -461,7 +461,12 @@ def build_tuner(
 
     ended = ended_members(spec) if restore else None
     trainable = tune.with_resources(
-        trainable or named_trainable(tune.with_parameters(run_trial, fail_once_at_step=fail_once_at_step, ended=ended)),
+        trainable
+        or named_trainable(
+            tune.with_parameters(
+                run_trial, fail_once_at_step=fail_once_at_step, ended=ended, threads=spec.resources.threads
+            )
+        ),
         {"cpu": spec.resources.cpus, "gpu": spec.resources.gpus},
     )
     path = storage_path(spec)

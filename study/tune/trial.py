@@ -119,7 +119,10 @@ def named_trainable(trainable):
 
 
 def run_trial(
-    config: dict[str, Any], fail_once_at_step: int | None = None, ended: dict[str, dict[str, Any]] | None = None
+    config: dict[str, Any],
+    fail_once_at_step: int | None = None,
+    ended: dict[str, dict[str, Any]] | None = None,
+    threads: int = 1,
 ) -> None:
     """One Ray Tune trial: train the config's model (or pack), reporting metrics, rows and checkpoints.
 
@@ -142,8 +145,7 @@ def run_trial(
     if ended and all(mid in ended for mid in ids):
         tune.report(replay_ended(ids, ended, metric, mode))
         return
-    cpus = int(context.get_trial_resources().required_resources.get("CPU", 1)) if context.get_trial_resources() else 1
-    torch.set_num_threads(max(1, cpus))
+    torch.set_num_threads(max(1, threads))  # resources.threads: one unless the spec asks for more
     checkpoint = tune.get_checkpoint()
     restore = load_latest_state(checkpoint) if checkpoint is not None else None
     first_attempt = restore is None
