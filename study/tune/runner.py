@@ -460,15 +460,14 @@ def build_tuner(
     from study.tune.search import CellSearcher, PerCellScheduler
 
     ended = ended_members(spec) if restore else None
-    trainable = tune.with_resources(
-        trainable
-        or named_trainable(
-            tune.with_parameters(
-                run_trial, fail_once_at_step=fail_once_at_step, ended=ended, threads=spec.resources.threads
-            )
-        ),
-        {"cpu": spec.resources.cpus, "gpu": spec.resources.gpus},
-    )
+    resources = {"cpu": spec.resources.cpus, "gpu": spec.resources.gpus}
+    if trainable is not None:
+        trainable = tune.with_resources(trainable, resources)
+    else:  # resources on the function first: Tune's class of it is then the named one itself
+        function = tune.with_parameters(
+            run_trial, fail_once_at_step=fail_once_at_step, ended=ended, threads=spec.resources.threads
+        )
+        trainable = named_trainable(tune.with_resources(function, resources))
     path = storage_path(spec)
     # a remote run directory goes to Tune as a filesystem and a path inside it
     filesystem, root = run_filesystem(spec) if "://" in path else (None, path)
