@@ -155,7 +155,7 @@ class CellSearcher(PickledState, Searcher):
         distributions = {name: d.optuna() for name, d in self.spec.tune.params.items()}
         members: list[dict[str, Any]] = []
         live: list[tuple[str, int, str]] = []
-        while len(members) < self.spec.pack.size:
+        while len(members) < self.spec.pack_size:
             open_points = [i for i in self.groups[g] if self.suggested[self.point_ids[i]] < quota]
             if not open_points:
                 break
@@ -164,7 +164,7 @@ class CellSearcher(PickledState, Searcher):
             optuna_trial = self.study(pid).ask(distributions)
             params = {name: _plain(value) for name, value in optuna_trial.params.items()}
             self.suggested[pid] += 1
-            member_id = member_trial_id(trial_id, len(members), self.spec.pack.size)
+            member_id = member_trial_id(trial_id, len(members), self.spec.pack_size)
             members.append(
                 {
                     "trial_id": member_id,
