@@ -11,29 +11,14 @@ from study.store import Store
 from study.tune import autopack
 from study.tune.plan import Calibration
 from study.tune.runner import read_spec_copy, run_sweep
-
-TINY_BASE = {
-    "task": {"digits": 1, "width": 3, "eval_max_len": 3, "eval_examples": 32, "train_fraction": 0.3},
-    "model": {"size": "nano", "n_layer": 1},
-    "train": {"steps": 20, "eval_every": 10, "checkpoint_every": 20, "batch_size": 16, "log_every": 10},
-}
-LR = {"train.lr": {"type": "loguniform", "low": 1e-4, "high": 1e-2}}
+from test_pack_sweep import LR, pack_spec
 
 
 def auto_spec(tmp_path, **fields) -> SweepSpec:
-    data = {
-        "name": "auto",
-        "base": TINY_BASE,
-        "grid": {"train.seed": [0, 1, 2, 3]},
-        "tune": {"metric": "id_exact_match", "mode": "max", "trials_per_grid_point": 1, "params": LR},
-        "pack": {"size": "auto"},
-        "resources": {"cpus": 1},
-        "store": str(tmp_path / "store"),
-    }
-    data.update(fields)
-    spec = SweepSpec.model_validate(data)
-    spec.check_trials()
-    return spec
+    """Four seeds of one cell, one trial each, pack size auto (the pack tests' tiny trial)."""
+    tune = {"metric": "id_exact_match", "mode": "max", "trials_per_grid_point": 1, "params": LR}
+    defaults = {"grid": {"train.seed": [0, 1, 2, 3]}, "tune": tune, "pack": {"size": "auto"}}
+    return pack_spec(tmp_path, "auto", **{**defaults, **fields})
 
 
 def test_candidate_sizes_double_up_to_the_bound_and_end_at_it():
