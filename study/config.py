@@ -232,6 +232,13 @@ class TrainConfig(Section):
     )
     stop_when: StopWhen | None = Field(None, description="end a member once a metric holds; off when null")
 
+    @field_validator("betas")
+    @classmethod
+    def _betas(cls, betas: tuple[float, float]) -> tuple[float, float]:
+        if not all(0.0 <= b < 1.0 for b in betas):  # nan fails too
+            raise ValueError("AdamW's two decay rates must each be in [0, 1); give e.g. [0.9, 0.95]")
+        return betas
+
     @model_validator(mode="after")
     def _check(self) -> "TrainConfig":
         if self.checkpoint_every is not None and self.checkpoint_every % self.eval_every:

@@ -123,6 +123,7 @@ def bad_inputs(p: dict[str, str]) -> list[tuple[str, list[str], str]]:
         # ---- types and keys
         ("type", ["trial", "--set", "model.n_heads=4"], "model.n_heads: unknown key; did you mean model.n_head"),
         ("type", ["trial", "--set", "train.steps=true"], "train.steps: a number is needed"),
+        ("type", ["trial", "--set", "train.betas=[0.9, 1.5]"], "train.betas: AdamW's two decay rates must each"),
         (
             "type",
             ["run", f"{root}/dotted_base.yaml", "--store", "{new}"],

@@ -238,3 +238,15 @@ def test_ctrl_c_while_compact_deletes_what_it_merged_still_finishes_the_partitio
     assert len(fresh.fragments("evals", "s1")) == 1  # compacted: the merged fragment alone
     assert [p.severity for p in fresh.validate()] == []
     assert fresh.frame("evals").sort_values(KEY).reset_index(drop=True).equals(before_rows)
+
+
+def test_a_reader_that_stops_early_ends_the_query_quietly(store):
+    import subprocess
+    import sys
+
+    # `store sql ... | head -1`: the reader leaves after one line, the CLI must not print a traceback
+    command = f"{sys.executable} -m study.cli store sql {MANY_ROWS!r} --store {store} --max-rows 3000000 | head -1"
+    done = subprocess.run(["bash", "-o", "pipefail", "-c", command], capture_output=True, text=True, timeout=120)
+    assert len(done.stdout.splitlines()) == 1
+    assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr
+    assert done.returncode == 141  # 128 + SIGPIPE, as a shell tool whose reader left

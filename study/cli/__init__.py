@@ -18,6 +18,8 @@ EXIT_TRIALS_FAILED = 1
 EXIT_ERROR = 2
 # Exit code after Ctrl-C (128 + SIGINT, as shells report it).
 EXIT_INTERRUPTED = 130
+# Exit code when the reader of stdout went away (128 + SIGPIPE, as `seq 1 1000000 | head` ends).
+EXIT_BROKEN_PIPE = 141
 
 
 class Parser(argparse.ArgumentParser):
@@ -162,6 +164,10 @@ def main(argv: list[str] | None = None) -> int:
             EXIT_INTERRUPTED,
             ray_before,
         )
+    except BrokenPipeError:  # the reader of stdout left (`| head`): stop quietly, as a shell tool does
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # the interpreter's last flush must not raise again
+        return EXIT_BROKEN_PIPE
 
 
 def last_line(line: str, code: int, ray_before: bool) -> int:
