@@ -269,4 +269,4 @@ class PerCellScheduler(FIFOScheduler):
         self._scheduler(trial).on_trial_remove(tune_controller, trial)
 
     def debug_string(self) -> str:
-        return f"PerCellScheduler over {len(self.by_point)} cells"
+        return f"PerCellScheduler over {len(self.by_point)} grid points"
