@@ -12,6 +12,7 @@ import copy
 import difflib
 import functools
 import math
+import os
 import re
 import reprlib
 import sys
@@ -517,8 +518,17 @@ def _split_override(text: str) -> tuple[str, Any]:
     return key, parse_value(value)
 
 
+# A spec given as ``env:NAME`` is the YAML text held by the environment variable NAME: how
+# ``oodstudy submit`` sends a spec with a Ray job (in the job's runtime_env), so that the job's
+# entrypoint is one short command and the spec file need not exist on the cluster.
+ENV_SPEC_PREFIX = "env:"
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    """A YAML file's top-level mapping; every way it cannot be one is a ConfigError."""
+    """A YAML file's top-level mapping (or ``env:NAME``'s, the text of that environment
+    variable); every way it cannot be one is a ConfigError."""
+    if isinstance(path, str) and path.startswith(ENV_SPEC_PREFIX):
+        return _yaml_mapping(_env_text(path.removeprefix(ENV_SPEC_PREFIX)), path)
     path = Path(path)
     if path.is_dir():
         raise ConfigError(
@@ -536,7 +546,23 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         ) from None
     if "\x00" in text:
         raise ConfigError(f"{path}: not a text file (it holds NUL bytes); give a YAML spec")
-    data = load_yaml_text(text, str(path))
+    return _yaml_mapping(text, str(path))
+
+
+def _env_text(name: str) -> str:
+    """The text of environment variable ``name``, the spec of an ``env:NAME`` argument."""
+    text = os.environ.get(name) if name else None
+    if text is None:
+        raise ConfigError(
+            f"{ENV_SPEC_PREFIX}{name}: no environment variable {name!r} holds a spec; give a spec file "
+            f"(e.g. search_spaces/quickstart.yaml) or set {name or 'NAME'} to the spec's YAML text"
+        )
+    return text
+
+
+def _yaml_mapping(text: str, path: str) -> dict[str, Any]:
+    """The top-level mapping of a spec's YAML ``text`` (read from ``path``)."""
+    data = load_yaml_text(text, path)
     if data is None:
         raise ConfigError(
             f"{path}: the file is empty (or only comments); write the spec's sections, "

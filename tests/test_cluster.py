@@ -1,8 +1,10 @@
 """A real Ray cluster on this machine (cluster/local.sh: a head and a worker node, token auth on):
 the dashboard refuses requests without the token, the nodes export metrics on their known ports,
 `oodstudy submit --wait` runs a study to success while its gauges reach the head's metrics
-endpoint, a real browser finds the job on the dashboard's Jobs page, and `local.sh down` leaves
-no process of the cluster behind. One cluster serves the whole module; the last test stops it."""
+endpoint, the Prometheus `local.sh up` starts answers every panel of the Grafana dashboard with
+the study's series, a real browser finds the job on the dashboard's Jobs page, and `local.sh down`
+leaves no process of the cluster behind. One cluster serves the whole module; the last test
+stops it."""
 
 import json
 import os
@@ -15,6 +17,7 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +30,8 @@ from study.store import Store
 
 REPO = Path(__file__).resolve().parents[1]
 LOCAL_SH = REPO / "cluster" / "local.sh"
+GRAFANA_DASHBOARD = REPO / "cluster" / "grafana" / "oodstudy.json"
+PROMETHEUS = "/usr/bin/prometheus"  # Debian's (apt-get install prometheus); local.sh up starts it
 
 pytestmark = pytest.mark.slow
 
@@ -39,6 +44,7 @@ class LocalCluster:
     gcs_port: int
     metrics_ports: list[int]
     s3_endpoint: str  # an S3-compatible server (moto) every node reaches, with a bucket "bucket"
+    prometheus: str  # where `local.sh up` starts Prometheus (when one is installed)
     submitted: list[str] = field(default_factory=list)  # submission ids of the studies run here
     stores: dict[str, Path] = field(default_factory=dict)  # study -> its store, once it succeeded
 
@@ -109,6 +115,12 @@ def http_status(url: str, token: str | None = None) -> int:
         return err.code
 
 
+def get_json(url: str, token: str | None = None):
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=30) as response:
+        return json.load(response)
+
+
 @pytest.fixture(scope="module")
 def cluster():
     import boto3
@@ -124,6 +136,7 @@ def cluster():
         OODSTUDY_GCS_PORT=str(base + 1300),
         OODSTUDY_DASHBOARD_PORT=str(base + 1301),
         OODSTUDY_METRICS_PORT=str(base + 1310),
+        OODSTUDY_PROMETHEUS_PORT=str(base + 1320),  # past the head's and the worker's ports (base + 1311)
         OODSTUDY_METRICS_INTERVAL_MS="1000",
         PYTHONPATH=str(REPO),  # the job drivers import this checkout
         AWS_ACCESS_KEY_ID="testing",
@@ -144,7 +157,13 @@ def cluster():
         aws_secret_access_key="testing",
     ).create_bucket(Bucket="bucket")
     handle = LocalCluster(
-        state, env, f"http://127.0.0.1:{base + 1301}", base + 1300, [base + 1310, base + 1311], endpoint
+        state,
+        env,
+        f"http://127.0.0.1:{base + 1301}",
+        base + 1300,
+        [base + 1310, base + 1311],
+        endpoint,
+        prometheus=f"http://127.0.0.1:{base + 1320}",
     )
     saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
     os.environ.update({k: env[k] for k in saved})  # this process reads the S3 store too
@@ -197,6 +216,8 @@ def test_status_lists_the_nodes_and_a_second_up_is_refused(cluster):
     status = cluster.local_sh("status")
     assert status.returncode == 0
     assert "node0: running" in status.stdout and "node1: running" in status.stdout
+    if Path(PROMETHEUS).exists():
+        assert f"  Prometheus: {cluster.prometheus} (pid " in status.stdout
     again = cluster.local_sh("up", "1")
     assert again.returncode == 2 and "already running" in again.stderr
 
@@ -320,6 +341,72 @@ def test_submit_wait_runs_a_study_to_success_with_its_gauges_on_the_metrics_endp
     assert any(v > 0 for v in seen("oodstudy_examples_per_second"))
 
 
+def promql(cluster: LocalCluster, query: str) -> list[dict]:
+    """The series of an instant query (at now) to the cluster's Prometheus."""
+    answer = get_json(f"{cluster.prometheus}/api/v1/query?" + urllib.parse.urlencode({"query": query}))
+    assert answer["status"] == "success", answer
+    return answer["data"]["result"]
+
+
+@pytest.mark.skipif(not Path(PROMETHEUS).exists(), reason="needs Debian's prometheus (apt-get install prometheus)")
+def test_prometheus_scraped_every_node_and_answers_every_grafana_panel_with_the_study(cluster):
+    assert "cluster_e2e" in cluster.stores, "runs after the submit test"
+    # `up` started it on loopback, scraping every node (service discovery) once per metrics interval
+    targets = get_json(cluster.prometheus + "/api/v1/targets?state=active")["data"]["activeTargets"]
+    scraped = {int(t["labels"]["instance"].rsplit(":", 1)[1]) for t in targets if t["health"] == "up"}
+    assert set(cluster.metrics_ports) <= scraped, targets
+    assert {t["scrapeInterval"] for t in targets} == {"1s"}
+
+    # every panel's query, with the dashboard's $study set to the study, over the study's run (it has
+    # ended: its gauges may be stale now), grouped by the gauge it plots
+    dashboard = json.loads(GRAFANA_DASHBOARD.read_text())
+    over_run: dict[str, list[dict]] = {}
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            expr = target["expr"].replace("$study", "cluster_e2e")
+            series = promql(cluster, f"max_over_time(({expr})[15m:1s])")
+            assert series, f"panel {panel['title']!r}: no series for {expr}"
+            assert {s["metric"]["study"] for s in series} == {"cluster_e2e"}
+            over_run[re.search(r"ray_oodstudy_\w+", expr).group()] = series
+
+    def peak(gauge: str, label: str) -> dict[str, float]:
+        """The gauge's highest value during the run, by the value of one of its labels."""
+        found: dict[str, float] = {}
+        for s in over_run[gauge]:
+            key = s["metric"][label]
+            found[key] = max(found.get(key, float("-inf")), float(s["value"][1]))
+        return found
+
+    cells = peak("ray_oodstudy_cells", "state")
+    assert set(cells) == {"total", "done", "running", "pending"}
+    assert cells["total"] == 2  # two grid points
+    assert 1 <= cells["running"] <= 2 and cells["pending"] <= 2 and cells["done"] <= 2
+    trials = peak("ray_oodstudy_trials", "status")
+    assert set(trials) == {"PENDING", "RUNNING", "PAUSED", "TERMINATED", "ERROR"}
+    assert 1 <= trials["RUNNING"] <= 2 and trials["ERROR"] == 0
+    best = peak("ray_oodstudy_best_score", "cell")
+    assert set(best) == {"task.digits=1", "task.digits=2"}
+    assert all(0 <= v <= 1 for v in best.values())
+    assert {s["metric"]["metric"] for s in over_run["ray_oodstudy_best_score"]} == {"id_exact_match"}
+    speeds = peak("ray_oodstudy_examples_per_second", "trial")
+    assert len(speeds) == 2 and all(v > 0 for v in speeds.values())  # each of the two trials ran
+    assert {s["metric"]["cell"] for s in over_run["ray_oodstudy_examples_per_second"]} == set(best)
+    # the trials of all statuses together: the two planned ones, never more
+    (planned,) = promql(
+        cluster, 'max_over_time(sum(max by (status) (ray_oodstudy_trials{study="cluster_e2e"}))[15m:1s])'
+    )
+    assert float(planned["value"][1]) == 2
+
+    # the dashboard's study selector, label_values(ray_oodstudy_cells, study), lists the study
+    query = urllib.parse.urlencode({"match[]": "ray_oodstudy_cells"})
+    studies = get_json(f"{cluster.prometheus}/api/v1/label/study/values?{query}")
+    assert studies["status"] == "success" and "cluster_e2e" in studies["data"]
+
+    # Ray's dashboard finds this Prometheus (RAY_PROMETHEUS_HOST on the head)
+    health = get_json(cluster.dashboard + "/api/prometheus_health", token=cluster.token)
+    assert health["result"] is True, health
+
+
 def jobs_of(cluster: LocalCluster) -> list[dict]:
     """Every job the cluster knows, through the Jobs API with the token."""
     request = urllib.request.Request(
@@ -334,6 +421,11 @@ def test_jobs_lists_the_study_as_succeeded(cluster):
     assert result.returncode == 0, result.stderr
     (line,) = [line for line in result.stdout.splitlines() if line.startswith(cluster.submitted[0])]
     assert line.split()[1:3] == ["cluster_e2e", "SUCCEEDED"]
+    # the Jobs page shows one short command; the spec's text rides in the job's runtime_env
+    (job,) = [job for job in jobs_of(cluster) if job["submission_id"] == cluster.submitted[0]]
+    store = cluster.stores["cluster_e2e"]
+    assert job["entrypoint"] == f"oodstudy run env:OODSTUDY_SPEC --name cluster_e2e --store {store}"
+    assert yaml.safe_load(job["runtime_env"]["env_vars"]["OODSTUDY_SPEC"]) == TINY_STUDY
 
 
 def test_submit_with_a_wrong_or_no_token_is_one_line_exit_2(cluster, tmp_path):

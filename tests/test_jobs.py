@@ -3,7 +3,7 @@ storage rule for clusters of several machines, the trial names, the study gauges
 
 from __future__ import annotations
 
-import subprocess
+import shlex
 from datetime import datetime, timezone
 from pathlib import Path
 from types import SimpleNamespace
@@ -11,8 +11,8 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from study.cli import main
-from study.config import SweepSpec
+from study.cli import build_parser, main
+from study.config import SweepSpec, load_sweep_spec
 from study.errors import ClusterError, ConfigError
 from study.tune.callbacks import best_scores, grid_point_progress
 from study.tune.jobs import build_submission, cluster_store, connect, submission_id
@@ -50,27 +50,21 @@ def test_a_local_store_is_made_absolute_for_a_local_cluster_and_refused_for_a_re
         cluster_store("./results", "http://10.0.0.5:8265")
 
 
-def run_entrypoint(entrypoint: str, tmp_path: Path) -> tuple[list[str], str]:
-    """Run the job's script with /bin/sh as Ray does, an `oodstudy` that records its arguments
-    and the spec file it is given."""
-    fake = tmp_path / "bin"
-    fake.mkdir()
-    (fake / "oodstudy").write_text('#!/bin/sh\nprintf "%s\\n" "$@" > "$OUT/args"\ncat "$2" > "$OUT/spec"\n')
-    (fake / "oodstudy").chmod(0o755)
-    env = {"PATH": f"{fake}:/usr/bin:/bin", "OUT": str(tmp_path), "TMPDIR": str(tmp_path)}
-    subprocess.run(["/bin/sh", "-c", entrypoint], env=env, check=True, timeout=10)
-    return (tmp_path / "args").read_text().splitlines(), (tmp_path / "spec").read_text()
-
-
-def test_the_job_runs_oodstudy_on_the_exact_spec_text_with_the_same_overrides(spec_file, tmp_path):
+def test_the_job_is_one_short_command_that_runs_the_exact_spec_text_with_the_same_overrides(
+    spec_file, tmp_path, monkeypatch
+):
     overrides = ["train.steps=20", "grid.task.digits=[1, 2]"]
     sub = build_submission(spec_file, overrides, "http://127.0.0.1:8265", NOW, name="mine", store=str(tmp_path / "st"))
     assert sub.submission_id == "mine-20261201T183012Z"
     assert sub.metadata == {"study": "mine", "spec": str(spec_file.resolve()), "store": str(tmp_path / "st")}
     assert sub.spec.base["train"]["steps"] == 20
-    args, text = run_entrypoint(sub.entrypoint, tmp_path)
-    assert args[:2] == ["run", str(tmp_path / "mine-20261201T183012Z.yaml")]
-    assert args[2:] == [
+    # what the dashboard's Jobs page shows: one line, the command a user would type
+    args = shlex.split(sub.entrypoint)
+    assert "\n" not in sub.entrypoint
+    assert args == [
+        "oodstudy",
+        "run",
+        "env:OODSTUDY_SPEC",
         "--name",
         "mine",
         "--store",
@@ -80,8 +74,21 @@ def test_the_job_runs_oodstudy_on_the_exact_spec_text_with_the_same_overrides(sp
         "--set",
         "grid.task.digits=[1, 2]",
     ]
-    assert text == spec_file.read_text()
-    assert not (tmp_path / "mine-20261201T183012Z.yaml").exists()  # removed when the job ends
+    # the spec's text travels in the job's environment, byte for byte (comments included) ...
+    assert sub.runtime_env == {"env_vars": {"OODSTUDY_SPEC": spec_file.read_text()}}
+    # ... and the job's driver, parsing its entrypoint with the real CLI, reads the study validated here
+    monkeypatch.setenv("OODSTUDY_SPEC", sub.runtime_env["env_vars"]["OODSTUDY_SPEC"])
+    run = build_parser().parse_args(args[1:])
+    assert load_sweep_spec(run.spec, [*run.set, f"store={run.store}", f"name={run.name}"]) == sub.spec
+
+
+def test_a_spec_named_by_an_environment_variable_that_is_not_set_is_one_line(monkeypatch, capsys):
+    monkeypatch.delenv("OODSTUDY_SPEC", raising=False)
+    assert main(["run", "env:OODSTUDY_SPEC"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "oodstudy: env:OODSTUDY_SPEC: no environment variable 'OODSTUDY_SPEC' holds a spec; give a spec file "
+        "(e.g. search_spaces/quickstart.yaml) or set OODSTUDY_SPEC to the spec's YAML text"
+    )
 
 
 def test_a_spec_that_does_not_validate_is_refused_before_any_address_is_tried(spec_file, capsys):

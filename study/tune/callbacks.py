@@ -45,6 +45,9 @@ from study.tune.progress import (
 if TYPE_CHECKING:
     from ray.util.metrics import Gauge
 
+# seconds between the progress lines written to the board actor's log (the dashboard's copy)
+BOARD_LOG_EVERY_S = 10.0
+
 
 def _now() -> datetime:
     return datetime.now(timezone.utc)
@@ -317,7 +320,7 @@ class ProgressLine(Callback):
         self.posted: dict[str, tuple[int, float]] = {}
         self.totals: dict[str, int] = {}  # trial id -> planned steps
         self.most_running = 0
-        self.last_print = self.last_write = self.last_sample = float("-inf")
+        self.last_print = self.last_write = self.last_sample = self.last_show = float("-inf")
         self.interactive = sys.stderr.isatty()
         self.line_break = LineBreak()
 
@@ -411,6 +414,9 @@ class ProgressLine(Callback):
         if now - self.last_write >= 5.0:
             self.last_write = now
             self._write(state)
+        if self.board is not None and now - self.last_show >= BOARD_LOG_EVERY_S:
+            self.last_show = now
+            self.board.show.remote(progress_lines(state))  # not awaited: the dashboard's copy never slows Tune
         if now - self.last_print >= (1.0 if self.interactive else 30.0):
             self.last_print = now
             if self.interactive:
@@ -432,6 +438,8 @@ class ProgressLine(Callback):
     def on_experiment_end(self, trials, **info) -> None:
         state = self.state(self.progress(trials), self.clock(), finished=True)
         self._write(state)
+        if self.board is not None:
+            self.board.show.remote([headline(state)])
         print(("\n" if self.line_break.open else "") + headline(state), file=sys.stderr, flush=True)
         self.line_break.open = False
         for handler in logging.getLogger("ray").handlers:

@@ -2,11 +2,12 @@
 
 A submission is checked here before anything is sent: the spec (with its overrides) must
 validate, the dashboard must answer at the address and accept the token, and no job of a
-study with that name may be pending or running.  The job carries the spec's text in its
-entrypoint (the spec file need not exist on the cluster): a shell snippet writes it to a
-temporary file on the head and runs ``oodstudy run`` on it with the same overrides, so the
-cluster validates exactly what was validated here.  Its submission id is
-``<study>-<UTC time>`` and its metadata names the study, the spec file and the store.
+study with that name may be pending or running.  The job carries the spec's text in an
+environment variable of its runtime_env (the spec file need not exist on the cluster), and
+its entrypoint is one short command, ``oodstudy run env:OODSTUDY_SPEC --name ... --store ...``
+with the same overrides, so the cluster validates exactly what was validated here and the
+dashboard's Jobs page shows what runs.  Its submission id is ``<study>-<UTC time>`` and its
+metadata names the study, the spec file and the store.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol, TextIO, TypeVar, cast
 from urllib.parse import urlparse
 
-from study.config import SweepSpec, load_sweep_spec
+from study.config import ENV_SPEC_PREFIX, SweepSpec, load_sweep_spec
 from study.errors import ClusterError, ConfigError
 
 if TYPE_CHECKING:
@@ -33,7 +34,8 @@ if TYPE_CHECKING:
 STUDY_KEY, SPEC_KEY, STORE_KEY = "study", "spec", "store"
 ACTIVE = ("PENDING", "RUNNING")
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
-HEREDOC_END = "OODSTUDY_SPEC"
+# the job's environment variable that holds the spec's YAML text
+SPEC_VARIABLE = "OODSTUDY_SPEC"
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 # Seconds the dashboard has to answer each HTTP request (Ray's client sets no timeout): to
 # accept the connection, then between the bytes of its answer; `--timeout` changes it.
@@ -49,6 +51,7 @@ class Submission:
 
     submission_id: str
     entrypoint: str
+    runtime_env: dict[str, Any]
     metadata: dict[str, str]
     spec: SweepSpec
 
@@ -87,24 +90,11 @@ def build_submission(
     chosen = [f"store={store}"] * bool(store) + [f"name={name}"] * bool(name)
     spec = load_sweep_spec(spec_path, list(overrides) + chosen)  # every config error before anything is sent
     spec = spec.model_copy(update={"store": cluster_store(spec.store, address)})
-    text = spec_path.read_text()
-    if HEREDOC_END in text.splitlines():
-        raise ConfigError(
-            f"{spec_path}: a line reads {HEREDOC_END!r}, which ends the spec in the job's script; remove it"
-        )
-    job_id = submission_id(spec.name, now)
-    run = ["--name", spec.name, "--store", spec.store] + [arg for override in overrides for arg in ("--set", override)]
-    entrypoint = "\n".join(
-        [
-            f'spec="${{TMPDIR:-/tmp}}/{job_id}.yaml"; trap \'rm -f "$spec"\' EXIT',
-            f"cat > \"$spec\" <<'{HEREDOC_END}'",
-            text.rstrip("\n"),
-            HEREDOC_END,
-            'oodstudy run "$spec" ' + shlex.join(run),
-        ]
-    )
+    run = [f"{ENV_SPEC_PREFIX}{SPEC_VARIABLE}", "--name", spec.name, "--store", spec.store]
+    run += [arg for override in overrides for arg in ("--set", override)]
+    runtime_env = {"env_vars": {SPEC_VARIABLE: spec_path.read_text()}}
     metadata = {STUDY_KEY: spec.name, SPEC_KEY: str(spec_path.resolve()), STORE_KEY: spec.store}
-    return Submission(job_id, entrypoint, metadata, spec)
+    return Submission(submission_id(spec.name, now), "oodstudy run " + shlex.join(run), runtime_env, metadata, spec)
 
 
 @contextlib.contextmanager
@@ -244,6 +234,7 @@ def submit(client: "JobSubmissionClient", submission: Submission, address: str) 
         client,
         lambda: client.submit_job(
             entrypoint=submission.entrypoint,
+            runtime_env=submission.runtime_env,
             submission_id=submission.submission_id,
             metadata=submission.metadata,
         ),

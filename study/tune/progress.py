@@ -192,10 +192,17 @@ def board_name(study: str) -> str:
 
 class ProgressBoard:
     """Ray actor (created by the driver, zero CPUs): the latest (step, loss) per trial (a
-    pack's members each under their own trial id)."""
+    pack's members each under their own trial id), and the driver's progress lines in its
+    log.  The dashboard shows a driver's own output only for jobs sent through the Jobs API,
+    so for an embedded ``oodstudy run`` this actor's log (its Log tab on the dashboard, under
+    the study's job) is where the progress is read there."""
 
-    def __init__(self) -> None:
+    def __init__(self, study: str = "") -> None:
+        self.study = study
         self.latest: dict[str, tuple[int, float]] = {}
+
+    def __repr__(self) -> str:  # the name the dashboard lists the actor under, and its log lines' prefix
+        return f"progress of study {self.study}"
 
     def post(self, step: int, losses: dict[str, float]) -> None:
         for trial_id, loss in losses.items():
@@ -204,6 +211,11 @@ class ProgressBoard:
     def read(self) -> dict[str, tuple[int, float]]:
         return dict(self.latest)
 
+    def show(self, lines: list[str]) -> None:
+        """Write the driver's progress lines to this actor's log, stamped with the UTC time."""
+        stamp = time.strftime("%H:%M:%S", time.gmtime())
+        print("\n".join(f"{stamp} {line}" for line in lines), flush=True)
+
 
 def start_board(study: str):
     """The study's board actor (None when Ray is not running)."""
@@ -211,7 +223,7 @@ def start_board(study: str):
 
     if not ray.is_initialized():
         return None
-    return ray.remote(num_cpus=0)(ProgressBoard).options(name=board_name(study), get_if_exists=True).remote()
+    return ray.remote(num_cpus=0)(ProgressBoard).options(name=board_name(study), get_if_exists=True).remote(study)
 
 
 def find_board(study: str):

@@ -10,14 +10,17 @@ searcher is :class:`~study.tune.search.CellSearcher` and whose driver callbacks 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import re
 import socket
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from shlex import quote
+from typing import Any
 
 import pyarrow.fs as pafs
 
@@ -201,7 +204,7 @@ def check_address(address: str, timeout_s: float = 5.0) -> None:
         channel.close()
 
 
-def connect_ray(address: str | None, job_name: str | None = None) -> str | None:
+def connect_ray(address: str | None, study: str | None = None) -> str | None:
     """Attach to a cluster (``auto``, ``host:port``, ``ray://...``, or RAY_ADDRESS from
     ``ray job submit``), or start an embedded local Ray bound to loopback.
 
@@ -212,14 +215,15 @@ def connect_ray(address: str | None, job_name: str | None = None) -> str | None:
     own switch, read by ``ray._private.ray_constants``); the dashboard is bound with
     ``dashboard_host``.  Token authentication is on as well (Ray's default for a new
     local instance).  Returns the embedded dashboard's ``host:port`` (None otherwise).
-    ``job_name`` names the driver on the dashboard's Jobs page (its ``job_name`` metadata).
+    ``study`` names the driver on the dashboard's Jobs page (its ``job_name`` metadata,
+    ``oodstudy <study>``).
     """
     import ray
     from ray.job_config import JobConfig
 
     if ray.is_initialized():
         return None
-    job_config = JobConfig(metadata={"job_name": job_name}) if job_name else None
+    job_config = JobConfig(metadata={"job_name": f"oodstudy {study}"}) if study else None
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
         check_address(address)
@@ -250,7 +254,7 @@ def connect_ray(address: str | None, job_name: str | None = None) -> str | None:
     # for them: `timeout` or `kill -- -PGID` signal the whole process group, and the driver must
     # outlive neither its GCS nor its raylet while it stops Tune gracefully (Ray's shutdown
     # still ends them).
-    with sigterm_blocked():
+    with sigterm_blocked(), dashboard_agent_port(free_port(LOOPBACK)):
         context = ray.init(
             address="local",
             _node_ip_address=LOOPBACK,
@@ -261,13 +265,46 @@ def connect_ray(address: str | None, job_name: str | None = None) -> str | None:
         )
     dashboard = getattr(context, "dashboard_url", None) or None
     if dashboard:
-        print(dashboard_hint(dashboard, job_name), file=sys.stderr)
+        print(dashboard_hint(dashboard, study), file=sys.stderr)
     return dashboard
 
 
-def dashboard_hint(url: str, job_name: str | None = None) -> str:
-    """How to open the embedded dashboard: its URL, and the token it asks for when token
-    authentication is on (Ray 2.60 turns it on for a new local Ray unless RAY_AUTH_MODE=disabled)."""
+def free_port(host: str) -> int:
+    """A TCP port nobody listens on at ``host`` now (the kernel's pick)."""
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
+@contextlib.contextmanager
+def dashboard_agent_port(port: int) -> Iterator[None]:
+    """While it is open, a local Ray started by ``ray.init`` runs its dashboard agent's HTTP
+    server on ``port``.  Ray 2.60's ``ray.init`` has no argument for that port and always asks
+    for 52365 (``RayParams``' default); when another Ray on the machine holds it, the agent
+    cannot bind, and the dashboard's Log tabs answer HTTP 500 for the whole run.  ``ray.init``
+    builds its parameters through the module attribute replaced here, so the port is given
+    the way ``ray start --dashboard-agent-listen-port`` gives it."""
+    from ray._private import parameter
+
+    original = parameter.RayParams
+
+    class WithAgentPort(original):  # type: ignore[misc,valid-type]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs.setdefault("dashboard_agent_listen_port", port)
+            super().__init__(*args, **kwargs)
+
+    parameter.RayParams = WithAgentPort  # type: ignore[misc]
+    try:
+        yield
+    finally:
+        parameter.RayParams = original  # type: ignore[misc]
+
+
+def dashboard_hint(url: str, study: str | None = None) -> str:
+    """How to open the embedded dashboard: its URL, the token it asks for when token
+    authentication is on (Ray 2.60 turns it on for a new local Ray unless RAY_AUTH_MODE=disabled),
+    and where the study shows there: its driver's job, and the progress board's log (a
+    driver's own output is on the dashboard only for jobs sent through the Jobs API)."""
     try:
         from ray._private.authentication.authentication_utils import is_token_auth_enabled
 
@@ -277,7 +314,12 @@ def dashboard_hint(url: str, job_name: str | None = None) -> str:
     hint = f"Ray dashboard: http://{url}"
     if token_auth:
         hint += " (it asks for a token: paste the output of `ray get-auth-token`)"
-    return hint + (f"; the study's driver is the job named {job_name!r}" if job_name else "")
+    if study:
+        hint += (
+            f"; the study is the job named 'oodstudy {study}' on the Jobs page, and its progress lines "
+            f"are the log of the actor 'progress of study {study}' listed there"
+        )
+    return hint
 
 
 def run_filesystem(spec: SweepSpec):
@@ -640,7 +682,7 @@ def run_sweep(
             check_new_study(spec)
             spec = resolve_pack_size(spec)  # pack.size auto: measured here, before Ray starts
         prepare_environment()
-        connect_ray(address, job_name=f"oodstudy {spec.name}")
+        connect_ray(address, study=spec.name)
         stop_on_sigterm()  # after ray.init, which sets its own SIGTERM handler
         check_resources_on_cluster(spec)
         check_storage_on_cluster(spec, cluster_hosts(), filesystem_type(storage_path(spec)))
