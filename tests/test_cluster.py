@@ -305,6 +305,7 @@ def test_submit_wait_runs_a_study_to_success_with_its_gauges_on_the_metrics_endp
     cluster.stores["cluster_e2e"] = store
     assert f"job {job_id}: SUCCEEDED" in err
     assert "results in" in out  # the job's own log, streamed
+    assert "[cluster_e2e] trials 2 done, 0 running, 0 pending of 2 | grid points 2/2 done" in out  # its progress
 
     # the same study was refused while it ran: one line, exit 2
     assert refused is not None and refused.returncode == 2
@@ -550,6 +551,10 @@ def test_the_dashboard_opened_with_the_token_shows_the_study_job_on_its_jobs_pag
             cookies = {c["name"]: c for c in page.context.cookies()}
             assert cookies["ray-authentication-token"]["value"] == cluster.token
             assert cookies["ray-authentication-token"]["httpOnly"]
+            # the job's page: its one-line entrypoint, and the driver's log with the study's progress
+            page.goto(f"{cluster.dashboard}/#/jobs/{job_id}")
+            page.get_by_text("oodstudy run env:OODSTUDY_SPEC --name cluster_e2e").first.wait_for(timeout=30_000)
+            page.get_by_text("[cluster_e2e] trials 2 done, 0 running, 0 pending of 2").first.wait_for(timeout=30_000)
         finally:
             browser.close()
 
