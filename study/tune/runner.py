@@ -286,7 +286,10 @@ def dashboard_agent_port(port: int) -> Iterator[None]:
     the way ``ray start --dashboard-agent-listen-port`` gives it."""
     from ray._private import parameter
 
-    original = parameter.RayParams
+    original = getattr(parameter, "RayParams", None)
+    if original is None:  # another Ray: its own default port, as before
+        yield
+        return
 
     class WithAgentPort(original):  # type: ignore[misc,valid-type]
         def __init__(self, *args: Any, **kwargs: Any) -> None:
