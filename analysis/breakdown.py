@@ -41,6 +41,7 @@ from analysis.load import (
     expected_cells,
     row_families,
 )
+from study.naming import EVAL_CONDITIONS
 from study.tasks import FAMILIES, metric_direction
 
 LENGTH_MODES = ("max", "min", "len_a", "len_b", "pair")
@@ -135,9 +136,7 @@ def trial_scores(final: pd.DataFrame, metric: str, length: str = "max") -> pd.Da
             score=pd.Series(dtype=float),
             id_score=pd.Series(dtype=float),
         )
-    rows = condition_axis(
-        rows[["trial_id", "split", "metric", "value", "len_a", "len_b", "n_context", "shift", "shift_value"]], length
-    )
+    rows = condition_axis(rows[["trial_id", "metric", "value", *EVAL_CONDITIONS]], length)
     keys = ["trial_id"] + condition_keys(length)
     scores = rows.groupby(keys, dropna=False, sort=False, observed=True)["value"].mean().rename("score").reset_index()
     id_score = rows[rows["split"] == "id"].groupby("trial_id", observed=True)["value"].mean().rename("id_score")

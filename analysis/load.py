@@ -26,14 +26,14 @@ import numpy as np
 import pandas as pd
 
 from study.config import MODEL_PRESETS, flatten
-from study.naming import is_seed_axis
+from study.naming import EVAL_CONDITIONS, is_seed_axis
 from study.store.sql import sql_literal
 from study.tasks import DEFAULT_FAMILY, family_of_metric
 
 FAILED = ("failed", "diverged")  # trials that ended without a score (counted as failed)
 UNFINISHED = ("pending", "running", "retrying", "abandoned")  # trials whose training has not ended
 NOT_SCORED = FAILED + UNFINISHED  # statuses excluded from every score: only ended trials are usable
-EVAL_COLUMNS = ["step", "split", "metric", "value", "len_a", "len_b", "n_context", "shift", "shift_value"]
+EVAL_COLUMNS = ["step", "metric", "value", *EVAL_CONDITIONS]
 TRIAL_KEYS = ["trial_id", "grid_point", "status", "family"]  # trial columns copied onto eval rows
 POINT_COLUMNS = ["trial_id", "step", "kind", "split", "point", "label", "a", "b", "pc1", "pc2"]
 

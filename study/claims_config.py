@@ -28,13 +28,14 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from study.naming import EVAL_CONDITIONS
 from study.section import Section
 
 SECTION = "expect"  # the spec's key of this section: messages name fields as expect[i].<field>
 # The table a claim reads -> the columns its condition may name: final evaluations
 # (``evals``) or the structure probes of the hidden states (``representations``).
 CONDITION_COLUMNS = {
-    "evals": ("split", "len_a", "len_b", "n_context", "shift", "shift_value"),
+    "evals": EVAL_CONDITIONS,
     "representations": ("split", "position", "layer", "head", "length", "shift", "shift_value"),
 }
 Scalar = str | int | float

@@ -59,6 +59,12 @@ def corner_sets(params: Mapping[str, HasCorners]) -> list[dict[str, Any]]:
     return [dict(zip(params, combo)) for combo in itertools.islice(product, MAX_CORNER_SETS)]
 
 
+# The columns of an ``evals`` row that say under which condition it was measured: the split,
+# then each family's condition columns (arithmetic: len_a/len_b; in-context: n_context,
+# shift, shift_value; a row leaves the others null).
+EVAL_CONDITIONS = ("split", "len_a", "len_b", "n_context", "shift", "shift_value")
+
+
 # The columns of a ``trials`` row its writer fills (``study.store.schema``'s trials table
 # less the columns the store adds: study, attempt, cell, written_at).  ``grid`` and
 # ``config`` hold JSON text.
