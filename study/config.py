@@ -1143,12 +1143,16 @@ class SweepSpec(Section):
         pack = PackSpec(size=size, automatic=self.pack.automatic or self.pack.size == "auto")
         return self.model_copy(update={"pack": pack})
 
+    def unpackable_axes(self) -> list[str]:
+        """The tuned axes whose values the members of one pack cannot differ in (all but the
+        per-member training values, :data:`PACK_MEMBER_FIELDS`)."""
+        return sorted(set(self.tune.params) - {f"train.{name}" for name in PACK_MEMBER_FIELDS})
+
     def pack_bound(self) -> int:
         """The largest pack this study allows: 1 when a tuned axis other than the per-member
         training values varies, a threshold search's seeds per point, else the fewest members
         a cell holds (seeds x trials per grid point)."""
-        packable = {f"train.{name}" for name in PACK_MEMBER_FIELDS}
-        if set(self.tune.params) - packable:
+        if self.unpackable_axes():
             return 1
         if self.threshold is not None:
             return self.threshold.seeds_per_point
@@ -1177,12 +1181,12 @@ class SweepSpec(Section):
         size = self.pack.size
         if size == "auto" or size == 1:  # auto is bounded by pack_bound when measured
             return
-        packable = {f"train.{name}" for name in PACK_MEMBER_FIELDS}
-        differing = sorted(set(self.tune.params) - packable)
+        differing = self.unpackable_axes()
         if differing:
+            packable = sorted(f"train.{name}" for name in PACK_MEMBER_FIELDS)
             raise ConfigError(
                 f"pack.size={size} with tuned axes {differing}: members of a pack share the "
-                f"architecture and everything else but {', '.join(sorted(packable))}; make {differing} grid "
+                f"architecture and everything else but {', '.join(packable)}; make {differing} grid "
                 "axes or set pack.size=1"
             )
         bound = self.pack_bound()
