@@ -224,7 +224,11 @@ def _cmd_status(args) -> int:
 
 def add_sweep_commands(sub) -> None:
     p = sub.add_parser("run", help="run a sweep spec on Ray Tune (embedded local Ray unless --address)")
-    p.add_argument("spec", help="search_spaces/<name>.yaml")
+    p.add_argument(
+        "spec",
+        help="search_spaces/<name>.yaml, or env:NAME for the spec's YAML text in environment variable NAME "
+        "(how `submit` sends a spec with a job)",
+    )
     p.add_argument("--store", help="results store URI (overrides the spec's)")
     p.add_argument("--name", help="study name (overrides the spec's)")
     p.add_argument("--address", help="Ray cluster address: auto, ray://host:10001, ...")
