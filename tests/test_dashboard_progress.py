@@ -126,7 +126,10 @@ def test_an_embedded_runs_job_and_progress_are_on_its_dashboard_beside_another_r
                     break
             time.sleep(1)
         assert board is not None, "no ProgressBoard actor listed"
-        assert board["repr_name"] == "progress of study dash"
+        # listed again: Ray records an actor's repr once its constructor ran, after it is first listed
+        _, text = get(url + "/api/v0/actors?detail=1&limit=1000", token)
+        (listed,) = [a for a in json.loads(text)["data"]["result"]["result"] if a["actor_id"] == board["actor_id"]]
+        assert listed["repr_name"] == "progress of study dash"
         # the headline and the running trial, stamped with the time, as the driver prints them
         assert re.search(
             r"^\d\d:\d\d:\d\d \[dash\] trials \d done, 1 running, 0 pending of 1 \| grid points", log, re.M
