@@ -190,6 +190,11 @@ def board_name(study: str) -> str:
     return BOARD_PREFIX + study
 
 
+def board_title(study: str) -> str:
+    """How the dashboard lists the study's board (its repr): what the start-up line names."""
+    return f"progress of study {study}"
+
+
 class ProgressBoard:
     """Ray actor (created by the driver, zero CPUs): the latest (step, loss) per trial (a
     pack's members each under their own trial id), and the driver's progress lines in its
@@ -202,7 +207,7 @@ class ProgressBoard:
         self.latest: dict[str, tuple[int, float]] = {}
 
     def __repr__(self) -> str:  # the name the dashboard lists the actor under, and its log lines' prefix
-        return f"progress of study {self.study}"
+        return board_title(self.study)
 
     def post(self, step: int, losses: dict[str, float]) -> None:
         for trial_id, loss in losses.items():

@@ -33,6 +33,7 @@ from study.store import join_uri, open_filesystem  # Store (duckdb, pandas): imp
 from study.store.lease import StudyLease
 from study.store.schema import ENDED
 from study.tune.autopack import resolve_pack_size
+from study.tune.progress import board_title
 from study.tune.recovery import set_aside_damaged_run_state
 from study.tune.trial import named_trainable, run_trial
 
@@ -223,7 +224,7 @@ def connect_ray(address: str | None, study: str | None = None) -> str | None:
 
     if ray.is_initialized():
         return None
-    job_config = JobConfig(metadata={"job_name": f"oodstudy {study}"}) if study else None
+    job_config = JobConfig(metadata={"job_name": job_name(study)}) if study else None
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
         check_address(address)
@@ -267,6 +268,11 @@ def connect_ray(address: str | None, study: str | None = None) -> str | None:
     if dashboard:
         print(dashboard_hint(dashboard, study), file=sys.stderr)
     return dashboard
+
+
+def job_name(study: str) -> str:
+    """The name of a study's driver on the dashboard's Jobs page (its ``job_name`` metadata)."""
+    return f"oodstudy {study}"
 
 
 def free_port(host: str) -> int:
@@ -319,8 +325,8 @@ def dashboard_hint(url: str, study: str | None = None) -> str:
         hint += " (it asks for a token: paste the output of `ray get-auth-token`)"
     if study:
         hint += (
-            f"; the study is the job named 'oodstudy {study}' on the Jobs page, and its progress lines "
-            f"are the log of the actor 'progress of study {study}' listed there"
+            f"; the study is the job named '{job_name(study)}' on the Jobs page, and its progress lines "
+            f"are the log of the actor '{board_title(study)}' listed there"
         )
     return hint
 
